@@ -1,0 +1,211 @@
+"""The catalogue of named artifacts under the workdir, their manifests, and safe writes.
+
+Layout of a workdir::
+
+    artifacts/<name>.parquet|.npz|.json    stage outputs, each written atomically
+    manifests/<stage>.json                 inputs' hashes, config hash, rows, seconds
+    quarantine/<file>.csv                  rows ingest refused, with the reason
+    models/<version>/                      one trained model per directory
+    models/current                         pointer file naming the serving version
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+from movierec import __version__
+
+#: Artifact name -> file name. The contract between stages.
+ARTIFACTS: dict[str, str] = {
+    "ratings_raw": "ratings_raw.parquet",
+    "test_raw": "test_raw.parquet",
+    "users_raw": "users_raw.parquet",
+    "movies_raw": "movies_raw.parquet",
+    "reviews_raw": "reviews_raw.parquet",
+    "social_raw": "social_raw.parquet",
+    "ratings_clean": "ratings_clean.parquet",
+    "users_clean": "users_clean.parquet",
+    "movies_clean": "movies_clean.parquet",
+    "reviews_clean": "reviews_clean.parquet",
+    "social_clean": "social_clean.parquet",
+    "user_ids": "user_ids.parquet",
+    "movie_ids": "movie_ids.parquet",
+    "review_sentiment": "review_sentiment.parquet",
+    "message_sentiment": "message_sentiment.parquet",
+    "social_features": "social_features.parquet",
+    "social_neighbours": "social_neighbours.parquet",
+    "user_features": "user_features.npz",
+    "item_features": "item_features.npz",
+    "feature_transformers": "feature_transformers.pkl",
+}
+
+
+def file_hash(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes (streamed), shortened to 16 hex digits."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; it replaces ``target`` only on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_json(obj: Any, target: str | Path) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+@dataclass
+class Catalog:
+    """Named artifacts of one workdir."""
+
+    workdir: Path
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir)
+
+    # paths -------------------------------------------------------------------------
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.workdir / "artifacts"
+
+    @property
+    def manifests_dir(self) -> Path:
+        return self.workdir / "manifests"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.workdir / "quarantine"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.workdir / "models"
+
+    def path(self, name: str) -> Path:
+        if name not in ARTIFACTS:
+            raise KeyError(f"unknown artifact {name!r}")
+        return self.artifacts_dir / ARTIFACTS[name]
+
+    def exists(self, name: str) -> bool:
+        return self.path(name).exists()
+
+    # reading / writing ---------------------------------------------------------------
+    def read(self, name: str) -> Any:
+        p = self.path(name)
+        if p.suffix == ".parquet":
+            return pd.read_parquet(p)
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        if p.suffix == ".pkl":
+            import joblib
+
+            return joblib.load(p)
+        return json.loads(p.read_text())
+
+    def read_optional(self, name: str) -> Any:
+        return self.read(name) if self.exists(name) else None
+
+    def write(self, name: str, obj: Any) -> dict:
+        """Write an artifact atomically; returns its manifest entry (file, rows, hash)."""
+        p = self.path(name)
+        with atomic_path(p) as tmp:
+            if p.suffix == ".parquet":
+                obj.to_parquet(tmp, index=False)
+                rows = len(obj)
+            elif p.suffix == ".npz":
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, **obj)
+                rows = int(max((np.shape(v)[0] for v in obj.values() if np.ndim(v)), default=0))
+            elif p.suffix == ".pkl":
+                import joblib
+
+                joblib.dump(obj, tmp)
+                rows = 0
+            else:
+                tmp.write_text(json.dumps(obj, default=_json_default))
+                rows = len(obj)
+        return {"file": ARTIFACTS[name], "rows": rows, "hash": file_hash(p)}
+
+    def remove(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path(name).unlink()
+
+    # manifests ---------------------------------------------------------------------
+    def manifest_path(self, stage: str) -> Path:
+        return self.manifests_dir / f"{stage}.json"
+
+    def read_manifest(self, stage: str) -> dict | None:
+        p = self.manifest_path(stage)
+        if not p.exists():
+            return None
+        try:
+            return json.loads(p.read_text())
+        except json.JSONDecodeError:
+            return None
+
+    def write_manifest(
+        self,
+        stage: str,
+        inputs: dict[str, str],
+        config_hash: str,
+        outputs: dict[str, dict],
+        seconds: float,
+        extra: dict | None = None,
+    ) -> dict:
+        manifest = {
+            "stage": stage,
+            "inputs": inputs,
+            "config_hash": config_hash,
+            "outputs": outputs,
+            "seconds": round(seconds, 3),
+            "code_version": __version__,
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        if extra:
+            manifest.update(extra)
+        write_json(manifest, self.manifest_path(stage))
+        return manifest
+
+    def output_hashes(self, stage: str) -> dict[str, str]:
+        """Hashes of a stage's outputs as recorded in its manifest (for downstream inputs)."""
+        m = self.read_manifest(stage) or {}
+        return {f"{stage}.{k}": v["hash"] for k, v in m.get("outputs", {}).items()}

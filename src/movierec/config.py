@@ -1,0 +1,354 @@
+"""Typed configuration: one dataclass per YAML section, strict loading, dotted overrides.
+
+Every field is documented where it is declared (``doc=`` in its metadata). Loading
+rejects unknown keys and wrong types with a :class:`ConfigError` that names the key,
+the file and what is allowed. Relative paths resolve against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from movierec.errors import ConfigError
+
+
+def _f(default: Any, doc: str, *, path: bool = False, choices: tuple | None = None):
+    """A documented dataclass field; ``path`` fields resolve against the config folder."""
+    meta = {"doc": doc, "path": path, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    dir: str = _f("data/demo", "folder holding the CSV files", path=True)
+    ratings: str = _f("ratings.csv", "ratings file (user_id, movie_id, rating[, timestamp])")
+    users: str = _f("users.csv", "users file (user_id, demographics); optional")
+    movies: str = _f("movies.csv", "movies file (movie_id, title[, genres, year]); optional")
+    reviews: str = _f("reviews.csv", "reviews file (user_id, movie_id, text[, rating]); optional")
+    social: str = _f("social.csv", "social ties (user_id, friend_id[, weight, text]); optional")
+    encoding: str = _f("utf-8", "text encoding of every CSV file (e.g. utf-8, latin-1)")
+    delimiter: str = _f(",", "field delimiter of every CSV file")
+    rating_min: Optional[float] = _f(None, "lowest valid rating; learned from the data if unset")
+    rating_max: Optional[float] = _f(None, "highest valid rating; learned from the data if unset")
+    max_bad_fraction: float = _f(0.05, "ingest fails (exit 65) if more rows than this are bad")
+
+
+@dataclass
+class SplitConfig:
+    method: str = _f(
+        "random",
+        "how ratings are split into train and test",
+        choices=("none", "random", "temporal", "kfold", "given"),
+    )
+    test_fraction: float = _f(0.2, "share of ratings held out (random, temporal)")
+    folds: int = _f(5, "number of folds (kfold)")
+    fold: int = _f(0, "which fold is the test part for train/recommend (kfold)")
+    seed: int = _f(0, "seed of the split")
+    train: Optional[str] = _f(None, "training ratings file (given)", path=True)
+    test: Optional[str] = _f(None, "test ratings file (given)", path=True)
+
+
+@dataclass
+class SentimentConfig:
+    enabled: bool = _f(True, "score review and message texts")
+    model: str = _f("embedded", "'embedded', a Hugging Face model id, or a local model folder")
+    batch_size: int = _f(64, "texts per forward pass")
+    max_length: int = _f(128, "tokens per text; longer texts are truncated")
+    device: str = _f("cpu", "torch device: cpu, cuda, cuda:0, ...")
+    neutral_band: float = _f(0.2, "|score| below this is labelled neutral")
+
+
+@dataclass
+class SocialConfig:
+    enabled: bool = _f(True, "build the social graph and its features")
+    directed: bool = _f(False, "treat ties as one-way trust (True) or friendship (False)")
+    pagerank_alpha: float = _f(0.85, "PageRank damping")
+    seed: int = _f(0, "seed of community detection")
+    message_weight: float = _f(0.5, "how much message sentiment scales tie strength")
+
+
+@dataclass
+class FeaturesConfig:
+    user_columns: list[str] = _f([], "users.csv columns to use; empty = all but user_id")
+    group_columns: list[str] = _f(["gender"], "users.csv columns to report metrics by")
+    use_sentiment: bool = _f(True, "sentiment profile / crowd sentiment features")
+    use_social: bool = _f(True, "graph features of users")
+    use_demographics: bool = _f(True, "users.csv columns")
+    use_genres: bool = _f(True, "movie genres and year")
+    max_categories: int = _f(30, "most frequent values kept per categorical column")
+
+
+@dataclass
+class ModelConfig:
+    factors: int = _f(32, "latent dimensions")
+    epochs: int = _f(30, "training passes over the ratings")
+    optimizer: str = _f("sgd", "trainer", choices=("sgd", "adam"))
+    learning_rate: float = _f(0.01, "step size (sgd) or Adam learning rate")
+    reg: float = _f(0.05, "L2 weight on factors")
+    reg_bias: float = _f(0.02, "L2 weight on user and item biases")
+    reg_features: float = _f(0.1, "L2 weight on the feature projections W and V")
+    social_reg: float = _f(0.0, "pull of a user's factors toward their trusted neighbours")
+    use_features: bool = _f(True, "add projected user/item features to the factors")
+    implicit: bool = _f(False, "SVD++-style implicit term (not implemented by this trainer)")
+    early_stopping: bool = _f(True, "stop when validation RMSE stops improving")
+    patience: int = _f(3, "epochs without improvement before stopping")
+    validation_fraction: float = _f(0.05, "share of training ratings held for early stopping")
+    init_std: float = _f(0.1, "standard deviation of initial factors")
+    lr_decay: float = _f(0.95, "learning rate multiplier per epoch (sgd)")
+    batch_size: int = _f(4096, "mini-batch size (adam)")
+    seed: int = _f(0, "seed of initialization and shuffling")
+
+
+@dataclass
+class RecommendConfig:
+    n: int = _f(10, "list length")
+    exclude_seen: bool = _f(True, "leave out movies the user already rated")
+
+
+@dataclass
+class EvaluateConfig:
+    k: list[int] = _f([10], "cut-offs for ranking metrics")
+    relevance_threshold: float = _f(4.0, "test ratings at or above this are positives")
+    baselines: list[str] = _f(["global_mean", "popularity"], "baselines to score")
+    ablations: list[str] = _f([], "no_sentiment, no_social, no_features")
+    max_users: Optional[int] = _f(None, "rank for at most this many test users (sampled)")
+
+
+@dataclass
+class RefreshConfig:
+    keep: int = _f(5, "model versions kept")
+
+
+@dataclass
+class Config:
+    workdir: str = _f("work", "where artifacts and models live", path=True)
+    data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "input files"})
+    split: SplitConfig = field(default_factory=SplitConfig, metadata={"doc": "train/test split"})
+    sentiment: SentimentConfig = field(default_factory=SentimentConfig, metadata={"doc": "texts"})
+    social: SocialConfig = field(default_factory=SocialConfig, metadata={"doc": "graph"})
+    features: FeaturesConfig = field(default_factory=FeaturesConfig, metadata={"doc": "fusion"})
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"doc": "factorization"})
+    recommend: RecommendConfig = field(default_factory=RecommendConfig, metadata={"doc": "top-N"})
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig, metadata={"doc": "metrics"})
+    refresh: RefreshConfig = field(default_factory=RefreshConfig, metadata={"doc": "nightly run"})
+
+    # Set by the loader, not by users.
+    source: Optional[str] = field(default=None, metadata={"internal": True})
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("source", None)
+        return d
+
+    def section_hash(self, *names: str) -> str:
+        """A stable hash of the named sections (all sections if none are named)."""
+        d = self.to_dict()
+        part = {n: d[n] for n in names} if names else d
+        return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
+
+    def data_path(self, name: str) -> Path:
+        """Absolute path of one of the data files (``ratings``, ``users``, ...)."""
+        return Path(self.data.dir) / getattr(self.data, name)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return f"{_type_name(args[0])} or null"
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is Literal:
+        return " | ".join(map(str, typing.get_args(tp)))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], key, where)
+    if origin is list:
+        if not isinstance(value, list):
+            value = [value] if isinstance(value, (str, int, float)) else value
+        if not isinstance(value, list):
+            raise _type_error(key, value, tp, where)
+        (inner,) = typing.get_args(tp)
+        return [_coerce(v, inner, key, where) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _type_error(key, value, tp, where)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _type_error(key, value, tp, where)
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _type_error(key, value, tp, where)
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise _type_error(key, value, tp, where)
+    raise _type_error(key, value, tp, where)
+
+
+def _type_error(key: str, value: Any, tp: Any, where: str) -> ConfigError:
+    return ConfigError(
+        f"{where}: '{key}' must be {_type_name(tp)}, got {value!r} ({type(value).__name__})"
+    )
+
+
+def _build(cls: type, raw: Any, prefix: str, where: str, base: Path) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: '{prefix.rstrip('.') or 'config'}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        key = prefix + str(unknown[0])
+        allowed = ", ".join(sorted(fields))
+        raise ConfigError(f"{where}: unknown key '{key}'; allowed here: {allowed}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in raw:
+            continue
+        tp = hints[name]
+        key = prefix + name
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, raw[name], key + ".", where, base)
+            continue
+        value = _coerce(raw[name], tp, key, where)
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(
+                f"{where}: '{key}' must be one of {', '.join(choices)}, got {value!r}"
+            )
+        kwargs[name] = value
+    obj = cls(**kwargs)
+    # Resolve relative paths (defaults included) against the config file's folder.
+    for name, f in fields.items():
+        if f.metadata.get("path"):
+            value = getattr(obj, name)
+            if value is not None and not Path(value).is_absolute():
+                setattr(obj, name, str((base / value).resolve()))
+    return obj
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b.c=VALUE`` (VALUE read as YAML) into (["a","b","c"], value)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not KEY=VALUE (e.g. model.factors=64)")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{text}': value is not valid YAML ({exc})") from exc
+    return key.split("."), value
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load and validate a YAML config, applying ``KEY=VALUE`` overrides.
+
+    Args:
+        path: the YAML file; ``None`` gives the defaults (paths relative to the cwd).
+        overrides: dotted ``KEY=VALUE`` strings applied after the file.
+
+    Raises:
+        ConfigError: unreadable file, invalid YAML, unknown key, wrong type or value.
+    """
+    raw: dict = {}
+    base = Path.cwd()
+    where = "<defaults>"
+    if path is not None:
+        p = Path(path)
+        where = str(p)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections")
+        raw = loaded
+        base = p.resolve().parent
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for k in keys[:-1]:
+            nxt = node.get(k)
+            if nxt is None:
+                nxt = node[k] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"override '{text}': '{k}' is not a section")
+            node = nxt
+        node[keys[-1]] = value
+    where_o = where + (" (with overrides)" if overrides else "")
+    cfg = _build(Config, raw, "", where_o, base)
+    cfg.source = str(Path(path).resolve()) if path is not None else None
+    _check_values(cfg, where_o)
+    return cfg
+
+
+def _check_values(cfg: Config, where: str) -> None:
+    checks = [
+        (cfg.model.factors >= 1, "model.factors must be >= 1"),
+        (cfg.model.epochs >= 1, "model.epochs must be >= 1"),
+        (cfg.model.learning_rate > 0, "model.learning_rate must be > 0"),
+        (cfg.model.reg >= 0, "model.reg must be >= 0"),
+        (cfg.model.social_reg >= 0, "model.social_reg must be >= 0"),
+        (0 < cfg.split.test_fraction < 1, "split.test_fraction must be in (0, 1)"),
+        (cfg.split.folds >= 2, "split.folds must be >= 2"),
+        (0 <= cfg.split.fold < cfg.split.folds, "split.fold must be in [0, split.folds)"),
+        (0 <= cfg.data.max_bad_fraction <= 1, "data.max_bad_fraction must be in [0, 1]"),
+        (cfg.recommend.n >= 1, "recommend.n must be >= 1"),
+        (all(k >= 1 for k in cfg.evaluate.k), "evaluate.k values must be >= 1"),
+        (len(cfg.data.delimiter) == 1, "data.delimiter must be one character"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(f"{where}: {msg}")
+    if cfg.split.method == "given" and not (cfg.split.train and cfg.split.test):
+        raise ConfigError(f"{where}: split.method 'given' needs split.train and split.test")
+    allowed_abl = {"no_sentiment", "no_social", "no_features"}
+    for a in cfg.evaluate.ablations:
+        if a not in allowed_abl:
+            raise ConfigError(
+                f"{where}: evaluate.ablations: unknown '{a}'; allowed: {', '.join(sorted(allowed_abl))}"
+            )
+    allowed_base = {"global_mean", "popularity", "bias"}
+    for b in cfg.evaluate.baselines:
+        if b not in allowed_base:
+            raise ConfigError(
+                f"{where}: evaluate.baselines: unknown '{b}'; allowed: {', '.join(sorted(allowed_base))}"
+            )
+    try:
+        "x".encode(cfg.data.encoding)
+    except LookupError as exc:
+        raise ConfigError(f"{where}: data.encoding: unknown encoding {cfg.data.encoding!r}") from exc

@@ -1,0 +1,51 @@
+"""The canonical CSV files: required and optional columns, and what each column must hold."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FileSchema:
+    name: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+    id_columns: tuple[str, ...] = ()
+    numeric: tuple[str, ...] = ()  # parsed as float; empty allowed unless required
+    text: tuple[str, ...] = ()
+
+
+RATINGS = FileSchema(
+    "ratings",
+    required=("user_id", "movie_id", "rating"),
+    optional=("timestamp",),
+    id_columns=("user_id", "movie_id"),
+    numeric=("rating",),
+)
+USERS = FileSchema("users", required=("user_id",), id_columns=("user_id",))
+MOVIES = FileSchema(
+    "movies",
+    required=("movie_id", "title"),
+    optional=("genres", "year"),
+    id_columns=("movie_id",),
+    numeric=("year",),
+    text=("title",),
+)
+REVIEWS = FileSchema(
+    "reviews",
+    required=("user_id", "movie_id", "text"),
+    optional=("timestamp", "rating"),
+    id_columns=("user_id", "movie_id"),
+    numeric=("rating",),
+    text=("text",),
+)
+SOCIAL = FileSchema(
+    "social",
+    required=("user_id", "friend_id"),
+    optional=("weight", "text"),
+    id_columns=("user_id", "friend_id"),
+    numeric=("weight",),
+    text=("text",),
+)
+
+SCHEMAS = {s.name: s for s in (RATINGS, USERS, MOVIES, REVIEWS, SOCIAL)}

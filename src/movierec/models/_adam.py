@@ -1,0 +1,125 @@
+"""Mini-batch Adam trainer in TensorFlow for :class:`MatrixFactorization`.
+
+The batch loop runs inside one ``tf.function`` per epoch (``tf.data`` feeds tensors, no
+per-batch Python), and nothing assumes a CPU: the same code runs on a GPU. The learned
+variables are copied back into the numpy state of the model, so a model trained here
+saves and loads exactly like one trained by SGD.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    from movierec.models.mf import History
+
+    tf.random.set_seed(model.seed)
+    tr = np.flatnonzero(~val_mask)
+    va = np.flatnonzero(val_mask)
+    n_train = len(tr)
+    use_feat = bool(model.use_features and (model.user_weights_.size or model.item_weights_.size))
+
+    bu = tf.Variable(model.user_bias_, name="user_bias")
+    bi = tf.Variable(model.item_bias_, name="item_bias")
+    P = tf.Variable(model.user_factors_, name="user_factors")
+    Q = tf.Variable(model.item_factors_, name="item_factors")
+    W = tf.Variable(model.user_weights_, name="user_weights")
+    V = tf.Variable(model.item_weights_, name="item_weights")
+    X = tf.constant(model.user_features_)
+    Y = tf.constant(model.item_features_)
+    mu = tf.constant(model.global_mean_, tf.float32)
+    variables = [bu, bi, P, Q] + ([W, V] if use_feat else [])
+
+    nb = data.neighbours.tocoo()
+    social = model.social_reg > 0 and nb.nnz > 0
+    if social:
+        nb_sp = tf.sparse.reorder(tf.sparse.SparseTensor(
+            np.stack([nb.row, nb.col], 1).astype(np.int64), nb.data.astype(np.float32), nb.shape))
+
+    opt = tf.keras.optimizers.Adam(learning_rate=model.learning_rate)
+    reg = tf.constant(model.reg, tf.float32)
+    reg_b = tf.constant(model.reg_bias, tf.float32)
+    reg_f = tf.constant(model.reg_features / max(n_train, 1), tf.float32)
+    social_reg = tf.constant(model.social_reg, tf.float32)
+
+    def effective(u, i):
+        pu = tf.gather(P, u)
+        qi = tf.gather(Q, i)
+        if use_feat:
+            pu = pu + tf.matmul(tf.gather(X, u), W, transpose_b=True)
+            qi = qi + tf.matmul(tf.gather(Y, i), V, transpose_b=True)
+        return pu, qi
+
+    def step(u, i, r):
+        with tf.GradientTape() as tape:
+            pu, qi = effective(u, i)
+            pred = mu + tf.gather(bu, u) + tf.gather(bi, i) + tf.reduce_sum(pu * qi, axis=1)
+            err = r - pred
+            loss = tf.reduce_mean(tf.square(err))
+            loss += reg * tf.reduce_mean(tf.reduce_sum(tf.square(tf.gather(P, u)), 1)
+                                         + tf.reduce_sum(tf.square(tf.gather(Q, i)), 1))
+            loss += reg_b * tf.reduce_mean(tf.square(tf.gather(bu, u)) + tf.square(tf.gather(bi, i)))
+            if use_feat:
+                loss += reg_f * (tf.reduce_sum(tf.square(W)) + tf.reduce_sum(tf.square(V)))
+            if social:
+                mean_nb = tf.sparse.sparse_dense_matmul(nb_sp, P)
+                has = tf.cast(tf.sparse.reduce_sum(nb_sp, axis=1) > 0, tf.float32)
+                diff = (tf.gather(P, u) - tf.gather(mean_nb, u)) * tf.expand_dims(tf.gather(has, u), 1)
+                loss += social_reg * tf.reduce_mean(tf.reduce_sum(tf.square(diff), 1))
+        grads = tape.gradient(loss, variables)
+        opt.apply_gradients(zip(grads, variables))
+        return tf.reduce_sum(tf.square(err))
+
+    @tf.function
+    def run_epoch(ds):
+        sse = tf.constant(0.0)
+        for u, i, r in ds:
+            sse += step(u, i, r)
+        return sse
+
+    users = tf.constant(data.users[tr])
+    items = tf.constant(data.items[tr])
+    ratings = tf.constant(data.ratings[tr])
+    ds_all = tf.data.Dataset.from_tensor_slices((users, items, ratings))
+
+    hist = History()
+    best, best_state, bad = np.inf, None, 0
+    for epoch in range(model.epochs):
+        ds = ds_all.shuffle(n_train, seed=int(rng.integers(1 << 31)), reshuffle_each_iteration=False)
+        ds = ds.batch(model.batch_size).prefetch(2)
+        sse = float(run_epoch(ds))
+        hist.train_rmse.append(float(np.sqrt(sse / max(1, n_train))))
+        _pull(model, bu, bi, P, Q, W, V)
+        model._record_validation(hist, data, va, epoch)
+        if len(va):
+            v = hist.val_rmse[-1]
+            if v < best - 1e-5:
+                best, best_state, bad, hist.best_epoch = v, model._state(), 0, epoch
+            else:
+                bad += 1
+                if bad >= model.patience:
+                    log.info("early stopping after epoch %d (best %d)", epoch + 1, hist.best_epoch + 1)
+                    break
+        else:
+            hist.best_epoch = epoch
+    if best_state is not None:
+        model._restore(best_state)
+    return hist
+
+
+def _pull(model, bu, bi, P, Q, W, V) -> None:
+    model.user_bias_ = bu.numpy()
+    model.item_bias_ = bi.numpy()
+    model.user_factors_ = P.numpy()
+    model.item_factors_ = Q.numpy()
+    model.user_weights_ = W.numpy()
+    model.item_weights_ = V.numpy()

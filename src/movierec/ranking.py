@@ -1,0 +1,169 @@
+"""Top-N lists: one user or all users, seen movies excluded, unknown users via popularity.
+
+Scoring is blocked: a block of users' vectors times all item vectors (one BLAS call),
+seen items masked, ``argpartition`` for the top N. No users x movies matrix is ever held
+whole. This module imports neither TensorFlow nor torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from movierec.errors import DataError, ModelError
+from movierec.models.mf import MatrixFactorization
+
+
+def top_n_from_scores(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise top-n indices (best first) and their scores; -inf entries sort last."""
+    n = min(n, scores.shape[1])
+    part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+    part_scores = np.take_along_axis(scores, part, 1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    return np.take_along_axis(part, order, 1), np.take_along_axis(part_scores, order, 1)
+
+
+def score_block(model_vectors: tuple, users: np.ndarray) -> np.ndarray:
+    """Predicted ratings of ``users`` (indices) for every item (len(users) x n_items)."""
+    mu, bu, bi, U, Q = model_vectors
+    return (U[users] @ Q.T) + bi[None, :] + (bu[users] + mu)[:, None]
+
+
+def top_n(
+    model_vectors: tuple,
+    users: np.ndarray,
+    n: int,
+    seen: sp.csr_matrix | None = None,
+    block: int = 2048,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-n items for each of ``users``, excluding ``seen`` items; blocked over users."""
+    users = np.asarray(users, dtype=np.int64)
+    n_items = model_vectors[2].shape[0]
+    n = min(n, n_items)
+    items = np.zeros((len(users), n), dtype=np.int64)
+    scores = np.zeros((len(users), n), dtype=np.float32)
+    for start in range(0, len(users), block):
+        ub = users[start : start + block]
+        s = score_block(model_vectors, ub).astype(np.float32)
+        if seen is not None:
+            sub = seen[ub]
+            rows = np.repeat(np.arange(len(ub)), np.diff(sub.indptr))
+            s[rows, sub.indices] = -np.inf
+        it, sc = top_n_from_scores(s, n)
+        items[start : start + len(ub)] = it
+        scores[start : start + len(ub)] = sc
+    return items, scores
+
+
+@dataclass
+class ModelBundle:
+    """A saved model directory: the model, id maps, catalogue, seen items, popularity."""
+
+    path: Path
+    model: MatrixFactorization
+    user_ids: pd.Index
+    movie_ids: pd.Index
+    movies: pd.DataFrame
+    seen: sp.csr_matrix
+    popularity: np.ndarray
+    meta: dict
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelBundle":
+        path = Path(path)
+        if not (path / "model.npz").exists():
+            raise ModelError(f"{path}: no model.npz here; run `movierec train` first")
+        model = MatrixFactorization.load(path / "model.npz")
+        users = pd.read_parquet(path / "user_ids.parquet")
+        movies = pd.read_parquet(path / "movies.parquet")
+        with np.load(path / "seen.npz") as z:
+            seen = sp.csr_matrix((np.ones(len(z["indices"]), np.float32), z["indices"], z["indptr"]),
+                                 shape=(len(users), len(movies)))
+            popularity = z["popularity"]
+        meta = json.loads((path / "meta.json").read_text())
+        return cls(path, model, pd.Index(users["user_id"].astype(str)), pd.Index(movies["movie_id"].astype(str)),
+                   movies, seen, popularity, meta)
+
+    @property
+    def vectors(self) -> tuple:
+        m = self.model
+        if not hasattr(self, "_vectors"):
+            self._vectors = (np.float32(m.global_mean_), m.user_bias_, m.item_bias_,
+                             np.ascontiguousarray(m.user_vectors(), dtype=np.float32),
+                             np.ascontiguousarray(m.item_vectors(), dtype=np.float32))
+        return self._vectors
+
+    def user_index(self, user_id: str) -> int:
+        loc = self.user_ids.get_indexer([str(user_id).strip()])[0]
+        return int(loc)
+
+    def _rows(self, items: np.ndarray, scores: np.ndarray) -> list[dict]:
+        mv = self.movies
+        out = []
+        for it, sc in zip(items, scores):
+            if not np.isfinite(sc):
+                continue
+            row = mv.iloc[int(it)]
+            out.append({
+                "movie_id": str(row["movie_id"]),
+                "title": str(row["title"]),
+                "year": None if pd.isna(row.get("year")) else int(row["year"]),
+                "genres": str(row.get("genres", "")),
+                "score": round(float(sc), 4),
+            })
+        return out
+
+    def popular(self, n: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        pop = self.popularity.astype(np.float64).copy()
+        if exclude is not None and len(exclude):
+            pop[exclude] = -np.inf
+        order = np.argsort(-pop, kind="stable")[:n]
+        return order, pop[order]
+
+    def recommend_user(self, user_id: str, n: int, exclude_seen: bool = True) -> dict:
+        """Top-n for one user id; an unknown user gets the popularity fallback, flagged."""
+        u = self.user_index(user_id)
+        if u < 0:
+            items, scores = self.popular(n)
+            return {"user_id": str(user_id), "fallback": "popularity", "items": self._rows(items, scores.astype(np.float32))}
+        items, scores = top_n(self.vectors, np.array([u]), n, self.seen if exclude_seen else None)
+        return {"user_id": str(user_id), "fallback": None, "items": self._rows(items[0], scores[0])}
+
+    def recommend_ratings(self, user_id: str, ratings: pd.DataFrame, n: int, reg: float | None = None) -> dict:
+        """Fold in a user the model has not seen, from their (movie_id, rating) rows."""
+        idx = self.movie_ids.get_indexer(ratings["movie_id"].astype(str).str.strip())
+        known = idx >= 0
+        if not known.any():
+            items, scores = self.popular(n)
+            return {"user_id": str(user_id), "fallback": "popularity", "items": self._rows(items, scores.astype(np.float32))}
+        r = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(np.float64)[known]
+        if np.isnan(r).any():
+            raise DataError("--ratings: every rating must be a number")
+        mu, bu, bi, U, Q = self.vectors
+        items_r = idx[known]
+        lam = self.model.reg if reg is None else reg
+        resid = r - mu - bi[items_r]
+        b = float(resid.sum() / (len(resid) + max(self.model.reg_bias, 1e-3) * 10))
+        Qi = Q[items_r].astype(np.float64)
+        A = Qi.T @ Qi + lam * max(len(r), 1) * np.eye(Q.shape[1])
+        p = np.linalg.solve(A, Qi.T @ (resid - b))
+        s = (Q @ p + bi + mu + b).astype(np.float32)
+        s[items_r] = -np.inf
+        it, sc = top_n_from_scores(s[None, :], n)
+        return {"user_id": str(user_id), "fallback": "fold-in", "items": self._rows(it[0], sc[0])}
+
+    def recommend_all(self, n: int, exclude_seen: bool = True) -> pd.DataFrame:
+        users = np.arange(len(self.user_ids))
+        items, scores = top_n(self.vectors, users, n, self.seen if exclude_seen else None)
+        k = items.shape[1]
+        return pd.DataFrame({
+            "user_id": np.repeat(self.user_ids.to_numpy(), k),
+            "rank": np.tile(np.arange(1, k + 1), len(users)),
+            "movie_id": self.movie_ids.to_numpy()[items.ravel()],
+            "score": scores.ravel(),
+        })

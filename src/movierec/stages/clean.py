@@ -1,0 +1,216 @@
+"""clean: dedupe, normalise, map ids to dense integers, assign the train/test split.
+
+The split is stored as a ``fold`` column on the ratings: for ``kfold`` it is the fold
+number (0..folds-1); otherwise test rows have fold 0 and training rows fold -1 (with
+``none`` every row is training). :func:`train_test` selects the parts for one fold.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from movierec.config import Config
+from movierec.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+_YEAR = re.compile(r"\((\d{4})\)\s*$")
+
+
+@dataclass
+class CleanResult:
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+def _dedupe_ratings(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Latest rating of a (user, movie) wins: by timestamp, then by position in the file."""
+    df = df.reset_index(drop=True)
+    if "timestamp" in df.columns:
+        order = df.assign(_pos=np.arange(len(df))).sort_values(["timestamp", "_pos"], na_position="first", kind="stable")
+        df = order.drop(columns="_pos")
+    before = len(df)
+    df = df.drop_duplicates(["user_id", "movie_id"], keep="last")
+    return df.sort_index().reset_index(drop=True), before - len(df)
+
+
+def _index(values: list[pd.Series]) -> pd.Index:
+    allv = pd.concat([v for v in values if v is not None], ignore_index=True).astype(str)
+    return pd.Index(np.sort(allv.unique()), name="id")
+
+
+def assign_folds(ratings: pd.DataFrame, cfg: Config) -> np.ndarray:
+    """The ``fold`` column for the configured split method."""
+    n = len(ratings)
+    sp = cfg.split
+    rng = np.random.default_rng(sp.seed)
+    fold = np.full(n, -1, dtype=np.int16)
+    if sp.method == "none":
+        return fold
+    if sp.method == "random":
+        n_test = int(round(n * sp.test_fraction))
+        fold[rng.permutation(n)[:n_test]] = 0
+        return fold
+    if sp.method == "kfold":
+        return (rng.permutation(n) % sp.folds).astype(np.int16)
+    if sp.method == "temporal":
+        if "timestamp" not in ratings.columns or ratings["timestamp"].isna().all():
+            raise ConfigError("split.method 'temporal' needs a timestamp column in the ratings")
+        ts = ratings["timestamp"].fillna(-np.inf).to_numpy()
+        order = np.lexsort((ts, ratings["user_idx"].to_numpy()))
+        users = ratings["user_idx"].to_numpy()[order]
+        # position of each rating within its user's history, and that user's count
+        starts = np.r_[0, np.flatnonzero(np.diff(users)) + 1]
+        counts = np.diff(np.r_[starts, len(users)])
+        pos = np.arange(len(users)) - np.repeat(starts, counts)
+        cnt = np.repeat(counts, counts)
+        n_test = np.floor(cnt * sp.test_fraction).astype(int)
+        is_test = pos >= cnt - n_test
+        fold[order[is_test]] = 0
+        return fold
+    raise ConfigError(f"split.method {sp.method!r} is handled at ingest")
+
+
+def train_test(ratings: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training and test parts of the ratings for one fold."""
+    is_test = ratings["fold"].to_numpy() == fold
+    return ratings[~is_test].reset_index(drop=True), ratings[is_test].reset_index(drop=True)
+
+
+def n_folds(cfg: Config) -> list[int]:
+    """The folds that evaluation iterates over."""
+    if cfg.split.method == "kfold":
+        return list(range(cfg.split.folds))
+    if cfg.split.method == "none":
+        return []
+    return [0]
+
+
+def clean(tables: dict[str, pd.DataFrame], cfg: Config) -> CleanResult:
+    """Turn ingested tables into clean, integer-indexed tables with a split.
+
+    Args:
+        tables: ingest's output (``ratings`` required; ``test`` with the given split).
+
+    Returns:
+        CleanResult with ``ratings``, ``users``, ``movies``, ``reviews``, ``social``,
+        ``user_ids`` and ``movie_ids`` tables (absent inputs give absent tables).
+    """
+    res = CleanResult()
+    ratings, dup = _dedupe_ratings(tables["ratings"])
+    res.stats["duplicate_ratings_removed"] = dup
+    test = None
+    if "test" in tables:
+        test, dup_t = _dedupe_ratings(tables["test"])
+        res.stats["duplicate_ratings_removed"] += dup_t
+    users, movies = tables.get("users"), tables.get("movies")
+    reviews, social = tables.get("reviews"), tables.get("social")
+
+    uid = _index([
+        ratings["user_id"],
+        None if test is None else test["user_id"],
+        None if reviews is None else reviews["user_id"],
+        None if users is None else users["user_id"],
+        None if social is None else social["user_id"],
+        None if social is None else social["friend_id"],
+    ])
+    mid = _index([
+        ratings["movie_id"],
+        None if test is None else test["movie_id"],
+        None if reviews is None else reviews["movie_id"],
+        None if movies is None else movies["movie_id"],
+    ])
+    res.tables["user_ids"] = pd.DataFrame({"user_idx": np.arange(len(uid), dtype=np.int32), "user_id": uid.to_numpy()})
+    res.tables["movie_ids"] = pd.DataFrame({"movie_idx": np.arange(len(mid), dtype=np.int32), "movie_id": mid.to_numpy()})
+
+    def uidx(s: pd.Series) -> np.ndarray:
+        return uid.get_indexer(s.astype(str)).astype(np.int32)
+
+    def midx(s: pd.Series) -> np.ndarray:
+        return mid.get_indexer(s.astype(str)).astype(np.int32)
+
+    def rating_frame(df: pd.DataFrame) -> pd.DataFrame:
+        out = pd.DataFrame({
+            "user_idx": uidx(df["user_id"]),
+            "movie_idx": midx(df["movie_id"]),
+            "rating": df["rating"].to_numpy(np.float32),
+        })
+        if "timestamp" in df.columns:
+            out["timestamp"] = df["timestamp"].to_numpy(np.float64)
+        return out
+
+    r = rating_frame(ratings)
+    if test is not None:
+        t = rating_frame(test)
+        r["fold"] = np.int16(-1)
+        t["fold"] = np.int16(0)
+        r = pd.concat([r, t], ignore_index=True)
+    else:
+        r["fold"] = assign_folds(r, cfg)
+    res.tables["ratings"] = r
+    res.stats["ratings"] = len(r)
+    res.stats["test_ratings"] = int((r["fold"] == 0).sum()) if cfg.split.method != "kfold" else 0
+
+    # users: one row per known user (demographics NaN where users.csv has no row)
+    u = pd.DataFrame({"user_idx": res.tables["user_ids"]["user_idx"]})
+    if users is not None and len(users):
+        demo = users.drop_duplicates("user_id", keep="last").copy()
+        demo["user_idx"] = uidx(demo["user_id"])
+        demo = demo.drop(columns=["user_id"])
+        u = u.merge(demo, on="user_idx", how="left")
+    res.tables["users"] = u
+
+    # movies: one row per known movie; title falls back to the id
+    m = pd.DataFrame({"movie_idx": res.tables["movie_ids"]["movie_idx"], "movie_id": mid.to_numpy()})
+    if movies is not None and len(movies):
+        md = movies.drop_duplicates("movie_id", keep="last").copy()
+        md["movie_idx"] = midx(md["movie_id"])
+        m = m.merge(md.drop(columns=["movie_id"]), on="movie_idx", how="left")
+    if "title" not in m.columns:
+        m["title"] = m["movie_id"]
+    m["title"] = m["title"].fillna(m["movie_id"]).astype(str)
+    if "genres" not in m.columns:
+        m["genres"] = ""
+    m["genres"] = m["genres"].fillna("").astype(str).map(_norm_genres)
+    if "year" not in m.columns:
+        m["year"] = np.nan
+    from_title = pd.to_numeric(m["title"].str.extract(_YEAR)[0], errors="coerce")
+    m["year"] = pd.to_numeric(m["year"], errors="coerce").fillna(from_title)
+    res.tables["movies"] = m
+
+    if reviews is not None and len(reviews):
+        rv = pd.DataFrame({
+            "review_id": np.arange(len(reviews), dtype=np.int64),
+            "user_idx": uidx(reviews["user_id"]),
+            "movie_idx": midx(reviews["movie_id"]),
+            "text": reviews["text"].astype(str),
+            "rating": reviews["rating"].to_numpy(np.float32) if "rating" in reviews.columns else np.nan,
+        })
+        if "timestamp" in reviews.columns:
+            rv["timestamp"] = reviews["timestamp"].to_numpy(np.float64)
+        before = len(rv)
+        rv = rv.drop_duplicates(["user_idx", "movie_idx", "text"], keep="last").reset_index(drop=True)
+        res.stats["duplicate_reviews_removed"] = before - len(rv)
+        res.tables["reviews"] = rv
+    if social is not None and len(social):
+        s = pd.DataFrame({
+            "user_idx": uidx(social["user_id"]),
+            "friend_idx": uidx(social["friend_id"]),
+            "weight": social["weight"].fillna(1.0).to_numpy(np.float32) if "weight" in social.columns else np.float32(1.0),
+            "text": social["text"].astype(str) if "text" in social.columns else "",
+        })
+        s = s.drop_duplicates(["user_idx", "friend_idx"], keep="last").reset_index(drop=True)
+        res.tables["social"] = s
+    if res.tables["ratings"].empty:
+        raise DataError("no ratings left after cleaning")
+    return res
+
+
+def _norm_genres(g: str) -> str:
+    parts = [p.strip() for p in g.split("|")]
+    return "|".join(p for p in parts if p and p.lower() not in ("(no genres listed)", "unknown"))

@@ -1,0 +1,100 @@
+"""ingest: read the CSV files of a data directory, validate them, quarantine bad rows."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from movierec.config import Config
+from movierec.data.readers import ReadResult, read_table
+from movierec.data.schemas import SCHEMAS
+from movierec.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestResult:
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    quarantine: dict[str, pd.DataFrame] = field(default_factory=dict)
+    stats: dict[str, dict] = field(default_factory=dict)
+
+
+def input_files(cfg: Config) -> dict[str, Path]:
+    """The files ingest reads (present or not), by table name."""
+    files = {name: cfg.data_path(name) for name in ("users", "movies", "reviews", "social")}
+    if cfg.split.method == "given":
+        files["ratings"] = Path(cfg.split.train)
+        files["test"] = Path(cfg.split.test)
+    else:
+        files["ratings"] = cfg.data_path("ratings")
+    return files
+
+
+def _check_fraction(res: ReadResult, limit: float) -> None:
+    if res.bad_fraction > limit:
+        examples = "; ".join(
+            f"row {r}: {why}" for r, why in res.quarantine[["row", "reason"]].head(3).itertuples(index=False)
+        )
+        raise DataError(
+            f"{res.path}: {len(res.quarantine)} of {res.total_rows} rows are invalid "
+            f"({res.bad_fraction:.1%} > data.max_bad_fraction {limit:.1%}); e.g. {examples}"
+        )
+
+
+def ingest(cfg: Config) -> IngestResult:
+    """Read every present file of the data layout; ``ratings`` is required.
+
+    Raises:
+        DataError: a required file or column is missing, a file is unreadable, or the
+            share of invalid rows in a file passes ``data.max_bad_fraction``.
+    """
+    out = IngestResult()
+    rng = (cfg.data.rating_min, cfg.data.rating_max)
+    for name, path in input_files(cfg).items():
+        schema = SCHEMAS["ratings" if name == "test" else name]
+        if name not in ("ratings", "test") and not path.exists():
+            log.info("ingest: %s not found at %s; skipping that signal", name, path)
+            continue
+        res = read_table(
+            path, schema, encoding=cfg.data.encoding, delimiter=cfg.data.delimiter, rating_range=rng
+        )
+        _check_fraction(res, cfg.data.max_bad_fraction)
+        out.tables[name] = res.valid
+        out.quarantine[name] = res.quarantine
+        out.stats[name] = {"rows": res.total_rows, "valid": len(res.valid), "quarantined": len(res.quarantine)}
+        if len(res.quarantine):
+            log.warning(
+                "ingest: %s: %d of %d rows quarantined (first: row %s, %s)",
+                path.name, len(res.quarantine), res.total_rows,
+                res.quarantine["row"].iloc[0], res.quarantine["reason"].iloc[0],
+            )
+    if out.tables["ratings"].empty:
+        raise DataError(f"{input_files(cfg)['ratings']}: no valid ratings rows")
+    _cross_checks(out, input_files(cfg))
+    return out
+
+
+def _cross_checks(out: IngestResult, files: dict[str, Path]) -> None:
+    """Social ties must join known users where a users file defines them."""
+    social = out.tables.get("social")
+    users = out.tables.get("users")
+    if social is None or users is None or social.empty:
+        return
+    known = set(users["user_id"])
+    for name in ("ratings", "test", "reviews"):
+        if name in out.tables:
+            known.update(out.tables[name]["user_id"])
+    unknown = ~social["user_id"].isin(known) | ~social["friend_id"].isin(known)
+    if unknown.any():
+        q = social[unknown].copy()
+        q.insert(0, "reason", "tie to a user found in no other file")
+        q.insert(0, "row", -1)
+        out.quarantine["social"] = pd.concat([out.quarantine.get("social"), q], ignore_index=True)
+        out.tables["social"] = social[~unknown].reset_index(drop=True)
+        out.stats["social"]["quarantined"] += int(unknown.sum())
+        out.stats["social"]["valid"] -= int(unknown.sum())
+        log.warning("ingest: %s: %d ties to unknown users quarantined", files["social"].name, int(unknown.sum()))
