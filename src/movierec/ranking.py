@@ -102,8 +102,11 @@ class ModelBundle:
         loc = self.user_ids.get_indexer([str(user_id).strip()])[0]
         return int(loc)
 
-    def _rows(self, items: np.ndarray, scores: np.ndarray) -> list[dict]:
+    def _rows(self, items: np.ndarray, scores: np.ndarray, clip: bool = True) -> list[dict]:
+        """Output rows; predicted ratings are shown clipped to the rating scale (the order
+        comes from the unclipped scores)."""
         mv = self.movies
+        lo, hi = self.model.rating_min_, self.model.rating_max_
         out = []
         for it, sc in zip(items, scores):
             if not np.isfinite(sc):
@@ -114,7 +117,7 @@ class ModelBundle:
                 "title": str(row["title"]),
                 "year": None if pd.isna(row.get("year")) else int(row["year"]),
                 "genres": str(row.get("genres", "")),
-                "score": round(float(sc), 4),
+                "score": round(float(np.clip(sc, lo, hi) if clip else sc), 4),
             })
         return out
 
@@ -130,7 +133,7 @@ class ModelBundle:
         u = self.user_index(user_id)
         if u < 0:
             items, scores = self.popular(n)
-            return {"user_id": str(user_id), "fallback": "popularity", "items": self._rows(items, scores.astype(np.float32))}
+            return {"user_id": str(user_id), "fallback": "popularity", "items": self._rows(items, scores.astype(np.float32), clip=False)}
         items, scores = top_n(self.vectors, np.array([u]), n, self.seen if exclude_seen else None)
         return {"user_id": str(user_id), "fallback": None, "items": self._rows(items[0], scores[0])}
 
@@ -140,7 +143,7 @@ class ModelBundle:
         known = idx >= 0
         if not known.any():
             items, scores = self.popular(n)
-            return {"user_id": str(user_id), "fallback": "popularity", "items": self._rows(items, scores.astype(np.float32))}
+            return {"user_id": str(user_id), "fallback": "popularity", "items": self._rows(items, scores.astype(np.float32), clip=False)}
         r = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(np.float64)[known]
         if np.isnan(r).any():
             raise DataError("--ratings: every rating must be a number")

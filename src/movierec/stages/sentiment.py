@@ -82,6 +82,10 @@ class _Progress:
 
 def _torch():
     import torch
+    from transformers.utils import logging as hf_logging
+
+    if not sys.stderr.isatty():
+        hf_logging.disable_progress_bar()
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     return torch

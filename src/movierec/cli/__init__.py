@@ -1,0 +1,323 @@
+"""The ``movierec`` command line: thin click commands over the pipeline functions.
+
+Heavy libraries are imported inside the commands that need them: ``movierec --help``
+and ``movierec recommend`` import neither TensorFlow nor torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import traceback
+
+import click
+
+from movierec.errors import EXIT_FAILURE, MovieRecError
+
+log = logging.getLogger("movierec")
+
+CONFIG_OPT = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False), required=True,
+    help="YAML config file (relative paths inside it resolve against its folder).",
+)
+OVERRIDES = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        })
+
+
+def _setup_logging(verbose: int, quiet: int, fmt: str) -> None:
+    level = logging.INFO - 10 * verbose + 10 * quiet
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(logging.DEBUG, min(logging.CRITICAL, level)))
+    for noisy in ("numba", "tensorflow", "absl", "h5py", "urllib3", "httpx", "huggingface_hub", "transformers"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More logging (repeatable).")
+@click.option("-q", "--quiet", count=True, help="Less logging (repeatable).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Log line format on stderr.")
+@click.version_option(package_name="movierec")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: int, log_format: str) -> None:
+    """movierec: batch movie recommendations from ratings, review sentiment and social ties."""
+    _setup_logging(verbose, quiet, log_format)
+    ctx.obj = {"verbose": verbose}
+
+
+def _load(config_path: str, overrides: tuple[str, ...]):
+    from movierec.config import load_config
+
+    return load_config(config_path, overrides)
+
+
+def _stage_command(stage: str, doc: str):
+    @cli.command(stage, help=doc)
+    @CONFIG_OPT
+    @click.option("--force", is_flag=True, help="Re-run the stage even when it is fresh.")
+    @OVERRIDES
+    def _cmd(config_path: str, force: bool, overrides: tuple[str, ...]) -> None:
+        from movierec.pipeline import ensure, workdir_lock
+
+        cfg = _load(config_path, overrides)
+        with workdir_lock(cfg.workdir):
+            ensure(cfg, stage, force=force)
+
+    return _cmd
+
+
+_stage_command("ingest", "Read and validate the CSV files; bad rows go to quarantine/.")
+_stage_command("clean", "Dedupe, normalise, map ids to dense integers, assign the split.")
+_stage_command("sentiment", "Score review texts and social message texts with the language model.")
+_stage_command("social", "Build the social graph, per-user graph features and neighbourhoods.")
+_stage_command("fuse", "Build user and item feature matrices (transformers fitted on training data).")
+
+
+@cli.command()
+@CONFIG_OPT
+@OVERRIDES
+def train(config_path: str, overrides: tuple[str, ...]) -> None:
+    """Run stale stages above, then train and save the model (it becomes current)."""
+    from movierec.pipeline import ensure, workdir_lock
+
+    cfg = _load(config_path, overrides)
+    with workdir_lock(cfg.workdir):
+        ensure(cfg, "train", force=True)
+
+
+@cli.command()
+@CONFIG_OPT
+@click.option("--user", "user_id", help="User id to recommend for.")
+@click.option("--all", "all_users", is_flag=True, help="Recommend for every user (needs --output).")
+@click.option("--output", type=click.Path(dir_okay=False), help="Output file for --all (.csv or .parquet).")
+@click.option("--ratings", "ratings_file", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Ratings (movie_id,rating CSV, or - for a JSON list on stdin) of a user the model has not seen.")
+@click.option("-n", type=int, default=None, help="List length (default: recommend.n).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@OVERRIDES
+def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, overrides) -> None:
+    """Top-N movies for one user, a new user (--ratings), or every user (--all)."""
+    import pandas as pd
+
+    from movierec.errors import DataError
+    from movierec.pipeline import current_model_dir
+    from movierec.ranking import ModelBundle
+
+    cfg = _load(config_path, overrides)
+    n = n or cfg.recommend.n
+    if all_users == bool(user_id):
+        raise click.UsageError("give exactly one of --user ID or --all")
+    bundle = ModelBundle.load(current_model_dir(cfg))
+    if all_users:
+        if not output:
+            raise click.UsageError("--all needs --output PATH (.csv or .parquet)")
+        t0 = time.perf_counter()
+        df = bundle.recommend_all(n, cfg.recommend.exclude_seen)
+        from movierec.catalog import atomic_path
+
+        with atomic_path(output) as tmp:
+            if output.endswith(".parquet"):
+                df.to_parquet(tmp, index=False)
+            else:
+                df.to_csv(tmp, index=False)
+        log.info("recommend: %d users x %d movies written to %s in %.2fs", df["user_id"].nunique(), n, output,
+                 time.perf_counter() - t0)
+        return
+    if ratings_file:
+        if ratings_file == "-":
+            try:
+                rows = pd.DataFrame(json.load(sys.stdin))
+            except (json.JSONDecodeError, ValueError) as exc:
+                raise DataError(f"stdin: not a JSON list of {{movie_id, rating}} objects ({exc})") from exc
+        else:
+            try:
+                rows = pd.read_csv(ratings_file, dtype=str)
+            except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+                raise DataError(f"{ratings_file}: cannot read ratings ({exc})") from exc
+        missing = {"movie_id", "rating"} - set(rows.columns)
+        if missing:
+            raise DataError(f"{ratings_file}: missing column(s) {', '.join(sorted(missing))}")
+        result = bundle.recommend_ratings(user_id, rows, n)
+    else:
+        result = bundle.recommend_user(user_id, n, cfg.recommend.exclude_seen)
+    _print_recs(result, fmt)
+
+
+def _print_recs(result: dict, fmt: str) -> None:
+    items = result["items"]
+    for it in items:
+        it.setdefault("explanation", None)
+    if fmt == "json":
+        click.echo(json.dumps(result))
+        return
+    if fmt == "csv":
+        import csv
+
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(["rank", "movie_id", "title", "year", "genres", "score"])
+        for k, it in enumerate(items, 1):
+            w.writerow([k, it["movie_id"], it["title"], it["year"] or "", it["genres"], it["score"]])
+        return
+    note = f"  (fallback: {result['fallback']})" if result.get("fallback") else ""
+    click.echo(f"Top {len(items)} for user {result['user_id']}{note}")
+    width = max([len(it["title"]) for it in items] + [5])
+    click.echo(f"{'#':>3}  {'title':<{width}}  {'genres':<30}  {'score':>6}")
+    for k, it in enumerate(items, 1):
+        click.echo(f"{k:>3}  {it['title']:<{width}}  {it['genres'][:30]:<30}  {it['score']:>6.2f}")
+
+
+@cli.command()
+@CONFIG_OPT
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table", show_default=True)
+@click.option("--output", type=click.Path(file_okay=False), help="Also write metrics.json into this folder.")
+@OVERRIDES
+def evaluate(config_path, fmt, output, overrides) -> None:
+    """Score the model on the test part, next to baselines and ablations."""
+    from movierec.evaluation.evaluate import evaluate as run_eval
+    from movierec.evaluation.report import format_markdown, format_table
+    from movierec.pipeline import workdir_lock
+
+    cfg = _load(config_path, overrides)
+    with workdir_lock(cfg.workdir):
+        result = run_eval(cfg)
+    if output:
+        from pathlib import Path
+
+        from movierec.catalog import write_json
+
+        write_json(result, Path(output) / "metrics.json")
+    if fmt == "json":
+        click.echo(json.dumps(result))
+    elif fmt == "markdown":
+        click.echo(format_markdown(result, cfg.evaluate.k))
+    else:
+        click.echo(format_table(result, cfg.evaluate.k))
+
+
+@cli.command()
+@CONFIG_OPT
+@OVERRIDES
+def run(config_path, overrides) -> None:
+    """The cron entry point: lock, run stale stages, train, evaluate."""
+    from movierec.evaluation.evaluate import evaluate as run_eval
+    from movierec.pipeline import ensure, workdir_lock
+
+    cfg = _load(config_path, overrides)
+    t0 = time.perf_counter()
+    with workdir_lock(cfg.workdir):
+        ensure(cfg, "train")
+        if cfg.split.method != "none":
+            result = run_eval(cfg)
+            log.info("run: RMSE %.4f, %s", result.get("rmse", float("nan")),
+                     ", ".join(f"{k} {v:.4f}" for k, v in result.items() if k.startswith("ndcg@")))
+    log.info("run: finished in %.1fs", time.perf_counter() - t0)
+
+
+@cli.command()
+@CONFIG_OPT
+@OVERRIDES
+def status(config_path, overrides) -> None:
+    """Which stages are fresh or stale, and the current model."""
+    from movierec.pipeline import current_version, stage_status
+
+    cfg = _load(config_path, overrides)
+    for stage, state in stage_status(cfg).items():
+        click.echo(f"{stage:<10} {state}")
+    click.echo(f"current model: {current_version(cfg) or 'none'}")
+
+
+@cli.command("score-text")
+@CONFIG_OPT
+@click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False), required=True)
+@click.option("--text-column", required=True)
+@click.option("--output", type=click.Path(dir_okay=False), required=True)
+@OVERRIDES
+def score_text(config_path, input_path, text_column, output, overrides) -> None:
+    """Add sentiment and sentiment_label columns for a text column of any CSV."""
+    import pandas as pd
+
+    from movierec.catalog import atomic_path
+    from movierec.errors import DataError
+    from movierec.stages.sentiment import label_scores, load_scorer, score_unique
+
+    cfg = _load(config_path, overrides)
+    try:
+        df = pd.read_csv(input_path, dtype=str, keep_default_na=False, encoding=cfg.data.encoding)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"{input_path}: cannot read as CSV ({exc})") from exc
+    if text_column not in df.columns:
+        raise DataError(f"{input_path}: no column {text_column!r} (found: {', '.join(df.columns)})")
+    scores = score_unique(df[text_column], load_scorer(cfg.sentiment))
+    df["sentiment"] = scores.round(4)
+    df["sentiment_label"] = label_scores(scores, cfg.sentiment.neutral_band)
+    with atomic_path(output) as tmp:
+        df.to_csv(tmp, index=False)
+    log.info("score-text: %d texts scored into %s", len(df), output)
+
+
+@cli.group()
+def data() -> None:
+    """Download or import public data sets into the canonical CSV layout."""
+
+
+@data.command("download")
+@click.argument("name")
+@click.option("--to", "dst", required=True, type=click.Path(file_okay=False))
+@click.option("--url", default=None, help="Fetch from this address instead of the public one.")
+def data_download(name, dst, url) -> None:
+    """Download NAME (movielens-100k, movielens-latest-small, filmtrust) to DIR."""
+    from movierec.data.datasets import download_dataset
+
+    counts = download_dataset(name, dst, url)
+    click.echo(json.dumps(counts))
+
+
+@data.command("import")
+@click.argument("name")
+@click.option("--from", "src", required=True, type=click.Path())
+@click.option("--to", "dst", required=True, type=click.Path(file_okay=False))
+def data_import(name, src, dst) -> None:
+    """Convert a local copy (folder or zip) of NAME to the canonical CSVs in DIR."""
+    from movierec.data.datasets import import_dataset
+
+    counts = import_dataset(name, src, dst)
+    click.echo(json.dumps(counts))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the CLI and maps movierec errors to the documented exit codes."""
+    try:
+        cli.main(args=argv, prog_name="movierec", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(EXIT_FAILURE)
+    except MovieRecError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - last resort: a message, not a bare traceback
+        if logging.getLogger().level <= logging.DEBUG:
+            traceback.print_exc()
+        click.echo(f"error: unexpected {exc.__class__.__name__}: {exc} (run with -v for the traceback)", err=True)
+        sys.exit(EXIT_FAILURE)
+    sys.exit(0)

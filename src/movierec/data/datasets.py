@@ -1,0 +1,148 @@
+"""Public data sets: download the archive (``data download``) or convert a local copy
+(``data import``) into the canonical CSV layout.
+
+Known sets: ``movielens-100k`` (u.data, u.user, u.item and the five given splits),
+``movielens-latest-small`` (ratings, movies; tags become short reviews) and
+``filmtrust`` (ratings.txt and trust.txt).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+
+from movierec.errors import DataError
+
+log = logging.getLogger(__name__)
+
+URLS = {
+    "movielens-100k": "https://files.grouplens.org/datasets/movielens/ml-100k.zip",
+    "movielens-latest-small": "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip",
+    "filmtrust": "https://guoguibing.github.io/librec/datasets/filmtrust.zip",
+}
+ML100K_GENRES = [
+    "unknown", "Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary",
+    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
+    "Thriller", "War", "Western",
+]
+
+
+def _find(src: Path, name: str) -> Path:
+    """``name`` directly in ``src`` or in one sub-folder (archives nest a folder)."""
+    direct = src / name
+    if direct.exists():
+        return direct
+    hits = sorted(src.glob(f"*/{name}"))
+    if hits:
+        return hits[0]
+    raise DataError(f"{src}: {name} not found (is this the right data set?)")
+
+
+def _write(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False, lineterminator="\n")
+
+
+def import_movielens_100k(src: Path, dst: Path) -> dict[str, int]:
+    cols = ["user_id", "movie_id", "rating", "timestamp"]
+    ratings = pd.read_csv(_find(src, "u.data"), sep="\t", names=cols, dtype=str)
+    users = pd.read_csv(_find(src, "u.user"), sep="|", names=["user_id", "age", "gender", "occupation", "zip"],
+                        dtype=str, encoding="latin-1")
+    item_cols = ["movie_id", "title", "release", "video", "url"] + ML100K_GENRES
+    items = pd.read_csv(_find(src, "u.item"), sep="|", names=item_cols, dtype=str, encoding="latin-1")
+    genres = items[ML100K_GENRES].astype(int)
+    movies = pd.DataFrame({
+        "movie_id": items["movie_id"],
+        "title": items["title"],
+        "genres": genres.apply(lambda row: "|".join(g for g in ML100K_GENRES[1:] if row[g] == 1), axis=1),
+        "year": pd.to_datetime(items["release"], format="%d-%b-%Y", errors="coerce").dt.year.astype("Int64"),
+    })
+    _write(ratings, dst / "ratings.csv")
+    _write(users.drop(columns=["zip"]), dst / "users.csv")
+    _write(movies, dst / "movies.csv")
+    counts = {"ratings": len(ratings), "users": len(users), "movies": len(movies)}
+    for k in range(1, 6):
+        for part in ("base", "test"):
+            p = src / f"u{k}.{part}"
+            if not p.exists():
+                try:
+                    p = _find(src, f"u{k}.{part}")
+                except DataError:
+                    continue
+            df = pd.read_csv(p, sep="\t", names=cols, dtype=str)
+            _write(df, dst / "splits" / f"u{k}.{'train' if part == 'base' else 'test'}.csv")
+            counts[f"u{k}.{part}"] = len(df)
+    return counts
+
+
+def import_movielens_latest_small(src: Path, dst: Path) -> dict[str, int]:
+    r = pd.read_csv(_find(src, "ratings.csv"), dtype=str)
+    m = pd.read_csv(_find(src, "movies.csv"), dtype=str)
+    ratings = r.rename(columns={"userId": "user_id", "movieId": "movie_id"})[["user_id", "movie_id", "rating", "timestamp"]]
+    movies = m.rename(columns={"movieId": "movie_id"})[["movie_id", "title", "genres"]]
+    _write(ratings, dst / "ratings.csv")
+    _write(movies, dst / "movies.csv")
+    counts = {"ratings": len(ratings), "movies": len(movies)}
+    try:
+        t = pd.read_csv(_find(src, "tags.csv"), dtype=str)
+        reviews = t.rename(columns={"userId": "user_id", "movieId": "movie_id", "tag": "text"})
+        reviews = reviews[["user_id", "movie_id", "text", "timestamp"]]
+        _write(reviews, dst / "reviews.csv")
+        counts["reviews"] = len(reviews)
+    except DataError:
+        pass
+    return counts
+
+
+def import_filmtrust(src: Path, dst: Path) -> dict[str, int]:
+    ratings = pd.read_csv(_find(src, "ratings.txt"), sep=r"\s+", names=["user_id", "movie_id", "rating"], dtype=str)
+    trust = pd.read_csv(_find(src, "trust.txt"), sep=r"\s+", names=["user_id", "friend_id", "weight"], dtype=str)
+    _write(ratings, dst / "ratings.csv")
+    _write(trust, dst / "social.csv")
+    return {"ratings": len(ratings), "social": len(trust)}
+
+
+IMPORTERS = {
+    "movielens-100k": import_movielens_100k,
+    "movielens-latest-small": import_movielens_latest_small,
+    "filmtrust": import_filmtrust,
+}
+
+
+def import_dataset(name: str, src: str | Path, dst: str | Path) -> dict[str, int]:
+    """Convert a local copy (folder or .zip) of a known data set to the canonical CSVs."""
+    if name not in IMPORTERS:
+        raise DataError(f"unknown data set {name!r}; known: {', '.join(IMPORTERS)}")
+    src, dst = Path(src), Path(dst)
+    if not src.exists():
+        raise DataError(f"{src}: not found")
+    if src.is_file() and zipfile.is_zipfile(src):
+        with tempfile.TemporaryDirectory() as tmp:
+            with zipfile.ZipFile(src) as zf:
+                zf.extractall(tmp)
+            return IMPORTERS[name](Path(tmp), dst)
+    return IMPORTERS[name](src, dst)
+
+
+def download_dataset(name: str, dst: str | Path, url: str | None = None, timeout: float = 60.0) -> dict[str, int]:
+    """Fetch the public archive of a known data set over HTTP(S), then import it."""
+    if name not in URLS:
+        raise DataError(f"unknown data set {name!r}; known: {', '.join(URLS)}")
+    url = url or URLS[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = Path(tmp) / "archive.zip"
+        log.info("downloading %s from %s", name, url)
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp, open(archive, "wb") as fh:
+                shutil.copyfileobj(resp, fh)
+        except OSError as exc:
+            raise DataError(f"could not download {name} from {url}: {exc}") from exc
+        if not zipfile.is_zipfile(archive):
+            raise DataError(f"{url} did not return a zip archive")
+        return import_dataset(name, archive, dst)

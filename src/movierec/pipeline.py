@@ -1,0 +1,388 @@
+"""The stage graph: staleness from manifests, running stages, training, evaluating, locking.
+
+Stages in order: ingest → clean → sentiment → social → fuse → train. A stage is *fresh*
+when its manifest records the same input hashes and the same config hash as now and its
+outputs exist; :func:`ensure` runs the stale ones (and says which it skips).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import yaml
+
+from movierec.catalog import Catalog, file_hash, write_json
+from movierec.config import Config
+from movierec.errors import LockError, ModelError
+
+log = logging.getLogger("movierec")
+
+STAGES = ("ingest", "clean", "sentiment", "social", "fuse", "train")
+
+# which config sections decide each stage's output
+STAGE_CONFIG = {
+    "ingest": ("data",),
+    "clean": ("split",),
+    "sentiment": ("sentiment",),
+    "social": ("social",),
+    "fuse": ("features",),
+    "train": ("model",),
+}
+STAGE_OUTPUTS = {
+    "ingest": ("ratings_raw", "test_raw", "users_raw", "movies_raw", "reviews_raw", "social_raw"),
+    "clean": ("ratings_clean", "users_clean", "movies_clean", "reviews_clean", "social_clean", "user_ids", "movie_ids"),
+    "sentiment": ("review_sentiment", "message_sentiment"),
+    "social": ("social_features", "social_neighbours"),
+    "fuse": ("user_features", "item_features", "feature_transformers"),
+    "train": (),
+}
+RAW_NAMES = {"ratings": "ratings_raw", "test": "test_raw", "users": "users_raw", "movies": "movies_raw",
+             "reviews": "reviews_raw", "social": "social_raw"}
+CLEAN_NAMES = {"ratings": "ratings_clean", "users": "users_clean", "movies": "movies_clean",
+               "reviews": "reviews_clean", "social": "social_clean", "user_ids": "user_ids", "movie_ids": "movie_ids"}
+
+
+# ----------------------------------------------------------------------------- locking
+@contextlib.contextmanager
+def workdir_lock(workdir: str | Path) -> Iterator[None]:
+    """One writer per workdir: an OS lock the kernel releases if the process dies."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "lock"
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "unknown process"
+        fh.close()
+        raise LockError(f"{workdir} is locked by another movierec run ({holder}); try later") from None
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}")
+        fh.flush()
+        yield
+    finally:
+        fh.seek(0)
+        fh.truncate()
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
+
+
+# ----------------------------------------------------------------------------- staleness
+def stage_inputs(stage: str, cfg: Config, cat: Catalog) -> dict[str, str]:
+    """Hashes of everything a stage reads (files for ingest, upstream outputs otherwise)."""
+    if stage == "ingest":
+        from movierec.stages.ingest import input_files
+
+        return {name: (file_hash(p) if p.exists() else "absent") for name, p in sorted(input_files(cfg).items())}
+    upstream = {
+        "clean": ("ingest",),
+        "sentiment": ("clean",),
+        "social": ("clean", "sentiment"),
+        "fuse": ("clean", "sentiment", "social"),
+        "train": ("clean", "social", "fuse"),
+    }[stage]
+    out: dict[str, str] = {}
+    for up in upstream:
+        out.update(cat.output_hashes(up))
+    return out
+
+
+def stage_config_hash(stage: str, cfg: Config) -> str:
+    h = cfg.section_hash(*STAGE_CONFIG[stage])
+    if stage == "fuse":  # the training part decides the features
+        h = cfg.section_hash("features") + ":" + str(cfg.split.fold)
+    return h
+
+
+def is_fresh(stage: str, cfg: Config, cat: Catalog) -> bool:
+    m = cat.read_manifest(stage)
+    if not m or m.get("config_hash") != stage_config_hash(stage, cfg):
+        return False
+    if m.get("inputs") != stage_inputs(stage, cfg, cat):
+        return False
+    for name, entry in m.get("outputs", {}).items():
+        if not (cat.artifacts_dir / entry["file"]).exists():
+            return False
+    if stage == "train":
+        return bool(m.get("version")) and (cat.models_dir / m["version"] / "model.npz").exists()
+    return True
+
+
+def stage_status(cfg: Config) -> dict[str, str]:
+    cat = Catalog(Path(cfg.workdir))
+    out = {}
+    stale_above = False
+    for s in STAGES:
+        fresh = not stale_above and is_fresh(s, cfg, cat)
+        out[s] = "fresh" if fresh else "stale"
+        stale_above = stale_above or not fresh
+    return out
+
+
+# ----------------------------------------------------------------------------- stages
+def _run_ingest(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
+    from movierec.stages.ingest import ingest
+
+    res = ingest(cfg)
+    outputs = {}
+    for name, art in RAW_NAMES.items():
+        if name in res.tables:
+            outputs[art] = cat.write(art, res.tables[name])
+        else:
+            cat.remove(art)
+    cat.quarantine_dir.mkdir(parents=True, exist_ok=True)
+    for name, q in res.quarantine.items():
+        qp = cat.quarantine_dir / f"{name}.csv"
+        if len(q):
+            q.to_csv(qp, index=False)
+        elif qp.exists():
+            qp.unlink()
+    return outputs, {"stats": res.stats}
+
+
+def _load_tables(cat: Catalog, names: dict[str, str]) -> dict[str, pd.DataFrame]:
+    return {k: cat.read(a) for k, a in names.items() if cat.exists(a)}
+
+
+def _run_clean(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
+    from movierec.stages.clean import clean
+
+    res = clean(_load_tables(cat, RAW_NAMES), cfg)
+    outputs = {}
+    for name, art in CLEAN_NAMES.items():
+        if name in res.tables:
+            outputs[art] = cat.write(art, res.tables[name])
+        else:
+            cat.remove(art)
+    return outputs, {"stats": res.stats}
+
+
+def _run_sentiment(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
+    from movierec.stages.sentiment import load_scorer, sentiment
+
+    reviews = cat.read_optional("reviews_clean")
+    social = cat.read_optional("social_clean")
+    if not cfg.sentiment.enabled or (reviews is None and social is None):
+        log.info("sentiment: %s; skipping", "disabled" if not cfg.sentiment.enabled else "no review or message texts")
+        cat.remove("review_sentiment")
+        cat.remove("message_sentiment")
+        return {}, {}
+    res = sentiment(reviews, social, lambda: load_scorer(cfg.sentiment), cfg.sentiment)
+    outputs = {}
+    for art, df in (("review_sentiment", res.reviews), ("message_sentiment", res.messages)):
+        if df is not None:
+            outputs[art] = cat.write(art, df)
+        else:
+            cat.remove(art)
+    return outputs, {"texts_scored": res.texts_scored}
+
+
+def _run_social(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
+    from movierec.stages.social import social
+
+    ties = cat.read_optional("social_clean")
+    if not cfg.social.enabled or ties is None:
+        log.info("social: %s; skipping", "disabled" if not cfg.social.enabled else "no social.csv")
+        cat.remove("social_features")
+        cat.remove("social_neighbours")
+        return {}, {}
+    n_users = len(cat.read("user_ids"))
+    res = social(ties, cat.read_optional("message_sentiment"), n_users, cfg.social)
+    return {
+        "social_features": cat.write("social_features", res.features),
+        "social_neighbours": cat.write("social_neighbours", res.neighbours),
+    }, {}
+
+
+def _run_fuse(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
+    res = fuse_for_fold(cfg, cat, cfg.split.fold)
+    return {
+        "user_features": cat.write("user_features", {"X": res.user_features, "names": np.array(res.user_names)}),
+        "item_features": cat.write("item_features", {"Y": res.item_features, "names": np.array(res.item_names)}),
+        "feature_transformers": cat.write("feature_transformers", res.transformers),
+    }, {"user_dims": res.user_features.shape[1], "item_dims": res.item_features.shape[1]}
+
+
+def fuse_for_fold(cfg: Config, cat: Catalog, fold: int, features=None):
+    from movierec.stages.clean import train_test
+    from movierec.stages.fuse import fuse
+
+    ratings = cat.read("ratings_clean")
+    train, test = train_test(ratings, fold)
+    return fuse(
+        cat.read("users_clean"), cat.read("movies_clean"), train,
+        cat.read_optional("review_sentiment"), cat.read_optional("social_features"),
+        test[["user_idx", "movie_idx"]], features or cfg.features,
+    )
+
+
+def _run_train(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
+    model, data, train = train_for_fold(cfg, cat, cfg.split.fold, use_saved_features=True)
+    version = save_model_version(cfg, cat, model, train)
+    set_current(cat, version)
+    log.info("train: model %s saved (%d ratings, %.2fs fitting)", version, len(train), model.fit_seconds_)
+    return {}, {"version": version, "fit_seconds": model.fit_seconds_, "ratings": len(train)}
+
+
+RUNNERS: dict[str, Callable[[Config, Catalog], tuple[dict, dict]]] = {
+    "ingest": _run_ingest,
+    "clean": _run_clean,
+    "sentiment": _run_sentiment,
+    "social": _run_social,
+    "fuse": _run_fuse,
+    "train": _run_train,
+}
+
+
+def ensure(cfg: Config, target: str, force: bool = False) -> dict[str, str]:
+    """Run every stale stage up to and including ``target``; returns stage -> ran/skipped.
+
+    ``force`` re-runs ``target`` even when it is fresh.
+    """
+    cat = Catalog(Path(cfg.workdir))
+    report = {}
+    upstream_ran = False
+    for stage in STAGES[: STAGES.index(target) + 1]:
+        must = upstream_ran or (force and stage == target) or not is_fresh(stage, cfg, cat)
+        if not must:
+            log.info("%s: fresh, skipped", stage)
+            report[stage] = "skipped"
+            continue
+        t0 = time.perf_counter()
+        inputs = stage_inputs(stage, cfg, cat)
+        outputs, extra = RUNNERS[stage](cfg, cat)
+        secs = time.perf_counter() - t0
+        cat.write_manifest(stage, inputs, stage_config_hash(stage, cfg), outputs, secs, extra)
+        rows = ", ".join(f"{k}={v['rows']}" for k, v in outputs.items())
+        log.info("%s: done in %.2fs%s", stage, secs, f" ({rows})" if rows else "")
+        report[stage] = "ran"
+        upstream_ran = True
+    return report
+
+
+# ----------------------------------------------------------------------------- training
+def neighbours_matrix(cat: Catalog, n_users: int) -> sp.csr_matrix | None:
+    nb = cat.read_optional("social_neighbours")
+    if nb is None or nb.empty:
+        return None
+    return sp.csr_matrix((nb["strength"].to_numpy(np.float32), (nb["user_idx"], nb["neighbour_idx"])),
+                         shape=(n_users, n_users))
+
+
+def train_for_fold(cfg: Config, cat: Catalog, fold: int, use_saved_features: bool = False,
+                   features=None, model_cfg=None):
+    """Fit a model on the training part of ``fold``; returns (model, TrainData, train table)."""
+    from movierec.models.mf import MatrixFactorization, TrainData
+    from movierec.stages.clean import train_test
+
+    ratings = cat.read("ratings_clean")
+    train, _ = train_test(ratings, fold)
+    if train.empty:
+        raise ModelError("the training part of the split holds no ratings")
+    n_users, n_items = len(cat.read("user_ids")), len(cat.read("movie_ids"))
+    mcfg = model_cfg or cfg.model
+    X = Y = None
+    if mcfg.use_features:
+        if use_saved_features and cat.exists("user_features"):
+            X, Y = cat.read("user_features")["X"], cat.read("item_features")["Y"]
+        else:
+            res = fuse_for_fold(cfg, cat, fold, features)
+            X, Y = res.user_features, res.item_features
+    neighbours = neighbours_matrix(cat, n_users) if mcfg.social_reg > 0 else None
+    data = TrainData(train["user_idx"].to_numpy(), train["movie_idx"].to_numpy(), train["rating"].to_numpy(),
+                     n_users, n_items, X, Y, neighbours)
+    model = MatrixFactorization.from_config(mcfg).fit(data)
+    return model, data, train
+
+
+def save_model_version(cfg: Config, cat: Catalog, model, train: pd.DataFrame) -> str:
+    """Write a model version directory atomically (temp name, then rename)."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    version = f"{stamp}-{cfg.section_hash()[:8]}"
+    cat.models_dir.mkdir(parents=True, exist_ok=True)
+    final = cat.models_dir / version
+    n = 1
+    while final.exists():
+        final = cat.models_dir / f"{version}.{n}"
+        n += 1
+    tmp = cat.models_dir / f".tmp-{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        model.save(tmp / "model.npz")
+        cat.read("user_ids").to_parquet(tmp / "user_ids.parquet", index=False)
+        movies = cat.read("movies_clean")[["movie_idx", "movie_id", "title", "genres", "year"]]
+        movies.to_parquet(tmp / "movies.parquet", index=False)
+        n_users, n_items = len(cat.read("user_ids")), len(movies)
+        seen = sp.csr_matrix((np.ones(len(train), np.float32), (train["user_idx"], train["movie_idx"])),
+                             shape=(n_users, n_items))
+        seen.sum_duplicates()
+        pop = np.bincount(train["movie_idx"], minlength=n_items).astype(np.int64)
+        np.savez(tmp / "seen.npz", indptr=seen.indptr, indices=seen.indices, popularity=pop)
+        (tmp / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        write_json({
+            "version": final.name,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "config_hash": cfg.section_hash(),
+            "fit_seconds": model.fit_seconds_,
+            "train_ratings": len(train),
+            "history": {"train_rmse": model.history_.train_rmse, "val_rmse": model.history_.val_rmse},
+        }, tmp / "meta.json")
+        os.rename(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final.name
+
+
+def set_current(cat: Catalog, version: str) -> None:
+    p = cat.models_dir / "current"
+    tmp = cat.models_dir / f".current.{os.getpid()}"
+    tmp.write_text(version + "\n")
+    os.replace(tmp, p)
+
+
+def current_version(cfg: Config) -> str | None:
+    p = Catalog(Path(cfg.workdir)).models_dir / "current"
+    return p.read_text().strip() if p.exists() else None
+
+
+def current_model_dir(cfg: Config) -> Path:
+    v = current_version(cfg)
+    if not v:
+        raise ModelError(f"no trained model in {cfg.workdir}; run `movierec train --config ...` first")
+    path = Catalog(Path(cfg.workdir)).models_dir / v
+    if not path.exists():
+        raise ModelError(f"the current model {v} is missing from {path.parent}")
+    return path
+
+
+def ablation_configs(cfg: Config, names: list[str]) -> dict[str, tuple]:
+    """(features config, model config) for each ablation: the same model minus a signal."""
+    out = {}
+    for name in names:
+        f, m = cfg.features, cfg.model
+        if name == "no_sentiment":
+            f = replace(f, use_sentiment=False)
+        elif name == "no_social":
+            f = replace(f, use_social=False)
+            m = replace(m, social_reg=0.0)
+        elif name == "no_features":
+            m = replace(m, use_features=False)
+        out[name] = (f, m)
+    return out
