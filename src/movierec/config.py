@@ -94,7 +94,7 @@ class ModelConfig:
     factors: int = _f(32, "latent dimensions")
     epochs: int = _f(30, "training passes over the ratings")
     optimizer: str = _f("sgd", "trainer", choices=("sgd", "adam"))
-    learning_rate: float = _f(0.01, "step size (sgd) or Adam learning rate")
+    learning_rate: float = _f(0.02, "step size (sgd) or Adam learning rate")
     reg: float = _f(0.05, "L2 weight on factors")
     reg_bias: float = _f(0.02, "L2 weight on user and item biases")
     reg_features: float = _f(0.1, "L2 weight on the feature projections W and V")
@@ -102,10 +102,10 @@ class ModelConfig:
     use_features: bool = _f(True, "add projected user/item features to the factors")
     implicit: bool = _f(False, "SVD++-style implicit term (not implemented by this trainer)")
     early_stopping: bool = _f(True, "stop when validation RMSE stops improving")
-    patience: int = _f(3, "epochs without improvement before stopping")
+    patience: int = _f(4, "epochs without improvement before stopping")
     validation_fraction: float = _f(0.05, "share of training ratings held for early stopping")
     init_std: float = _f(0.1, "standard deviation of initial factors")
-    lr_decay: float = _f(0.95, "learning rate multiplier per epoch (sgd)")
+    lr_decay: float = _f(0.97, "learning rate multiplier per epoch (sgd)")
     batch_size: int = _f(4096, "mini-batch size (adam)")
     seed: int = _f(0, "seed of initialization and shuffling")
 
@@ -203,6 +203,11 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise _type_error(key, value, tp, where)
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -231,12 +236,12 @@ def _build(cls: type, raw: Any, prefix: str, where: str, base: Path) -> Any:
         raise ConfigError(f"{where}: unknown key '{key}'; allowed here: {allowed}")
     kwargs = {}
     for name, f in fields.items():
-        if name not in raw:
-            continue
         tp = hints[name]
         key = prefix + name
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, raw[name], key + ".", where, base)
+            kwargs[name] = _build(tp, raw.get(name), key + ".", where, base)
+            continue
+        if name not in raw:
             continue
         value = _coerce(raw[name], tp, key, where)
         choices = f.metadata.get("choices")

@@ -20,7 +20,7 @@ def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    from movierec.models.mf import History
+    from movierec.models.mf import MIN_EPOCHS, History
 
     tf.random.set_seed(model.seed)
     tr = np.flatnonzero(~val_mask)
@@ -106,7 +106,7 @@ def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
                 best, best_state, bad, hist.best_epoch = v, model._state(), 0, epoch
             else:
                 bad += 1
-                if bad >= model.patience:
+                if bad >= model.patience and epoch + 1 >= MIN_EPOCHS:
                     log.info("early stopping after epoch %d (best %d)", epoch + 1, hist.best_epoch + 1)
                     break
         else:

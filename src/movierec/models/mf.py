@@ -29,6 +29,7 @@ from movierec.errors import ModelError
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+MIN_EPOCHS = 10
 
 
 @dataclass
@@ -71,17 +72,17 @@ class MatrixFactorization:
         factors: int = 32,
         epochs: int = 30,
         optimizer: str = "sgd",
-        learning_rate: float = 0.01,
+        learning_rate: float = 0.02,
         reg: float = 0.05,
         reg_bias: float = 0.02,
         reg_features: float = 0.1,
         social_reg: float = 0.0,
         use_features: bool = True,
         early_stopping: bool = True,
-        patience: int = 3,
+        patience: int = 4,
         validation_fraction: float = 0.05,
         init_std: float = 0.1,
-        lr_decay: float = 0.95,
+        lr_decay: float = 0.97,
         batch_size: int = 4096,
         seed: int = 0,
     ) -> None:
@@ -208,7 +209,9 @@ class MatrixFactorization:
                     best, best_state, bad, hist.best_epoch = v, self._state(), 0, epoch
                 else:
                     bad += 1
-                    if bad >= self.patience:
+                    # factors start small and validation RMSE can plateau before it falls:
+                    # never stop in the first few epochs
+                    if bad >= self.patience and epoch + 1 >= MIN_EPOCHS:
                         log.info("early stopping after epoch %d (best %d, val RMSE %.4f)", epoch + 1, hist.best_epoch + 1, best)
                         break
             else:

@@ -1,0 +1,99 @@
+"""Shared fixtures: small generated data sets, configs, and a CLI runner (subprocess)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_demo_module():
+    spec = importlib.util.spec_from_file_location("make_demo_data", ROOT / "scripts" / "make_demo_data.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+demo = _load_demo_module()
+
+
+def make_data(folder: Path, n_users: int = 300, n_movies: int = 150, seed: int = 1,
+              files: tuple[str, ...] = ("ratings", "users", "movies", "reviews", "social")) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, df in demo.make(n_users, n_movies, seed).items():
+        if name in files:
+            df.to_csv(folder / f"{name}.csv", index=False)
+    return folder
+
+
+def write_config(path: Path, data_dir: Path, workdir: Path, **sections) -> Path:
+    cfg = {
+        "workdir": str(workdir),
+        "data": {"dir": str(data_dir)},
+        "split": {"method": "random", "test_fraction": 0.2, "seed": 0},
+        "sentiment": {"enabled": False},
+        "model": {"factors": 16, "epochs": 20, "seed": 0},
+        "evaluate": {"k": [10], "baselines": ["global_mean", "popularity", "bias"]},
+    }
+    for k, v in sections.items():
+        if isinstance(v, dict):
+            cfg.setdefault(k, {}).update(v)
+        else:
+            cfg[k] = v
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_cli(*args: str, input: str | None = None, env: dict | None = None, timeout: float = 600):
+    """Run ``python -m movierec ARGS``; returns the CompletedProcess (text)."""
+    e = dict(os.environ)
+    e.setdefault("HF_HUB_OFFLINE", "1")
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "movierec", *args], capture_output=True, text=True,
+                          input=input, env=e, timeout=timeout)
+
+
+def tree_snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "lock"}
+
+
+@pytest.fixture
+def small_data(tmp_path: Path) -> Path:
+    return make_data(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def trained_small(tmp_path_factory):
+    """A small data set with a trained model (sentiment off: fast)."""
+    base = tmp_path_factory.mktemp("small")
+    data = make_data(base / "data")
+    cfg = write_config(base / "config.yaml", data, base / "work")
+    r = run_cli("train", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def demo_workdir(tmp_path_factory):
+    """configs/default.yaml trained end to end on the shipped demo data (every stage)."""
+    work = tmp_path_factory.mktemp("demo") / "work"
+    r = run_cli("train", "--config", str(ROOT / "configs" / "default.yaml"), f"workdir={work}")
+    assert r.returncode == 0, r.stderr
+    return work
+
+
+def read_json(text: str) -> dict:
+    return json.loads(text)
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)

@@ -1,0 +1,115 @@
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from movierec.evaluation.evaluate import bias_baseline
+from movierec.models.mf import MatrixFactorization, TrainData
+
+
+def planted(n_users=300, n_items=120, per_user=40, rank=3, seed=0):
+    """Ratings from a rank-3 taste model plus biases and noise; returns (train, test)."""
+    rng = np.random.default_rng(seed)
+    P = rng.normal(0, 0.8, (n_users, rank))
+    Q = rng.normal(0, 0.8, (n_items, rank))
+    bu, bi = rng.normal(0, 0.3, n_users), rng.normal(0, 0.3, n_items)
+    u = np.repeat(np.arange(n_users), per_user)
+    i = np.concatenate([rng.choice(n_items, per_user, replace=False) for _ in range(n_users)])
+    r = np.clip(3.4 + bu[u] + bi[i] + (P[u] * Q[i]).sum(1) + rng.normal(0, 0.4, len(u)), 1, 5)
+    df = pd.DataFrame({"user_idx": u, "movie_idx": i, "rating": r.astype(np.float32)})
+    test = rng.random(len(df)) < 0.2
+    return df[~test].reset_index(drop=True), df[test].reset_index(drop=True), n_users, n_items
+
+
+def data_of(train, n_users, n_items, **kw):
+    return TrainData(train.user_idx.to_numpy(), train.movie_idx.to_numpy(), train.rating.to_numpy(), n_users, n_items, **kw)
+
+
+def rmse_of(model, test):
+    p, _ = model.predict(test.user_idx.to_numpy(), test.movie_idx.to_numpy())
+    return float(np.sqrt(np.mean((p - test.rating.to_numpy()) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def planted_data():
+    return planted()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_both_trainers_beat_bias_only(planted_data, optimizer):
+    train, test, nu, ni = planted_data
+    mu, bu, bi = bias_baseline(train, nu, ni)
+    bias_rmse = float(np.sqrt(np.mean((np.clip(mu + bu[test.user_idx] + bi[test.movie_idx], 1, 5) - test.rating) ** 2)))
+    lr = 0.02 if optimizer == "sgd" else 0.005
+    m = MatrixFactorization(factors=8, epochs=40, optimizer=optimizer, learning_rate=lr, reg=0.05,
+                            use_features=False, seed=0).fit(data_of(train, nu, ni))
+    r = rmse_of(m, test)
+    assert r < bias_rmse - 0.05, (r, bias_rmse)
+    assert len(m.history_.train_rmse) >= 3 and m.fit_seconds_ > 0
+
+
+def test_deterministic_under_seed(planted_data):
+    train, _, nu, ni = planted_data
+    a = MatrixFactorization(factors=4, epochs=5, seed=3, use_features=False).fit(data_of(train, nu, ni))
+    b = MatrixFactorization(factors=4, epochs=5, seed=3, use_features=False).fit(data_of(train, nu, ni))
+    c = MatrixFactorization(factors=4, epochs=5, seed=4, use_features=False).fit(data_of(train, nu, ni))
+    assert np.array_equal(a.user_factors_, b.user_factors_) and np.array_equal(a.item_bias_, b.item_bias_)
+    assert not np.array_equal(a.user_factors_, c.user_factors_)
+
+
+def test_save_load_round_trip(planted_data, tmp_path):
+    train, test, nu, ni = planted_data
+    X = np.random.default_rng(0).normal(size=(nu, 3)).astype(np.float32)
+    m = MatrixFactorization(factors=4, epochs=3, use_features=True).fit(data_of(train, nu, ni, user_features=X))
+    m.save(tmp_path / "m.npz")
+    m2 = MatrixFactorization.load(tmp_path / "m.npz")
+    assert m2.get_params() == m.get_params()
+    for k in MatrixFactorization.ARRAYS:
+        assert np.array_equal(getattr(m, k), getattr(m2, k)), k
+    p1, _ = m.predict(test.user_idx, test.movie_idx)
+    p2, _ = m2.predict(test.user_idx, test.movie_idx)
+    assert np.array_equal(p1, p2)
+    assert m2.history_.train_rmse == m.history_.train_rmse
+
+
+def test_unknown_ids_fall_back_and_are_flagged(planted_data):
+    train, _, nu, ni = planted_data
+    m = MatrixFactorization(factors=4, epochs=2, use_features=False).fit(data_of(train, nu, ni))
+    pred, impossible = m.predict(np.array([0, -1, 0, -1]), np.array([0, 0, -1, -1]))
+    assert impossible.tolist() == [False, True, True, True]
+    assert pred[1] == pytest.approx(np.clip(m.global_mean_ + m.item_bias_[0], 1, 5))
+    assert pred[3] == pytest.approx(m.global_mean_)
+
+
+def test_features_help_when_ratings_are_scarce():
+    """Item genre features carry the taste when each user has few ratings."""
+    rng = np.random.default_rng(1)
+    n_users, n_items = 400, 200
+    genre = rng.integers(0, 4, n_items)
+    taste = rng.integers(0, 4, n_users)
+    Y = np.eye(4, dtype=np.float32)[genre]
+    X = np.eye(4, dtype=np.float32)[taste]
+    u = np.repeat(np.arange(n_users), 8)
+    i = rng.integers(0, n_items, len(u))
+    r = np.where(genre[i] == taste[u], 4.5, 2.0) + rng.normal(0, 0.3, len(u))
+    tr = rng.random(len(u)) < 0.8
+    d = TrainData(u[tr], i[tr], r[tr], n_users, n_items, user_features=X, item_features=Y)
+    with_f = MatrixFactorization(factors=8, epochs=40, use_features=True, seed=0).fit(d)
+    without = MatrixFactorization(factors=8, epochs=40, use_features=False, seed=0).fit(d)
+    te = pd.DataFrame({"user_idx": u[~tr], "movie_idx": i[~tr], "rating": r[~tr]})
+    assert rmse_of(with_f, te) < rmse_of(without, te) - 0.1
+
+
+def test_social_regularisation_fills_users_without_ratings():
+    rng = np.random.default_rng(0)
+    n_users, n_items = 60, 40
+    u = np.repeat(np.arange(1, n_users), 10)
+    i = rng.integers(0, n_items, len(u))
+    r = rng.integers(1, 6, len(u)).astype(np.float32)
+    nb = sp.csr_matrix((np.full(2, 0.5, np.float32), ([0, 0], [1, 2])), shape=(n_users, n_users))
+    m = MatrixFactorization(factors=4, epochs=5, social_reg=0.1, use_features=False, early_stopping=False).fit(
+        TrainData(u, i, r, n_users, n_items, neighbours=nb))
+    expected = 0.5 * (m.user_factors_[1] + m.user_factors_[2])
+    # user 0 has no ratings: after the last epoch its factors are its neighbours' mean
+    # (up to the neighbours' own final update order)
+    assert np.allclose(m.user_factors_[0], expected, atol=0.05)

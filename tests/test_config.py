@@ -1,0 +1,90 @@
+from pathlib import Path
+
+import pytest
+
+from movierec.config import load_config, parse_override
+from movierec.errors import ConfigError
+
+
+def test_defaults_and_yaml(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("workdir: w\nmodel:\n  factors: 8\n")
+    cfg = load_config(p)
+    assert cfg.model.factors == 8
+    assert cfg.model.epochs == 30  # default kept
+    # relative paths resolve against the config file's folder, not the cwd
+    assert cfg.workdir == str((tmp_path / "w").resolve())
+    assert cfg.data.dir == str((tmp_path / "data/demo").resolve())
+
+
+def test_overrides_are_yaml(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("{}")
+    cfg = load_config(p, ["model.factors=128", "evaluate.ablations=[no_social]", "model.learning_rate=1e-3",
+                          "model.use_features=false"])
+    assert cfg.model.factors == 128
+    assert cfg.evaluate.ablations == ["no_social"]
+    assert cfg.model.learning_rate == pytest.approx(1e-3)
+    assert cfg.model.use_features is False
+
+
+def test_int_accepted_for_float_but_not_str_for_int(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  learning_rate: 1\n")
+    assert load_config(p).model.learning_rate == 1.0
+    p.write_text("model:\n  factors: many\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert "model.factors" in msg and "int" in msg and str(p) in msg
+
+
+def test_unknown_key_names_key_file_and_allowed(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  factros: 8\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert "model.factros" in msg and str(p) in msg and "factors" in msg
+
+
+def test_choices_and_ranges(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model:\n  optimizer: lbfgs\n")
+    with pytest.raises(ConfigError, match="sgd, adam"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="split.test_fraction"):
+        load_config(None, ["split.test_fraction=1.5"])
+    with pytest.raises(ConfigError, match="no_magic"):
+        load_config(None, ["evaluate.ablations=[no_magic]"])
+    with pytest.raises(ConfigError, match="split.train"):
+        load_config(None, ["split.method=given"])
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_override("model.factors")
+    with pytest.raises(ConfigError, match="not a section"):
+        load_config(None, ["workdir=x", "workdir.sub=1"])
+
+
+def test_missing_or_invalid_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    p = tmp_path / "c.yaml"
+    p.write_text("model: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+
+
+def test_section_hash_changes_with_section_only():
+    a = load_config(None)
+    b = load_config(None, ["model.factors=7"])
+    assert a.section_hash("data") == b.section_hash("data")
+    assert a.section_hash("model") != b.section_hash("model")
+
+
+def test_shipped_configs_load():
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for p in root.glob("*.yaml"):
+        load_config(p)
