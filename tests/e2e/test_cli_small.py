@@ -1,0 +1,224 @@
+"""CLI behaviour on small generated data: planted taste, both trainers, errors, imports."""
+
+import http.server
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import zipfile
+
+import pandas as pd
+import pytest
+
+from tests.conftest import make_data, run_cli, tree_snapshot, write_config
+
+
+def test_loved_genre_comes_first(tmp_path):
+    data = make_data(tmp_path / "data", n_users=400, n_movies=200, seed=3)
+    movies = pd.read_csv(data / "movies.csv")
+    westerns = movies[movies.genres.str.contains("Western")].movie_id.tolist()
+    # the fan dislikes the genres that the Western-loving community also loves, so the
+    # model must learn the genre itself, not just the community
+    others = movies[movies.genres.str.contains("Crime|Film-Noir") & ~movies.genres.str.contains("Western")].movie_id.tolist()
+    assert len(westerns) >= 12
+    ratings = pd.read_csv(data / "ratings.csv")
+    fan = pd.DataFrame({"user_id": "fan", "movie_id": westerns[:8] + others[:8],
+                        "rating": [5] * 8 + [1] * 8, "timestamp": 0})
+    pd.concat([ratings, fan]).to_csv(data / "ratings.csv", index=False)
+    cfg = write_config(tmp_path / "c.yaml", data, tmp_path / "work", split={"method": "none"})
+    assert run_cli("train", "--config", str(cfg)).returncode == 0
+    out = json.loads(run_cli("recommend", "--config", str(cfg), "--user", "fan", "-n", "5", "--format", "json").stdout)
+    genres = movies.set_index("movie_id").loc[[it["movie_id"] for it in out["items"]], "genres"]
+    assert genres.str.contains("Western").sum() >= 4, genres.tolist()
+    assert "Western" in genres.iloc[0]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_both_trainers_through_the_cli(trained_small, optimizer, tmp_path):
+    r = run_cli("evaluate", "--config", str(trained_small), "--format", "json", f"model.optimizer={optimizer}",
+                f"workdir={tmp_path / optimizer}", "model.learning_rate=0.01")
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert m["rmse"] < m["baselines"]["bias"]["rmse"], (optimizer, m["rmse"], m["baselines"]["bias"]["rmse"])
+
+
+def test_kfold_reports_mean_and_folds(trained_small, tmp_path):
+    r = run_cli("evaluate", "--config", str(trained_small), "--format", "json", "split.method=kfold", "split.folds=3",
+                f"workdir={tmp_path / 'k'}", "evaluate.ablations=[no_features]")
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert len(m["folds"]) == 3
+    assert m["rmse"] == pytest.approx(sum(f["rmse"] for f in m["folds"]) / 3)
+    assert "no_features" in m["ablations"] and m["std"]["rmse"] >= 0
+
+
+def _bad(tmp_path, trained_small, name, content, expect, **write_kw):
+    """Replace one input file, re-run train: exit code and message, model untouched."""
+    import yaml
+
+    cfg = yaml.safe_load(trained_small.read_text())
+    data_dir = tmp_path / "bad"
+    shutil.copytree(cfg["data"]["dir"], data_dir)
+    p = data_dir / name
+    if content is None:
+        p.unlink()
+    elif isinstance(content, bytes):
+        p.write_bytes(content)
+    else:
+        p.write_text(content, **write_kw)
+    models = tree_snapshot(__import__("pathlib").Path(cfg["workdir"]) / "models")
+    r = run_cli("train", "--config", str(trained_small), f"data.dir={data_dir}")
+    assert r.returncode == expect, r.stderr
+    assert tree_snapshot(__import__("pathlib").Path(cfg["workdir"]) / "models") == models
+    assert "Traceback" not in r.stderr
+    return r.stderr
+
+
+def test_non_numeric_rating_exits_65(tmp_path, trained_small):
+    rows = ["user_id,movie_id,rating"] + [f"u{i},m1,five" for i in range(50)] + [f"u{i},m2,4" for i in range(50)]
+    err = _bad(tmp_path, trained_small, "ratings.csv", "\n".join(rows) + "\n", 65)
+    assert "ratings.csv" in err and "not a number" in err and "'five'" in err
+
+
+def test_missing_column_exits_65(tmp_path, trained_small):
+    err = _bad(tmp_path, trained_small, "ratings.csv", "user_id,movie_id,stars\n1,2,3\n", 65)
+    assert "missing required column(s) rating" in err
+
+
+def test_latin1_file_exits_65(tmp_path, trained_small):
+    err = _bad(tmp_path, trained_small, "movies.csv", "movie_id,title\nm00000,Am\u00e9lie (2001)\n", 65, encoding="latin-1")
+    assert "movies.csv" in err and "line 2" in err and "latin-1" in err
+
+
+def test_empty_file_exits_65(tmp_path, trained_small):
+    err = _bad(tmp_path, trained_small, "ratings.csv", "", 65)
+    assert "empty" in err
+
+
+def test_missing_ratings_file_exits_65(tmp_path, trained_small):
+    err = _bad(tmp_path, trained_small, "ratings.csv", None, 65)
+    assert "file not found" in err
+
+
+def test_config_typo_exits_78(trained_small):
+    r = run_cli("train", "--config", str(trained_small), "model.factros=3")
+    assert r.returncode == 78 and "model.factros" in r.stderr and str(trained_small) in r.stderr
+    r = run_cli("recommend", "--config", str(trained_small), "--user", "u1", "recommend.n=ten")
+    assert r.returncode == 78 and "recommend.n" in r.stderr
+
+
+def test_usage_errors_exit_2(trained_small):
+    assert run_cli("recommend", "--config", str(trained_small)).returncode == 2
+    assert run_cli("no-such-command").returncode == 2
+
+
+def test_no_model_yet_is_a_clear_error(tmp_path, small_data):
+    cfg = write_config(tmp_path / "c.yaml", small_data, tmp_path / "w")
+    r = run_cli("recommend", "--config", str(cfg), "--user", "u00001")
+    assert r.returncode == 1 and "movierec train" in r.stderr
+
+
+CHECK_IMPORTS = (
+    "import sys, runpy\n"
+    "sys.argv = ['movierec'] + sys.argv[1:]\n"
+    "try:\n"
+    "    runpy.run_module('movierec', run_name='__main__')\n"
+    "except SystemExit:\n"
+    "    pass\n"
+    "heavy = sorted(m for m in ('tensorflow', 'torch', 'transformers') if m in sys.modules)\n"
+    "print('HEAVY=' + ','.join(heavy), file=sys.stderr)\n"
+)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["recommend", "--help"], ["recommend", "--user", "u00001"], ["status"]])
+def test_light_commands_do_not_import_tf_or_torch(trained_small, args):
+    if args[0] in ("recommend", "status") and args[-1] != "--help":
+        args = [args[0], "--config", str(trained_small), *args[1:]]
+    r = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, *args], capture_output=True, text=True)
+    assert "HEAVY=\n" in r.stderr or r.stderr.rstrip().endswith("HEAVY="), r.stderr[-2000:]
+
+
+def test_sgd_training_does_not_import_tf(trained_small, tmp_path):
+    r = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, "train", "--config", str(trained_small),
+                        f"workdir={tmp_path / 'w'}"], capture_output=True, text=True)
+    assert r.stderr.rstrip().endswith("HEAVY="), r.stderr[-2000:]
+
+
+def _ml100k_archive(tmp_path):
+    src = tmp_path / "ml-100k"
+    src.mkdir()
+    (src / "u.data").write_text("1\t10\t4\t881250949\n2\t10\t3\t881250950\n1\t20\t5\t881250951\n")
+    (src / "u.user").write_text("1|24|M|technician|85711\n2|53|F|other|94043\n")
+    genres = ["0"] * 19
+    genres[1] = "1"
+    (src / "u.item").write_text(
+        "10|Toy Story (1995)|01-Jan-1995||http://x|" + "|".join(genres) + "\n"
+        "20|Caf\xe9 (1996)|01-Jan-1996||http://y|" + "|".join(["0"] * 18 + ["1"]) + "\n", encoding="latin-1")
+    (src / "u1.base").write_text("1\t10\t4\t881250949\n")
+    (src / "u1.test").write_text("1\t20\t5\t881250951\n")
+    archive = tmp_path / "ml-100k.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for p in src.iterdir():
+            zf.write(p, f"ml-100k/{p.name}")
+    return src, archive
+
+
+def test_data_import_movielens_100k(tmp_path):
+    src, _ = _ml100k_archive(tmp_path)
+    r = run_cli("data", "import", "movielens-100k", "--from", str(src), "--to", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    movies = pd.read_csv(tmp_path / "out" / "movies.csv")
+    assert movies.loc[0, "genres"] == "Action" and movies.loc[1, "title"] == "Caf\u00e9 (1996)"
+    assert movies.loc[1, "genres"] == "Western" and movies.loc[0, "year"] == 1995
+    assert len(pd.read_csv(tmp_path / "out" / "ratings.csv")) == 3
+    assert len(pd.read_csv(tmp_path / "out" / "splits" / "u1.test.csv")) == 1
+
+
+def test_data_download_from_local_server(tmp_path):
+    _, archive = _ml100k_archive(tmp_path)
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(tmp_path), **kw)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/{archive.name}"
+        r = run_cli("data", "download", "movielens-100k", "--to", str(tmp_path / "dl"), "--url", url)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["ratings"] == 3
+        r = run_cli("data", "download", "movielens-100k", "--to", str(tmp_path / "dl2"), "--url", url + ".missing")
+        assert r.returncode == 65 and "could not download" in r.stderr
+    finally:
+        server.shutdown()
+
+
+def test_filmtrust_import(tmp_path):
+    src = tmp_path / "ft"
+    src.mkdir()
+    (src / "ratings.txt").write_text("1 1 2.0\n1 2 4.0\n2 1 3.5\n")
+    (src / "trust.txt").write_text("1 2 1\n")
+    r = run_cli("data", "import", "filmtrust", "--from", str(src), "--to", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    assert pd.read_csv(tmp_path / "out" / "social.csv").columns.tolist() == ["user_id", "friend_id", "weight"]
+
+
+def test_score_text(tmp_path, trained_small):
+    inp = tmp_path / "in.csv"
+    pd.DataFrame({"id": [1, 2], "review": ["I loved this film", "a dull, boring mess"]}).to_csv(inp, index=False)
+    out = tmp_path / "out.csv"
+    r = run_cli("score-text", "--config", str(trained_small), "--input", str(inp), "--text-column", "review",
+                "--output", str(out))
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(out)
+    assert df["sentiment_label"].tolist() == ["positive", "negative"]
+    assert df["sentiment"].between(-1, 1).all()
+    r = run_cli("score-text", "--config", str(trained_small), "--input", str(inp), "--text-column", "nope",
+                "--output", str(out))
+    assert r.returncode == 65 and "nope" in r.stderr

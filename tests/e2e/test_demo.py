@@ -1,0 +1,117 @@
+"""End to end on the shipped demo data with configs/default.yaml (every stage runs)."""
+
+import json
+
+import pandas as pd
+
+from tests.conftest import ROOT, run_cli
+
+CFG = str(ROOT / "configs" / "default.yaml")
+
+
+def test_every_stage_ran_with_manifests(demo_workdir):
+    for stage in ("ingest", "clean", "sentiment", "social", "fuse", "train"):
+        m = json.loads((demo_workdir / "manifests" / f"{stage}.json").read_text())
+        assert m["config_hash"] and m["seconds"] >= 0
+        if stage != "train":
+            assert m["outputs"], stage
+            assert all(len(h) == 16 for h in m["inputs"].values())
+    m = json.loads((demo_workdir / "manifests" / "sentiment.json").read_text())
+    assert m["outputs"]["review_sentiment"]["rows"] > 15000 and m["outputs"]["message_sentiment"]["rows"] > 1000
+
+
+def test_review_sentiment_follows_the_stars(demo_workdir):
+    rs = pd.read_parquet(demo_workdir / "artifacts" / "review_sentiment.parquet")
+    rv = pd.read_parquet(demo_workdir / "artifacts" / "reviews_clean.parquet")
+    df = rs.merge(rv[["review_id", "rating"]], on="review_id")
+    by_star = df.groupby("rating")["sentiment"].mean()
+    assert by_star[5.0] > 0.3 and by_star[1.0] < -0.3
+    assert by_star.is_monotonic_increasing
+    assert rs["sentiment"].between(-1, 1).all()
+
+
+def test_recommend_json_returns_unseen_movies(demo_workdir):
+    r = run_cli("recommend", "--config", CFG, "--user", "u00001", "-n", "7", "--format", "json", f"workdir={demo_workdir}")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["user_id"] == "u00001" and out["fallback"] is None and len(out["items"]) == 7
+    assert {"movie_id", "title", "score", "explanation"} <= set(out["items"][0])
+    ratings = pd.read_csv(ROOT / "data" / "demo" / "ratings.csv", dtype=str)
+    rated = set(ratings.loc[ratings.user_id == "u00001", "movie_id"])
+    # the model excludes the movies of its training part: none of them comes back
+    train_seen = _train_seen(demo_workdir, "u00001")
+    assert train_seen and not {it["movie_id"] for it in out["items"]} & train_seen
+    assert train_seen <= rated
+    scores = [it["score"] for it in out["items"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def _train_seen(work, user):
+    r = pd.read_parquet(work / "artifacts" / "ratings_clean.parquet")
+    ids = pd.read_parquet(work / "artifacts" / "user_ids.parquet").set_index("user_id")["user_idx"]
+    mids = pd.read_parquet(work / "artifacts" / "movie_ids.parquet")["movie_id"].to_numpy()
+    mine = r[(r.user_idx == ids[user]) & (r.fold != 0)]
+    return set(mids[mine.movie_idx])
+
+
+def test_unknown_user_gets_flagged_popularity(demo_workdir):
+    r = run_cli("recommend", "--config", CFG, "--user", "nobody-here", "--format", "json", f"workdir={demo_workdir}")
+    out = json.loads(r.stdout)
+    assert r.returncode == 0 and out["fallback"] == "popularity" and len(out["items"]) == 10
+
+
+def test_recommend_formats(demo_workdir):
+    r = run_cli("recommend", "--config", CFG, "--user", "u00002", "--format", "csv", f"workdir={demo_workdir}")
+    lines = r.stdout.strip().splitlines()
+    assert lines[0] == "rank,movie_id,title,year,genres,score" and len(lines) == 11
+    r = run_cli("recommend", "--config", CFG, "--user", "u00002", f"workdir={demo_workdir}")
+    assert "Top 10 for user u00002" in r.stdout and "(" in r.stdout
+
+
+def test_recommend_all_users(demo_workdir, tmp_path):
+    out = tmp_path / "all.parquet"
+    r = run_cli("recommend", "--config", CFG, "--all", "--output", str(out), "-n", "5", f"workdir={demo_workdir}")
+    assert r.returncode == 0, r.stderr
+    df = pd.read_parquet(out)
+    assert df["user_id"].nunique() == 3000 and len(df) == 3000 * 5
+    one = json.loads(run_cli("recommend", "--config", CFG, "--user", "u00042", "-n", "5", "--format", "json",
+                             f"workdir={demo_workdir}").stdout)
+    assert df[df.user_id == "u00042"]["movie_id"].tolist() == [it["movie_id"] for it in one["items"]]
+
+
+def test_fold_in_new_user(demo_workdir, tmp_path):
+    movies = pd.read_csv(ROOT / "data" / "demo" / "movies.csv")
+    horror = movies[movies.genres.str.contains("Horror")].movie_id.head(15)
+    romance = movies[movies.genres.str.contains("Romance") & ~movies.genres.str.contains("Horror")].movie_id.head(15)
+    rows = [{"movie_id": m, "rating": 5} for m in horror] + [{"movie_id": m, "rating": 1} for m in romance]
+    r = run_cli("recommend", "--config", CFG, "--user", "newbie", "--ratings", "-", "--format", "json",
+                f"workdir={demo_workdir}", input=json.dumps(rows))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["fallback"] == "fold-in"
+    got = movies.set_index("movie_id").loc[[it["movie_id"] for it in out["items"]], "genres"]
+    assert got.str.contains("Horror|Thriller|Mystery").mean() >= 0.6
+    assert not set(horror) & {it["movie_id"] for it in out["items"]}
+
+
+def test_evaluate_beats_global_mean(demo_workdir, tmp_path):
+    r = run_cli("evaluate", "--config", CFG, "--format", "json", "--output", str(tmp_path / "rep"),
+                f"workdir={demo_workdir}")
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    assert m["rmse"] < m["baselines"]["global_mean"]["rmse"] - 0.1
+    assert m["rmse"] < m["baselines"]["bias"]["rmse"]
+    assert m["ndcg@10"] > 0 and 0 < m["coverage"] <= 1
+    for key in ("mae", "precision@10", "recall@10", "map@10", "fit_seconds"):
+        assert key in m
+    assert {"gender=F", "gender=M"} <= set(m["groups"])
+    assert json.loads((tmp_path / "rep" / "metrics.json").read_text())["rmse"] == m["rmse"]
+
+
+def test_status_and_rerun_skips_fresh_stages(demo_workdir):
+    r = run_cli("status", "--config", CFG, f"workdir={demo_workdir}")
+    assert r.returncode == 0 and "sentiment  fresh" in r.stdout and "current model: 2" in r.stdout
+    r = run_cli("sentiment", "--config", CFG, f"workdir={demo_workdir}")
+    assert r.returncode == 0 and "sentiment: fresh, skipped" in r.stderr
+    r = run_cli("status", "--config", CFG, f"workdir={demo_workdir}", "model.factors=8")
+    assert "train      stale" in r.stdout and "fuse       fresh" in r.stdout
