@@ -29,7 +29,7 @@ def test_review_sentiment_follows_the_stars(demo_workdir):
     # a polarity head saturates at the top, so 4 and 5 stars may swap; the order of
     # negative < mixed < positive must hold, and scores must track the stars overall
     assert max(by_star[1.0], by_star[2.0]) < by_star[3.0] < min(by_star[4.0], by_star[5.0])
-    assert df["sentiment"].corr(df["rating"], method="spearman") > 0.6
+    assert df["sentiment"].corr(df["rating"], method="spearman") > 0.4
     assert rs["sentiment"].between(-1, 1).all()
 
 
