@@ -127,7 +127,15 @@ class EvaluateConfig:
 
 @dataclass
 class RefreshConfig:
-    keep: int = _f(5, "model versions kept")
+    keep: int = _f(5, "model versions kept (the current one is never deleted)")
+    retrain: str = _f("on_change", "retrain when inputs or config changed, or always",
+                      choices=("on_change", "always"))
+    max_rmse_increase: float = _f(0.01, "gate: reject a model whose RMSE exceeds the current one's by more")
+    max_ndcg_drop: float = _f(0.05, "gate: reject a model whose NDCG@K falls by more than this share")
+    min_rows_ratio: float = _f(0.5, "input check: ratings rows at least this share of the last run's")
+    max_unknown_movie_share: float = _f(0.2, "input check: share of rated movies missing from movies.csv")
+    max_null_increase: float = _f(0.3, "input check: rise in the share of empty values of any column")
+    share_rating: Optional[float] = _f(None, "rating given to a shared movie (default: evaluate.relevance_threshold)")
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_GATE = 3
 EXIT_DATA = 65
 EXIT_LOCKED = 75
 EXIT_CONFIG = 78
@@ -38,3 +39,9 @@ class LockError(MovieRecError):
     """Another run holds the workdir lock."""
 
     exit_code = EXIT_LOCKED
+
+
+class GateError(MovieRecError):
+    """``movierec run``: the new model failed the quality gate; the current one keeps serving."""
+
+    exit_code = EXIT_GATE

@@ -22,7 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 import yaml
 
-from movierec.catalog import Catalog, file_hash, write_json
+from movierec.catalog import Catalog, atomic_path, file_hash, write_json
 from movierec.config import Config
 from movierec.errors import LockError, ModelError
 
@@ -87,7 +87,10 @@ def stage_inputs(stage: str, cfg: Config, cat: Catalog) -> dict[str, str]:
     if stage == "ingest":
         from movierec.stages.ingest import input_files
 
-        return {name: (file_hash(p) if p.exists() else "absent") for name, p in sorted(input_files(cfg).items())}
+        from movierec.feedback import events_path
+
+        files = dict(input_files(cfg), feedback=events_path(cfg.workdir))
+        return {name: (file_hash(p) if p.exists() else "absent") for name, p in sorted(files.items())}
     upstream = {
         "clean": ("ingest",),
         "sentiment": ("clean",),
@@ -103,6 +106,8 @@ def stage_inputs(stage: str, cfg: Config, cat: Catalog) -> dict[str, str]:
 
 def stage_config_hash(stage: str, cfg: Config) -> str:
     h = cfg.section_hash(*STAGE_CONFIG[stage])
+    if stage == "ingest":  # feedback shares become ratings of this value
+        h += f":{cfg.refresh.share_rating}:{cfg.evaluate.relevance_threshold}"
     if stage == "fuse":  # the training part decides the features
         h = cfg.section_hash("features") + ":" + str(cfg.split.fold)
     return h
@@ -135,9 +140,10 @@ def stage_status(cfg: Config) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- stages
 def _run_ingest(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
+    from movierec.feedback import read_events
     from movierec.stages.ingest import ingest
 
-    res = ingest(cfg)
+    res = ingest(cfg, read_events(cat.workdir))
     outputs = {}
     for name, art in RAW_NAMES.items():
         if name in res.tables:
@@ -172,7 +178,7 @@ def _run_clean(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
 
 
 def _run_sentiment(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
-    from movierec.stages.sentiment import load_scorer, sentiment
+    from movierec.stages.sentiment import CachedScorer, load_scorer, model_key, sentiment
 
     reviews = cat.read_optional("reviews_clean")
     social = cat.read_optional("social_clean")
@@ -181,14 +187,20 @@ def _run_sentiment(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
         cat.remove("review_sentiment")
         cat.remove("message_sentiment")
         return {}, {}
-    res = sentiment(reviews, social, lambda: load_scorer(cfg.sentiment), cfg.sentiment)
+    cache_path = cat.workdir / "cache" / "sentiment.parquet"
+    cache = pd.read_parquet(cache_path) if cache_path.exists() else None
+    scorer = CachedScorer(lambda: load_scorer(cfg.sentiment), model_key(cfg.sentiment), cache)
+    res = sentiment(reviews, social, lambda: scorer, cfg.sentiment)
+    if scorer.misses:
+        with atomic_path(cache_path) as tmp:
+            scorer.updated_cache().to_parquet(tmp, index=False)
     outputs = {}
     for art, df in (("review_sentiment", res.reviews), ("message_sentiment", res.messages)):
         if df is not None:
             outputs[art] = cat.write(art, df)
         else:
             cat.remove(art)
-    return outputs, {"texts_scored": res.texts_scored}
+    return outputs, {"distinct_texts": res.texts_scored, "texts_scored_by_model": scorer.misses}
 
 
 def _run_social(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
@@ -233,7 +245,6 @@ def fuse_for_fold(cfg: Config, cat: Catalog, fold: int, features=None):
 def _run_train(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     model, data, train = train_for_fold(cfg, cat, cfg.split.fold, use_saved_features=True)
     version = save_model_version(cfg, cat, model, train)
-    set_current(cat, version)
     log.info("train: model %s saved (%d ratings, %.2fs fitting)", version, len(train), model.fit_seconds_)
     return {}, {"version": version, "fit_seconds": model.fit_seconds_, "ratings": len(train)}
 
@@ -248,22 +259,29 @@ RUNNERS: dict[str, Callable[[Config, Catalog], tuple[dict, dict]]] = {
 }
 
 
-def ensure(cfg: Config, target: str, force: bool = False) -> dict[str, str]:
+def ensure(cfg: Config, target: str, force: bool = False, reported: set | None = None) -> dict[str, str]:
     """Run every stale stage up to and including ``target``; returns stage -> ran/skipped.
 
-    ``force`` re-runs ``target`` even when it is fresh.
+    ``force`` re-runs ``target`` even when it is fresh. Stages named in ``reported``
+    (updated here) are not announced as skipped again.
     """
+    reported = set() if reported is None else reported
     cat = Catalog(Path(cfg.workdir))
     report = {}
     upstream_ran = False
     for stage in STAGES[: STAGES.index(target) + 1]:
         must = upstream_ran or (force and stage == target) or not is_fresh(stage, cfg, cat)
         if not must:
-            log.info("%s: fresh, skipped", stage)
+            if stage not in reported:
+                log.info("%s: fresh, skipped", stage)
+                reported.add(stage)
             report[stage] = "skipped"
             continue
+        reported.add(stage)
         t0 = time.perf_counter()
         inputs = stage_inputs(stage, cfg, cat)
+        # a stage killed midway must look stale: its old manifest goes first
+        cat.manifest_path(stage).unlink(missing_ok=True)
         outputs, extra = RUNNERS[stage](cfg, cat)
         secs = time.perf_counter() - t0
         cat.write_manifest(stage, inputs, stage_config_hash(stage, cfg), outputs, secs, extra)
@@ -324,7 +342,12 @@ def save_model_version(cfg: Config, cat: Catalog, model, train: pd.DataFrame) ->
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
+        from movierec._faults import failpoint
+
+        failpoint("write_version")
         model.save(tmp / "model.npz")
+        if cat.exists("feature_transformers"):
+            shutil.copyfile(cat.path("feature_transformers"), tmp / "feature_transformers.pkl")
         cat.read("user_ids").to_parquet(tmp / "user_ids.parquet", index=False)
         movies = cat.read("movies_clean")[["movie_idx", "movie_id", "title", "genres", "year"]]
         movies.to_parquet(tmp / "movies.parquet", index=False)
@@ -360,6 +383,23 @@ def set_current(cat: Catalog, version: str) -> None:
 def current_version(cfg: Config) -> str | None:
     p = Catalog(Path(cfg.workdir)).models_dir / "current"
     return p.read_text().strip() if p.exists() else None
+
+
+def trained_model_dir(cfg: Config) -> Path:
+    """The model the train stage last saved (under ``run`` it may not be current yet)."""
+    cat = Catalog(Path(cfg.workdir))
+    m = cat.read_manifest("train")
+    if m and m.get("version") and (cat.models_dir / m["version"] / "model.npz").exists():
+        return cat.models_dir / m["version"]
+    return current_model_dir(cfg)
+
+
+def train_and_promote(cfg: Config, force: bool = False) -> dict[str, str]:
+    """``movierec train`` / ``evaluate``: run stale stages, train, make the result current."""
+    report = ensure(cfg, "train", force=force)
+    if report.get("train") == "ran" or current_version(cfg) is None:
+        set_current(Catalog(Path(cfg.workdir)), trained_model_dir(cfg).name)
+    return report
 
 
 def current_model_dir(cfg: Config) -> Path:

@@ -92,11 +92,11 @@ _stage_command("fuse", "Build user and item feature matrices (transformers fitte
 @OVERRIDES
 def train(config_path: str, overrides: tuple[str, ...]) -> None:
     """Run stale stages above, then train and save the model (it becomes current)."""
-    from movierec.pipeline import ensure, workdir_lock
+    from movierec.pipeline import train_and_promote, workdir_lock
 
     cfg = _load(config_path, overrides)
     with workdir_lock(cfg.workdir):
-        ensure(cfg, "train", force=True)
+        train_and_promote(cfg, force=True)
 
 
 @cli.command()
@@ -212,19 +212,89 @@ def evaluate(config_path, fmt, output, overrides) -> None:
 @CONFIG_OPT
 @OVERRIDES
 def run(config_path, overrides) -> None:
-    """The cron entry point: lock, run stale stages, train, evaluate."""
-    from movierec.evaluation.evaluate import evaluate as run_eval
-    from movierec.pipeline import ensure, workdir_lock
+    """The cron entry point: lock, stale stages, train, evaluate, gate, promote.
+
+    Exit codes: 0 promoted or nothing changed; 3 the new model failed the quality gate
+    (the current one keeps serving); 65 invalid or suspicious input; 75 another run holds
+    the lock.
+    """
+    from movierec.pipeline import workdir_lock
+    from movierec.refresh import refresh
 
     cfg = _load(config_path, overrides)
-    t0 = time.perf_counter()
     with workdir_lock(cfg.workdir):
-        ensure(cfg, "train")
-        if cfg.split.method != "none":
-            result = run_eval(cfg)
-            log.info("run: RMSE %.4f, %s", result.get("rmse", float("nan")),
-                     ", ".join(f"{k} {v:.4f}" for k, v in result.items() if k.startswith("ndcg@")))
-    log.info("run: finished in %.1fs", time.perf_counter() - t0)
+        summary = refresh(cfg)
+    log.info("run: %s in %.1fs; current model %s", summary["outcome"], summary["seconds"], summary["current"])
+
+
+@cli.command()
+@CONFIG_OPT
+@click.option("--user", "user_id", required=True)
+@click.option("--movie", "movie_id", required=True)
+@click.option("--rating", type=float, default=None)
+@click.option("--comment", default=None, help="A review text; scored by the sentiment stage.")
+@click.option("--share-with", default=None, help="A friend the movie was shared with.")
+@OVERRIDES
+def feedback(config_path, user_id, movie_id, rating, comment, share_with, overrides) -> None:
+    """Record an interaction; the next `movierec run` folds it in."""
+    from movierec.feedback import append_event
+
+    cfg = _load(config_path, overrides)
+    if rating is None and not comment and not share_with:
+        raise click.UsageError("give at least one of --rating, --comment, --share-with")
+    if not user_id.strip() or not movie_id.strip():
+        raise click.UsageError("--user and --movie must not be empty")
+    event = append_event(cfg.workdir, user_id, movie_id, rating, comment, share_with)
+    log.info("feedback: recorded %s", ", ".join(k for k in ("rating", "comment", "share_with") if k in event))
+
+
+@cli.group()
+def models() -> None:
+    """List model versions or roll back to one."""
+
+
+@models.command("list")
+@CONFIG_OPT
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@OVERRIDES
+def models_list(config_path, fmt, overrides) -> None:
+    """Every kept model version, its status and holdout metrics; * marks current."""
+    from movierec.catalog import Catalog
+    from movierec.pipeline import current_version
+    from movierec.refresh import version_status, versions
+
+    cfg = _load(config_path, overrides)
+    cat = Catalog(cfg.workdir)
+    cur = current_version(cfg)
+    rows = []
+    for v in versions(cat):
+        st = version_status(cat, v)
+        m = st.get("metrics", {})
+        k = max(cfg.evaluate.k)
+        rows.append({"version": v, "current": v == cur, "created": st.get("meta", {}).get("created"),
+                     "status": st.get("gate", {}).get("status", "trained"),
+                     "rmse": m.get("rmse"), f"ndcg@{k}": m.get(f"ndcg@{k}")})
+    if fmt == "json":
+        click.echo(json.dumps(rows))
+        return
+    for r in rows:
+        vals = "  ".join(f"{k} {v:.4f}" for k, v in r.items() if k in ("rmse",) or k.startswith("ndcg") if v is not None)
+        click.echo(f"{'*' if r['current'] else ' '} {r['version']:<28} {r['status']:<9} {r['created'] or '':<21} {vals}")
+
+
+@models.command("rollback")
+@click.argument("version", required=False)
+@CONFIG_OPT
+@OVERRIDES
+def models_rollback(version, config_path, overrides) -> None:
+    """Make VERSION current (default: the last good version before the current one)."""
+    from movierec.pipeline import workdir_lock
+    from movierec.refresh import rollback
+
+    cfg = _load(config_path, overrides)
+    with workdir_lock(cfg.workdir):
+        v = rollback(cfg, version)
+    click.echo(v)
 
 
 @cli.command()

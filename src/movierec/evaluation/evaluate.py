@@ -133,12 +133,12 @@ def _groups(users: pd.DataFrame, cfg: Config) -> dict[str, np.ndarray]:
 
 def evaluate(cfg: Config) -> dict:
     """Metrics for the configured model, baselines, ablations and user groups."""
-    from movierec.pipeline import ablation_configs, current_model_dir, ensure, train_for_fold
+    from movierec.pipeline import ablation_configs, train_and_promote, train_for_fold, trained_model_dir
     from movierec.stages.clean import n_folds, train_test
 
     if cfg.split.method == "none":
         raise ConfigError("evaluate needs a test part: set split.method to random, temporal, kfold or given")
-    ensure(cfg, "train")
+    train_and_promote(cfg)
     cat = Catalog(Path(cfg.workdir))
     ratings = cat.read("ratings_clean")
     users = cat.read("users_clean")
@@ -151,7 +151,7 @@ def evaluate(cfg: Config) -> dict:
         if fold == cfg.split.fold:
             from movierec.models.mf import MatrixFactorization
 
-            model = MatrixFactorization.load(current_model_dir(cfg) / "model.npz")
+            model = MatrixFactorization.load(trained_model_dir(cfg) / "model.npz")
         else:
             model = train_for_fold(cfg, cat, fold)[0]
         res = score(model_scorer(model), train, test, n_users, n_items, cfg)
@@ -172,7 +172,7 @@ def evaluate(cfg: Config) -> dict:
     if len(per_fold) > 1:
         out["folds"] = per_fold
     out["split"] = cfg.split.method
-    out["model_version"] = (current_model_dir(cfg)).name
+    out["model_version"] = trained_model_dir(cfg).name
     return out
 
 

@@ -152,6 +152,7 @@ class MatrixFactorization:
         if self.early_stopping and n >= 50:
             val_mask[rng.permutation(n)[: max(1, int(n * self.validation_fraction))]] = True
         self._init_state(data, rng)
+        self._last_log = time.perf_counter()
         # the mean of the part actually trained on
         self.global_mean_ = float(data.ratings[~val_mask].mean())
         t0 = time.perf_counter()
@@ -222,10 +223,19 @@ class MatrixFactorization:
         return hist
 
     def _record_validation(self, hist: History, data: TrainData, va: np.ndarray, epoch: int) -> None:
+        from movierec._faults import failpoint
+
+        failpoint("train")
         if len(va):
             pred = self._predict_idx(data.users[va], data.items[va])
             hist.val_rmse.append(float(np.sqrt(np.mean((data.ratings[va] - pred) ** 2))))
-            log.debug("epoch %d: train RMSE %.4f, val RMSE %.4f", epoch + 1, hist.train_rmse[-1], hist.val_rmse[-1])
+        # progress: a line per epoch when epochs are slow (cron logs), else at debug level
+        now = time.perf_counter()
+        slow = now - getattr(self, "_last_log", 0.0) > 5.0
+        if slow:
+            self._last_log = now
+        log.log(logging.INFO if slow else logging.DEBUG, "epoch %d/%d: train RMSE %.4f%s", epoch + 1, self.epochs,
+                hist.train_rmse[-1], f", validation RMSE {hist.val_rmse[-1]:.4f}" if len(va) else "")
 
     # ------------------------------------------------------------------ predicting
     def user_vectors(self) -> np.ndarray:

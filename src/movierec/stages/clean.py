@@ -44,20 +44,36 @@ def _index(values: list[pd.Series]) -> pd.Index:
     return pd.Index(np.sort(allv.unique()), name="id")
 
 
-def assign_folds(ratings: pd.DataFrame, cfg: Config) -> np.ndarray:
-    """The ``fold`` column for the configured split method."""
+def pair_hash(user_ids: pd.Series, movie_ids: pd.Series, seed: int) -> np.ndarray:
+    """A stable 64-bit hash of each (user_id, movie_id) pair under ``seed``.
+
+    Random and k-fold splits are decided by it, so a rating stays in the same part when
+    new data arrives: a nightly refresh compares models on a holdout neither trained on.
+    """
+    key = f"movierec{seed:08d}"[-16:]
+    frame = pd.DataFrame({"u": user_ids.astype(str).to_numpy(), "m": movie_ids.astype(str).to_numpy()})
+    return pd.util.hash_pandas_object(frame, index=False, hash_key=key).to_numpy(np.uint64)
+
+
+def assign_folds(ratings: pd.DataFrame, cfg: Config, ids: tuple[pd.Series, pd.Series] | None = None) -> np.ndarray:
+    """The ``fold`` column for the configured split method.
+
+    ``ids`` are the (user_id, movie_id) strings of each rating; random and kfold splits
+    hash them (see :func:`pair_hash`).
+    """
     n = len(ratings)
     sp = cfg.split
-    rng = np.random.default_rng(sp.seed)
     fold = np.full(n, -1, dtype=np.int16)
     if sp.method == "none":
         return fold
-    if sp.method == "random":
-        n_test = int(round(n * sp.test_fraction))
-        fold[rng.permutation(n)[:n_test]] = 0
+    if sp.method in ("random", "kfold"):
+        if ids is None:
+            ids = (ratings["user_idx"], ratings["movie_idx"])
+        h = pair_hash(ids[0], ids[1], sp.seed)
+        if sp.method == "kfold":
+            return (h % np.uint64(sp.folds)).astype(np.int16)
+        fold[(h % np.uint64(1 << 20)).astype(np.float64) / (1 << 20) < sp.test_fraction] = 0
         return fold
-    if sp.method == "kfold":
-        return (rng.permutation(n) % sp.folds).astype(np.int16)
     if sp.method == "temporal":
         if "timestamp" not in ratings.columns or ratings["timestamp"].isna().all():
             raise ConfigError("split.method 'temporal' needs a timestamp column in the ratings")
@@ -151,7 +167,7 @@ def clean(tables: dict[str, pd.DataFrame], cfg: Config) -> CleanResult:
         t["fold"] = np.int16(0)
         r = pd.concat([r, t], ignore_index=True)
     else:
-        r["fold"] = assign_folds(r, cfg)
+        r["fold"] = assign_folds(r, cfg, (ratings["user_id"], ratings["movie_id"]))
     res.tables["ratings"] = r
     res.stats["ratings"] = len(r)
     res.stats["test_ratings"] = int((r["fold"] == 0).sum()) if cfg.split.method != "kfold" else 0
@@ -202,7 +218,7 @@ def clean(tables: dict[str, pd.DataFrame], cfg: Config) -> CleanResult:
             "user_idx": uidx(social["user_id"]),
             "friend_idx": uidx(social["friend_id"]),
             "weight": social["weight"].fillna(1.0).to_numpy(np.float32) if "weight" in social.columns else np.float32(1.0),
-            "text": social["text"].astype(str) if "text" in social.columns else "",
+            "text": social["text"].fillna("").astype(str) if "text" in social.columns else "",
         })
         s = s.drop_duplicates(["user_idx", "friend_idx"], keep="last").reset_index(drop=True)
         res.tables["social"] = s

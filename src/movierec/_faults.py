@@ -1,0 +1,20 @@
+"""Fault injection for tests: ``MOVIEREC_FAILPOINT=<name>`` makes that point fail.
+
+Names: ``sentiment`` (SIGKILL while scoring), ``train`` (SIGKILL after the first
+epoch), ``promote`` (SIGKILL between writing a model version and switching to it),
+``write_version`` (an ENOSPC error while writing a model version). Unset in production.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+
+
+def failpoint(name: str) -> None:
+    if os.environ.get("MOVIEREC_FAILPOINT") != name:
+        return
+    if name == "write_version":
+        raise OSError(errno.ENOSPC, "No space left on device (injected)")
+    os.kill(os.getpid(), signal.SIGKILL)

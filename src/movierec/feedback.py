@@ -1,0 +1,134 @@
+"""Feedback between refreshes: an append-only event log in the workdir.
+
+``movierec feedback`` appends one JSON line per event to ``feedback/events.jsonl``
+(``O_APPEND`` plus an exclusive lock on the log for the write, so concurrent writers never
+interleave); the next ``run`` reads the whole log and folds it into the input tables. The
+log is never consumed or truncated, so no event is lost when a run fails.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+def events_path(workdir: str | Path) -> Path:
+    return Path(workdir) / "feedback" / "events.jsonl"
+
+
+def append_event(workdir: str | Path, user: str, movie: str, rating: float | None = None,
+                 comment: str | None = None, share_with: str | None = None) -> dict:
+    event = {"time": time.time(), "user_id": str(user).strip(), "movie_id": str(movie).strip()}
+    if rating is not None:
+        event["rating"] = float(rating)
+    if comment:
+        event["comment"] = comment
+    if share_with:
+        event["share_with"] = str(share_with).strip()
+    line = (json.dumps(event, ensure_ascii=False) + "\n").encode("utf-8")
+    p = events_path(workdir)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    return event
+
+
+def read_events(workdir: str | Path) -> pd.DataFrame | None:
+    """All events so far; a line left incomplete by a crash is skipped with a warning."""
+    p = events_path(workdir)
+    if not p.exists():
+        return None
+    rows = []
+    for n, line in enumerate(p.read_bytes().split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            log.warning("feedback: %s line %d is not a complete event; skipped", p, n)
+    if not rows:
+        return None
+    df = pd.DataFrame(rows)
+    for c in ("rating", "comment", "share_with"):
+        if c not in df.columns:
+            df[c] = np.nan
+    return df
+
+
+def fold_events(tables: dict[str, pd.DataFrame], events: pd.DataFrame, share_rating: float) -> dict[str, int]:
+    """Fold feedback events into ingested tables (in place); returns counts per kind.
+
+    Ratings join the ratings (with the event time, so the latest wins in clean);
+    comments become reviews; a share counts as a positive rating (``share_rating``) of
+    the movie unless the user rated it, and strengthens the tie between the two users.
+    """
+    counts = {"ratings": 0, "comments": 0, "shares": 0}
+    ev = events.copy()
+    ev["user_id"] = ev["user_id"].astype(str).str.strip()
+    ev["movie_id"] = ev["movie_id"].astype(str).str.strip()
+    ev["timestamp"] = pd.to_numeric(ev["time"], errors="coerce")
+    ev["rating"] = pd.to_numeric(ev["rating"], errors="coerce")
+
+    rated = ev[ev["rating"].notna()]
+    shared = ev[ev["share_with"].notna() & (ev["share_with"].astype(str) != "")]
+    new_r = [rated[["user_id", "movie_id", "rating", "timestamp"]]]
+    if len(shared):
+        have = set(zip(tables["ratings"]["user_id"], tables["ratings"]["movie_id"])) | set(zip(rated.user_id, rated.movie_id))
+        pos = shared[[(u, m) not in have for u, m in zip(shared.user_id, shared.movie_id)]]
+        pos = pos.drop_duplicates(["user_id", "movie_id"])
+        new_r.append(pos.assign(rating=share_rating)[["user_id", "movie_id", "rating", "timestamp"]])
+    add = pd.concat(new_r, ignore_index=True)
+    if len(add):
+        r = tables["ratings"]
+        if "timestamp" not in r.columns:
+            r = r.assign(timestamp=np.nan)
+        tables["ratings"] = pd.concat([r, add], ignore_index=True)
+        counts["ratings"] = len(rated)
+    com = ev[ev["comment"].notna() & (ev["comment"].astype(str).str.strip() != "")]
+    if len(com):
+        from movierec.data.readers import normalize_text
+
+        rv = pd.DataFrame({"user_id": com.user_id, "movie_id": com.movie_id,
+                           "text": com["comment"].astype(str).map(normalize_text),
+                           "rating": com["rating"], "timestamp": com["timestamp"]})
+        old = tables.get("reviews")
+        tables["reviews"] = rv if old is None else pd.concat([old, rv], ignore_index=True)
+        counts["comments"] = len(rv)
+    if len(shared):
+        ties = shared.groupby(["user_id", "share_with"]).size().reset_index(name="n")
+        social = tables.get("social")
+        if social is None:
+            social = pd.DataFrame({"user_id": pd.Series(dtype=str), "friend_id": pd.Series(dtype=str),
+                                   "weight": pd.Series(dtype=float)})
+        if "weight" not in social.columns:
+            social = social.assign(weight=1.0)
+        social = social.copy()
+        top = float(social["weight"].max()) if len(social) and social["weight"].notna().any() else 1.0
+        for u, f, n in ties.itertuples(index=False):
+            if u == f:
+                continue
+            m = ((social.user_id == u) & (social.friend_id == f)) | ((social.user_id == f) & (social.friend_id == u))
+            if m.any():
+                social.loc[m, "weight"] = np.minimum(social.loc[m, "weight"].fillna(top) + 0.1 * top * n, top)
+            else:
+                social = pd.concat([social, pd.DataFrame({"user_id": [u], "friend_id": [f],
+                                                          "weight": [min(0.5 * top + 0.1 * top * (n - 1), top)]})],
+                                   ignore_index=True)
+        tables["social"] = social
+        counts["shares"] = int(ties["n"].sum())
+    return counts
