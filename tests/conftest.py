@@ -97,3 +97,25 @@ def read_json(text: str) -> dict:
 
 def read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def tiny_classifier(folder: Path, id2label: dict | None = None, bias=(-4.0, 4.0)) -> Path:
+    """A tiny BERT sequence classifier saved locally (fast stand-in for a hub model)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    id2label = id2label or {0: "NEGATIVE", 1: "POSITIVE"}
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film", "a", "the"]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizer(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=64, num_labels=len(id2label),
+                     id2label=id2label, label2id={v: k for k, v in id2label.items()})
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(cfg)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.tensor(bias))
+    model.save_pretrained(folder)
+    return folder

@@ -5,6 +5,7 @@ import pytest
 from movierec.config import SentimentConfig
 from movierec.errors import ConfigError
 from movierec.stages import sentiment as S
+from tests.conftest import tiny_classifier
 
 
 @pytest.fixture(scope="module")
@@ -41,23 +42,7 @@ def test_unmappable_labels():
 
 
 def _tiny_model(folder, id2label):
-    """A tiny BERT classifier saved locally: zero weights, bias favouring label 1."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
-
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film", "a", "the"]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizer(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=64, num_labels=2,
-                     id2label=id2label, label2id={v: k for k, v in id2label.items()})
-    model = BertForSequenceClassification(cfg)
-    with torch.no_grad():
-        model.classifier.weight.zero_()
-        model.classifier.bias.copy_(torch.tensor([-4.0, 4.0]))
-    model.save_pretrained(folder)
-    return folder
+    return tiny_classifier(folder, id2label)
 
 
 def test_local_hf_model_path(tmp_path):
@@ -101,3 +86,26 @@ def test_stage_scores_reviews_and_messages_once_per_distinct_text():
     assert res.reviews["sentiment"].tolist() == [0.5, -0.5, 0.5]
     assert res.reviews["sentiment_label"].tolist() == ["positive", "negative", "positive"]
     assert len(res.messages) == 1 and res.messages["sentiment"].item() == 0.5
+
+
+def test_cache_skips_the_model_for_known_texts():
+    built = []
+
+    def factory():
+        built.append(1)
+        return CountingScorer()
+
+    c = S.CachedScorer(factory, "model-a", None)
+    first = c.score(["good one", "bad one"])
+    assert c.misses == 2 and len(built) == 1
+    cache = c.updated_cache()
+    assert "text" not in cache.columns and not cache["key"].str.contains("good").any()
+    c2 = S.CachedScorer(factory, "model-a", cache)
+    assert np.array_equal(c2.score(["bad one", "good one"]), first[::-1])
+    assert c2.misses == 0 and len(built) == 1  # no model built at all
+    c3 = S.CachedScorer(factory, "model-a", cache)
+    c3.score(["good one", "good new"])
+    assert c3.misses == 1 and len(built) == 2
+    c4 = S.CachedScorer(factory, "model-b", cache)  # another model: nothing cached
+    c4.score(["good one"])
+    assert c4.misses == 1

@@ -188,7 +188,7 @@ def read_table(
     bad_mask = reason != ""
     q = df[bad_mask].copy()
     q.insert(0, "reason", reason[bad_mask])
-    q.insert(0, "row", (df.index[bad_mask] + 1).astype(int))
+    q.insert(0, "row", np.flatnonzero(bad_mask.to_numpy()) + 1)
     if bad_lines:
         extra = pd.DataFrame(
             {

@@ -323,7 +323,7 @@ class CachedScorer:
         keys = text_keys(texts, self.model_id)
         known = pd.Series(self.cache["sentiment"].to_numpy(), index=self.cache["key"].to_numpy())
         known = known[~known.index.duplicated(keep="last")]
-        got = known.reindex(keys).to_numpy(np.float32)
+        got = known.reindex(keys).to_numpy(np.float32, copy=True)
         miss = np.flatnonzero(np.isnan(got))
         if len(miss):
             log.info("sentiment: %d of %d texts not in the cache; scoring them", len(miss), len(texts))

@@ -1,0 +1,232 @@
+"""`movierec run` as cron runs it: incremental, gated, versioned, safe under faults."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from movierec.pipeline import workdir_lock
+from tests.conftest import make_data, run_cli, tiny_classifier, tree_snapshot, write_config
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return tiny_classifier(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture
+def site(tmp_path, tiny_model):
+    """Small data with every file, a fast local sentiment model, one promoted model."""
+    data = make_data(tmp_path / "data", n_users=200, n_movies=100, seed=5)
+    cfg = write_config(tmp_path / "c.yaml", data, tmp_path / "work",
+                       sentiment={"enabled": True, "model": str(tiny_model)},
+                       model={"factors": 8, "epochs": 15, "social_reg": 0.05},
+                       refresh={"keep": 3})
+    r = run_cli("run", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    return cfg, data, tmp_path / "work"
+
+
+def current(work: Path) -> str:
+    return (work / "models" / "current").read_text().strip()
+
+
+def versions(work: Path) -> list[str]:
+    return sorted(p.name for p in (work / "models").iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def recommends(cfg) -> bool:
+    r = run_cli("recommend", "--config", str(cfg), "--user", "u00001", "--format", "json")
+    return r.returncode == 0 and len(json.loads(r.stdout)["items"]) == 10
+
+
+def add_ratings(data: Path, n: int = 300, seed: int = 0) -> None:
+    r = pd.read_csv(data / "ratings.csv")
+    extra = r.sample(n, random_state=seed).assign(user_id=lambda d: "new" + d.user_id)
+    pd.concat([r, extra]).to_csv(data / "ratings.csv", index=False)
+
+
+def test_unchanged_data_does_no_work_and_new_data_retrains(site):
+    cfg, data, work = site
+    v1 = current(work)
+    assert json.loads((work / "models" / v1 / "gate.json").read_text())["status"] == "promoted"
+    assert {"run.json", "metrics.json", "model.npz", "config.yaml", "feature_transformers.pkl"} <= {
+        p.name for p in (work / "models" / v1).iterdir()}
+    t0 = time.perf_counter()
+    r = run_cli("run", "--config", str(cfg))
+    assert r.returncode == 0 and "nothing changed" in r.stderr
+    assert time.perf_counter() - t0 < 15 and versions(work) == [v1]
+    assert json.loads((work / "runs" / "last.json").read_text())["outcome"] == "unchanged"
+    # only new reviews: only the new texts are scored, and the model is retrained
+    rv = pd.read_csv(data / "reviews.csv")
+    new = pd.DataFrame({"user_id": ["u00003"], "movie_id": ["m00004"], "text": ["a good film, truly"], "rating": [""],
+                        "timestamp": [1]})
+    pd.concat([rv, new]).to_csv(data / "reviews.csv", index=False)
+    r = run_cli("run", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    m = json.loads((work / "manifests" / "sentiment.json").read_text())
+    assert m["texts_scored_by_model"] == 1
+    assert len(versions(work)) == 2
+    r = run_cli("run", "--config", str(cfg), "refresh.retrain=always")
+    assert r.returncode in (0, 3) and len(versions(work)) == 3
+
+
+def test_gate_rejects_a_worse_model_and_keeps_current(site):
+    cfg, data, work = site
+    v1 = current(work)
+    before = tree_snapshot(work / "models" / v1)
+    r = run_cli("run", "--config", str(cfg), "model.factors=1", "model.epochs=1", "model.learning_rate=0.0001",
+                "model.use_features=false", "model.early_stopping=false")
+    assert r.returncode == 3, r.stderr
+    assert "rejected by the quality gate" in r.stderr and "RMSE" in r.stderr
+    assert current(work) == v1 and tree_snapshot(work / "models" / v1) == before
+    rejected = [v for v in versions(work) if v != v1]
+    assert len(rejected) == 1
+    assert json.loads((work / "models" / rejected[0] / "gate.json").read_text())["status"] == "rejected"
+    out = run_cli("models", "list", "--config", str(cfg), "--format", "json")
+    rows = json.loads(out.stdout)
+    assert [r["status"] for r in rows] == ["promoted", "rejected"] and rows[0]["current"]
+    assert recommends(cfg)
+
+
+def test_rollback_and_retention(site):
+    cfg, data, work = site
+    v1 = current(work)
+    for seed in range(4):  # every run retrains; the gate is loose so each is promoted
+        add_ratings(data, 50, seed)
+        r = run_cli("run", "--config", str(cfg), "refresh.max_rmse_increase=1", "refresh.max_ndcg_drop=1")
+        assert r.returncode == 0, r.stderr
+    vs = versions(work)
+    assert len(vs) == 3 and v1 not in vs and current(work) == vs[-1]  # refresh.keep=3
+    r = run_cli("models", "rollback", "--config", str(cfg))
+    assert r.returncode == 0 and r.stdout.strip() == vs[-2] and current(work) == vs[-2]
+    r = run_cli("models", "rollback", vs[-1], "--config", str(cfg))
+    assert r.returncode == 0 and current(work) == vs[-1]
+    r = run_cli("models", "rollback", "no-such-version", "--config", str(cfg))
+    assert r.returncode == 1 and "no model version" in r.stderr and current(work) == vs[-1]
+    assert recommends(cfg)
+
+
+def test_second_run_exits_75_naming_the_holder(site):
+    cfg, data, work = site
+    with workdir_lock(work):
+        r = run_cli("run", "--config", str(cfg))
+    assert r.returncode == 75 and f"pid {os.getpid()}" in r.stderr
+
+
+def test_two_runs_started_together_exactly_one_proceeds(site):
+    cfg, data, work = site
+    add_ratings(data)
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    procs = [subprocess.Popen([sys.executable, "-m", "movierec", "run", "--config", str(cfg)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    codes = sorted(p.wait(timeout=300) for p in procs)
+    assert codes == [0, 75], [p.stderr.read() for p in procs]
+
+
+@pytest.mark.parametrize("point", ["sentiment", "train", "promote"])
+def test_kill_9_leaves_current_serving_and_next_run_succeeds(site, point):
+    cfg, data, work = site
+    v1 = current(work)
+    add_ratings(data)
+    rv = pd.read_csv(data / "reviews.csv")
+    rv.assign(text=rv.text + " again").to_csv(data / "reviews.csv", index=False)  # new texts to score
+    r = run_cli("run", "--config", str(cfg), env={"MOVIEREC_FAILPOINT": point})
+    assert r.returncode == -signal.SIGKILL
+    assert current(work) == v1 and recommends(cfg)
+    r = run_cli("run", "--config", str(cfg))
+    assert r.returncode in (0, 3), r.stderr
+    assert "Traceback" not in r.stderr
+    assert not list((work / "models").glob(".tmp-*")) and not list((work / "artifacts").glob(".*.tmp"))
+    assert recommends(cfg)
+
+
+def test_kill_9_at_a_random_moment(site):
+    cfg, data, work = site
+    v1 = current(work)
+    add_ratings(data)
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    p = subprocess.Popen([sys.executable, "-m", "movierec", "run", "--config", str(cfg)], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(random.Random(int(time.time())).uniform(1.0, 4.0))
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert (work / "models" / current(work) / "model.npz").exists() and recommends(cfg)
+    r = run_cli("run", "--config", str(cfg))
+    assert r.returncode in (0, 3), r.stderr
+    assert current(work) in versions(work) and recommends(cfg)
+    assert v1 in versions(work) or current(work) != v1
+
+
+def test_disk_full_while_writing_a_version_keeps_current(site):
+    cfg, data, work = site
+    v1 = current(work)
+    add_ratings(data)
+    r = run_cli("run", "--config", str(cfg), env={"MOVIEREC_FAILPOINT": "write_version"})
+    assert r.returncode == 1 and "No space left" in r.stderr and "Traceback" not in r.stderr
+    assert current(work) == v1 and versions(work) == [v1] and not list((work / "models").glob(".tmp-*"))
+    assert run_cli("run", "--config", str(cfg)).returncode in (0, 3)
+
+
+def test_suspicious_input_stops_before_training(site):
+    cfg, data, work = site
+    v1 = current(work)
+    r = pd.read_csv(data / "ratings.csv")
+    r.head(len(r) // 4).to_csv(data / "ratings.csv", index=False)
+    out = run_cli("run", "--config", str(cfg))
+    assert out.returncode == 65 and "suspicious input" in out.stderr and "ratings rows fell" in out.stderr
+    assert current(work) == v1 and versions(work) == [v1]
+    # the operator accepts the smaller export explicitly
+    out = run_cli("run", "--config", str(cfg), "refresh.min_rows_ratio=0", "refresh.max_rmse_increase=1",
+                  "refresh.max_ndcg_drop=1")
+    assert out.returncode == 0, out.stderr
+
+
+def test_feedback_is_folded_in_and_never_lost(site):
+    cfg, data, work = site
+    assert run_cli("feedback", "--config", str(cfg), "--user", "fresh-user", "--movie", "m00001",
+                   "--rating", "5").returncode == 0
+    assert run_cli("feedback", "--config", str(cfg), "--user", "u00001", "--movie", "m00002",
+                   "--comment", "a good film").returncode == 0
+    assert run_cli("feedback", "--config", str(cfg), "--user", "u00001", "--movie", "m00003",
+                   "--share-with", "u00002").returncode == 0
+    assert run_cli("feedback", "--config", str(cfg), "--user", "u00001", "--movie", "m00003").returncode == 2
+    log_before = (work / "feedback" / "events.jsonl").read_bytes()
+    # a failed run (suspicious input) loses nothing
+    r = pd.read_csv(data / "ratings.csv")
+    r.head(10).to_csv(data / "ratings.csv", index=False)
+    assert run_cli("run", "--config", str(cfg)).returncode == 65
+    assert (work / "feedback" / "events.jsonl").read_bytes() == log_before
+    r.to_csv(data / "ratings.csv", index=False)
+    out = run_cli("run", "--config", str(cfg), "refresh.max_rmse_increase=1", "refresh.max_ndcg_drop=1")
+    assert out.returncode == 0, out.stderr
+    ids = pd.read_parquet(work / "artifacts" / "user_ids.parquet").set_index("user_id")["user_idx"]
+    mids = pd.read_parquet(work / "artifacts" / "movie_ids.parquet").set_index("movie_id")["movie_idx"]
+    ratings = pd.read_parquet(work / "artifacts" / "ratings_clean.parquet")
+    fresh = ratings[ratings.user_idx == ids["fresh-user"]]
+    assert fresh["rating"].tolist() == [5.0] and fresh["movie_idx"].tolist() == [mids["m00001"]]
+    shared = ratings[(ratings.user_idx == ids["u00001"]) & (ratings.movie_idx == mids["m00003"])]
+    assert len(shared) == 1 and shared["rating"].item() >= 4.0
+    reviews = pd.read_parquet(work / "artifacts" / "reviews_clean.parquet")
+    assert ((reviews.user_idx == ids["u00001"]) & (reviews.text == "a good film")).sum() == 1
+    social = pd.read_parquet(work / "artifacts" / "social_clean.parquet")
+    a, b = ids["u00001"], ids["u00002"]
+    tie = social[((social.user_idx == a) & (social.friend_idx == b)) | ((social.user_idx == b) & (social.friend_idx == a))]
+    assert len(tie) == 1 and tie["weight"].item() > 0
+
+
+def test_concurrent_feedback_writers_lose_nothing(tmp_path):
+    work = tmp_path / "w"
+    code = ("import sys; from movierec.feedback import append_event\n"
+            "for i in range(100): append_event(sys.argv[1], 'u' + sys.argv[2], 'm%d' % i, rating=4, comment='x' * 5000)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(work), str(k)]) for k in range(4)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    lines = (work / "feedback" / "events.jsonl").read_text().splitlines()
+    assert len(lines) == 400 and all(json.loads(line)["rating"] == 4.0 for line in lines)
