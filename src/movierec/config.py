@@ -100,13 +100,22 @@ class ModelConfig:
     reg_features: float = _f(0.1, "L2 weight on the feature projections W and V")
     social_reg: float = _f(0.0, "pull of a user's factors toward their trusted neighbours")
     use_features: bool = _f(True, "add projected user/item features to the factors")
-    implicit: bool = _f(False, "SVD++-style implicit term (not implemented by this trainer)")
+    implicit: bool = _f(False, "SVD++-style implicit term: the movies a user rated or reviewed")
+    reg_implicit: float = _f(0.05, "L2 weight on the implicit item factors y_j")
     early_stopping: bool = _f(True, "stop when validation RMSE stops improving")
     patience: int = _f(4, "epochs without improvement before stopping")
     validation_fraction: float = _f(0.05, "share of training ratings held for early stopping")
     init_std: float = _f(0.1, "standard deviation of initial factors")
     lr_decay: float = _f(0.97, "learning rate multiplier per epoch (sgd)")
     batch_size: int = _f(4096, "mini-batch size (adam)")
+    ensemble: int = _f(1, "average this many models from successive seeds (one model of n x factors)")
+    ranking: str = _f("hybrid", "top-N by predicted rating only, or by a BPR watch score plus rating",
+                      choices=("hybrid", "rating"))
+    watch_factors: int = _f(32, "factors of the watch (ranking) model")
+    watch_epochs: int = _f(20, "BPR passes of the watch model")
+    watch_learning_rate: float = _f(0.05, "BPR step size")
+    watch_reg: float = _f(0.01, "BPR L2 weight")
+    rank_rating_weight: float = _f(0.5, "weight of (predicted rating - mean) in the rank score")
     seed: int = _f(0, "seed of initialization and shuffling")
 
 
@@ -333,6 +342,7 @@ def _check_values(cfg: Config, where: str) -> None:
     checks = [
         (cfg.model.factors >= 1, "model.factors must be >= 1"),
         (cfg.model.epochs >= 1, "model.epochs must be >= 1"),
+        (cfg.model.ensemble >= 1, "model.ensemble must be >= 1"),
         (cfg.model.learning_rate > 0, "model.learning_rate must be > 0"),
         (cfg.model.reg >= 0, "model.reg must be >= 0"),
         (cfg.model.social_reg >= 0, "model.social_reg must be >= 0"),

@@ -301,6 +301,24 @@ def neighbours_matrix(cat: Catalog, n_users: int) -> sp.csr_matrix | None:
                          shape=(n_users, n_users))
 
 
+def implicit_matrix(cat: Catalog, train: pd.DataFrame, test: pd.DataFrame, n_users: int,
+                    n_items: int) -> sp.csr_matrix:
+    """Which movies each user rated (training part) or reviewed (not on a test pair)."""
+    u = [train["user_idx"].to_numpy()]
+    i = [train["movie_idx"].to_numpy()]
+    reviews = cat.read_optional("reviews_clean")
+    if reviews is not None and len(reviews):
+        key = lambda df: df["user_idx"].to_numpy(np.int64) * (1 << 32) + df["movie_idx"].to_numpy(np.int64)
+        keep = ~np.isin(key(reviews), key(test))
+        u.append(reviews["user_idx"].to_numpy()[keep])
+        i.append(reviews["movie_idx"].to_numpy()[keep])
+    u, i = np.concatenate(u), np.concatenate(i)
+    m = sp.csr_matrix((np.ones(len(u), np.float32), (u, i)), shape=(n_users, n_items))
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return m
+
+
 def train_for_fold(cfg: Config, cat: Catalog, fold: int, use_saved_features: bool = False,
                    features=None, model_cfg=None):
     """Fit a model on the training part of ``fold``; returns (model, TrainData, train table)."""
@@ -308,7 +326,7 @@ def train_for_fold(cfg: Config, cat: Catalog, fold: int, use_saved_features: boo
     from movierec.stages.clean import train_test
 
     ratings = cat.read("ratings_clean")
-    train, _ = train_test(ratings, fold)
+    train, test = train_test(ratings, fold)
     if train.empty:
         raise ModelError("the training part of the split holds no ratings")
     n_users, n_items = len(cat.read("user_ids")), len(cat.read("movie_ids"))
@@ -321,8 +339,9 @@ def train_for_fold(cfg: Config, cat: Catalog, fold: int, use_saved_features: boo
             res = fuse_for_fold(cfg, cat, fold, features)
             X, Y = res.user_features, res.item_features
     neighbours = neighbours_matrix(cat, n_users) if mcfg.social_reg > 0 else None
+    implicit = implicit_matrix(cat, train, test, n_users, n_items) if mcfg.implicit else None
     data = TrainData(train["user_idx"].to_numpy(), train["movie_idx"].to_numpy(), train["rating"].to_numpy(),
-                     n_users, n_items, X, Y, neighbours)
+                     n_users, n_items, X, Y, neighbours, implicit)
     model = MatrixFactorization.from_config(mcfg).fit(data)
     return model, data, train
 

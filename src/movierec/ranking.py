@@ -91,24 +91,32 @@ class ModelBundle:
 
     @property
     def vectors(self) -> tuple:
-        m = self.model
+        """Vectors of the rank score (what top-N lists are ordered by)."""
         if not hasattr(self, "_vectors"):
-            self._vectors = (np.float32(m.global_mean_), m.user_bias_, m.item_bias_,
-                             np.ascontiguousarray(m.user_vectors(), dtype=np.float32),
-                             np.ascontiguousarray(m.item_vectors(), dtype=np.float32))
+            mu, bu, bi, U, Q = self.model.rank_vectors()
+            self._vectors = (np.float32(mu), bu, bi, np.ascontiguousarray(U, dtype=np.float32),
+                             np.ascontiguousarray(Q, dtype=np.float32))
         return self._vectors
+
+    @property
+    def rating_vectors(self) -> tuple:
+        """Vectors of the predicted rating."""
+        m = self.model
+        if not hasattr(self, "_rating_vectors"):
+            self._rating_vectors = (np.float32(m.global_mean_), m.user_bias_, m.item_bias_,
+                                    np.ascontiguousarray(m.user_vectors(), dtype=np.float32),
+                                    np.ascontiguousarray(m.item_vectors(), dtype=np.float32))
+        return self._rating_vectors
 
     def user_index(self, user_id: str) -> int:
         loc = self.user_ids.get_indexer([str(user_id).strip()])[0]
         return int(loc)
 
-    def _rows(self, items: np.ndarray, scores: np.ndarray, clip: bool = True) -> list[dict]:
-        """Output rows; predicted ratings are shown clipped to the rating scale (the order
-        comes from the unclipped scores)."""
+    def _rows(self, items: np.ndarray, scores: np.ndarray, predicted: np.ndarray | None = None) -> list[dict]:
+        """Output rows: ``score`` orders the list; ``predicted_rating`` is on the rating scale."""
         mv = self.movies
-        lo, hi = self.model.rating_min_, self.model.rating_max_
         out = []
-        for it, sc in zip(items, scores):
+        for k, (it, sc) in enumerate(zip(items, scores)):
             if not np.isfinite(sc):
                 continue
             row = mv.iloc[int(it)]
@@ -117,9 +125,15 @@ class ModelBundle:
                 "title": str(row["title"]),
                 "year": None if pd.isna(row.get("year")) else int(row["year"]),
                 "genres": str(row.get("genres", "")),
-                "score": round(float(np.clip(sc, lo, hi) if clip else sc), 4),
+                "score": round(float(sc), 4),
+                "predicted_rating": None if predicted is None else round(float(predicted[k]), 4),
             })
         return out
+
+    def _predicted(self, user_vec: np.ndarray, user_bias: float, items: np.ndarray) -> np.ndarray:
+        mu, _, bi, _, Q = self.rating_vectors
+        p = mu + user_bias + bi[items] + Q[items] @ user_vec
+        return np.clip(p, self.model.rating_min_, self.model.rating_max_)
 
     def popular(self, n: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         pop = self.popularity.astype(np.float64).copy()
@@ -133,9 +147,11 @@ class ModelBundle:
         u = self.user_index(user_id)
         if u < 0:
             items, scores = self.popular(n)
-            return {"user_id": str(user_id), "fallback": "popularity", "items": self._rows(items, scores.astype(np.float32), clip=False)}
+            return {"user_id": str(user_id), "fallback": "popularity", "items": self._rows(items, scores.astype(np.float32))}
         items, scores = top_n(self.vectors, np.array([u]), n, self.seen if exclude_seen else None)
-        return {"user_id": str(user_id), "fallback": None, "items": self._rows(items[0], scores[0])}
+        _, bu, _, U, _ = self.rating_vectors
+        pred = self._predicted(U[u], bu[u], items[0])
+        return {"user_id": str(user_id), "fallback": None, "items": self._rows(items[0], scores[0], pred)}
 
     def recommend_ratings(self, user_id: str, ratings: pd.DataFrame, n: int, reg: float | None = None) -> dict:
         """Fold in a user the model has not seen, from their (movie_id, rating) rows."""
@@ -143,22 +159,31 @@ class ModelBundle:
         known = idx >= 0
         if not known.any():
             items, scores = self.popular(n)
-            return {"user_id": str(user_id), "fallback": "popularity", "items": self._rows(items, scores.astype(np.float32), clip=False)}
+            return {"user_id": str(user_id), "fallback": "popularity", "items": self._rows(items, scores.astype(np.float32))}
         r = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(np.float64)[known]
         if np.isnan(r).any():
             raise DataError("--ratings: every rating must be a number")
-        mu, bu, bi, U, Q = self.vectors
+        mu, bu, bi, U, Q = self.rating_vectors
         items_r = idx[known]
         lam = self.model.reg if reg is None else reg
         resid = r - mu - bi[items_r]
         b = float(resid.sum() / (len(resid) + max(self.model.reg_bias, 1e-3) * 10))
         Qi = Q[items_r].astype(np.float64)
+        imp = np.zeros(Q.shape[1])
+        if self.model.item_implicit_.size:  # SVD++: the rated movies themselves say something
+            imp = self.model.item_implicit_[np.unique(items_r)].sum(0) / np.sqrt(len(np.unique(items_r)))
         A = Qi.T @ Qi + lam * max(len(r), 1) * np.eye(Q.shape[1])
-        p = np.linalg.solve(A, Qi.T @ (resid - b))
+        p = np.linalg.solve(A, Qi.T @ (resid - b - Qi @ imp)) + imp
         s = (Q @ p + bi + mu + b).astype(np.float32)
+        rating = np.clip(s, self.model.rating_min_, self.model.rating_max_)
+        m = self.model
+        if getattr(m, "watch_user_", np.zeros((0, 0))).size:
+            # watch taste of a new user: the mean watch factors of the movies they rated
+            xw = m.watch_item_[np.unique(items_r)].mean(0)
+            s = m.rank_rating_weight * (s - mu) + m.watch_bias_ + m.watch_item_ @ xw
         s[items_r] = -np.inf
         it, sc = top_n_from_scores(s[None, :], n)
-        return {"user_id": str(user_id), "fallback": "fold-in", "items": self._rows(it[0], sc[0])}
+        return {"user_id": str(user_id), "fallback": "fold-in", "items": self._rows(it[0], sc[0], rating[it[0]])}
 
     def recommend_all(self, n: int, exclude_seen: bool = True) -> pd.DataFrame:
         users = np.arange(len(self.user_ids))

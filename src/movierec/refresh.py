@@ -67,18 +67,22 @@ def bundle_scorer(bundle, user_ids, movie_ids):
 
     um = bundle.user_ids.get_indexer(user_ids)
     mm = bundle.movie_ids.get_indexer(movie_ids)
-    mu, bu, bi, U, Q = bundle.vectors
     ku, km = um >= 0, mm >= 0
-    bu_n = np.where(ku, bu[np.maximum(um, 0)], 0).astype(np.float32)
-    bi_n = np.where(km, bi[np.maximum(mm, 0)], 0).astype(np.float32)
-    U_n = np.where(ku[:, None], U[np.maximum(um, 0)], 0).astype(np.float32)
-    Q_n = np.where(km[:, None], Q[np.maximum(mm, 0)], 0).astype(np.float32)
+
+    def remap(vectors):
+        mu, bu, bi, U, Q = vectors
+        return (mu, np.where(ku, bu[np.maximum(um, 0)], 0).astype(np.float32),
+                np.where(km, bi[np.maximum(mm, 0)], 0).astype(np.float32),
+                np.where(ku[:, None], U[np.maximum(um, 0)], 0).astype(np.float32),
+                np.where(km[:, None], Q[np.maximum(mm, 0)], 0).astype(np.float32))
+
+    mu, bu_n, bi_n, U_n, Q_n = remap(bundle.rating_vectors)
     lo, hi = bundle.model.rating_min_, bundle.model.rating_max_
 
     def predict(us, its):
         return np.clip(mu + bu_n[us] + bi_n[its] + np.einsum("ij,ij->i", U_n[us], Q_n[its]), lo, hi)
 
-    return Scorer(predict, vectors=(mu, bu_n, bi_n, U_n, Q_n))
+    return Scorer(predict, vectors=remap(bundle.vectors))
 
 
 def score_on_holdout(cfg: Config, cat: Catalog, model_dir: Path) -> dict:

@@ -60,8 +60,10 @@ def test_unchanged_data_does_no_work_and_new_data_retrains(site):
     assert {"run.json", "metrics.json", "model.npz", "config.yaml", "feature_transformers.pkl"} <= {
         p.name for p in (work / "models" / v1).iterdir()}
     t0 = time.perf_counter()
-    r = run_cli("run", "--config", str(cfg))
+    r = run_cli("--log-format", "json", "run", "--config", str(cfg))
     assert r.returncode == 0 and "nothing changed" in r.stderr
+    lines = [json.loads(line) for line in r.stderr.splitlines()]
+    assert {"time", "level", "message"} <= set(lines[0]) and any("ingest" in x["message"] for x in lines)
     assert time.perf_counter() - t0 < 15 and versions(work) == [v1]
     assert json.loads((work / "runs" / "last.json").read_text())["outcome"] == "unchanged"
     # only new reviews: only the new texts are scored, and the model is retrained

@@ -113,3 +113,26 @@ def test_social_regularisation_fills_users_without_ratings():
     # user 0 has no ratings: after the last epoch its factors are its neighbours' mean
     # (up to the neighbours' own final update order)
     assert np.allclose(m.user_factors_[0], expected, atol=0.05)
+
+
+def test_ensemble_is_the_average_of_its_members(planted_data, tmp_path):
+    train, test, nu, ni = planted_data
+    params = dict(factors=4, epochs=5, use_features=False, implicit=True, early_stopping=False)
+    d = data_of(train, nu, ni)
+    ens = MatrixFactorization(ensemble=3, seed=10, **params).fit(d)
+    members = [MatrixFactorization(seed=10 + s, **params).fit(d) for s in range(3)]
+    u, i = test.user_idx.to_numpy(), test.movie_idx.to_numpy()
+    expected = np.mean([m.predict(u, i, clip=False)[0] for m in members], 0)
+    assert np.allclose(ens.predict(u, i, clip=False)[0], expected, atol=1e-4)
+    assert ens.user_vectors().shape == (nu, 12)
+    ens.save(tmp_path / "e.npz")
+    assert np.array_equal(MatrixFactorization.load(tmp_path / "e.npz").predict(u, i)[0], ens.predict(u, i)[0])
+
+
+def test_implicit_term_helps_on_planted_data(planted_data):
+    train, test, nu, ni = planted_data
+    base = dict(factors=8, epochs=40, learning_rate=0.01, use_features=False, seed=0)
+    plain = MatrixFactorization(**base).fit(data_of(train, nu, ni))
+    svdpp = MatrixFactorization(implicit=True, **base).fit(data_of(train, nu, ni))
+    assert svdpp.item_implicit_.shape == (ni, 8) and np.abs(svdpp.item_implicit_).sum() > 0
+    assert rmse_of(svdpp, test) < rmse_of(plain, test) + 0.01

@@ -66,8 +66,8 @@ def baseline_scorers(train: pd.DataFrame, n_users: int, n_items: int, names: lis
 
 
 def model_scorer(model) -> Scorer:
-    vec = (np.float32(model.global_mean_), model.user_bias_, model.item_bias_,
-           np.ascontiguousarray(model.user_vectors(), np.float32), np.ascontiguousarray(model.item_vectors(), np.float32))
+    mu, bu, bi, U, Q = model.rank_vectors()
+    vec = (np.float32(mu), bu, bi, np.ascontiguousarray(U, np.float32), np.ascontiguousarray(Q, np.float32))
     return Scorer(lambda us, its: model.predict(us, its)[0], vectors=vec)
 
 

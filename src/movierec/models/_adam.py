@@ -38,6 +38,14 @@ def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
     Y = tf.constant(model.item_features_)
     mu = tf.constant(model.global_mean_, tf.float32)
     variables = [bu, bi, P, Q] + ([W, V] if use_feat else [])
+    implicit = bool(model.implicit)
+    Yimp = tf.Variable(model.item_implicit_ if implicit else np.zeros((1, 1), np.float32), name="item_implicit")
+    if implicit:
+        variables.append(Yimp)
+        nm = model._implicit_norm.tocoo()
+        imp_sp = tf.sparse.reorder(tf.sparse.SparseTensor(
+            np.stack([nm.row, nm.col], 1).astype(np.int64), nm.data.astype(np.float32), nm.shape))
+    reg_imp = tf.constant(model.reg_implicit / max(n_train, 1), tf.float32)
 
     nb = data.neighbours.tocoo()
     social = model.social_reg > 0 and nb.nnz > 0
@@ -54,6 +62,8 @@ def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
     def effective(u, i):
         pu = tf.gather(P, u)
         qi = tf.gather(Q, i)
+        if implicit:
+            pu = pu + tf.gather(tf.sparse.sparse_dense_matmul(imp_sp, Yimp), u)
         if use_feat:
             pu = pu + tf.matmul(tf.gather(X, u), W, transpose_b=True)
             qi = qi + tf.matmul(tf.gather(Y, i), V, transpose_b=True)
@@ -70,6 +80,8 @@ def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
             loss += reg_b * tf.reduce_mean(tf.square(tf.gather(bu, u)) + tf.square(tf.gather(bi, i)))
             if use_feat:
                 loss += reg_f * (tf.reduce_sum(tf.square(W)) + tf.reduce_sum(tf.square(V)))
+            if implicit:
+                loss += reg_imp * tf.reduce_sum(tf.square(Yimp))
             if social:
                 mean_nb = tf.sparse.sparse_dense_matmul(nb_sp, P)
                 has = tf.cast(tf.sparse.reduce_sum(nb_sp, axis=1) > 0, tf.float32)
@@ -98,7 +110,7 @@ def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
         ds = ds.batch(model.batch_size).prefetch(2)
         sse = float(run_epoch(ds))
         hist.train_rmse.append(float(np.sqrt(sse / max(1, n_train))))
-        _pull(model, bu, bi, P, Q, W, V)
+        _pull(model, bu, bi, P, Q, W, V, Yimp if implicit else None)
         model._record_validation(hist, data, va, epoch)
         if len(va):
             v = hist.val_rmse[-1]
@@ -116,10 +128,13 @@ def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
     return hist
 
 
-def _pull(model, bu, bi, P, Q, W, V) -> None:
+def _pull(model, bu, bi, P, Q, W, V, Yimp=None) -> None:
     model.user_bias_ = bu.numpy()
     model.item_bias_ = bi.numpy()
     model.user_factors_ = P.numpy()
     model.item_factors_ = Q.numpy()
     model.user_weights_ = W.numpy()
     model.item_weights_ = V.numpy()
+    if Yimp is not None:
+        model.item_implicit_ = Yimp.numpy()
+        model.user_implicit_ = np.asarray(model._implicit_norm @ model.item_implicit_, np.float32)

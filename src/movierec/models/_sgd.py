@@ -86,3 +86,130 @@ def fill_cold_users(P, bu, counts, nb_ptr, nb_idx, nb_w):  # pragma: no cover - 
 def predict_pairs(users, items, mu, bu, bi, U, I):
     """Vectorised predictions for known (user, item) pairs, given effective vectors."""
     return mu + bu[users] + bi[items] + np.einsum("ij,ij->i", U[users], I[items])
+
+
+@njit(cache=True, fastmath=True)
+def sgd_epoch_grouped(
+    user_order, r_ptr, r_items, r_vals, n_ptr, n_items, mu, bu, bi, P, Q, Yimp, W, V, X, Y,
+    nb_ptr, nb_idx, nb_w, lr, lr_feat, reg, reg_b, reg_imp, social_reg, use_feat,
+):  # pragma: no cover - compiled
+    """One SVD++-style pass, user by user (ratings of a user in the order given).
+
+    The implicit term |N(u)|^-1/2 * sum_{j in N(u)} y_j is computed once per user and its
+    gradient accumulated over the user's ratings, then applied to every y_j once: the
+    cost per user is O(k * (|R(u)| + |N(u)|)) instead of O(k * |R(u)| * |N(u)|).
+    """
+    k = P.shape[1]
+    du = X.shape[1]
+    di = Y.shape[1]
+    pu = np.empty(k, dtype=P.dtype)
+    qi = np.empty(k, dtype=P.dtype)
+    acc = np.empty(k, dtype=P.dtype)
+    mean_nb = np.empty(k, dtype=P.dtype)
+    sse = 0.0
+    for u in user_order:
+        n0, n1 = n_ptr[u], n_ptr[u + 1]
+        norm = 1.0 / np.sqrt(max(n1 - n0, 1))
+        for f in range(k):
+            s = 0.0
+            for jj in range(n0, n1):
+                s += Yimp[n_items[jj], f]
+            pu[f] = P[u, f] + norm * s
+            acc[f] = 0.0
+        if use_feat:
+            for f in range(k):
+                s = 0.0
+                for d in range(du):
+                    s += W[f, d] * X[u, d]
+                pu[f] += s
+        has_nb = social_reg > 0.0 and nb_ptr[u + 1] > nb_ptr[u]
+        if has_nb:
+            for f in range(k):
+                mean_nb[f] = 0.0
+            for j in range(nb_ptr[u], nb_ptr[u + 1]):
+                v = nb_idx[j]
+                for f in range(k):
+                    mean_nb[f] += nb_w[j] * P[v, f]
+        for t in range(r_ptr[u], r_ptr[u + 1]):
+            i = r_items[t]
+            for f in range(k):
+                qi[f] = Q[i, f]
+            if use_feat:
+                for f in range(k):
+                    s = 0.0
+                    for d in range(di):
+                        s += V[f, d] * Y[i, d]
+                    qi[f] += s
+            pred = mu + bu[u] + bi[i]
+            for f in range(k):
+                pred += pu[f] * qi[f]
+            e = r_vals[t] - pred
+            sse += e * e
+            bu[u] += lr * (e - reg_b * bu[u])
+            bi[i] += lr * (e - reg_b * bi[i])
+            for f in range(k):
+                gu = e * qi[f]
+                gi = e * pu[f]
+                step_u = gu - reg * P[u, f]
+                if has_nb:
+                    step_u -= social_reg * (P[u, f] - mean_nb[f])
+                P[u, f] += lr * step_u
+                pu[f] += lr * step_u
+                Q[i, f] += lr * (gi - reg * Q[i, f])
+                acc[f] += gu
+                if use_feat:
+                    for d in range(du):
+                        W[f, d] += lr_feat * gu * X[u, d]
+                    for d in range(di):
+                        V[f, d] += lr_feat * gi * Y[i, d]
+        if r_ptr[u + 1] > r_ptr[u]:
+            for jj in range(n0, n1):
+                j = n_items[jj]
+                for f in range(k):
+                    Yimp[j, f] += lr * (norm * acc[f] - reg_imp * Yimp[j, f])
+    return sse
+
+
+@njit(cache=True, fastmath=True)
+def bpr_epoch(pos_users, pos_items, order, ptr, idx, Xw, Zw, cw, lr, reg, seed):  # pragma: no cover
+    """One BPR pass: each observed (u, i) against a sampled movie j that u has not seen.
+
+    Maximises ln σ(w_ui - w_uj) with w_ui = c_i + x_u·z_i. Returns the summed loss.
+    """
+    np.random.seed(seed)
+    n_items = Zw.shape[0]
+    k = Xw.shape[1]
+    loss = 0.0
+    for t in order:
+        u = pos_users[t]
+        i = pos_items[t]
+        j = np.random.randint(n_items)
+        tries = 0
+        while tries < 20:
+            lo, hi = ptr[u], ptr[u + 1]
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if idx[mid] < j:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo < ptr[u + 1] and idx[lo] == j:
+                j = np.random.randint(n_items)
+                tries += 1
+            else:
+                break
+        x = cw[i] - cw[j]
+        for f in range(k):
+            x += Xw[u, f] * (Zw[i, f] - Zw[j, f])
+        z = 1.0 / (1.0 + np.exp(x))
+        loss += np.log1p(np.exp(-x)) if x > -30 else -x
+        cw[i] += lr * (z - reg * cw[i])
+        cw[j] += lr * (-z - reg * cw[j])
+        for f in range(k):
+            xu = Xw[u, f]
+            zi = Zw[i, f]
+            zj = Zw[j, f]
+            Xw[u, f] += lr * (z * (zi - zj) - reg * xu)
+            Zw[i, f] += lr * (z * xu - reg * zi)
+            Zw[j, f] += lr * (-z * xu - reg * zj)
+    return loss

@@ -44,6 +44,7 @@ class TrainData:
     user_features: np.ndarray | None = None
     item_features: np.ndarray | None = None
     neighbours: sp.csr_matrix | None = None  # n_users x n_users, rows sum to 1
+    implicit_items: sp.csr_matrix | None = None  # n_users x n_items: movies a user rated or reviewed
 
     def __post_init__(self) -> None:
         self.users = np.asarray(self.users, dtype=np.int32)
@@ -55,6 +56,12 @@ class TrainData:
             self.item_features = np.zeros((self.n_items, 0), np.float32)
         if self.neighbours is None:
             self.neighbours = sp.csr_matrix((self.n_users, self.n_users), dtype=np.float32)
+        if self.implicit_items is None:
+            self.implicit_items = sp.csr_matrix(
+                (np.ones(len(self.users), np.float32), (self.users, self.items)), shape=(self.n_users, self.n_items))
+        self.implicit_items = self.implicit_items.tocsr()
+        self.implicit_items.sum_duplicates()
+        self.implicit_items.data[:] = 1.0
 
 
 @dataclass
@@ -78,12 +85,21 @@ class MatrixFactorization:
         reg_features: float = 0.1,
         social_reg: float = 0.0,
         use_features: bool = True,
+        implicit: bool = False,
+        reg_implicit: float = 0.05,
         early_stopping: bool = True,
         patience: int = 4,
         validation_fraction: float = 0.05,
         init_std: float = 0.1,
         lr_decay: float = 0.97,
         batch_size: int = 4096,
+        ensemble: int = 1,
+        ranking: str = "hybrid",
+        watch_factors: int = 32,
+        watch_epochs: int = 20,
+        watch_learning_rate: float = 0.05,
+        watch_reg: float = 0.01,
+        rank_rating_weight: float = 0.5,
         seed: int = 0,
     ) -> None:
         self.factors = factors
@@ -95,18 +111,28 @@ class MatrixFactorization:
         self.reg_features = reg_features
         self.social_reg = social_reg
         self.use_features = use_features
+        self.implicit = implicit
+        self.reg_implicit = reg_implicit
         self.early_stopping = early_stopping
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.init_std = init_std
         self.lr_decay = lr_decay
         self.batch_size = batch_size
+        self.ensemble = ensemble
+        self.ranking = ranking
+        self.watch_factors = watch_factors
+        self.watch_epochs = watch_epochs
+        self.watch_learning_rate = watch_learning_rate
+        self.watch_reg = watch_reg
+        self.rank_rating_weight = rank_rating_weight
         self.seed = seed
 
     PARAMS = (
         "factors", "epochs", "optimizer", "learning_rate", "reg", "reg_bias", "reg_features",
-        "social_reg", "use_features", "early_stopping", "patience", "validation_fraction",
-        "init_std", "lr_decay", "batch_size", "seed",
+        "social_reg", "use_features", "implicit", "reg_implicit", "early_stopping", "patience", "validation_fraction",
+        "init_std", "lr_decay", "batch_size", "ensemble", "ranking", "watch_factors", "watch_epochs",
+        "watch_learning_rate", "watch_reg", "rank_rating_weight", "seed",
     )
 
     @classmethod
@@ -131,21 +157,45 @@ class MatrixFactorization:
         self.item_weights_ = np.zeros((k, di), np.float32)
         self.user_features_ = (data.user_features if du else np.zeros((data.n_users, 0))).astype(np.float32)
         self.item_features_ = (data.item_features if di else np.zeros((data.n_items, 0))).astype(np.float32)
+        if self.implicit:
+            self.item_implicit_ = rng.normal(0, self.init_std, (data.n_items, k)).astype(np.float32)
+            self._implicit_norm = self._normalized(data.implicit_items)
+            self.user_implicit_ = np.asarray(self._implicit_norm @ self.item_implicit_, np.float32)
+        else:
+            self.item_implicit_ = np.zeros((data.n_items, 0), np.float32)
+            self.user_implicit_ = np.zeros((data.n_users, 0), np.float32)
         self.rating_min_ = float(data.ratings.min())
         self.rating_max_ = float(data.ratings.max())
 
+    @staticmethod
+    def _normalized(implicit: sp.csr_matrix) -> sp.csr_matrix:
+        """Rows scaled by |N(u)|^-1/2 (SVD++'s normalisation)."""
+        n = np.asarray(implicit.sum(1)).ravel()
+        return sp.diags(1.0 / np.sqrt(np.maximum(n, 1))).astype(np.float32) @ implicit
+
     def _state(self) -> dict[str, np.ndarray]:
         return {k: getattr(self, k).copy() for k in (
-            "user_bias_", "item_bias_", "user_factors_", "item_factors_", "user_weights_", "item_weights_")}
+            "user_bias_", "item_bias_", "user_factors_", "item_factors_", "user_weights_", "item_weights_",
+            "item_implicit_", "user_implicit_")}
 
     def _restore(self, state: dict[str, np.ndarray]) -> None:
         for k, v in state.items():
             setattr(self, k, v)
 
     def fit(self, data: TrainData) -> "MatrixFactorization":
-        """Fit on ``data``; with early stopping, a validation slice is held out of it."""
+        """Fit on ``data``; with early stopping, a validation slice is held out of it.
+
+        With ``ensemble = n > 1``, n models are fitted from seeds seed..seed+n-1 and
+        averaged. The average of n factorizations is itself one factorization (factors
+        side by side, user side scaled by 1/n, biases averaged), so the result is a single
+        model of n x factors dimensions that saves, loads and ranks like any other.
+        """
         if len(data.ratings) == 0:
             raise ModelError("cannot fit a model on zero ratings")
+        if self.ensemble > 1:
+            self._fit_ensemble(data)
+            self._fit_watch(data)
+            return self
         rng = np.random.default_rng(self.seed)
         n = len(data.ratings)
         val_mask = np.zeros(n, bool)
@@ -166,6 +216,61 @@ class MatrixFactorization:
             raise ModelError(f"unknown optimizer {self.optimizer!r} (sgd or adam)")
         self.fit_seconds_ = time.perf_counter() - t0
         self.n_train_ = int((~val_mask).sum())
+        self._fit_watch(data)
+        return self
+
+    def _fit_watch(self, data: TrainData) -> None:
+        """The ranking side: BPR on which movies users rated or reviewed (own factors).
+
+        A model trained only to predict ratings ranks poorly (an obscure film predicted
+        at 4.6 is rarely watched). Top-N lists rank by ``watch score + rank_rating_weight
+        * (predicted rating - μ)``; rating predictions themselves are untouched.
+        """
+        n_users, n_items = data.n_users, data.n_items
+        kw = self.watch_factors if self.ranking == "hybrid" else 0
+        rng = np.random.default_rng(self.seed + 7919)
+        self.watch_user_ = rng.normal(0, 0.1, (n_users, kw)).astype(np.float32)
+        self.watch_item_ = rng.normal(0, 0.1, (n_items, kw)).astype(np.float32)
+        self.watch_bias_ = np.zeros(n_items if kw else 0, np.float32)
+        if not kw:
+            return
+        from movierec.models._sgd import bpr_epoch
+
+        pos = data.implicit_items.tocsr()
+        pos.sort_indices()
+        users = np.repeat(np.arange(n_users, dtype=np.int32), np.diff(pos.indptr))
+        items = pos.indices.astype(np.int32)
+        ptr, idx = pos.indptr.astype(np.int64), pos.indices.astype(np.int32)
+        t0 = time.perf_counter()
+        for epoch in range(self.watch_epochs):
+            loss = bpr_epoch(users, items, rng.permutation(len(users)), ptr, idx, self.watch_user_,
+                             self.watch_item_, self.watch_bias_, np.float32(self.watch_learning_rate),
+                             np.float32(self.watch_reg), int(rng.integers(1 << 31)))
+            log.debug("watch epoch %d: BPR loss %.4f", epoch + 1, loss / max(1, len(users)))
+        self.fit_seconds_ = getattr(self, "fit_seconds_", 0.0) + time.perf_counter() - t0
+
+    def _fit_ensemble(self, data: TrainData) -> "MatrixFactorization":
+        members = []
+        for s in range(self.ensemble):
+            params = dict(self.get_params(), ensemble=1, seed=self.seed + s, ranking="rating")
+            log.info("ensemble: member %d/%d", s + 1, self.ensemble)
+            members.append(MatrixFactorization(**params).fit(data))
+        n = float(self.ensemble)
+        first = members[0]
+        self.global_mean_ = first.global_mean_
+        self.rating_min_, self.rating_max_ = first.rating_min_, first.rating_max_
+        self.user_bias_ = np.mean([m.user_bias_ for m in members], 0).astype(np.float32)
+        self.item_bias_ = np.mean([m.item_bias_ for m in members], 0).astype(np.float32)
+        self.user_factors_ = np.hstack([m.user_factors_ for m in members]) / np.float32(n)
+        self.item_factors_ = np.hstack([m.item_factors_ for m in members])
+        self.user_weights_ = np.vstack([m.user_weights_ for m in members]) / np.float32(n)
+        self.item_weights_ = np.vstack([m.item_weights_ for m in members])
+        self.user_features_, self.item_features_ = first.user_features_, first.item_features_
+        self.item_implicit_ = np.hstack([m.item_implicit_ for m in members]) / np.float32(n)
+        self.user_implicit_ = np.hstack([m.user_implicit_ for m in members]) / np.float32(n)
+        self.history_ = first.history_
+        self.fit_seconds_ = float(sum(m.fit_seconds_ for m in members))
+        self.n_train_ = first.n_train_
         return self
 
     def _fit_sgd(self, data: TrainData, val_mask: np.ndarray, rng: np.random.Generator) -> History:
@@ -186,16 +291,36 @@ class MatrixFactorization:
         hist = History()
         best, best_state, bad = np.inf, None, 0
         lr = self.learning_rate
+        if self.implicit:
+            imp = data.implicit_items
+            n_ptr, n_idx = imp.indptr.astype(np.int64), imp.indices.astype(np.int32)
+            r_ptr = np.zeros(data.n_users + 1, np.int64)
+            r_ptr[1:] = np.cumsum(np.bincount(data.users[tr], minlength=data.n_users))
         for epoch in range(self.epochs):
-            order = tr[rng.permutation(len(tr))]
             lr_feat = lr * min(1.0, 100.0 / np.sqrt(n_rated))
-            sse = sgd_epoch(
-                data.users, data.items, data.ratings, order, np.float32(self.global_mean_),
-                self.user_bias_, self.item_bias_, self.user_factors_, self.item_factors_,
-                self.user_weights_, self.item_weights_, X, Y, nb_ptr, nb_idx, nb_w,
-                np.float32(lr), np.float32(lr_feat), np.float32(self.reg), np.float32(self.reg_bias),
-                np.float32(self.social_reg), use_feat,
-            )
+            if self.implicit:
+                from movierec.models._sgd import sgd_epoch_grouped
+
+                # users in random order; each user's ratings in random order
+                by_user = tr[np.lexsort((rng.random(len(tr)), data.users[tr]))]
+                sse = sgd_epoch_grouped(
+                    rng.permutation(data.n_users).astype(np.int32), r_ptr, data.items[by_user],
+                    data.ratings[by_user], n_ptr, n_idx, np.float32(self.global_mean_),
+                    self.user_bias_, self.item_bias_, self.user_factors_, self.item_factors_,
+                    self.item_implicit_, self.user_weights_, self.item_weights_, X, Y, nb_ptr, nb_idx, nb_w,
+                    np.float32(lr), np.float32(lr_feat), np.float32(self.reg), np.float32(self.reg_bias),
+                    np.float32(self.reg_implicit), np.float32(self.social_reg), use_feat,
+                )
+                self.user_implicit_ = np.asarray(self._implicit_norm @ self.item_implicit_, np.float32)
+            else:
+                order = tr[rng.permutation(len(tr))]
+                sse = sgd_epoch(
+                    data.users, data.items, data.ratings, order, np.float32(self.global_mean_),
+                    self.user_bias_, self.item_bias_, self.user_factors_, self.item_factors_,
+                    self.user_weights_, self.item_weights_, X, Y, nb_ptr, nb_idx, nb_w,
+                    np.float32(lr), np.float32(lr_feat), np.float32(self.reg), np.float32(self.reg_bias),
+                    np.float32(self.social_reg), use_feat,
+                )
             if use_feat and self.reg_features > 0:
                 shrink = np.float32(max(0.0, 1.0 - lr * self.reg_features))
                 self.user_weights_ *= shrink
@@ -239,10 +364,12 @@ class MatrixFactorization:
 
     # ------------------------------------------------------------------ predicting
     def user_vectors(self) -> np.ndarray:
-        """Effective user factors p_u + W x_u (n_users x k)."""
+        """Effective user factors p_u + W x_u + |N(u)|^-1/2 sum y_j (n_users x k)."""
         U = self.user_factors_
         if self.user_weights_.size:
             U = U + self.user_features_ @ self.user_weights_.T
+        if self.user_implicit_.size:
+            U = U + self.user_implicit_
         return U
 
     def item_vectors(self) -> np.ndarray:
@@ -251,6 +378,24 @@ class MatrixFactorization:
         if self.item_weights_.size:
             Q = Q + self.item_features_ @ self.item_weights_.T
         return Q
+
+    def rank_vectors(self) -> tuple:
+        """(c, b_u, b_i, U, Q) with rank score = c + b_u[u] + b_i[i] + U[u]·Q[i] for top-N.
+
+        With ``ranking='hybrid'``: watch score + β (predicted rating - μ), β =
+        rank_rating_weight, as one dot product ([βU, X_w] · [Q, Z_w]).
+        """
+        U, Q = self.user_vectors(), self.item_vectors()
+        if not getattr(self, "watch_user_", np.zeros((0, 0))).size:
+            return (np.float32(self.global_mean_), self.user_bias_, self.item_bias_, U, Q)
+        b = np.float32(self.rank_rating_weight)
+        return (
+            b * np.float32(self.global_mean_),
+            b * self.user_bias_,
+            b * self.item_bias_ + self.watch_bias_,
+            np.hstack([b * U, self.watch_user_]).astype(np.float32),
+            np.hstack([Q, self.watch_item_]).astype(np.float32),
+        )
 
     def _predict_idx(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         U, Q = self.user_vectors(), self.item_vectors()
@@ -282,7 +427,8 @@ class MatrixFactorization:
 
     # ------------------------------------------------------------------ persistence
     ARRAYS = ("user_bias_", "item_bias_", "user_factors_", "item_factors_", "user_weights_",
-              "item_weights_", "user_features_", "item_features_")
+              "item_weights_", "user_features_", "item_features_", "item_implicit_", "user_implicit_",
+              "watch_user_", "watch_item_", "watch_bias_")
 
     def save(self, path: str | Path) -> None:
         """Write the model to ``path`` (an .npz file); round-trips exactly through load."""
@@ -304,7 +450,13 @@ class MatrixFactorization:
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
-                arrays = {k: z[k] for k in cls.ARRAYS}
+                arrays = {k: z[k] for k in cls.ARRAYS if k in z.files}
+                n_users, n_items = len(arrays["user_bias_"]), len(arrays["item_bias_"])
+                arrays.setdefault("item_implicit_", np.zeros((n_items, 0), np.float32))
+                arrays.setdefault("user_implicit_", np.zeros((n_users, 0), np.float32))
+                arrays.setdefault("watch_user_", np.zeros((n_users, 0), np.float32))
+                arrays.setdefault("watch_item_", np.zeros((n_items, 0), np.float32))
+                arrays.setdefault("watch_bias_", np.zeros(0, np.float32))
         except (OSError, KeyError, ValueError) as exc:
             raise ModelError(f"{path}: not a readable movierec model ({exc})") from exc
         if meta.get("format_version") != FORMAT_VERSION:
