@@ -25,3 +25,44 @@ def test_blocked_equals_unblocked_and_seen_excluded():
         full = vec[0] + vec[1][u] + vec[2] + vec[4] @ vec[3][u]
         full[seen[u].indices] = -np.inf
         assert a_items[u].tolist() == np.argsort(-full, kind="stable")[:10].tolist()
+
+
+def _bundle(P, Q, mu=3.5, ranking_items=None):
+    import pandas as pd
+
+    from movierec.models.mf import MatrixFactorization
+    from movierec.ranking import ModelBundle
+
+    nu, ni = len(P), len(Q)
+    m = MatrixFactorization(factors=P.shape[1], ranking="rating", reg=1e-6)
+    m.global_mean_, m.rating_min_, m.rating_max_ = mu, -100.0, 100.0
+    m.user_bias_, m.item_bias_ = np.zeros(nu, np.float32), np.zeros(ni, np.float32)
+    m.user_factors_, m.item_factors_ = P.astype(np.float32), Q.astype(np.float32)
+    for name, n in (("user_weights_", 0), ("item_weights_", 0)):
+        setattr(m, name, np.zeros((P.shape[1], n), np.float32))
+    m.user_features_, m.item_features_ = np.zeros((nu, 0), np.float32), np.zeros((ni, 0), np.float32)
+    m.item_implicit_, m.user_implicit_ = np.zeros((ni, 0), np.float32), np.zeros((nu, 0), np.float32)
+    m.watch_user_, m.watch_item_, m.watch_bias_ = np.zeros((nu, 0)), np.zeros((ni, 0)), np.zeros(0)
+    movies = pd.DataFrame({"movie_idx": range(ni), "movie_id": [f"m{i}" for i in range(ni)],
+                           "title": [f"t{i}" for i in range(ni)], "genres": "", "year": 2000})
+    return ModelBundle(None, m, pd.Index([f"u{u}" for u in range(nu)]), pd.Index(movies.movie_id), movies,
+                       sp.csr_matrix((nu, ni), dtype=np.float32), np.arange(ni)[::-1].copy(), {})
+
+
+def test_fold_in_recovers_known_factors_and_top_n():
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    P, Q = rng.normal(size=(5, 4)), rng.normal(size=(60, 4))
+    bundle = _bundle(P, Q)
+    u = 2
+    rated = rng.choice(60, 25, replace=False)
+    ratings = pd.DataFrame({"movie_id": [f"m{i}" for i in rated], "rating": 3.5 + Q[rated] @ P[u]})
+    folded = bundle.recommend_ratings("someone", ratings, 10)
+    assert folded["fallback"] == "fold-in"
+    # the same user, as if retrained with these ratings: same top-N (rated movies excluded)
+    bundle.seen = sp.csr_matrix((np.ones(25), (np.full(25, u), rated)), shape=(5, 60))
+    known = bundle.recommend_user("u2", 10)
+    assert [it["movie_id"] for it in folded["items"]] == [it["movie_id"] for it in known["items"]]
+    assert np.allclose([it["predicted_rating"] for it in folded["items"]],
+                       [it["predicted_rating"] for it in known["items"]], atol=1e-2)

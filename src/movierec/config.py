@@ -109,6 +109,7 @@ class ModelConfig:
     lr_decay: float = _f(0.97, "learning rate multiplier per epoch (sgd)")
     batch_size: int = _f(4096, "mini-batch size (adam)")
     ensemble: int = _f(1, "average this many models from successive seeds (one model of n x factors)")
+    threads: int = _f(0, "SGD threads: 0 = all cores (Hogwild) from 1M ratings up, else 1 (deterministic)")
     ranking: str = _f("hybrid", "top-N by predicted rating only, or by a BPR watch score plus rating",
                       choices=("hybrid", "rating"))
     watch_factors: int = _f(32, "factors of the watch (ranking) model")

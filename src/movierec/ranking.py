@@ -151,7 +151,9 @@ class ModelBundle:
         items, scores = top_n(self.vectors, np.array([u]), n, self.seen if exclude_seen else None)
         _, bu, _, U, _ = self.rating_vectors
         pred = self._predicted(U[u], bu[u], items[0])
-        return {"user_id": str(user_id), "fallback": None, "items": self._rows(items[0], scores[0], pred)}
+        # a known user without training ratings is scored from features, reviews and friends
+        fallback = None if self.seen.indptr[u + 1] > self.seen.indptr[u] else "features"
+        return {"user_id": str(user_id), "fallback": fallback, "items": self._rows(items[0], scores[0], pred)}
 
     def recommend_ratings(self, user_id: str, ratings: pd.DataFrame, n: int, reg: float | None = None) -> dict:
         """Fold in a user the model has not seen, from their (movie_id, rating) rows."""
@@ -167,13 +169,15 @@ class ModelBundle:
         items_r = idx[known]
         lam = self.model.reg if reg is None else reg
         resid = r - mu - bi[items_r]
-        b = float(resid.sum() / (len(resid) + max(self.model.reg_bias, 1e-3) * 10))
         Qi = Q[items_r].astype(np.float64)
         imp = np.zeros(Q.shape[1])
         if self.model.item_implicit_.size:  # SVD++: the rated movies themselves say something
             imp = self.model.item_implicit_[np.unique(items_r)].sum(0) / np.sqrt(len(np.unique(items_r)))
-        A = Qi.T @ Qi + lam * max(len(r), 1) * np.eye(Q.shape[1])
-        p = np.linalg.solve(A, Qi.T @ (resid - b - Qi @ imp)) + imp
+        # ridge least squares for the user's bias and factors together
+        A = np.hstack([np.ones((len(r), 1)), Qi])
+        ridge = np.r_[max(self.model.reg_bias, 1e-6), np.full(Q.shape[1], lam)] * max(len(r), 1)
+        sol = np.linalg.solve(A.T @ A + np.diag(ridge), A.T @ (resid - Qi @ imp))
+        b, p = float(sol[0]), sol[1:] + imp
         s = (Q @ p + bi + mu + b).astype(np.float32)
         rating = np.clip(s, self.model.rating_min_, self.model.rating_max_)
         m = self.model

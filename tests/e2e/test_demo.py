@@ -118,3 +118,16 @@ def test_status_and_rerun_skips_fresh_stages(demo_workdir):
     assert r.returncode == 0 and "sentiment: fresh, skipped" in r.stderr
     r = run_cli("status", "--config", CFG, f"workdir={demo_workdir}", "model.factors=8")
     assert "train      stale" in r.stdout and "fuse       fresh" in r.stdout
+
+
+def test_user_with_reviews_but_no_ratings_gets_feature_based_list(demo_workdir):
+    ratings = pd.read_csv(ROOT / "data" / "demo" / "ratings.csv", dtype=str)
+    reviews = pd.read_csv(ROOT / "data" / "demo" / "reviews.csv", dtype=str)
+    cold = sorted(set(reviews.user_id) - set(ratings.user_id))
+    assert len(cold) >= 10
+    out = json.loads(run_cli("recommend", "--config", CFG, "--user", cold[0], "--format", "json",
+                             f"workdir={demo_workdir}").stdout)
+    assert out["fallback"] == "features" and len(out["items"]) == 10
+    pop = json.loads(run_cli("recommend", "--config", CFG, "--user", "nobody", "--format", "json",
+                             f"workdir={demo_workdir}").stdout)
+    assert [it["movie_id"] for it in out["items"]] != [it["movie_id"] for it in pop["items"]]

@@ -34,32 +34,89 @@ class ReadResult:
         return len(self.quarantine) / self.total_rows if self.total_rows else 0.0
 
 
-def _decode(path: Path, encoding: str) -> str:
-    raw = path.read_bytes()
-    if not raw.strip():
+NL = b"\n"
+
+
+def check_text_file(path: Path, encoding: str, chunk: int = 1 << 24) -> None:
+    """Stream through the file: it must be non-empty text in ``encoding`` with no NUL byte.
+
+    Raises a DataError naming the line of the first problem. Memory stays at one chunk.
+    """
+    import codecs
+
+    decoder = codecs.getincrementaldecoder(encoding)()
+    line, seen_text = 1, False
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            nul = block.find(b"\x00")
+            if nul >= 0:
+                at = line + block[:nul].count(NL)
+                raise DataError(f"{path}: line {at} holds a NUL byte: this is binary data, not a CSV text file")
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                bad = block[exc.start : exc.start + 1].hex()
+                at = line + block[: exc.start].count(NL)
+                raise DataError(
+                    f"{path}: line {at} is not valid {encoding} "
+                    f"(byte 0x{bad}); if the file is in another encoding set data.encoding (e.g. latin-1)"
+                ) from exc
+            seen_text = seen_text or bool(block.strip())
+            line += block.count(NL)
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: line {line}: the file ends inside a {encoding} character") from exc
+    if not seen_text:
         raise DataError(f"{path}: the file is empty (a header row with column names is needed)")
-    nul = raw.find(b"\x00")
-    if nul >= 0:
-        line = raw[:nul].count(b"\n") + 1
-        raise DataError(
-            f"{path}: line {line} holds a NUL byte: this is binary data, not a CSV text file"
-        )
-    try:
-        text = raw.decode(encoding)
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        bad = raw[exc.start : exc.start + 1].hex()
-        raise DataError(
-            f"{path}: line {line} is not valid {encoding} (byte 0x{bad}); "
-            f"if the file is in another encoding set data.encoding (e.g. latin-1)"
-        ) from exc
-    return text.lstrip("\ufeff")
+
+
+def _read_arrow(path: Path, encoding: str, delimiter: str,
+                id_columns: tuple[str, ...] = ()) -> tuple[pd.DataFrame, list[tuple[int, str, int]]]:
+    """Parse with pyarrow (multi-threaded, Arrow-backed strings); every column as a string.
+
+    Rows with the wrong number of fields are skipped and returned as (line, text, fields).
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    bad: list[tuple[int, str, int]] = []
+
+    def on_invalid(row) -> str:
+        bad.append((int(row.number) if row.number is not None else -1, str(row.text)[:200], int(row.actual_columns)))
+        return "skip"
+
+    enc = "utf8" if encoding.lower().replace("-", "").replace("_", "") == "utf8" else encoding
+    with open(path, "rb") as fh:
+        head = fh.readline()
+    header = pd.read_csv(io.BytesIO(head), sep=delimiter, encoding=encoding, dtype=str, nrows=0, engine="python")
+    columns = [str(c) for c in header.columns]
+    table = pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(encoding=enc, block_size=1 << 24),
+        parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_invalid),
+        # ids are dictionary-encoded (categorical): 20M ratings hold 2 x 20M int32 codes, not strings
+        convert_options=pacsv.ConvertOptions(column_types={
+            c: (pa.dictionary(pa.int32(), pa.string()) if c.strip().lstrip("\ufeff") in id_columns else pa.string())
+            for c in columns},
+                                             strings_can_be_null=False, quoted_strings_can_be_null=False),
+    )
+    df = table.to_pandas(types_mapper=lambda t: pd.StringDtype("pyarrow") if t == pa.string() else None)
+    return df, bad
 
 
 def normalize_id(s: pd.Series) -> pd.Series:
-    """Ids are opaque strings: Unicode NFC, surrounding whitespace removed."""
+    """Ids are opaque strings: Unicode NFC, surrounding whitespace removed.
+
+    A categorical series is normalised through its categories (cheap for 20M rows).
+    """
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        cats = normalize_id(pd.Series(s.cat.categories.astype(str), dtype=object))
+        codes, uniq = pd.factorize(cats)
+        new_codes = np.where(s.cat.codes.to_numpy() >= 0, codes[np.maximum(s.cat.codes.to_numpy(), 0)], -1)
+        return pd.Series(pd.Categorical.from_codes(new_codes, categories=pd.Index(uniq, dtype=object)), index=s.index)
     s = s.astype(str).str.strip()
-    if not s.map(str.isascii).all():
+    if not bool(s.str.isascii().all()):
         s = s.map(lambda v: unicodedata.normalize("NFC", v))
     return s
 
@@ -68,7 +125,7 @@ def parse_timestamp(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Unix seconds or ISO 8601 -> int64 seconds; returns (values, bad mask). Empty is NaN."""
     s = s.str.strip()
     empty = s == ""
-    num = pd.to_numeric(s, errors="coerce")
+    num = pd.to_numeric(s, errors="coerce").astype("float64")
     out = num.astype("float64")
     need = out.isna() & ~empty
     if need.any():
@@ -95,27 +152,15 @@ def read_table(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found (the {schema.name} file is required)")
-    text = _decode(path, encoding)
-    bad_lines: list[list[str]] = []
-
-    def _on_bad(fields: list[str]) -> None:
-        bad_lines.append(fields)
-        return None
-
+    check_text_file(path, encoding)
     try:
-        df = pd.read_csv(
-            io.StringIO(text),
-            dtype=str,
-            keep_default_na=False,
-            sep=delimiter,
-            engine="python",
-            on_bad_lines=_on_bad,
-            skipinitialspace=False,
-        )
+        df, bad_rows = _read_arrow(path, encoding, delimiter, schema.id_columns)
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path}: the file is empty (no header row)") from exc
-    except (pd.errors.ParserError, csv_error()) as exc:
-        raise DataError(f"{path}: not a readable CSV file: {exc}") from exc
+    except (pd.errors.ParserError, csv_error(), ValueError, OSError) as exc:
+        raise DataError(f"{path}: not a readable CSV file: {str(exc).splitlines()[0][:300]}") from exc
+    with open(path, "rb") as fh:
+        text = fh.readline().decode(encoding, errors="replace")
 
     df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
     missing = [c for c in schema.required if c not in df.columns]
@@ -130,21 +175,26 @@ def read_table(
             f"{path}: missing required column(s) {', '.join(missing)} "
             f"(found: {', '.join(df.columns) or 'none'}){hint}"
         )
-    total = len(df) + len(bad_lines)
-    reason = pd.Series("", index=df.index, dtype=object)
-    short = df[list(schema.required)].isna().any(axis=1)
-    reason.loc[short] = "too few fields (truncated line?)"
-    df = df.fillna("")
+    total = len(df) + len(bad_rows)
+    n = len(df)
+    # reasons are kept only for bad rows: a code per row, the message per bad row
+    is_bad = np.zeros(n, dtype=bool)
+    messages: dict[int, str] = {}
 
-    def flag(mask: pd.Series, msg) -> None:
-        mask = mask & (reason == "")
-        if mask.any():
-            if callable(msg):
-                reason.loc[mask] = msg(mask)
-            else:
-                reason.loc[mask] = msg
+    def flag(mask, msg) -> None:
+        mask = np.asarray(mask, dtype=bool) & ~is_bad
+        if not mask.any():
+            return
+        rows = np.flatnonzero(mask)
+        texts = msg(pd.Series(mask, index=df.index)) if callable(msg) else None
+        for k, r in enumerate(rows):
+            messages[int(r)] = msg if texts is None else str(texts.iloc[k])
+        is_bad[rows] = True
 
-    out = df.copy()
+    out = pd.DataFrame(index=df.index)
+    for c in df.columns:
+        if c not in schema.id_columns and c not in schema.numeric and c != "timestamp" and c not in schema.text:
+            out[c] = df[c]  # extra columns are kept as they are
     for c in schema.id_columns:
         out[c] = normalize_id(df[c])
         flag(out[c] == "", f"empty {c}")
@@ -152,56 +202,60 @@ def read_table(
         if c not in df.columns:
             continue
         raw = df[c].str.strip()
-        num = pd.to_numeric(raw, errors="coerce")
+        num = pd.to_numeric(raw, errors="coerce").astype("float64")
         required = c in schema.required
-        empty = raw == ""
+        empty = (raw == "").to_numpy(bool)
+        nan = num.isna().to_numpy(bool)
         if required:
             flag(empty, f"missing {c}")
-        flag(
-            num.isna() & ~empty,
-            lambda m, c=c, raw=raw: f"{c} " + raw[m].str.slice(0, 30).map(repr) + " is not a number",
-        )
-        flag(~empty & num.notna() & ~np.isfinite(num.fillna(0)), f"{c} is not finite")
+        flag(nan & ~empty, lambda m, c=c, raw=raw: f"{c} " + raw[m].str.slice(0, 30).map(repr) + " is not a number")
+        flag(~empty & ~nan & ~np.isfinite(num.fillna(0).to_numpy()), f"{c} is not finite")
         if c == "rating":
             lo, hi = rating_range
             if lo is not None:
-                flag(num < lo, lambda m, num=num, lo=lo: "rating " + num[m].astype(str) + f" below {lo}")
+                flag((num < lo).to_numpy(bool), lambda m, num=num, lo=lo: "rating " + num[m].astype(str) + f" below {lo}")
             if hi is not None:
-                flag(num > hi, lambda m, num=num, hi=hi: "rating " + num[m].astype(str) + f" above {hi}")
+                flag((num > hi).to_numpy(bool), lambda m, num=num, hi=hi: "rating " + num[m].astype(str) + f" above {hi}")
         if c == "weight":
-            flag(num < 0, "negative weight")
-        out[c] = num.astype("float64")
+            flag((num < 0).to_numpy(bool), "negative weight")
+        out[c] = num.astype("float32" if c == "rating" else "float64")
+        del raw, num
     if "timestamp" in df.columns:
         ts, bad = parse_timestamp(df["timestamp"])
-        flag(bad, "timestamp is neither unix seconds nor ISO 8601")
+        flag(bad.to_numpy(bool), "timestamp is neither unix seconds nor ISO 8601")
         out["timestamp"] = ts
     for c in schema.text:
         if c in df.columns:
-            out[c] = df[c].map(normalize_text)
+            out[c] = df[c].map(normalize_text).astype(object)
     if schema.name == "reviews":
         flag(out["text"] == "", "empty review text")
     if schema.name == "movies":
         flag(out["title"] == "", "empty title")
     if schema.name == "social":
-        flag(out["user_id"] == out["friend_id"], "self-loop (user_id equals friend_id)")
+        flag((out["user_id"].astype(str) == out["friend_id"].astype(str)).to_numpy(bool),
+             "self-loop (user_id equals friend_id)")
 
-    bad_mask = reason != ""
+    bad_mask = pd.Series(is_bad, index=df.index)
+    reason = pd.Series([messages[int(r)] for r in np.flatnonzero(is_bad)], index=df.index[is_bad], dtype=object)
     q = df[bad_mask].copy()
     q.insert(0, "reason", reason[bad_mask])
     q.insert(0, "row", np.flatnonzero(bad_mask.to_numpy()) + 1)
-    if bad_lines:
+    if bad_rows:
         extra = pd.DataFrame(
             {
-                "row": [-1] * len(bad_lines),
+                "row": [-1] * len(bad_rows),
                 "reason": [
-                    f"wrong number of fields ({len(f)}, expected {len(df.columns)})"
-                    for f in bad_lines
+                    f"line {line}: too few fields ({n} of {len(df.columns)}; truncated line?)"
+                    if n < len(df.columns) else
+                    f"line {line}: wrong number of fields ({n}, expected {len(df.columns)})"
+                    for line, _, n in bad_rows
                 ],
-                **{df.columns[0]: [delimiter.join(f)[:200] for f in bad_lines]},
+                df.columns[0]: [t for _, t, _ in bad_rows],
             }
         )
         q = pd.concat([q, extra], ignore_index=True)
-    valid = out[~bad_mask].reset_index(drop=True)
+    valid = out[~bad_mask].reset_index(drop=True) if is_bad.any() else out
+    valid = valid[[c for c in df.columns if c in valid.columns]]
     return ReadResult(path=path, valid=valid, quarantine=q.reset_index(drop=True), total_rows=total)
 
 

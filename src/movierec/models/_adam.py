@@ -45,7 +45,9 @@ def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
         nm = model._implicit_norm.tocoo()
         imp_sp = tf.sparse.reorder(tf.sparse.SparseTensor(
             np.stack([nm.row, nm.col], 1).astype(np.int64), nm.data.astype(np.float32), nm.shape))
-    reg_imp = tf.constant(model.reg_implicit / max(n_train, 1), tf.float32)
+    # SGD shrinks y_j once for every user whose implicit set holds j: weight by that count
+    counts = np.asarray(data.implicit_items.sum(0)).ravel().astype(np.float32) if implicit else np.zeros(1, np.float32)
+    imp_weight = tf.constant(counts[:, None] * model.reg_implicit / max(n_train, 1))
 
     nb = data.neighbours.tocoo()
     social = model.social_reg > 0 and nb.nnz > 0
@@ -53,7 +55,9 @@ def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
         nb_sp = tf.sparse.reorder(tf.sparse.SparseTensor(
             np.stack([nb.row, nb.col], 1).astype(np.int64), nb.data.astype(np.float32), nb.shape))
 
-    opt = tf.keras.optimizers.Adam(learning_rate=model.learning_rate)
+    # a large epsilon damps the per-parameter step of rarely seen users and movies (with the
+    # default 1e-7 they take full-size steps from a few ratings and overfit)
+    opt = tf.keras.optimizers.Adam(learning_rate=model.learning_rate, epsilon=float(os.environ.get("MR_EPS", "1e-3")))
     reg = tf.constant(model.reg, tf.float32)
     reg_b = tf.constant(model.reg_bias, tf.float32)
     reg_f = tf.constant(model.reg_features / max(n_train, 1), tf.float32)
@@ -81,7 +85,7 @@ def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
             if use_feat:
                 loss += reg_f * (tf.reduce_sum(tf.square(W)) + tf.reduce_sum(tf.square(V)))
             if implicit:
-                loss += reg_imp * tf.reduce_sum(tf.square(Yimp))
+                loss += tf.reduce_sum(imp_weight * tf.square(Yimp))
             if social:
                 mean_nb = tf.sparse.sparse_dense_matmul(nb_sp, P)
                 has = tf.cast(tf.sparse.reduce_sum(nb_sp, axis=1) > 0, tf.float32)

@@ -3,7 +3,58 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _sgd_step(t, users, items, ratings, mu, bu, bi, P, Q, W, V, X, Y, nb_ptr, nb_idx, nb_w,
+              lr, lr_feat, reg, reg_b, social_reg, use_feat, pu, qi, mean_nb):  # pragma: no cover
+    k = P.shape[1]
+    du = X.shape[1]
+    di = Y.shape[1]
+    u = users[t]
+    i = items[t]
+    for f in range(k):
+        pu[f] = P[u, f]
+        qi[f] = Q[i, f]
+    if use_feat:
+        for f in range(k):
+            s = 0.0
+            for d in range(du):
+                s += W[f, d] * X[u, d]
+            pu[f] += s
+            s = 0.0
+            for d in range(di):
+                s += V[f, d] * Y[i, d]
+            qi[f] += s
+    pred = mu + bu[u] + bi[i]
+    for f in range(k):
+        pred += pu[f] * qi[f]
+    e = ratings[t] - pred
+    bu[u] += lr * (e - reg_b * bu[u])
+    bi[i] += lr * (e - reg_b * bi[i])
+    has_nb = social_reg > 0.0 and nb_ptr[u + 1] > nb_ptr[u]
+    if has_nb:
+        for f in range(k):
+            mean_nb[f] = 0.0
+        for j in range(nb_ptr[u], nb_ptr[u + 1]):
+            v = nb_idx[j]
+            for f in range(k):
+                mean_nb[f] += nb_w[j] * P[v, f]
+    for f in range(k):
+        gu = e * qi[f]
+        gi = e * pu[f]
+        step_u = gu - reg * P[u, f]
+        if has_nb:
+            step_u -= social_reg * (P[u, f] - mean_nb[f])
+        P[u, f] += lr * step_u
+        Q[i, f] += lr * (gi - reg * Q[i, f])
+        if use_feat:
+            for d in range(du):
+                W[f, d] += lr_feat * gu * X[u, d]
+            for d in range(di):
+                V[f, d] += lr_feat * gi * Y[i, d]
+    return e * e
 
 
 @njit(cache=True, fastmath=True)
@@ -11,59 +62,43 @@ def sgd_epoch(
     users, items, ratings, order, mu, bu, bi, P, Q, W, V, X, Y,
     nb_ptr, nb_idx, nb_w, lr, lr_feat, reg, reg_b, social_reg, use_feat,
 ):  # pragma: no cover - compiled
-    """One pass over ``order``; returns the training SSE (before each update)."""
+    """One pass over ``order`` (deterministic); returns the training SSE."""
     k = P.shape[1]
-    du = X.shape[1]
-    di = Y.shape[1]
     pu = np.empty(k, dtype=P.dtype)
     qi = np.empty(k, dtype=P.dtype)
     mean_nb = np.empty(k, dtype=P.dtype)
     sse = 0.0
     for t in order:
-        u = users[t]
-        i = items[t]
-        for f in range(k):
-            pu[f] = P[u, f]
-            qi[f] = Q[i, f]
-        if use_feat:
-            for f in range(k):
-                s = 0.0
-                for d in range(du):
-                    s += W[f, d] * X[u, d]
-                pu[f] += s
-                s = 0.0
-                for d in range(di):
-                    s += V[f, d] * Y[i, d]
-                qi[f] += s
-        pred = mu + bu[u] + bi[i]
-        for f in range(k):
-            pred += pu[f] * qi[f]
-        e = ratings[t] - pred
-        sse += e * e
-        bu[u] += lr * (e - reg_b * bu[u])
-        bi[i] += lr * (e - reg_b * bi[i])
-        has_nb = social_reg > 0.0 and nb_ptr[u + 1] > nb_ptr[u]
-        if has_nb:
-            for f in range(k):
-                mean_nb[f] = 0.0
-            for j in range(nb_ptr[u], nb_ptr[u + 1]):
-                v = nb_idx[j]
-                for f in range(k):
-                    mean_nb[f] += nb_w[j] * P[v, f]
-        for f in range(k):
-            gu = e * qi[f]
-            gi = e * pu[f]
-            step_u = gu - reg * P[u, f]
-            if has_nb:
-                step_u -= social_reg * (P[u, f] - mean_nb[f])
-            P[u, f] += lr * step_u
-            Q[i, f] += lr * (gi - reg * Q[i, f])
-            if use_feat:
-                for d in range(du):
-                    W[f, d] += lr_feat * gu * X[u, d]
-                for d in range(di):
-                    V[f, d] += lr_feat * gi * Y[i, d]
+        sse += _sgd_step(t, users, items, ratings, mu, bu, bi, P, Q, W, V, X, Y, nb_ptr, nb_idx, nb_w,
+                         lr, lr_feat, reg, reg_b, social_reg, use_feat, pu, qi, mean_nb)
     return sse
+
+
+@njit(cache=True, fastmath=True, parallel=True)
+def sgd_epoch_parallel(
+    users, items, ratings, order, mu, bu, bi, P, Q, W, V, X, Y,
+    nb_ptr, nb_idx, nb_w, lr, lr_feat, reg, reg_b, social_reg, use_feat, n_chunks,
+):  # pragma: no cover - compiled
+    """Hogwild: the shuffled order is cut into chunks run on all cores without locks.
+
+    Ratings are sparse, so two threads rarely touch the same user or movie at once; the
+    occasional lost update does not hurt convergence (Niu et al., 2011). Not bit-for-bit
+    deterministic: used for large data only (see MatrixFactorization.threads).
+    """
+    k = P.shape[1]
+    n = len(order)
+    size = (n + n_chunks - 1) // n_chunks
+    sse = np.zeros(n_chunks)
+    for c in prange(n_chunks):
+        pu = np.empty(k, dtype=P.dtype)
+        qi = np.empty(k, dtype=P.dtype)
+        mean_nb = np.empty(k, dtype=P.dtype)
+        acc = 0.0
+        for j in range(c * size, min(n, (c + 1) * size)):
+            acc += _sgd_step(order[j], users, items, ratings, mu, bu, bi, P, Q, W, V, X, Y, nb_ptr, nb_idx,
+                             nb_w, lr, lr_feat, reg, reg_b, social_reg, use_feat, pu, qi, mean_nb)
+        sse[c] = acc
+    return sse.sum()
 
 
 @njit(cache=True)

@@ -94,6 +94,7 @@ class MatrixFactorization:
         lr_decay: float = 0.97,
         batch_size: int = 4096,
         ensemble: int = 1,
+        threads: int = 0,
         ranking: str = "hybrid",
         watch_factors: int = 32,
         watch_epochs: int = 20,
@@ -120,6 +121,7 @@ class MatrixFactorization:
         self.lr_decay = lr_decay
         self.batch_size = batch_size
         self.ensemble = ensemble
+        self.threads = threads
         self.ranking = ranking
         self.watch_factors = watch_factors
         self.watch_epochs = watch_epochs
@@ -131,7 +133,7 @@ class MatrixFactorization:
     PARAMS = (
         "factors", "epochs", "optimizer", "learning_rate", "reg", "reg_bias", "reg_features",
         "social_reg", "use_features", "implicit", "reg_implicit", "early_stopping", "patience", "validation_fraction",
-        "init_std", "lr_decay", "batch_size", "ensemble", "ranking", "watch_factors", "watch_epochs",
+        "init_std", "lr_decay", "batch_size", "ensemble", "threads", "ranking", "watch_factors", "watch_epochs",
         "watch_learning_rate", "watch_reg", "rank_rating_weight", "seed",
     )
 
@@ -216,8 +218,18 @@ class MatrixFactorization:
             raise ModelError(f"unknown optimizer {self.optimizer!r} (sgd or adam)")
         self.fit_seconds_ = time.perf_counter() - t0
         self.n_train_ = int((~val_mask).sum())
+        self._reset_unrated(data, val_mask)
         self._fit_watch(data)
         return self
+
+    def _reset_unrated(self, data: TrainData, val_mask: np.ndarray) -> None:
+        """Users without training ratings keep no random factors: their vector is what their
+        features, implicit feedback (reviews) and neighbourhood say."""
+        counts = np.bincount(data.users[~val_mask], minlength=data.n_users)
+        nb_rows = np.diff(data.neighbours.tocsr().indptr) > 0 if self.social_reg > 0 else np.zeros(data.n_users, bool)
+        cold = (counts == 0) & ~nb_rows
+        self.user_factors_[cold] = 0.0
+        self.user_bias_[cold] = 0.0
 
     def _fit_watch(self, data: TrainData) -> None:
         """The ranking side: BPR on which movies users rated or reviewed (own factors).
@@ -314,13 +326,18 @@ class MatrixFactorization:
                 self.user_implicit_ = np.asarray(self._implicit_norm @ self.item_implicit_, np.float32)
             else:
                 order = tr[rng.permutation(len(tr))]
-                sse = sgd_epoch(
-                    data.users, data.items, data.ratings, order, np.float32(self.global_mean_),
-                    self.user_bias_, self.item_bias_, self.user_factors_, self.item_factors_,
-                    self.user_weights_, self.item_weights_, X, Y, nb_ptr, nb_idx, nb_w,
-                    np.float32(lr), np.float32(lr_feat), np.float32(self.reg), np.float32(self.reg_bias),
-                    np.float32(self.social_reg), use_feat,
-                )
+                args = (data.users, data.items, data.ratings, order, np.float32(self.global_mean_),
+                        self.user_bias_, self.item_bias_, self.user_factors_, self.item_factors_,
+                        self.user_weights_, self.item_weights_, X, Y, nb_ptr, nb_idx, nb_w,
+                        np.float32(lr), np.float32(lr_feat), np.float32(self.reg), np.float32(self.reg_bias),
+                        np.float32(self.social_reg), use_feat)
+                threads = self._threads(len(tr))
+                if threads > 1:
+                    from movierec.models._sgd import sgd_epoch_parallel
+
+                    sse = sgd_epoch_parallel(*args, threads * 8)
+                else:
+                    sse = sgd_epoch(*args)
             if use_feat and self.reg_features > 0:
                 shrink = np.float32(max(0.0, 1.0 - lr * self.reg_features))
                 self.user_weights_ *= shrink
@@ -346,6 +363,17 @@ class MatrixFactorization:
         if best_state is not None:
             self._restore(best_state)
         return hist
+
+    def _threads(self, n_ratings: int) -> int:
+        """Cores for Hogwild SGD: all of them from 1M ratings up (``threads=0``), else one.
+
+        One thread is bit-for-bit deterministic under a seed; Hogwild is not.
+        """
+        if self.threads == 1 or (self.threads == 0 and n_ratings < 1_000_000):
+            return 1
+        import numba
+
+        return max(1, self.threads or numba.config.NUMBA_NUM_THREADS)
 
     def _record_validation(self, hist: History, data: TrainData, va: np.ndarray, epoch: int) -> None:
         from movierec._faults import failpoint

@@ -39,9 +39,24 @@ def _dedupe_ratings(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return df.sort_index().reset_index(drop=True), before - len(df)
 
 
+def _uniques(s: pd.Series) -> np.ndarray:
+    if isinstance(s.dtype, pd.CategoricalDtype):  # 20M rows: look at the categories only
+        return np.asarray(s.cat.remove_unused_categories().cat.categories.astype(str), dtype=object)
+    return np.asarray(s.astype(str).unique(), dtype=object)
+
+
 def _index(values: list[pd.Series]) -> pd.Index:
-    allv = pd.concat([v for v in values if v is not None], ignore_index=True).astype(str)
-    return pd.Index(np.sort(allv.unique()), name="id")
+    allv = np.concatenate([_uniques(v) for v in values if v is not None])
+    return pd.Index(np.sort(pd.unique(allv)), name="id")
+
+
+def _codes(index: pd.Index, s: pd.Series) -> np.ndarray:
+    """Dense integer of each id in ``s`` (categorical: via its categories)."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        cat_idx = index.get_indexer(s.cat.categories.astype(str))
+        codes = s.cat.codes.to_numpy()
+        return np.where(codes >= 0, cat_idx[np.maximum(codes, 0)], -1).astype(np.int32)
+    return index.get_indexer(s.astype(str)).astype(np.int32)
 
 
 def pair_hash(user_ids: pd.Series, movie_ids: pd.Series, seed: int) -> np.ndarray:
@@ -51,7 +66,13 @@ def pair_hash(user_ids: pd.Series, movie_ids: pd.Series, seed: int) -> np.ndarra
     new data arrives: a nightly refresh compares models on a holdout neither trained on.
     """
     key = f"movierec{seed:08d}"[-16:]
-    frame = pd.DataFrame({"u": user_ids.astype(str).to_numpy(), "m": movie_ids.astype(str).to_numpy()})
+
+    def as_str(s: pd.Series) -> pd.Series:  # categorical ids hash through their categories
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            return s.cat.rename_categories(s.cat.categories.astype(str))
+        return s.astype(str).astype(object)
+
+    frame = pd.DataFrame({"u": as_str(user_ids).to_numpy(), "m": as_str(movie_ids).to_numpy()})
     return pd.util.hash_pandas_object(frame, index=False, hash_key=key).to_numpy(np.uint64)
 
 
@@ -145,10 +166,10 @@ def clean(tables: dict[str, pd.DataFrame], cfg: Config) -> CleanResult:
     res.tables["movie_ids"] = pd.DataFrame({"movie_idx": np.arange(len(mid), dtype=np.int32), "movie_id": mid.to_numpy()})
 
     def uidx(s: pd.Series) -> np.ndarray:
-        return uid.get_indexer(s.astype(str)).astype(np.int32)
+        return _codes(uid, s)
 
     def midx(s: pd.Series) -> np.ndarray:
-        return mid.get_indexer(s.astype(str)).astype(np.int32)
+        return _codes(mid, s)
 
     def rating_frame(df: pd.DataFrame) -> pd.DataFrame:
         out = pd.DataFrame({
