@@ -41,23 +41,40 @@ def top_n(
     seen: sp.csr_matrix | None = None,
     block: int = 2048,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-n items for each of ``users``, excluding ``seen`` items; blocked over users."""
+    """Top-n items for each of ``users``, excluding ``seen`` items; blocked over users.
+
+    Per block: one float32 BLAS product (users x factors times factors x movies), the item
+    biases added in place, seen movies masked, and a compiled parallel top-n per row. The
+    user's own constant (μ + b_u) does not change the order; it is added to the n scores
+    kept. Memory: one block of scores (block x movies floats) at a time.
+    """
+    mu, bu, bi, U, Q = model_vectors
     users = np.asarray(users, dtype=np.int64)
-    n_items = model_vectors[2].shape[0]
+    n_items = Q.shape[0]
     n = min(n, n_items)
+    U = np.ascontiguousarray(U, dtype=np.float32)
+    Qt = np.ascontiguousarray(np.asarray(Q, dtype=np.float32).T)
+    bi = np.asarray(bi, dtype=np.float32)
     items = np.zeros((len(users), n), dtype=np.int64)
     scores = np.zeros((len(users), n), dtype=np.float32)
     for start in range(0, len(users), block):
         ub = users[start : start + block]
-        s = score_block(model_vectors, ub).astype(np.float32)
+        s = U[ub] @ Qt
+        s += bi
         if seen is not None:
             sub = seen[ub]
             rows = np.repeat(np.arange(len(ub)), np.diff(sub.indptr))
             s[rows, sub.indices] = -np.inf
-        it, sc = top_n_from_scores(s, n)
+        it, sc = _topk_rows(s, n)
         items[start : start + len(ub)] = it
-        scores[start : start + len(ub)] = sc
+        scores[start : start + len(ub)] = sc + (np.asarray(bu, np.float32)[ub] + np.float32(mu))[:, None]
     return items, scores
+
+
+def _topk_rows(s: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    from movierec._topk import topk_rows
+
+    return topk_rows(s, n)
 
 
 @dataclass

@@ -71,12 +71,24 @@ def check_text_file(path: Path, encoding: str, chunk: int = 1 << 24) -> None:
         raise DataError(f"{path}: the file is empty (a header row with column names is needed)")
 
 
-def _read_arrow(path: Path, encoding: str, delimiter: str,
-                id_columns: tuple[str, ...] = ()) -> tuple[pd.DataFrame, list[tuple[int, str, int]]]:
-    """Parse with pyarrow (multi-threaded, Arrow-backed strings); every column as a string.
+def _read_arrow(path: Path, encoding: str, delimiter: str, id_columns: tuple[str, ...] = (),
+                numeric_columns: tuple[str, ...] = ()) -> tuple[pd.DataFrame, list[tuple[int, str, int]]]:
+    """Parse with pyarrow (multi-threaded): ids dictionary-encoded, other columns strings.
 
-    Rows with the wrong number of fields are skipped and returned as (line, text, fields).
+    First ``numeric_columns`` are parsed straight to float64 (20M ratings never exist as
+    strings); if any value does not parse, the file is read again with them as strings so
+    that each bad value gets its row and reason. Rows with the wrong number of fields are
+    skipped and returned as (line, text, fields).
     """
+    try:
+        return _read_arrow_typed(path, encoding, delimiter, id_columns, numeric_columns)
+    except Exception as exc:  # noqa: BLE001 - ArrowInvalid: a value that is not a number
+        if not numeric_columns or "conversion error" not in str(exc).lower():
+            raise
+        return _read_arrow_typed(path, encoding, delimiter, id_columns, ())
+
+
+def _read_arrow_typed(path, encoding, delimiter, id_columns, numeric_columns):
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -97,7 +109,8 @@ def _read_arrow(path: Path, encoding: str, delimiter: str,
         parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_invalid),
         # ids are dictionary-encoded (categorical): 20M ratings hold 2 x 20M int32 codes, not strings
         convert_options=pacsv.ConvertOptions(column_types={
-            c: (pa.dictionary(pa.int32(), pa.string()) if c.strip().lstrip("\ufeff") in id_columns else pa.string())
+            c: (pa.dictionary(pa.int32(), pa.string()) if c.strip().lstrip("\ufeff") in id_columns
+                else pa.float64() if c.strip().lstrip("\ufeff") in numeric_columns else pa.string())
             for c in columns},
                                              strings_can_be_null=False, quoted_strings_can_be_null=False),
     )
@@ -123,6 +136,8 @@ def normalize_id(s: pd.Series) -> pd.Series:
 
 def parse_timestamp(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Unix seconds or ISO 8601 -> int64 seconds; returns (values, bad mask). Empty is NaN."""
+    if pd.api.types.is_float_dtype(s.dtype):  # already parsed as numbers by pyarrow
+        return s.astype("float64"), pd.Series(False, index=s.index)
     s = s.str.strip()
     empty = s == ""
     num = pd.to_numeric(s, errors="coerce").astype("float64")
@@ -154,7 +169,8 @@ def read_table(
         raise DataError(f"{path}: file not found (the {schema.name} file is required)")
     check_text_file(path, encoding)
     try:
-        df, bad_rows = _read_arrow(path, encoding, delimiter, schema.id_columns)
+        df, bad_rows = _read_arrow(path, encoding, delimiter, schema.id_columns,
+                                   tuple(schema.numeric) + ("timestamp",))
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path}: the file is empty (no header row)") from exc
     except (pd.errors.ParserError, csv_error(), ValueError, OSError) as exc:
@@ -201,11 +217,17 @@ def read_table(
     for c in schema.numeric:
         if c not in df.columns:
             continue
-        raw = df[c].str.strip()
-        num = pd.to_numeric(raw, errors="coerce").astype("float64")
         required = c in schema.required
-        empty = (raw == "").to_numpy(bool)
-        nan = num.isna().to_numpy(bool)
+        if pd.api.types.is_float_dtype(df[c].dtype):  # parsed by pyarrow: empty fields are NaN
+            num = df[c].astype("float64")
+            nan = num.isna().to_numpy(bool)
+            empty = nan
+            raw = None
+        else:
+            raw = df[c].str.strip()
+            num = pd.to_numeric(raw, errors="coerce").astype("float64")
+            empty = (raw == "").to_numpy(bool)
+            nan = num.isna().to_numpy(bool)
         if required:
             flag(empty, f"missing {c}")
         flag(nan & ~empty, lambda m, c=c, raw=raw: f"{c} " + raw[m].str.slice(0, 30).map(repr) + " is not a number")

@@ -46,7 +46,7 @@ def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
         imp_sp = tf.sparse.reorder(tf.sparse.SparseTensor(
             np.stack([nm.row, nm.col], 1).astype(np.int64), nm.data.astype(np.float32), nm.shape))
     # SGD shrinks y_j once for every user whose implicit set holds j: weight by that count
-    counts = np.asarray(data.implicit_items.sum(0)).ravel().astype(np.float32) if implicit else np.zeros(1, np.float32)
+    counts = np.asarray(data.implicit().sum(0)).ravel().astype(np.float32) if implicit else np.zeros(1, np.float32)
     imp_weight = tf.constant(counts[:, None] * model.reg_implicit / max(n_train, 1))
 
     nb = data.neighbours.tocoo()

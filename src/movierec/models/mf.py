@@ -56,12 +56,18 @@ class TrainData:
             self.item_features = np.zeros((self.n_items, 0), np.float32)
         if self.neighbours is None:
             self.neighbours = sp.csr_matrix((self.n_users, self.n_users), dtype=np.float32)
+
+    def implicit(self) -> sp.csr_matrix:
+        """Binary users x movies matrix of implicit feedback (built on first use: at 20M
+        ratings it costs hundreds of MB that a plain model never needs)."""
         if self.implicit_items is None:
             self.implicit_items = sp.csr_matrix(
                 (np.ones(len(self.users), np.float32), (self.users, self.items)), shape=(self.n_users, self.n_items))
-        self.implicit_items = self.implicit_items.tocsr()
-        self.implicit_items.sum_duplicates()
-        self.implicit_items.data[:] = 1.0
+        m = self.implicit_items.tocsr()
+        m.sum_duplicates()
+        m.data[:] = 1.0
+        self.implicit_items = m
+        return m
 
 
 @dataclass
@@ -161,7 +167,7 @@ class MatrixFactorization:
         self.item_features_ = (data.item_features if di else np.zeros((data.n_items, 0))).astype(np.float32)
         if self.implicit:
             self.item_implicit_ = rng.normal(0, self.init_std, (data.n_items, k)).astype(np.float32)
-            self._implicit_norm = self._normalized(data.implicit_items)
+            self._implicit_norm = self._normalized(data.implicit())
             self.user_implicit_ = np.asarray(self._implicit_norm @ self.item_implicit_, np.float32)
         else:
             self.item_implicit_ = np.zeros((data.n_items, 0), np.float32)
@@ -248,7 +254,7 @@ class MatrixFactorization:
             return
         from movierec.models._sgd import bpr_epoch
 
-        pos = data.implicit_items.tocsr()
+        pos = data.implicit().copy()
         pos.sort_indices()
         users = np.repeat(np.arange(n_users, dtype=np.int32), np.diff(pos.indptr))
         items = pos.indices.astype(np.int32)
@@ -303,8 +309,16 @@ class MatrixFactorization:
         hist = History()
         best, best_state, bad = np.inf, None, 0
         lr = self.learning_rate
+        threads = self._threads(len(tr))
+        if threads > 1 and not self.implicit:
+            # large data: ratings stored user by user, each user's in a random order
+            srt = tr[np.lexsort((rng.random(len(tr)), data.users[tr]))]
+            by_ptr = np.zeros(data.n_users + 1, np.int64)
+            by_ptr[1:] = np.cumsum(np.bincount(data.users[srt], minlength=data.n_users))
+            by_user = (by_ptr, data.users[srt], data.items[srt], data.ratings[srt])
+            del srt
         if self.implicit:
-            imp = data.implicit_items
+            imp = data.implicit()
             n_ptr, n_idx = imp.indptr.astype(np.int64), imp.indices.astype(np.int32)
             r_ptr = np.zeros(data.n_users + 1, np.int64)
             r_ptr[1:] = np.cumsum(np.bincount(data.users[tr], minlength=data.n_users))
@@ -324,20 +338,24 @@ class MatrixFactorization:
                     np.float32(self.reg_implicit), np.float32(self.social_reg), use_feat,
                 )
                 self.user_implicit_ = np.asarray(self._implicit_norm @ self.item_implicit_, np.float32)
+            elif threads > 1:
+                from movierec.models._sgd import sgd_epoch_by_user
+
+                sse = sgd_epoch_by_user(
+                    rng.permutation(data.n_users).astype(np.int32), by_user[0], by_user[1], by_user[2],
+                    by_user[3], np.float32(self.global_mean_), self.user_bias_, self.item_bias_,
+                    self.user_factors_, self.item_factors_, self.user_weights_, self.item_weights_, X, Y,
+                    nb_ptr, nb_idx, nb_w, np.float32(lr), np.float32(lr_feat), np.float32(self.reg),
+                    np.float32(self.reg_bias), np.float32(self.social_reg), use_feat, threads * 16)
             else:
                 order = tr[rng.permutation(len(tr))]
-                args = (data.users, data.items, data.ratings, order, np.float32(self.global_mean_),
-                        self.user_bias_, self.item_bias_, self.user_factors_, self.item_factors_,
-                        self.user_weights_, self.item_weights_, X, Y, nb_ptr, nb_idx, nb_w,
-                        np.float32(lr), np.float32(lr_feat), np.float32(self.reg), np.float32(self.reg_bias),
-                        np.float32(self.social_reg), use_feat)
-                threads = self._threads(len(tr))
-                if threads > 1:
-                    from movierec.models._sgd import sgd_epoch_parallel
-
-                    sse = sgd_epoch_parallel(*args, threads * 8)
-                else:
-                    sse = sgd_epoch(*args)
+                sse = sgd_epoch(
+                    data.users, data.items, data.ratings, order, np.float32(self.global_mean_),
+                    self.user_bias_, self.item_bias_, self.user_factors_, self.item_factors_,
+                    self.user_weights_, self.item_weights_, X, Y, nb_ptr, nb_idx, nb_w,
+                    np.float32(lr), np.float32(lr_feat), np.float32(self.reg), np.float32(self.reg_bias),
+                    np.float32(self.social_reg), use_feat,
+                )
             if use_feat and self.reg_features > 0:
                 shrink = np.float32(max(0.0, 1.0 - lr * self.reg_features))
                 self.user_weights_ *= shrink

@@ -28,15 +28,27 @@ class CleanResult:
     stats: dict[str, int] = field(default_factory=dict)
 
 
-def _dedupe_ratings(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Latest rating of a (user, movie) wins: by timestamp, then by position in the file."""
-    df = df.reset_index(drop=True)
-    if "timestamp" in df.columns:
-        order = df.assign(_pos=np.arange(len(df))).sort_values(["timestamp", "_pos"], na_position="first", kind="stable")
-        df = order.drop(columns="_pos")
-    before = len(df)
-    df = df.drop_duplicates(["user_id", "movie_id"], keep="last")
-    return df.sort_index().reset_index(drop=True), before - len(df)
+def _dedupe(frame: pd.DataFrame, n_items: int) -> tuple[pd.DataFrame, int]:
+    """Latest rating of a (user, movie) wins: by timestamp, then by position in the file.
+
+    Works on the integer codes; a file without duplicates (the usual case) costs one sort.
+    """
+    key = frame["user_idx"].to_numpy(np.int64) * n_items + frame["movie_idx"].to_numpy(np.int64)
+    sk = np.sort(key)
+    if not (sk[1:] == sk[:-1]).any():
+        return frame, 0
+    del sk
+    pos = np.arange(len(frame))
+    if "timestamp" in frame.columns:
+        ts = frame["timestamp"].to_numpy(np.float64)
+        order = np.lexsort((pos, np.where(np.isnan(ts), -np.inf, ts), key))
+    else:
+        order = np.lexsort((pos, key))
+    ks = key[order]
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = ks[1:] != ks[:-1]
+    keep = np.sort(order[last])
+    return frame.iloc[keep].reset_index(drop=True), len(frame) - len(keep)
 
 
 def _uniques(s: pd.Series) -> np.ndarray:
@@ -59,28 +71,34 @@ def _codes(index: pd.Index, s: pd.Series) -> np.ndarray:
     return index.get_indexer(s.astype(str)).astype(np.int32)
 
 
-def pair_hash(user_ids: pd.Series, movie_ids: pd.Series, seed: int) -> np.ndarray:
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a bijective scramble of 64-bit integers."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def pair_hash(user_idx: np.ndarray, movie_idx: np.ndarray, user_ids: pd.Index, movie_ids: pd.Index,
+              seed: int) -> np.ndarray:
     """A stable 64-bit hash of each (user_id, movie_id) pair under ``seed``.
 
     Random and k-fold splits are decided by it, so a rating stays in the same part when
     new data arrives: a nightly refresh compares models on a holdout neither trained on.
+    The id strings are hashed once each (not once per rating), then combined per rating.
     """
     key = f"movierec{seed:08d}"[-16:]
-
-    def as_str(s: pd.Series) -> pd.Series:  # categorical ids hash through their categories
-        if isinstance(s.dtype, pd.CategoricalDtype):
-            return s.cat.rename_categories(s.cat.categories.astype(str))
-        return s.astype(str).astype(object)
-
-    frame = pd.DataFrame({"u": as_str(user_ids).to_numpy(), "m": as_str(movie_ids).to_numpy()})
-    return pd.util.hash_pandas_object(frame, index=False, hash_key=key).to_numpy(np.uint64)
+    hu = pd.util.hash_array(np.asarray(user_ids, dtype=object), hash_key=key)
+    hm = pd.util.hash_array(np.asarray(movie_ids, dtype=object), hash_key=key[::-1])
+    with np.errstate(over="ignore"):
+        return _mix64(hu[user_idx] * np.uint64(0x9E3779B97F4A7C15) ^ hm[movie_idx])
 
 
-def assign_folds(ratings: pd.DataFrame, cfg: Config, ids: tuple[pd.Series, pd.Series] | None = None) -> np.ndarray:
+def assign_folds(ratings: pd.DataFrame, cfg: Config, ids: tuple[pd.Index, pd.Index] | None = None) -> np.ndarray:
     """The ``fold`` column for the configured split method.
 
-    ``ids`` are the (user_id, movie_id) strings of each rating; random and kfold splits
-    hash them (see :func:`pair_hash`).
+    ``ids`` are the user and movie id indexes (position = dense index); random and kfold
+    splits hash the id pairs (see :func:`pair_hash`).
     """
     n = len(ratings)
     sp = cfg.split
@@ -88,9 +106,9 @@ def assign_folds(ratings: pd.DataFrame, cfg: Config, ids: tuple[pd.Series, pd.Se
     if sp.method == "none":
         return fold
     if sp.method in ("random", "kfold"):
-        if ids is None:
-            ids = (ratings["user_idx"], ratings["movie_idx"])
-        h = pair_hash(ids[0], ids[1], sp.seed)
+        if ids is None:  # no id strings: the dense indices stand in for them
+            ids = (pd.Index(np.arange(ratings["user_idx"].max() + 1)), pd.Index(np.arange(ratings["movie_idx"].max() + 1)))
+        h = pair_hash(ratings["user_idx"].to_numpy(), ratings["movie_idx"].to_numpy(), ids[0], ids[1], sp.seed)
         if sp.method == "kfold":
             return (h % np.uint64(sp.folds)).astype(np.int16)
         fold[(h % np.uint64(1 << 20)).astype(np.float64) / (1 << 20) < sp.test_fraction] = 0
@@ -139,12 +157,8 @@ def clean(tables: dict[str, pd.DataFrame], cfg: Config) -> CleanResult:
         ``user_ids`` and ``movie_ids`` tables (absent inputs give absent tables).
     """
     res = CleanResult()
-    ratings, dup = _dedupe_ratings(tables["ratings"])
-    res.stats["duplicate_ratings_removed"] = dup
-    test = None
-    if "test" in tables:
-        test, dup_t = _dedupe_ratings(tables["test"])
-        res.stats["duplicate_ratings_removed"] += dup_t
+    ratings = tables["ratings"]
+    test = tables.get("test")
     users, movies = tables.get("users"), tables.get("movies")
     reviews, social = tables.get("reviews"), tables.get("social")
 
@@ -181,14 +195,16 @@ def clean(tables: dict[str, pd.DataFrame], cfg: Config) -> CleanResult:
             out["timestamp"] = df["timestamp"].to_numpy(np.float64)
         return out
 
-    r = rating_frame(ratings)
+    r, dup = _dedupe(rating_frame(ratings), len(mid))
+    res.stats["duplicate_ratings_removed"] = dup
     if test is not None:
-        t = rating_frame(test)
+        t, dup_t = _dedupe(rating_frame(test), len(mid))
+        res.stats["duplicate_ratings_removed"] += dup_t
         r["fold"] = np.int16(-1)
         t["fold"] = np.int16(0)
         r = pd.concat([r, t], ignore_index=True)
     else:
-        r["fold"] = assign_folds(r, cfg, (ratings["user_id"], ratings["movie_id"]))
+        r["fold"] = assign_folds(r, cfg, (uid, mid))
     res.tables["ratings"] = r
     res.stats["ratings"] = len(r)
     res.stats["test_ratings"] = int((r["fold"] == 0).sum()) if cfg.split.method != "kfold" else 0
