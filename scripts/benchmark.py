@@ -186,14 +186,80 @@ def bench_ml100k(args) -> str:
     ])
 
 
+_PEAK = (
+    "import resource, sys\n"
+    "from movierec.cli import main\n"
+    "try:\n"
+    "    main(sys.argv[1:])\n"
+    "finally:\n"
+    "    print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+)
+
+
+def _timed(args: list[str]) -> tuple[float, float, str]:
+    """Run ``movierec ARGS`` in a fresh process; (wall seconds, its peak RSS in GB, stderr)."""
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", _PEAK, *args], capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"movierec {' '.join(args)} failed:\n{r.stderr[-3000:]}")
+    kb = [int(line.split()[1]) for line in r.stderr.splitlines() if line.startswith("PEAK_RSS_KB")]
+    return wall, kb[-1] / 1024 / 1024, r.stderr
+
+
+def bench_scale(args) -> str:
+    """20M synthetic ratings: train (sgd; adam with large batches) and recommend --all."""
+    data = Path(args.data)
+    if not (data / "ratings.csv").exists():
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "make_synthetic.py"), "--out", str(data),
+                        "--ratings", str(args.ratings)], check=True)
+    work = Path(tempfile.mkdtemp(prefix="mr-scale-"))
+    exe: list[str] = []
+    base = ["--config", str(ROOT / "configs" / "synthetic-20m.yaml"), f"data.dir={data}", f"workdir={work}"]
+    rows = []
+    wall, peak, _ = _timed(exe + ["train", *base])
+    m = json.loads((work / "manifests" / "train.json").read_text())
+    rows.append(("movierec train, sgd, 64 factors, 20 epochs (whole command: ingest, clean, fit)",
+                 m["fit_seconds"], wall, peak))
+    wall, peak, _ = _timed(exe + ["train", *base])
+    m = json.loads((work / "manifests" / "train.json").read_text())
+    rows.append(("movierec train again (stages fresh; numba cache warm)", m["fit_seconds"], wall, peak))
+    out = work / "all.parquet"
+    wall, peak, err = _timed(exe + ["recommend", *base, "--all", "--output", str(out), "-n", "10"])
+    n = len(pd.read_parquet(out))
+    rows.append((f"movierec recommend --all, top-10 for every user ({n:,} rows), seen excluded", None, wall, peak))
+    if args.adam:
+        wall, peak, _ = _timed(exe + ["train", *base, "model.optimizer=adam", "model.batch_size=65536",
+                                      "model.learning_rate=0.01", f"model.epochs={args.adam_epochs}"])
+        m = json.loads((work / "manifests" / "train.json").read_text())
+        rows.append((f"movierec train, adam (TensorFlow, CPU), batch 65536, {args.adam_epochs} epochs "
+                     f"({m['fit_seconds'] / args.adam_epochs:.1f} s/epoch)", m["fit_seconds"], wall, peak))
+    lines = ["| run | fit seconds | wall seconds | peak RSS of the command (GB) |", "|---|---|---|---|"]
+    for name, fit, wall, peak in rows:
+        lines.append(f"| {name} | {'-' if fit is None else f'{fit:.1f}'} | {wall:.1f} | {peak:.2f} |")
+    return "\n\n".join([
+        f"# Scale: {args.ratings:,} synthetic ratings (MovieLens-20M shape: 138,493 users, 27,278 movies)",
+        f"Machine: {machine()}  \nCommand: `python scripts/benchmark.py scale --data {args.data}"
+        f"{' --adam' if args.adam else ''}`  \nDate: {time.strftime('%Y-%m-%d %H:%M')}",
+        "Targets: fitting <= 90 s and <= 4 GB for the whole `train` command; `recommend --all` <= 30 s and <= 4 GB.",
+        "\n".join(lines),
+    ])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="which", required=True)
     a = sub.add_parser("ml100k")
     a.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "ml-100k"))
     a.add_argument("--out", default=str(RESULTS / "ml100k.md"))
+    b = sub.add_parser("scale")
+    b.add_argument("--data", default="/tmp/movierec-synthetic-20m")
+    b.add_argument("--ratings", type=int, default=20_000_263)
+    b.add_argument("--adam", action="store_true", help="also time the TensorFlow trainer")
+    b.add_argument("--adam-epochs", type=int, default=3)
+    b.add_argument("--out", default=str(RESULTS / "scale.md"))
     args = ap.parse_args()
-    text = {"ml100k": bench_ml100k}[args.which](args)
+    text = {"ml100k": bench_ml100k, "scale": bench_scale}[args.which](args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text + "\n")
     print(text)

@@ -15,6 +15,10 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+#: Adam's epsilon. The default 1e-7 lets a user or movie seen in a few ratings take
+#: full-size steps and overfit (MovieLens-100K u1: RMSE 0.938 vs 0.926 with 1e-3).
+ADAM_EPSILON = 1e-3
+
 
 def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -57,7 +61,7 @@ def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
 
     # a large epsilon damps the per-parameter step of rarely seen users and movies (with the
     # default 1e-7 they take full-size steps from a few ratings and overfit)
-    opt = tf.keras.optimizers.Adam(learning_rate=model.learning_rate, epsilon=float(os.environ.get("MR_EPS", "1e-3")))
+    opt = tf.keras.optimizers.Adam(learning_rate=model.learning_rate, epsilon=ADAM_EPSILON)
     reg = tf.constant(model.reg, tf.float32)
     reg_b = tf.constant(model.reg_bias, tf.float32)
     reg_f = tf.constant(model.reg_features / max(n_train, 1), tf.float32)
