@@ -28,12 +28,6 @@ def top_n_from_scores(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarra
     return np.take_along_axis(part, order, 1), np.take_along_axis(part_scores, order, 1)
 
 
-def score_block(model_vectors: tuple, users: np.ndarray) -> np.ndarray:
-    """Predicted ratings of ``users`` (indices) for every item (len(users) x n_items)."""
-    mu, bu, bi, U, Q = model_vectors
-    return (U[users] @ Q.T) + bi[None, :] + (bu[users] + mu)[:, None]
-
-
 def top_n(
     model_vectors: tuple,
     users: np.ndarray,

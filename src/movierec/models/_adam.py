@@ -1,7 +1,8 @@
 """Mini-batch Adam trainer in TensorFlow for :class:`MatrixFactorization`.
 
-The batch loop runs inside one ``tf.function`` per epoch (``tf.data`` feeds tensors, no
-per-batch Python), and nothing assumes a CPU: the same code runs on a GPU. The learned
+The batch loop runs inside one ``tf.function`` per epoch (batches gathered from rating
+tensors by a shuffled index, no per-batch Python), and nothing assumes a CPU: the same
+code runs on a GPU. The learned
 variables are copied back into the numpy state of the model, so a model trained here
 saves and loads exactly like one trained by SGD.
 """
@@ -99,24 +100,28 @@ def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
         opt.apply_gradients(zip(grads, variables))
         return tf.reduce_sum(tf.square(err))
 
-    @tf.function
-    def run_epoch(ds):
-        sse = tf.constant(0.0)
-        for u, i, r in ds:
-            sse += step(u, i, r)
-        return sse
-
     users = tf.constant(data.users[tr])
     items = tf.constant(data.items[tr])
     ratings = tf.constant(data.ratings[tr])
-    ds_all = tf.data.Dataset.from_tensor_slices((users, items, ratings))
+    batch = int(model.batch_size)
+    n_batches = (n_train + batch - 1) // batch
+
+    @tf.function
+    def run_epoch(seed):
+        # the whole epoch in one graph: a shuffled index, then a batch at a time gathered
+        # from the rating tensors (no tf.data shuffle buffer: that copies every rating)
+        perm = tf.random.experimental.stateless_shuffle(tf.range(n_train), seed=seed)
+        sse = tf.constant(0.0)
+        for b in tf.range(n_batches):
+            idx = perm[b * batch : (b + 1) * batch]
+            sse += step(tf.gather(users, idx), tf.gather(items, idx), tf.gather(ratings, idx))
+        return sse
 
     hist = History()
     best, best_state, bad = np.inf, None, 0
     for epoch in range(model.epochs):
-        ds = ds_all.shuffle(n_train, seed=int(rng.integers(1 << 31)), reshuffle_each_iteration=False)
-        ds = ds.batch(model.batch_size).prefetch(2)
-        sse = float(run_epoch(ds))
+        seed = tf.constant([int(rng.integers(1 << 31)), epoch], dtype=tf.int64)
+        sse = float(run_epoch(seed))
         hist.train_rmse.append(float(np.sqrt(sse / max(1, n_train))))
         _pull(model, bu, bi, P, Q, W, V, Yimp if implicit else None)
         model._record_validation(hist, data, va, epoch)
