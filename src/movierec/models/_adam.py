@@ -25,7 +25,7 @@ def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    from movierec.models.mf import MIN_EPOCHS, History
+    from movierec.models.mf import EpochTracker
 
     tf.random.set_seed(model.seed)
     tr = np.flatnonzero(~val_mask)
@@ -117,28 +117,14 @@ def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
             sse += step(tf.gather(users, idx), tf.gather(items, idx), tf.gather(ratings, idx))
         return sse
 
-    hist = History()
-    best, best_state, bad = np.inf, None, 0
+    tracker = EpochTracker(model, data, va)
     for epoch in range(model.epochs):
         seed = tf.constant([int(rng.integers(1 << 31)), epoch], dtype=tf.int64)
         sse = float(run_epoch(seed))
-        hist.train_rmse.append(float(np.sqrt(sse / max(1, n_train))))
         _pull(model, bu, bi, P, Q, W, V, Yimp if implicit else None)
-        model._record_validation(hist, data, va, epoch)
-        if len(va):
-            v = hist.val_rmse[-1]
-            if v < best - 1e-5:
-                best, best_state, bad, hist.best_epoch = v, model._state(), 0, epoch
-            else:
-                bad += 1
-                if bad >= model.patience and epoch + 1 >= MIN_EPOCHS:
-                    log.info("early stopping after epoch %d (best %d)", epoch + 1, hist.best_epoch + 1)
-                    break
-        else:
-            hist.best_epoch = epoch
-    if best_state is not None:
-        model._restore(best_state)
-    return hist
+        if tracker.end_epoch(epoch, sse, n_train):
+            break
+    return tracker.finish()
 
 
 def _pull(model, bu, bi, P, Q, W, V, Yimp=None) -> None:

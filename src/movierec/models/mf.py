@@ -77,6 +77,42 @@ class History:
     best_epoch: int = 0
 
 
+class EpochTracker:
+    """Per-epoch bookkeeping shared by both trainers: training and validation RMSE, the
+    best state so far, and early stopping (restoring the best state at the end)."""
+
+    def __init__(self, model: "MatrixFactorization", data: TrainData, va: np.ndarray) -> None:
+        self.model, self.data, self.va = model, data, va
+        self.history = History()
+        self.best, self.best_state, self.bad = np.inf, None, 0
+
+    def end_epoch(self, epoch: int, sse: float, n_train: int) -> bool:
+        """Record the epoch; True when training should stop."""
+        m, hist = self.model, self.history
+        hist.train_rmse.append(float(np.sqrt(sse / max(1, n_train))))
+        m._record_validation(hist, self.data, self.va, epoch)
+        if not len(self.va):
+            hist.best_epoch = epoch
+            return False
+        v = hist.val_rmse[-1]
+        if v < self.best - 1e-5:
+            self.best, self.best_state, self.bad, hist.best_epoch = v, m._state(), 0, epoch
+            return False
+        self.bad += 1
+        # factors start small and validation RMSE can plateau before it falls:
+        # never stop in the first few epochs
+        if self.bad >= m.patience and epoch + 1 >= MIN_EPOCHS:
+            log.info("early stopping after epoch %d (best %d, validation RMSE %.4f)",
+                     epoch + 1, hist.best_epoch + 1, self.best)
+            return True
+        return False
+
+    def finish(self) -> History:
+        if self.best_state is not None:
+            self.model._restore(self.best_state)
+        return self.history
+
+
 class MatrixFactorization:
     """Estimator: hyperparameters in ``__init__``, ``fit`` returns self, state ends in ``_``."""
 
@@ -292,7 +328,7 @@ class MatrixFactorization:
         return self
 
     def _fit_sgd(self, data: TrainData, val_mask: np.ndarray, rng: np.random.Generator) -> History:
-        from movierec.models._sgd import fill_cold_users, sgd_epoch
+        from movierec.models._sgd import fill_cold_users, sgd_epoch_by_user
 
         tr = np.flatnonzero(~val_mask).astype(np.int64)
         va = np.flatnonzero(val_mask)
@@ -306,12 +342,11 @@ class MatrixFactorization:
         Y = self.item_features_ if self.item_features_.shape[1] else np.zeros((data.n_items, 0), np.float32)
         # shared projections see every rating: a smaller step keeps them stable
         n_rated = max(1, len(tr))
-        hist = History()
-        best, best_state, bad = np.inf, None, 0
+        tracker = EpochTracker(self, data, va)
         lr = self.learning_rate
         threads = self._threads(len(tr))
-        if threads > 1 and not self.implicit:
-            # large data: ratings stored user by user, each user's in a random order
+        if not self.implicit:
+            # ratings stored user by user, each user's in a random order
             srt = tr[np.lexsort((rng.random(len(tr)), data.users[tr]))]
             by_ptr = np.zeros(data.n_users + 1, np.int64)
             by_ptr[1:] = np.cumsum(np.bincount(data.users[srt], minlength=data.n_users))
@@ -338,49 +373,24 @@ class MatrixFactorization:
                     np.float32(self.reg_implicit), np.float32(self.social_reg), use_feat,
                 )
                 self.user_implicit_ = np.asarray(self._implicit_norm @ self.item_implicit_, np.float32)
-            elif threads > 1:
-                from movierec.models._sgd import sgd_epoch_by_user
-
+            else:
                 sse = sgd_epoch_by_user(
                     rng.permutation(data.n_users).astype(np.int32), by_user[0], by_user[1], by_user[2],
                     by_user[3], np.float32(self.global_mean_), self.user_bias_, self.item_bias_,
                     self.user_factors_, self.item_factors_, self.user_weights_, self.item_weights_, X, Y,
                     nb_ptr, nb_idx, nb_w, np.float32(lr), np.float32(lr_feat), np.float32(self.reg),
-                    np.float32(self.reg_bias), np.float32(self.social_reg), use_feat, threads * 16)
-            else:
-                order = tr[rng.permutation(len(tr))]
-                sse = sgd_epoch(
-                    data.users, data.items, data.ratings, order, np.float32(self.global_mean_),
-                    self.user_bias_, self.item_bias_, self.user_factors_, self.item_factors_,
-                    self.user_weights_, self.item_weights_, X, Y, nb_ptr, nb_idx, nb_w,
-                    np.float32(lr), np.float32(lr_feat), np.float32(self.reg), np.float32(self.reg_bias),
-                    np.float32(self.social_reg), use_feat,
-                )
+                    np.float32(self.reg_bias), np.float32(self.social_reg), use_feat,
+                    threads * 16 if threads > 1 else 1)
             if use_feat and self.reg_features > 0:
                 shrink = np.float32(max(0.0, 1.0 - lr * self.reg_features))
                 self.user_weights_ *= shrink
                 self.item_weights_ *= shrink
             if self.social_reg > 0:
                 fill_cold_users(self.user_factors_, self.user_bias_, counts, nb_ptr, nb_idx, nb_w)
-            hist.train_rmse.append(float(np.sqrt(sse / max(1, len(tr)))))
-            self._record_validation(hist, data, va, epoch)
-            if len(va):
-                v = hist.val_rmse[-1]
-                if v < best - 1e-5:
-                    best, best_state, bad, hist.best_epoch = v, self._state(), 0, epoch
-                else:
-                    bad += 1
-                    # factors start small and validation RMSE can plateau before it falls:
-                    # never stop in the first few epochs
-                    if bad >= self.patience and epoch + 1 >= MIN_EPOCHS:
-                        log.info("early stopping after epoch %d (best %d, val RMSE %.4f)", epoch + 1, hist.best_epoch + 1, best)
-                        break
-            else:
-                hist.best_epoch = epoch
+            if tracker.end_epoch(epoch, sse, len(tr)):
+                break
             lr *= self.lr_decay
-        if best_state is not None:
-            self._restore(best_state)
-        return hist
+        return tracker.finish()
 
     def _threads(self, n_ratings: int) -> int:
         """Cores for Hogwild SGD: all of them from 1M ratings up (``threads=0``), else one.
