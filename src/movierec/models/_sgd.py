@@ -72,6 +72,34 @@ def _sgd_step(t, users, items, ratings, mu, bu, bi, P, Q, W, V, X, Y, nb_ptr, nb
 
 
 @njit(cache=True, fastmath=True, parallel=True)
+def sgd_epoch_parallel(
+    users, items, ratings, order, mu, bu, bi, P, Q, W, V, X, Y,
+    nb_ptr, nb_idx, nb_w, lr, lr_feat, reg, reg_b, social_reg, use_feat, n_chunks,
+):  # pragma: no cover - compiled
+    """One SGD pass over the ratings in a shuffled order (``order``), cut into chunks.
+
+    Used when shared parameters are trained (feature projections W, V, or the social
+    term): a user-by-user order would feed W the same user's gradient many times in a row.
+    With ``n_chunks > 1`` the chunks run on all cores, Hogwild-style (not bit-for-bit
+    deterministic); with one chunk the pass is sequential and deterministic.
+    """
+    k = P.shape[1]
+    n = len(order)
+    size = (n + n_chunks - 1) // n_chunks
+    sse = np.zeros(n_chunks)
+    for c in prange(n_chunks):
+        pu = np.empty(k, dtype=P.dtype)
+        qi = np.empty(k, dtype=P.dtype)
+        mean_nb = np.empty(k, dtype=P.dtype)
+        acc = 0.0
+        for j in range(c * size, min(n, (c + 1) * size)):
+            acc += _sgd_step(order[j], users, items, ratings, mu, bu, bi, P, Q, W, V, X, Y, nb_ptr, nb_idx,
+                             nb_w, lr, lr_feat, reg, reg_b, social_reg, use_feat, pu, qi, mean_nb)
+        sse[c] = acc
+    return sse.sum()
+
+
+@njit(cache=True, fastmath=True, parallel=True)
 def sgd_epoch_by_user(
     user_order, r_ptr, r_users, r_items, r_vals, mu, bu, bi, P, Q, W, V, X, Y,
     nb_ptr, nb_idx, nb_w, lr, lr_feat, reg, reg_b, social_reg, use_feat, n_chunks,
@@ -118,11 +146,6 @@ def fill_cold_users(P, bu, counts, nb_ptr, nb_idx, nb_w):  # pragma: no cover - 
                 for f in range(k):
                     P[u, f] += nb_w[j] * P[v, f]
             bu[u] = b
-
-
-def predict_pairs(users, items, mu, bu, bi, U, I):
-    """Vectorised predictions for known (user, item) pairs, given effective vectors."""
-    return mu + bu[users] + bi[items] + np.einsum("ij,ij->i", U[users], I[items])
 
 
 @njit(cache=True, fastmath=True)

@@ -328,7 +328,7 @@ class MatrixFactorization:
         return self
 
     def _fit_sgd(self, data: TrainData, val_mask: np.ndarray, rng: np.random.Generator) -> History:
-        from movierec.models._sgd import fill_cold_users, sgd_epoch_by_user
+        from movierec.models._sgd import fill_cold_users, sgd_epoch_by_user, sgd_epoch_parallel
 
         tr = np.flatnonzero(~val_mask).astype(np.int64)
         va = np.flatnonzero(val_mask)
@@ -345,7 +345,11 @@ class MatrixFactorization:
         tracker = EpochTracker(self, data, va)
         lr = self.learning_rate
         threads = self._threads(len(tr))
-        if not self.implicit:
+        chunks = threads * 16 if threads > 1 else 1
+        # plain MF: user by user (cache-friendly); shared parameters (feature projections,
+        # social term) need a rating-level shuffle or their updates come in correlated runs
+        by_user_layout = not self.implicit and not use_feat and self.social_reg == 0
+        if by_user_layout:
             # ratings stored user by user, each user's in a random order
             srt = tr[np.lexsort((rng.random(len(tr)), data.users[tr]))]
             by_ptr = np.zeros(data.n_users + 1, np.int64)
@@ -373,14 +377,20 @@ class MatrixFactorization:
                     np.float32(self.reg_implicit), np.float32(self.social_reg), use_feat,
                 )
                 self.user_implicit_ = np.asarray(self._implicit_norm @ self.item_implicit_, np.float32)
-            else:
+            elif by_user_layout:
                 sse = sgd_epoch_by_user(
                     rng.permutation(data.n_users).astype(np.int32), by_user[0], by_user[1], by_user[2],
                     by_user[3], np.float32(self.global_mean_), self.user_bias_, self.item_bias_,
                     self.user_factors_, self.item_factors_, self.user_weights_, self.item_weights_, X, Y,
                     nb_ptr, nb_idx, nb_w, np.float32(lr), np.float32(lr_feat), np.float32(self.reg),
-                    np.float32(self.reg_bias), np.float32(self.social_reg), use_feat,
-                    threads * 16 if threads > 1 else 1)
+                    np.float32(self.reg_bias), np.float32(self.social_reg), use_feat, chunks)
+            else:
+                sse = sgd_epoch_parallel(
+                    data.users, data.items, data.ratings, tr[rng.permutation(len(tr))],
+                    np.float32(self.global_mean_), self.user_bias_, self.item_bias_, self.user_factors_,
+                    self.item_factors_, self.user_weights_, self.item_weights_, X, Y, nb_ptr, nb_idx, nb_w,
+                    np.float32(lr), np.float32(lr_feat), np.float32(self.reg), np.float32(self.reg_bias),
+                    np.float32(self.social_reg), use_feat, chunks)
             if use_feat and self.reg_features > 0:
                 shrink = np.float32(max(0.0, 1.0 - lr * self.reg_features))
                 self.user_weights_ *= shrink
