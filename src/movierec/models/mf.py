@@ -282,6 +282,7 @@ class MatrixFactorization:
         """
         n_users, n_items = data.n_users, data.n_items
         kw = self.watch_factors if self.ranking == "hybrid" else 0
+        self.ranking_fit_seconds_ = 0.0
         rng = np.random.default_rng(self.seed + 7919)
         self.watch_user_ = rng.normal(0, 0.1, (n_users, kw)).astype(np.float32)
         self.watch_item_ = rng.normal(0, 0.1, (n_items, kw)).astype(np.float32)
@@ -301,7 +302,7 @@ class MatrixFactorization:
                              self.watch_item_, self.watch_bias_, np.float32(self.watch_learning_rate),
                              np.float32(self.watch_reg), int(rng.integers(1 << 31)))
             log.debug("watch epoch %d: BPR loss %.4f", epoch + 1, loss / max(1, len(users)))
-        self.fit_seconds_ = getattr(self, "fit_seconds_", 0.0) + time.perf_counter() - t0
+        self.ranking_fit_seconds_ = time.perf_counter() - t0
 
     def _fit_ensemble(self, data: TrainData) -> "MatrixFactorization":
         members = []
@@ -505,6 +506,7 @@ class MatrixFactorization:
             "rating_min": self.rating_min_,
             "rating_max": self.rating_max_,
             "fit_seconds": getattr(self, "fit_seconds_", None),
+            "ranking_fit_seconds": getattr(self, "ranking_fit_seconds_", None),
             "history": asdict(self.history_) if hasattr(self, "history_") else None,
         }
         arrays = {k: getattr(self, k) for k in self.ARRAYS}
@@ -534,6 +536,7 @@ class MatrixFactorization:
         m.rating_min_ = meta["rating_min"]
         m.rating_max_ = meta["rating_max"]
         m.fit_seconds_ = meta["fit_seconds"]
+        m.ranking_fit_seconds_ = meta.get("ranking_fit_seconds") or 0.0
         if meta.get("history"):
             m.history_ = History(**meta["history"])
         return m
