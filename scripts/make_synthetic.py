@@ -27,7 +27,6 @@ GENRES = ["Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Do
 def _sample_unique(rng, users, counts, cdf, ni):
     """Each user rates counts[u] distinct movies, drawn by popularity (then uniformly to top up)."""
     need = counts.copy()
-    got_u, got_i = [], []
     seen = np.zeros(0, dtype=np.int64)
     for attempt in range(6):
         if need.sum() == 0:

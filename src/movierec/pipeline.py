@@ -119,9 +119,8 @@ def is_fresh(stage: str, cfg: Config, cat: Catalog) -> bool:
         return False
     if m.get("inputs") != stage_inputs(stage, cfg, cat):
         return False
-    for name, entry in m.get("outputs", {}).items():
-        if not (cat.artifacts_dir / entry["file"]).exists():
-            return False
+    if not all((cat.artifacts_dir / entry["file"]).exists() for entry in m.get("outputs", {}).values()):
+        return False
     if stage == "train":
         return bool(m.get("version")) and (cat.models_dir / m["version"] / "model.npz").exists()
     return True
