@@ -7,6 +7,30 @@ from numba import njit, prange
 
 
 @njit(cache=True, fastmath=True, inline="always")
+def _effective(out, F, Proj, feats, row):  # pragma: no cover - compiled
+    """out = F[row] + Proj @ feats[row] (a factor row plus its projected features)."""
+    k = F.shape[1]
+    for f in range(k):
+        out[f] = F[row, f]
+    for f in range(k):
+        s = 0.0
+        for d in range(feats.shape[1]):
+            s += Proj[f, d] * feats[row, d]
+        out[f] += s
+
+
+@njit(cache=True, fastmath=True, inline="always")
+def _neighbour_mean(out, P, u, nb_ptr, nb_idx, nb_w):  # pragma: no cover - compiled
+    """out = strength-weighted mean of the factors of u's neighbours."""
+    for f in range(P.shape[1]):
+        out[f] = 0.0
+    for j in range(nb_ptr[u], nb_ptr[u + 1]):
+        v = nb_idx[j]
+        for f in range(P.shape[1]):
+            out[f] += nb_w[j] * P[v, f]
+
+
+@njit(cache=True, fastmath=True, inline="always")
 def _sgd_step(t, users, items, ratings, mu, bu, bi, P, Q, W, V, X, Y, nb_ptr, nb_idx, nb_w,
               lr, lr_feat, reg, reg_b, social_reg, use_feat, pu, qi, mean_nb):  # pragma: no cover
     k = P.shape[1]
@@ -28,19 +52,8 @@ def _sgd_step(t, users, items, ratings, mu, bu, bi, P, Q, W, V, X, Y, nb_ptr, nb
             P[u, f] = puf + lr * (e * qif - reg * puf)
             Q[i, f] = qif + lr * (e * puf - reg * qif)
         return e * e
-    for f in range(k):
-        pu[f] = P[u, f]
-        qi[f] = Q[i, f]
-    if use_feat:
-        for f in range(k):
-            s = 0.0
-            for d in range(du):
-                s += W[f, d] * X[u, d]
-            pu[f] += s
-            s = 0.0
-            for d in range(di):
-                s += V[f, d] * Y[i, d]
-            qi[f] += s
+    _effective(pu, P, W, X, u)  # W, X have 0 columns without features
+    _effective(qi, Q, V, Y, i)
     pred = mu + bu[u] + bi[i]
     for f in range(k):
         pred += pu[f] * qi[f]
@@ -49,12 +62,7 @@ def _sgd_step(t, users, items, ratings, mu, bu, bi, P, Q, W, V, X, Y, nb_ptr, nb
     bi[i] += lr * (e - reg_b * bi[i])
     has_nb = social_reg > 0.0 and nb_ptr[u + 1] > nb_ptr[u]
     if has_nb:
-        for f in range(k):
-            mean_nb[f] = 0.0
-        for j in range(nb_ptr[u], nb_ptr[u + 1]):
-            v = nb_idx[j]
-            for f in range(k):
-                mean_nb[f] += nb_w[j] * P[v, f]
+        _neighbour_mean(mean_nb, P, u, nb_ptr, nb_idx, nb_w)
     for f in range(k):
         gu = e * qi[f]
         gi = e * pu[f]
@@ -170,36 +178,19 @@ def sgd_epoch_grouped(
     for u in user_order:
         n0, n1 = n_ptr[u], n_ptr[u + 1]
         norm = 1.0 / np.sqrt(max(n1 - n0, 1))
+        _effective(pu, P, W, X, u)
         for f in range(k):
             s = 0.0
             for jj in range(n0, n1):
                 s += Yimp[n_items[jj], f]
-            pu[f] = P[u, f] + norm * s
+            pu[f] += norm * s
             acc[f] = 0.0
-        if use_feat:
-            for f in range(k):
-                s = 0.0
-                for d in range(du):
-                    s += W[f, d] * X[u, d]
-                pu[f] += s
         has_nb = social_reg > 0.0 and nb_ptr[u + 1] > nb_ptr[u]
         if has_nb:
-            for f in range(k):
-                mean_nb[f] = 0.0
-            for j in range(nb_ptr[u], nb_ptr[u + 1]):
-                v = nb_idx[j]
-                for f in range(k):
-                    mean_nb[f] += nb_w[j] * P[v, f]
+            _neighbour_mean(mean_nb, P, u, nb_ptr, nb_idx, nb_w)
         for t in range(r_ptr[u], r_ptr[u + 1]):
             i = r_items[t]
-            for f in range(k):
-                qi[f] = Q[i, f]
-            if use_feat:
-                for f in range(k):
-                    s = 0.0
-                    for d in range(di):
-                        s += V[f, d] * Y[i, d]
-                    qi[f] += s
+            _effective(qi, Q, V, Y, i)
             pred = mu + bu[u] + bi[i]
             for f in range(k):
                 pred += pu[f] * qi[f]
