@@ -7,9 +7,10 @@ set aside with the reason; the caller decides whether too many rows failed.
 
 from __future__ import annotations
 
+import csv
 import io
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,6 @@ class ReadResult:
     valid: pd.DataFrame
     quarantine: pd.DataFrame
     total_rows: int
-    repaired: dict[str, int] = field(default_factory=dict)
 
     @property
     def bad_fraction(self) -> float:
@@ -72,13 +72,13 @@ def check_text_file(path: Path, encoding: str, chunk: int = 1 << 24) -> None:
 
 
 def _read_arrow(path: Path, encoding: str, delimiter: str, id_columns: tuple[str, ...] = (),
-                numeric_columns: tuple[str, ...] = ()) -> tuple[pd.DataFrame, list[tuple[int, str, int]]]:
+                numeric_columns: tuple[str, ...] = ()) -> tuple[pd.DataFrame, list[tuple[int, str, int]], str]:
     """Parse with pyarrow (multi-threaded): ids dictionary-encoded, other columns strings.
 
     First ``numeric_columns`` are parsed straight to float64 (20M ratings never exist as
     strings); if any value does not parse, the file is read again with them as strings so
     that each bad value gets its row and reason. Rows with the wrong number of fields are
-    skipped and returned as (line, text, fields).
+    skipped and returned as (line, text, fields); the header line comes back too.
     """
     try:
         return _read_arrow_typed(path, encoding, delimiter, id_columns, numeric_columns)
@@ -115,7 +115,7 @@ def _read_arrow_typed(path, encoding, delimiter, id_columns, numeric_columns):
                                              strings_can_be_null=False, quoted_strings_can_be_null=False),
     )
     df = table.to_pandas(types_mapper=lambda t: pd.StringDtype("pyarrow") if t == pa.string() else None)
-    return df, bad
+    return df, bad, head.decode(encoding, errors="replace").rstrip("\r\n")
 
 
 def normalize_id(s: pd.Series) -> pd.Series:
@@ -169,20 +169,16 @@ def read_table(
         raise DataError(f"{path}: file not found (the {schema.name} file is required)")
     check_text_file(path, encoding)
     try:
-        df, bad_rows = _read_arrow(path, encoding, delimiter, schema.id_columns,
+        df, bad_rows, header = _read_arrow(path, encoding, delimiter, schema.id_columns,
                                    tuple(schema.numeric) + ("timestamp",))
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path}: the file is empty (no header row)") from exc
-    except (pd.errors.ParserError, csv_error(), ValueError, OSError) as exc:
+    except (pd.errors.ParserError, csv.Error, ValueError, OSError) as exc:
         raise DataError(f"{path}: not a readable CSV file: {str(exc).splitlines()[0][:300]}") from exc
-    with open(path, "rb") as fh:
-        text = fh.readline().decode(encoding, errors="replace")
-
     df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
     missing = [c for c in schema.required if c not in df.columns]
     if missing:
         hint = ""
-        header = text.splitlines()[0] if text else ""
         for d, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe"), (",", "comma")):
             if d != delimiter and d in header:
                 hint = f"; the header looks {name}-separated: set data.delimiter"
@@ -279,12 +275,6 @@ def read_table(
     valid = out[~bad_mask].reset_index(drop=True) if is_bad.any() else out
     valid = valid[[c for c in df.columns if c in valid.columns]]
     return ReadResult(path=path, valid=valid, quarantine=q.reset_index(drop=True), total_rows=total)
-
-
-def csv_error():
-    import csv
-
-    return csv.Error
 
 
 _WS = str.maketrans({c: " " for c in "\t\r\n\x0b\x0c\x85\u2028\u2029"})
