@@ -26,8 +26,10 @@ def events_path(workdir: str | Path) -> Path:
 
 
 def append_event(workdir: str | Path, user: str, movie: str, rating: float | None = None,
-                 comment: str | None = None, share_with: str | None = None) -> dict:
+                 comment: str | None = None, share_with: str | None = None, pseudonymized: bool = False) -> dict:
     event = {"time": time.time(), "user_id": str(user).strip(), "movie_id": str(movie).strip()}
+    if pseudonymized:
+        event["pseudonymized"] = True
     if rating is not None:
         event["rating"] = float(rating)
     if comment:

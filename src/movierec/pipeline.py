@@ -32,7 +32,7 @@ STAGES = ("ingest", "clean", "sentiment", "social", "fuse", "train")
 
 # which config sections decide each stage's output
 STAGE_CONFIG = {
-    "ingest": ("data",),
+    "ingest": ("data", "privacy"),
     "clean": ("split",),
     "sentiment": ("sentiment",),
     "social": ("social",),
@@ -96,7 +96,7 @@ def stage_inputs(stage: str, cfg: Config, cat: Catalog) -> dict[str, str]:
         "sentiment": ("clean",),
         "social": ("clean", "sentiment"),
         "fuse": ("clean", "sentiment", "social"),
-        "train": ("clean", "social", "fuse"),
+        "train": ("clean", "sentiment", "social", "fuse"),
     }[stage]
     out: dict[str, str] = {}
     for up in upstream:
@@ -110,6 +110,8 @@ def stage_config_hash(stage: str, cfg: Config) -> str:
         h += f":{cfg.refresh.share_rating}:{cfg.evaluate.relevance_threshold}"
     if stage == "fuse":  # the training part decides the features
         h = cfg.section_hash("features") + ":" + str(cfg.split.fold)
+    if stage == "train":  # pseudo-ratings from unrated reviews
+        h += f":{cfg.sentiment.pseudo_rating_weight}:{cfg.features.use_sentiment}"
     return h
 
 
@@ -137,23 +139,55 @@ def stage_status(cfg: Config) -> dict[str, str]:
     return out
 
 
+def status_report(cfg: Config) -> dict:
+    """Stages (fresh/stale, when last run), the current model with its metrics, the last run."""
+    import json
+
+    cat = Catalog(Path(cfg.workdir))
+    stages = {}
+    for stage, state in stage_status(cfg).items():
+        m = cat.read_manifest(stage) or {}
+        stages[stage] = {"state": state, "finished": m.get("written_at"), "seconds": m.get("seconds")}
+    cur = current_version(cfg)
+    current = None
+    if cur:
+        d = cat.models_dir / cur
+        meta = json.loads((d / "meta.json").read_text()) if (d / "meta.json").exists() else {}
+        metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").exists() else {}
+        k = max(cfg.evaluate.k)
+        current = {"version": cur, "created": meta.get("created"), "train_ratings": meta.get("train_ratings"),
+                   "metrics": {m: metrics[m] for m in ("rmse", "mae", f"ndcg@{k}", "coverage")
+                               if isinstance(metrics.get(m), (int, float))}}
+    last = None
+    lp = cat.workdir / "runs" / "last.json"
+    if lp.exists():
+        data = json.loads(lp.read_text())
+        last = {"outcome": data.get("outcome"), "finished": data.get("finished"), "seconds": data.get("seconds"),
+                "reasons": (data.get("gate") or {}).get("reasons"), "current": data.get("current")}
+    return {"workdir": str(cat.workdir), "stages": stages, "current_model": current, "last_run": last}
+
+
 # ----------------------------------------------------------------------------- stages
 def _run_ingest(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     from movierec.feedback import read_events
     from movierec.stages.ingest import ingest
 
+    from movierec.stages.sentiment import without_texts
+
     res = ingest(cfg, read_events(cat.workdir))
     outputs = {}
     for name, art in RAW_NAMES.items():
         if name in res.tables:
-            outputs[art] = cat.write(art, res.tables[name])
+            # texts never enter an artifact: a hash stands in for each (the sentiment stage
+            # reads the texts it has not scored yet from the input files)
+            outputs[art] = cat.write(art, without_texts(res.tables[name]))
         else:
             cat.remove(art)
     cat.quarantine_dir.mkdir(parents=True, exist_ok=True)
     for name, q in res.quarantine.items():
         qp = cat.quarantine_dir / f"{name}.csv"
         if len(q):
-            q.to_csv(qp, index=False)
+            without_texts(q, ("text", "comment")).to_csv(qp, index=False)
         elif qp.exists():
             qp.unlink()
     return outputs, {"stats": res.stats}
@@ -186,10 +220,13 @@ def _run_sentiment(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
         cat.remove("review_sentiment")
         cat.remove("message_sentiment")
         return {}, {}
+    from movierec.stages.ingest import load_texts
+
     cache_path = cat.workdir / "cache" / "sentiment.parquet"
     cache = pd.read_parquet(cache_path) if cache_path.exists() else None
     scorer = CachedScorer(lambda: load_scorer(cfg.sentiment), model_key(cfg.sentiment), cache)
-    res = sentiment(reviews, social, lambda: scorer, cfg.sentiment)
+    res = sentiment(reviews, social, lambda: scorer, cfg.sentiment,
+                    fetch=lambda keys: load_texts(cfg, keys, cat.workdir))
     if scorer.misses:
         with atomic_path(cache_path) as tmp:
             scorer.updated_cache().to_parquet(tmp, index=False)
@@ -237,7 +274,7 @@ def fuse_for_fold(cfg: Config, cat: Catalog, fold: int, features=None):
     return fuse(
         cat.read("users_clean"), cat.read("movies_clean"), train,
         cat.read_optional("review_sentiment"), cat.read_optional("social_features"),
-        test[["user_idx", "movie_idx"]], features or cfg.features,
+        test[["user_idx", "movie_idx"]], features or cfg.features, cat.read_optional("social_neighbours"),
     )
 
 
@@ -292,10 +329,17 @@ def ensure(cfg: Config, target: str, force: bool = False, reported: set | None =
 
 
 # ----------------------------------------------------------------------------- training
-def neighbours_matrix(cat: Catalog, n_users: int) -> sp.csr_matrix | None:
+def neighbours_matrix(cat: Catalog, n_users: int, shuffle: bool = False, seed: int = 0) -> sp.csr_matrix | None:
+    """Each user's neighbourhood (rows sum to 1). ``shuffle``: the control experiment, every
+    tie's target replaced by another tie's target (each user keeps as many ties, each
+    target as many trusters, but who trusts whom is random)."""
     nb = cat.read_optional("social_neighbours")
     if nb is None or nb.empty:
         return None
+    if shuffle:
+        from movierec.stages.social import shuffled_neighbours
+
+        nb = shuffled_neighbours(nb, seed)
     return sp.csr_matrix((nb["strength"].to_numpy(np.float32), (nb["user_idx"], nb["neighbour_idx"])),
                          shape=(n_users, n_users))
 
@@ -337,10 +381,30 @@ def train_for_fold(cfg: Config, cat: Catalog, fold: int, use_saved_features: boo
         else:
             res = fuse_for_fold(cfg, cat, fold, features)
             X, Y = res.user_features, res.item_features
-    neighbours = neighbours_matrix(cat, n_users) if mcfg.social_reg > 0 else None
+    shuffle = bool(mcfg.shuffle_social)
+    neighbours = neighbours_matrix(cat, n_users, shuffle, mcfg.seed) if mcfg.social_reg > 0 else None
     implicit = implicit_matrix(cat, train, test, n_users, n_items) if mcfg.implicit else None
-    data = TrainData(train["user_idx"].to_numpy(), train["movie_idx"].to_numpy(), train["rating"].to_numpy(),
-                     n_users, n_items, X, Y, neighbours, implicit)
+    trust = neighbours_matrix(cat, n_users, shuffle, mcfg.seed) if mcfg.trust_implicit else None
+    if trust is not None and trust.nnz:
+        # TrustSVD-style: the users u trusts are implicit feedback too, with their own y vectors
+        items_part = implicit if implicit is not None else sp.csr_matrix((n_users, n_items), dtype=np.float32)
+        trust = trust.copy()
+        trust.data[:] = 1.0
+        implicit = sp.hstack([items_part, trust], format="csr", dtype=np.float32)
+        mcfg = replace(mcfg, implicit=True)
+    fcfg = features or cfg.features
+    fit_table, weights = train, None
+    if fcfg.use_sentiment and cfg.sentiment.pseudo_rating_weight > 0:
+        from movierec.stages.sentiment import pseudo_ratings
+
+        pr = pseudo_ratings(cat.read_optional("review_sentiment"), ratings, train,
+                            cfg.sentiment.pseudo_rating_weight)
+        if pr is not None and len(pr.table):
+            fit_table = pd.concat([train[["user_idx", "movie_idx", "rating"]], pr.table[["user_idx", "movie_idx", "rating"]]],
+                                  ignore_index=True)
+            weights = np.concatenate([np.ones(len(train), np.float32), pr.table["weight"].to_numpy()])
+    data = TrainData(fit_table["user_idx"].to_numpy(), fit_table["movie_idx"].to_numpy(),
+                     fit_table["rating"].to_numpy(), n_users, n_items, X, Y, neighbours, implicit, weights)
     model = MatrixFactorization.from_config(mcfg).fit(data)
     return model, data, train
 
@@ -370,11 +434,11 @@ def save_model_version(cfg: Config, cat: Catalog, model, train: pd.DataFrame) ->
         movies = cat.read("movies_clean")[["movie_idx", "movie_id", "title", "genres", "year"]]
         movies.to_parquet(tmp / "movies.parquet", index=False)
         n_users, n_items = len(cat.read("user_ids")), len(movies)
-        seen = sp.csr_matrix((np.ones(len(train), np.float32), (train["user_idx"], train["movie_idx"])),
+        seen = sp.csr_matrix((train["rating"].to_numpy(np.float32), (train["user_idx"], train["movie_idx"])),
                              shape=(n_users, n_items))
-        seen.sum_duplicates()
+        seen.sum_duplicates()  # clean keeps one rating per pair
         pop = np.bincount(train["movie_idx"], minlength=n_items).astype(np.int64)
-        np.savez(tmp / "seen.npz", indptr=seen.indptr, indices=seen.indices, popularity=pop)
+        np.savez(tmp / "seen.npz", indptr=seen.indptr, indices=seen.indices, ratings=seen.data, popularity=pop)
         (tmp / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         write_json({
             "version": final.name,
@@ -439,7 +503,9 @@ def ablation_configs(cfg: Config, names: list[str]) -> dict[str, tuple]:
             f = replace(f, use_sentiment=False)
         elif name == "no_social":
             f = replace(f, use_social=False)
-            m = replace(m, social_reg=0.0)
+            m = replace(m, social_reg=0.0, trust_implicit=False)
+        elif name == "shuffled_social":
+            m = replace(m, shuffle_social=True)
         elif name == "no_features":
             m = replace(m, use_features=False)
         out[name] = (f, m)

@@ -83,6 +83,7 @@ class ModelBundle:
     seen: sp.csr_matrix
     popularity: np.ndarray
     meta: dict
+    rated: sp.csr_matrix | None = None  # users x movies training ratings
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelBundle":
@@ -96,9 +97,12 @@ class ModelBundle:
             seen = sp.csr_matrix((np.ones(len(z["indices"]), np.float32), z["indices"], z["indptr"]),
                                  shape=(len(users), len(movies)))
             popularity = z["popularity"]
+            # the training ratings themselves (models saved before they were kept: none)
+            rated = sp.csr_matrix((z["ratings"], z["indices"], z["indptr"]), shape=seen.shape) \
+                if "ratings" in z.files else None
         meta = json.loads((path / "meta.json").read_text())
         return cls(path, model, pd.Index(users["user_id"].astype(str)), pd.Index(movies["movie_id"].astype(str)),
-                   movies, seen, popularity, meta)
+                   movies, seen, popularity, meta, rated)
 
     @property
     def vectors(self) -> tuple:
@@ -178,17 +182,7 @@ class ModelBundle:
             raise DataError("--ratings: every rating must be a number")
         mu, bu, bi, U, Q = self.rating_vectors
         items_r = idx[known]
-        lam = self.model.reg if reg is None else reg
-        resid = r - mu - bi[items_r]
-        Qi = Q[items_r].astype(np.float64)
-        imp = np.zeros(Q.shape[1])
-        if self.model.item_implicit_.size:  # SVD++: the rated movies themselves say something
-            imp = self.model.item_implicit_[np.unique(items_r)].sum(0) / np.sqrt(len(np.unique(items_r)))
-        # ridge least squares for the user's bias and factors together
-        A = np.hstack([np.ones((len(r), 1)), Qi])
-        ridge = np.r_[max(self.model.reg_bias, 1e-6), np.full(Q.shape[1], lam)] * max(len(r), 1)
-        sol = np.linalg.solve(A.T @ A + np.diag(ridge), A.T @ (resid - Qi @ imp))
-        b, p = float(sol[0]), sol[1:] + imp
+        b, p = self.fold_in(items_r, r, reg)
         s = (Q @ p + bi + mu + b).astype(np.float32)
         rating = np.clip(s, self.model.rating_min_, self.model.rating_max_)
         m = self.model
@@ -199,6 +193,22 @@ class ModelBundle:
         s[items_r] = -np.inf
         it, sc = top_n_from_scores(s[None, :], n)
         return {"user_id": str(user_id), "fallback": "fold-in", "items": self._rows(it[0], sc[0], rating[it[0]])}
+
+    def fold_in(self, items: np.ndarray, ratings: np.ndarray, reg: float | None = None) -> tuple[float, np.ndarray]:
+        """A user's bias and factor vector from their ratings alone, the model's movies fixed:
+        ridge least squares for both together (SVD++ models add the rated movies' y_j)."""
+        mu, _, bi, _, Q = self.rating_vectors
+        lam = self.model.reg if reg is None else reg
+        resid = np.asarray(ratings, np.float64) - mu - bi[items]
+        Qi = Q[items].astype(np.float64)
+        imp = np.zeros(Q.shape[1])
+        if self.model.item_implicit_.size and len(items):  # SVD++: the rated movies themselves say something
+            uniq = np.unique(items)
+            imp = self.model.item_implicit_[uniq].sum(0) / np.sqrt(len(uniq))
+        A = np.hstack([np.ones((len(items), 1)), Qi])
+        ridge = np.r_[max(self.model.reg_bias, 1e-6), np.full(Q.shape[1], lam)] * max(len(items), 1)
+        sol = np.linalg.solve(A.T @ A + np.diag(ridge), A.T @ (resid - Qi @ imp))
+        return float(sol[0]), sol[1:] + imp
 
     def recommend_all(self, n: int, exclude_seen: bool = True) -> pd.DataFrame:
         users = np.arange(len(self.user_ids))

@@ -171,6 +171,7 @@ def refresh(cfg: Config) -> dict:
     def finish(outcome: str, version_dir: Path | None = None) -> dict:
         summary["outcome"] = outcome
         summary["seconds"] = round(time.perf_counter() - t0, 3)
+        summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         summary["current"] = current_version(cfg)
         if version_dir is not None:
             write_json(summary, version_dir / "run.json")

@@ -107,8 +107,33 @@ def test_evaluate_beats_global_mean(demo_workdir, tmp_path):
     assert m["ndcg@10"] > 0 and 0 < m["coverage"] <= 1
     for key in ("mae", "precision@10", "recall@10", "map@10", "fit_seconds"):
         assert key in m
-    assert {"gender=F", "gender=M"} <= set(m["groups"])
+    assert {"gender=F", "gender=M", "activity=cold (<5)", "activity=heavy"} <= set(m["groups"])
     assert json.loads((tmp_path / "rep" / "metrics.json").read_text())["rmse"] == m["rmse"]
+    # beyond accuracy, fairness
+    assert m["novelty"] > 0 and 0 < m["diversity"] <= 1 and m["popularity_lift"] > 0 and 0 < m["user_coverage"] <= 1
+    assert m["baselines"]["popularity"]["novelty"] < m["novelty"]  # the model reaches past the head
+    assert m["fairness"]["largest"] in ("gender", "age", "activity")
+    assert set(m["ablations"]) == {"no_sentiment", "no_social"}
+    # the report: every section, every plot a real PNG, the same numbers as metrics.json
+    rep = tmp_path / "rep"
+    md = (rep / "report.md").read_text()
+    for section in ("## Summary", "## Accuracy", "## Beyond accuracy", "## Fairness", "Learning curves",
+                    "Precision@K", "popularity decile", "per user group", "(largest gap)"):
+        assert section in md, section
+    for png in ("learning_curves.png", "accuracy.png", "precision_recall.png", "long_tail.png", "groups.png"):
+        data = (rep / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, png
+        assert f"]({png})" in md
+    for key in ("rmse", "ndcg@10", "novelty", "coverage"):
+        assert f"{m[key]:.4f}" in md, key
+    html = (rep / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 5 and "src='http" not in html  # self-contained
+    assert f"{m['rmse']:.4f}" in html
+    # compare with that run: every delta is zero
+    r = run_cli("evaluate", "--config", CFG, "--compare", str(rep / "metrics.json"), f"workdir={demo_workdir}")
+    assert r.returncode == 0 and "delta" in r.stdout and "+0.0000" in r.stdout
+    r = run_cli("evaluate", "--config", CFG, "--compare", "no-such-version", f"workdir={demo_workdir}")
+    assert r.returncode == 78 and "no-such-version" in r.stderr
 
 
 def test_status_and_rerun_skips_fresh_stages(demo_workdir):

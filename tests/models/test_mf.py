@@ -137,3 +137,34 @@ def test_implicit_term_helps_on_planted_data(planted_data):
     svdpp = MatrixFactorization(implicit=True, **base).fit(data_of(train, nu, ni))
     assert svdpp.item_implicit_.shape == (ni, 8) and np.abs(svdpp.item_implicit_).sum() > 0
     assert rmse_of(svdpp, test) < rmse_of(plain, test) + 0.01
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_weighted_pseudo_ratings_help_users_with_few_ratings(planted_data, optimizer):
+    """Users left with 2 real ratings, plus noisy pseudo-ratings (as from review sentiment)
+    on other movies they watched: their test RMSE drops; real ratings keep full weight."""
+    train, test, nu, ni = planted_data
+    rng = np.random.default_rng(1)
+    cold = np.arange(40)
+    keep = ~train.user_idx.isin(cold) | (train.groupby("user_idx").cumcount() < 2)
+    sparse_train = train[keep]
+    hidden = train[~keep]
+    pseudo = hidden.assign(rating=np.clip(hidden.rating + rng.normal(0, 0.5, len(hidden)), 1, 5).astype(np.float32))
+    kw = dict(factors=8, epochs=40, optimizer=optimizer, learning_rate=0.02 if optimizer == "sgd" else 0.01,
+              reg=0.05, batch_size=256, seed=0)
+    plain = MatrixFactorization(**kw).fit(data_of(sparse_train, nu, ni))
+    both = pd.concat([sparse_train, pseudo], ignore_index=True)
+    w = np.r_[np.ones(len(sparse_train)), np.full(len(pseudo), 0.3)].astype(np.float32)
+    helped = MatrixFactorization(**kw).fit(data_of(both, nu, ni, weights=w))
+    t_cold = test[test.user_idx.isin(cold)]
+    assert rmse_of(helped, t_cold) < rmse_of(plain, t_cold) - 0.02
+    # the mean is that of real ratings (pseudo-ratings never shift it)
+    assert abs(helped.global_mean_ - sparse_train.rating.mean()) < 0.03
+
+
+def test_weights_must_match_ratings(planted_data):
+    from movierec.errors import ModelError
+
+    train, _, nu, ni = planted_data
+    with pytest.raises(ModelError, match="one weight per rating"):
+        data_of(train, nu, ni, weights=np.ones(3, np.float32))

@@ -109,3 +109,62 @@ def test_cache_skips_the_model_for_known_texts():
     c4 = S.CachedScorer(factory, "model-b", cache)  # another model: nothing cached
     c4.score(["good one"])
     assert c4.misses == 1
+
+
+def test_long_reviews_are_chunked_not_truncated():
+    sc = S.EmbeddedScorer(SentimentConfig(max_length=32))
+    pos = "A wonderful, moving masterpiece with brilliant acting."
+    neg = "Terrible, boring and an awful waste of time."
+    long_text = " ".join([pos] * 6 + [neg] * 6)
+    emb, owner, sizes = sc.encoder.encode_chunks([pos, long_text])
+    assert (owner == 0).sum() == 1 and (owner == 1).sum() >= 4  # several overlapping chunks
+    assert sizes[owner == 1].max() <= 32
+    s_pos, s_neg, s_long = sc.score([pos, neg, long_text])
+    # truncation would have read only the praise at the start; the chunks also read the end
+    assert s_neg + 0.3 < s_long < s_pos - 0.3
+    assert np.all(np.abs([s_pos, s_neg, s_long]) <= 1.0)
+
+
+def test_int8_model_agrees_with_fp32():
+    texts = ["I loved this film", "a dull, boring mess", "A wonderful, moving masterpiece.",
+             "Terrible acting and an awful script.", "not bad at all", "it could have been worse"]
+    fp32 = S.EmbeddedScorer(SentimentConfig(quantize=False)).score(texts)
+    int8 = S.EmbeddedScorer(SentimentConfig(quantize=True)).score(texts)
+    assert np.array_equal(np.sign(fp32[:4]), np.sign(int8[:4]))
+    assert np.abs(fp32 - int8).max() < 0.25
+    # the quantized model is another model for the cache
+    assert S.model_key(SentimentConfig(quantize=True)) != S.model_key(SentimentConfig(quantize=False))
+
+
+def test_shipped_adapters_change_the_encoder():
+    import torch
+    from transformers import AutoModel
+
+    head = S.load_head()
+    assert "lora_rank" in head and head["coef"].shape == (384,)
+    model = AutoModel.from_pretrained(str(S.embedded_model_path()), local_files_only=True)
+    before = model.encoder.layer[5].attention.self.query.weight.detach().clone()
+    assert S.merge_adapters(model, head) > 0
+    assert not torch.equal(before, model.encoder.layer[5].attention.self.query.weight)
+
+
+def test_pseudo_ratings_come_only_from_unrated_reviews():
+    rng = np.random.default_rng(0)
+    n = 400
+    stars = rng.integers(1, 6, n).astype(np.float32)
+    sent = np.clip((stars - 3) / 2 + rng.normal(0, 0.2, n), -1, 1)
+    ratings = pd.DataFrame({"user_idx": np.arange(n), "movie_idx": np.zeros(n, int), "rating": stars})
+    train = ratings.iloc[:300]  # the other 100 are test ratings: their reviews stay unrated too
+    reviews = pd.DataFrame({"user_idx": np.r_[np.arange(n), [1000, 1001, 1002]],
+                            "movie_idx": np.r_[np.zeros(n, int), [5, 5, 5]],
+                            "sentiment": np.r_[sent, [0.95, 0.0, -0.95]].astype(np.float32)})
+    pr = S.pseudo_ratings(reviews, ratings, train, weight=0.3)
+    t = pr.table
+    # only the three reviews without any rating (test ratings included) became pseudo-ratings
+    assert t["user_idx"].tolist() == [1000, 1001, 1002]
+    assert (t["weight"] == np.float32(0.3)).all()
+    # calibrated on training pairs: warm words -> high stars, and monotone
+    assert t["rating"].iloc[0] > 4.0 > t["rating"].iloc[1] > 2.0 > t["rating"].iloc[2]
+    assert pr.calibration["fitted_on"] == 300
+    assert np.all(np.diff(pr.calibration["rating"]) >= 0)
+    assert S.pseudo_ratings(reviews, ratings, train, weight=0.0) is None

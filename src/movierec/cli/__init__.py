@@ -11,6 +11,7 @@ import logging
 import sys
 import time
 import traceback
+from pathlib import Path
 
 import click
 
@@ -108,8 +109,9 @@ def train(config_path: str, overrides: tuple[str, ...]) -> None:
               help="Ratings (movie_id,rating CSV, or - for a JSON list on stdin) of a user the model has not seen.")
 @click.option("-n", type=int, default=None, help="List length (default: recommend.n).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--explain", is_flag=True, help="Give each movie the reasons the model had for it (--user only).")
 @OVERRIDES
-def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, overrides) -> None:
+def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, explain, overrides) -> None:
     """Top-N movies for one user, a new user (--ratings), or every user (--all)."""
     import pandas as pd
 
@@ -121,6 +123,10 @@ def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, ove
     n = n or cfg.recommend.n
     if all_users == bool(user_id):
         raise click.UsageError("give exactly one of --user ID or --all")
+    if user_id:
+        from movierec.privacy import maybe_pseudonym
+
+        user_id = maybe_pseudonym(user_id, cfg.privacy)  # ids in the model are pseudonyms too
     bundle = ModelBundle.load(current_model_dir(cfg))
     if all_users:
         if not output:
@@ -154,6 +160,14 @@ def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, ove
         result = bundle.recommend_ratings(user_id, rows, n)
     else:
         result = bundle.recommend_user(user_id, n, cfg.recommend.exclude_seen)
+        if explain:
+            from movierec.catalog import Catalog
+            from movierec.explain import explain as add_reasons
+
+            cat = Catalog(Path(cfg.workdir))
+            add_reasons(bundle, user_id, result["items"], neighbours=cat.read_optional("social_neighbours"),
+                        review_sentiment=cat.read_optional("review_sentiment"),
+                        threshold=cfg.evaluate.relevance_threshold)
     _print_recs(result, fmt)
 
 
@@ -175,37 +189,55 @@ def _print_recs(result: dict, fmt: str) -> None:
     note = f"  (fallback: {result['fallback']})" if result.get("fallback") else ""
     click.echo(f"Top {len(items)} for user {result['user_id']}{note}")
     width = max([len(it["title"]) for it in items] + [5])
-    click.echo(f"{'#':>3}  {'title':<{width}}  {'genres':<30}  {'score':>6}")
+    click.echo(f"{'#':>3}  {'title':<{width}}  {'year':>4}  {'genres':<30}  {'score':>6}")
     for k, it in enumerate(items, 1):
-        click.echo(f"{k:>3}  {it['title']:<{width}}  {it['genres'][:30]:<30}  {it['score']:>6.2f}")
+        click.echo(f"{k:>3}  {it['title']:<{width}}  {it['year'] or '':>4}  {it['genres'][:30]:<30}  {it['score']:>6.2f}")
+        if it.get("explanation"):
+            click.echo(f"{'':>5}{it['explanation']}")
 
 
 @cli.command()
 @CONFIG_OPT
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table", show_default=True)
-@click.option("--output", type=click.Path(file_okay=False), help="Also write metrics.json into this folder.")
+@click.option("--output", type=click.Path(file_okay=False),
+              help="Write metrics.json, report.md, report.html and the plots into this folder.")
+@click.option("--compare", "compare_ref", default=None, metavar="VERSION|FILE",
+              help="Show the deltas against a model version's metrics or a metrics.json file.")
 @OVERRIDES
-def evaluate(config_path, fmt, output, overrides) -> None:
+def evaluate(config_path, fmt, output, compare_ref, overrides) -> None:
     """Score the model on the test part, next to baselines and ablations."""
     from movierec.evaluation.evaluate import evaluate as run_eval
-    from movierec.evaluation.report import format_markdown, format_table
+    from movierec.evaluation.report import (compare, format_compare, format_markdown, format_table,
+                                            load_other_metrics, write_report)
     from movierec.pipeline import workdir_lock
 
     cfg = _load(config_path, overrides)
+    comparison = None
+    if compare_ref:  # fail before the (long) evaluation when the reference is missing
+        other_name, other = load_other_metrics(compare_ref, Path(cfg.workdir) / "models")
     with workdir_lock(cfg.workdir):
         result = run_eval(cfg)
+    if compare_ref:
+        comparison = (other_name, compare(result, other, cfg.evaluate.k))
+        result["compared_with"] = {"name": other_name,
+                                   "deltas": {c: d for c, _, _, d in comparison[1]}}
     if output:
-        from pathlib import Path
+        files = write_report(result, output, cfg.evaluate.k, comparison)
+        log.info("evaluate: report written to %s", files["html"])
+    from movierec.tracking import log_evaluation
 
-        from movierec.catalog import write_json
-
-        write_json(result, Path(output) / "metrics.json")
+    run_id = log_evaluation(cfg, result, output)
+    if run_id:
+        log.info("evaluate: logged to MLflow run %s", run_id)
     if fmt == "json":
         click.echo(json.dumps(result))
     elif fmt == "markdown":
         click.echo(format_markdown(result, cfg.evaluate.k))
     else:
         click.echo(format_table(result, cfg.evaluate.k))
+        if comparison:
+            click.echo("")
+            click.echo(format_compare(comparison[1], comparison[0]))
 
 
 @cli.command()
@@ -244,7 +276,11 @@ def feedback(config_path, user_id, movie_id, rating, comment, share_with, overri
         raise click.UsageError("give at least one of --rating, --comment, --share-with")
     if not user_id.strip() or not movie_id.strip():
         raise click.UsageError("--user and --movie must not be empty")
-    event = append_event(cfg.workdir, user_id, movie_id, rating, comment, share_with)
+    from movierec.privacy import maybe_pseudonym
+
+    hashed = cfg.privacy.pseudonymize_ids
+    event = append_event(cfg.workdir, maybe_pseudonym(user_id, cfg.privacy), movie_id, rating, comment,
+                         maybe_pseudonym(share_with, cfg.privacy) if share_with else None, pseudonymized=hashed)
     log.info("feedback: recorded %s", ", ".join(k for k in ("rating", "comment", "share_with") if k in event))
 
 
@@ -300,14 +336,35 @@ def models_rollback(version, config_path, overrides) -> None:
 @cli.command()
 @CONFIG_OPT
 @OVERRIDES
-def status(config_path, overrides) -> None:
-    """Which stages are fresh or stale, and the current model."""
-    from movierec.pipeline import current_version, stage_status
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def status(config_path, overrides, fmt) -> None:
+    """Which stages are fresh or stale, the current model and its metrics, the last run."""
+    from movierec.pipeline import status_report
 
     cfg = _load(config_path, overrides)
-    for stage, state in stage_status(cfg).items():
-        click.echo(f"{stage:<10} {state}")
-    click.echo(f"current model: {current_version(cfg) or 'none'}")
+    rep = status_report(cfg)
+    if fmt == "json":
+        click.echo(json.dumps(rep))
+        return
+    click.echo("stages:")
+    for stage, info in rep["stages"].items():
+        when = f"  (last run {info['finished']}, {info['seconds']:.1f}s)" if info.get("finished") else ""
+        click.echo(f"  {stage:<10} {info['state']}{when}")
+    cur = rep["current_model"]
+    if cur:
+        click.echo(f"current model: {cur['version']} (created {cur.get('created', '?')}, "
+                   f"{cur.get('train_ratings', '?')} training ratings)")
+        if cur.get("metrics"):
+            click.echo("  metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in cur["metrics"].items()))
+    else:
+        click.echo("current model: none (run `movierec train` or `movierec run`)")
+    last = rep["last_run"]
+    if last:
+        reasons = "; ".join(last.get("reasons") or [])
+        click.echo(f"last run: {last.get('outcome')} at {last.get('finished', '?')} in {last.get('seconds', 0):.1f}s"
+                   + (f" ({reasons})" if reasons else ""))
+    else:
+        click.echo("last run: none recorded")
 
 
 @cli.command("score-text")

@@ -3,7 +3,8 @@
 
 Known sets: ``movielens-100k`` (u.data, u.user, u.item and the five given splits),
 ``movielens-latest-small`` (ratings, movies; tags become short reviews) and
-``filmtrust`` (ratings.txt and trust.txt).
+``filmtrust`` (ratings.txt and trust.txt), ``rt-critics`` (critics.csv: Rotten Tomatoes
+critics as users, fresh/rotten as 1/0, quotes as review texts; import only).
 """
 
 from __future__ import annotations
@@ -108,7 +109,28 @@ def import_filmtrust(src: Path, dst: Path) -> dict[str, int]:
     return {"ratings": len(ratings), "social": len(trust)}
 
 
+def import_rt_critics(src: Path, dst: Path) -> dict[str, int]:
+    """Rotten Tomatoes critic reviews: critics as users, fresh = 1 / rotten = 0 as the rating,
+    the quote as the review text (quotes without a verdict become reviews without a rating)."""
+    d = pd.read_csv(_find(src, "critics.csv"), dtype=str)
+    d = d[d["critic"].notna() & d["imdb"].notna() & (d["critic"].str.strip() != "")]
+    d = d.assign(user_id=d["critic"].str.strip(), movie_id="tt" + d["imdb"].str.strip().str.zfill(7))
+    d["rating"] = d["fresh"].map({"fresh": "1", "rotten": "0"})
+    when = pd.to_datetime(d["review_date"], errors="coerce")
+    d["timestamp"] = ((when - pd.Timestamp(0)).dt.total_seconds().fillna(0)).astype("int64").clip(lower=0)
+    d = d.drop_duplicates(["user_id", "movie_id"], keep="last")
+    rated = d[d["rating"].notna()]
+    _write(rated[["user_id", "movie_id", "rating", "timestamp"]], dst / "ratings.csv")
+    quotes = d[d["quote"].notna() & (d["quote"].str.strip() != "")]
+    _write(quotes.rename(columns={"quote": "text"})[["user_id", "movie_id", "text", "rating", "timestamp"]],
+           dst / "reviews.csv")
+    movies = d.drop_duplicates("movie_id")[["movie_id", "title"]].assign(genres="")
+    _write(movies, dst / "movies.csv")
+    return {"ratings": len(rated), "reviews": len(quotes), "movies": len(movies)}
+
+
 IMPORTERS = {
+    "rt-critics": import_rt_critics,
     "movielens-100k": import_movielens_100k,
     "movielens-latest-small": import_movielens_latest_small,
     "filmtrust": import_filmtrust,

@@ -83,9 +83,18 @@ def _topk(scorer: Scorer, users: np.ndarray, k: int, seen: sp.csr_matrix) -> np.
     return out
 
 
+CURVE_K = 20  # precision/recall curves run to this list length
+
+
 def score(scorer: Scorer, train: pd.DataFrame, test: pd.DataFrame, n_users: int, n_items: int,
-          cfg: Config, users_subset: np.ndarray | None = None) -> dict:
-    """RMSE/MAE on the test ratings and ranking metrics over test users with positives."""
+          cfg: Config, users_subset: np.ndarray | None = None, genre_mat: np.ndarray | None = None,
+          detail: bool = False) -> dict:
+    """RMSE/MAE on the test ratings and ranking metrics over test users with positives.
+
+    Beyond accuracy: novelty, intra-list diversity (by genre), popularity lift of the lists
+    over users' histories, and user coverage (share of ranked users with at least one
+    relevant movie in the list). ``detail`` adds precision/recall curves over K and the
+    long-tail profile (for the report's plots)."""
     if users_subset is not None:
         test = test[np.isin(test["user_idx"].to_numpy(), users_subset)]
     out: dict = {"n_test": int(len(test))}
@@ -108,9 +117,23 @@ def score(scorer: Scorer, train: pd.DataFrame, test: pd.DataFrame, n_users: int,
     grouped = pos.groupby("user_idx")["movie_idx"].apply(np.asarray)
     positives = [grouped[u] for u in users]
     k = max(cfg.evaluate.k)
-    topk = _topk(scorer, users, k, seen)
+    full = _topk(scorer, users, max(k, CURVE_K) if detail else k, seen)
+    topk = full[:, :k]
     out.update(M.ranking_metrics(topk, positives, cfg.evaluate.k, n_items))
     out["users_ranked"] = int(len(users))
+    tr_items = train["movie_idx"].to_numpy()
+    count = np.bincount(tr_items, minlength=n_items).astype(np.float64)
+    share = count / max(train["user_idx"].nunique(), 1)
+    out["novelty"] = M.novelty(topk, share)
+    div = M.intra_list_diversity(topk, genre_mat)
+    if div is not None:
+        out["diversity"] = div
+    out["popularity_lift"] = M.popularity_lift(topk, share, tr_items)
+    hits = M.hit_matrix(full, positives)
+    out["user_coverage"] = float(hits[:, :k].any(1).mean())
+    if detail:
+        out["curves"] = M.pr_curve(hits, np.array([len(p) for p in positives]))
+        out["long_tail"] = M.long_tail(topk, count, pos["movie_idx"].to_numpy())
     return out
 
 
@@ -144,38 +167,109 @@ def evaluate(cfg: Config) -> dict:
     users = cat.read("users_clean")
     n_users, n_items = len(cat.read("user_ids")), len(cat.read("movie_ids"))
     groups = _groups(users, cfg)
+    genre_mat = _genre_matrix(cat.read("movies_clean"))
     ablations = ablation_configs(cfg, cfg.evaluate.ablations)
     per_fold = []
+    history = None
+    from movierec.progress import Progress
+
+    bar = Progress(len(n_folds(cfg)), "evaluate", unit="fold")
     for fold in n_folds(cfg):
         train, test = train_test(ratings, fold)
         if fold == cfg.split.fold:
             from movierec.models.mf import MatrixFactorization
 
             model = MatrixFactorization.load(trained_model_dir(cfg) / "model.npz")
+            history = getattr(model, "history_", None)
         else:
             model = train_for_fold(cfg, cat, fold)[0]
-        res = score(model_scorer(model), train, test, n_users, n_items, cfg)
+        res = score(model_scorer(model), train, test, n_users, n_items, cfg, genre_mat=genre_mat, detail=True)
         # the rating factorization alone (what peers like Surprise fit); the ranking (watch)
         # model is a separate model and its seconds are reported beside
         res["fit_seconds"] = float(model.fit_seconds_ or 0.0)
         res["ranking_fit_seconds"] = float(getattr(model, "ranking_fit_seconds_", 0.0) or 0.0)
-        res["baselines"] = {name: score(s, train, test, n_users, n_items, cfg)
+        res["baselines"] = {name: score(s, train, test, n_users, n_items, cfg, genre_mat=genre_mat)
                             for name, s in baseline_scorers(train, n_users, n_items, cfg.evaluate.baselines).items()}
         res["ablations"] = {}
         for name, (fcfg, mcfg) in ablations.items():
             log.info("evaluate: fold %d, ablation %s", fold, name)
             am = train_for_fold(cfg, cat, fold, features=fcfg, model_cfg=mcfg)[0]
-            res["ablations"][name] = score(model_scorer(am), train, test, n_users, n_items, cfg)
+            asc = model_scorer(am)
+            res["ablations"][name] = score(asc, train, test, n_users, n_items, cfg, genre_mat=genre_mat)
+            # the activity groups (cold users above all) with and without the signal
+            res["ablations"][name]["groups"] = {
+                g: score(asc, train, test, n_users, n_items, cfg, users_subset=members, genre_mat=genre_mat)
+                for g, members in _activity_groups(train, cfg).items()}
         ms = model_scorer(model)
-        res["groups"] = {g: score(ms, train, test, n_users, n_items, cfg, users_subset=members)
-                         for g, members in groups.items()}
+        fold_groups = dict(groups, **_activity_groups(train, cfg))
+        res["groups"] = {g: score(ms, train, test, n_users, n_items, cfg, users_subset=members, genre_mat=genre_mat)
+                         for g, members in fold_groups.items()}
         per_fold.append(res)
         log.info("evaluate: fold %d: RMSE %.4f", fold, res.get("rmse", float("nan")))
+        bar.update(1)
+    bar.close()
     out = _mean_over_folds(per_fold)
     if len(per_fold) > 1:
-        out["folds"] = per_fold
+        out["folds"] = [{k: v for k, v in f.items() if k not in ("curves", "long_tail")} for f in per_fold]
+        out["curves"], out["long_tail"] = per_fold[0].get("curves"), per_fold[0].get("long_tail")
+    out["fairness"] = fairness_gaps(out.get("groups", {}), max(cfg.evaluate.k))
+    if history is not None:
+        out["history"] = {"train_rmse": list(history.train_rmse), "val_rmse": list(history.val_rmse),
+                          "best_epoch": int(history.best_epoch)}
     out["split"] = cfg.split.method
     out["model_version"] = trained_model_dir(cfg).name
+    return out
+
+
+def _genre_matrix(movies: pd.DataFrame) -> np.ndarray | None:
+    from movierec.stages.fuse import _genres
+
+    if "genres" not in movies.columns:
+        return None
+    names, mat = _genres(movies)
+    return mat if names else None
+
+
+def _activity_groups(train: pd.DataFrame, cfg: Config) -> dict[str, np.ndarray]:
+    """activity=light / medium / heavy: users in the lower, middle and upper third by their
+    number of training ratings, and activity=cold (<5): fewer than 5 training ratings
+    (only when ``activity`` is among features.group_columns)."""
+    if "activity" not in cfg.features.group_columns:
+        return {}
+    cnt = train.groupby("user_idx").size()
+    if len(cnt) < 3:
+        return {}
+    lo, hi = np.quantile(cnt.to_numpy(), [1 / 3, 2 / 3])
+    return {"activity=cold (<5)": cnt.index[cnt < 5].to_numpy(),
+            "activity=light": cnt.index[cnt <= lo].to_numpy(),
+            "activity=medium": cnt.index[(cnt > lo) & (cnt <= hi)].to_numpy(),
+            "activity=heavy": cnt.index[cnt > hi].to_numpy()}
+
+
+def fairness_gaps(groups: dict[str, dict], k: int) -> dict:
+    """Per group column: the best and worst group on RMSE and NDCG@k and the gap between
+    them; ``largest`` names the column whose NDCG gap (relative to the best) is largest."""
+    by_col: dict[str, dict[str, dict]] = {}
+    for name, m in groups.items():
+        col, _, val = name.partition("=")
+        by_col.setdefault(col, {})[val] = m
+    out: dict = {}
+    nd = f"ndcg@{k}"
+    for col, vals in by_col.items():
+        entry: dict = {}
+        for metric, higher_better in (("rmse", False), (nd, True)):
+            have = {v: m[metric] for v, m in vals.items() if m.get(metric) is not None}
+            if len(have) < 2:
+                continue
+            best = (max if higher_better else min)(have, key=have.get)
+            worst = (min if higher_better else max)(have, key=have.get)
+            entry[metric] = {"best": best, "worst": worst, "gap": abs(have[best] - have[worst]),
+                             "relative_gap": abs(have[best] - have[worst]) / max(abs(have[best]), 1e-9)}
+        if entry:
+            out[col] = entry
+    ranked = [(e[nd]["relative_gap"], c) for c, e in out.items() if nd in e]
+    if ranked:
+        out["largest"] = max(ranked)[1]
     return out
 
 

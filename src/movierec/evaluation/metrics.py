@@ -67,3 +67,48 @@ def ranking_metrics(topk: np.ndarray, positives: list[np.ndarray], ks: list[int]
         out[f"map@{k}"] = map_at_k(hits, n_pos, k)
     out["coverage"] = coverage(topk[:, : max(ks)], n_items)
     return out
+
+
+def novelty(topk: np.ndarray, item_share: np.ndarray) -> float:
+    """Mean self-information -log2(p_i) of recommended movies, p_i = share of users who rated i."""
+    p = np.maximum(item_share[topk.ravel()], 1e-9)
+    return float(np.mean(-np.log2(p))) if topk.size else 0.0
+
+
+def intra_list_diversity(topk: np.ndarray, genre_mat: np.ndarray | None) -> float | None:
+    """Mean over lists of 1 - mean pairwise cosine similarity of the movies' genre vectors."""
+    if genre_mat is None or genre_mat.shape[1] == 0 or topk.shape[1] < 2:
+        return None
+    g = genre_mat / np.maximum(np.linalg.norm(genre_mat, axis=1, keepdims=True), 1e-9)
+    G = g[topk]  # lists x k x genres
+    sim = np.einsum("lkg,ljg->lkj", G, G)
+    k = topk.shape[1]
+    off = (sim.sum((1, 2)) - np.trace(sim, axis1=1, axis2=2)) / (k * (k - 1))
+    return float(np.mean(1.0 - off))
+
+
+def popularity_lift(topk: np.ndarray, item_share: np.ndarray, history_items: np.ndarray) -> float:
+    """Mean popularity of recommended movies over that of the movies in users' histories
+    (1 = lists as popular as what people watch; > 1 = lists lean to the head)."""
+    hist = item_share[history_items].mean() if len(history_items) else 0.0
+    return float(item_share[topk.ravel()].mean() / hist) if hist > 0 else 0.0
+
+
+def long_tail(topk: np.ndarray, item_count: np.ndarray, watched_items: np.ndarray, bins: int = 10) -> dict:
+    """Share of recommendations and of watched (test) movies in each popularity bin
+    (movies sorted from most to least rated in training, cut into ``bins`` equal groups)."""
+    order = np.argsort(-item_count, kind="stable")
+    bin_of = np.empty(len(item_count), np.int64)
+    bin_of[order] = np.arange(len(item_count)) * bins // max(len(item_count), 1)
+    rec = np.bincount(bin_of[topk.ravel()], minlength=bins) / max(topk.size, 1)
+    watched = np.bincount(bin_of[watched_items], minlength=bins) / max(len(watched_items), 1)
+    return {"recommended": rec.round(5).tolist(), "watched": watched.round(5).tolist()}
+
+
+def pr_curve(hits: np.ndarray, n_pos: np.ndarray) -> dict:
+    """precision@K and recall@K for K = 1 .. list length."""
+    ks = np.arange(1, hits.shape[1] + 1)
+    cum = np.cumsum(hits, 1)
+    return {"k": ks.tolist(),
+            "precision": (cum / ks).mean(0).round(5).tolist(),
+            "recall": (cum / np.maximum(n_pos, 1)[:, None]).mean(0).round(5).tolist()}

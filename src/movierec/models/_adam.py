@@ -78,12 +78,12 @@ def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
             qi = qi + tf.matmul(tf.gather(Y, i), V, transpose_b=True)
         return pu, qi
 
-    def step(u, i, r):
+    def step(u, i, r, w):
         with tf.GradientTape() as tape:
             pu, qi = effective(u, i)
             pred = mu + tf.gather(bu, u) + tf.gather(bi, i) + tf.reduce_sum(pu * qi, axis=1)
             err = r - pred
-            loss = tf.reduce_mean(tf.square(err))
+            loss = tf.reduce_mean(w * tf.square(err))  # pseudo-ratings weigh less
             loss += reg * tf.reduce_mean(tf.reduce_sum(tf.square(tf.gather(P, u)), 1)
                                          + tf.reduce_sum(tf.square(tf.gather(Q, i)), 1))
             loss += reg_b * tf.reduce_mean(tf.square(tf.gather(bu, u)) + tf.square(tf.gather(bi, i)))
@@ -103,6 +103,7 @@ def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
     users = tf.constant(data.users[tr])
     items = tf.constant(data.items[tr])
     ratings = tf.constant(data.ratings[tr])
+    wts = tf.constant(np.ones(len(tr), np.float32) if data.weights is None else data.weights[tr])
     batch = int(model.batch_size)
     n_batches = (n_train + batch - 1) // batch
 
@@ -114,7 +115,7 @@ def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
         sse = tf.constant(0.0)
         for b in tf.range(n_batches):
             idx = perm[b * batch : (b + 1) * batch]
-            sse += step(tf.gather(users, idx), tf.gather(items, idx), tf.gather(ratings, idx))
+            sse += step(tf.gather(users, idx), tf.gather(items, idx), tf.gather(ratings, idx), tf.gather(wts, idx))
         return sse
 
     tracker = EpochTracker(model, data, va)

@@ -45,8 +45,16 @@ class TrainData:
     item_features: np.ndarray | None = None
     neighbours: sp.csr_matrix | None = None  # n_users x n_users, rows sum to 1
     implicit_items: sp.csr_matrix | None = None  # n_users x n_items: movies a user rated or reviewed
+    #: per-rating weight in (0, 1]: 1 for real ratings, less for pseudo-ratings (None: all 1)
+    weights: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.weights is not None:
+            self.weights = np.asarray(self.weights, dtype=np.float32)
+            if len(self.weights) != len(self.ratings):
+                raise ModelError("TrainData: one weight per rating is needed")
+            if (self.weights >= 1.0).all():
+                self.weights = None
         self.users = np.asarray(self.users, dtype=np.int32)
         self.items = np.asarray(self.items, dtype=np.int32)
         self.ratings = np.asarray(self.ratings, dtype=np.float32)
@@ -82,15 +90,22 @@ class EpochTracker:
     best state so far, and early stopping (restoring the best state at the end)."""
 
     def __init__(self, model: "MatrixFactorization", data: TrainData, va: np.ndarray) -> None:
+        from movierec.progress import Progress
+
         self.model, self.data, self.va = model, data, va
         self.history = History()
         self.best, self.best_state, self.bad = np.inf, None, 0
+        self.progress = Progress(model.epochs, f"training ({model.optimizer})", unit="epoch")
 
     def end_epoch(self, epoch: int, sse: float, n_train: int) -> bool:
         """Record the epoch; True when training should stop."""
         m, hist = self.model, self.history
         hist.train_rmse.append(float(np.sqrt(sse / max(1, n_train))))
         m._record_validation(hist, self.data, self.va, epoch)
+        shown = {"train_rmse": f"{hist.train_rmse[-1]:.4f}"}
+        if hist.val_rmse:
+            shown["val_rmse"] = f"{hist.val_rmse[-1]:.4f}"
+        self.progress.update(1, **shown)
         if not len(self.va):
             hist.best_epoch = epoch
             return False
@@ -108,6 +123,7 @@ class EpochTracker:
         return False
 
     def finish(self) -> History:
+        self.progress.close()
         if self.best_state is not None:
             self.model._restore(self.best_state)
         return self.history
@@ -202,7 +218,8 @@ class MatrixFactorization:
         self.user_features_ = (data.user_features if du else np.zeros((data.n_users, 0))).astype(np.float32)
         self.item_features_ = (data.item_features if di else np.zeros((data.n_items, 0))).astype(np.float32)
         if self.implicit:
-            self.item_implicit_ = rng.normal(0, self.init_std, (data.n_items, k)).astype(np.float32)
+            # one row per column of the implicit matrix: movies, then (TrustSVD-style) trusted users
+            self.item_implicit_ = rng.normal(0, self.init_std, (data.implicit().shape[1], k)).astype(np.float32)
             self._implicit_norm = self._normalized(data.implicit())
             self.user_implicit_ = np.asarray(self._implicit_norm @ self.item_implicit_, np.float32)
         else:
@@ -243,12 +260,15 @@ class MatrixFactorization:
         rng = np.random.default_rng(self.seed)
         n = len(data.ratings)
         val_mask = np.zeros(n, bool)
-        if self.early_stopping and n >= 50:
-            val_mask[rng.permutation(n)[: max(1, int(n * self.validation_fraction))]] = True
+        real = np.ones(n, bool) if data.weights is None else data.weights >= 1.0
+        if self.early_stopping and real.sum() >= 50:
+            # validation on real ratings only (pseudo-ratings are never judged against)
+            cand = np.flatnonzero(real)
+            val_mask[cand[rng.permutation(len(cand))[: max(1, int(len(cand) * self.validation_fraction))]]] = True
         self._init_state(data, rng)
         self._last_log = time.perf_counter()
-        # the mean of the part actually trained on
-        self.global_mean_ = float(data.ratings[~val_mask].mean())
+        # the mean of the real ratings actually trained on
+        self.global_mean_ = float(data.ratings[~val_mask & real].mean())
         t0 = time.perf_counter()
         if self.optimizer == "adam":
             from movierec.models._adam import fit_adam
@@ -291,7 +311,7 @@ class MatrixFactorization:
             return
         from movierec.models._sgd import bpr_epoch
 
-        pos = data.implicit().copy()
+        pos = data.implicit()[:, :n_items].tocsr()  # movies only (trusted users may follow)
         pos.sort_indices()
         users = np.repeat(np.arange(n_users, dtype=np.int32), np.diff(pos.indptr))
         items = pos.indices.astype(np.int32)
@@ -331,8 +351,17 @@ class MatrixFactorization:
     def _fit_sgd(self, data: TrainData, val_mask: np.ndarray, rng: np.random.Generator) -> History:
         from movierec.models._sgd import fill_cold_users, sgd_epoch_by_user, sgd_epoch_parallel
 
-        tr = np.flatnonzero(~val_mask).astype(np.int64)
+        tr_all = np.flatnonzero(~val_mask).astype(np.int64)
         va = np.flatnonzero(val_mask)
+        # pseudo-ratings (weight w < 1) take part in an epoch with probability w: in
+        # expectation the same as scaling their gradient by w
+        if data.weights is not None:
+            pseudo = tr_all[data.weights[tr_all] < 1.0]
+            tr = tr_all[data.weights[tr_all] >= 1.0]
+            p_keep = data.weights[pseudo]
+        else:
+            tr, pseudo = tr_all, tr_all[:0]
+        real_tr = tr
         nb = data.neighbours.tocsr()
         nb_ptr = nb.indptr.astype(np.int64)
         nb_idx = nb.indices.astype(np.int32)
@@ -349,7 +378,7 @@ class MatrixFactorization:
         chunks = threads * 16 if threads > 1 else 1
         # plain MF: user by user (cache-friendly); shared parameters (feature projections,
         # social term) need a rating-level shuffle or their updates come in correlated runs
-        by_user_layout = not self.implicit and not use_feat and self.social_reg == 0
+        by_user_layout = not self.implicit and not use_feat and self.social_reg == 0 and not len(pseudo)
         if by_user_layout:
             # ratings stored user by user, each user's in a random order
             srt = tr[np.lexsort((rng.random(len(tr)), data.users[tr]))]
@@ -362,8 +391,17 @@ class MatrixFactorization:
             n_ptr, n_idx = imp.indptr.astype(np.int64), imp.indices.astype(np.int32)
             r_ptr = np.zeros(data.n_users + 1, np.int64)
             r_ptr[1:] = np.cumsum(np.bincount(data.users[tr], minlength=data.n_users))
+        # a projection step moves a vector by about lr_feat * |x|^2: with many features the
+        # step has to shrink or it diverges (8 ~ what MovieLens' demographics + genres give)
+        sq = float((X.astype(np.float64) ** 2).sum(1).mean() if X.shape[1] else 0.0) + \
+            float((Y.astype(np.float64) ** 2).sum(1).mean() if Y.shape[1] else 0.0)
+        feat_scale = min(1.0, 8.0 / sq) if sq > 0 else 1.0
         for epoch in range(self.epochs):
-            lr_feat = lr * min(1.0, 100.0 / np.sqrt(n_rated))
+            lr_feat = lr * min(1.0, 100.0 / np.sqrt(n_rated)) * feat_scale
+            if len(pseudo):
+                tr = np.concatenate([real_tr, pseudo[rng.random(len(pseudo)) < p_keep]])
+                if self.implicit:
+                    r_ptr[1:] = np.cumsum(np.bincount(data.users[tr], minlength=data.n_users))
             if self.implicit:
                 from movierec.models._sgd import sgd_epoch_grouped
 

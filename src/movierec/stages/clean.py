@@ -241,13 +241,13 @@ def clean(tables: dict[str, pd.DataFrame], cfg: Config) -> CleanResult:
             "review_id": np.arange(len(reviews), dtype=np.int64),
             "user_idx": uidx(reviews["user_id"]),
             "movie_idx": midx(reviews["movie_id"]),
-            "text": reviews["text"].astype(str),
+            "text_key": _text_keys(reviews),
             "rating": reviews["rating"].to_numpy(np.float32) if "rating" in reviews.columns else np.nan,
         })
         if "timestamp" in reviews.columns:
             rv["timestamp"] = reviews["timestamp"].to_numpy(np.float64)
         before = len(rv)
-        rv = rv.drop_duplicates(["user_idx", "movie_idx", "text"], keep="last").reset_index(drop=True)
+        rv = rv.drop_duplicates(["user_idx", "movie_idx", "text_key"], keep="last").reset_index(drop=True)
         res.stats["duplicate_reviews_removed"] = before - len(rv)
         res.tables["reviews"] = rv
     if social is not None and len(social):
@@ -255,13 +255,24 @@ def clean(tables: dict[str, pd.DataFrame], cfg: Config) -> CleanResult:
             "user_idx": uidx(social["user_id"]),
             "friend_idx": uidx(social["friend_id"]),
             "weight": social["weight"].fillna(1.0).to_numpy(np.float32) if "weight" in social.columns else np.float32(1.0),
-            "text": social["text"].fillna("").astype(str) if "text" in social.columns else "",
+            "text_key": _text_keys(social),
         })
         s = s.drop_duplicates(["user_idx", "friend_idx"], keep="last").reset_index(drop=True)
         res.tables["social"] = s
     if res.tables["ratings"].empty:
         raise DataError("no ratings left after cleaning")
     return res
+
+
+def _text_keys(df: pd.DataFrame) -> np.ndarray:
+    """The hash standing for each row's text ("" for none); texts are hashed here if given."""
+    from movierec.stages.sentiment import key_of_text
+
+    if "text_key" in df.columns:
+        return df["text_key"].fillna("").astype(str).to_numpy(object)
+    if "text" in df.columns:
+        return np.array([key_of_text(t) if isinstance(t, str) and t else "" for t in df["text"]], dtype=object)
+    return np.full(len(df), "", dtype=object)
 
 
 def _norm_genres(g: str) -> str:

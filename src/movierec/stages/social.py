@@ -13,13 +13,14 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from movierec.config import SocialConfig
 
 
 @dataclass
 class SocialResult:
-    features: pd.DataFrame  # user_idx, in_degree, out_degree, pagerank, clustering, community
+    features: pd.DataFrame  # user_idx, in/out degree, pagerank, clustering, community, trust_2hop, reach_2hop
     neighbours: pd.DataFrame  # user_idx, neighbour_idx, strength (sums to 1 per user)
 
 
@@ -50,24 +51,35 @@ def social(
     g = nx.DiGraph()
     g.add_nodes_from(range(n_users))
     g.add_weighted_edges_from(t.itertuples(index=False, name=None), weight="strength")
-    und = g.to_undirected()
 
-    in_deg = np.zeros(n_users)
-    out_deg = np.zeros(n_users)
-    for n, d in g.in_degree():
-        in_deg[n] = d
-    for n, d in g.out_degree():
-        out_deg[n] = d
+    # directed view: degrees and PageRank (networkx's scipy power iteration)
+    ui, fi = t["user_idx"].to_numpy(), t["friend_idx"].to_numpy()
+    out_deg = np.bincount(ui, minlength=n_users).astype(np.float64)
+    in_deg = np.bincount(fi, minlength=n_users).astype(np.float64)
     pr = nx.pagerank(g, alpha=cfg.pagerank_alpha, weight="strength") if g.number_of_edges() else {}
     pagerank = np.array([pr.get(n, 1.0 / max(n_users, 1)) for n in range(n_users)])
-    clust = nx.clustering(und)
-    clustering = np.array([clust.get(n, 0.0) for n in range(n_users)])
+    # undirected view: clustering coefficient from sparse triangle counts (the same numbers
+    # as nx.clustering, unweighted, at a fraction of the time on large graphs), Louvain
+    A = sp.csr_matrix((np.ones(len(t)), (ui, fi)), shape=(n_users, n_users))
+    U = ((A + A.T) > 0).astype(np.float64)
+    deg = np.asarray(U.sum(1)).ravel()
+    tri = np.asarray((U @ U).multiply(U).sum(1)).ravel() / 2.0
+    clustering = np.where(deg > 1, 2.0 * tri / np.maximum(deg * (deg - 1), 1), 0.0)
     community = np.full(n_users, -1, dtype=np.int32)
+    und = g.to_undirected()
     if und.number_of_edges():
         comms = nx.community.louvain_communities(und, weight="strength", seed=cfg.seed)
         comms = sorted((c for c in comms if len(c) > 1), key=lambda c: (-len(c), min(c)))
         for k, members in enumerate(comms):
             community[list(members)] = k
+    # trust propagation: strength-normalised ties S, two hops with decay: S + d * S^2
+    S = row_normalized(sp.csr_matrix((t["strength"].to_numpy(np.float64), (ui, fi)), shape=(n_users, n_users)))
+    S2 = S @ S
+    S2.setdiag(0.0)
+    S2.eliminate_zeros()
+    prop = S + cfg.propagation_decay * S2
+    trust_2hop = np.asarray(prop.sum(0)).ravel()  # trust flowing in within two hops
+    reach_2hop = np.diff(((A + A @ A) > 0).astype(np.int8).tocsr().indptr).astype(np.float64)
     features = pd.DataFrame({
         "user_idx": np.arange(n_users, dtype=np.int32),
         "in_degree": in_deg,
@@ -75,12 +87,36 @@ def social(
         "pagerank": pagerank * n_users,  # 1.0 = average
         "clustering": clustering,
         "community": community,
+        "trust_2hop": trust_2hop,
+        "reach_2hop": reach_2hop,
     })
-    total = t.groupby("user_idx")["strength"].transform("sum")
+    # the neighbourhood the model pulls each user toward: direct ties, and two-hop ones
+    # with weight social.hop2_weight
+    N = S + cfg.hop2_weight * S2 if cfg.hop2_weight > 0 else S
+    N = row_normalized(N.tocsr()).tocoo()
     nb = pd.DataFrame({
-        "user_idx": t["user_idx"].astype(np.int32),
-        "neighbour_idx": t["friend_idx"].astype(np.int32),
-        "strength": np.where(total > 0, t["strength"] / total.where(total > 0, 1.0), 0.0).astype(np.float32),
+        "user_idx": N.row.astype(np.int32),
+        "neighbour_idx": N.col.astype(np.int32),
+        "strength": N.data.astype(np.float32),
     })
     nb = nb[nb["strength"] > 0].sort_values(["user_idx", "neighbour_idx"]).reset_index(drop=True)
     return SocialResult(features, nb)
+
+
+def row_normalized(m: sp.csr_matrix) -> sp.csr_matrix:
+    """Rows scaled to sum to 1 (empty rows stay empty)."""
+    m = m.tocsr()
+    tot = np.asarray(m.sum(1)).ravel()
+    return (sp.diags(np.where(tot > 0, 1.0 / np.where(tot > 0, tot, 1.0), 0.0)) @ m).tocsr()
+
+
+def shuffled_neighbours(nb: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """The control experiment: every tie's target replaced by another tie's target. Each
+    user keeps as many ties and each target as many trusters, but who trusts whom is
+    random; strengths are re-normalised per user."""
+    nb = nb.copy()
+    nb["neighbour_idx"] = np.random.default_rng(seed).permutation(nb["neighbour_idx"].to_numpy())
+    nb = nb[nb["neighbour_idx"] != nb["user_idx"]]
+    nb = nb.groupby(["user_idx", "neighbour_idx"], as_index=False)["strength"].sum()
+    nb["strength"] /= nb.groupby("user_idx")["strength"].transform("sum")
+    return nb

@@ -1,0 +1,77 @@
+"""privacy.pseudonymize_ids: no raw user id, and no review text, anywhere in the workdir."""
+
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from tests.conftest import make_data, run_cli, tiny_classifier, write_config
+
+KEY = {"MOVIEREC_ID_KEY": "a-long-secret-key-for-tests"}
+
+
+@pytest.fixture(scope="module")
+def private_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("private")
+    data = make_data(base / "data")
+    model = tiny_classifier(base / "tiny")
+    cfg = write_config(base / "config.yaml", data, base / "work",
+                       sentiment={"enabled": True, "model": str(model)},
+                       privacy={"pseudonymize_ids": True})
+    res = run_cli("-v", "train", "--config", str(cfg), env=KEY)
+    assert res.returncode == 0, res.stderr
+    return cfg, data, base / "work", res.stderr
+
+
+def _all_bytes(folder):
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != "lock"}
+
+
+def test_no_raw_id_or_text_in_any_artifact_model_or_log(private_run):
+    cfg, data, work, log = private_run
+    ratings = pd.read_csv(data / "ratings.csv", dtype=str)
+    reviews = pd.read_csv(data / "reviews.csv", dtype=str)
+    raw_ids = set(ratings["user_id"]) | set(pd.read_csv(data / "users.csv", dtype=str)["user_id"])
+    # the distinctive review texts (long ones: short phrases like "Meh." can occur by chance)
+    texts = [t for t in reviews["text"].dropna().unique() if len(t) > 40][:200]
+    assert len(raw_ids) > 100 and len(texts) > 50
+    files = _all_bytes(work)
+    assert any(p.suffix == ".parquet" for p in files) and any(p.name == "model.npz" for p in files)
+    id_pattern = re.compile(rb"|".join(re.escape(i.encode()) for i in sorted(raw_ids, key=len, reverse=True)))
+    for path, blob in files.items():
+        hit = id_pattern.search(blob)
+        assert hit is None, f"raw user id {hit.group()!r} in {path}"
+        for t in texts:
+            assert t.encode() not in blob, f"review text in {path}"
+    # parquet pages are compressed: read the tables back too
+    for path in files:
+        if path.suffix == ".parquet":
+            df = pd.read_parquet(path)
+            for col in df.columns:
+                if df[col].dtype == object:
+                    vals = set(df[col].dropna().astype(str))
+                    assert not (vals & raw_ids), f"raw ids in {path}:{col}"
+                    assert not (vals & set(texts)), f"texts in {path}:{col}"
+    assert not id_pattern.search(log.encode())
+    users = pd.read_parquet(work / "artifacts" / "user_ids.parquet")["user_id"]
+    assert users.str.fullmatch(r"p[0-9a-f]{32}").all()
+    # the sentiment cache holds hashes and scores only
+    cache = pd.read_parquet(work / "cache" / "sentiment.parquet")
+    assert list(cache.columns) == ["key", "sentiment"] and len(cache) > 50
+
+
+def test_recommend_and_feedback_hash_the_given_id(private_run):
+    cfg, data, work, _ = private_run
+    raw = pd.read_csv(data / "ratings.csv", dtype=str)["user_id"].iloc[0]
+    res = run_cli("recommend", "--config", str(cfg), "--user", raw, "--format", "json", env=KEY)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["fallback"] is None and out["user_id"] != raw and out["user_id"].startswith("p")
+    assert len(out["items"]) == 10
+    res = run_cli("feedback", "--config", str(cfg), "--user", raw, "--movie", "m00001", "--rating", "5", env=KEY)
+    assert res.returncode == 0, res.stderr
+    assert raw.encode() not in (work / "feedback" / "events.jsonl").read_bytes()
+    # without the key: a clear configuration error, nothing guessed
+    res = run_cli("recommend", "--config", str(cfg), "--user", raw, env={"MOVIEREC_ID_KEY": ""})
+    assert res.returncode == 78 and "MOVIEREC_ID_KEY" in res.stderr
