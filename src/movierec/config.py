@@ -80,6 +80,7 @@ class SocialConfig:
     message_weight: float = _f(0.5, "how much message sentiment scales tie strength")
     propagation_decay: float = _f(0.5, "weight of two-hop trust in the trust_2hop feature")
     hop2_weight: float = _f(0.0, "weight of two-hop neighbours in the neighbourhood the model uses")
+    louvain_max_edges: int = _f(200_000, "above this many ties communities come from label propagation")
 
 
 @dataclass

@@ -187,8 +187,16 @@ class ModelBundle:
         rating = np.clip(s, self.model.rating_min_, self.model.rating_max_)
         m = self.model
         if getattr(m, "watch_user_", np.zeros((0, 0))).size:
-            # watch taste of a new user: the mean watch factors of the movies they rated
-            xw = m.watch_item_[np.unique(items_r)].mean(0)
+            # watch taste of a new user: the mean watch factors of the movies they liked
+            # (rated at or above their own mean; a 1-star film was watched, not wanted)
+            liked = items_r[r >= r.mean()] if len(np.unique(r)) > 1 else items_r
+            xw = m.watch_item_[np.unique(liked)].mean(0)
+            # a mean of item vectors is shorter than a fitted user vector: give it a typical
+            # user's length, or the movies' popularity (watch bias) drowns the taste
+            typical = float(np.linalg.norm(m.watch_user_, axis=1).mean())
+            norm = float(np.linalg.norm(xw))
+            if norm > 0:
+                xw = xw * (typical / norm)
             s = m.rank_rating_weight * (s - mu) + m.watch_bias_ + m.watch_item_ @ xw
         s[items_r] = -np.inf
         it, sc = top_n_from_scores(s[None, :], n)

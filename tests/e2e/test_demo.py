@@ -117,7 +117,7 @@ def test_evaluate_beats_global_mean(demo_workdir, tmp_path):
     # the report: every section, every plot a real PNG, the same numbers as metrics.json
     rep = tmp_path / "rep"
     md = (rep / "report.md").read_text()
-    for section in ("## Summary", "## Accuracy", "## Beyond accuracy", "## Fairness", "Learning curves",
+    for section in ("## Summary", "## Accuracy", "## Beyond accuracy", "## Fairness", "Training and validation loss",
                     "Precision@K", "popularity decile", "per user group", "(largest gap)"):
         assert section in md, section
     for png in ("learning_curves.png", "accuracy.png", "precision_recall.png", "long_tail.png", "groups.png"):

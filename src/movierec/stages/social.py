@@ -8,6 +8,7 @@ times ``1 + social.message_weight * sentiment`` of the message between the two u
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import networkx as nx
@@ -16,6 +17,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from movierec.config import SocialConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -68,18 +71,27 @@ def social(
     community = np.full(n_users, -1, dtype=np.int32)
     und = g.to_undirected()
     if und.number_of_edges():
-        comms = nx.community.louvain_communities(und, weight="strength", seed=cfg.seed)
+        if und.number_of_edges() <= cfg.louvain_max_edges:
+            comms = nx.community.louvain_communities(und, weight="strength", seed=cfg.seed)
+        else:  # networkx's Louvain is pure Python: minutes at Epinions size; label propagation is O(edges)
+            log.info("social: %d edges > social.louvain_max_edges; communities by fast label propagation",
+                     und.number_of_edges())
+            comms = list(nx.community.fast_label_propagation_communities(und, weight="strength", seed=cfg.seed))
         comms = sorted((c for c in comms if len(c) > 1), key=lambda c: (-len(c), min(c)))
         for k, members in enumerate(comms):
             community[list(members)] = k
     # trust propagation: strength-normalised ties S, two hops with decay: S + d * S^2
+    # (vector products only: S^2 itself can be huge around hubs)
     S = row_normalized(sp.csr_matrix((t["strength"].to_numpy(np.float64), (ui, fi)), shape=(n_users, n_users)))
-    S2 = S @ S
-    S2.setdiag(0.0)
-    S2.eliminate_zeros()
-    prop = S + cfg.propagation_decay * S2
-    trust_2hop = np.asarray(prop.sum(0)).ravel()  # trust flowing in within two hops
-    reach_2hop = np.diff(((A + A @ A) > 0).astype(np.int8).tocsr().indptr).astype(np.float64)
+    inflow = np.asarray(S.sum(0)).ravel()
+    trust_2hop = inflow + cfg.propagation_decay * (S.T @ inflow)  # trust flowing in within two hops
+    # users reachable within two hops: exact while A^2 stays small, else the count of
+    # two-step paths (an upper bound: it counts a user reached twice twice)
+    if float(in_deg @ out_deg) <= 2e7:
+        reach_2hop = np.diff(((A + A @ A) > 0).astype(np.int8).tocsr().indptr).astype(np.float64)
+    else:
+        log.info("social: two-hop reach approximated by the number of two-step paths (large graph)")
+        reach_2hop = out_deg + A @ out_deg
     features = pd.DataFrame({
         "user_idx": np.arange(n_users, dtype=np.int32),
         "in_degree": in_deg,
@@ -92,7 +104,13 @@ def social(
     })
     # the neighbourhood the model pulls each user toward: direct ties, and two-hop ones
     # with weight social.hop2_weight
-    N = S + cfg.hop2_weight * S2 if cfg.hop2_weight > 0 else S
+    if cfg.hop2_weight > 0:
+        S2 = S @ S
+        S2.setdiag(0.0)
+        S2.eliminate_zeros()
+        N = S + cfg.hop2_weight * S2
+    else:
+        N = S
     N = row_normalized(N.tocsr()).tocoo()
     nb = pd.DataFrame({
         "user_idx": N.row.astype(np.int32),
