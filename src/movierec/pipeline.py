@@ -156,8 +156,8 @@ def status_report(cfg: Config) -> dict:
         metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").exists() else {}
         k = max(cfg.evaluate.k)
         current = {"version": cur, "created": meta.get("created"), "train_ratings": meta.get("train_ratings"),
-                   "metrics": {m: metrics[m] for m in ("rmse", "mae", f"ndcg@{k}", "coverage")
-                               if isinstance(metrics.get(m), (int, float))}}
+                   "metrics": {name: metrics[name] for name in ("rmse", "mae", f"ndcg@{k}", "coverage")
+                               if isinstance(metrics.get(name), (int, float))}}
     last = None
     lp = cat.workdir / "runs" / "last.json"
     if lp.exists():
@@ -171,7 +171,6 @@ def status_report(cfg: Config) -> dict:
 def _run_ingest(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     from movierec.feedback import read_events
     from movierec.stages.ingest import ingest
-
     from movierec.stages.sentiment import without_texts
 
     res = ingest(cfg, read_events(cat.workdir))

@@ -34,6 +34,7 @@ def top_n(
     n: int,
     seen: sp.csr_matrix | None = None,
     block: int = 2048,
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-n items for each of ``users``, excluding ``seen`` items; blocked over users.
 
@@ -51,6 +52,11 @@ def top_n(
     bi = np.asarray(bi, dtype=np.float32)
     items = np.zeros((len(users), n), dtype=np.int64)
     scores = np.zeros((len(users), n), dtype=np.float32)
+    bar = None
+    if progress:
+        from movierec.progress import Progress
+
+        bar = Progress(len(users), "recommend", unit="user")
     for start in range(0, len(users), block):
         ub = users[start : start + block]
         s = U[ub] @ Qt
@@ -62,6 +68,10 @@ def top_n(
         it, sc = _topk_rows(s, n)
         items[start : start + len(ub)] = it
         scores[start : start + len(ub)] = sc + (np.asarray(bu, np.float32)[ub] + np.float32(mu))[:, None]
+        if bar is not None:
+            bar.update(len(ub))
+    if bar is not None:
+        bar.close()
     return items, scores
 
 
@@ -220,7 +230,7 @@ class ModelBundle:
 
     def recommend_all(self, n: int, exclude_seen: bool = True) -> pd.DataFrame:
         users = np.arange(len(self.user_ids))
-        items, scores = top_n(self.vectors, users, n, self.seen if exclude_seen else None)
+        items, scores = top_n(self.vectors, users, n, self.seen if exclude_seen else None, progress=True)
         k = items.shape[1]
         return pd.DataFrame({
             "user_id": np.repeat(self.user_ids.to_numpy(), k),

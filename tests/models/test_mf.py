@@ -168,3 +168,12 @@ def test_weights_must_match_ratings(planted_data):
     train, _, nu, ni = planted_data
     with pytest.raises(ModelError, match="one weight per rating"):
         data_of(train, nu, ni, weights=np.ones(3, np.float32))
+
+
+def test_divergence_is_an_error_not_a_nan_model(planted_data):
+    from movierec.errors import ModelError
+
+    train, _, nu, ni = planted_data
+    with pytest.raises(ModelError, match="diverged"):
+        MatrixFactorization(factors=8, epochs=5, learning_rate=50.0, lr_decay=1.0,
+                            early_stopping=False).fit(data_of(train, nu, ni))

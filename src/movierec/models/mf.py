@@ -100,6 +100,10 @@ class EpochTracker:
     def end_epoch(self, epoch: int, sse: float, n_train: int) -> bool:
         """Record the epoch; True when training should stop."""
         m, hist = self.model, self.history
+        if not np.isfinite(sse):
+            self.progress.close()
+            raise ModelError(f"training diverged in epoch {epoch + 1} (loss is not finite); lower "
+                             "model.learning_rate or raise model.reg / model.reg_features")
         hist.train_rmse.append(float(np.sqrt(sse / max(1, n_train))))
         m._record_validation(hist, self.data, self.va, epoch)
         shown = {"train_rmse": f"{hist.train_rmse[-1]:.4f}"}

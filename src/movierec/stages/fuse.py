@@ -21,6 +21,9 @@ from sklearn.preprocessing import MultiLabelBinarizer, OneHotEncoder, StandardSc
 from movierec.config import FeaturesConfig
 
 
+CLIP = 5.0  # standardised features are clipped to [-CLIP, CLIP]
+
+
 @dataclass
 class FuseResult:
     user_features: np.ndarray  # n_users x d_u, float32
@@ -174,7 +177,9 @@ def fuse(
                                                  sparse_output=False), ["soc_community"]))
     num_cols = _informative(u, num_cols)
     user_ct = ColumnTransformer([_scaled(num_cols), *parts], remainder="drop", sparse_threshold=0.0)
-    X = user_ct.fit_transform(u).astype(np.float32)
+    # standardised values far out (a rare user with a long review history) make huge SGD
+    # steps on the projections: winsorise at 5 standard deviations
+    X = np.clip(user_ct.fit_transform(u).astype(np.float32), -CLIP, CLIP)
 
     # ---- items
     m = pd.DataFrame({"movie_idx": np.arange(n_items)})
@@ -191,7 +196,7 @@ def fuse(
         m["crowd_count"] = m["crowd_count"].fillna(0.0)
         item_num += ["crowd_sentiment", "crowd_count"]
     item_ct = ColumnTransformer([_scaled(_informative(m, item_num))], remainder="drop", sparse_threshold=0.0)
-    Y = np.hstack([item_ct.fit_transform(m).astype(np.float32), genre_mat])
+    Y = np.hstack([np.clip(item_ct.fit_transform(m).astype(np.float32), -CLIP, CLIP), genre_mat])
 
     item_names = list(item_ct.get_feature_names_out()) + [f"genre_{g}" for g in genre_names]
     return FuseResult(
