@@ -96,6 +96,13 @@ def test_gate_rejects_a_worse_model_and_keeps_current(site):
     rows = json.loads(out.stdout)
     assert [r["status"] for r in rows] == ["promoted", "rejected"] and rows[0]["current"]
     assert recommends(cfg)
+    # status: the current model and its metrics, and why the last run did not promote
+    st = json.loads(run_cli("status", "--config", str(cfg), "--format", "json").stdout)
+    assert st["current_model"]["version"] == v1 and st["current_model"]["metrics"]["rmse"] > 0
+    assert st["last_run"]["outcome"] == "rejected" and any("RMSE" in x for x in st["last_run"]["reasons"])
+    assert set(st["stages"]) == {"ingest", "clean", "sentiment", "social", "fuse", "train"}
+    table = run_cli("status", "--config", str(cfg)).stdout
+    assert "last run: rejected" in table and f"current model: {v1}" in table and "rmse" in table
 
 
 def test_rollback_and_retention(site):

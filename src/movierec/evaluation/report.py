@@ -102,18 +102,19 @@ def _plots(result: dict, out: Path, ks: list[int]) -> dict[str, str]:
         save(fig, "learning_curves.png", "Training and validation loss (RMSE) per epoch")
 
     rows = [("movierec", result)] + [(f"{n}", m) for n, m in result.get("baselines", {}).items()] + \
-           [(f"-{n}", m) for n, m in result.get("ablations", {}).items()]
+           [(f"ablation:\n{n}", m) for n, m in result.get("ablations", {}).items()]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
     for ax, metric in zip(axes, ("rmse", nd)):
         have = [(n, m[metric]) for n, m in rows if m.get(metric) is not None]
-        colors = ["tab:blue" if n == "movierec" else "tab:orange" if n.startswith("-") else "tab:grey" for n, _ in have]
+        colors = ["tab:blue" if n == "movierec" else "tab:orange" if n.startswith("ablation") else "tab:grey"
+                  for n, _ in have]
         ax.bar([n for n, _ in have], [v for _, v in have], color=colors)
         ax.set_title(metric.upper() if metric == "rmse" else metric + " (higher is better)")
         ax.tick_params(axis="x", rotation=30)
         if have:
             lo = min(v for _, v in have)
             ax.set_ylim(lo * 0.9 if metric == "rmse" else 0, max(v for _, v in have) * 1.05)
-    save(fig, "accuracy.png", f"RMSE and {nd}: model (blue), baselines (grey), ablations (orange, '-' = without)")
+    save(fig, "accuracy.png", f"RMSE and {nd}: model (blue), baselines (grey), ablations (orange)")
 
     cur = result.get("curves")
     if cur:
