@@ -266,14 +266,9 @@ def bench_scale(args) -> str:
 
 
 def _read_polarity(folder: Path) -> tuple[list[str], np.ndarray]:
-    texts, labels = [], []
-    for name, y in (("rt-polarity.pos", 1), ("rt-polarity.neg", 0)):
-        for line in (folder / name).read_bytes().split(b"\n"):
-            t = line.decode("latin-1").strip()
-            if t:
-                texts.append(t)
-                labels.append(y)
-    return texts, np.array(labels)
+    from finetune_sentiment import read_rt_polarity  # scripts/ is on sys.path when run as a script
+
+    return read_rt_polarity(folder)
 
 
 def _throughput(fn, texts: list[str], repeats: int = 2) -> float:
