@@ -87,3 +87,29 @@ def test_social_regularisation_recommends_the_communitys_movies(world):
     assert with_social >= 0.9
     # the effect comes from who the friends are: without the term, or with random friends, it is gone
     assert without < 0.75 and shuffled < 0.75
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_trusted_users_as_implicit_feedback(world, optimizer):
+    """TrustSVD-style: the implicit set holds the rated movies and then the trusted users
+    (extra columns); both trainers fit it, and targets with two neutral ratings lean to
+    their community through the users they trust."""
+    ratings, res, targets, n_users = world
+    n_items = 2 * N_MOVIES + N_NEUTRAL
+    nb = res.neighbours
+    rated = sp.csr_matrix((np.ones(len(ratings), np.float32), (ratings.user_idx, ratings.movie_idx)),
+                          shape=(n_users, n_items))
+    trust = sp.csr_matrix((np.ones(len(nb), np.float32), (nb.user_idx, nb.neighbour_idx)), shape=(n_users, n_users))
+    implicit = sp.hstack([rated, trust], format="csr")
+    data = TrainData(ratings.user_idx.to_numpy(), ratings.movie_idx.to_numpy(), ratings.rating.to_numpy(),
+                     n_users, n_items, implicit_items=implicit)
+    m = MatrixFactorization(factors=4, epochs=60, optimizer=optimizer, learning_rate=0.02,
+                            reg=0.02, implicit=True, use_features=False, early_stopping=False, ranking="rating",
+                            batch_size=256, seed=0).fit(data)
+    assert m.item_implicit_.shape == (n_items + n_users, 4)
+    assert own_community_share(m, targets) >= 0.8
+    if optimizer == "sgd":  # the control: the rated movies alone say nothing about the targets
+        alone = TrainData(ratings.user_idx.to_numpy(), ratings.movie_idx.to_numpy(), ratings.rating.to_numpy(),
+                          n_users, n_items, implicit_items=rated)
+        m0 = MatrixFactorization(**dict(m.get_params(), implicit=True)).fit(alone)
+        assert own_community_share(m0, targets) < 0.75
