@@ -350,8 +350,9 @@ def implicit_matrix(cat: Catalog, train: pd.DataFrame, test: pd.DataFrame, n_use
     i = [train["movie_idx"].to_numpy()]
     reviews = cat.read_optional("reviews_clean")
     if reviews is not None and len(reviews):
-        key = lambda df: df["user_idx"].to_numpy(np.int64) * (1 << 32) + df["movie_idx"].to_numpy(np.int64)
-        keep = ~np.isin(key(reviews), key(test))
+        from movierec.data.schemas import pair_key
+
+        keep = ~np.isin(pair_key(reviews), pair_key(test))
         u.append(reviews["user_idx"].to_numpy()[keep])
         i.append(reviews["movie_idx"].to_numpy()[keep])
     u, i = np.concatenate(u), np.concatenate(i)

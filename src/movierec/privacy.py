@@ -62,8 +62,6 @@ def pseudonymize_tables(tables: dict[str, pd.DataFrame], key: bytes) -> None:
         for col in USER_COLUMNS:
             if col in df.columns and len(df):
                 df[col] = pseudonymize_column(df[col], key)
-                if col == "user_id" and df[col].dtype == object:
-                    df[col] = df[col].astype(object)
 
 
 def maybe_pseudonym(user_id: str | None, cfg: PrivacyConfig) -> str | None:

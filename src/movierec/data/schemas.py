@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
+
+
+def pair_key(df: pd.DataFrame) -> np.ndarray:
+    """One int64 per (user_idx, movie_idx) row, for set operations on pairs."""
+    return df["user_idx"].to_numpy(np.int64) * (1 << 32) + df["movie_idx"].to_numpy(np.int64)
+
 
 @dataclass(frozen=True)
 class FileSchema:

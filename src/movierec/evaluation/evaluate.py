@@ -86,9 +86,19 @@ def _topk(scorer: Scorer, users: np.ndarray, k: int, seen: sp.csr_matrix) -> np.
 CURVE_K = 20  # precision/recall curves run to this list length
 
 
+def train_stats(train: pd.DataFrame, n_users: int, n_items: int) -> dict:
+    """What every scoring of one training part shares: seen movies and popularity."""
+    seen = sp.csr_matrix((np.ones(len(train), np.float32), (train["user_idx"], train["movie_idx"])),
+                         shape=(n_users, n_items))
+    seen.sum_duplicates()
+    items = train["movie_idx"].to_numpy()
+    count = np.bincount(items, minlength=n_items).astype(np.float64)
+    return {"seen": seen, "items": items, "count": count, "share": count / max(train["user_idx"].nunique(), 1)}
+
+
 def score(scorer: Scorer, train: pd.DataFrame, test: pd.DataFrame, n_users: int, n_items: int,
           cfg: Config, users_subset: np.ndarray | None = None, genre_mat: np.ndarray | None = None,
-          detail: bool = False) -> dict:
+          detail: bool = False, stats: dict | None = None) -> dict:
     """RMSE/MAE on the test ratings and ranking metrics over test users with positives.
 
     Beyond accuracy: novelty, intra-list diversity (by genre), popularity lift of the lists
@@ -111,9 +121,8 @@ def score(scorer: Scorer, train: pd.DataFrame, test: pd.DataFrame, n_users: int,
         users = np.sort(np.random.default_rng(0).choice(users, cfg.evaluate.max_users, replace=False))
     if len(users) == 0:
         return out
-    seen = sp.csr_matrix((np.ones(len(train), np.float32), (train["user_idx"], train["movie_idx"])),
-                         shape=(n_users, n_items))
-    seen.sum_duplicates()
+    stats = stats or train_stats(train, n_users, n_items)
+    seen = stats["seen"]
     grouped = pos.groupby("user_idx")["movie_idx"].apply(np.asarray)
     positives = [grouped[u] for u in users]
     k = max(cfg.evaluate.k)
@@ -121,9 +130,7 @@ def score(scorer: Scorer, train: pd.DataFrame, test: pd.DataFrame, n_users: int,
     topk = full[:, :k]
     out.update(M.ranking_metrics(topk, positives, cfg.evaluate.k, n_items))
     out["users_ranked"] = int(len(users))
-    tr_items = train["movie_idx"].to_numpy()
-    count = np.bincount(tr_items, minlength=n_items).astype(np.float64)
-    share = count / max(train["user_idx"].nunique(), 1)
+    tr_items, count, share = stats["items"], stats["count"], stats["share"]
     out["novelty"] = M.novelty(topk, share)
     div = M.intra_list_diversity(topk, genre_mat)
     if div is not None:
@@ -176,6 +183,7 @@ def evaluate(cfg: Config) -> dict:
     bar = Progress(len(n_folds(cfg)), "evaluate", unit="fold")
     for fold in n_folds(cfg):
         train, test = train_test(ratings, fold)
+        st = train_stats(train, n_users, n_items)
         if fold == cfg.split.fold:
             from movierec.models.mf import MatrixFactorization
 
@@ -183,26 +191,27 @@ def evaluate(cfg: Config) -> dict:
             history = getattr(model, "history_", None)
         else:
             model = train_for_fold(cfg, cat, fold)[0]
-        res = score(model_scorer(model), train, test, n_users, n_items, cfg, genre_mat=genre_mat, detail=True)
+        res = score(model_scorer(model), train, test, n_users, n_items, cfg, genre_mat=genre_mat, stats=st, detail=True)
         # the rating factorization alone (what peers like Surprise fit); the ranking (watch)
         # model is a separate model and its seconds are reported beside
         res["fit_seconds"] = float(model.fit_seconds_ or 0.0)
         res["ranking_fit_seconds"] = float(getattr(model, "ranking_fit_seconds_", 0.0) or 0.0)
-        res["baselines"] = {name: score(s, train, test, n_users, n_items, cfg, genre_mat=genre_mat)
+        res["baselines"] = {name: score(s, train, test, n_users, n_items, cfg, genre_mat=genre_mat, stats=st)
                             for name, s in baseline_scorers(train, n_users, n_items, cfg.evaluate.baselines).items()}
         res["ablations"] = {}
         for name, (fcfg, mcfg) in ablations.items():
             log.info("evaluate: fold %d, ablation %s", fold, name)
             am = train_for_fold(cfg, cat, fold, features=fcfg, model_cfg=mcfg)[0]
             asc = model_scorer(am)
-            res["ablations"][name] = score(asc, train, test, n_users, n_items, cfg, genre_mat=genre_mat)
+            res["ablations"][name] = score(asc, train, test, n_users, n_items, cfg, genre_mat=genre_mat, stats=st)
             # the activity groups (cold users above all) with and without the signal
             res["ablations"][name]["groups"] = {
-                g: score(asc, train, test, n_users, n_items, cfg, users_subset=members, genre_mat=genre_mat)
+                g: score(asc, train, test, n_users, n_items, cfg, users_subset=members, genre_mat=genre_mat, stats=st)
                 for g, members in _activity_groups(train, cfg).items()}
         ms = model_scorer(model)
         fold_groups = dict(groups, **_activity_groups(train, cfg))
-        res["groups"] = {g: score(ms, train, test, n_users, n_items, cfg, users_subset=members, genre_mat=genre_mat)
+        res["groups"] = {g: score(ms, train, test, n_users, n_items, cfg, users_subset=members,
+                                  genre_mat=genre_mat, stats=st)
                          for g, members in fold_groups.items()}
         per_fold.append(res)
         log.info("evaluate: fold %d: RMSE %.4f", fold, res.get("rmse", float("nan")))
@@ -222,11 +231,11 @@ def evaluate(cfg: Config) -> dict:
 
 
 def _genre_matrix(movies: pd.DataFrame) -> np.ndarray | None:
-    from movierec.stages.fuse import _genres
+    from movierec.stages.fuse import genre_matrix
 
     if "genres" not in movies.columns:
         return None
-    names, mat = _genres(movies)
+    names, mat = genre_matrix(movies)
     return mat if names else None
 
 

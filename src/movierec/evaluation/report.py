@@ -14,11 +14,12 @@ def _cols(ks: list[int]) -> list[str]:
     return cols + ["coverage"]
 
 
-def _rows(result: dict) -> list[tuple[str, dict]]:
+def _rows(result: dict, groups: bool = True) -> list[tuple[str, dict]]:
     rows = [("movierec", result)]
     rows += [(f"baseline: {n}", m) for n, m in result.get("baselines", {}).items()]
     rows += [(f"ablation: {n}", m) for n, m in result.get("ablations", {}).items()]
-    rows += [(f"group: {n}", m) for n, m in result.get("groups", {}).items()]
+    if groups:
+        rows += [(f"group: {n}", m) for n, m in result.get("groups", {}).items()]
     return rows
 
 
@@ -152,11 +153,6 @@ def _plots(result: dict, out: Path, ks: list[int]) -> dict[str, str]:
     return made
 
 
-def _beyond_rows(result: dict) -> list[tuple[str, dict]]:
-    return [("movierec", result)] + [(f"baseline: {n}", m) for n, m in result.get("baselines", {}).items()] + \
-           [(f"ablation: {n}", m) for n, m in result.get("ablations", {}).items()]
-
-
 def _sections(result: dict, ks: list[int], images: dict[str, str], comparison) -> list[dict]:
     k = max(ks)
     nd = f"ndcg@{k}"
@@ -170,14 +166,14 @@ def _sections(result: dict, ks: list[int], images: dict[str, str], comparison) -
     secs = [{"title": "Summary", "text": intro, "table": (["metric", "value"], summ)}]
     cols = _cols(ks)
     secs.append({"title": "Accuracy: model, baselines, ablations", "text": [],
-                 "table": ([""] + cols, [[n] + [_fmt(m.get(c)) for c in cols] for n, m in _beyond_rows(result)])})
+                 "table": ([""] + cols, [[n] + [_fmt(m.get(c)) for c in cols] for n, m in _rows(result, groups=False)])})
     bcols = ["coverage", "user_coverage", "novelty", "diversity", "popularity_lift"]
     secs.append({"title": "Beyond accuracy", "text": [
         "coverage: share of the catalogue in some list; user_coverage: share of ranked users with a relevant movie "
         "in their list; novelty: mean self-information -log2(share of users who rated the movie); diversity: "
         "1 - mean genre cosine similarity within a list; popularity_lift: mean popularity of recommended movies "
         "over that of watched ones (> 1 leans to the head)."],
-        "table": ([""] + bcols, [[n] + [_fmt(m.get(c)) for c in bcols] for n, m in _beyond_rows(result)])})
+        "table": ([""] + bcols, [[n] + [_fmt(m.get(c)) for c in bcols] for n, m in _rows(result, groups=False)])})
     groups = result.get("groups", {})
     if groups:
         gcols = ["n_test", "rmse", "mae", nd, "coverage", "novelty"]

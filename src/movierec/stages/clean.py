@@ -266,12 +266,12 @@ def clean(tables: dict[str, pd.DataFrame], cfg: Config) -> CleanResult:
 
 def _text_keys(df: pd.DataFrame) -> np.ndarray:
     """The hash standing for each row's text ("" for none); texts are hashed here if given."""
-    from movierec.stages.sentiment import key_of_text
+    from movierec.stages.sentiment import without_texts
 
+    if "text" in df.columns:
+        df = without_texts(df[["text"]])
     if "text_key" in df.columns:
         return df["text_key"].fillna("").astype(str).to_numpy(object)
-    if "text" in df.columns:
-        return np.array([key_of_text(t) if isinstance(t, str) and t else "" for t in df["text"]], dtype=object)
     return np.full(len(df), "", dtype=object)
 
 

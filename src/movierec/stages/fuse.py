@@ -19,6 +19,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MultiLabelBinarizer, OneHotEncoder, StandardScaler
 
 from movierec.config import FeaturesConfig
+from movierec.data.schemas import pair_key
 
 
 CLIP = 5.0  # standardised features are clipped to [-CLIP, CLIP]
@@ -46,13 +47,11 @@ def _visible_reviews(
         return None
     rs = review_sentiment
     if test_pairs is not None and len(test_pairs):
-        key = test_pairs["user_idx"].astype(np.int64) * (1 << 32) + test_pairs["movie_idx"].astype(np.int64)
-        rk = rs["user_idx"].astype(np.int64) * (1 << 32) + rs["movie_idx"].astype(np.int64)
-        rs = rs[~rk.isin(set(key.to_numpy()))]
+        rs = rs[~np.isin(pair_key(rs), pair_key(test_pairs))]
     return rs
 
 
-def _genres(movies: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+def genre_matrix(movies: pd.DataFrame) -> tuple[list[str], np.ndarray]:
     """Genre names and the movies x genres multi-hot matrix."""
     genres = movies["genres"].fillna("").astype(str).map(lambda g: [x for x in g.split("|") if x])
     if not genres.map(len).sum():
@@ -120,7 +119,7 @@ def fuse(
     """Build the feature matrices; see the module docstring for what goes in."""
     n_users, n_items = len(users), len(movies)
     rs = _visible_reviews(review_sentiment, test_pairs) if cfg.use_sentiment else None
-    genre_names, genre_mat = _genres(movies) if cfg.use_genres else ([], np.zeros((n_items, 0), np.float32))
+    genre_names, genre_mat = genre_matrix(movies) if cfg.use_genres else ([], np.zeros((n_items, 0), np.float32))
 
     # ---- users
     u = pd.DataFrame({"user_idx": np.arange(n_users)})

@@ -220,11 +220,8 @@ def load_head(path: str | Path | None = None) -> dict[str, np.ndarray]:
 
 
 def apply_head(head: dict[str, np.ndarray], emb: np.ndarray) -> np.ndarray:
-    """P(positive) for each embedding (a logistic layer, optionally after one hidden layer)."""
-    x = emb
-    if "hidden_w" in head:
-        x = np.maximum(x @ head["hidden_w"] + head["hidden_b"], 0.0)
-    z = x @ head["coef"].ravel().astype(np.float32) + float(head["intercept"].ravel()[0])
+    """P(positive) for each embedding (the head's logistic layer)."""
+    z = emb @ head["coef"].ravel().astype(np.float32) + float(head["intercept"].ravel()[0])
     return 1.0 / (1.0 + np.exp(-z))
 
 
@@ -446,9 +443,9 @@ class CachedScorer:
         return got
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
-        texts = list(texts)
-        by_key = {key_of_text(t): t for t in texts}
-        return self.score_keys([key_of_text(t) for t in texts], lambda ks: [by_key[k] for k in ks])
+        keys = [key_of_text(t) for t in texts]
+        by_key = dict(zip(keys, texts))
+        return self.score_keys(keys, lambda ks: [by_key[k] for k in ks])
 
     def updated_cache(self) -> pd.DataFrame:
         return pd.concat([self.cache, *self.new_rows], ignore_index=True) if self.new_rows else self.cache
@@ -545,10 +542,6 @@ def sentiment(
     return SentimentResult(rv, ms, len(uniques))
 
 
-def pair_key(df: pd.DataFrame) -> np.ndarray:
-    return df["user_idx"].to_numpy(np.int64) * (1 << 32) + df["movie_idx"].to_numpy(np.int64)
-
-
 @dataclass
 class PseudoRatings:
     table: pd.DataFrame  # user_idx, movie_idx, rating, weight
@@ -568,6 +561,8 @@ def pseudo_ratings(review_sentiment: pd.DataFrame | None, ratings: pd.DataFrame,
     if review_sentiment is None or review_sentiment.empty or weight <= 0:
         return None
     from sklearn.isotonic import IsotonicRegression
+
+    from movierec.data.schemas import pair_key
 
     rs = review_sentiment.drop_duplicates(["user_idx", "movie_idx"], keep="last")
     tr = pd.Series(train["rating"].to_numpy(np.float32), index=pair_key(train))
