@@ -67,6 +67,9 @@ class SentimentConfig:
     max_length: int = _f(128, "tokens per chunk; longer texts are scored in overlapping chunks")
     quantize: bool = _f(True, "dynamic int8 linear layers on CPU (embedded model): ~2x faster")
     pseudo_rating_weight: float = _f(0.3, "weight of pseudo-ratings from unrated reviews (0 = off)")
+    text_features: bool = _f(True, "keep each review's embedding (float16) so that pseudo-ratings come from a "
+                                   "text -> rating regression fitted on the platform's rated reviews; "
+                                   "off: an isotonic map of the sentiment score")
     device: str = _f("cpu", "torch device: cpu, cuda, cuda:0, ...")
     neutral_band: float = _f(0.2, "|score| below this is labelled neutral")
 
@@ -87,7 +90,10 @@ class SocialConfig:
 class FeaturesConfig:
     user_columns: list[str] = _f([], "users.csv columns to use; empty = all but user_id")
     group_columns: list[str] = _f(["gender"], "users.csv columns to report metrics by")
-    use_sentiment: bool = _f(True, "sentiment profile / crowd sentiment features")
+    use_sentiment: bool = _f(True, "sentiment profile / crowd sentiment features, pseudo-ratings")
+    sentiment_from_rated: bool = _f(False, "also build the sentiment features from reviews whose pair has a "
+                                           "training rating (they repeat that rating; off by default)")
+    sentiment_per_genre: bool = _f(False, "each user's review sentiment per genre as features")
     use_social: bool = _f(True, "graph features of users")
     use_demographics: bool = _f(True, "users.csv columns")
     use_genres: bool = _f(True, "movie genres and year")

@@ -223,7 +223,8 @@ def _run_sentiment(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
 
     cache_path = cat.workdir / "cache" / "sentiment.parquet"
     cache = pd.read_parquet(cache_path) if cache_path.exists() else None
-    scorer = CachedScorer(lambda: load_scorer(cfg.sentiment), model_key(cfg.sentiment), cache)
+    scorer = CachedScorer(lambda: load_scorer(cfg.sentiment), model_key(cfg.sentiment), cache,
+                          features=cfg.sentiment.text_features)
     res = sentiment(reviews, social, lambda: scorer, cfg.sentiment,
                     fetch=lambda keys: load_texts(cfg, keys, cat.workdir))
     if scorer.misses:

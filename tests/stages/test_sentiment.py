@@ -170,3 +170,68 @@ def test_pseudo_ratings_come_only_from_unrated_reviews():
     assert pr.calibration["fitted_on"] == 300
     assert np.all(np.diff(pr.calibration["rating"]) >= 0)
     assert S.pseudo_ratings(reviews, ratings, train, weight=0.0) is None
+
+
+def test_pseudo_ratings_read_the_review_embedding_when_there_is_one():
+    """Polarity alone cannot tell a 4 from a 5 (both 'positive'); the ridge map on the
+    review's embedding, fitted on the platform's rated reviews, can."""
+    rng = np.random.default_rng(1)
+    n = 600
+    stars = rng.integers(1, 6, n).astype(np.float32)
+    sent = np.clip(np.where(stars >= 4, 0.9, np.where(stars <= 2, -0.9, 0.0)) + rng.normal(0, 0.05, n), -1, 1)
+    # an "embedding" whose first direction carries the intensity the score lacks
+    emb = rng.normal(0, 0.1, (n, 8)).astype(np.float32)
+    emb[:, 0] += (stars - 3) / 2
+    ratings = pd.DataFrame({"user_idx": np.arange(n), "movie_idx": np.zeros(n, int), "rating": stars})
+    rated = np.arange(n) < 500  # the last 100 reviews come without stars
+    reviews = pd.DataFrame({"user_idx": np.arange(n), "movie_idx": np.where(rated, 0, 1),
+                            "sentiment": sent.astype(np.float32),
+                            "features": [r.tobytes() for r in emb.astype(np.float16)]})
+    pr = S.pseudo_ratings(reviews, ratings, ratings[rated], weight=0.3)
+    assert pr.calibration["method"].startswith("ridge") and pr.calibration["fitted_on"] == 500
+    err_ridge = np.sqrt(np.mean((pr.table["rating"].to_numpy() - stars[~rated]) ** 2))
+    iso = S.pseudo_ratings(reviews.drop(columns="features"), ratings, ratings[rated], weight=0.3)
+    assert iso.calibration["method"].startswith("isotonic")
+    err_iso = np.sqrt(np.mean((iso.table["rating"].to_numpy() - stars[~rated]) ** 2))
+    assert err_ridge < 0.3 < err_iso  # 4s and 5s told apart only with the embedding
+    assert pr.calibration["loo_rmse"] < 0.3
+    assert pr.table["rating"].between(1, 5).all()
+
+
+class FeatureScorer(CountingScorer):
+    def score_features(self, texts):
+        s = self.score(texts)
+        return s, np.c_[s, np.array([len(t) for t in texts], np.float32)]
+
+
+def test_cache_keeps_text_features_and_rescores_texts_cached_without_them():
+    built = []
+
+    def factory():
+        built.append(1)
+        return FeatureScorer()
+
+    plain = S.CachedScorer(factory, "m", None)  # features not wanted: scores only
+    plain.score(["good one"])
+    assert "features" not in plain.updated_cache().columns
+    c = S.CachedScorer(factory, "m", plain.updated_cache(), features=True)
+    s, f = c.score_features(["good one", "bad"])
+    assert c.misses == 2  # "good one" was cached without its features
+    assert f.shape == (2, 2) and f[:, 1].tolist() == [8.0, 3.0]
+    c2 = S.CachedScorer(factory, "m", c.updated_cache(), features=True)
+    s2, f2 = c2.score_features(["bad", "good one"])
+    assert c2.misses == 0 and np.array_equal(f2, f[::-1]) and np.array_equal(s2, s[::-1])
+    # a nightly refresh: one new text among cached ones (cache read back from parquet)
+    import io
+
+    buf = io.BytesIO()
+    c2.updated_cache().to_parquet(buf, index=False)
+    c3 = S.CachedScorer(factory, "m", pd.read_parquet(io.BytesIO(buf.getvalue())), features=True)
+    s3, f3 = c3.score_features(["bad", "good new text", "good one"])
+    assert c3.misses == 1 and f3[:, 1].tolist() == [3.0, 13.0, 8.0]
+    # the stage puts them on each review row
+    reviews = pd.DataFrame({"review_id": [0, 1], "user_idx": [0, 1], "movie_idx": [0, 0], "text": ["bad", "good one"]})
+    res = S.sentiment(reviews, None, lambda: c2, SentimentConfig())
+    assert S.features_from_bytes(res.reviews["features"].to_numpy(object)).tolist() == f2.tolist()
+    off = S.sentiment(reviews, None, lambda: c2, SentimentConfig(text_features=False))
+    assert "features" not in off.reviews.columns

@@ -53,7 +53,7 @@ def test_fuse_uses_training_reviews_only():
     rs = pd.DataFrame({"review_id": [0, 1, 2], "user_idx": [0, 1, 2], "movie_idx": [0, 0, 1],
                        "sentiment": [0.8, -0.8, 0.9]})
     test_pairs = pd.DataFrame({"user_idx": [2], "movie_idx": [1]})
-    res = fuse(users, movies, train, rs, None, test_pairs, FeaturesConfig())
+    res = fuse(users, movies, train, rs, None, test_pairs, FeaturesConfig(sentiment_from_rated=True))
     names = res.item_names
     crowd = res.item_features[:, names.index("num__crowd_count")]
     # movie 1's only review is on a test pair: it must not count
@@ -64,3 +64,30 @@ def test_fuse_uses_training_reviews_only():
     no_sent = fuse(users, movies, train, rs, None, test_pairs, FeaturesConfig(use_sentiment=False))
     assert "num__crowd_sentiment" not in no_sent.item_names and "num__sent_mean" not in no_sent.user_names
     assert "num__sent_mean" in res.user_names
+
+
+def test_sentiment_features_skip_reviews_that_repeat_a_training_rating():
+    """By default a review whose pair has a training rating adds nothing (it restates the
+    rating); a review of a movie the user never rated is what the profile is made of."""
+    users = pd.DataFrame({"user_idx": [0, 1, 2]})
+    movies = pd.DataFrame({"movie_idx": [0, 1, 2], "title": ["a", "b", "c"], "genres": ["Drama", "Comedy", "Drama"],
+                           "year": [1990, 2000, 2010]})
+    train = pd.DataFrame({"user_idx": [0, 1, 2, 0], "movie_idx": [0, 0, 1, 1], "rating": [4.0, 3.0, 5.0, 2.0]})
+    rated = pd.DataFrame({"review_id": [0, 1], "user_idx": [0, 1], "movie_idx": [0, 0], "sentiment": [0.9, -0.9]})
+    unrated = pd.DataFrame({"review_id": [2, 3], "user_idx": [0, 2], "movie_idx": [2, 2], "sentiment": [-0.7, 0.8]})
+    cfg = FeaturesConfig(use_demographics=False)
+    only_unrated = fuse(users, movies, train, unrated, None, None, cfg)
+    both = fuse(users, movies, train, pd.concat([rated, unrated]), None, None, cfg)
+    assert both.user_names == only_unrated.user_names and np.array_equal(both.user_features, only_unrated.user_features)
+    assert np.array_equal(both.item_features, only_unrated.item_features)
+    mean = both.user_features[:, both.user_names.index("num__sent_mean")]
+    assert mean[2] > mean[1] > mean[0]  # user 2 praised, user 1 wrote nothing unrated, user 0 panned
+    # with sentiment_from_rated the rated reviews count again
+    again = fuse(users, movies, train, pd.concat([rated, unrated]), None, None,
+                 FeaturesConfig(use_demographics=False, sentiment_from_rated=True))
+    assert not np.array_equal(again.user_features, only_unrated.user_features)
+    # per-genre sentiment only when asked for
+    assert not any(n.startswith("num__sent_genre_") for n in both.user_names)
+    per_genre = fuse(users, movies, train, unrated, None, None, FeaturesConfig(use_demographics=False,
+                                                                             sentiment_per_genre=True))
+    assert "num__sent_genre_Drama" in per_genre.user_names

@@ -1,10 +1,15 @@
 """fuse: user and item feature vectors for the factorization model.
 
 User vector: demographics (one-hot / scaled), sentiment profile (mean, spread and count
-of the user's review sentiment), social graph features, activity. Item vector: genres
-(multi-hot), year, crowd sentiment, popularity. Statistics come from the training part
-only: reviews on (user, movie) pairs of the test part are left out, so no test rating
-leaks through its review. scikit-learn transformers are fitted here and returned.
+of the user's review sentiment; per genre with ``features.sentiment_per_genre``), social
+graph features, activity. Item vector: genres (multi-hot), year, crowd sentiment,
+popularity. Statistics come from the training part only: reviews on (user, movie) pairs
+of the test part are left out, so no test rating leaks through its review. By default
+the sentiment features also leave out reviews whose pair has a training rating: such a
+review repeats its rating, and a feature that restates a user's few training ratings
+is trusted more than it deserves (it cost users with < 5 ratings 0.01-0.1 RMSE,
+benchmarks/results/sentiment_ablation.md). scikit-learn transformers are fitted here
+and returned.
 """
 
 from __future__ import annotations
@@ -119,6 +124,8 @@ def fuse(
     """Build the feature matrices; see the module docstring for what goes in."""
     n_users, n_items = len(users), len(movies)
     rs = _visible_reviews(review_sentiment, test_pairs) if cfg.use_sentiment else None
+    if rs is not None and not cfg.sentiment_from_rated:
+        rs = rs[~np.isin(pair_key(rs), pair_key(train))]
     genre_names, genre_mat = genre_matrix(movies) if cfg.use_genres else ([], np.zeros((n_items, 0), np.float32))
 
     # ---- users
@@ -149,7 +156,7 @@ def fuse(
         u[["sent_std", "sent_count"]] = u[["sent_std", "sent_count"]].fillna(0.0)
         u["sent_mean"] = u["sent_mean"].fillna(0.0)
         num_cols += ["sent_mean", "sent_std", "sent_count"]
-        if genre_mat.shape[1]:
+        if genre_mat.shape[1] and cfg.sentiment_per_genre:
             per_genre = per_genre_mean(rs["user_idx"].to_numpy(), rs["movie_idx"].to_numpy(),
                                        rs["sentiment"].to_numpy(np.float32), genre_mat, n_users,
                                        prior=u["sent_mean"].to_numpy(np.float32))

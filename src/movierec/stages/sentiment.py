@@ -42,6 +42,16 @@ class TextScorer(Protocol):
     def score(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
+def score_with_features(scorer, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """(scores, text features or None): a scorer that has ``score_features`` gives both
+    from one forward pass (the embedded model: its sentence embedding; a classifier: its
+    label probabilities); any other scorer gives scores only."""
+    if hasattr(scorer, "score_features"):
+        s, f = scorer.score_features(texts)
+        return np.asarray(s, np.float32), np.asarray(f, np.float32)
+    return np.asarray(scorer.score(texts), np.float32), None
+
+
 def label_scores(scores: np.ndarray, neutral_band: float) -> np.ndarray:
     """positive / negative / neutral from scores in [-1, 1]."""
     out = np.full(len(scores), "neutral", dtype=object)
@@ -241,10 +251,15 @@ class EmbeddedScorer:
         self.model_id = f"embedded:{str(self.head.get('version', np.array('1')))}"
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
+        return self.score_features(texts)[0]
+
+    def score_features(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and sentence embeddings (token-weighted mean of the chunks, L2-normalised)."""
         texts = list(texts)
         emb, owner, sizes = self.encoder.encode_chunks(texts, self.cfg.batch_size, desc="sentiment")
         prob = aggregate(apply_head(self.head, emb), owner, len(texts), weights=sizes)
-        return np.clip(2.0 * prob - 1.0, -1.0, 1.0).astype(np.float32)
+        feats = normalize_rows(aggregate(emb * sizes[:, None], owner, len(texts)))
+        return np.clip(2.0 * prob - 1.0, -1.0, 1.0).astype(np.float32), feats
 
 
 _POS = re.compile(r"pos|good|great|excellent|happy|joy|like|fresh", re.I)
@@ -326,11 +341,14 @@ class HFClassifierScorer:
         return tok, model
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
-        """Label probabilities mapped to [-1, 1]; long texts chunked, chunks token-weighted."""
+        return self.score_features(texts)[0]
+
+    def score_features(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Label probabilities mapped to [-1, 1], and the probabilities themselves (the text
+        features); long texts chunked, chunks token-weighted."""
         texts = list(texts)
         vals, owners, sizes = [], [], []
         bar = _Progress(len(texts), "sentiment")
-        values = self.torch.tensor(self.values)
         max_len = min(self.cfg.max_length, getattr(self.tokenizer, "model_max_length", 512) or 512,
                       getattr(self.model.config, "max_position_embeddings", 512) or 512)
         with self.torch.inference_mode():
@@ -344,14 +362,14 @@ class HFClassifierScorer:
                 sizes.append(batch["attention_mask"].sum(1).float().numpy())
                 batch = batch.to(self.cfg.device)
                 probs = self.torch.softmax(self.model(**batch).logits.float(), dim=-1).cpu()
-                vals.append((probs @ values).numpy())
+                vals.append(probs.numpy())
                 owners.append(idx[mapping])
                 bar.update(len(idx))
         bar.close()
         if not vals:
-            return np.zeros(0, np.float32)
-        out = aggregate(np.concatenate(vals), np.concatenate(owners), len(texts), weights=np.concatenate(sizes))
-        return np.clip(out, -1.0, 1.0).astype(np.float32)
+            return np.zeros(0, np.float32), np.zeros((0, len(self.values)), np.float32)
+        probs = aggregate(np.concatenate(vals), np.concatenate(owners), len(texts), weights=np.concatenate(sizes))
+        return np.clip(probs @ self.values, -1.0, 1.0).astype(np.float32), probs
 
 
 def load_scorer(cfg: SentimentConfig) -> TextScorer:
@@ -413,42 +431,76 @@ def cache_keys(text_keys: Sequence[str], model: str) -> np.ndarray:
 
 
 class CachedScorer:
-    """Scores through a cache of (model key + text hash) -> score.
+    """Scores through a cache of (model key + text hash) -> score (and, with ``features``,
+    the text's features as float16 bytes).
 
     The wrapped model is built only when some text misses the cache, and only the texts
     that miss are read (``score_keys`` asks ``fetch`` for them), so a re-run on unchanged
     data does no model work and reads no text. ``misses`` counts the texts actually scored.
+    A cached score without the features that are now wanted counts as a miss.
     """
 
-    def __init__(self, factory: Callable[[], TextScorer], key: str, cache: pd.DataFrame | None) -> None:
-        self.factory, self.model_id = factory, key
+    def __init__(self, factory: Callable[[], TextScorer], key: str, cache: pd.DataFrame | None,
+                 features: bool = False) -> None:
+        self.factory, self.model_id, self.features = factory, key, features
         self.cache = cache if cache is not None else pd.DataFrame({"key": pd.Series(dtype=object),
                                                                     "sentiment": pd.Series(dtype=np.float32)})
         self.misses = 0
         self.new_rows: list[pd.DataFrame] = []
+        self._scorer: TextScorer | None = None
 
     def score_keys(self, text_keys: Sequence[str], fetch: Callable[[list[str]], list[str]]) -> np.ndarray:
+        return self.score_keys_features(text_keys, fetch)[0]
+
+    def score_keys_features(self, text_keys: Sequence[str], fetch: Callable[[list[str]], list[str]]
+                            ) -> tuple[np.ndarray, np.ndarray | None]:
         keys = cache_keys(text_keys, self.model_id)
-        known = pd.Series(self.cache["sentiment"].to_numpy(), index=self.cache["key"].to_numpy())
-        known = known[~known.index.duplicated(keep="last")]
-        got = known.reindex(keys).to_numpy(np.float32, copy=True)
-        miss = np.flatnonzero(np.isnan(got))
+        cache = self.cache.drop_duplicates("key", keep="last").set_index("key")
+        got = cache["sentiment"].reindex(keys).to_numpy(np.float32, copy=True)
+        blobs = (cache["features"].reindex(keys).to_numpy(object, copy=True) if self.features and "features" in cache.columns
+                 else np.full(len(keys), None, dtype=object))
+        missing = np.isnan(got)
+        if self.features:
+            missing |= np.array([not isinstance(b, bytes) for b in blobs])
+        miss = np.flatnonzero(missing)
         if len(miss):
             log.info("sentiment: %d of %d texts not in the cache; scoring them", len(miss), len(keys))
-            got[miss] = self.factory().score(fetch([text_keys[i] for i in miss]))
+            if self._scorer is None:
+                self._scorer = self.factory()
+            s, f = score_with_features(self._scorer, fetch([text_keys[i] for i in miss]))
+            got[miss] = s
+            row = {"key": keys[miss], "sentiment": got[miss]}
+            if self.features and f is not None:
+                new_blobs = [r.tobytes() for r in f.astype(np.float16)]
+                for j, i in enumerate(miss):
+                    blobs[i] = new_blobs[j]
+                row["features"] = np.array(new_blobs, dtype=object)
             self.misses += len(miss)
-            self.new_rows.append(pd.DataFrame({"key": keys[miss], "sentiment": got[miss]}))
+            self.new_rows.append(pd.DataFrame(row))
         else:
             log.info("sentiment: all %d texts found in the cache", len(keys))
-        return got
+        feats = None
+        if self.features and len(keys) and all(isinstance(b, bytes) for b in blobs):
+            feats = features_from_bytes(blobs)
+        return got, feats
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
+        return self.score_features(texts)[0]
+
+    def score_features(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
         keys = [key_of_text(t) for t in texts]
         by_key = dict(zip(keys, texts))
-        return self.score_keys(keys, lambda ks: [by_key[k] for k in ks])
+        return self.score_keys_features(keys, lambda ks: [by_key[k] for k in ks])
 
     def updated_cache(self) -> pd.DataFrame:
         return pd.concat([self.cache, *self.new_rows], ignore_index=True) if self.new_rows else self.cache
+
+
+def features_from_bytes(blobs: Sequence[bytes]) -> np.ndarray:
+    """float16 feature rows stored as bytes -> an n x d float32 matrix."""
+    if not len(blobs):
+        return np.zeros((0, 0), np.float32)
+    return np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), -1).astype(np.float32)
 
 
 @dataclass
@@ -516,10 +568,10 @@ def sentiment(
         return [known[k] for k in keys]
 
     scorer = scorer_factory()
-    if hasattr(scorer, "score_keys"):
-        scores = scorer.score_keys(uniques, texts_of)
+    if hasattr(scorer, "score_keys_features"):
+        scores, feats = scorer.score_keys_features(uniques, texts_of)
     else:
-        scores = scorer.score(texts_of(uniques))
+        scores, feats = score_with_features(scorer, texts_of(uniques))
     scores = np.asarray(scores, np.float32)[codes]
     rv = ms = None
     if n_rev:
@@ -531,6 +583,10 @@ def sentiment(
             "sentiment": s,
             "sentiment_label": label_scores(s, cfg.neutral_band),
         })
+        if cfg.text_features and feats is not None:
+            # each review's text features (float16 bytes): what the text -> rating map reads
+            rows = np.asarray(feats, np.float16)[codes[:n_rev]]
+            rv["features"] = np.array([r.tobytes() for r in rows], dtype=object)
     if msgs is not None and len(msgs):
         s = scores[n_rev:]
         ms = pd.DataFrame({
@@ -549,19 +605,22 @@ class PseudoRatings:
 
 
 def pseudo_ratings(review_sentiment: pd.DataFrame | None, ratings: pd.DataFrame, train: pd.DataFrame,
-                   weight: float, min_pairs: int = 20) -> PseudoRatings | None:
+                   weight: float, min_pairs: int = 20, max_fit: int = 200_000, seed: int = 0) -> PseudoRatings | None:
     """Ratings inferred from reviews that come without stars.
 
-    A monotone map sentiment -> rating (isotonic regression) is fitted on the reviews
-    whose (user, movie) pair has a rating in ``train`` (never a test rating), then
-    applied to the reviews whose pair has no rating at all in ``ratings``: a real rating,
-    in either part of the split, is never replaced or duplicated. Each pseudo-rating
-    carries ``weight`` (< 1), so it counts less than a real one.
+    A map text -> rating is fitted on the reviews whose (user, movie) pair has a rating in
+    ``train`` (never a test rating), then applied to the reviews whose pair has no rating
+    at all in ``ratings``: a real rating, in either part of the split, is never replaced or
+    duplicated. Each pseudo-rating carries ``weight`` (< 1), so it counts less than a real one.
+
+    The map is a ridge regression (alpha by leave-one-out) on each review's embedding and
+    sentiment score when the reviews carry text features (``sentiment.text_features``) and
+    at least 50 of them have a training rating: it learns the platform's own way of
+    writing a 4 against a 5, which one polarity score cannot tell apart. Otherwise it is a
+    monotone (isotonic) map of the sentiment score.
     """
     if review_sentiment is None or review_sentiment.empty or weight <= 0:
         return None
-    from sklearn.isotonic import IsotonicRegression
-
     from movierec.data.schemas import pair_key
 
     rs = review_sentiment.drop_duplicates(["user_idx", "movie_idx"], keep="last")
@@ -572,18 +631,40 @@ def pseudo_ratings(review_sentiment: pd.DataFrame | None, ratings: pd.DataFrame,
     if both.sum() < min_pairs:
         log.info("pseudo-ratings: only %d reviews with a training rating; none made", int(both.sum()))
         return None
-    iso = IsotonicRegression(out_of_bounds="clip", increasing=True)
-    iso.fit(rs["sentiment"].to_numpy(np.float64)[both], tr.reindex(rk[both]).to_numpy(np.float64))
     unrated = ~np.isin(rk, pair_key(ratings))
+    y = tr.reindex(rk[both]).to_numpy(np.float64)
+    lo, hi = float(train["rating"].min()), float(train["rating"].max())
+    sent = rs["sentiment"].to_numpy(np.float64)
+    calib: dict = {"fitted_on": int(both.sum()), "pseudo_ratings": int(unrated.sum())}
+    if "features" in rs.columns and both.sum() >= 50 and rs["features"].map(lambda b: isinstance(b, bytes)).all():
+        from sklearn.linear_model import RidgeCV
+
+        X = np.hstack([features_from_bytes(rs["features"].to_numpy(object)), sent[:, None]])
+        fit = np.flatnonzero(both)
+        if len(fit) > max_fit:  # the map needs tens of thousands of reviews at most
+            keep = np.sort(np.random.default_rng(seed).choice(len(fit), max_fit, replace=False))
+            fit, y = fit[keep], y[keep]
+        reg = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(X[fit], y)
+        pred = np.clip(reg.predict(X[unrated]), lo, hi)
+        calib.update(method="ridge on text embedding", alpha=float(reg.alpha_),
+                     loo_rmse=round(float(np.sqrt(-reg.best_score_)), 4), rating_std=round(float(y.std()), 4))
+    else:
+        from sklearn.isotonic import IsotonicRegression
+
+        iso = IsotonicRegression(out_of_bounds="clip", increasing=True).fit(sent[both], y)
+        pred = iso.predict(sent[unrated])
+        grid = np.linspace(-1, 1, 9)
+        calib.update(method="isotonic on sentiment", sentiment=grid.round(2).tolist(),
+                     rating=iso.predict(grid).round(3).tolist())
     sub = rs[unrated]
     table = pd.DataFrame({
         "user_idx": sub["user_idx"].to_numpy(np.int32),
         "movie_idx": sub["movie_idx"].to_numpy(np.int32),
-        "rating": iso.predict(sub["sentiment"].to_numpy(np.float64)).astype(np.float32),
+        "rating": pred.astype(np.float32),
         "weight": np.full(len(sub), min(float(weight), 0.999), np.float32),
     })
-    grid = np.linspace(-1, 1, 9)
-    calib = {"fitted_on": int(both.sum()), "pseudo_ratings": len(table),
-             "sentiment": grid.round(2).tolist(), "rating": iso.predict(grid).round(3).tolist()}
-    log.info("pseudo-ratings: %d from unrated reviews (map fitted on %d rated reviews)", len(table), int(both.sum()))
+    log.info("pseudo-ratings: %d from unrated reviews (%s, fitted on %d rated reviews%s)", len(table),
+             calib["method"], int(both.sum()),
+             f"; leave-one-out RMSE {calib['loo_rmse']:.3f} vs rating spread {calib['rating_std']:.3f}"
+             if "loo_rmse" in calib else "")
     return PseudoRatings(table, calib)
