@@ -28,6 +28,9 @@ from movierec.data.schemas import pair_key
 
 
 CLIP = 5.0  # standardised features are clipped to [-CLIP, CLIP]
+#: a sentiment feature known for fewer users (items) than this share is left out: standardised,
+#: the few who have it get extreme values and everybody else a constant
+MIN_COVERAGE = 0.05
 
 
 @dataclass
@@ -149,7 +152,7 @@ def fuse(
         if cat_cols:
             parts.append(("cat", OneHotEncoder(handle_unknown="ignore", max_categories=cfg.max_categories,
                                                sparse_output=False), cat_cols))
-    if rs is not None:
+    if rs is not None and rs["user_idx"].nunique() >= MIN_COVERAGE * n_users:
         g = rs.groupby("user_idx")["sentiment"]
         prof = pd.DataFrame({"sent_mean": g.mean(), "sent_std": g.std().fillna(0.0), "sent_count": np.log1p(g.size())})
         u = u.merge(prof, left_on="user_idx", right_index=True, how="left")
@@ -195,7 +198,7 @@ def fuse(
         m["year"] = pd.to_numeric(movies["year"], errors="coerce").to_numpy()
         if m["year"].notna().any():
             item_num.append("year")
-    if rs is not None:
+    if rs is not None and rs["movie_idx"].nunique() >= MIN_COVERAGE * n_items:
         g = rs.groupby("movie_idx")["sentiment"]
         crowd = pd.DataFrame({"crowd_sentiment": g.mean(), "crowd_count": np.log1p(g.size())})
         m = m.merge(crowd, left_on="movie_idx", right_index=True, how="left")

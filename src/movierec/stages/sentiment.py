@@ -639,13 +639,20 @@ def pseudo_ratings(review_sentiment: pd.DataFrame | None, ratings: pd.DataFrame,
     if "features" in rs.columns and both.sum() >= 50 and rs["features"].map(lambda b: isinstance(b, bytes)).all():
         from sklearn.linear_model import RidgeCV
 
-        X = np.hstack([features_from_bytes(rs["features"].to_numpy(object)), sent[:, None]])
+        blobs = rs["features"].to_numpy(object)
+
+        def design(rows: np.ndarray) -> np.ndarray:  # decoded only for the rows in use
+            return np.hstack([features_from_bytes(blobs[rows]), sent[rows, None]])
+
         fit = np.flatnonzero(both)
         if len(fit) > max_fit:  # the map needs tens of thousands of reviews at most
             keep = np.sort(np.random.default_rng(seed).choice(len(fit), max_fit, replace=False))
             fit, y = fit[keep], y[keep]
-        reg = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(X[fit], y)
-        pred = np.clip(reg.predict(X[unrated]), lo, hi)
+        reg = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(design(fit), y)
+        todo = np.flatnonzero(unrated)
+        pred = np.concatenate([reg.predict(design(todo[i:i + 100_000])) for i in range(0, len(todo), 100_000)]
+                              or [np.zeros(0)])
+        pred = np.clip(pred, lo, hi)
         calib.update(method="ridge on text embedding", alpha=float(reg.alpha_),
                      loo_rmse=round(float(np.sqrt(-reg.best_score_)), 4), rating_std=round(float(y.std()), 4))
     else:
