@@ -123,6 +123,12 @@ def test_long_reviews_are_chunked_not_truncated():
     # truncation would have read only the praise at the start; the chunks also read the end
     assert s_neg + 0.3 < s_long < s_pos - 0.3
     assert np.all(np.abs([s_pos, s_neg, s_long]) <= 1.0)
+    # the same pass gives each text's embedding (what the text -> rating map reads)
+    s2, f = sc.score_features([pos, neg, long_text])
+    assert np.allclose(s2, [s_pos, s_neg, s_long]) and f.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(f, axis=1), 1.0, atol=1e-4)
+    # the long text sits between praise and complaint (those two point apart)
+    assert float(f[0] @ f[1]) < 0 < min(float(f[2] @ f[0]), float(f[2] @ f[1]))
 
 
 def test_int8_model_agrees_with_fp32():
@@ -214,6 +220,11 @@ def test_cache_keeps_text_features_and_rescores_texts_cached_without_them():
     plain = S.CachedScorer(factory, "m", None)  # features not wanted: scores only
     plain.score(["good one"])
     assert "features" not in plain.updated_cache().columns
+    # a scorer that has no features, features wanted: cached as "none", not re-scored each run
+    c0 = S.CachedScorer(lambda: CountingScorer(), "m0", None, features=True)
+    assert c0.score_features(["good one"])[1] is None and c0.misses == 1
+    c0b = S.CachedScorer(lambda: CountingScorer(), "m0", c0.updated_cache(), features=True)
+    assert c0b.score_features(["good one"])[1] is None and c0b.misses == 0
     c = S.CachedScorer(factory, "m", plain.updated_cache(), features=True)
     s, f = c.score_features(["good one", "bad"])
     assert c.misses == 2  # "good one" was cached without its features
@@ -229,6 +240,8 @@ def test_cache_keeps_text_features_and_rescores_texts_cached_without_them():
     c3 = S.CachedScorer(factory, "m", pd.read_parquet(io.BytesIO(buf.getvalue())), features=True)
     s3, f3 = c3.score_features(["bad", "good new text", "good one"])
     assert c3.misses == 1 and f3[:, 1].tolist() == [3.0, 13.0, 8.0]
+    # "good one" was cached twice (without, then with features): the newest row is kept
+    assert c.updated_cache()["key"].is_unique
     # the stage puts them on each review row
     reviews = pd.DataFrame({"review_id": [0, 1], "user_idx": [0, 1], "movie_idx": [0, 0], "text": ["bad", "good one"]})
     res = S.sentiment(reviews, None, lambda: c2, SentimentConfig())

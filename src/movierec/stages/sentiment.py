@@ -470,7 +470,8 @@ class CachedScorer:
             s, f = score_with_features(self._scorer, fetch([text_keys[i] for i in miss]))
             got[miss] = s
             row = {"key": keys[miss], "sentiment": got[miss]}
-            if self.features and f is not None:
+            if self.features:  # a scorer without features stores b"" (known: nothing to add)
+                f = np.zeros((len(miss), 0), np.float16) if f is None else f
                 new_blobs = [r.tobytes() for r in f.astype(np.float16)]
                 for j, i in enumerate(miss):
                     blobs[i] = new_blobs[j]
@@ -482,6 +483,7 @@ class CachedScorer:
         feats = None
         if self.features and len(keys) and all(isinstance(b, bytes) for b in blobs):
             feats = features_from_bytes(blobs)
+            feats = feats if feats.shape[1] else None
         return got, feats
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
@@ -493,11 +495,15 @@ class CachedScorer:
         return self.score_keys_features(keys, lambda ks: [by_key[k] for k in ks])
 
     def updated_cache(self) -> pd.DataFrame:
-        return pd.concat([self.cache, *self.new_rows], ignore_index=True) if self.new_rows else self.cache
+        """The cache with this run's new rows (a re-scored text keeps only its newest row)."""
+        if not self.new_rows:
+            return self.cache
+        out = pd.concat([self.cache, *self.new_rows], ignore_index=True)
+        return out.drop_duplicates("key", keep="last").reset_index(drop=True)
 
 
 def features_from_bytes(blobs: Sequence[bytes]) -> np.ndarray:
-    """float16 feature rows stored as bytes -> an n x d float32 matrix."""
+    """float16 feature rows stored as bytes -> an n x d float32 matrix (d = 0 for b"")."""
     if not len(blobs):
         return np.zeros((0, 0), np.float32)
     return np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), -1).astype(np.float32)
@@ -583,7 +589,7 @@ def sentiment(
             "sentiment": s,
             "sentiment_label": label_scores(s, cfg.neutral_band),
         })
-        if cfg.text_features and feats is not None:
+        if cfg.text_features and feats is not None and feats.shape[1]:
             # each review's text features (float16 bytes): what the text -> rating map reads
             rows = np.asarray(feats, np.float16)[codes[:n_rev]]
             rv["features"] = np.array([r.tobytes() for r in rows], dtype=object)
@@ -636,7 +642,8 @@ def pseudo_ratings(review_sentiment: pd.DataFrame | None, ratings: pd.DataFrame,
     lo, hi = float(train["rating"].min()), float(train["rating"].max())
     sent = rs["sentiment"].to_numpy(np.float64)
     calib: dict = {"fitted_on": int(both.sum()), "pseudo_ratings": int(unrated.sum())}
-    if "features" in rs.columns and both.sum() >= 50 and rs["features"].map(lambda b: isinstance(b, bytes)).all():
+    if ("features" in rs.columns and both.sum() >= 50
+            and rs["features"].map(lambda b: isinstance(b, bytes) and len(b) > 0).all()):
         from sklearn.linear_model import RidgeCV
 
         blobs = rs["features"].to_numpy(object)
