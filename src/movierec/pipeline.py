@@ -282,7 +282,8 @@ def _run_train(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     model, data, train = train_for_fold(cfg, cat, cfg.split.fold, use_saved_features=True)
     version = save_model_version(cfg, cat, model, train)
     log.info("train: model %s saved (%d ratings, %.2fs fitting)", version, len(train), model.fit_seconds_)
-    return {}, {"version": version, "fit_seconds": model.fit_seconds_, "ratings": len(train)}
+    return {}, {"version": version, "fit_seconds": model.fit_seconds_, "ratings": len(train),
+                "pseudo_ratings": getattr(model, "pseudo_ratings_", None)}
 
 
 RUNNERS: dict[str, Callable[[Config, Catalog], tuple[dict, dict]]] = {
@@ -394,7 +395,7 @@ def train_for_fold(cfg: Config, cat: Catalog, fold: int, use_saved_features: boo
         implicit = sp.hstack([items_part, trust], format="csr", dtype=np.float32)
         mcfg = replace(mcfg, implicit=True)
     fcfg = features or cfg.features
-    fit_table, weights = train, None
+    fit_table, weights, pr = train, None, None
     if fcfg.use_sentiment and cfg.sentiment.pseudo_rating_weight > 0:
         from movierec.stages.sentiment import pseudo_ratings
 
@@ -407,6 +408,8 @@ def train_for_fold(cfg: Config, cat: Catalog, fold: int, use_saved_features: boo
     data = TrainData(fit_table["user_idx"].to_numpy(), fit_table["movie_idx"].to_numpy(),
                      fit_table["rating"].to_numpy(), n_users, n_items, X, Y, neighbours, implicit, weights)
     model = MatrixFactorization.from_config(mcfg).fit(data)
+    # how the pseudo-ratings were made (map, its leave-one-out error): into the manifest
+    model.pseudo_ratings_ = pr.calibration if weights is not None else None
     return model, data, train
 
 
@@ -447,6 +450,7 @@ def save_model_version(cfg: Config, cat: Catalog, model, train: pd.DataFrame) ->
             "config_hash": cfg.section_hash(),
             "fit_seconds": model.fit_seconds_,
             "train_ratings": len(train),
+            "pseudo_ratings": getattr(model, "pseudo_ratings_", None),
             "history": {"train_rmse": model.history_.train_rmse, "val_rmse": model.history_.val_rmse},
         }, tmp / "meta.json")
         os.rename(tmp, final)

@@ -20,6 +20,19 @@ def test_every_stage_ran_with_manifests(demo_workdir):
     assert m["outputs"]["review_sentiment"]["rows"] > 15000 and m["outputs"]["message_sentiment"]["rows"] > 1000
 
 
+def test_reviews_without_stars_become_accurate_pseudo_ratings(demo_workdir):
+    """The demo's ~3,400 reviews without stars: the ridge map on the review embedding, fitted on
+    the rated reviews of the training part, predicts a held-out star far better than the
+    spread of the ratings (the train manifest and the model's meta.json record it)."""
+    manifest = json.loads((demo_workdir / "manifests" / "train.json").read_text())
+    pr = manifest["pseudo_ratings"]
+    assert pr["method"].startswith("ridge") and pr["fitted_on"] > 10000 and pr["pseudo_ratings"] > 3000
+    assert pr["loo_rmse"] < 0.5 * pr["rating_std"]
+    version = manifest["version"]
+    meta = json.loads((demo_workdir / "models" / version / "meta.json").read_text())
+    assert meta["pseudo_ratings"] == pr
+
+
 def test_review_sentiment_follows_the_stars(demo_workdir):
     rs = pd.read_parquet(demo_workdir / "artifacts" / "review_sentiment.parquet")
     rv = pd.read_parquet(demo_workdir / "artifacts" / "reviews_clean.parquet")
