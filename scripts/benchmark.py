@@ -606,7 +606,7 @@ def bench_sentiment_ablation(args) -> str:
                 cfg = load_config(path, ov + extra + ["evaluate.ablations=[]", "evaluate.baselines=[]", f"model.seed={seed}"])
                 ms.append(evaluate(cfg))
             gs = [m.get("groups", {}).get(group, {}) for m in ms]
-            mean = lambda rows, k: float(np.mean([r.get(k, float("nan")) for r in rows]))  # noqa: E731
+            mean = lambda rows, k: float(np.mean([r.get(k, float("nan")) for r in rows]))
             lines.append(f"| {name} | {label} | {mean(ms, 'rmse'):.4f} | {mean(ms, 'ndcg@10'):.4f} | "
                          f"{mean(gs, 'rmse'):.4f} ({mean(gs, 'n_test'):.0f}) | {group} |")
             print(lines[-1], f"[{time.perf_counter() - t0:.0f} s]", flush=True)

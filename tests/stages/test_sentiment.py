@@ -238,7 +238,7 @@ def test_cache_keeps_text_features_and_rescores_texts_cached_without_them():
     buf = io.BytesIO()
     c2.updated_cache().to_parquet(buf, index=False)
     c3 = S.CachedScorer(factory, "m", pd.read_parquet(io.BytesIO(buf.getvalue())), features=True)
-    s3, f3 = c3.score_features(["bad", "good new text", "good one"])
+    _, f3 = c3.score_features(["bad", "good new text", "good one"])
     assert c3.misses == 1 and f3[:, 1].tolist() == [3.0, 13.0, 8.0]
     # "good one" was cached twice (without, then with features): the newest row is kept
     assert c.updated_cache()["key"].is_unique
