@@ -7,7 +7,7 @@ popularity. Statistics come from the training part only: reviews on (user, movie
 of the test part are left out, so no test rating leaks through its review. By default
 the sentiment features also leave out reviews whose pair has a training rating: such a
 review repeats its rating, and a feature that restates a user's few training ratings
-is trusted more than it deserves (it cost users with < 5 ratings 0.01-0.1 RMSE,
+is trusted more than it deserves (it cost users with < 5 ratings 0.01 RMSE on the demo, 0.11 on rt-critics,
 benchmarks/results/sentiment_ablation.md). scikit-learn transformers are fitted here
 and returned.
 """
