@@ -445,7 +445,7 @@ def bench_filmtrust_signal(args) -> str:
     from movierec.catalog import Catalog
     from movierec.config import load_config
     from movierec.data.datasets import import_dataset
-    from movierec.pipeline import ensure, train_for_fold
+    from movierec.pipeline import ensure, neighbours_matrix, train_for_fold
     from movierec.stages.clean import n_folds, train_test
 
     work = Path(tempfile.mkdtemp(prefix="movierec-ftsignal-"))
@@ -455,7 +455,8 @@ def bench_filmtrust_signal(args) -> str:
     cat = Catalog(work / "w")
     ratings, nb = cat.read("ratings_clean"), cat.read("social_neighbours")
     n_users, n_items = len(cat.read("user_ids")), len(cat.read("movie_ids"))
-    S = sp.csr_matrix((np.ones(len(nb)), (nb["user_idx"], nb["neighbour_idx"])), shape=(n_users, n_users))
+    S = neighbours_matrix(cat, n_users)
+    S.data[:] = 1.0  # who is trusted, unweighted
     lo, hi = float(ratings["rating"].min()), float(ratings["rating"].max())
 
     # (1) homophily on co-rated movies, ratings centred on the movie's mean
@@ -537,15 +538,14 @@ def _sparse_demo(src: Path, dst: Path, n_users: int = 600, keep: int = 5, seed: 
 
 def _map_accuracy(workdir: Path, folds: int = 5) -> dict:
     """How well each text -> rating map predicts the stars of rated reviews it was not fitted
-    on (5-fold over the rated reviews): isotonic on the sentiment score vs ridge on the
-    review embedding + score, and the spread of the ratings (a constant's RMSE)."""
-    from sklearn.isotonic import IsotonicRegression
-    from sklearn.linear_model import RidgeCV
+    on (5-fold over the rated reviews): the isotonic map of the sentiment score vs the ridge
+    map on review embedding + score (both `fit_rating_map`, as pseudo-ratings use them), and
+    the spread of the ratings (a constant's RMSE)."""
     from sklearn.model_selection import KFold
 
     from movierec.catalog import Catalog
     from movierec.data.schemas import pair_key
-    from movierec.stages.sentiment import features_from_bytes
+    from movierec.stages.sentiment import features_from_bytes, fit_rating_map
 
     cat = Catalog(workdir)
     rs, ratings = cat.read("review_sentiment"), cat.read("ratings_clean")
@@ -554,14 +554,13 @@ def _map_accuracy(workdir: Path, folds: int = 5) -> dict:
     rs = rs[np.isin(pair_key(rs), r.index.to_numpy())]
     y = r.reindex(pair_key(rs)).to_numpy()
     s = rs["sentiment"].to_numpy(np.float64)
-    X = np.hstack([features_from_bytes(rs["features"].to_numpy(object)), s[:, None]])
+    F = features_from_bytes(rs["features"].to_numpy(object))
     err = {"isotonic": [], "ridge": [], "const": []}
-    for tr, te in KFold(folds, shuffle=True, random_state=0).split(X):
-        iso = IsotonicRegression(out_of_bounds="clip").fit(s[tr], y[tr])
-        rid = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(X[tr], y[tr])
+    for tr, te in KFold(folds, shuffle=True, random_state=0).split(F):
         lo, hi = y[tr].min(), y[tr].max()
-        err["isotonic"].append(np.sqrt(np.mean((iso.predict(s[te]) - y[te]) ** 2)))
-        err["ridge"].append(np.sqrt(np.mean((np.clip(rid.predict(X[te]), lo, hi) - y[te]) ** 2)))
+        for name, feats in (("isotonic", None), ("ridge", F)):
+            predict, _ = fit_rating_map(s[tr], y[tr], lo, hi, None if feats is None else feats[tr])
+            err[name].append(np.sqrt(np.mean((predict(s[te], None if feats is None else feats[te]) - y[te]) ** 2)))
         err["const"].append(np.sqrt(np.mean((y[tr].mean() - y[te]) ** 2)))
     return {k: float(np.mean(v)) for k, v in err.items()} | {"n": len(y)}
 

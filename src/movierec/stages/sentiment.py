@@ -439,7 +439,7 @@ class CachedScorer:
     the text's features as float16 bytes).
 
     The wrapped model is built only when some text misses the cache, and only the texts
-    that miss are read (``score_keys`` asks ``fetch`` for them), so a re-run on unchanged
+    that miss are read (``score_keys_features`` asks ``fetch`` for them), so a re-run on unchanged
     data does no model work and reads no text. ``misses`` counts the texts actually scored.
     A cached score without the features that are now wanted counts as a miss.
     """
@@ -452,9 +452,6 @@ class CachedScorer:
         self.misses = 0
         self.new_rows: list[pd.DataFrame] = []
         self._scorer: TextScorer | None = None
-
-    def score_keys(self, text_keys: Sequence[str], fetch: Callable[[list[str]], list[str]]) -> np.ndarray:
-        return self.score_keys_features(text_keys, fetch)[0]
 
     def score_keys_features(self, text_keys: Sequence[str], fetch: Callable[[list[str]], list[str]]
                             ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -475,11 +472,9 @@ class CachedScorer:
             got[miss] = s
             row = {"key": keys[miss], "sentiment": got[miss]}
             if self.features:  # a scorer without features stores b"" (known: nothing to add)
-                f = np.zeros((len(miss), 0), np.float16) if f is None else f
-                new_blobs = [r.tobytes() for r in f.astype(np.float16)]
-                for j, i in enumerate(miss):
-                    blobs[i] = new_blobs[j]
-                row["features"] = np.array(new_blobs, dtype=object)
+                new_blobs = features_to_bytes(np.zeros((len(miss), 0)) if f is None else f)
+                blobs[miss] = new_blobs
+                row["features"] = new_blobs
             self.misses += len(miss)
             self.new_rows.append(pd.DataFrame(row))
         else:
@@ -504,6 +499,11 @@ class CachedScorer:
             return self.cache
         out = pd.concat([self.cache, *self.new_rows], ignore_index=True)
         return out.drop_duplicates("key", keep="last").reset_index(drop=True)
+
+
+def features_to_bytes(feats: np.ndarray) -> np.ndarray:
+    """An n x d matrix -> n float16 rows as bytes (an object array), how features are stored."""
+    return np.array([r.tobytes() for r in np.asarray(feats, np.float16)], dtype=object)
 
 
 def features_from_bytes(blobs: Sequence[bytes], dtype=np.float32) -> np.ndarray:
@@ -595,8 +595,7 @@ def sentiment(
         })
         if cfg.text_features and feats is not None and feats.shape[1]:
             # each review's text features (float16 bytes): what the text -> rating map reads
-            rows = np.asarray(feats, np.float16)[codes[:n_rev]]
-            rv["features"] = np.array([r.tobytes() for r in rows], dtype=object)
+            rv["features"] = features_to_bytes(feats)[codes[:n_rev]]  # each distinct text encoded once
     if msgs is not None and len(msgs):
         s = scores[n_rev:]
         ms = pd.DataFrame({
@@ -611,23 +610,50 @@ def sentiment(
 @dataclass
 class PseudoRatings:
     table: pd.DataFrame  # user_idx, movie_idx, rating, weight
-    calibration: dict  # sentiment grid -> rating, and how many reviews it was fitted on
+    calibration: dict  # the map (fit_rating_map's description) and how many reviews it was fitted on
+
+
+RIDGE_ALPHAS = np.logspace(-3, 3, 13)
+
+
+def fit_rating_map(sent: np.ndarray, y: np.ndarray, lo: float, hi: float,
+                   feats: np.ndarray | None = None) -> tuple[Callable, dict]:
+    """Fit a map (sentiment score[, text features]) -> rating on rated reviews.
+
+    With ``feats``: ridge regression (alpha by leave-one-out) on features + score; without:
+    a monotone (isotonic) map of the score. Returns ``predict(sent, feats) -> ratings`` (in
+    [lo, hi]) and a description (method, and for ridge its alpha and leave-one-out RMSE).
+    """
+    if feats is not None:
+        from sklearn.linear_model import RidgeCV
+
+        reg = RidgeCV(alphas=RIDGE_ALPHAS).fit(np.hstack([feats, sent[:, None]]), y)
+        info = {"method": "ridge on text embedding", "alpha": float(reg.alpha_),
+                "loo_rmse": round(float(np.sqrt(-reg.best_score_)), 4), "rating_std": round(float(y.std()), 4)}
+        return (lambda s, f: np.clip(reg.predict(np.hstack([f, s[:, None]])), lo, hi)), info
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(out_of_bounds="clip", increasing=True).fit(sent, y)
+    grid = np.linspace(-1, 1, 9)
+    info = {"method": "isotonic on sentiment", "sentiment": grid.round(2).tolist(),
+            "rating": iso.predict(grid).round(3).tolist()}
+    return (lambda s, f=None: iso.predict(s)), info
 
 
 def pseudo_ratings(review_sentiment: pd.DataFrame | None, ratings: pd.DataFrame, train: pd.DataFrame,
                    weight: float, min_pairs: int = 20, max_fit: int = 200_000, seed: int = 0) -> PseudoRatings | None:
     """Ratings inferred from reviews that come without stars.
 
-    A map text -> rating is fitted on the reviews whose (user, movie) pair has a rating in
-    ``train`` (never a test rating), then applied to the reviews whose pair has no rating
-    at all in ``ratings``: a real rating, in either part of the split, is never replaced or
-    duplicated. Each pseudo-rating carries ``weight`` (< 1), so it counts less than a real one.
+    A map text -> rating (:func:`fit_rating_map`) is fitted on the reviews whose (user,
+    movie) pair has a rating in ``train`` (never a test rating), then applied to the reviews
+    whose pair has no rating at all in ``ratings``: a real rating, in either part of the
+    split, is never replaced or duplicated. Each pseudo-rating carries ``weight`` (< 1), so
+    it counts less than a real one.
 
-    The map is a ridge regression (alpha by leave-one-out) on each review's embedding and
-    sentiment score when the reviews carry text features (``sentiment.text_features``) and
-    at least 50 of them have a training rating: it learns the platform's own way of
-    writing a 4 against a 5, which one polarity score cannot tell apart. Otherwise it is a
-    monotone (isotonic) map of the sentiment score.
+    The map reads each review's embedding as well as its score when the reviews carry text
+    features (``sentiment.text_features``) and at least 50 of them have a training rating:
+    it learns the platform's own way of writing a 4 against a 5, which one polarity score
+    cannot tell apart. Otherwise it maps the score alone.
     """
     if review_sentiment is None or review_sentiment.empty or weight <= 0:
         return None
@@ -645,35 +671,21 @@ def pseudo_ratings(review_sentiment: pd.DataFrame | None, ratings: pd.DataFrame,
     y = tr.reindex(rk[both]).to_numpy(np.float64)
     lo, hi = float(train["rating"].min()), float(train["rating"].max())
     sent = rs["sentiment"].to_numpy(np.float64)
-    calib: dict = {"fitted_on": int(both.sum()), "pseudo_ratings": int(unrated.sum())}
-    if ("features" in rs.columns and both.sum() >= 50
-            and rs["features"].map(lambda b: isinstance(b, bytes) and len(b) > 0).all()):
-        from sklearn.linear_model import RidgeCV
+    fit, todo = np.flatnonzero(both), np.flatnonzero(unrated)
+    use_feats = ("features" in rs.columns and both.sum() >= 50
+                 and rs["features"].map(lambda b: isinstance(b, bytes) and len(b) > 0).all())
+    blobs = rs["features"].to_numpy(object) if use_feats else None
 
-        blobs = rs["features"].to_numpy(object)
+    def feats(rows: np.ndarray) -> np.ndarray | None:  # decoded only for the rows in use
+        return features_from_bytes(blobs[rows]) if use_feats else None
 
-        def design(rows: np.ndarray) -> np.ndarray:  # decoded only for the rows in use
-            return np.hstack([features_from_bytes(blobs[rows]), sent[rows, None]])
-
-        fit = np.flatnonzero(both)
-        if len(fit) > max_fit:  # the map needs tens of thousands of reviews at most
-            keep = np.sort(np.random.default_rng(seed).choice(len(fit), max_fit, replace=False))
-            fit, y = fit[keep], y[keep]
-        reg = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(design(fit), y)
-        todo = np.flatnonzero(unrated)
-        pred = np.concatenate([reg.predict(design(todo[i:i + 100_000])) for i in range(0, len(todo), 100_000)]
-                              or [np.zeros(0)])
-        pred = np.clip(pred, lo, hi)
-        calib.update(method="ridge on text embedding", alpha=float(reg.alpha_),
-                     loo_rmse=round(float(np.sqrt(-reg.best_score_)), 4), rating_std=round(float(y.std()), 4))
-    else:
-        from sklearn.isotonic import IsotonicRegression
-
-        iso = IsotonicRegression(out_of_bounds="clip", increasing=True).fit(sent[both], y)
-        pred = iso.predict(sent[unrated])
-        grid = np.linspace(-1, 1, 9)
-        calib.update(method="isotonic on sentiment", sentiment=grid.round(2).tolist(),
-                     rating=iso.predict(grid).round(3).tolist())
+    if use_feats and len(fit) > max_fit:  # the ridge map needs tens of thousands of reviews at most
+        keep = np.sort(np.random.default_rng(seed).choice(len(fit), max_fit, replace=False))
+        fit, y = fit[keep], y[keep]
+    predict, info = fit_rating_map(sent[fit], y, lo, hi, feats(fit))
+    chunks = np.array_split(todo, max(1, len(todo) // 100_000)) if len(todo) else []
+    pred = np.concatenate([predict(sent[rows], feats(rows)) for rows in chunks] or [np.zeros(0)])
+    calib = {"fitted_on": int(both.sum()), "pseudo_ratings": int(unrated.sum()), **info}
     sub = rs[unrated]
     table = pd.DataFrame({
         "user_idx": sub["user_idx"].to_numpy(np.int32),
