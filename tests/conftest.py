@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +15,10 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# the sentiment encoder's ONNX export goes to a folder of this test session (inherited by the
+# CLI subprocesses), never to the user's ~/.cache; set MOVIEREC_CACHE_DIR to reuse one
+os.environ.setdefault("MOVIEREC_CACHE_DIR", tempfile.mkdtemp(prefix="movierec-test-cache-"))
 
 
 def _load_demo_module():

@@ -63,9 +63,12 @@ class SplitConfig:
 class SentimentConfig:
     enabled: bool = _f(True, "score review and message texts")
     model: str = _f("embedded", "'embedded', a Hugging Face model id, or a local model folder")
-    batch_size: int = _f(64, "texts per forward pass")
+    batch_size: int = _f(32, "texts per forward pass (on the CPU small length-sorted batches pad least)")
     max_length: int = _f(128, "tokens per chunk; longer texts are scored in overlapping chunks")
     quantize: bool = _f(True, "dynamic int8 linear layers on CPU (embedded model): ~2x faster")
+    runtime: str = _f("onnx", "embedded model on the CPU: onnx (ONNX Runtime; exported once into the model "
+                              "cache, MOVIEREC_CACHE_DIR or ~/.cache/movierec) or torch; other devices use torch",
+                      choices=("onnx", "torch"))
     pseudo_rating_weight: float = _f(0.3, "weight of pseudo-ratings from unrated reviews (0 = off)")
     text_features: bool = _f(True, "keep each review's embedding (float16) so that pseudo-ratings come from a "
                                    "text -> rating regression fitted on the platform's rated reviews; "

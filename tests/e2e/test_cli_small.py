@@ -126,7 +126,7 @@ CHECK_IMPORTS = (
     "    runpy.run_module('movierec', run_name='__main__')\n"
     "except SystemExit:\n"
     "    pass\n"
-    "heavy = sorted(m for m in ('tensorflow', 'torch', 'transformers') if m in sys.modules)\n"
+    "heavy = sorted(m for m in ('tensorflow', 'torch', 'transformers', 'onnxruntime') if m in sys.modules)\n"
     "print('HEAVY=' + ','.join(heavy), file=sys.stderr)\n"
 )
 

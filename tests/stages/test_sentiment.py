@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -142,6 +144,38 @@ def test_int8_model_agrees_with_fp32():
     assert np.abs(fp32 - int8).mean() < 0.1
     # the quantized model is another model for the cache
     assert S.model_key(SentimentConfig(quantize=True)) != S.model_key(SentimentConfig(quantize=False))
+
+
+def test_onnx_runtime_gives_torch_numbers_and_exports_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("MOVIEREC_CACHE_DIR", str(tmp_path / "cache"))
+    exports = []
+    real_export = S.export_onnx
+    monkeypatch.setattr(S, "export_onnx", lambda *a: (exports.append(a[2]), real_export(*a))[1])
+    long_text = " ".join(["A wonderful, moving masterpiece."] * 20 + ["Terrible and boring."] * 20)
+    texts = ["I loved this film", "a dull, boring mess", "not bad at all", long_text]
+    fp32 = SentimentConfig(quantize=False, max_length=64)
+    onnx = S.EmbeddedScorer(fp32)
+    torch_ = S.EmbeddedScorer(dataclasses.replace(fp32, runtime="torch"))
+    assert (onnx.encoder.runtime, torch_.encoder.runtime) == ("onnx", "torch") and exports == [False]
+    (s1, f1), (s2, f2) = onnx.score_features(texts), torch_.score_features(texts)
+    # the same network: the same scores and embeddings, long (chunked) text included
+    assert np.abs(s1 - s2).max() < 1e-4 and np.abs(f1 - f2).max() < 1e-4
+    assert s1[0] > 0.5 > -0.5 > s1[1]
+    # exported once per machine: the next scorer loads the cached file
+    S.EmbeddedScorer(fp32)
+    assert exports == [False]
+    # a damaged cache file is made again, not trusted
+    cached = list((tmp_path / "cache" / "onnx").glob("minilm-fp32-*.onnx"))
+    assert len(cached) == 1
+    cached[0].write_bytes(b"not a model")
+    assert np.abs(S.EmbeddedScorer(fp32).score(texts) - s1).max() < 1e-4 and exports == [False, False]
+    # numbers of another runtime are another model for the cache
+    assert S.model_key(fp32) != S.model_key(dataclasses.replace(fp32, runtime="torch"))
+    # a cache folder that cannot be written is a clear config error
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("MOVIEREC_CACHE_DIR", str(tmp_path / "file" / "sub"))
+    with pytest.raises(ConfigError, match="MOVIEREC_CACHE_DIR"):
+        S.EmbeddedScorer(fp32)
 
 
 def test_shipped_adapters_change_the_encoder():

