@@ -85,7 +85,13 @@ class SocialConfig:
     seed: int = _f(0, "seed of community detection")
     message_weight: float = _f(0.5, "how much message sentiment scales tie strength")
     propagation_decay: float = _f(0.5, "weight of two-hop trust in the trust_2hop feature")
-    hop2_weight: float = _f(0.0, "weight of two-hop neighbours in the neighbourhood the model uses")
+    hop2_weight: float = _f(0.0, "weight of two-hop neighbours in the neighbourhood the model uses (direct)")
+    neighbourhood: str = _f("direct", "whom the model's social terms use: direct (ties; two-hop ones by "
+                                      "hop2_weight) or ppr (personalised PageRank of each user, truncated)",
+                            choices=("direct", "ppr"))
+    ppr_alpha: float = _f(0.5, "ppr: probability that the walk from a user goes on at each step")
+    ppr_hops: int = _f(3, "ppr: steps of the walk (the mass left out is ppr_alpha ** ppr_hops)")
+    ppr_top: int = _f(50, "ppr: neighbours kept per user (the largest), also after every step")
     louvain_max_edges: int = _f(200_000, "above this many ties communities come from label propagation")
 
 

@@ -113,3 +113,40 @@ def test_trusted_users_as_implicit_feedback(world, optimizer):
                           n_users, n_items, implicit_items=rated)
         m0 = MatrixFactorization(**dict(m.get_params(), implicit=True)).fit(alone)
         assert own_community_share(m0, targets) < 0.75
+
+
+def test_personalised_pagerank_is_networkx_pagerank_from_the_user():
+    import networkx as nx
+
+    from movierec.stages.social import personalized_pagerank, row_normalized, top_per_row
+
+    g = nx.gnp_random_graph(40, 0.12, seed=1, directed=True)
+    g = nx.convert_node_labels_to_integers(g.subgraph(max(nx.strongly_connected_components(g), key=len)))
+    rng = np.random.default_rng(0)
+    for u, v in g.edges:
+        g[u][v]["w"] = rng.uniform(0.2, 1.0)
+    n = g.number_of_nodes()
+    S = row_normalized(sp.csr_matrix(nx.to_scipy_sparse_array(g, weight="w", format="csr")))
+    N = personalized_pagerank(S, 0.5, hops=60, top=n, eps=0.0).toarray()  # no truncation to speak of
+    for u in range(0, n, 5):
+        pr = nx.pagerank(g, alpha=0.5, personalization={u: 1.0}, weight="w", tol=1e-12, max_iter=500)
+        v = np.array([pr[i] for i in range(n)])
+        v[u] = 0.0
+        assert np.abs(v / v.sum() - N[u]).max() < 1e-9
+    # truncated: at most `top` entries per user, the largest ones, rows summing to 1
+    T = personalized_pagerank(S, 0.5, hops=3, top=5)
+    assert np.diff(T.indptr).max() <= 5 and np.allclose(np.asarray(T.sum(1)).ravel(), 1.0)
+    m = top_per_row(sp.csr_matrix(np.array([[0.1, 0.5, 0.2, 0.4], [0.0, 0.3, 0.0, 0.0]])), 2).toarray()
+    assert np.array_equal(m, [[0.0, 0.5, 0.0, 0.4], [0.0, 0.3, 0.0, 0.0]])
+
+
+def test_ppr_neighbourhood_reaches_further_and_stays_in_the_community(world):
+    ratings, res, targets, n_users = world
+    ties = pd.DataFrame({"user_idx": res.neighbours.user_idx, "friend_idx": res.neighbours.neighbour_idx,
+                         "weight": 1.0, "text": ""})
+    ppr = social(ties, None, n_users, SocialConfig(directed=False, neighbourhood="ppr", ppr_top=30)).neighbours
+    size = lambda nb: nb.groupby("user_idx").size().reindex(range(n_users), fill_value=0)  # noqa: E731
+    assert (size(ppr) > size(res.neighbours)).mean() > 0.9 and size(ppr).max() <= 30
+    same = (ppr.user_idx // N_PER) == (ppr.neighbour_idx // N_PER)
+    assert ppr.strength[same].sum() / ppr.strength.sum() > 0.98  # the single bridge leaks little
+    assert own_community_share(fit(ratings, ppr, n_users, 0.5), targets) >= 0.9
