@@ -150,3 +150,19 @@ def test_ppr_neighbourhood_reaches_further_and_stays_in_the_community(world):
     same = (ppr.user_idx // N_PER) == (ppr.neighbour_idx // N_PER)
     assert ppr.strength[same].sum() / ppr.strength.sum() > 0.98  # the single bridge leaks little
     assert own_community_share(fit(ratings, ppr, n_users, 0.5), targets) >= 0.9
+
+
+def test_clustering_is_networkx_clustering_also_in_blocks():
+    import networkx as nx
+
+    from movierec.stages.social import triangles
+
+    g = nx.gnp_random_graph(200, 0.06, seed=3, directed=True)
+    ties = pd.DataFrame(list(g.edges), columns=["user_idx", "friend_idx"]).assign(weight=1.0, text="")
+    f = social(ties, None, 200, SocialConfig(directed=True)).features
+    ref = nx.clustering(g.to_undirected())
+    assert np.allclose(f["clustering"], [ref[i] for i in range(200)])
+    U = sp.csr_matrix(nx.to_scipy_sparse_array(g.to_undirected(), format="csr").astype(float))
+    tri = nx.triangles(g.to_undirected())
+    # blocks of a few rows (the memory bound at Epinions size) count the same triangles
+    assert np.array_equal(triangles(U, max_entries=50), [tri[i] for i in range(200)])
