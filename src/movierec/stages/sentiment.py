@@ -167,34 +167,56 @@ def export_onnx(path: str | Path, adapters: dict[str, np.ndarray] | None, quanti
         os.replace(out, dest)
 
 
+def _writable(folder: Path) -> bool:
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
 def onnx_session(path: str | Path, adapters: dict[str, np.ndarray] | None, quantize: bool,
                  cache_dir: str | Path | None = None):
-    """An ONNX Runtime session of the encoder, exported on first use into the model cache."""
+    """An ONNX Runtime session of the encoder, exported on first use into the model cache
+    (``cache_dir``, default :func:`default_cache_dir`). A damaged cache file is exported
+    again; a cache that cannot be written gets a warning and an export for this run only."""
+    import tempfile
+
     try:
         import onnxruntime as ort
     except ImportError as exc:
         raise ConfigError("sentiment.runtime 'onnx' needs the onnxruntime package "
                           "(pip install onnxruntime), or set sentiment.runtime: torch") from exc
-    folder = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    dest = folder / "onnx" / f"minilm-{'int8pc' if quantize else 'fp32'}-{_encoder_digest(Path(path), adapters, quantize)}.onnx"
+    folder = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) / "onnx"
+    name = f"minilm-{'int8pc' if quantize else 'fp32'}-{_encoder_digest(Path(path), adapters, quantize)}.onnx"
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, os.cpu_count() or 1)
     opts.log_severity_level = 3
-    for attempt in (0, 1):
-        if not dest.exists():
-            log.info("sentiment: exporting the encoder to ONNX (%s, once) -> %s", "int8" if quantize else "fp32", dest)
-            try:
+    with tempfile.TemporaryDirectory(prefix="movierec-onnx-") as scratch:
+        for attempt in (0, 1):
+            dest = folder / name
+            if not dest.exists():
+                if not _writable(folder):
+                    log.warning("sentiment: the model cache %s cannot be written; exporting the encoder for this "
+                                "run only (set MOVIEREC_CACHE_DIR to a writable folder to keep it)", folder)
+                    folder = Path(scratch)
+                    dest = folder / name
+                log.info("sentiment: exporting the encoder to ONNX (%s, once) -> %s", "int8" if quantize else "fp32",
+                         dest)
                 export_onnx(path, adapters, quantize, dest)
-            except OSError as exc:
-                raise ConfigError(f"sentiment: cannot write the ONNX model cache {dest.parent} ({exc}); "
-                                  "set MOVIEREC_CACHE_DIR to a writable folder, or sentiment.runtime: torch") from exc
-        try:
-            return ort.InferenceSession(str(dest), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - a damaged cache file: export it again, once
-            if attempt:
-                raise
-            log.warning("sentiment: cached ONNX model %s cannot be loaded (%s); exporting it again", dest, exc)
-            dest.unlink(missing_ok=True)
+            try:  # the session holds the model in memory: the scratch folder may go afterwards
+                return ort.InferenceSession(str(dest), opts, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # noqa: BLE001 - a damaged cache file: export it again, once
+                if attempt:
+                    raise
+                log.warning("sentiment: cached ONNX model %s cannot be loaded (%s); exporting it again", dest, exc)
+                try:
+                    dest.unlink()
+                except OSError:
+                    folder = Path(scratch)
 
 
 class Encoder:
