@@ -3,6 +3,7 @@
 import json
 
 import pandas as pd
+import pytest
 
 from tests.conftest import ROOT, run_cli
 
@@ -122,6 +123,14 @@ def test_evaluate_beats_global_mean(demo_workdir, tmp_path):
         assert key in m
     assert {"gender=F", "gender=M", "activity=cold (<5)", "activity=heavy"} <= set(m["groups"])
     assert json.loads((tmp_path / "rep" / "metrics.json").read_text())["rmse"] == m["rmse"]
+    # the model's own holdout scores stay with its version: status shows them, --compare reads them
+    own = json.loads((demo_workdir / "models" / m["model_version"] / "metrics.json").read_text())
+    assert own["rmse"] == pytest.approx(m["rmse"]) and "groups" not in own  # one split: its own holdout
+    st = run_cli("status", "--config", CFG, f"workdir={demo_workdir}").stdout
+    assert f"metrics: rmse {m['rmse']:.4f}" in st
+    r = run_cli("evaluate", "--config", CFG, "--compare", m["model_version"], f"workdir={demo_workdir}",
+                "evaluate.ablations=[]")
+    assert r.returncode == 0 and "+0.0000" in r.stdout
     # beyond accuracy, fairness
     assert m["novelty"] > 0 and 0 < m["diversity"] <= 1 and m["popularity_lift"] > 0 and 0 < m["user_coverage"] <= 1
     assert m["baselines"]["popularity"]["novelty"] < m["novelty"]  # the model reaches past the head

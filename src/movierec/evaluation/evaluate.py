@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from movierec.catalog import Catalog
+from movierec.catalog import Catalog, write_json
 from movierec.config import Config
 from movierec.errors import ConfigError
 from movierec.evaluation import metrics as M
@@ -196,6 +196,11 @@ def evaluate(cfg: Config) -> dict:
         # model is a separate model and its seconds are reported beside
         res["fit_seconds"] = float(model.fit_seconds_ or 0.0)
         res["ranking_fit_seconds"] = float(getattr(model, "ranking_fit_seconds_", 0.0) or 0.0)
+        own = trained_model_dir(cfg) / "metrics.json"
+        if fold == cfg.split.fold and not own.exists():
+            # the model's own holdout scores stay with it (what `status` shows and `--compare
+            # VERSION` reads); `run` writes the same numbers for the versions it gates
+            write_json({k: v for k, v in res.items() if isinstance(v, (int, float))}, own)
         res["baselines"] = {name: score(s, train, test, n_users, n_items, cfg, genre_mat=genre_mat, stats=st)
                             for name, s in baseline_scorers(train, n_users, n_items, cfg.evaluate.baselines).items()}
         res["ablations"] = {}
