@@ -681,7 +681,8 @@ def bench_social_scale(args) -> str:
         "80 s of 117 at this size).",
         "Neighbourhood `ppr`: each user's personalised PageRank (`social.ppr_alpha` 0.5, 3 steps, the 50 "
         "largest entries per user carried and kept; exact against networkx's personalised `pagerank` "
-        "without the truncation, tests/models/test_social_model.py); walks are not continued through a user whose every onward step would carry less than 0.05 / 50 of the start.",
+        "without the truncation, tests/models/test_social_model.py); walks are not continued through a "
+        "user whose every onward step would carry less than 0.05 / 50 of the start.",
         "| view | neighbourhood | ties | seconds | neighbourhood entries |\n|---|---|---|---|---|\n"
         + "\n".join(rows),
     ])

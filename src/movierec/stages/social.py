@@ -126,8 +126,8 @@ def social(
 def triangles(U: sp.csr_matrix, max_entries: float = 2e7) -> np.ndarray:
     """Triangles through each node of a symmetric 0/1 adjacency matrix: diag(U^3) / 2,
     from U @ U taken a block of rows at a time, each block's product holding at most about
-    ``max_entries`` entries (Epinions-sized graph: 0.3 GB and 4 s, against 3.8 GB and 12 s
-    for the whole product at once)."""
+    ``max_entries`` entries (Epinions-sized graph of the social-scale benchmark: 0.2 GB and
+    4-5 s, against 3.6 GB and 12 s for the whole product at once)."""
     U = U.tocsr()
     n = U.shape[0]
     cost = np.cumsum(U @ np.diff(U.indptr).astype(np.float64))  # entries of each row of U @ U, at most
