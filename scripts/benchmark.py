@@ -326,8 +326,11 @@ def bench_sentiment(args) -> str:
         for bs in sorted({16, 32, 64} if quant else {default.batch_size, 64}):
             sc_bs = copy.copy(sc)
             sc_bs.cfg = dataclasses.replace(sc.cfg, batch_size=bs)
-            acc = float(((sc_bs.score(xte) > 0) == yte).mean())
+            scores = sc_bs.score(xte)
+            acc = float(((scores > 0) == yte).mean())
             is_default = (runtime, quant, bs) == (default.runtime, default.quantize, default.batch_size)
+            if is_default:
+                default_scores = scores
             variants.append((f"shipped model, {'PyTorch' if runtime == 'torch' else 'ONNX Runtime'} "
                              f"{'int8 dynamic (per-channel)' if quant else 'fp32'}, length-sorted batches of {bs}"
                              f"{' (**default**)' if is_default else ''}", acc, sc_bs.score))
@@ -345,6 +348,7 @@ def bench_sentiment(args) -> str:
     for name, acc, speed in rows:
         sp = "-" if speed is None else f"{speed[0]:.0f} ({speed[1]:.0f})"
         lines.append(f"| {name} | {'-' if acc is None else f'{acc:.4f}'} | {sp} |")
+    calib = _calibration(default_scores, yte, default.neutral_band)
 
     # the cache: a nightly refresh with 1% new reviews scores only those
     work = Path(tempfile.mkdtemp(prefix="movierec-bench-"))
@@ -380,7 +384,29 @@ def bench_sentiment(args) -> str:
         f"{n} held-out sentences (about 20 words each) after a warm-up; {args.rounds} rounds, each "
         "running every variant once (interleaved, so that the shared machine's drift hits all alike).",
         "\n".join(lines),
+        calib,
         "\n".join(cache),
+    ])
+
+
+def _calibration(scores: np.ndarray, y: np.ndarray, band: float) -> str:
+    """Does the default model's probability mean what it says, and does `neutral` (|score| <
+    sentiment.neutral_band) pick out the sentences it is unsure of? On the held-out fold."""
+    p = (np.asarray(scores, np.float64) + 1) / 2
+    right = (scores > 0) == y
+    bins = np.clip((p * 10).astype(int), 0, 9)
+    ece = sum(abs(y[bins == b].mean() - p[bins == b].mean()) * (bins == b).sum() for b in np.unique(bins)) / len(p)
+    neutral = np.abs(scores) < band
+    rows = [f"| {lbl} | {m.mean():.1%} | {right[m].mean():.4f} |" for lbl, m in (
+        ("positive or negative", ~neutral), (f"neutral (abs(score) < {band})", neutral)) if m.any()]
+    rel = [f"| {b / 10:.1f}-{(b + 1) / 10:.1f} | {(bins == b).sum()} | {p[bins == b].mean():.3f} | "
+           f"{y[bins == b].mean():.3f} |" for b in np.unique(bins)]
+    return "\n\n".join([
+        "Calibration of the default model on the held-out fold: expected calibration error "
+        f"{ece:.3f} (10 bins of the probability (score + 1) / 2).",
+        "| label given | share of sentences | accuracy |\n|---|---|---|\n" + "\n".join(rows),
+        "| probability of positive | sentences | mean probability | share positive |\n|---|---|---|---|\n"
+        + "\n".join(rel),
     ])
 
 

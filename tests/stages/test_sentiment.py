@@ -283,3 +283,18 @@ def test_cache_keeps_text_features_and_rescores_texts_cached_without_them():
     assert S.features_from_bytes(res.reviews["features"].to_numpy(object)).tolist() == f2.tolist()
     off = S.sentiment(reviews, None, lambda: c2, SentimentConfig(text_features=False))
     assert "features" not in off.reviews.columns
+
+
+def test_head_temperature_softens_without_flipping(tmp_path, monkeypatch):
+    head = S.load_head()
+    assert float(head["temperature"]) > 1.0  # the shipped head is calibrated (it was over-confident)
+    emb = S.normalize_rows(np.random.default_rng(0).normal(size=(50, 384)).astype(np.float32))
+    hot = S.apply_head(dict(head, temperature=np.array(1.0)), emb)
+    cool = S.apply_head(dict(head, temperature=np.array(2.0)), emb)
+    z_hot, z_cool = np.log(hot / (1 - hot)), np.log(cool / (1 - cool))
+    assert np.allclose(z_cool, z_hot / 2, atol=1e-4) and np.array_equal(hot > 0.5, cool > 0.5)
+    # another temperature gives other scores: another model for the cache
+    monkeypatch.setattr(S, "load_head", lambda path=None: dict(head, temperature=np.array(2.0, np.float32)))
+    other = S.model_key(SentimentConfig())
+    monkeypatch.undo()
+    assert other != S.model_key(SentimentConfig())
