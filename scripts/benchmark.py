@@ -392,10 +392,11 @@ def bench_sentiment(args) -> str:
 def _calibration(scores: np.ndarray, y: np.ndarray, band: float) -> str:
     """Does the default model's probability mean what it says, and does `neutral` (|score| <
     sentiment.neutral_band) pick out the sentences it is unsure of? On the held-out fold."""
+    from finetune_sentiment import ece
+
     p = (np.asarray(scores, np.float64) + 1) / 2
     right = (scores > 0) == y
     bins = np.clip((p * 10).astype(int), 0, 9)
-    ece = sum(abs(y[bins == b].mean() - p[bins == b].mean()) * (bins == b).sum() for b in np.unique(bins)) / len(p)
     neutral = np.abs(scores) < band
     rows = [f"| {lbl} | {m.mean():.1%} | {right[m].mean():.4f} |" for lbl, m in (
         ("positive or negative", ~neutral), (f"neutral (abs(score) < {band})", neutral)) if m.any()]
@@ -403,7 +404,7 @@ def _calibration(scores: np.ndarray, y: np.ndarray, band: float) -> str:
            f"{y[bins == b].mean():.3f} |" for b in np.unique(bins)]
     return "\n\n".join([
         "Calibration of the default model on the held-out fold: expected calibration error "
-        f"{ece:.3f} (10 bins of the probability (score + 1) / 2).",
+        f"{ece(p, y.astype(np.float64)):.3f} (10 bins of the probability (score + 1) / 2).",
         "| label given | share of sentences | accuracy |\n|---|---|---|\n" + "\n".join(rows),
         "| probability of positive | sentences | mean probability | share positive |\n|---|---|---|---|\n"
         + "\n".join(rel),
