@@ -429,20 +429,33 @@ def _surprise_on_folds(ratings: pd.DataFrame, folds, algo_name: str, lo: float, 
     return {"rmse": float(np.mean(rmses)), "mae": float(np.mean(maes)), "rmse_std": float(np.std(rmses))}
 
 
+def _filmtrust(data: str, prefix: str) -> Path:
+    """A temporary folder with FilmTrust imported into ``data/``."""
+    from movierec.data.datasets import import_dataset
+
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    import_dataset("filmtrust", Path(data), work / "data")
+    return work
+
+
+def _filmtrust_config(data: Path, workdir: Path, *overrides: str):
+    """configs/filmtrust.yaml (the tuned settings) on ``data`` in ``workdir``."""
+    from movierec.config import load_config
+
+    return load_config(ROOT / "configs" / "filmtrust.yaml", [f"data.dir={data}", f"workdir={workdir}", *overrides])
+
+
 def bench_filmtrust(args) -> str:
     """FilmTrust, 5-fold (seed 0): the tuned config, its social ablations, Surprise on the same folds."""
     import logging
 
     logging.basicConfig(level=logging.WARNING)
     from movierec.catalog import Catalog
-    from movierec.config import load_config
-    from movierec.data.datasets import import_dataset
     from movierec.evaluation.evaluate import evaluate
     from movierec.stages.clean import n_folds
 
-    work = Path(tempfile.mkdtemp(prefix="movierec-filmtrust-"))
-    import_dataset("filmtrust", Path(args.data), work / "data")
-    cfg = load_config(ROOT / "configs" / "filmtrust.yaml", [f"data.dir={work / 'data'}", f"workdir={work / 'w'}"])
+    work = _filmtrust(args.data, "movierec-filmtrust-")
+    cfg = _filmtrust_config(work / "data", work / "w")
     t0 = time.perf_counter()
     res = evaluate(cfg)
     secs = time.perf_counter() - t0
@@ -451,8 +464,7 @@ def bench_filmtrust(args) -> str:
     rows = [("movierec (configs/filmtrust.yaml: SVD++ + trusted users, ensemble of 8)", res)]
     rows += [(f"ablation: {n}", m) for n, m in res.get("ablations", {}).items()]
     # the same model whose trusted users are each user's personalised PageRank (3 steps, top 50)
-    ppr = evaluate(load_config(ROOT / "configs" / "filmtrust.yaml", [
-        f"data.dir={work / 'data'}", f"workdir={work / 'w-ppr'}", "social.neighbourhood=ppr", "evaluate.ablations=[]"]))
+    ppr = evaluate(_filmtrust_config(work / "data", work / "w-ppr", "social.neighbourhood=ppr", "evaluate.ablations=[]"))
     rows.append(("variant: neighbourhood = personalised PageRank (social.neighbourhood: ppr)", ppr))
     rows += [(f"baseline: {n}", m) for n, m in res.get("baselines", {}).items()]
     for name in ("SVD", "SVDpp"):
@@ -491,14 +503,11 @@ def bench_filmtrust_signal(args) -> str:
 
     logging.basicConfig(level=logging.WARNING)
     from movierec.catalog import Catalog
-    from movierec.config import load_config
-    from movierec.data.datasets import import_dataset
     from movierec.pipeline import ensure, neighbours_matrix, train_for_fold
     from movierec.stages.clean import n_folds, train_test
 
-    work = Path(tempfile.mkdtemp(prefix="movierec-ftsignal-"))
-    import_dataset("filmtrust", Path(args.data), work / "data")
-    cfg = load_config(ROOT / "configs" / "filmtrust.yaml", [f"data.dir={work / 'data'}", f"workdir={work / 'w'}"])
+    work = _filmtrust(args.data, "movierec-ftsignal-")
+    cfg = _filmtrust_config(work / "data", work / "w")
     ensure(cfg, "social")
     cat = Catalog(work / "w")
     ratings, nb = cat.read("ratings_clean"), cat.read("social_neighbours")
@@ -564,13 +573,10 @@ def bench_filmtrust_planted(args) -> str:
     import scipy.sparse as sp
 
     logging.basicConfig(level=logging.WARNING)
-    from movierec.config import load_config
-    from movierec.data.datasets import import_dataset
     from movierec.evaluation.evaluate import evaluate
     from movierec.stages.social import row_normalized
 
-    work = Path(tempfile.mkdtemp(prefix="movierec-ftplanted-"))
-    import_dataset("filmtrust", Path(args.data), work / "data")
+    work = _filmtrust(args.data, "movierec-ftplanted-")
     ratings = pd.read_csv(work / "data" / "ratings.csv", dtype={"user_id": str, "movie_id": str})
     ties = pd.read_csv(work / "data" / "social.csv", dtype={"user_id": str, "friend_id": str})
     users = pd.Index(sorted(set(ratings.user_id) | set(ties.user_id) | set(ties.friend_id)))
@@ -596,8 +602,7 @@ def bench_filmtrust_planted(args) -> str:
         data.mkdir()
         ties.to_csv(data / "social.csv", index=False)
         ratings.assign(rating=np.clip(np.round(r * 2) / 2, 0.5, 4.0)).to_csv(data / "ratings.csv", index=False)
-        res = evaluate(load_config(ROOT / "configs" / "filmtrust.yaml",
-                                   [f"data.dir={data}", f"workdir={work / f'w-{rho}'}"]))
+        res = evaluate(_filmtrust_config(data, work / f"w-{rho}"))
         cold = "activity=cold (<5)"
         for name, m in [("movierec (configs/filmtrust.yaml)", res)] + [
                 (f"ablation: {n}", a) for n, a in res["ablations"].items()]:

@@ -106,8 +106,9 @@ def default_cache_dir() -> Path:
 
 
 def _encoder_digest(path: Path, adapters: dict[str, np.ndarray] | None, quantize: bool) -> str:
-    """Identity of an exported encoder: the model files, the adapters, int8 or not, and the
-    versions of the libraries that export and quantize it."""
+    """Identity of an exported encoder: the model files, the adapters merged into it, int8 or
+    not, and the versions of the libraries that export and quantize it (a recalibrated head
+    needs no new export)."""
     import hashlib
     from importlib.metadata import version
 
@@ -116,8 +117,8 @@ def _encoder_digest(path: Path, adapters: dict[str, np.ndarray] | None, quantize
         if f.is_file():
             st = f.stat()
             h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)};".encode())
-    for k in sorted(adapters or {}):
-        h.update(k.encode())
+    for k in sorted(k for k in (adapters or {}) if k.startswith("enc.") or k.startswith("lora_")):
+        h.update(k.encode())  # what is merged into the encoder; the head is applied outside it
         h.update(np.ascontiguousarray(adapters[k]).tobytes())
     for lib in ("torch", "transformers", "onnxruntime"):
         h.update(f"{lib}={version(lib)};".encode())
@@ -296,12 +297,16 @@ class Encoder:
         bar.close()
         if not embs:
             return np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32)
-        return np.vstack(embs).astype(np.float32), np.concatenate(owner), np.concatenate(sizes)
+        return np.vstack(embs), np.concatenate(owner), np.concatenate(sizes)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, desc: str = "encode") -> np.ndarray:
         """One embedding per text (the token-weighted mean of its chunks, re-normalised)."""
-        emb, owner, sizes = self.encode_chunks(texts, batch_size, desc)
-        return normalize_rows(aggregate(emb * sizes[:, None], owner, len(texts)))
+        return text_embeddings(*self.encode_chunks(texts, batch_size, desc), len(texts))
+
+
+def text_embeddings(emb: np.ndarray, owner: np.ndarray, sizes: np.ndarray, n: int) -> np.ndarray:
+    """Each text's embedding from its chunks': their token-weighted mean, re-normalised."""
+    return normalize_rows(aggregate(emb * sizes[:, None], owner, n))
 
 
 def aggregate(values: np.ndarray, owner: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.ndarray:
@@ -406,8 +411,8 @@ class EmbeddedScorer:
         texts = list(texts)
         emb, owner, sizes = self.encoder.encode_chunks(texts, self.cfg.batch_size, desc="sentiment")
         prob = aggregate(apply_head(self.head, emb), owner, len(texts), weights=sizes)
-        feats = normalize_rows(aggregate(emb * sizes[:, None], owner, len(texts)))
-        return np.clip(2.0 * prob - 1.0, -1.0, 1.0).astype(np.float32), feats
+        scores = np.clip(2.0 * prob - 1.0, -1.0, 1.0).astype(np.float32)
+        return scores, text_embeddings(emb, owner, sizes, len(texts))
 
 
 _POS = re.compile(r"pos|good|great|excellent|happy|joy|like|fresh", re.I)

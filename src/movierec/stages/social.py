@@ -102,18 +102,14 @@ def social(
         "trust_2hop": trust_2hop,
         "reach_2hop": reach_2hop,
     })
-    # the neighbourhood the model pulls each user toward: direct ties, and two-hop ones
-    # with weight social.hop2_weight; or each user's personalised PageRank
+    # the neighbourhood the model pulls each user toward: each user's personalised PageRank;
+    # or their direct ties and, with weight social.hop2_weight, two-hop ones (the same walk
+    # cut after one or two steps, nothing pruned)
     if cfg.neighbourhood == "ppr":
         N = personalized_pagerank(S, cfg.ppr_alpha, cfg.ppr_hops, cfg.ppr_top)
-    elif cfg.hop2_weight > 0:
-        S2 = S @ S
-        S2.setdiag(0.0)
-        S2.eliminate_zeros()
-        N = S + cfg.hop2_weight * S2
     else:
-        N = S
-    N = row_normalized(N.tocsr()).tocoo()
+        N = personalized_pagerank(S, cfg.hop2_weight, 2 if cfg.hop2_weight > 0 else 1, top=0, eps=0.0)
+    N = N.tocoo()
     nb = pd.DataFrame({
         "user_idx": N.row.astype(np.int32),
         "neighbour_idx": N.col.astype(np.int32),
@@ -160,7 +156,8 @@ def personalized_pagerank(S: sp.csr_matrix, alpha: float, hops: int, top: int,
     memory: only the ``top`` largest entries of each row are carried to the next step and
     kept, and a walk is not continued through a user whose every onward step would carry
     less than ``eps`` of the start's mass (default 0.05 / top; the ε of push-style
-    approximate PageRank), which bounds a step's row to 1 / eps entries. With neither
+    approximate PageRank), which bounds a step's row to 1 / eps entries (``top`` <= 0 and
+    ``eps`` = 0: nothing pruned). With neither
     (hops -> inf, top -> all, eps = 0) this is networkx's ``pagerank`` personalised on the
     user, the user removed and re-normalised."""
     S = S.tocsr().astype(np.float64)
