@@ -5,8 +5,12 @@ Layout of a workdir::
     artifacts/<name>.parquet|.npz|.json    stage outputs, each written atomically
     manifests/<stage>.json                 inputs' hashes, config hash, rows, seconds
     quarantine/<file>.csv                  rows ingest refused, with the reason
-    models/<version>/                      one trained model per directory
-    models/current                         pointer file naming the serving version
+    models/                                model versions (see :mod:`movierec.registry`)
+
+Every file is written under a temporary name beside its target, flushed to disk (fsync),
+renamed into place and the folder's entry flushed too, so a crash or power loss leaves the
+old file or the new one, never a torn one. Files get the permissions of the process umask
+(a separate serving user can read what the nightly job writes).
 """
 
 from __future__ import annotations
@@ -47,7 +51,8 @@ ARTIFACTS: dict[str, str] = {
     "social_neighbours": "social_neighbours.parquet",
     "user_features": "user_features.npz",
     "item_features": "item_features.npz",
-    "feature_transformers": "feature_transformers.pkl",
+    "feature_transformers": "feature_transformers.json",
+    "feedback_state": "feedback_state.json",
 }
 
 
@@ -60,17 +65,53 @@ def file_hash(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()[:16]
 
 
+def umask_mode(mode: int = 0o666) -> int:
+    """``mode`` as the process umask lets a new file have it (what ``open`` would give)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
+
+
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's data, or a folder's entries, to disk."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if Path(path).is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: str | Path) -> None:
+    """fsync every file under ``folder`` and then every folder, deepest first."""
+    folder = Path(folder)
+    dirs = [folder]
+    for p in folder.rglob("*"):
+        if p.is_file():
+            fsync_path(p)
+        elif p.is_dir():
+            dirs.append(p)
+    for d in sorted(dirs, key=lambda d: -len(d.parts)):
+        fsync_path(d)
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; it replaces ``target`` only on success."""
+    """Yield a temporary path beside ``target``; it replaces ``target`` only on success.
+
+    The temporary file has the umask's permissions (``mkstemp`` alone gives 0600), is
+    fsynced before the rename, and the folder after it.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.fchmod(fd, umask_mode())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        fsync_path(tmp_path)
         os.replace(tmp_path, target)
+        fsync_path(target.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -135,10 +176,6 @@ class Catalog:
         if p.suffix == ".npz":
             with np.load(p, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
-        if p.suffix == ".pkl":
-            import joblib
-
-            return joblib.load(p)
         return json.loads(p.read_text())
 
     def read_optional(self, name: str) -> Any:
@@ -155,11 +192,6 @@ class Catalog:
                 with open(tmp, "wb") as fh:
                     np.savez(fh, **obj)
                 rows = int(max((np.shape(v)[0] for v in obj.values() if np.ndim(v)), default=0))
-            elif p.suffix == ".pkl":
-                import joblib
-
-                joblib.dump(obj, tmp)
-                rows = 0
             else:
                 tmp.write_text(json.dumps(obj, default=_json_default))
                 rows = len(obj)

@@ -157,7 +157,9 @@ class TrackingConfig:
 @dataclass
 class RecommendConfig:
     n: int = _f(10, "list length")
-    exclude_seen: bool = _f(True, "leave out movies the user already rated")
+    exclude_seen: bool = _f(True, "leave out movies the user rated (anywhere in the data or in feedback) or reviewed")
+    feedback_weight: float = _f(3.0, "how much a rating given since the serving model was trained counts, next to one "
+                                     "it was trained on, when recommend folds it in (recent taste counts more)")
 
 
 @dataclass

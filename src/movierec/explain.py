@@ -23,32 +23,43 @@ MAX_CITED = 3
 CANDIDATES = 6
 
 
-def _genre_sentiment(reviews: pd.DataFrame | None, movies: pd.DataFrame, u: int) -> dict[str, tuple[float, int]]:
-    """genre -> (mean sentiment, reviews) of user u's reviews."""
-    if reviews is None or reviews.empty:
-        return {}
-    mine = reviews[reviews["user_idx"] == u]
-    if mine.empty:
-        return {}
-    g = movies.set_index("movie_idx")["genres"].reindex(mine["movie_idx"]).fillna("").to_numpy()
-    rows = [(genre, s) for genres, s in zip(g, mine["sentiment"].to_numpy()) for genre in str(genres).split("|") if genre]
-    if not rows:
-        return {}
-    df = pd.DataFrame(rows, columns=["genre", "s"]).groupby("genre")["s"].agg(["mean", "size"])
-    return {k: (float(v["mean"]), int(v["size"])) for k, v in df.iterrows()}
+def genre_sentiment_table(review_sentiment: pd.DataFrame | None, movies: pd.DataFrame) -> pd.DataFrame | None:
+    """Each user's mean review sentiment per genre: user_idx, genre, mean_sentiment, reviews.
+
+    Stored in a model version, so that explanations quote the sentiment the version was
+    trained with, whatever the workdir's artifacts hold later."""
+    if review_sentiment is None or review_sentiment.empty or "genres" not in movies.columns:
+        return None
+    genres = movies.set_index("movie_idx")["genres"].reindex(review_sentiment["movie_idx"]).fillna("").astype(str)
+    df = pd.DataFrame({"user_idx": review_sentiment["user_idx"].to_numpy(), "genre": genres.str.split("|").to_numpy(),
+                       "s": review_sentiment["sentiment"].to_numpy(np.float64)}).explode("genre")
+    df = df[df["genre"].notna() & (df["genre"] != "") & df["s"].notna()]
+    if df.empty:
+        return None
+    g = df.groupby(["user_idx", "genre"])["s"].agg(["mean", "size"]).reset_index()
+    return pd.DataFrame({"user_idx": g["user_idx"].to_numpy(np.int32), "genre": g["genre"].astype(str).to_numpy(),
+                         "mean_sentiment": g["mean"].to_numpy(np.float32), "reviews": g["size"].to_numpy(np.int32)})
 
 
-def explain(bundle: ModelBundle, user_id: str, items: list[dict], *, neighbours: pd.DataFrame | None = None,
-            review_sentiment: pd.DataFrame | None = None, threshold: float = 4.0) -> list[dict]:
-    """Add ``explanation`` (text) and ``evidence`` (the numbers behind it) to each item."""
+def explain(bundle: ModelBundle, user_id: str, items: list[dict], *, threshold: float = 4.0,
+            new_ratings: dict[int, float] | None = None) -> list[dict]:
+    """Add ``explanation`` (text) and ``evidence`` (the numbers behind it) to each item.
+
+    Every input comes from the model version (``bundle``): its ratings, the neighbourhood
+    it was trained with and its users' genre sentiment, never the workdir's artifacts.
+    ``new_ratings`` (movie index -> rating): the user's feedback since the version was
+    trained, which the list folded in; they count as the user's ratings here too."""
     u = bundle.user_index(user_id)
     if u < 0 or bundle.rated is None:
         for it in items:
             it["explanation"], it["evidence"] = None, {}
         return items
     rated = bundle.rated
-    js = rated.indices[rated.indptr[u]: rated.indptr[u + 1]]
-    rs = rated.data[rated.indptr[u]: rated.indptr[u + 1]].astype(np.float64)
+    mine = dict(zip(rated.indices[rated.indptr[u]: rated.indptr[u + 1]].tolist(),
+                    rated.data[rated.indptr[u]: rated.indptr[u + 1]].tolist()))
+    mine.update(new_ratings or {})
+    js = np.fromiter(mine.keys(), np.int64, len(mine))
+    rs = np.fromiter(mine.values(), np.float64, len(mine))
     mu, _, bi, _, Q = bundle.rating_vectors
     Qn = Q / np.maximum(np.linalg.norm(Q, axis=1, keepdims=True), 1e-9)
     cut = max(threshold, float(rs.mean()) if len(rs) else threshold)
@@ -58,9 +69,13 @@ def explain(bundle: ModelBundle, user_id: str, items: list[dict], *, neighbours:
     mid = bundle.movie_ids.to_numpy()
     uid = bundle.user_ids.to_numpy()
     friends = np.zeros(0, np.int64)
+    neighbours = bundle.neighbours()
     if neighbours is not None and len(neighbours):
         friends = neighbours.loc[neighbours["user_idx"] == u, "neighbour_idx"].to_numpy()
-    genre_sent = _genre_sentiment(review_sentiment, bundle.movies, u)
+    gs = bundle.genre_sentiment()
+    genre_sent = {} if gs is None else {
+        str(g): (float(m), int(n)) for g, m, n in gs.loc[gs["user_idx"] == u, ["genre", "mean_sentiment", "reviews"]]
+        .itertuples(index=False)}
     for it in items:
         i = int(bundle.movie_ids.get_loc(it["movie_id"]))
         ev: dict = {"similar_rated": [], "trusted_friends": [], "genre_sentiment": []}

@@ -50,19 +50,22 @@ def append_event(workdir: str | Path, user: str, movie: str, rating: float | Non
     return event
 
 
-def read_events(workdir: str | Path) -> pd.DataFrame | None:
-    """All events so far; a line left incomplete by a crash is skipped with a warning."""
-    p = events_path(workdir)
-    if not p.exists():
-        return None
+def _parse(blob: bytes, p: Path, first_line: int = 1) -> list[dict]:
     rows = []
-    for n, line in enumerate(p.read_bytes().split(b"\n"), 1):
+    for n, line in enumerate(blob.split(b"\n"), first_line):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError):
             log.warning("feedback: %s line %d is not a complete event; skipped", p, n)
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame | None:
     if not rows:
         return None
     df = pd.DataFrame(rows)
@@ -70,6 +73,49 @@ def read_events(workdir: str | Path) -> pd.DataFrame | None:
         if c not in df.columns:
             df[c] = np.nan
     return df
+
+
+def snapshot(workdir: str | Path) -> tuple[pd.DataFrame | None, dict]:
+    """All complete events so far, and where the log ends: ``offset`` (bytes up to the last
+    complete line) and the time of the last event. A model version records the state of
+    the events it was trained on, so that later events are known as new. A line left
+    incomplete by a crash is skipped with a warning."""
+    p = events_path(workdir)
+    if not p.exists():
+        return None, {"offset": 0, "last_time": None}
+    blob = p.read_bytes()
+    end = blob.rfind(b"\n") + 1
+    rows = _parse(blob[:end], p)
+    times = [r.get("time") for r in rows if isinstance(r.get("time"), (int, float))]
+    return _frame(rows), {"offset": end, "last_time": max(times) if times else None}
+
+
+def read_events(workdir: str | Path) -> pd.DataFrame | None:
+    """All complete events so far (see :func:`snapshot`)."""
+    return snapshot(workdir)[0]
+
+
+def read_events_since(workdir: str | Path, state: dict | None) -> pd.DataFrame | None:
+    """Events recorded after ``state`` (see :func:`log_state`): read from its byte offset, so
+    the cost is that of the new events only. A log that was replaced (shorter than the
+    offset) is read whole and filtered by the event time instead."""
+    p = events_path(workdir)
+    if not p.exists():
+        return None
+    state = state or {}
+    offset = int(state.get("offset") or 0)
+    size = p.stat().st_size
+    if offset > size:  # rotated or replaced: fall back to time
+        df = read_events(workdir)
+        last = state.get("last_time")
+        if df is None or last is None:
+            return df
+        t = pd.to_numeric(df["time"], errors="coerce")
+        return _frame(df[t > float(last)].to_dict("records"))
+    with open(p, "rb") as fh:
+        fh.seek(offset)
+        blob = fh.read()
+    return _frame(_parse(blob[: blob.rfind(b"\n") + 1], p))
 
 
 def fold_events(tables: dict[str, pd.DataFrame], events: pd.DataFrame, share_rating: float) -> dict[str, int]:

@@ -11,18 +11,15 @@ import contextlib
 import fcntl
 import logging
 import os
-import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import yaml
-
-from movierec.catalog import Catalog, atomic_path, file_hash, write_json
+from movierec.catalog import Catalog, atomic_path, file_hash
 from movierec.config import Config
 from movierec.errors import LockError, ModelError
 
@@ -40,7 +37,7 @@ STAGE_CONFIG = {
     "train": ("model",),
 }
 STAGE_OUTPUTS = {
-    "ingest": ("ratings_raw", "test_raw", "users_raw", "movies_raw", "reviews_raw", "social_raw"),
+    "ingest": ("ratings_raw", "test_raw", "users_raw", "movies_raw", "reviews_raw", "social_raw", "feedback_state"),
     "clean": ("ratings_clean", "users_clean", "movies_clean", "reviews_clean", "social_clean", "user_ids", "movie_ids"),
     "sentiment": ("review_sentiment", "message_sentiment"),
     "social": ("social_features", "social_neighbours"),
@@ -124,7 +121,12 @@ def is_fresh(stage: str, cfg: Config, cat: Catalog) -> bool:
     if not all((cat.artifacts_dir / entry["file"]).exists() for entry in m.get("outputs", {}).values()):
         return False
     if stage == "train":
-        return bool(m.get("version")) and (cat.models_dir / m["version"] / "model.npz").exists()
+        from movierec.registry import FORMAT, Registry
+
+        try:
+            return Registry(cat.models_dir).get(str(m.get("version"))).format == FORMAT
+        except ModelError:
+            return False
     return True
 
 
@@ -143,38 +145,45 @@ def status_report(cfg: Config) -> dict:
     """Stages (fresh/stale, when last run), the current model with its metrics, the last run."""
     import json
 
+    from movierec.registry import Registry
+
     cat = Catalog(Path(cfg.workdir))
     stages = {}
     for stage, state in stage_status(cfg).items():
         m = cat.read_manifest(stage) or {}
         stages[stage] = {"state": state, "finished": m.get("written_at"), "seconds": m.get("seconds")}
-    cur = current_version(cfg)
+    reg = Registry.of(cfg)
     current = None
+    cur = reg.current_name()
     if cur:
-        d = cat.models_dir / cur
-        meta = json.loads((d / "meta.json").read_text()) if (d / "meta.json").exists() else {}
-        metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").exists() else {}
-        k = max(cfg.evaluate.k)
-        current = {"version": cur, "created": meta.get("created"), "train_ratings": meta.get("train_ratings"),
-                   "metrics": {name: metrics[name] for name in ("rmse", "mae", f"ndcg@{k}", "coverage")
-                               if isinstance(metrics.get(name), (int, float))}}
+        try:
+            row = reg.summary(cur, max(cfg.evaluate.k))
+        except ModelError as exc:
+            row = {"version": cur, "error": str(exc)}
+        current = {k: row.get(k) for k in ("version", "created", "train_ratings", "format", "status", "error")
+                   if row.get(k) is not None}
+        current["metrics"] = {k: v for k, v in row.items()
+                              if k in ("rmse", "mae", "coverage") or k.startswith("ndcg@")}
     last = None
     lp = cat.workdir / "runs" / "last.json"
     if lp.exists():
         data = json.loads(lp.read_text())
         last = {"outcome": data.get("outcome"), "finished": data.get("finished"), "seconds": data.get("seconds"),
-                "reasons": (data.get("gate") or {}).get("reasons"), "current": data.get("current")}
+                "reasons": (data.get("gate") or {}).get("reasons"), "current": data.get("current"),
+                "error": data.get("error")}
     return {"workdir": str(cat.workdir), "stages": stages, "current_model": current, "last_run": last}
 
 
 # ----------------------------------------------------------------------------- stages
 def _run_ingest(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
-    from movierec.feedback import read_events
+    from movierec.feedback import snapshot
     from movierec.stages.ingest import ingest
     from movierec.stages.sentiment import without_texts
 
-    res = ingest(cfg, read_events(cat.workdir))
-    outputs = {}
+    events, feedback_state = snapshot(cat.workdir)
+    res = ingest(cfg, events)
+    # where the feedback log ended: a model version trained on this knows later events as new
+    outputs = {"feedback_state": cat.write("feedback_state", feedback_state)}
     for name, art in RAW_NAMES.items():
         if name in res.tables:
             # texts never enter an artifact: a hash stands in for each (the sentiment stage
@@ -265,7 +274,8 @@ def _run_fuse(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     }, {"user_dims": res.user_features.shape[1], "item_dims": res.item_features.shape[1]}
 
 
-def fuse_for_fold(cfg: Config, cat: Catalog, fold: int, features=None):
+def fuse_for_fold(cfg: Config, cat: Catalog, fold: int | None, features=None):
+    """Feature matrices fitted on the training part of ``fold`` (None: on every rating)."""
     from movierec.stages.clean import train_test
     from movierec.stages.fuse import fuse
 
@@ -279,11 +289,28 @@ def fuse_for_fold(cfg: Config, cat: Catalog, fold: int, features=None):
 
 
 def _run_train(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
-    model, data, train = train_for_fold(cfg, cat, cfg.split.fold, use_saved_features=True)
-    version = save_model_version(cfg, cat, model, train)
-    log.info("train: model %s saved (%d ratings, %.2fs fitting)", version, len(train), model.fit_seconds_)
-    return {}, {"version": version, "fit_seconds": model.fit_seconds_, "ratings": len(train),
-                "pseudo_ratings": getattr(model, "pseudo_ratings_", None)}
+    """Fit the measured model on the training part, refit the served one on every rating
+    with the same hyperparameters, and write both into a new model version.
+
+    The refit runs for as many epochs as early stopping chose for the holdout model (the
+    number of epochs is a hyperparameter too) and keeps no validation slice: it trains on
+    all ratings and feedback. With ``split.method: none`` there is no holdout model.
+    """
+    holdout = None
+    refit_cfg = cfg.model
+    if cfg.split.method != "none":
+        holdout = train_for_fold(cfg, cat, cfg.split.fold, use_saved_features=True)
+        log.info("train: holdout model fitted on the training part (%d ratings, %.2fs)",
+                 len(holdout.train), holdout.model.fit_seconds_)
+        refit_cfg = replace(cfg.model, early_stopping=False, epochs=int(holdout.model.history_.best_epoch) + 1)
+    served = train_for_fold(cfg, cat, None, model_cfg=refit_cfg)
+    version = save_model_version(cfg, cat, served, holdout)
+    log.info("train: model %s saved (refit on all %d ratings in %.2fs)", version, len(served.train),
+             served.model.fit_seconds_)
+    return {}, {"version": version, "fit_seconds": served.model.fit_seconds_,
+                "holdout_fit_seconds": None if holdout is None else holdout.model.fit_seconds_,
+                "ratings": len(served.train), "holdout_ratings": None if holdout is None else len(holdout.train),
+                "pseudo_ratings": served.pseudo_ratings}
 
 
 RUNNERS: dict[str, Callable[[Config, Catalog], tuple[dict, dict]]] = {
@@ -364,9 +391,19 @@ def implicit_matrix(cat: Catalog, train: pd.DataFrame, test: pd.DataFrame, n_use
     return m
 
 
-def train_for_fold(cfg: Config, cat: Catalog, fold: int, use_saved_features: bool = False,
-                   features=None, model_cfg=None):
-    """Fit a model on the training part of ``fold``; returns (model, TrainData, train table)."""
+class FoldFit(NamedTuple):
+    """A fitted model and what it was fitted on."""
+
+    model: Any  # MatrixFactorization
+    data: Any  # TrainData
+    train: pd.DataFrame  # the real ratings of the training part
+    features: Any = None  # FuseResult when the features were fused for this fit
+    pseudo_ratings: dict | None = None  # how pseudo-ratings were made (map, leave-one-out error)
+
+
+def train_for_fold(cfg: Config, cat: Catalog, fold: int | None, use_saved_features: bool = False,
+                   features=None, model_cfg=None) -> FoldFit:
+    """Fit a model on the training part of ``fold`` (None: on every rating)."""
     from movierec.models.mf import MatrixFactorization, TrainData
     from movierec.stages.clean import train_test
 
@@ -377,12 +414,13 @@ def train_for_fold(cfg: Config, cat: Catalog, fold: int, use_saved_features: boo
     n_users, n_items = len(cat.read("user_ids")), len(cat.read("movie_ids"))
     mcfg = model_cfg or cfg.model
     X = Y = None
+    fused = None
     if mcfg.use_features:
         if use_saved_features and cat.exists("user_features"):
             X, Y = cat.read("user_features")["X"], cat.read("item_features")["Y"]
         else:
-            res = fuse_for_fold(cfg, cat, fold, features)
-            X, Y = res.user_features, res.item_features
+            fused = fuse_for_fold(cfg, cat, fold, features)
+            X, Y = fused.user_features, fused.item_features
     shuffle = bool(mcfg.shuffle_social)
     neighbours = neighbours_matrix(cat, n_users, shuffle, mcfg.seed) if mcfg.social_reg > 0 else None
     implicit = implicit_matrix(cat, train, test, n_users, n_items) if mcfg.implicit else None
@@ -408,95 +446,61 @@ def train_for_fold(cfg: Config, cat: Catalog, fold: int, use_saved_features: boo
     data = TrainData(fit_table["user_idx"].to_numpy(), fit_table["movie_idx"].to_numpy(),
                      fit_table["rating"].to_numpy(), n_users, n_items, X, Y, neighbours, implicit, weights)
     model = MatrixFactorization.from_config(mcfg).fit(data)
+    calibration = pr.calibration if weights is not None else None
     # how the pseudo-ratings were made (map, its leave-one-out error): into the manifest
-    model.pseudo_ratings_ = pr.calibration if weights is not None else None
-    return model, data, train
+    model.pseudo_ratings_ = calibration
+    return FoldFit(model, data, train, fused, calibration)
 
 
-def save_model_version(cfg: Config, cat: Catalog, model, train: pd.DataFrame) -> str:
-    """Write a model version directory atomically (temp name, then rename)."""
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    version = f"{stamp}-{cfg.section_hash()[:8]}"
-    cat.models_dir.mkdir(parents=True, exist_ok=True)
-    final = cat.models_dir / version
-    n = 1
-    while final.exists():
-        final = cat.models_dir / f"{version}.{n}"
-        n += 1
-    tmp = cat.models_dir / f".tmp-{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
-        from movierec._faults import failpoint
+def save_model_version(cfg: Config, cat: Catalog, served: FoldFit, holdout: FoldFit | None) -> str:
+    """Write a self-contained model version (see :mod:`movierec.registry`); returns its name."""
+    from movierec.explain import genre_sentiment_table
+    from movierec.feedback import snapshot
+    from movierec.privacy import key_fingerprint
+    from movierec.registry import Registry, ServingData
 
-        failpoint("write_version")
-        model.save(tmp / "model.npz")
-        if cat.exists("feature_transformers"):
-            shutil.copyfile(cat.path("feature_transformers"), tmp / "feature_transformers.pkl")
-        cat.read("user_ids").to_parquet(tmp / "user_ids.parquet", index=False)
-        movies = cat.read("movies_clean")[["movie_idx", "movie_id", "title", "genres", "year"]]
-        movies.to_parquet(tmp / "movies.parquet", index=False)
-        n_users, n_items = len(cat.read("user_ids")), len(movies)
-        seen = sp.csr_matrix((train["rating"].to_numpy(np.float32), (train["user_idx"], train["movie_idx"])),
-                             shape=(n_users, n_items))
-        seen.sum_duplicates()  # clean keeps one rating per pair
-        pop = np.bincount(train["movie_idx"], minlength=n_items).astype(np.int64)
-        np.savez(tmp / "seen.npz", indptr=seen.indptr, indices=seen.indices, ratings=seen.data, popularity=pop)
-        (tmp / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        write_json({
-            "version": final.name,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "config_hash": cfg.section_hash(),
-            "fit_seconds": model.fit_seconds_,
-            "train_ratings": len(train),
-            "pseudo_ratings": getattr(model, "pseudo_ratings_", None),
-            "history": {"train_rmse": model.history_.train_rmse, "val_rmse": model.history_.val_rmse},
-        }, tmp / "meta.json")
-        os.rename(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final.name
-
-
-def set_current(cat: Catalog, version: str) -> None:
-    p = cat.models_dir / "current"
-    tmp = cat.models_dir / f".current.{os.getpid()}"
-    tmp.write_text(version + "\n")
-    os.replace(tmp, p)
-
-
-def current_version(cfg: Config) -> str | None:
-    p = Catalog(Path(cfg.workdir)).models_dir / "current"
-    return p.read_text().strip() if p.exists() else None
+    movies = cat.read("movies_clean")
+    reviews = cat.read_optional("reviews_clean")
+    rs = cat.read_optional("review_sentiment")
+    features = served.features.transformers if served.features is not None else cat.read_optional("feature_transformers")
+    m = served.model
+    n_pseudo = 0 if served.data.weights is None else int((served.data.weights < 1.0).sum())
+    feedback_state = cat.read_optional("feedback_state") or snapshot(cat.workdir)[1]
+    data = ServingData(
+        model=m, holdout=None if holdout is None else holdout.model,
+        user_ids=cat.read("user_ids"), movies=movies, ratings=cat.read("ratings_clean"),
+        reviewed=None if reviews is None else reviews[["user_idx", "movie_idx"]],
+        neighbours=cat.read_optional("social_neighbours"),
+        genre_sentiment=genre_sentiment_table(rs, movies),
+        features=features, config=cfg.to_dict(), config_hash=cfg.section_hash(),
+        meta={"train_ratings": int(m.n_train_) - n_pseudo, "pseudo_ratings": served.pseudo_ratings,
+              "pseudo_rating_rows": n_pseudo, "rating_scale": {"min": m.rating_min_, "max": m.rating_max_},
+              "feedback": feedback_state, "privacy_key_fingerprint": key_fingerprint(cfg.privacy),
+              "split": {"method": cfg.split.method, "fold": cfg.split.fold}},
+    )
+    return Registry.of(cfg).write(data).name
 
 
 def trained_model_dir(cfg: Config) -> Path:
-    """The model the train stage last saved (under ``run`` it may not be current yet)."""
-    cat = Catalog(Path(cfg.workdir))
-    m = cat.read_manifest("train")
-    if m and m.get("version") and (cat.models_dir / m["version"] / "model.npz").exists():
-        return cat.models_dir / m["version"]
-    return current_model_dir(cfg)
+    """The version the train stage last saved (under ``run`` it may not be current yet)."""
+    from movierec.registry import Registry
+
+    reg = Registry.of(cfg)
+    m = Catalog(Path(cfg.workdir)).read_manifest("train")
+    if m and m.get("version"):
+        return reg.get(m["version"]).path
+    return reg.current().path
 
 
 def train_and_promote(cfg: Config, force: bool = False) -> dict[str, str]:
-    """``movierec train`` / ``evaluate``: run stale stages, train, make the result current."""
+    """``movierec train``: run stale stages, train, make the result current (no gate)."""
+    from movierec.registry import Registry
+
     report = ensure(cfg, "train", force=force)
-    if report.get("train") == "ran" or current_version(cfg) is None:
-        set_current(Catalog(Path(cfg.workdir)), trained_model_dir(cfg).name)
+    reg = Registry.of(cfg)
+    if report.get("train") == "ran" or reg.current_name() is None:
+        reg.promote(trained_model_dir(cfg).name)
     return report
-
-
-def current_model_dir(cfg: Config) -> Path:
-    v = current_version(cfg)
-    if not v:
-        raise ModelError(f"no trained model in {cfg.workdir}; run `movierec train --config ...` first")
-    path = Catalog(Path(cfg.workdir)).models_dir / v
-    if not path.exists():
-        raise ModelError(f"the current model {v} is missing from {path.parent}")
-    return path
 
 
 def ablation_configs(cfg: Config, names: list[str]) -> dict[str, tuple]:

@@ -64,6 +64,35 @@ def pseudonymize_tables(tables: dict[str, pd.DataFrame], key: bytes) -> None:
                 df[col] = pseudonymize_column(df[col], key)
 
 
+def key_fingerprint(cfg: PrivacyConfig) -> str | None:
+    """A fingerprint of the key (HMAC of a fixed label): stored with a model version, it tells
+    whether the key at ``recommend`` is the one the version's ids were made with, and it
+    reveals nothing about the key."""
+    key = key_of(cfg)
+    if key is None:
+        return None
+    return hmac.new(key, b"movierec key fingerprint v1", hashlib.sha256).hexdigest()[:16]
+
+
+def check_key(version_fingerprint: str | None, cfg: PrivacyConfig, version: str) -> None:
+    """The ids given to ``recommend`` must be hashed as the version's were.
+
+    Raises:
+        ConfigError: pseudonymization is on for one and off for the other, or the keys differ.
+    """
+    now = key_fingerprint(cfg)
+    if now == version_fingerprint:
+        return
+    if version_fingerprint is None:
+        why = "was trained on raw user ids, but privacy.pseudonymize_ids is now on"
+    elif now is None:
+        why = "was trained on pseudonymous ids, but privacy.pseudonymize_ids is now off"
+    else:
+        why = f"was trained with another key than the one in {cfg.key_env}"
+    raise ConfigError(f"model version {version} {why}: every user would get the unknown-user fallback. "
+                      "Use the key and setting the version was trained with, or train a new version")
+
+
 def maybe_pseudonym(user_id: str | None, cfg: PrivacyConfig) -> str | None:
     key = key_of(cfg)
     if key is None or user_id is None:

@@ -1,10 +1,11 @@
 """``movierec run``: the nightly refresh that never loses the last good model.
 
 Under the workdir lock: clear temporary files a killed run left, run the stale stages
-(checking the new input against the last good run's), train a candidate model into a new
-version directory, score it and the current model on the same holdout, and switch
-``models/current`` to it only if the quality gate passes. A rejected model stays on disk
-for inspection. Old versions beyond ``refresh.keep`` are removed (never the current one).
+(checking the new input against the last good run's), train a candidate version (a holdout
+model on the training part, and the served model refit on everything), score its holdout
+model and the current version's on the same holdout, and promote it (switch
+``models/current``) only if the quality gate passes. A rejected version stays on disk for
+inspection. Versions are owned by :mod:`movierec.registry`.
 """
 
 from __future__ import annotations
@@ -26,16 +27,15 @@ log = logging.getLogger("movierec")
 
 def cleanup_temp(cat: Catalog) -> int:
     """Remove temporary files and folders left by a killed run (call under the lock)."""
-    n = 0
-    for folder, patterns in ((cat.models_dir, (".tmp-*", ".current.*")),
-                             (cat.artifacts_dir, (".*.tmp",)), (cat.manifests_dir, (".*.tmp",)),
-                             (cat.workdir / "cache", (".*.tmp",)), (cat.workdir / "runs", (".*.tmp",))):
+    from movierec.registry import Registry
+
+    n = Registry(cat.models_dir).cleanup_temp()
+    for folder in (cat.artifacts_dir, cat.manifests_dir, cat.workdir / "cache", cat.workdir / "runs"):
         if not folder.exists():
             continue
-        for pat in patterns:
-            for p in folder.glob(pat):
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
-                n += 1
+        for p in folder.glob(".*.tmp"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            n += 1
     if n:
         log.info("run: removed %d temporary files left by an interrupted run", n)
     return n
@@ -85,16 +85,25 @@ def bundle_scorer(bundle, user_ids, movie_ids):
     return Scorer(predict, vectors=remap(bundle.vectors))
 
 
-def score_on_holdout(cfg: Config, cat: Catalog, model_dir: Path) -> dict:
+def score_on_holdout(cfg: Config, cat: Catalog, version: str) -> dict | None:
+    """Holdout metrics of a version's measured model (holdout.npz) on today's test part.
+
+    Random and k-fold splits hash each (user, movie) pair, so a rating stays in its part as
+    data grows: neither the candidate's nor the current version's holdout model trained on
+    today's test ratings. None when the version has no holdout model (split none).
+    """
     from movierec.evaluation.evaluate import score
-    from movierec.ranking import ModelBundle
+    from movierec.registry import HOLDOUT, Registry
     from movierec.stages.clean import train_test
 
+    reg = Registry(cat.models_dir)
+    if not reg.get(version).has(HOLDOUT):
+        return None
     ratings = cat.read("ratings_clean")
     train, test = train_test(ratings, cfg.split.fold)
     uids = cat.read("user_ids")["user_id"].astype(str).to_numpy()
     mids = cat.read("movie_ids")["movie_id"].astype(str).to_numpy()
-    scorer = bundle_scorer(ModelBundle.load(model_dir), uids, mids)
+    scorer = bundle_scorer(reg.load(version, HOLDOUT), uids, mids)
     return score(scorer, train, test, len(uids), len(mids), cfg)
 
 
@@ -119,132 +128,123 @@ def gate(new: dict, cur: dict | None, cfg: Config) -> tuple[bool, list[str]]:
     return ok, reasons
 
 
-def versions(cat: Catalog) -> list[str]:
-    if not cat.models_dir.exists():
-        return []
-    return sorted(p.name for p in cat.models_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def version_status(cat: Catalog, version: str) -> dict:
-    d = cat.models_dir / version
-    out = {"version": version}
-    for name in ("meta.json", "gate.json", "metrics.json"):
-        p = d / name
-        if p.exists():
-            try:
-                out[name.split(".")[0]] = json.loads(p.read_text())
-            except json.JSONDecodeError:
-                pass
-    return out
-
-
-def apply_retention(cat: Catalog, keep: int, current: str | None) -> list[str]:
-    removed = []
-    vs = versions(cat)
-    keep_set = set(vs[-keep:]) if keep > 0 else set()
-    if current:
-        keep_set.add(current)
-    for v in vs:
-        if v not in keep_set:
-            shutil.rmtree(cat.models_dir / v, ignore_errors=True)
-            removed.append(v)
-    if removed:
-        log.info("run: removed %d old model versions (refresh.keep=%d)", len(removed), keep)
-    return removed
-
-
 def refresh(cfg: Config) -> dict:
     """The whole nightly run (the caller holds the workdir lock). Returns the run summary.
+
+    The train stage writes a complete candidate version: the holdout model (training part)
+    and the served model (refit on every rating). The gate scores the candidate's holdout
+    model and the current version's on the same holdout; only a passing candidate is
+    promoted. A candidate that passed but was not promoted (the run was killed in between)
+    is promoted by the next run; one that was never gated is gated by it.
 
     Raises:
         DataError: the input is invalid or looks suspicious next to the last good run's.
         GateError: the new model did not pass the quality gate (current one kept).
     """
     from movierec._faults import failpoint
-    from movierec.pipeline import current_version, ensure, is_fresh, set_current, trained_model_dir
+    from movierec.pipeline import ensure, is_fresh, trained_model_dir
+    from movierec.registry import METRICS, PASSED, REJECTED, RUN, Registry
 
     t0 = time.perf_counter()
     cat = Catalog(Path(cfg.workdir))
+    reg = Registry(cat.models_dir)
     runs = cat.workdir / "runs"
+    last_good = runs / "last_good_input.json"
     summary: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "stages": {}}
 
-    def finish(outcome: str, version_dir: Path | None = None) -> dict:
+    def record(report: dict[str, str]) -> None:
+        for stage, what in report.items():  # a stage that ran in this run stays "ran"
+            if summary["stages"].get(stage) != "ran":
+                summary["stages"][stage] = what
+
+    def finish(outcome: str, version: str | None = None) -> dict:
         summary["outcome"] = outcome
         summary["seconds"] = round(time.perf_counter() - t0, 3)
         summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        summary["current"] = current_version(cfg)
-        if version_dir is not None:
-            write_json(summary, version_dir / "run.json")
+        try:
+            summary["current"] = reg.current_name()
+        except ModelError:
+            summary["current"] = None
+        if version is not None:
+            reg.write_file(version, RUN, summary)
         write_json(summary, runs / "last.json")
         return summary
 
+    def promote(version: str, now: dict, note: str) -> dict:
+        failpoint("promote")
+        reg.promote(version)
+        log.info("run: model %s promoted (%s)", version, note)
+        write_json(now, last_good)
+        summary["removed_versions"] = reg.apply_retention(cfg.refresh.keep)
+        return finish("promoted", version)
+
     cleanup_temp(cat)
-    seen: set = set()
     try:
-        summary["stages"].update(ensure(cfg, "ingest", reported=seen))
+        record(ensure(cfg, "ingest", reported=(seen := set())))
         now = (cat.read_manifest("ingest") or {}).get("stats", {}).get("input_checks", {})
-        last_good = runs / "last_good_input.json"
         last = json.loads(last_good.read_text()) if last_good.exists() else None
         problems = input_checks(now, last, cfg)
         if problems:
             raise DataError("suspicious input, run stopped before training: " + "; ".join(problems))
-        summary["stages"].update(ensure(cfg, "fuse", reported=seen))
-        current = current_version(cfg)
+        record(ensure(cfg, "fuse", reported=seen))
+        current = reg.current_name()
+        candidate = None
         if cfg.refresh.retrain != "always" and current is not None and is_fresh("train", cfg, cat):
             latest = trained_model_dir(cfg).name
             summary["stages"]["train"] = "skipped"
-            note = "nothing changed" if latest == current else f"nothing changed since candidate {latest} was rejected"
-            log.info("run: %s; current model %s kept", note, current)
-            return finish("unchanged")
-        summary["stages"].update(ensure(cfg, "train", force=cfg.refresh.retrain == "always", reported=seen))
-    except (DataError, ModelError) as exc:
-        summary["error"] = str(exc)
-        finish("failed")
+            pending = reg.pending(latest)
+            if pending is not None:
+                summary["version"] = latest
+                return promote(latest, now, "it passed the gate in a run that was interrupted before promoting it")
+            status = reg.get(latest).status if latest != current else None
+            if latest == current or status == REJECTED:
+                note = "nothing changed" if latest == current else f"nothing changed since candidate {latest} was rejected"
+                log.info("run: %s; current model %s kept", note, current)
+                return finish("unchanged")
+            candidate = latest  # trained but never gated (a run killed before its gate)
+            log.info("run: candidate %s was never gated; gating it now", latest)
+        if candidate is None:
+            record(ensure(cfg, "train", force=cfg.refresh.retrain == "always", reported=seen))
+            candidate = trained_model_dir(cfg).name
+        summary["version"] = candidate
+        if cfg.split.method == "none":
+            log.warning("run: split.method is none: no holdout, %s promoted without a quality gate", candidate)
+            ok, reasons, m_new, m_cur = True, ["no holdout (split.method none)"], {}, None
+        else:
+            m_new = score_on_holdout(cfg, cat, candidate) or {}
+            m_cur, cur_note = None, None
+            if current is not None:
+                try:
+                    m_cur = score_on_holdout(cfg, cat, current)
+                except ModelError as exc:  # gone, damaged or of an old format: it cannot serve either
+                    cur_note = f"current model {current} could not be scored ({exc})"
+                    log.warning("run: %s", cur_note)
+            ok, reasons = gate(m_new, m_cur, cfg)
+            if cur_note:
+                reasons.append(cur_note)
+        summary["metrics"] = {"new": m_new, "current": m_cur}
+        summary["gate"] = {"passed": ok, "reasons": reasons}
+        reg.write_file(candidate, METRICS, m_new)
+        reg.set_gate(candidate, PASSED if ok else REJECTED, reasons, current)
+        if not ok:
+            finish("rejected", candidate)
+            raise GateError(f"model {candidate} rejected by the quality gate ({'; '.join(reasons)}); "
+                            f"{current} keeps serving")
+        return promote(candidate, now, "; ".join(reasons))
+    except GateError:
         raise
-    new_dir = trained_model_dir(cfg)
-    summary["version"] = new_dir.name
-    if cfg.split.method == "none":
-        log.warning("run: split.method is none: no holdout, %s promoted without a quality gate", new_dir.name)
-        ok, reasons, m_new, m_cur = True, ["no holdout (split.method none)"], {}, None
-    else:
-        m_new = score_on_holdout(cfg, cat, new_dir)
-        cur_dir = cat.models_dir / current if current else None
-        m_cur = score_on_holdout(cfg, cat, cur_dir) if cur_dir is not None and cur_dir.exists() else None
-        ok, reasons = gate(m_new, m_cur, cfg)
-    summary["metrics"] = {"new": m_new, "current": m_cur}
-    summary["gate"] = {"passed": ok, "reasons": reasons}
-    write_json(m_new, new_dir / "metrics.json")
-    write_json({"status": "promoted" if ok else "rejected", "reasons": reasons, "compared_with": current},
-               new_dir / "gate.json")
-    if not ok:
-        finish("rejected", new_dir)
-        raise GateError(f"model {new_dir.name} rejected by the quality gate ({'; '.join(reasons)}); "
-                        f"{current} keeps serving")
-    failpoint("promote")
-    set_current(cat, new_dir.name)
-    log.info("run: model %s promoted (%s)", new_dir.name, "; ".join(reasons))
-    write_json(now, last_good)
-    summary["removed_versions"] = apply_retention(cat, cfg.refresh.keep, new_dir.name)
-    return finish("promoted", new_dir)
+    except Exception as exc:
+        # every failure is recorded (disk full, a bug), not only bad data and models
+        summary["error"] = f"{exc.__class__.__name__}: {exc}" if not isinstance(exc, (DataError, ModelError)) else str(exc)
+        try:
+            finish("failed")
+        except OSError:
+            pass
+        raise
 
 
 def rollback(cfg: Config, version: str | None = None) -> str:
     """Point ``current`` at ``version`` (default: the last good version before current)."""
-    from movierec.pipeline import current_version, set_current
-    from movierec.ranking import ModelBundle
+    from movierec.registry import Registry
 
-    cat = Catalog(Path(cfg.workdir))
-    cur = current_version(cfg)
-    vs = versions(cat)
-    if version is None:
-        older = [v for v in vs if cur is None or v < cur]
-        good = [v for v in older if version_status(cat, v).get("gate", {}).get("status", "promoted") == "promoted"]
-        if not good:
-            raise ModelError(f"no earlier good model version to roll back to (current: {cur})")
-        version = good[-1]
-    if version not in vs:
-        raise ModelError(f"no model version {version!r} in {cat.models_dir} (have: {', '.join(vs) or 'none'})")
-    ModelBundle.load(cat.models_dir / version)  # must load before it serves
-    set_current(cat, version)
-    log.info("models: current is now %s (was %s)", version, cur)
-    return version
+    return Registry.of(cfg).rollback(version)

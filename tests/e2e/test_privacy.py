@@ -15,6 +15,10 @@ KEY = {"MOVIEREC_ID_KEY": "a-long-secret-key-for-tests"}
 def private_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("private")
     data = make_data(base / "data")
+    r = pd.read_csv(data / "ratings.csv", dtype=str)  # movie_id first: a ragged line's text is not an id column
+    r[["movie_id", "user_id", "rating", "timestamp"]].to_csv(data / "ratings.csv", index=False)
+    with open(data / "ratings.csv", "a") as fh:  # ragged lines: quarantined without their text
+        fh.write("m00001,u00007\nm00002,u00008,4,1234567890,extra\n")
     model = tiny_classifier(base / "tiny")
     cfg = write_config(base / "config.yaml", data, base / "work",
                        sentiment={"enabled": True, "model": str(model)},
@@ -30,13 +34,15 @@ def _all_bytes(folder):
 
 def test_no_raw_id_or_text_in_any_artifact_model_or_log(private_run):
     cfg, data, work, log = private_run
-    ratings = pd.read_csv(data / "ratings.csv", dtype=str)
+    ratings = pd.read_csv(data / "ratings.csv", dtype=str, on_bad_lines="skip")
     reviews = pd.read_csv(data / "reviews.csv", dtype=str)
     raw_ids = set(ratings["user_id"]) | set(pd.read_csv(data / "users.csv", dtype=str)["user_id"])
     # the distinctive review texts (long ones: short phrases like "Meh." can occur by chance)
     texts = [t for t in reviews["text"].dropna().unique() if len(t) > 40][:200]
     assert len(raw_ids) > 100 and len(texts) > 50
     files = _all_bytes(work)
+    q = pd.read_csv(work / "quarantine" / "ratings.csv", dtype=str)
+    assert q["reason"].str.contains("fields").sum() == 2
     assert any(p.suffix == ".parquet" for p in files) and any(p.name == "model.npz" for p in files)
     id_pattern = re.compile(rb"|".join(re.escape(i.encode()) for i in sorted(raw_ids, key=len, reverse=True)))
     for path, blob in files.items():
@@ -64,7 +70,7 @@ def test_no_raw_id_or_text_in_any_artifact_model_or_log(private_run):
 
 def test_recommend_and_feedback_hash_the_given_id(private_run):
     cfg, data, work, _ = private_run
-    raw = pd.read_csv(data / "ratings.csv", dtype=str)["user_id"].iloc[0]
+    raw = pd.read_csv(data / "ratings.csv", dtype=str, on_bad_lines="skip")["user_id"].iloc[0]
     res = run_cli("recommend", "--config", str(cfg), "--user", raw, "--format", "json", env=KEY)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
@@ -76,3 +82,25 @@ def test_recommend_and_feedback_hash_the_given_id(private_run):
     # without the key: a clear configuration error, nothing guessed
     res = run_cli("recommend", "--config", str(cfg), "--user", raw, env={"MOVIEREC_ID_KEY": ""})
     assert res.returncode == 78 and "MOVIEREC_ID_KEY" in res.stderr
+
+
+def test_another_key_at_recommend_is_a_clear_error(private_run):
+    cfg, data, work, _ = private_run
+    raw = pd.read_csv(data / "ratings.csv", dtype=str, on_bad_lines="skip")["user_id"].iloc[0]
+    res = run_cli("recommend", "--config", str(cfg), "--user", raw, env={"MOVIEREC_ID_KEY": "another-long-secret-key"})
+    assert res.returncode == 78 and "another key" in res.stderr and raw not in res.stderr
+    res = run_cli("recommend", "--config", str(cfg), "--user", raw, "privacy.pseudonymize_ids=false")
+    assert res.returncode == 78 and "pseudonymous ids" in res.stderr
+
+
+def test_errors_never_echo_a_raw_id(tmp_path):
+    """A ratings file without its header: the columns found are the first data row."""
+    data = make_data(tmp_path / "data", n_users=50, n_movies=30)
+    r = pd.read_csv(data / "ratings.csv", dtype=str, on_bad_lines="skip")
+    r.to_csv(data / "ratings.csv", index=False, header=False)
+    cfg = write_config(tmp_path / "c.yaml", data, tmp_path / "work", privacy={"pseudonymize_ids": True})
+    res = run_cli("-v", "ingest", "--config", str(cfg), env=KEY)
+    assert res.returncode == 65 and "missing required column" in res.stderr
+    assert r["user_id"].iloc[0] not in res.stderr
+    res = run_cli("ingest", "--config", str(cfg), "privacy.pseudonymize_ids=false")
+    assert res.returncode == 65 and r["user_id"].iloc[0] in res.stderr  # without privacy the row helps

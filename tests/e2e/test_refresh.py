@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from movierec.pipeline import workdir_lock
+from movierec.registry import Registry
 from tests.conftest import make_data, run_cli, tiny_classifier, tree_snapshot, write_config
 
 
@@ -39,7 +40,7 @@ def current(work: Path) -> str:
 
 
 def versions(work: Path) -> list[str]:
-    return sorted(p.name for p in (work / "models").iterdir() if p.is_dir() and not p.name.startswith("."))
+    return [v.name for v in Registry(work / "models").versions()]
 
 
 def recommends(cfg) -> bool:
@@ -57,7 +58,8 @@ def test_unchanged_data_does_no_work_and_new_data_retrains(site):
     cfg, data, work = site
     v1 = current(work)
     assert json.loads((work / "models" / v1 / "gate.json").read_text())["status"] == "promoted"
-    assert {"run.json", "metrics.json", "model.npz", "config.yaml", "feature_transformers.pkl"} <= {
+    assert {"run.json", "metrics.json", "model.npz", "holdout.npz", "config.yaml", "features.json", "seen.npz",
+            "neighbours.parquet", "genre_sentiment.parquet", "meta.json"} <= {
         p.name for p in (work / "models" / v1).iterdir()}
     t0 = time.perf_counter()
     r = run_cli("--log-format", "json", "run", "--config", str(cfg))

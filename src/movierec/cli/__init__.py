@@ -116,8 +116,6 @@ def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, exp
     import pandas as pd
 
     from movierec.errors import DataError
-    from movierec.pipeline import current_model_dir
-    from movierec.ranking import ModelBundle
 
     cfg = _load(config_path, overrides)
     n = n or cfg.recommend.n
@@ -127,12 +125,20 @@ def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, exp
         from movierec.privacy import maybe_pseudonym
 
         user_id = maybe_pseudonym(user_id, cfg.privacy)  # ids in the model are pseudonyms too
-    bundle = ModelBundle.load(current_model_dir(cfg))
+    from movierec.feedback import read_events_since
+    from movierec.privacy import check_key
+    from movierec.registry import Registry
+
+    bundle = Registry.of(cfg).load()
+    check_key(bundle.meta.get("privacy_key_fingerprint"), cfg.privacy, bundle.path.name)
+    # feedback recorded since the version was trained: folded in at once, not at the next run
+    events = read_events_since(cfg.workdir, bundle.meta.get("feedback"))
     if all_users:
         if not output:
             raise click.UsageError("--all needs --output PATH (.csv or .parquet)")
         t0 = time.perf_counter()
-        df = bundle.recommend_all(n, cfg.recommend.exclude_seen)
+        df = bundle.recommend_all(n, cfg.recommend.exclude_seen, events=events,
+                                  feedback_weight=cfg.recommend.feedback_weight)
         from movierec.catalog import atomic_path
 
         with atomic_path(output) as tmp:
@@ -143,6 +149,8 @@ def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, exp
         log.info("recommend: %d users x %d movies written to %s in %.2fs", df["user_id"].nunique(), n, output,
                  time.perf_counter() - t0)
         return
+    if events is not None:
+        events = events[events["user_id"].astype(str).str.strip() == user_id]
     if ratings_file:
         if ratings_file == "-":
             try:
@@ -159,15 +167,15 @@ def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, exp
             raise DataError(f"{ratings_file}: missing column(s) {', '.join(sorted(missing))}")
         result = bundle.recommend_ratings(user_id, rows, n)
     else:
-        result = bundle.recommend_user(user_id, n, cfg.recommend.exclude_seen)
+        result = bundle.recommend_user(user_id, n, cfg.recommend.exclude_seen, events=events,
+                                       feedback_weight=cfg.recommend.feedback_weight)
         if explain:
-            from movierec.catalog import Catalog
             from movierec.explain import explain as add_reasons
 
-            cat = Catalog(Path(cfg.workdir))
-            add_reasons(bundle, user_id, result["items"], neighbours=cat.read_optional("social_neighbours"),
-                        review_sentiment=cat.read_optional("review_sentiment"),
-                        threshold=cfg.evaluate.relevance_threshold)
+            new = bundle._event_pairs(events)
+            new = new[new["rating"].notna()]
+            add_reasons(bundle, user_id, result["items"], threshold=cfg.evaluate.relevance_threshold,
+                        new_ratings=dict(zip(new["m"].tolist(), new["rating"].tolist())))
     _print_recs(result, fmt)
 
 
@@ -295,27 +303,21 @@ def models() -> None:
 @OVERRIDES
 def models_list(config_path, fmt, overrides) -> None:
     """Every kept model version, its status and holdout metrics; * marks current."""
-    from movierec.catalog import Catalog
-    from movierec.pipeline import current_version
-    from movierec.refresh import version_status, versions
+    from movierec.registry import FORMAT, Registry
 
     cfg = _load(config_path, overrides)
-    cat = Catalog(cfg.workdir)
-    cur = current_version(cfg)
-    rows = []
-    for v in versions(cat):
-        st = version_status(cat, v)
-        m = st.get("metrics", {})
-        k = max(cfg.evaluate.k)
-        rows.append({"version": v, "current": v == cur, "created": st.get("meta", {}).get("created"),
-                     "status": st.get("gate", {}).get("status", "trained"),
-                     "rmse": m.get("rmse"), f"ndcg@{k}": m.get(f"ndcg@{k}")})
+    reg = Registry.of(cfg)
+    cur = reg.current_name()
+    k = max(cfg.evaluate.k)
+    rows = [dict(reg.summary(v.name, k), current=v.name == cur) for v in reg.versions()]
     if fmt == "json":
         click.echo(json.dumps(rows))
         return
     for r in rows:
-        vals = "  ".join(f"{k} {v:.4f}" for k, v in r.items() if k in ("rmse",) or k.startswith("ndcg") if v is not None)
-        click.echo(f"{'*' if r['current'] else ' '} {r['version']:<28} {r['status']:<9} {r['created'] or '':<21} {vals}")
+        vals = "  ".join(f"{key} {r[key]:.4f}" for key in ("rmse", f"ndcg@{k}") if r.get(key) is not None)
+        fmt_note = "" if r["format"] == FORMAT else f"  (format {r['format']}: cannot serve)"
+        click.echo(f"{'*' if r['current'] else ' '} {r['version']:<28} {r['status']:<9} {r['created'] or '':<28} "
+                   f"{vals}{fmt_note}")
 
 
 @models.command("rollback")
@@ -327,6 +329,8 @@ def models_rollback(version, config_path, overrides) -> None:
     from movierec.pipeline import workdir_lock
     from movierec.refresh import rollback
 
+    if version and "=" in version:  # `models rollback --config C workdir=...`: an override, not a version
+        version, overrides = None, (version, *overrides)
     cfg = _load(config_path, overrides)
     with workdir_lock(cfg.workdir):
         v = rollback(cfg, version)

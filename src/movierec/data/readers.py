@@ -158,8 +158,13 @@ def read_table(
     encoding: str = "utf-8",
     delimiter: str = ",",
     rating_range: tuple[float | None, float | None] = (None, None),
+    redact: bool = False,
 ) -> ReadResult:
     """Read and validate one CSV file against its schema.
+
+    ``redact`` (privacy.pseudonymize_ids): no message echoes what the file holds (a file
+    without a header would show its first row, raw ids included, as the columns found), and
+    a row with the wrong number of fields is quarantined without its text.
 
     Raises:
         DataError: missing/empty/binary file, wrong encoding, missing required column.
@@ -183,10 +188,9 @@ def read_table(
             if d != delimiter and d in header:
                 hint = f"; the header looks {name}-separated: set data.delimiter"
                 break
-        raise DataError(
-            f"{path}: missing required column(s) {', '.join(missing)} "
-            f"(found: {', '.join(df.columns) or 'none'}){hint}"
-        )
+        found = (f"found {len(df.columns)} columns; names not shown as privacy.pseudonymize_ids is on"
+                 if redact else f"found: {', '.join(df.columns) or 'none'}")
+        raise DataError(f"{path}: missing required column(s) {', '.join(missing)} ({found}){hint}")
     total = len(df) + len(bad_rows)
     n = len(df)
     # reasons are kept only for bad rows: a code per row, the message per bad row
@@ -268,7 +272,7 @@ def read_table(
                     f"line {line}: wrong number of fields ({n}, expected {len(df.columns)})"
                     for line, _, n in bad_rows
                 ],
-                df.columns[0]: [t for _, t, _ in bad_rows],
+                "line": ["" if redact else t for _, t, _ in bad_rows],
             }
         )
         q = pd.concat([q, extra], ignore_index=True)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from movierec.catalog import Catalog, write_json
+from movierec.catalog import Catalog
 from movierec.config import Config
 from movierec.errors import ConfigError
 from movierec.evaluation import metrics as M
@@ -163,13 +163,21 @@ def _groups(users: pd.DataFrame, cfg: Config) -> dict[str, np.ndarray]:
 
 def evaluate(cfg: Config) -> dict:
     """Metrics for the configured model, baselines, ablations and user groups."""
-    from movierec.pipeline import ablation_configs, train_and_promote, train_for_fold, trained_model_dir
+    from movierec.pipeline import ablation_configs, ensure, is_fresh, train_for_fold, trained_model_dir
+    from movierec.registry import HOLDOUT, METRICS, Registry
     from movierec.stages.clean import n_folds, train_test
 
     if cfg.split.method == "none":
         raise ConfigError("evaluate needs a test part: set split.method to random, temporal, kfold or given")
-    train_and_promote(cfg)
+    # evaluation never changes what serves: the stages may refresh their artifacts, but every
+    # model is fitted here in memory, except the holdout model of a version the train stage
+    # made from exactly these artifacts and this config, which is read back instead
+    ensure(cfg, "fuse")
     cat = Catalog(Path(cfg.workdir))
+    version = None
+    if is_fresh("train", cfg, cat):
+        v = Registry(cat.models_dir).get(trained_model_dir(cfg).name)
+        version = v if v.has(HOLDOUT) else None
     ratings = cat.read("ratings_clean")
     users = cat.read("users_clean")
     n_users, n_items = len(cat.read("user_ids")), len(cat.read("movie_ids"))
@@ -184,23 +192,24 @@ def evaluate(cfg: Config) -> dict:
     for fold in n_folds(cfg):
         train, test = train_test(ratings, fold)
         st = train_stats(train, n_users, n_items)
-        if fold == cfg.split.fold:
+        if fold == cfg.split.fold and version is not None:
             from movierec.models.mf import MatrixFactorization
 
-            model = MatrixFactorization.load(trained_model_dir(cfg) / "model.npz")
-            history = getattr(model, "history_", None)
+            model = MatrixFactorization.load(version.path / HOLDOUT)
         else:
             model = train_for_fold(cfg, cat, fold)[0]
+        if fold == cfg.split.fold:
+            history = getattr(model, "history_", None)
         res = score(model_scorer(model), train, test, n_users, n_items, cfg, genre_mat=genre_mat, stats=st, detail=True)
         # the rating factorization alone (what peers like Surprise fit); the ranking (watch)
         # model is a separate model and its seconds are reported beside
         res["fit_seconds"] = float(model.fit_seconds_ or 0.0)
         res["ranking_fit_seconds"] = float(getattr(model, "ranking_fit_seconds_", 0.0) or 0.0)
-        own = trained_model_dir(cfg) / "metrics.json"
-        if fold == cfg.split.fold and not own.exists():
-            # the model's own holdout scores stay with it (what `status` shows and `--compare
+        if fold == cfg.split.fold and version is not None and not version.has(METRICS):
+            # the version's own holdout scores stay with it (what `status` shows and `--compare
             # VERSION` reads); `run` writes the same numbers for the versions it gates
-            write_json({k: v for k, v in res.items() if isinstance(v, (int, float))}, own)
+            Registry(cat.models_dir).write_file(version.name, METRICS,
+                                                {k: v for k, v in res.items() if isinstance(v, (int, float))})
         res["baselines"] = {name: score(s, train, test, n_users, n_items, cfg, genre_mat=genre_mat, stats=st)
                             for name, s in baseline_scorers(train, n_users, n_items, cfg.evaluate.baselines).items()}
         res["ablations"] = {}
@@ -231,7 +240,8 @@ def evaluate(cfg: Config) -> dict:
         out["history"] = {"train_rmse": list(history.train_rmse), "val_rmse": list(history.val_rmse),
                           "best_epoch": int(history.best_epoch)}
     out["split"] = cfg.split.method
-    out["model_version"] = trained_model_dir(cfg).name
+    # the version whose holdout model was scored (None: fitted here, no version has it yet)
+    out["model_version"] = None if version is None else version.name
     return out
 
 

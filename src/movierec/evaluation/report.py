@@ -268,9 +268,15 @@ def load_other_metrics(ref: str, models_dir: Path) -> tuple[str, dict]:
 
     from movierec.errors import ConfigError
 
+    from movierec.errors import ModelError
+    from movierec.registry import METRICS, Registry
+
     p = Path(ref)
     if not p.is_file():
-        p = models_dir / ref / "metrics.json"
+        try:
+            p = Registry(models_dir).get(ref).path / METRICS
+        except ModelError:
+            p = models_dir / ref / METRICS
     if not p.is_file():
         raise ConfigError(f"--compare {ref}: neither a metrics.json file nor a model version with metrics "
                           f"(looked for {p})")

@@ -28,7 +28,9 @@ from movierec.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+#: the .npz layout; 2: implicit and watch (ranking) arrays always present. Another format is
+#: refused with a clear error (no arrays are back-filled).
+FORMAT_VERSION = 2
 MIN_EPOCHS = 10
 
 
@@ -549,6 +551,7 @@ class MatrixFactorization:
             "rating_max": self.rating_max_,
             "fit_seconds": getattr(self, "fit_seconds_", None),
             "ranking_fit_seconds": getattr(self, "ranking_fit_seconds_", None),
+            "n_train": getattr(self, "n_train_", None),
             "history": asdict(self.history_) if hasattr(self, "history_") else None,
         }
         arrays = {k: getattr(self, k) for k in self.ARRAYS}
@@ -560,17 +563,12 @@ class MatrixFactorization:
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
-                arrays = {k: z[k] for k in cls.ARRAYS if k in z.files}
-                n_users, n_items = len(arrays["user_bias_"]), len(arrays["item_bias_"])
-                arrays.setdefault("item_implicit_", np.zeros((n_items, 0), np.float32))
-                arrays.setdefault("user_implicit_", np.zeros((n_users, 0), np.float32))
-                arrays.setdefault("watch_user_", np.zeros((n_users, 0), np.float32))
-                arrays.setdefault("watch_item_", np.zeros((n_items, 0), np.float32))
-                arrays.setdefault("watch_bias_", np.zeros(0, np.float32))
+                if meta.get("format_version") != FORMAT_VERSION:
+                    raise ModelError(f"{path}: model format {meta.get('format_version')} is not supported "
+                                     f"(this movierec reads format {FORMAT_VERSION}); train a new model")
+                arrays = {k: z[k] for k in cls.ARRAYS}
         except (OSError, KeyError, ValueError) as exc:
             raise ModelError(f"{path}: not a readable movierec model ({exc})") from exc
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ModelError(f"{path}: model format {meta.get('format_version')} is not supported")
         m = cls(**meta["params"])
         for k, v in arrays.items():
             setattr(m, k, v)
@@ -579,6 +577,8 @@ class MatrixFactorization:
         m.rating_max_ = meta["rating_max"]
         m.fit_seconds_ = meta["fit_seconds"]
         m.ranking_fit_seconds_ = meta.get("ranking_fit_seconds") or 0.0
+        if meta.get("n_train") is not None:
+            m.n_train_ = int(meta["n_train"])
         if meta.get("history"):
             m.history_ = History(**meta["history"])
         return m

@@ -131,8 +131,10 @@ def assign_folds(ratings: pd.DataFrame, cfg: Config, ids: tuple[pd.Index, pd.Ind
     raise ConfigError(f"split.method {sp.method!r} is handled at ingest")
 
 
-def train_test(ratings: pd.DataFrame, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Training and test parts of the ratings for one fold."""
+def train_test(ratings: pd.DataFrame, fold: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training and test parts of the ratings for one fold (None: every rating trains)."""
+    if fold is None:
+        return ratings.reset_index(drop=True), ratings.iloc[:0].reset_index(drop=True)
     is_test = ratings["fold"].to_numpy() == fold
     return ratings[~is_test].reset_index(drop=True), ratings[is_test].reset_index(drop=True)
 

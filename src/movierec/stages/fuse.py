@@ -9,7 +9,8 @@ the sentiment features also leave out reviews whose pair has a training rating: 
 review repeats its rating, and a feature that restates a user's few training ratings
 is trusted more than it deserves (it cost users with < 5 ratings 0.01 RMSE on the demo, 0.11 on rt-critics,
 benchmarks/results/sentiment_ablation.md). scikit-learn transformers are fitted here
-and returned.
+and returned as plain numbers (:func:`transformer_spec`: names, medians, means, scales,
+categories), never pickled.
 """
 
 from __future__ import annotations
@@ -39,7 +40,40 @@ class FuseResult:
     item_features: np.ndarray  # n_items x d_i, float32
     user_names: list[str]
     item_names: list[str]
-    transformers: dict
+    transformers: dict  # JSON-ready: see transformer_spec
+
+
+def transformer_spec(ct: ColumnTransformer) -> list[dict]:
+    """What a fitted ColumnTransformer learned, as JSON-ready numbers and names (no pickle):
+    per block its input columns, the imputer's fill values, the scaler's means and scales,
+    and the one-hot encoder's categories (the infrequent ones grouped as one)."""
+
+    def plain(values) -> list:
+        out = []
+        for v in np.asarray(values, dtype=object).tolist():
+            if isinstance(v, float) and not np.isfinite(v):
+                v = None
+            out.append(v.item() if hasattr(v, "item") else v)
+        return out
+
+    blocks = []
+    for name, est, cols in ct.transformers_:
+        if name == "remainder" or isinstance(est, str):
+            continue
+        entry: dict = {"name": name, "columns": [str(c) for c in cols]}
+        for step in getattr(est, "steps", [(name, est)]):
+            s = step[1]
+            if isinstance(s, SimpleImputer):
+                entry["fill"] = plain(s.statistics_)
+            elif isinstance(s, StandardScaler):
+                entry["mean"], entry["scale"] = plain(s.mean_), plain(s.scale_)
+            elif isinstance(s, OneHotEncoder):
+                entry["categories"] = [plain(c) for c in s.categories_]
+                infrequent = getattr(s, "infrequent_categories_", None)
+                if infrequent is not None:
+                    entry["infrequent"] = [None if c is None else plain(c) for c in infrequent]
+        blocks.append(entry)
+    return blocks
 
 
 def _numeric_like(s: pd.Series) -> bool:
@@ -213,5 +247,7 @@ def fuse(
         item_features=np.nan_to_num(Y),
         user_names=list(user_ct.get_feature_names_out()),
         item_names=item_names,
-        transformers={"user": user_ct, "item": item_ct, "genres": genre_names},
+        transformers={"user": transformer_spec(user_ct), "item": transformer_spec(item_ct),
+                      "user_names": list(user_ct.get_feature_names_out()), "item_names": item_names,
+                      "genres": genre_names},
     )

@@ -63,9 +63,8 @@ def ingest(cfg: Config, events: pd.DataFrame | None = None) -> IngestResult:
         if name not in ("ratings", "test") and not path.exists():
             log.info("ingest: %s not found at %s; skipping that signal", name, path)
             continue
-        res = read_table(
-            path, schema, encoding=cfg.data.encoding, delimiter=cfg.data.delimiter, rating_range=rng
-        )
+        res = read_table(path, schema, encoding=cfg.data.encoding, delimiter=cfg.data.delimiter, rating_range=rng,
+                         redact=cfg.privacy.pseudonymize_ids)
         _check_fraction(res, cfg.data.max_bad_fraction)
         out.tables[name] = res.valid
         out.quarantine[name] = res.quarantine
