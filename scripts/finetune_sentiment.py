@@ -29,19 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from movierec.data.datasets import read_rt_polarity
+from movierec.evaluation.metrics import expected_calibration_error as ece
+
 LORA_TARGETS = ("query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense")
-
-
-def read_rt_polarity(folder: Path) -> tuple[list[str], np.ndarray]:
-    """rt-polarity is Latin-1 and holds 0x85 bytes: split the bytes on b"\\n" only."""
-    texts, labels = [], []
-    for name, y in (("rt-polarity.pos", 1), ("rt-polarity.neg", 0)):
-        for line in (folder / name).read_bytes().split(b"\n"):
-            t = line.decode("latin-1").strip()
-            if t:
-                texts.append(t)
-                labels.append(y)
-    return texts, np.array(labels)
 
 
 def read_critics(path: Path) -> tuple[list[str], np.ndarray]:
@@ -196,12 +187,6 @@ def fit_temperature(z: np.ndarray, y: np.ndarray) -> float:
         return float(np.mean(np.logaddexp(0.0, zt) - y * zt))
 
     return float(np.exp(minimize_scalar(nll, bounds=(-3.0, 3.0), method="bounded").x))
-
-
-def ece(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
-    """Expected calibration error over equal-width bins of the probability."""
-    b = np.clip((p * bins).astype(int), 0, bins - 1)
-    return float(sum(abs(y[b == k].mean() - p[b == k].mean()) * (b == k).sum() for k in np.unique(b)) / len(p))
 
 
 def calibrate(npz: Path, polarity: Path) -> None:

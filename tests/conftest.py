@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -14,6 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from movierec.data.synthetic import demo_tables
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # the sentiment encoder's ONNX export goes to a folder of this test session (inherited by the
@@ -21,20 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MOVIEREC_CACHE_DIR", tempfile.mkdtemp(prefix="movierec-test-cache-"))
 
 
-def _load_demo_module():
-    spec = importlib.util.spec_from_file_location("make_demo_data", ROOT / "scripts" / "make_demo_data.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-demo = _load_demo_module()
-
-
 def make_data(folder: Path, n_users: int = 300, n_movies: int = 150, seed: int = 1,
               files: tuple[str, ...] = ("ratings", "users", "movies", "reviews", "social")) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    for name, df in demo.make(n_users, n_movies, seed).items():
+    for name, df in demo_tables(n_users, n_movies, seed).items():
         if name in files:
             df.to_csv(folder / f"{name}.csv", index=False)
     return folder
@@ -56,6 +47,23 @@ def write_config(path: Path, data_dir: Path, workdir: Path, **sections) -> Path:
             cfg[k] = v
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def clone_site(cfg_path: Path, dst: Path) -> tuple[Path, Path, Path]:
+    """A copy of a trained site (its data folder and workdir) with its config pointing at the
+    copy: a test that changes data or models starts from a trained state in a second, not a
+    fresh training run. Returns (config, data folder, workdir)."""
+    import shutil
+
+    cfg = yaml.safe_load(Path(cfg_path).read_text())
+    dst.mkdir(parents=True, exist_ok=True)
+    data, work = dst / "data", dst / "work"
+    shutil.copytree(cfg["data"]["dir"], data)
+    shutil.copytree(cfg["workdir"], work, ignore=shutil.ignore_patterns("lock"), symlinks=True)
+    cfg["data"]["dir"], cfg["workdir"] = str(data), str(work)
+    out = dst / "c.yaml"
+    out.write_text(yaml.safe_dump(cfg))
+    return out, data, work
 
 
 def run_cli(*args: str, input: str | None = None, env: dict | None = None, timeout: float = 600):

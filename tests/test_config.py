@@ -88,3 +88,42 @@ def test_shipped_configs_load():
     root = Path(__file__).resolve().parents[1] / "configs"
     for p in root.glob("*.yaml"):
         load_config(p)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("evaluate.k=[]", "evaluate.k"), ("model.batch_size=0", "model.batch_size"),
+    ("sentiment.max_length=0", "sentiment.max_length"), ("refresh.keep=-1", "refresh.keep"),
+    ("model.validation_fraction=2", "model.validation_fraction"), ("model.patience=-1", "model.patience"),
+    ("social.ppr_top=-5", "social.ppr_top"), ("model.learning_rate=.nan", "model.learning_rate"),
+    ("evaluate.k=[10, 0]", "evaluate.k"), ("refresh.max_ndcg_drop=1.5", "refresh.max_ndcg_drop"),
+    ("recommend.feedback_weight=0", "recommend.feedback_weight"), ("model.lr_decay=0", "model.lr_decay"),
+])
+def test_every_number_is_bounded_and_the_error_names_key_and_file(tmp_path, override, key):
+    p = tmp_path / "c.yaml"
+    p.write_text("{}")
+    with pytest.raises(ConfigError) as e:
+        load_config(p, [override])
+    assert key in str(e.value) and str(p) in str(e.value)
+
+
+def test_every_numeric_field_declares_bounds():
+    import dataclasses
+    import typing
+
+    from movierec import config as C
+
+    unbounded = []
+    for section in dataclasses.fields(C.Config):
+        cls = section.type if isinstance(section.type, type) else getattr(C, str(section.type), None)
+        if cls is None or not dataclasses.is_dataclass(cls):
+            continue
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+            inner = typing.get_args(args[0]) or args
+            if inner[0] in (int, float) and not any(f.metadata.get(b) is not None for b in ("ge", "gt", "le", "lt")):
+                unbounded.append(f"{section.name}.{f.name}")
+    # a rating bound or a threshold on the data's own scale takes any value
+    assert set(unbounded) <= {"data.rating_min", "data.rating_max", "evaluate.relevance_threshold",
+                              "refresh.share_rating"}, unbounded

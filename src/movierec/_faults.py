@@ -1,6 +1,7 @@
 """Fault injection for tests: ``MOVIEREC_FAILPOINT=<name>`` makes that point fail.
 
-Names: ``sentiment`` (SIGKILL while scoring), ``train`` (SIGKILL after the first
+Names: ``sentiment`` (SIGKILL while scoring), ``sentiment_checkpoint`` (SIGKILL right
+after the first checkpoint of the score cache), ``train`` (SIGKILL after the first
 epoch), ``promote`` (SIGKILL between writing a model version and switching to it),
 ``write_version`` (an ENOSPC error while writing a model version). Unset in production.
 """

@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -102,6 +103,13 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     fsynced before the rename, and the folder after it.
     """
     target = Path(target)
+    if target.exists() and not stat.S_ISREG(target.stat().st_mode):
+        # a device, a pipe, /dev/stdout: write straight to it (renaming over it would replace
+        # the device node or link with a regular file)
+        yield target
+        return
+    if target.is_symlink():  # a link to a regular file: replace the file, keep the link
+        target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.fchmod(fd, umask_mode())

@@ -21,9 +21,15 @@ import yaml
 from movierec.errors import ConfigError
 
 
-def _f(default: Any, doc: str, *, path: bool = False, choices: tuple | None = None):
-    """A documented dataclass field; ``path`` fields resolve against the config folder."""
-    meta = {"doc": doc, "path": path, "choices": choices}
+def _f(default: Any, doc: str, *, path: bool = False, choices: tuple | None = None,
+       ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
+       nonempty: bool = False):
+    """A documented dataclass field; ``path`` fields resolve against the config folder.
+
+    ``ge``/``gt``/``le``/``lt`` bound a number (each element of a list of numbers);
+    ``nonempty``: a list must hold at least one value."""
+    meta = {"doc": doc, "path": path, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt,
+            "nonempty": nonempty}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -41,7 +47,7 @@ class DataConfig:
     delimiter: str = _f(",", "field delimiter of every CSV file")
     rating_min: Optional[float] = _f(None, "lowest valid rating; learned from the data if unset")
     rating_max: Optional[float] = _f(None, "highest valid rating; learned from the data if unset")
-    max_bad_fraction: float = _f(0.05, "ingest fails (exit 65) if more rows than this are bad")
+    max_bad_fraction: float = _f(0.05, "ingest fails (exit 65) if more rows than this are bad", ge=0, le=1)
 
 
 @dataclass
@@ -51,10 +57,10 @@ class SplitConfig:
         "how ratings are split into train and test",
         choices=("none", "random", "temporal", "kfold", "given"),
     )
-    test_fraction: float = _f(0.2, "share of ratings held out (random, temporal)")
-    folds: int = _f(5, "number of folds (kfold)")
-    fold: int = _f(0, "which fold is the test part for train/recommend (kfold)")
-    seed: int = _f(0, "seed of the split")
+    test_fraction: float = _f(0.2, "share of ratings held out (random, temporal)", gt=0, lt=1)
+    folds: int = _f(5, "number of folds (kfold)", ge=2)
+    fold: int = _f(0, "which fold is the test part for train/recommend (kfold)", ge=0)
+    seed: int = _f(0, "seed of the split", ge=0)
     train: Optional[str] = _f(None, "training ratings file (given)", path=True)
     test: Optional[str] = _f(None, "test ratings file (given)", path=True)
 
@@ -63,36 +69,42 @@ class SplitConfig:
 class SentimentConfig:
     enabled: bool = _f(True, "score review and message texts")
     model: str = _f("embedded", "'embedded', a Hugging Face model id, or a local model folder")
-    batch_size: int = _f(32, "texts per forward pass (on the CPU small length-sorted batches pad least)")
-    max_length: int = _f(128, "tokens per chunk; longer texts are scored in overlapping chunks")
+    batch_size: int = _f(32, "texts per forward pass (on the CPU small length-sorted batches pad least)", ge=1)
+    max_length: int = _f(128, "tokens per chunk; longer texts are scored in overlapping chunks", ge=8, le=512)
+    max_chars: int = _f(5000, "characters of a text that are scored (longer ones are cut, and counted in the log)",
+                        ge=100)
+    checkpoint_every: int = _f(4096, "texts scored between saves of the score cache (a killed run keeps them)",
+                               ge=1)
+    revision: Optional[str] = _f(None, "Hugging Face model: the commit (or tag) to load, part of the cache key; "
+                                       "unset, the hub's main branch may change scores under you")
     quantize: bool = _f(True, "dynamic int8 linear layers on CPU (embedded model): ~2x faster")
     runtime: str = _f("onnx", "embedded model on the CPU: onnx (ONNX Runtime; exported once into the model "
                               "cache, MOVIEREC_CACHE_DIR or ~/.cache/movierec) or torch; other devices use torch",
                       choices=("onnx", "torch"))
-    pseudo_rating_weight: float = _f(0.3, "weight of pseudo-ratings from unrated reviews (0 = off)")
+    pseudo_rating_weight: float = _f(0.3, "weight of pseudo-ratings from unrated reviews (0 = off)", ge=0, lt=1)
     text_features: bool = _f(True, "keep each review's embedding (float16) so that pseudo-ratings come from a "
                                    "text -> rating regression fitted on the platform's rated reviews; "
                                    "off: an isotonic map of the sentiment score")
     device: str = _f("cpu", "torch device: cpu, cuda, cuda:0, ...")
-    neutral_band: float = _f(0.2, "|score| below this is labelled neutral")
+    neutral_band: float = _f(0.2, "|score| below this is labelled neutral", ge=0, lt=1)
 
 
 @dataclass
 class SocialConfig:
     enabled: bool = _f(True, "build the social graph and its features")
     directed: bool = _f(False, "treat ties as one-way trust (True) or friendship (False)")
-    pagerank_alpha: float = _f(0.85, "PageRank damping")
-    seed: int = _f(0, "seed of community detection")
-    message_weight: float = _f(0.5, "how much message sentiment scales tie strength")
-    propagation_decay: float = _f(0.5, "weight of two-hop trust in the trust_2hop feature")
-    hop2_weight: float = _f(0.0, "weight of two-hop neighbours in the neighbourhood the model uses (direct)")
+    pagerank_alpha: float = _f(0.85, "PageRank damping", gt=0, lt=1)
+    seed: int = _f(0, "seed of community detection", ge=0)
+    message_weight: float = _f(0.5, "how much message sentiment scales tie strength", ge=0, le=1)
+    propagation_decay: float = _f(0.5, "weight of two-hop trust in the trust_2hop feature", ge=0, le=1)
+    hop2_weight: float = _f(0.0, "weight of two-hop neighbours in the neighbourhood the model uses (direct)", ge=0)
     neighbourhood: str = _f("direct", "whom the model's social terms use: direct (ties; two-hop ones by "
                                       "hop2_weight) or ppr (personalised PageRank of each user, truncated)",
                             choices=("direct", "ppr"))
-    ppr_alpha: float = _f(0.5, "ppr: probability that the walk from a user goes on at each step")
-    ppr_hops: int = _f(3, "ppr: steps of the walk (the mass left out is ppr_alpha ** ppr_hops)")
-    ppr_top: int = _f(50, "ppr: neighbours kept per user (the largest), also after every step")
-    louvain_max_edges: int = _f(200_000, "above this many ties communities come from label propagation")
+    ppr_alpha: float = _f(0.5, "ppr: probability that the walk from a user goes on at each step", gt=0, lt=1)
+    ppr_hops: int = _f(3, "ppr: steps of the walk (the mass left out is ppr_alpha ** ppr_hops)", ge=1, le=10)
+    ppr_top: int = _f(50, "ppr: neighbours kept per user (the largest), also after every step", ge=1)
+    louvain_max_edges: int = _f(200_000, "above this many ties communities come from label propagation", ge=0)
 
 
 @dataclass
@@ -106,40 +118,40 @@ class FeaturesConfig:
     use_social: bool = _f(True, "graph features of users")
     use_demographics: bool = _f(True, "users.csv columns")
     use_genres: bool = _f(True, "movie genres and year")
-    max_categories: int = _f(30, "most frequent values kept per categorical column")
+    max_categories: int = _f(30, "most frequent values kept per categorical column", ge=2)
 
 
 @dataclass
 class ModelConfig:
-    factors: int = _f(32, "latent dimensions")
-    epochs: int = _f(30, "training passes over the ratings")
+    factors: int = _f(32, "latent dimensions", ge=1, le=4096)
+    epochs: int = _f(30, "training passes over the ratings", ge=1)
     optimizer: str = _f("sgd", "trainer", choices=("sgd", "adam"))
-    learning_rate: float = _f(0.02, "step size (sgd) or Adam learning rate")
-    reg: float = _f(0.05, "L2 weight on factors")
-    reg_bias: float = _f(0.02, "L2 weight on user and item biases")
-    reg_features: float = _f(0.1, "L2 weight on the feature projections W and V")
-    social_reg: float = _f(0.0, "pull of a user's factors toward their trusted neighbours")
+    learning_rate: float = _f(0.02, "step size (sgd) or Adam learning rate", gt=0)
+    reg: float = _f(0.05, "L2 weight on factors", ge=0)
+    reg_bias: float = _f(0.02, "L2 weight on user and item biases", ge=0)
+    reg_features: float = _f(0.1, "L2 weight on the feature projections W and V", ge=0)
+    social_reg: float = _f(0.0, "pull of a user's factors toward their trusted neighbours", ge=0)
     use_features: bool = _f(True, "add projected user/item features to the factors")
     implicit: bool = _f(False, "SVD++-style implicit term: the movies a user rated or reviewed")
     trust_implicit: bool = _f(False, "TrustSVD-style term: the users a user trusts join the implicit set")
     shuffle_social: bool = _f(False, "control experiment: trust edges rewired at random (ablation shuffled_social)")
-    reg_implicit: float = _f(0.05, "L2 weight on the implicit item factors y_j")
+    reg_implicit: float = _f(0.05, "L2 weight on the implicit item factors y_j", ge=0)
     early_stopping: bool = _f(True, "stop when validation RMSE stops improving")
-    patience: int = _f(4, "epochs without improvement before stopping")
-    validation_fraction: float = _f(0.05, "share of training ratings held for early stopping")
-    init_std: float = _f(0.1, "standard deviation of initial factors")
-    lr_decay: float = _f(0.97, "learning rate multiplier per epoch (sgd)")
-    batch_size: int = _f(4096, "mini-batch size (adam)")
-    ensemble: int = _f(1, "average this many models from successive seeds (one model of n x factors)")
-    threads: int = _f(0, "SGD threads: 0 = all cores (Hogwild) from 1M ratings up, else 1 (deterministic)")
+    patience: int = _f(4, "epochs without improvement before stopping", ge=1)
+    validation_fraction: float = _f(0.05, "share of training ratings held for early stopping", gt=0, le=0.5)
+    init_std: float = _f(0.1, "standard deviation of initial factors", gt=0)
+    lr_decay: float = _f(0.97, "learning rate multiplier per epoch (sgd)", gt=0, le=1)
+    batch_size: int = _f(4096, "mini-batch size (adam)", ge=1)
+    ensemble: int = _f(1, "average this many models from successive seeds (one model of n x factors)", ge=1)
+    threads: int = _f(0, "SGD threads: 0 = all cores (Hogwild) from 1M ratings up, else 1 (deterministic)", ge=0)
     ranking: str = _f("hybrid", "top-N by predicted rating only, or by a BPR watch score plus rating",
                       choices=("hybrid", "rating"))
-    watch_factors: int = _f(32, "factors of the watch (ranking) model")
-    watch_epochs: int = _f(20, "BPR passes of the watch model")
-    watch_learning_rate: float = _f(0.05, "BPR step size")
-    watch_reg: float = _f(0.01, "BPR L2 weight")
-    rank_rating_weight: float = _f(0.5, "weight of (predicted rating - mean) in the rank score")
-    seed: int = _f(0, "seed of initialization and shuffling")
+    watch_factors: int = _f(32, "factors of the watch (ranking) model", ge=1)
+    watch_epochs: int = _f(20, "BPR passes of the watch model", ge=1)
+    watch_learning_rate: float = _f(0.05, "BPR step size", gt=0)
+    watch_reg: float = _f(0.01, "BPR L2 weight", ge=0)
+    rank_rating_weight: float = _f(0.5, "weight of (predicted rating - mean) in the rank score", ge=0)
+    seed: int = _f(0, "seed of initialization and shuffling", ge=0)
 
 
 @dataclass
@@ -156,31 +168,41 @@ class TrackingConfig:
 
 @dataclass
 class RecommendConfig:
-    n: int = _f(10, "list length")
+    n: int = _f(10, "list length", ge=1)
     exclude_seen: bool = _f(True, "leave out movies the user rated (anywhere in the data or in feedback) or reviewed")
     feedback_weight: float = _f(3.0, "how much a rating given since the serving model was trained counts, next to one "
-                                     "it was trained on, when recommend folds it in (recent taste counts more)")
+                                     "it was trained on, when recommend folds it in (recent taste counts more)", gt=0)
 
 
 @dataclass
 class EvaluateConfig:
-    k: list[int] = _f([10], "cut-offs for ranking metrics")
+    k: list[int] = _f([10], "cut-offs for ranking metrics", ge=1, nonempty=True)
     relevance_threshold: float = _f(4.0, "test ratings at or above this are positives")
     baselines: list[str] = _f(["global_mean", "popularity"], "baselines to score")
     ablations: list[str] = _f([], "no_sentiment, no_social, no_features, shuffled_social")
-    max_users: Optional[int] = _f(None, "rank for at most this many test users (sampled)")
+    max_users: Optional[int] = _f(None, "rank for at most this many test users (sampled)", ge=1)
+    bootstrap_rounds: int = _f(500, "resamples of the test users behind every confidence interval and paired test",
+                               ge=0)
+    bootstrap_seed: int = _f(0, "seed of the resampling", ge=0)
+    confidence: float = _f(0.95, "level of the confidence intervals; 1 - confidence is the significance level",
+                           gt=0.5, lt=1)
 
 
 @dataclass
 class RefreshConfig:
-    keep: int = _f(5, "model versions kept (the current one is never deleted)")
+    keep: int = _f(5, "model versions kept (the current one is never deleted)", ge=1)
     retrain: str = _f("on_change", "retrain when inputs or config changed, or always",
                       choices=("on_change", "always"))
-    max_rmse_increase: float = _f(0.01, "gate: reject a model whose RMSE exceeds the current one's by more")
-    max_ndcg_drop: float = _f(0.05, "gate: reject a model whose NDCG@K falls by more than this share")
-    min_rows_ratio: float = _f(0.5, "input check: ratings rows at least this share of the last run's")
-    max_unknown_movie_share: float = _f(0.2, "input check: share of rated movies missing from movies.csv")
-    max_null_increase: float = _f(0.3, "input check: rise in the share of empty values of any column")
+    max_rmse_increase: float = _f(0.01, "gate: reject a model whose RMSE exceeds the current one's by more", ge=0)
+    max_ndcg_drop: float = _f(0.05, "gate: reject a model whose NDCG@K falls by more than this share", ge=0, le=1)
+    gate_test: str = _f("threshold", "gate: threshold (a regression past the tolerance rejects) or paired (it rejects "
+                                     "only when a paired test over the same users also finds it significant)",
+                        choices=("threshold", "paired"))
+    min_rows_ratio: float = _f(0.5, "input check: ratings rows at least this share of the last run's", ge=0, le=1)
+    max_unknown_movie_share: float = _f(0.2, "input check: share of rated movies missing from movies.csv", ge=0, le=1)
+    max_null_increase: float = _f(0.3, "input check: rise in the share of empty values of any column", ge=0, le=1)
+    max_scale_change: float = _f(0.1, "input check: how far the rating scale's ends may move, as a share of the last "
+                                      "good run's scale width (a new export format, a units change)", ge=0)
     share_rating: Optional[float] = _f(None, "rating given to a shared movie (default: evaluate.relevance_threshold)")
 
 
@@ -300,6 +322,7 @@ def _build(cls: type, raw: Any, prefix: str, where: str, base: Path) -> Any:
         if name not in raw:
             continue
         value = _coerce(raw[name], tp, key, where)
+        _check_bounds(value, f.metadata, key, where)
         choices = f.metadata.get("choices")
         if choices and value not in choices:
             raise ConfigError(
@@ -314,6 +337,27 @@ def _build(cls: type, raw: Any, prefix: str, where: str, base: Path) -> Any:
             if value is not None and not Path(value).is_absolute():
                 setattr(obj, name, str((base / value).resolve()))
     return obj
+
+
+def _check_bounds(value: Any, meta: Any, key: str, where: str) -> None:
+    """The ``ge``/``gt``/``le``/``lt``/``nonempty`` limits of a field's metadata."""
+    if isinstance(value, list):
+        if meta.get("nonempty") and not value:
+            raise ConfigError(f"{where}: '{key}' must hold at least one value")
+        for v in value:
+            _check_bounds(v, {k: v2 for k, v2 in meta.items() if k != "nonempty"}, key, where)
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    import math
+
+    if not math.isfinite(value):
+        raise ConfigError(f"{where}: '{key}' must be a finite number, got {value!r}")
+    for op, bound, ok in (("ge", meta.get("ge"), lambda v, b: v >= b), ("gt", meta.get("gt"), lambda v, b: v > b),
+                          ("le", meta.get("le"), lambda v, b: v <= b), ("lt", meta.get("lt"), lambda v, b: v < b)):
+        if bound is not None and not ok(value, bound):
+            sign = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}[op]
+            raise ConfigError(f"{where}: '{key}' must be {sign} {bound:g}, got {value!r}")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -378,20 +422,12 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
 
 
 def _check_values(cfg: Config, where: str) -> None:
+    # single values are bounded where they are declared (_f's ge/gt/le/lt); these relate two
     checks = [
-        (cfg.model.factors >= 1, "model.factors must be >= 1"),
-        (cfg.model.epochs >= 1, "model.epochs must be >= 1"),
-        (cfg.model.ensemble >= 1, "model.ensemble must be >= 1"),
-        (cfg.model.learning_rate > 0, "model.learning_rate must be > 0"),
-        (cfg.model.reg >= 0, "model.reg must be >= 0"),
-        (cfg.model.social_reg >= 0, "model.social_reg must be >= 0"),
-        (0 < cfg.split.test_fraction < 1, "split.test_fraction must be in (0, 1)"),
-        (cfg.split.folds >= 2, "split.folds must be >= 2"),
-        (0 <= cfg.split.fold < cfg.split.folds, "split.fold must be in [0, split.folds)"),
-        (0 <= cfg.data.max_bad_fraction <= 1, "data.max_bad_fraction must be in [0, 1]"),
-        (cfg.recommend.n >= 1, "recommend.n must be >= 1"),
-        (all(k >= 1 for k in cfg.evaluate.k), "evaluate.k values must be >= 1"),
+        (cfg.split.fold < cfg.split.folds, "split.fold must be in [0, split.folds)"),
         (len(cfg.data.delimiter) == 1, "data.delimiter must be one character"),
+        (cfg.data.rating_min is None or cfg.data.rating_max is None or cfg.data.rating_min < cfg.data.rating_max,
+         "data.rating_min must be below data.rating_max"),
     ]
     for ok, msg in checks:
         if not ok:

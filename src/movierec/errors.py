@@ -35,6 +35,12 @@ class ModelError(MovieRecError):
     exit_code = EXIT_FAILURE
 
 
+class StorageError(MovieRecError):
+    """A file could not be written (disk full, no permission); names the stage and the path."""
+
+    exit_code = EXIT_FAILURE
+
+
 class LockError(MovieRecError):
     """Another run holds the workdir lock."""
 

@@ -25,6 +25,50 @@ def events_path(workdir: str | Path) -> Path:
     return Path(workdir) / "feedback" / "events.jsonl"
 
 
+def known_catalogue(cfg) -> tuple[set[str] | None, tuple[float, float] | None]:
+    """The movies and the rating scale a feedback event is checked against: the serving
+    version's, else the workdir's last ingest; (None, None) before anything was ingested.
+    ``data.rating_min``/``rating_max`` override the scale."""
+    from movierec.catalog import Catalog
+    from movierec.errors import ModelError
+    from movierec.registry import MOVIES, Registry
+
+    movies, scale = None, None
+    try:
+        v = Registry.of(cfg).current()
+        movies = set(pd.read_parquet(v.path / MOVIES, columns=["movie_id"])["movie_id"].astype(str))
+        sc = v.meta.get("rating_scale") or {}
+        scale = (sc["min"], sc["max"]) if "min" in sc else None
+    except (ModelError, OSError, KeyError):
+        cat = Catalog(Path(cfg.workdir))
+        if cat.exists("movie_ids"):
+            movies = set(cat.read("movie_ids")["movie_id"].astype(str))
+        sc = ((cat.read_manifest("ingest") or {}).get("stats") or {}).get("rating_scale") or {}
+        scale = (sc["min"], sc["max"]) if "min" in sc else None
+    lo = cfg.data.rating_min if cfg.data.rating_min is not None else (scale[0] if scale else None)
+    hi = cfg.data.rating_max if cfg.data.rating_max is not None else (scale[1] if scale else None)
+    return movies, (None if lo is None or hi is None else (float(lo), float(hi)))
+
+
+def check_event(movie: str, rating: float | None, movies: set[str] | None,
+                scale: tuple[float, float] | None) -> None:
+    """Refuse what the next run would quarantine: a movie no input knows (a typo would become
+    a recommendable phantom title) and a rating off the scale.
+
+    Raises:
+        DataError: naming the movie or the rating and what is allowed.
+    """
+    from movierec.errors import DataError
+
+    if movies is not None and str(movie).strip() not in movies:
+        raise DataError(f"feedback: movie {movie!r} is not in the catalogue (movies.csv and the ratings); "
+                        "check the id")
+    if rating is not None:
+        if not np.isfinite(rating) or (scale is not None and not scale[0] <= rating <= scale[1]):
+            where = f" {scale[0]:g}..{scale[1]:g}" if scale else ""
+            raise DataError(f"feedback: rating {rating:g} is outside the rating scale{where}")
+
+
 def append_event(workdir: str | Path, user: str, movie: str, rating: float | None = None,
                  comment: str | None = None, share_with: str | None = None, pseudonymized: bool = False) -> dict:
     event = {"time": time.time(), "user_id": str(user).strip(), "movie_id": str(movie).strip()}

@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 from movierec.catalog import Catalog, atomic_path, file_hash
 from movierec.config import Config
-from movierec.errors import LockError, ModelError
+from movierec.errors import DataError, LockError, ModelError, StorageError
 
 log = logging.getLogger("movierec")
 
@@ -70,6 +71,9 @@ def workdir_lock(workdir: str | Path) -> Iterator[None]:
         fh.truncate()
         fh.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}")
         fh.flush()
+        from movierec.refresh import cleanup_temp
+
+        cleanup_temp(Catalog(workdir))  # what a killed command left, under every locked command
         yield
     finally:
         fh.seek(0)
@@ -87,6 +91,9 @@ def stage_inputs(stage: str, cfg: Config, cat: Catalog) -> dict[str, str]:
         from movierec.feedback import events_path
 
         files = dict(input_files(cfg), feedback=events_path(cfg.workdir))
+        for name, p in files.items():
+            if p.is_dir():
+                raise DataError(f"{p}: is a folder, not a CSV file (the {name} file)")
         return {name: (file_hash(p) if p.exists() else "absent") for name, p in sorted(files.items())}
     upstream = {
         "clean": ("ingest",),
@@ -231,14 +238,30 @@ def _run_sentiment(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     from movierec.stages.ingest import load_texts
 
     cache_path = cat.workdir / "cache" / "sentiment.parquet"
-    cache = pd.read_parquet(cache_path) if cache_path.exists() else None
+    parts = cat.workdir / "cache" / "sentiment.parts"  # checkpoints of a run that was killed
+    frames = [pd.read_parquet(p) for p in ([cache_path] if cache_path.exists() else [])
+              + sorted(parts.glob("*.parquet"))]
+    cache = pd.concat(frames, ignore_index=True) if frames else None
+    if cache is not None and len(frames) > 1:
+        log.info("sentiment: %d scores kept by an interrupted run are reused", sum(len(f) for f in frames[1:]))
+
+    def checkpoint(rows: pd.DataFrame) -> None:
+        from movierec._faults import failpoint
+
+        with atomic_path(parts / f"part-{time.time_ns()}-{os.getpid()}.parquet") as tmp:
+            rows.to_parquet(tmp, index=False)
+        failpoint("sentiment_checkpoint")
+
     scorer = CachedScorer(lambda: load_scorer(cfg.sentiment), model_key(cfg.sentiment), cache,
-                          features=cfg.sentiment.text_features)
+                          features=cfg.sentiment.text_features, checkpoint=checkpoint,
+                          checkpoint_every=cfg.sentiment.checkpoint_every)
     res = sentiment(reviews, social, lambda: scorer, cfg.sentiment,
                     fetch=lambda keys: load_texts(cfg, keys, cat.workdir))
-    if scorer.misses:
+    if scorer.misses or len(frames) > 1:
         with atomic_path(cache_path) as tmp:
             scorer.updated_cache().to_parquet(tmp, index=False)
+    if parts.exists():
+        shutil.rmtree(parts)
     outputs = {}
     for art, df in (("review_sentiment", res.reviews), ("message_sentiment", res.messages)):
         if df is not None:
@@ -332,9 +355,11 @@ def ensure(cfg: Config, target: str, force: bool = False, reported: set | None =
     reported = set() if reported is None else reported
     cat = Catalog(Path(cfg.workdir))
     report = {}
-    upstream_ran = False
     for stage in STAGES[: STAGES.index(target) + 1]:
-        must = upstream_ran or (force and stage == target) or not is_fresh(stage, cfg, cat)
+        # a stage whose upstream re-ran is stale only if that changed an output it reads
+        # (its manifest holds their hashes): a re-ingest that yields the same tables, after
+        # a config move for instance, retrains nothing
+        must = (force and stage == target) or not is_fresh(stage, cfg, cat)
         if not must:
             if stage not in reported:
                 log.info("%s: fresh, skipped", stage)
@@ -346,13 +371,17 @@ def ensure(cfg: Config, target: str, force: bool = False, reported: set | None =
         inputs = stage_inputs(stage, cfg, cat)
         # a stage killed midway must look stale: its old manifest goes first
         cat.manifest_path(stage).unlink(missing_ok=True)
-        outputs, extra = RUNNERS[stage](cfg, cat)
-        secs = time.perf_counter() - t0
-        cat.write_manifest(stage, inputs, stage_config_hash(stage, cfg), outputs, secs, extra)
+        try:
+            outputs, extra = RUNNERS[stage](cfg, cat)
+            secs = time.perf_counter() - t0
+            cat.write_manifest(stage, inputs, stage_config_hash(stage, cfg), outputs, secs, extra)
+        except OSError as exc:
+            raise StorageError(f"{stage}: cannot write {exc.filename or cfg.workdir}: {exc.strerror or exc} "
+                               f"(free some space or point workdir at a writable folder; nothing already "
+                               f"written was changed)") from exc
         rows = ", ".join(f"{k}={v['rows']}" for k, v in outputs.items())
         log.info("%s: done in %.2fs%s", stage, secs, f" ({rows})" if rows else "")
         report[stage] = "ran"
-        upstream_ran = True
     return report
 
 

@@ -161,7 +161,8 @@ class ModelBundle:
         return int(loc)
 
     def _rows(self, items: np.ndarray, scores: np.ndarray, predicted: np.ndarray | None = None) -> list[dict]:
-        """Output rows: ``score`` orders the list; ``predicted_rating`` is on the rating scale."""
+        """Output rows: ``rank_score`` orders the list (for the popularity fallback: how many
+        viewers rated the movie); ``predicted_rating`` is on the data's rating scale."""
         mv = self.movies
         out = []
         for k, (it, sc) in enumerate(zip(items, scores)):
@@ -173,8 +174,8 @@ class ModelBundle:
                 "title": str(row["title"]),
                 "year": None if pd.isna(row.get("year")) else int(row["year"]),
                 "genres": str(row.get("genres", "")),
-                "score": round(float(sc), 4),
                 "predicted_rating": None if predicted is None else round(float(predicted[k]), 4),
+                "rank_score": round(float(sc), 4),
             })
         return out
 
@@ -189,6 +190,14 @@ class ModelBundle:
             pop[exclude] = -np.inf
         order = np.argsort(-pop, kind="stable")[:n]
         return order, pop[order]
+
+    def _popular_rows(self, n: int, exclude: np.ndarray | None = None) -> list[dict]:
+        """The popularity fallback: the rank score is the number of ratings; the predicted
+        rating is the model's own for a viewer it knows nothing about (mu + b_i)."""
+        items, counts = self.popular(n, exclude)
+        mu, _, bi, _, _ = self.rating_vectors
+        pred = np.clip(mu + bi[items], self.model.rating_min_, self.model.rating_max_)
+        return self._rows(items, counts.astype(np.float32), pred)
 
     # ------------------------------------------------------------------ feedback since training
     def _event_pairs(self, events: pd.DataFrame | None) -> pd.DataFrame:
@@ -279,8 +288,7 @@ class ModelBundle:
                                              exclude=self.movie_ids.get_indexer(mine["movie_id"].astype(str)))
                 out["feedback_events"] = int(len(mine))
                 return out
-            items, scores = self.popular(n)
-            return {"user_id": str(user_id), "fallback": "popularity", "items": self._rows(items, scores.astype(np.float32))}
+            return {"user_id": str(user_id), "fallback": "popularity", "items": self._popular_rows(n)}
         ev = ev[ev["u"] == u]
         rv = self.vectors
         _, bu, _, U, _ = self.rating_vectors
@@ -307,6 +315,32 @@ class ModelBundle:
             out["feedback_events"] = int(len(ev))
         return out
 
+    def check_ratings(self, ratings: pd.DataFrame, where: str = "--ratings") -> pd.DataFrame:
+        """Ratings given at recommend time, checked against the model: on its rating scale and
+        naming movies it knows (unknown ones are dropped with a warning; none known is an error).
+
+        Raises:
+            DataError: a rating outside the scale, or not one movie of the catalogue.
+        """
+        r = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(np.float64)
+        lo, hi = self.model.rating_min_, self.model.rating_max_
+        bad = ~(np.isfinite(r) & (r >= lo) & (r <= hi))
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{where}: row {k + 1}: rating {ratings['rating'].iloc[k]} is outside the model's "
+                            f"rating scale {lo:g}..{hi:g}")
+        idx = self.movie_ids.get_indexer(ratings["movie_id"].astype(str).str.strip())
+        if not (idx >= 0).any():
+            raise DataError(f"{where}: none of the {len(ratings)} movies is in the model's catalogue "
+                            f"(e.g. {ratings['movie_id'].iloc[0]!r}); use the movie ids of movies.csv")
+        if (idx < 0).any():
+            import logging
+
+            logging.getLogger("movierec").warning(
+                "recommend: %d of %d movies of %s are not in the model's catalogue and are ignored (e.g. %r)",
+                int((idx < 0).sum()), len(ratings), where, str(ratings["movie_id"].iloc[int(np.flatnonzero(idx < 0)[0])]))
+        return ratings[idx >= 0]
+
     def recommend_ratings(self, user_id: str, ratings: pd.DataFrame, n: int, reg: float | None = None,
                           exclude: np.ndarray | None = None) -> dict:
         """Fold in a user the model has not seen, from their (movie_id, rating) rows; the rated
@@ -314,8 +348,7 @@ class ModelBundle:
         idx = self.movie_ids.get_indexer(ratings["movie_id"].astype(str).str.strip())
         known = idx >= 0
         if not known.any():
-            items, scores = self.popular(n)
-            return {"user_id": str(user_id), "fallback": "popularity", "items": self._rows(items, scores.astype(np.float32))}
+            return {"user_id": str(user_id), "fallback": "popularity", "items": self._popular_rows(n)}
         r = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(np.float64)[known]
         if np.isnan(r).any():
             raise DataError("--ratings: every rating must be a number")
@@ -376,9 +409,25 @@ class ModelBundle:
             seen = (seen + sp.csr_matrix((np.ones(len(ev), np.float32), (ev["u"], ev["m"])), shape=seen.shape)).tocsr()
         items, scores = top_n(vectors, users, n, seen if exclude_seen else None, progress=True)
         k = items.shape[1]
+        # predicted ratings of the listed movies (n per user: one small product per block)
+        mu, bu, bi, U, Q = self.rating_vectors
+        if len(ev):  # the adapted users' rating side: recompute it for them
+            bu, U = np.array(bu, np.float32, copy=True), np.array(U, np.float32, copy=True)
+            for u, grp in ev.groupby("u"):
+                new = grp[grp["rating"].notna()].drop_duplicates("m", keep="last")
+                if len(new):
+                    bu[u], U[u], _, _ = self.adapted_user(int(u), new["m"].to_numpy(), new["rating"].to_numpy(),
+                                                          feedback_weight)
+        pred = np.empty(items.shape, np.float32)
+        for start in range(0, len(users), 4096):
+            blk = items[start:start + 4096]
+            pred[start:start + 4096] = (mu + bu[start:start + 4096, None] + bi[blk]
+                                        + np.einsum("uk,unk->un", U[start:start + 4096], Q[blk]))
+        pred = np.clip(pred, self.model.rating_min_, self.model.rating_max_)
         return pd.DataFrame({
             "user_id": np.repeat(self.user_ids.to_numpy(), k),
             "rank": np.tile(np.arange(1, k + 1), len(users)),
             "movie_id": self.movie_ids.to_numpy()[items.ravel()],
-            "score": scores.ravel(),
+            "predicted_rating": pred.ravel().round(4),
+            "rank_score": scores.ravel(),
         })

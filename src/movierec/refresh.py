@@ -30,7 +30,8 @@ def cleanup_temp(cat: Catalog) -> int:
     from movierec.registry import Registry
 
     n = Registry(cat.models_dir).cleanup_temp()
-    for folder in (cat.artifacts_dir, cat.manifests_dir, cat.workdir / "cache", cat.workdir / "runs"):
+    for folder in (cat.artifacts_dir, cat.manifests_dir, cat.workdir / "cache", cat.workdir / "cache" / "sentiment.parts",
+                   cat.workdir / "runs", cat.quarantine_dir):
         if not folder.exists():
             continue
         for p in folder.glob(".*.tmp"):
@@ -49,6 +50,13 @@ def input_checks(now: dict, last: dict | None, cfg: Config) -> list[str]:
         problems.append(f"{now['unknown_movie_share']:.1%} of ratings name movies missing from movies.csv "
                         f"(limit refresh.max_unknown_movie_share {r.max_unknown_movie_share:.0%})")
     if last:
+        old, new = last.get("rating_scale"), now.get("rating_scale")
+        if old and new:
+            width = max(old[1] - old[0], 1e-9)
+            if max(abs(new[0] - old[0]), abs(new[1] - old[1])) > r.max_scale_change * width:
+                problems.append(f"the rating scale changed from {old[0]:g}..{old[1]:g} to {new[0]:g}..{new[1]:g} "
+                                f"(limit refresh.max_scale_change {r.max_scale_change:.0%} of the last good run's "
+                                "width; set data.rating_min/max if the new scale is right)")
         before, rows = last.get("ratings_rows", 0), now.get("ratings_rows", 0)
         if before and rows < r.min_rows_ratio * before:
             problems.append(f"ratings rows fell from {before} to {rows} "
@@ -86,13 +94,19 @@ def bundle_scorer(bundle, user_ids, movie_ids):
 
 
 def score_on_holdout(cfg: Config, cat: Catalog, version: str) -> dict | None:
+    """See :func:`holdout_scores` (the metrics alone)."""
+    got = holdout_scores(cfg, cat, version)
+    return None if got is None else got[0]
+
+
+def holdout_scores(cfg: Config, cat: Catalog, version: str):
     """Holdout metrics of a version's measured model (holdout.npz) on today's test part.
 
     Random and k-fold splits hash each (user, movie) pair, so a rating stays in its part as
     data grows: neither the candidate's nor the current version's holdout model trained on
     today's test ratings. None when the version has no holdout model (split none).
     """
-    from movierec.evaluation.evaluate import score
+    from movierec.evaluation.evaluate import score_users
     from movierec.registry import HOLDOUT, Registry
     from movierec.stages.clean import train_test
 
@@ -104,25 +118,41 @@ def score_on_holdout(cfg: Config, cat: Catalog, version: str) -> dict | None:
     uids = cat.read("user_ids")["user_id"].astype(str).to_numpy()
     mids = cat.read("movie_ids")["movie_id"].astype(str).to_numpy()
     scorer = bundle_scorer(reg.load(version, HOLDOUT), uids, mids)
-    return score(scorer, train, test, len(uids), len(mids), cfg)
+    return score_users(scorer, train, test, len(uids), len(mids), cfg)
 
 
-def gate(new: dict, cur: dict | None, cfg: Config) -> tuple[bool, list[str]]:
-    """Promote unless RMSE or NDCG@K regress past the configured tolerances."""
+def gate(new: dict, cur: dict | None, cfg: Config, tests: dict | None = None) -> tuple[bool, list[str]]:
+    """Promote unless RMSE or NDCG@K regress past the configured tolerances.
+
+    With ``refresh.gate_test: paired`` (and ``tests``, the paired tests of the new holdout
+    model against the current one over the same users), a regression past the tolerance
+    rejects only when it is also significant (p below 1 - evaluate.confidence): noise alone
+    never blocks a night's model."""
     if cur is None or "rmse" not in cur:
         return True, ["no current model to compare with"]
     r, k = cfg.refresh, max(cfg.evaluate.k)
+    alpha = 1 - cfg.evaluate.confidence
+    paired = r.gate_test == "paired" and tests is not None
+
+    def noise(metric: str) -> str | None:
+        t = (tests or {}).get(metric)
+        if paired and t is not None and t["p_value"] >= alpha:
+            return f" but within noise (p = {t['p_value']:.3f}), kept"
+        return None
+
     reasons, ok = [], True
     if new["rmse"] > cur["rmse"] + r.max_rmse_increase:
-        ok = False
-        reasons.append(f"RMSE {new['rmse']:.4f} > current {cur['rmse']:.4f} + {r.max_rmse_increase}")
+        why = noise("rmse")
+        ok = ok and why is not None
+        reasons.append(f"RMSE {new['rmse']:.4f} > current {cur['rmse']:.4f} + {r.max_rmse_increase}{why or ''}")
     else:
         reasons.append(f"RMSE {new['rmse']:.4f} vs current {cur['rmse']:.4f}")
     key = f"ndcg@{k}"
     if key in new and key in cur:
         if new[key] < cur[key] * (1 - r.max_ndcg_drop):
-            ok = False
-            reasons.append(f"{key} {new[key]:.4f} < current {cur[key]:.4f} - {r.max_ndcg_drop:.0%}")
+            why = noise(key)
+            ok = ok and why is not None
+            reasons.append(f"{key} {new[key]:.4f} < current {cur[key]:.4f} - {r.max_ndcg_drop:.0%}{why or ''}")
         else:
             reasons.append(f"{key} {new[key]:.4f} vs current {cur[key]:.4f}")
     return ok, reasons
@@ -211,15 +241,24 @@ def refresh(cfg: Config) -> dict:
             log.warning("run: split.method is none: no holdout, %s promoted without a quality gate", candidate)
             ok, reasons, m_new, m_cur = True, ["no holdout (split.method none)"], {}, None
         else:
-            m_new = score_on_holdout(cfg, cat, candidate) or {}
-            m_cur, cur_note = None, None
+            got = holdout_scores(cfg, cat, candidate)
+            m_new, us_new = got if got is not None else ({}, None)
+            m_cur, us_cur, cur_note = None, None, None
             if current is not None:
                 try:
-                    m_cur = score_on_holdout(cfg, cat, current)
+                    got = holdout_scores(cfg, cat, current)
+                    m_cur, us_cur = got if got is not None else (None, None)
                 except ModelError as exc:  # gone, damaged or of an old format: it cannot serve either
                     cur_note = f"current model {current} could not be scored ({exc})"
                     log.warning("run: %s", cur_note)
-            ok, reasons = gate(m_new, m_cur, cfg)
+            tests = None
+            if cfg.refresh.gate_test == "paired" and us_new is not None and us_cur is not None:
+                from movierec.evaluation.stats import paired
+
+                tests = paired(us_new, us_cur, ["rmse", f"ndcg@{max(cfg.evaluate.k)}"], cfg.evaluate.bootstrap_rounds,
+                               cfg.evaluate.bootstrap_seed, cfg.evaluate.confidence)
+                summary["paired_test"] = tests
+            ok, reasons = gate(m_new, m_cur, cfg, tests)
             if cur_note:
                 reasons.append(cur_note)
         summary["metrics"] = {"new": m_new, "current": m_cur}

@@ -70,10 +70,11 @@ def test_truncated_last_line_and_extra_fields(tmp_path):
 
 
 def test_social_self_loops_and_negative_weights(tmp_path):
-    p = write(tmp_path, "user_id,friend_id,weight\n1,1,1\n1,2,-3\n1,3,0.5\n", "social.csv")
+    p = write(tmp_path, "user_id,friend_id,weight\n1,1,1\n1,2,-3\n1,3,0.5\n1,4,0\n", "social.csv")
     res = read_table(p, SOCIAL)
     assert res.valid["friend_id"].tolist() == ["3"]
-    assert set(res.quarantine["reason"]) == {"self-loop (user_id equals friend_id)", "negative weight"}
+    assert set(res.quarantine["reason"]) == {"self-loop (user_id equals friend_id)",
+                                             "weight must be positive (0 or less is no trust)"}
 
 
 def test_empty_review_text_quarantined_and_text_normalised(tmp_path):

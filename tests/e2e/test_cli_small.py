@@ -36,11 +36,14 @@ def test_loved_genre_comes_first(tmp_path):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_both_trainers_through_the_cli(trained_small, optimizer, tmp_path):
-    r = run_cli("evaluate", "--config", str(trained_small), "--format", "json", f"model.optimizer={optimizer}",
-                f"workdir={tmp_path / optimizer}", "model.learning_rate=0.01")
+    r = run_cli("--log-format", "json", "evaluate", "--config", str(trained_small), "--format", "json",
+                f"model.optimizer={optimizer}", f"workdir={tmp_path / optimizer}", "model.learning_rate=0.01")
     assert r.returncode == 0, r.stderr
     m = json.loads(r.stdout)
     assert m["rmse"] < m["baselines"]["bias"]["rmse"], (optimizer, m["rmse"], m["baselines"]["bias"]["rmse"])
+    # every log line is JSON: TensorFlow's own C++ lines are quieted at the source
+    for line in r.stderr.splitlines():
+        assert json.loads(line)["message"], line
 
 
 def test_kfold_reports_mean_and_folds(trained_small, tmp_path):
@@ -193,10 +196,37 @@ def test_data_download_from_local_server(tmp_path):
         r = run_cli("data", "download", "movielens-100k", "--to", str(tmp_path / "dl"), "--url", url)
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["ratings"] == 3
+        assert "next: movierec evaluate --config configs/movielens-100k.yaml" in r.stderr
         r = run_cli("data", "download", "movielens-100k", "--to", str(tmp_path / "dl2"), "--url", url + ".missing")
-        assert r.returncode == 65 and "could not download" in r.stderr
+        assert r.returncode == 65 and "could not download" in r.stderr and "data import movielens-100k" in r.stderr
+        # a pinned digest that does not match: nothing is written
+        r = run_cli("data", "download", "movielens-100k", "--to", str(tmp_path / "dl3"), "--url", url,
+                    "--sha256", "0" * 64)
+        assert r.returncode == 65 and "sha256" in r.stderr and not (tmp_path / "dl3").exists()
+        # plain http to another machine is refused
+        r = run_cli("data", "download", "movielens-100k", "--to", str(tmp_path / "dl4"), "--url",
+                    "http://example.org/ml-100k.zip")
+        assert r.returncode == 65 and "https" in r.stderr
     finally:
         server.shutdown()
+
+
+def test_download_size_limit(tmp_path, monkeypatch):
+    import io
+
+    from movierec.data import datasets
+    from movierec.errors import DataError
+
+    class Big(io.BytesIO):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", lambda url, timeout: Big(b"x" * 5000))
+    with pytest.raises(DataError, match="larger than"):
+        datasets._fetch("https://example.org/a.zip", tmp_path / "a.zip", 10, limit=4096)
 
 
 def test_filmtrust_import(tmp_path):

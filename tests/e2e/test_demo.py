@@ -52,14 +52,15 @@ def test_recommend_json_returns_unseen_movies(demo_workdir):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["user_id"] == "u00001" and out["fallback"] is None and len(out["items"]) == 7
-    assert {"movie_id", "title", "score", "explanation"} <= set(out["items"][0])
+    assert {"movie_id", "title", "predicted_rating", "rank_score", "explanation"} <= set(out["items"][0])
+    assert all(1 <= it["predicted_rating"] <= 5 for it in out["items"])
     ratings = pd.read_csv(ROOT / "data" / "demo" / "ratings.csv", dtype=str)
     rated = set(ratings.loc[ratings.user_id == "u00001", "movie_id"])
     # the model excludes the movies of its training part: none of them comes back
     train_seen = _train_seen(demo_workdir, "u00001")
     assert train_seen and not {it["movie_id"] for it in out["items"]} & train_seen
     assert train_seen <= rated
-    scores = [it["score"] for it in out["items"]]
+    scores = [it["rank_score"] for it in out["items"]]
     assert scores == sorted(scores, reverse=True)
 
 
@@ -75,14 +76,39 @@ def test_unknown_user_gets_flagged_popularity(demo_workdir):
     r = run_cli("recommend", "--config", CFG, "--user", "nobody-here", "--format", "json", f"workdir={demo_workdir}")
     out = json.loads(r.stdout)
     assert r.returncode == 0 and out["fallback"] == "popularity" and len(out["items"]) == 10
+    # the rank score is a count of ratings, never shown as stars; the predicted rating is the
+    # model's own for a viewer it knows nothing about, on the rating scale
+    counts = [it["rank_score"] for it in out["items"]]
+    assert counts == sorted(counts, reverse=True) and counts[0] > 50 and all(c == int(c) for c in counts)
+    assert all(1 <= it["predicted_rating"] <= 5 for it in out["items"])
+    table = run_cli("recommend", "--config", CFG, "--user", "nobody-here", f"workdir={demo_workdir}").stdout
+    assert "ratings" in table.splitlines()[1] and "predicted" in table.splitlines()[1]
+
+
+def test_explanations_are_worth_reading(demo_workdir):
+    """No evidence below the threshold, a cited movie shared by at most two picks, and an
+    honest reason where no rated movie moves the score."""
+    from movierec.explain import MIN_EFFECT
+
+    for user in ("u00010", "u00500", "u01500", "u02500"):
+        out = json.loads(run_cli("recommend", "--config", CFG, "--user", user, "--explain", "--format", "json",
+                                 f"workdir={demo_workdir}").stdout)
+        cited = [e["movie_id"] for it in out["items"] for e in it["evidence"]["similar_rated"]]
+        assert all(e["score_drop"] >= MIN_EFFECT for it in out["items"] for e in it["evidence"]["similar_rated"])
+        assert max([cited.count(m) for m in cited] + [0]) <= 2
+        assert all(it["explanation"] for it in out["items"])  # every pick has its reason, said plainly
 
 
 def test_recommend_formats(demo_workdir):
     r = run_cli("recommend", "--config", CFG, "--user", "u00002", "--format", "csv", f"workdir={demo_workdir}")
     lines = r.stdout.strip().splitlines()
-    assert lines[0] == "rank,movie_id,title,year,genres,score" and len(lines) == 11
+    assert lines[0] == "rank,movie_id,title,year,genres,predicted_rating,rank_score" and len(lines) == 11
+    assert all(1 <= float(line.split(",")[-2]) <= 5 for line in lines[1:])
     r = run_cli("recommend", "--config", CFG, "--user", "u00002", f"workdir={demo_workdir}")
-    assert "Top 10 for user u00002" in r.stdout and "(" in r.stdout
+    assert "Top 10 for user u00002" in r.stdout and "predicted" in r.stdout and "rank score" in r.stdout
+    row = r.stdout.splitlines()[2]
+    year = row.split("(")[-1].split(")")[0]
+    assert row.count(year) == 1  # the year once, in the title
 
 
 def test_recommend_all_users(demo_workdir, tmp_path):
@@ -136,12 +162,25 @@ def test_evaluate_beats_global_mean(demo_workdir, tmp_path):
     assert m["baselines"]["popularity"]["novelty"] < m["novelty"]  # the model reaches past the head
     assert m["fairness"]["largest"] in ("gender", "age", "activity")
     assert set(m["ablations"]) == {"no_sentiment", "no_social"}
+    # every metric with its interval; every comparison with a paired test and a verdict
+    for key in ("rmse", "mae", "ndcg@10", "precision@10"):
+        lo, hi = m["ci"][key]
+        assert lo < m[key] < hi
+    assert set(m["significance"]) == {"global_mean", "popularity", "bias", "no_sentiment", "no_social"}
+    assert m["significance"]["global_mean"]["rmse"]["p_value"] < 0.05
+    assert m["significance"]["global_mean"]["verdict"].startswith("global_mean: the model is better")
+    for name, t in m["significance"].items():
+        assert 0 < t["rmse"]["p_value"] <= 1 and t["verdict"].startswith(name)
+    assert "activity=new (no training ratings)" in m["groups"] or m["data"]["users"] == 3000
+    assert all("significant" in e["ndcg@10"] for c, e in m["fairness"].items() if c != "largest")
     # the report: every section, every plot a real PNG, the same numbers as metrics.json
     rep = tmp_path / "rep"
     md = (rep / "report.md").read_text()
     for section in ("## Summary", "## Accuracy", "## Beyond accuracy", "## Fairness", "Training and validation loss",
-                    "Precision@K", "popularity decile", "per user group", "(largest gap)"):
+                    "Precision@K", "popularity decile", "per user group", "Is the difference real?",
+                    "95% CI", "Hyperparameters: factors 32", "Data: 99,", "Date: "):
         assert section in md, section
+    assert m["significance"]["no_social"]["verdict"] in md
     for png in ("learning_curves.png", "accuracy.png", "precision_recall.png", "long_tail.png", "groups.png"):
         data = (rep / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, png

@@ -14,7 +14,7 @@ import pytest
 
 from movierec.pipeline import workdir_lock
 from movierec.registry import Registry
-from tests.conftest import make_data, run_cli, tiny_classifier, tree_snapshot, write_config
+from tests.conftest import clone_site, make_data, run_cli, tiny_classifier, tree_snapshot, write_config
 
 
 @pytest.fixture(scope="module")
@@ -22,17 +22,24 @@ def tiny_model(tmp_path_factory):
     return tiny_classifier(tmp_path_factory.mktemp("tiny") / "model")
 
 
-@pytest.fixture
-def site(tmp_path, tiny_model):
+@pytest.fixture(scope="module")
+def trained_site(tmp_path_factory, tiny_model):
     """Small data with every file, a fast local sentiment model, one promoted model."""
-    data = make_data(tmp_path / "data", n_users=200, n_movies=100, seed=5)
-    cfg = write_config(tmp_path / "c.yaml", data, tmp_path / "work",
+    base = tmp_path_factory.mktemp("site")
+    data = make_data(base / "data", n_users=200, n_movies=100, seed=5)
+    cfg = write_config(base / "c.yaml", data, base / "work",
                        sentiment={"enabled": True, "model": str(tiny_model)},
                        model={"factors": 8, "epochs": 15, "social_reg": 0.05},
                        refresh={"keep": 3})
     r = run_cli("run", "--config", str(cfg))
     assert r.returncode == 0, r.stderr
-    return cfg, data, tmp_path / "work"
+    return cfg
+
+
+@pytest.fixture
+def site(tmp_path, trained_site):
+    """A test's own copy of the trained site."""
+    return clone_site(trained_site, tmp_path / "site")
 
 
 def current(work: Path) -> str:

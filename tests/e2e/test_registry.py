@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from movierec.registry import FORMAT, Registry
-from tests.conftest import ROOT, make_data, run_cli, tree_snapshot, write_config
+from tests.conftest import ROOT, clone_site, make_data, run_cli, tree_snapshot, write_config
 
 CFG = str(ROOT / "configs" / "default.yaml")
 
@@ -118,14 +118,20 @@ def test_evaluate_never_changes_what_serves(trained_small, tmp_path):
 
 
 # ----------------------------------------------------------------------------- self-contained versions
-@pytest.fixture
-def site(tmp_path):
-    data = make_data(tmp_path / "data", n_users=200, n_movies=100, seed=5)
-    cfg = write_config(tmp_path / "c.yaml", data, tmp_path / "work",
+@pytest.fixture(scope="module")
+def trained_site(tmp_path_factory):
+    base = tmp_path_factory.mktemp("site")
+    data = make_data(base / "data", n_users=200, n_movies=100, seed=5)
+    cfg = write_config(base / "c.yaml", data, base / "work",
                        model={"factors": 8, "epochs": 15, "social_reg": 0.1}, refresh={"keep": 5})
     r = run_cli("run", "--config", str(cfg))
     assert r.returncode == 0, r.stderr
-    return cfg, data, tmp_path / "work"
+    return cfg
+
+
+@pytest.fixture
+def site(tmp_path, trained_site):
+    return clone_site(trained_site, tmp_path / "site")
 
 
 def _ties(data: Path) -> dict[str, set]:
@@ -145,7 +151,7 @@ def _cited(cfg, user) -> list[str]:
 def test_explanations_cite_true_ties_after_a_rejected_run_and_a_rollback(site):
     cfg, data, work = site
     ties = _ties(data)
-    users = ["u00001", "u00002", "u00005", "u00010"]
+    users = ["u00001", "u00005"]
     assert sum(len(_cited(cfg, u)) for u in users) > 0
     v1 = current(work)
     # a new user whose id sorts first shifts every dense index of the workdir's artifacts

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -104,10 +105,11 @@ def train(config_path: str, overrides: tuple[str, ...]) -> None:
 @CONFIG_OPT
 @click.option("--user", "user_id", help="User id to recommend for.")
 @click.option("--all", "all_users", is_flag=True, help="Recommend for every user (needs --output).")
-@click.option("--output", type=click.Path(dir_okay=False), help="Output file for --all (.csv or .parquet).")
-@click.option("--ratings", "ratings_file", type=click.Path(dir_okay=False, allow_dash=True),
-              help="Ratings (movie_id,rating CSV, or - for a JSON list on stdin) of a user the model has not seen.")
-@click.option("-n", type=int, default=None, help="List length (default: recommend.n).")
+@click.option("--output", help="Output of --all: a .csv or .parquet file, or - for CSV on stdout.")
+@click.option("--ratings", "ratings_file", type=click.Path(dir_okay=True, allow_dash=True),
+              help="Ratings (movie_id,rating CSV in data.delimiter, or - for a JSON list on stdin): fold in a "
+                   "new user, or add to a known user's ratings.")
+@click.option("-n", type=click.IntRange(min=1), default=None, help="List length (default: recommend.n).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
 @click.option("--explain", is_flag=True, help="Give each movie the reasons the model had for it (--user only).")
 @OVERRIDES
@@ -115,16 +117,29 @@ def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, exp
     """Top-N movies for one user, a new user (--ratings), or every user (--all)."""
     import pandas as pd
 
-    from movierec.errors import DataError
-
     cfg = _load(config_path, overrides)
     n = n or cfg.recommend.n
     if all_users == bool(user_id):
         raise click.UsageError("give exactly one of --user ID or --all")
+    if all_users:
+        if explain or ratings_file:
+            raise click.UsageError("--explain and --ratings work with --user, not with --all")
+        if not output:
+            raise click.UsageError("--all needs --output PATH (.csv or .parquet, or - for CSV on stdout)")
+        special = output == "-" or (Path(output).exists() and not Path(output).is_file())  # -, /dev/stdout
+        if not special and Path(output).suffix.lower() not in (".csv", ".parquet"):
+            raise click.UsageError(f"--output {output}: give a .csv or .parquet file (or - for CSV on stdout)")
+    elif output:
+        raise click.UsageError("--output is for --all; one user's list goes to stdout (--format table|json|csv)")
     if user_id:
         from movierec.privacy import maybe_pseudonym
 
         user_id = maybe_pseudonym(user_id, cfg.privacy)  # ids in the model are pseudonyms too
+    rows = None
+    if ratings_file:
+        from movierec.data.readers import read_user_ratings
+
+        rows = read_user_ratings(ratings_file, delimiter=cfg.data.delimiter, encoding=cfg.data.encoding)
     from movierec.feedback import read_events_since
     from movierec.privacy import check_key
     from movierec.registry import Registry
@@ -134,49 +149,54 @@ def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, exp
     # feedback recorded since the version was trained: folded in at once, not at the next run
     events = read_events_since(cfg.workdir, bundle.meta.get("feedback"))
     if all_users:
-        if not output:
-            raise click.UsageError("--all needs --output PATH (.csv or .parquet)")
-        t0 = time.perf_counter()
-        df = bundle.recommend_all(n, cfg.recommend.exclude_seen, events=events,
-                                  feedback_weight=cfg.recommend.feedback_weight)
-        from movierec.catalog import atomic_path
-
-        with atomic_path(output) as tmp:
-            if output.endswith(".parquet"):
-                df.to_parquet(tmp, index=False)
-            else:
-                df.to_csv(tmp, index=False)
-        log.info("recommend: %d users x %d movies written to %s in %.2fs", df["user_id"].nunique(), n, output,
-                 time.perf_counter() - t0)
+        _recommend_all(bundle, cfg, n, events, output)
         return
     if events is not None:
         events = events[events["user_id"].astype(str).str.strip() == user_id]
-    if ratings_file:
-        if ratings_file == "-":
-            try:
-                rows = pd.DataFrame(json.load(sys.stdin))
-            except (json.JSONDecodeError, ValueError) as exc:
-                raise DataError(f"stdin: not a JSON list of {{movie_id, rating}} objects ({exc})") from exc
-        else:
-            try:
-                rows = pd.read_csv(ratings_file, dtype=str)
-            except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-                raise DataError(f"{ratings_file}: cannot read ratings ({exc})") from exc
-        missing = {"movie_id", "rating"} - set(rows.columns)
-        if missing:
-            raise DataError(f"{ratings_file}: missing column(s) {', '.join(sorted(missing))}")
-        result = bundle.recommend_ratings(user_id, rows, n)
+    new_user = bundle.user_index(user_id) < 0
+    if rows is not None:
+        rows = bundle.check_ratings(rows, "stdin" if ratings_file == "-" else ratings_file)
+        given = rows.assign(user_id=user_id)
+        # a known user's --ratings join their own (and feedback since training), never replace them
+        events = given if events is None else pd.concat([events, given], ignore_index=True)
+    if rows is not None and new_user:
+        result = bundle.recommend_ratings(user_id, events[events["rating"].notna()].drop_duplicates(
+            "movie_id", keep="last")[["movie_id", "rating"]], n,
+            exclude=bundle.movie_ids.get_indexer(events["movie_id"].astype(str)))
     else:
         result = bundle.recommend_user(user_id, n, cfg.recommend.exclude_seen, events=events,
                                        feedback_weight=cfg.recommend.feedback_weight)
-        if explain:
-            from movierec.explain import explain as add_reasons
+    if rows is not None:
+        result["ratings_given"] = int(len(rows))
+    if explain:
+        from movierec.explain import explain as add_reasons
 
-            new = bundle._event_pairs(events)
-            new = new[new["rating"].notna()]
-            add_reasons(bundle, user_id, result["items"], threshold=cfg.evaluate.relevance_threshold,
-                        new_ratings=dict(zip(new["m"].tolist(), new["rating"].tolist())))
+        new_ratings = {}  # feedback and --ratings since training: the user's ratings too (latest wins)
+        if events is not None and len(events):
+            rated = events[pd.to_numeric(events["rating"], errors="coerce").notna()]
+            idx = bundle.movie_ids.get_indexer(rated["movie_id"].astype(str).str.strip())
+            new_ratings = {int(i): float(r) for i, r in zip(idx, pd.to_numeric(rated["rating"])) if i >= 0}
+        add_reasons(bundle, user_id, result["items"], threshold=cfg.evaluate.relevance_threshold,
+                    new_ratings=new_ratings)
     _print_recs(result, fmt)
+
+
+def _recommend_all(bundle, cfg, n: int, events, output: str) -> None:
+    from movierec.catalog import atomic_path
+
+    t0 = time.perf_counter()
+    df = bundle.recommend_all(n, cfg.recommend.exclude_seen, events=events,
+                              feedback_weight=cfg.recommend.feedback_weight)
+    if output == "-":
+        df.to_csv(sys.stdout, index=False)
+    else:
+        with atomic_path(output) as tmp:
+            if output.lower().endswith(".parquet"):
+                df.to_parquet(tmp, index=False)
+            else:
+                df.to_csv(tmp, index=False)
+    log.info("recommend: %d users x %d movies written to %s in %.2fs", df["user_id"].nunique(), n,
+             "stdout" if output == "-" else output, time.perf_counter() - t0)
 
 
 def _print_recs(result: dict, fmt: str) -> None:
@@ -190,16 +210,26 @@ def _print_recs(result: dict, fmt: str) -> None:
         import csv
 
         w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(["rank", "movie_id", "title", "year", "genres", "score"])
+        w.writerow(["rank", "movie_id", "title", "year", "genres", "predicted_rating", "rank_score"])
         for k, it in enumerate(items, 1):
-            w.writerow([k, it["movie_id"], it["title"], it["year"] or "", it["genres"], it["score"]])
+            w.writerow([k, it["movie_id"], it["title"], it["year"] or "", it["genres"],
+                        "" if it["predicted_rating"] is None else it["predicted_rating"], it["rank_score"]])
         return
-    note = f"  (fallback: {result['fallback']})" if result.get("fallback") else ""
+    fallback = result.get("fallback")
+    note = f"  (fallback: {fallback})" if fallback else ""
+    if result.get("feedback_events"):
+        note += f"  ({result['feedback_events']} feedback events since the model was trained folded in)"
     click.echo(f"Top {len(items)} for user {result['user_id']}{note}")
-    width = max([len(it["title"]) for it in items] + [5])
-    click.echo(f"{'#':>3}  {'title':<{width}}  {'year':>4}  {'genres':<30}  {'score':>6}")
-    for k, it in enumerate(items, 1):
-        click.echo(f"{k:>3}  {it['title']:<{width}}  {it['year'] or '':>4}  {it['genres'][:30]:<30}  {it['score']:>6.2f}")
+    # the year is part of most titles already; show it only where the title lacks it
+    titles = [it["title"] if not it["year"] or f"({it['year']})" in it["title"] else f"{it['title']} ({it['year']})"
+              for it in items]
+    width = max([len(t) for t in titles] + [5])
+    rank_head = "ratings" if fallback == "popularity" else "rank score"
+    click.echo(f"{'#':>3}  {'title':<{width}}  {'genres':<30}  {'predicted':>9}  {rank_head:>10}")
+    for k, (it, title) in enumerate(zip(items, titles), 1):
+        pred = "" if it["predicted_rating"] is None else f"{it['predicted_rating']:.2f}"
+        rank = f"{it['rank_score']:.0f}" if fallback == "popularity" else f"{it['rank_score']:.3f}"
+        click.echo(f"{k:>3}  {title:<{width}}  {it['genres'][:30]:<30}  {pred:>9}  {rank:>10}")
         if it.get("explanation"):
             click.echo(f"{'':>5}{it['explanation']}")
 
@@ -224,7 +254,8 @@ def evaluate(config_path, fmt, output, compare_ref, overrides) -> None:
     if compare_ref:  # fail before the (long) evaluation when the reference is missing
         other_name, other = load_other_metrics(compare_ref, Path(cfg.workdir) / "models")
     with workdir_lock(cfg.workdir):
-        result = run_eval(cfg)
+        # a version: also a paired test against its holdout model on the same test users
+        result = run_eval(cfg, compare_version=None if Path(compare_ref or "").is_file() else compare_ref)
     if compare_ref:
         comparison = (other_name, compare(result, other, cfg.evaluate.k))
         result["compared_with"] = {"name": other_name,
@@ -284,8 +315,10 @@ def feedback(config_path, user_id, movie_id, rating, comment, share_with, overri
         raise click.UsageError("give at least one of --rating, --comment, --share-with")
     if not user_id.strip() or not movie_id.strip():
         raise click.UsageError("--user and --movie must not be empty")
+    from movierec.feedback import check_event, known_catalogue
     from movierec.privacy import maybe_pseudonym
 
+    check_event(movie_id, rating, *known_catalogue(cfg))
     hashed = cfg.privacy.pseudonymize_ids
     event = append_event(cfg.workdir, maybe_pseudonym(user_id, cfg.privacy), movie_id, rating, comment,
                          maybe_pseudonym(share_with, cfg.privacy) if share_with else None, pseudonymized=hashed)
@@ -392,7 +425,7 @@ def score_text(config_path, input_path, text_column, output, overrides) -> None:
         raise DataError(f"{input_path}: cannot read as CSV ({exc})") from exc
     if text_column not in df.columns:
         raise DataError(f"{input_path}: no column {text_column!r} (found: {', '.join(df.columns)})")
-    scores = score_unique(df[text_column], load_scorer(cfg.sentiment))
+    scores = score_unique(df[text_column], load_scorer(cfg.sentiment), cfg.sentiment.max_chars)
     df["sentiment"] = scores.round(4)
     df["sentiment_label"] = label_scores(scores, cfg.sentiment.neutral_band)
     with atomic_path(output) as tmp:
@@ -408,13 +441,15 @@ def data() -> None:
 @data.command("download")
 @click.argument("name")
 @click.option("--to", "dst", required=True, type=click.Path(file_okay=False))
-@click.option("--url", default=None, help="Fetch from this address instead of the public one.")
-def data_download(name, dst, url) -> None:
+@click.option("--url", default=None, help="Fetch from this https address (a mirror) instead of the public one.")
+@click.option("--sha256", default=None, help="The archive's expected sha256 (a pin; checked before importing).")
+def data_download(name, dst, url, sha256) -> None:
     """Download NAME (movielens-100k, movielens-latest-small, filmtrust) to DIR."""
-    from movierec.data.datasets import download_dataset
+    from movierec.data.datasets import download_dataset, next_step
 
-    counts = download_dataset(name, dst, url)
+    counts = download_dataset(name, dst, url, sha256=sha256)
     click.echo(json.dumps(counts))
+    log.info("data: %s", next_step(name, dst))
 
 
 @data.command("import")
@@ -423,16 +458,65 @@ def data_download(name, dst, url) -> None:
 @click.option("--to", "dst", required=True, type=click.Path(file_okay=False))
 def data_import(name, src, dst) -> None:
     """Convert a local copy (folder or zip) of NAME to the canonical CSVs in DIR."""
-    from movierec.data.datasets import import_dataset
+    from movierec.data.datasets import import_dataset, next_step
 
     counts = import_dataset(name, src, dst)
     click.echo(json.dumps(counts))
+    log.info("data: %s", next_step(name, dst))
+
+
+_NATIVE_CAPTURED = False
+
+
+def _capture_native_stderr() -> None:
+    """Route what native libraries write straight to file descriptor 2 (TensorFlow's and
+    absl's C++ lines, CUDA probes) into the log at debug level, so that stderr holds only
+    movierec's log lines (one JSON document each with --log-format json). Python's own
+    sys.stderr keeps the real stream. Once per process, for the console command only."""
+    global _NATIVE_CAPTURED
+    if _NATIVE_CAPTURED:
+        return
+    import threading
+
+    try:
+        real = os.dup(2)
+        sys.stderr.flush()
+        sys.stderr = os.fdopen(real, "w", buffering=1, encoding=sys.stderr.encoding or "utf-8",
+                               errors="backslashreplace")
+        for h in logging.getLogger().handlers:
+            if isinstance(h, logging.StreamHandler):
+                h.setStream(sys.stderr)
+        r, w = os.pipe()
+        os.dup2(w, 2)
+        os.close(w)
+    except (OSError, ValueError):  # no usable stderr: leave it as it is
+        return
+    _NATIVE_CAPTURED = True
+    native = logging.getLogger("movierec.native")
+
+    def pump() -> None:
+        with os.fdopen(r, "rb") as fh:
+            for raw in fh:
+                line = raw.decode("utf-8", errors="replace").rstrip()
+                if line:
+                    native.debug("%s", line)
+
+    threading.Thread(target=pump, name="native-stderr", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the CLI and maps movierec errors to the documented exit codes."""
+    if argv is None:
+        _capture_native_stderr()
     try:
         cli.main(args=argv, prog_name="movierec", standalone_mode=False)
+        sys.stdout.flush()  # a closed pipe shows here, not as a traceback at exit
+    except SystemExit:
+        from click.utils import PacifyFlushWrapper
+
+        if isinstance(sys.stdout, PacifyFlushWrapper):  # click met a closed stdout (EPIPE) and exits 1
+            sys.exit(0)
+        raise
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
@@ -446,6 +530,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
+    except BrokenPipeError:
+        # the reader of stdout went away (`movierec ... | head`): that is not a failure
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+    except OSError as exc:  # a file that cannot be read or written, named
+        where = f"{exc.filename}: " if exc.filename else ""
+        click.echo(f"error: {where}{exc.strerror or exc}", err=True)
+        sys.exit(EXIT_FAILURE)
     except Exception as exc:  # noqa: BLE001 - last resort: a message, not a bare traceback
         if logging.getLogger().level <= logging.DEBUG:
             traceback.print_exc()

@@ -10,12 +10,12 @@ critics as users, fresh/rotten as 1/0, quotes as review texts; import only).
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 import urllib.request
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from movierec.errors import DataError
@@ -152,8 +152,47 @@ def import_dataset(name: str, src: str | Path, dst: str | Path) -> dict[str, int
     return IMPORTERS[name](src, dst)
 
 
-def download_dataset(name: str, dst: str | Path, url: str | None = None, timeout: float = 60.0) -> dict[str, int]:
-    """Fetch the public archive of a known data set over HTTP(S), then import it."""
+#: how each downloaded archive is checked: a published digest, or the address of the digest
+#: file GroupLens publishes beside an archive that changes (the "latest" sets)
+CHECKSUMS: dict[str, tuple[str, str] | None] = {
+    "movielens-100k": ("md5", "0e33842e24a9c977be4e0107933c0723"),
+    "movielens-latest-small": ("md5-url", URLS["movielens-latest-small"] + ".md5"),
+    "filmtrust": None,  # no digest is published: pin one with --sha256
+}
+MAX_DOWNLOAD_BYTES = 500 * 1024 * 1024
+
+
+def _fetch(url: str, dest: Path, timeout: float, limit: int = MAX_DOWNLOAD_BYTES) -> dict[str, str]:
+    """Stream ``url`` (https only) to ``dest``, at most ``limit`` bytes; returns its digests."""
+    import hashlib
+
+    from urllib.parse import urlparse
+
+    parts = urlparse(url)
+    loopback = parts.hostname in ("localhost", "::1") or (parts.hostname or "").startswith("127.")
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise DataError(f"{url}: only https:// addresses are fetched (a plain http download can be altered "
+                        "on the way; http is allowed for a mirror on this machine only)")
+    md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    size = 0
+    with urllib.request.urlopen(url, timeout=timeout) as resp, open(dest, "wb") as fh:
+        while block := resp.read(1 << 20):
+            size += len(block)
+            if size > limit:
+                raise DataError(f"{url}: larger than {limit // (1024 * 1024)} MB; not a known data set archive")
+            md5.update(block)
+            sha.update(block)
+            fh.write(block)
+    return {"md5": md5.hexdigest(), "sha256": sha.hexdigest()}
+
+
+def download_dataset(name: str, dst: str | Path, url: str | None = None, timeout: float = 60.0,
+                     sha256: str | None = None) -> dict[str, int]:
+    """Fetch the public archive of a known data set over HTTPS, check it, then import it.
+
+    The archive is checked against its published digest (``CHECKSUMS``) or ``sha256`` when
+    given; at most ``MAX_DOWNLOAD_BYTES`` are read.
+    """
     if name not in URLS:
         raise DataError(f"unknown data set {name!r}; known: {', '.join(URLS)}")
     url = url or URLS[name]
@@ -161,10 +200,56 @@ def download_dataset(name: str, dst: str | Path, url: str | None = None, timeout
         archive = Path(tmp) / "archive.zip"
         log.info("downloading %s from %s", name, url)
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp, open(archive, "wb") as fh:
-                shutil.copyfileobj(resp, fh)
+            digests = _fetch(url, archive, timeout)
+            expected = ("sha256", sha256.lower()) if sha256 else CHECKSUMS.get(name)
+            if expected is not None and expected[0] == "md5-url" and url == URLS[name]:
+                listed = Path(tmp) / "archive.md5"
+                _fetch(expected[1], listed, timeout, limit=4096)
+                expected = ("md5", listed.read_text(errors="replace").split()[0].lower())
+        except DataError:
+            raise
         except OSError as exc:
-            raise DataError(f"could not download {name} from {url}: {exc}") from exc
+            raise DataError(
+                f"could not download {name} from {url} ({exc}). Without a network: fetch the archive "
+                f"elsewhere and run `movierec data import {name} --from ARCHIVE.zip --to {dst}`, or give a "
+                "mirror with --url") from exc
+        if expected is None:
+            log.warning("%s publishes no checksum; this archive's sha256 is %s (pin it with --sha256)", name,
+                        digests["sha256"])
+        elif url == URLS[name] or sha256:
+            kind, want = expected
+            if kind in digests and digests[kind] != want:
+                raise DataError(f"{url}: the archive's {kind} is {digests[kind]}, expected {want}: it is not "
+                                f"the published {name}; nothing was written")
         if not zipfile.is_zipfile(archive):
             raise DataError(f"{url} did not return a zip archive")
         return import_dataset(name, archive, dst)
+
+
+#: the config that runs each imported set (relative to the repository's configs/)
+CONFIGS = {"movielens-100k": "configs/movielens-100k.yaml", "filmtrust": "configs/filmtrust.yaml",
+           "rt-critics": "configs/rt-critics.yaml"}
+
+
+def next_step(name: str, dst: str | Path) -> str:
+    """What to run after an import or download into ``dst``."""
+    cfg = CONFIGS.get(name)
+    if cfg:
+        return (f"wrote the {name} CSV files into {dst}; next: movierec evaluate --config {cfg} "
+                f"data.dir={Path(dst).resolve()}")
+    return (f"wrote the {name} CSV files into {dst}; next: point data.dir at it in a config (see "
+            "configs/default.yaml) and run movierec train --config CONFIG")
+
+
+def read_rt_polarity(folder: str | Path) -> tuple[list[str], np.ndarray]:
+    """The rt-polarity sentences and labels (1 positive, 0 negative) of a local copy (research
+    data: benchmarks and the sentiment fine-tuning read it, nothing ships it). The files are
+    Latin-1 and hold 0x85 bytes: the bytes are split on b"\\n" only."""
+    texts, labels = [], []
+    for name, y in (("rt-polarity.pos", 1), ("rt-polarity.neg", 0)):
+        for line in (Path(folder) / name).read_bytes().split(b"\n"):
+            t = line.decode("latin-1").strip()
+            if t:
+                texts.append(t)
+                labels.append(y)
+    return texts, np.array(labels)

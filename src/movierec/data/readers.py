@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from movierec.data.scale import RatingScale
 from movierec.data.schemas import FileSchema
 from movierec.errors import DataError
 
@@ -28,6 +29,7 @@ class ReadResult:
     valid: pd.DataFrame
     quarantine: pd.DataFrame
     total_rows: int
+    scale: RatingScale | None = None  # the ratings file's rating scale (configured or learned)
 
     @property
     def bad_fraction(self) -> float:
@@ -95,12 +97,18 @@ def _read_arrow_typed(path, encoding, delimiter, id_columns, numeric_columns):
     bad: list[tuple[int, str, int]] = []
 
     def on_invalid(row) -> str:
-        bad.append((int(row.number) if row.number is not None else -1, str(row.text)[:200], int(row.actual_columns)))
+        bad.append((int(row.number) if row.number is not None else -1, str(row.text)[:10_000], int(row.actual_columns)))
         return "skip"
 
     enc = "utf8" if encoding.lower().replace("-", "").replace("_", "") == "utf8" else encoding
     with open(path, "rb") as fh:
         head = fh.readline()
+    names = next(csv.reader([head.decode(encoding, errors="replace").rstrip("\r\n")], delimiter=delimiter), [])
+    names = [n.strip().lstrip("\ufeff") for n in names]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataError(f"{path}: line 1: the header names column {twice[0]!r} {names.count(twice[0])} times; "
+                        "every column needs its own name")
     header = pd.read_csv(io.BytesIO(head), sep=delimiter, encoding=encoding, dtype=str, nrows=0, engine="python")
     columns = [str(c) for c in header.columns]
     table = pacsv.read_csv(
@@ -115,7 +123,42 @@ def _read_arrow_typed(path, encoding, delimiter, id_columns, numeric_columns):
                                              strings_can_be_null=False, quoted_strings_can_be_null=False),
     )
     df = table.to_pandas(types_mapper=lambda t: pd.StringDtype("pyarrow") if t == pa.string() else None)
-    return df, bad, head.decode(encoding, errors="replace").rstrip("\r\n")
+    if any(line < 0 for line, _, _ in bad):  # quoted newlines allowed: pyarrow knows no line numbers
+        lines = _line_numbers(path, encoding, [text for _, text, _ in bad])
+        bad = [(line if line >= 0 else (found or -1), text, n) for (line, text, n), found in zip(bad, lines)]
+    return df, [(line, text[:200], n) for line, text, n in bad], head.decode(encoding, errors="replace").rstrip("\r\n")
+
+
+def _line_numbers(path: Path, encoding: str, texts: list[str], chunk: int = 1 << 24) -> list[int | None]:
+    """The line on which each of ``texts`` (rows, in file order) starts; None where not found.
+
+    One streaming pass over the file, only when a file has ragged rows (pyarrow reports no
+    line numbers once values may hold newlines)."""
+    targets = [t.encode(encoding, errors="replace") for t in texts]
+    out: list[int | None] = [None] * len(targets)
+    k, base, buf = 0, 1, b""
+    with open(path, "rb") as fh:
+        while k < len(targets):
+            block = fh.read(chunk)
+            buf += block
+            while k < len(targets):
+                pos = buf.find(targets[k])
+                while pos > 0 and buf[pos - 1:pos] != b"\n":  # a row starts a line
+                    pos = buf.find(targets[k], pos + 1)
+                if pos < 0:
+                    break
+                out[k] = base + buf.count(b"\n", 0, pos)
+                end = pos + len(targets[k])
+                base += buf.count(b"\n", 0, end)
+                buf = buf[end:]
+                k += 1
+            if not block:
+                break
+            keep = max((len(t) for t in targets[k:]), default=0)
+            if len(buf) > keep:
+                base += buf.count(b"\n", 0, len(buf) - keep)
+                buf = buf[len(buf) - keep:]
+    return out
 
 
 def normalize_id(s: pd.Series) -> pd.Series:
@@ -170,6 +213,8 @@ def read_table(
         DataError: missing/empty/binary file, wrong encoding, missing required column.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a CSV file (the {schema.name} file)")
     if not path.is_file():
         raise DataError(f"{path}: file not found (the {schema.name} file is required)")
     check_text_file(path, encoding)
@@ -207,6 +252,7 @@ def read_table(
             messages[int(r)] = msg if texts is None else str(texts.iloc[k])
         is_bad[rows] = True
 
+    scale = None
     out = pd.DataFrame(index=df.index)
     for c in df.columns:
         if c not in schema.id_columns and c not in schema.numeric and c != "timestamp" and c not in schema.text:
@@ -234,12 +280,21 @@ def read_table(
         flag(~empty & ~nan & ~np.isfinite(num.fillna(0).to_numpy()), f"{c} is not finite")
         if c == "rating":
             lo, hi = rating_range
+            if schema.name == "ratings":
+                from movierec.data.scale import learn_scale
+
+                usable = num.to_numpy(np.float64)[~is_bad]
+                scale = learn_scale(usable, lo, hi) if np.isfinite(usable).any() or lo is not None else None
+                if scale is not None and scale.inferred:  # one absurd value must not become the scale
+                    out_of = (~scale.contains(num.to_numpy(np.float64)) & ~nan & ~empty)
+                    flag(out_of, lambda m, num=num, d=scale.describe(): "rating " + num[m].map("{:g}".format)
+                         + f" is outside the scale of the other ratings ({d}); set data.rating_min/max if it is valid")
             if lo is not None:
                 flag((num < lo).to_numpy(bool), lambda m, num=num, lo=lo: "rating " + num[m].astype(str) + f" below {lo}")
             if hi is not None:
                 flag((num > hi).to_numpy(bool), lambda m, num=num, hi=hi: "rating " + num[m].astype(str) + f" above {hi}")
         if c == "weight":
-            flag((num < 0).to_numpy(bool), "negative weight")
+            flag((num <= 0).to_numpy(bool), "weight must be positive (0 or less is no trust)")
         out[c] = num.astype("float32" if c == "rating" else "float64")
         del raw, num
     if "timestamp" in df.columns:
@@ -267,9 +322,9 @@ def read_table(
             {
                 "row": [-1] * len(bad_rows),
                 "reason": [
-                    f"line {line}: too few fields ({n} of {len(df.columns)}; truncated line?)"
-                    if n < len(df.columns) else
-                    f"line {line}: wrong number of fields ({n}, expected {len(df.columns)})"
+                    f"{'line ' + str(line) if line > 0 else 'line unknown'}: "
+                    + (f"too few fields ({n} of {len(df.columns)}; truncated line?)" if n < len(df.columns)
+                       else f"wrong number of fields ({n}, expected {len(df.columns)})")
                     for line, _, n in bad_rows
                 ],
                 "line": ["" if redact else t for _, t, _ in bad_rows],
@@ -278,7 +333,7 @@ def read_table(
         q = pd.concat([q, extra], ignore_index=True)
     valid = out[~bad_mask].reset_index(drop=True) if is_bad.any() else out
     valid = valid[[c for c in df.columns if c in valid.columns]]
-    return ReadResult(path=path, valid=valid, quarantine=q.reset_index(drop=True), total_rows=total)
+    return ReadResult(path=path, valid=valid, quarantine=q.reset_index(drop=True), total_rows=total, scale=scale)
 
 
 _WS = str.maketrans({c: " " for c in "\t\r\n\x0b\x0c\x85\u2028\u2029"})
@@ -292,3 +347,54 @@ def normalize_text(v: str) -> str:
     if not v.isprintable():
         v = "".join(ch for ch in v if ch.isprintable() or ch == " ")
     return " ".join(v.split())
+
+
+def read_user_ratings(source: str, *, delimiter: str = ",", encoding: str = "utf-8", stdin=None) -> pd.DataFrame:
+    """The ``recommend --ratings`` input: a CSV file with ``movie_id`` and ``rating`` columns (in
+    ``data.delimiter``), or ``-`` for a JSON list of ``{"movie_id", "rating"}`` objects on stdin.
+
+    Returns ``movie_id`` (str) and ``rating`` (float) in input order.
+
+    Raises:
+        DataError: unreadable or empty input, missing columns, a rating that is not a number.
+    """
+    import json
+    import sys
+
+    if source == "-":
+        where = "stdin"
+        try:
+            rows = pd.DataFrame(json.load(stdin or sys.stdin), dtype=object)
+        except (json.JSONDecodeError, ValueError, TypeError) as exc:
+            raise DataError(f"stdin: not a JSON list of {{movie_id, rating}} objects ({exc})") from exc
+    else:
+        where = source
+        p = Path(source)
+        if p.is_dir():
+            raise DataError(f"{p}: is a folder, not a CSV file of ratings")
+        try:
+            rows = pd.read_csv(p, dtype=str, sep=delimiter, encoding=encoding, keep_default_na=False)
+        except pd.errors.EmptyDataError as exc:
+            raise DataError(f"{p}: the file is empty; it needs a header (movie_id{delimiter}rating) and a row "
+                            "per rating") from exc
+        except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+            raise DataError(f"{p}: cannot read ratings ({str(exc).splitlines()[0][:200]})") from exc
+    rows.columns = [str(c).strip().lstrip("\ufeff") for c in rows.columns]
+    missing = [c for c in ("movie_id", "rating") if c not in rows.columns]
+    if missing:
+        hint = ""
+        header = " ".join(rows.columns)
+        for d, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe"), (",", "comma")):
+            if d != delimiter and d in header:
+                hint = f"; the header looks {name}-separated: set data.delimiter (e.g. 'data.delimiter={d}')"
+                break
+        raise DataError(f"{where}: missing column(s) {', '.join(missing)} (found: "
+                        f"{', '.join(rows.columns) or 'none'}); the ratings need movie_id and rating{hint}")
+    if rows.empty:
+        raise DataError(f"{where}: no ratings (a header only); give one row per rated movie")
+    r = pd.to_numeric(rows["rating"].astype(str).str.strip(), errors="coerce").to_numpy(np.float64)
+    bad = ~np.isfinite(r)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{where}: row {k + 1}: rating {rows['rating'].iloc[k]!r} is not a finite number")
+    return pd.DataFrame({"movie_id": rows["movie_id"].astype(str).str.strip().to_numpy(), "rating": r})

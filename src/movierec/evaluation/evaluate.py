@@ -17,6 +17,7 @@ from movierec.catalog import Catalog
 from movierec.config import Config
 from movierec.errors import ConfigError
 from movierec.evaluation import metrics as M
+from movierec.evaluation.stats import UserScores
 from movierec.ranking import top_n
 
 log = logging.getLogger(__name__)
@@ -107,44 +108,81 @@ def score(scorer: Scorer, train: pd.DataFrame, test: pd.DataFrame, n_users: int,
     long-tail profile (for the report's plots)."""
     if users_subset is not None:
         test = test[np.isin(test["user_idx"].to_numpy(), users_subset)]
+    return score_users(scorer, train, test, n_users, n_items, cfg, genre_mat, detail, stats)[0]
+
+
+def score_users(scorer: Scorer, train: pd.DataFrame, test: pd.DataFrame, n_users: int, n_items: int, cfg: Config,
+                genre_mat: np.ndarray | None = None, detail: bool = False,
+                stats: dict | None = None) -> tuple[dict, UserScores | None]:
+    """:func:`score`'s metrics, and the per-user scores they are averages of (for confidence
+    intervals, user groups and paired tests; see :mod:`movierec.evaluation.stats`)."""
     out: dict = {"n_test": int(len(test))}
     if len(test) == 0:
-        return out
-    pred = scorer.predict(test["user_idx"].to_numpy(), test["movie_idx"].to_numpy())
-    out["rmse"] = M.rmse(test["rating"].to_numpy(), pred)
-    out["mae"] = M.mae(test["rating"].to_numpy(), pred)
-    if scorer.vectors is None and scorer.rank_scores is None:
-        return out
+        return out, None
+    t_users = test["user_idx"].to_numpy()
+    users_all = np.unique(t_users)
+    at = np.searchsorted(users_all, t_users)
+    err = test["rating"].to_numpy(np.float64) - scorer.predict(t_users, test["movie_idx"].to_numpy())
+    us = UserScores(users_all, np.bincount(at, minlength=len(users_all)).astype(np.float64),
+                    np.bincount(at, err ** 2, minlength=len(users_all)),
+                    np.bincount(at, np.abs(err), minlength=len(users_all)), np.zeros(len(users_all)))
+    if scorer.vectors is not None or scorer.rank_scores is not None:
+        out.update(_rank_users(scorer, train, test, n_users, n_items, cfg, genre_mat, detail, stats, us))
+    for key, value in us.metrics().items():
+        out.setdefault(key, value)
+    return out, us
+
+
+def _rank_users(scorer: Scorer, train: pd.DataFrame, test: pd.DataFrame, n_users: int, n_items: int, cfg: Config,
+                genre_mat: np.ndarray | None, detail: bool, stats: dict | None, us: UserScores) -> dict:
+    """Top-K lists of the test users with positives; their per-user ranking scores go into
+    ``us``; returns what is not a per-user average (curves, long tail, users ranked)."""
     pos = test[test["rating"] >= cfg.evaluate.relevance_threshold]
     users = np.unique(pos["user_idx"].to_numpy())
     if cfg.evaluate.max_users and len(users) > cfg.evaluate.max_users:
         users = np.sort(np.random.default_rng(0).choice(users, cfg.evaluate.max_users, replace=False))
     if len(users) == 0:
-        return out
+        return {}
     stats = stats or train_stats(train, n_users, n_items)
-    seen = stats["seen"]
     grouped = pos.groupby("user_idx")["movie_idx"].apply(np.asarray)
     positives = [grouped[u] for u in users]
+    n_pos = np.array([len(p) for p in positives])
     k = max(cfg.evaluate.k)
-    full = _topk(scorer, users, max(k, CURVE_K) if detail else k, seen)
+    full = _topk(scorer, users, max(k, CURVE_K) if detail else k, stats["seen"])
     topk = full[:, :k]
-    out.update(M.ranking_metrics(topk, positives, cfg.evaluate.k, n_items))
-    out["users_ranked"] = int(len(users))
-    tr_items, count, share = stats["items"], stats["count"], stats["share"]
-    out["novelty"] = M.novelty(topk, share)
-    div = M.intra_list_diversity(topk, genre_mat)
-    if div is not None:
-        out["diversity"] = div
-    out["popularity_lift"] = M.popularity_lift(topk, share, tr_items)
     hits = M.hit_matrix(full, positives)
-    out["user_coverage"] = float(hits[:, :k].any(1).mean())
+    per_user = M.ranking_per_user(hits, n_pos, cfg.evaluate.k)
+    share = stats["share"]
+    per_user["novelty"] = -np.log2(np.maximum(share[topk], 1e-9)).mean(1)
+    div = M.diversity_per_list(topk, genre_mat)
+    if div is not None:
+        per_user["diversity"] = div
+    per_user["user_coverage"] = hits[:, :k].any(1).astype(np.float64)
+    per_user["_lift"] = share[topk].mean(1)
+    idx = np.searchsorted(us.users, users)
+    us.ranked[idx] = 1.0
+    for name, values in per_user.items():
+        col = np.zeros(len(us.users))
+        col[idx] = values
+        us.sums[name] = col
+    us.topk, us.n_items = topk, n_items
+    hist = stats["items"]
+    us.lift_den = float(share[hist].mean()) if len(hist) else 0.0
+    out: dict = {"users_ranked": int(len(users))}
     if detail:
-        out["curves"] = M.pr_curve(hits, np.array([len(p) for p in positives]))
-        out["long_tail"] = M.long_tail(topk, count, pos["movie_idx"].to_numpy())
+        out["curves"] = M.pr_curve(hits, n_pos)
+        out["long_tail"] = M.long_tail(topk, stats["count"], pos["movie_idx"].to_numpy())
     return out
 
 
+#: age bands of numeric group columns, in their natural order
+BANDS = (0, 25, 35, 50, 200)
+BAND_LABELS = ("<25", "25-34", "35-49", "50+")
+
+
 def _groups(users: pd.DataFrame, cfg: Config) -> dict[str, np.ndarray]:
+    """Members of each user group (``features.group_columns``); numeric columns in bands,
+    in their natural order."""
     out = {}
     for col in cfg.features.group_columns:
         if col not in users.columns:
@@ -152,20 +190,24 @@ def _groups(users: pd.DataFrame, cfg: Config) -> dict[str, np.ndarray]:
         vals = users[col]
         if pd.api.types.is_numeric_dtype(vals) or pd.to_numeric(vals, errors="coerce").notna().mean() > 0.95:
             v = pd.to_numeric(vals, errors="coerce")
-            bands = pd.cut(v, bins=[0, 25, 35, 50, 200], right=False, labels=["<25", "25-34", "35-49", "50+"])
-            vals = bands.astype(str)
-        for val in sorted(vals.dropna().astype(str).unique()):
+            vals = pd.cut(v, bins=list(BANDS), right=False, labels=list(BAND_LABELS)).astype(str)
+            order = [b for b in BAND_LABELS if (vals == b).any()]
+        else:
+            order = sorted(vals.dropna().astype(str).unique())
+        for val in order:
             if val in ("nan", ""):
                 continue
             out[f"{col}={val}"] = users.loc[vals.astype(str) == val, "user_idx"].to_numpy()
     return out
 
 
-def evaluate(cfg: Config) -> dict:
-    """Metrics for the configured model, baselines, ablations and user groups."""
-    from movierec.pipeline import ablation_configs, ensure, is_fresh, train_for_fold, trained_model_dir
-    from movierec.registry import HOLDOUT, METRICS, Registry
-    from movierec.stages.clean import n_folds, train_test
+def evaluate(cfg: Config, compare_version: str | None = None) -> dict:
+    """Metrics for the configured model, baselines, ablations and user groups, each with a
+    confidence interval; paired tests of the model against every baseline and ablation (and
+    ``compare_version``'s holdout model); fairness gaps with their intervals."""
+    from movierec.pipeline import ensure, is_fresh, trained_model_dir
+    from movierec.registry import HOLDOUT, Registry
+    from movierec.stages.clean import fold_ids
 
     if cfg.split.method == "none":
         raise ConfigError("evaluate needs a test part: set split.method to random, temporal, kfold or given")
@@ -178,56 +220,17 @@ def evaluate(cfg: Config) -> dict:
     if is_fresh("train", cfg, cat):
         v = Registry(cat.models_dir).get(trained_model_dir(cfg).name)
         version = v if v.has(HOLDOUT) else None
-    ratings = cat.read("ratings_clean")
-    users = cat.read("users_clean")
-    n_users, n_items = len(cat.read("user_ids")), len(cat.read("movie_ids"))
-    groups = _groups(users, cfg)
-    genre_mat = _genre_matrix(cat.read("movies_clean"))
-    ablations = ablation_configs(cfg, cfg.evaluate.ablations)
-    per_fold = []
-    history = None
+    ctx = _Context(cfg, cat)
+    folds = fold_ids(cfg)
     from movierec.progress import Progress
 
-    bar = Progress(len(n_folds(cfg)), "evaluate", unit="fold")
-    for fold in n_folds(cfg):
-        train, test = train_test(ratings, fold)
-        st = train_stats(train, n_users, n_items)
-        if fold == cfg.split.fold and version is not None:
-            from movierec.models.mf import MatrixFactorization
-
-            model = MatrixFactorization.load(version.path / HOLDOUT)
-        else:
-            model = train_for_fold(cfg, cat, fold)[0]
-        if fold == cfg.split.fold:
-            history = getattr(model, "history_", None)
-        res = score(model_scorer(model), train, test, n_users, n_items, cfg, genre_mat=genre_mat, stats=st, detail=True)
-        # the rating factorization alone (what peers like Surprise fit); the ranking (watch)
-        # model is a separate model and its seconds are reported beside
-        res["fit_seconds"] = float(model.fit_seconds_ or 0.0)
-        res["ranking_fit_seconds"] = float(getattr(model, "ranking_fit_seconds_", 0.0) or 0.0)
-        if fold == cfg.split.fold and version is not None and not version.has(METRICS):
-            # the version's own holdout scores stay with it (what `status` shows and `--compare
-            # VERSION` reads); `run` writes the same numbers for the versions it gates
-            Registry(cat.models_dir).write_file(version.name, METRICS,
-                                                {k: v for k, v in res.items() if isinstance(v, (int, float))})
-        res["baselines"] = {name: score(s, train, test, n_users, n_items, cfg, genre_mat=genre_mat, stats=st)
-                            for name, s in baseline_scorers(train, n_users, n_items, cfg.evaluate.baselines).items()}
-        res["ablations"] = {}
-        for name, (fcfg, mcfg) in ablations.items():
-            log.info("evaluate: fold %d, ablation %s", fold, name)
-            am = train_for_fold(cfg, cat, fold, features=fcfg, model_cfg=mcfg)[0]
-            asc = model_scorer(am)
-            res["ablations"][name] = score(asc, train, test, n_users, n_items, cfg, genre_mat=genre_mat, stats=st)
-            # the activity groups (cold users above all) with and without the signal
-            res["ablations"][name]["groups"] = {
-                g: score(asc, train, test, n_users, n_items, cfg, users_subset=members, genre_mat=genre_mat, stats=st)
-                for g, members in _activity_groups(train, cfg).items()}
-        ms = model_scorer(model)
-        fold_groups = dict(groups, **_activity_groups(train, cfg))
-        res["groups"] = {g: score(ms, train, test, n_users, n_items, cfg, users_subset=members,
-                                  genre_mat=genre_mat, stats=st)
-                         for g, members in fold_groups.items()}
+    bar = Progress(len(folds), "evaluate", unit="fold")
+    per_fold, scores, history = [], [], None
+    for fold in folds:
+        res, fold_scores, hist = _evaluate_fold(ctx, fold, version if fold == cfg.split.fold else None)
+        history = hist if fold == cfg.split.fold else history
         per_fold.append(res)
+        scores.append(fold_scores)
         log.info("evaluate: fold %d: RMSE %.4f", fold, res.get("rmse", float("nan")))
         bar.update(1)
     bar.close()
@@ -235,14 +238,165 @@ def evaluate(cfg: Config) -> dict:
     if len(per_fold) > 1:
         out["folds"] = [{k: v for k, v in f.items() if k not in ("curves", "long_tail")} for f in per_fold]
         out["curves"], out["long_tail"] = per_fold[0].get("curves"), per_fold[0].get("long_tail")
-    out["fairness"] = fairness_gaps(out.get("groups", {}), max(cfg.evaluate.k))
+    _uncertainty(out, per_fold, scores, cfg)
+    if compare_version:
+        out["compared_version"] = _compare_version(ctx, compare_version, scores[folds.index(cfg.split.fold)])
     if history is not None:
         out["history"] = {"train_rmse": list(history.train_rmse), "val_rmse": list(history.val_rmse),
                           "best_epoch": int(history.best_epoch)}
     out["split"] = cfg.split.method
     # the version whose holdout model was scored (None: fitted here, no version has it yet)
     out["model_version"] = None if version is None else version.name
+    out["data"] = ctx.sizes()
+    out["hyperparameters"] = dict(cfg.to_dict()["model"])
     return out
+
+
+class _Context:
+    """What every fold of one evaluation shares: the tables and the user groups."""
+
+    def __init__(self, cfg: Config, cat: Catalog) -> None:
+        from movierec.pipeline import ablation_configs
+
+        self.cfg, self.cat = cfg, cat
+        self.ratings = cat.read("ratings_clean")
+        self.n_users, self.n_items = len(cat.read("user_ids")), len(cat.read("movie_ids"))
+        self.groups = _groups(cat.read("users_clean"), cfg)
+        self.genre_mat = _genre_matrix(cat.read("movies_clean"))
+        self.ablations = ablation_configs(cfg, cfg.evaluate.ablations)
+
+    def sizes(self) -> dict:
+        return {"ratings": int(len(self.ratings)), "users": self.n_users, "movies": self.n_items,
+                "test_ratings": int((self.ratings["fold"] >= 0).sum()) if self.cfg.split.method != "kfold"
+                else int(len(self.ratings))}
+
+
+def _evaluate_fold(ctx: _Context, fold: int, version) -> tuple[dict, dict, object]:
+    """One fold: the model, baselines and ablations scored; groups from the per-user scores.
+    Returns (metrics, {"model": UserScores, "baselines": {...}, "ablations": {...}}, history)."""
+    from movierec.pipeline import train_for_fold
+    from movierec.registry import HOLDOUT
+    from movierec.stages.clean import train_test
+
+    cfg = ctx.cfg
+    train, test = train_test(ctx.ratings, fold)
+    st = train_stats(train, ctx.n_users, ctx.n_items)
+    args = (train, test, ctx.n_users, ctx.n_items, cfg)
+    if version is not None:
+        from movierec.models.mf import MatrixFactorization
+
+        model = MatrixFactorization.load(version.path / HOLDOUT)
+    else:
+        model = train_for_fold(cfg, ctx.cat, fold)[0]
+    res, model_us = score_users(model_scorer(model), *args, genre_mat=ctx.genre_mat, detail=True, stats=st)
+    # the rating factorization alone (what peers like Surprise fit); the ranking (watch)
+    # model is a separate model and its seconds are reported beside
+    res["fit_seconds"] = float(model.fit_seconds_ or 0.0)
+    res["ranking_fit_seconds"] = float(getattr(model, "ranking_fit_seconds_", 0.0) or 0.0)
+    if version is not None and not version.has("metrics.json"):
+        # the version's own holdout scores stay with it (what `status` shows and `--compare
+        # VERSION` reads); `run` writes the same numbers for the versions it gates
+        from movierec.registry import METRICS, Registry
+
+        Registry(ctx.cat.models_dir).write_file(version.name, METRICS,
+                                                {k: v for k, v in res.items() if isinstance(v, (int, float))})
+    scores = {"model": model_us, "baselines": {}, "ablations": {}}
+    res["baselines"] = {}
+    for name, sc in baseline_scorers(train, ctx.n_users, ctx.n_items, cfg.evaluate.baselines).items():
+        res["baselines"][name], scores["baselines"][name] = score_users(sc, *args, genre_mat=ctx.genre_mat, stats=st)
+    res["ablations"] = {}
+    activity = _activity_groups(train, test, cfg)
+    for name, (fcfg, mcfg) in ctx.ablations.items():
+        log.info("evaluate: fold %d, ablation %s", fold, name)
+        am = train_for_fold(cfg, ctx.cat, fold, features=fcfg, model_cfg=mcfg)[0]
+        res["ablations"][name], a_us = score_users(model_scorer(am), *args, genre_mat=ctx.genre_mat, stats=st)
+        scores["ablations"][name] = a_us
+        # the activity groups (cold users above all) with and without the signal
+        res["ablations"][name]["groups"] = _group_metrics(a_us, activity)
+    res["groups"] = _group_metrics(model_us, dict(ctx.groups, **activity))
+    scores["groups"] = dict(ctx.groups, **activity)
+    return res, scores, getattr(model, "history_", None)
+
+
+def _group_metrics(us: UserScores | None, groups: dict[str, np.ndarray]) -> dict[str, dict]:
+    out = {}
+    for g, members in groups.items():
+        sub = us.subset(members) if us is not None else None
+        if sub is None or not len(sub.users):
+            out[g] = {"n_test": 0, "users": 0}
+            continue
+        out[g] = {"n_test": int(sub.n.sum()), "users": int(len(sub.users)), **sub.metrics()}
+    return out
+
+
+def _uncertainty(out: dict, per_fold: list[dict], scores: list[dict], cfg: Config) -> None:
+    """Confidence intervals of every metric (bootstrap over test users; t over folds with
+    k-fold), paired tests against baselines and ablations, and fairness gaps with intervals."""
+    from movierec.evaluation import stats as S
+
+    e = cfg.evaluate
+    rounds, seed, level = e.bootstrap_rounds, e.bootstrap_seed, e.confidence
+    k = max(e.k)
+    keys = ("rmse", f"ndcg@{k}")
+    pooled = {"model": S.pool([s["model"] for s in scores if s["model"] is not None])}
+    for kind in ("baselines", "ablations"):
+        for name in scores[0][kind]:
+            got = [s[kind][name] for s in scores if s[kind].get(name) is not None]
+            if got:
+                pooled[(kind, name)] = S.pool(got)
+
+    def interval(target: dict, getter, us: UserScores | None) -> None:
+        if len(per_fold) > 1:
+            ci = {}
+            for m, v in target.items():
+                if isinstance(v, (int, float)) and m not in ("n_test", "users", "users_ranked"):
+                    vals = [getter(f).get(m) for f in per_fold]
+                    if all(isinstance(x, (int, float)) for x in vals):
+                        ci[m] = S.fold_interval(vals, level)
+            target["ci"] = ci
+        elif us is not None:
+            target["ci"] = S.bootstrap(us, rounds, seed, level)
+
+    interval(out, lambda f: f, scores[0]["model"])
+    for kind in ("baselines", "ablations"):
+        for name, m in out.get(kind, {}).items():
+            interval(m, lambda f, kind=kind, name=name: f[kind][name], scores[0][kind].get(name))
+    sig = {}
+    for (kind, name), other in ((key, v) for key, v in pooled.items() if key != "model"):
+        tests = S.paired(pooled["model"], other, list(keys), rounds, seed, level)
+        sig[name] = {"kind": kind[:-1], **tests, "verdict": S.verdict(name, kind[:-1], tests, 1 - level)}
+    out["significance"] = sig
+    groups_us = {g: pooled["model"].subset(members) for g, members in scores[0]["groups"].items()}
+    for g, m in out.get("groups", {}).items():
+        if len(per_fold) > 1:
+            interval(m, lambda f, g=g: f.get("groups", {}).get(g, {}), None)
+        elif g in groups_us and len(groups_us[g].users):
+            m["ci"] = S.bootstrap(groups_us[g], max(100, rounds // 2), seed, level)
+    out["fairness"] = fairness_gaps(out.get("groups", {}), k, groups_us, rounds, seed, level)
+
+
+def _compare_version(ctx: _Context, name: str, fold_scores: dict) -> dict:
+    """Paired test of the model against another version's holdout model, on the same test
+    users of the configured fold."""
+    from movierec.errors import ModelError
+    from movierec.evaluation import stats as S
+    from movierec.refresh import bundle_scorer
+    from movierec.registry import HOLDOUT, Registry
+    from movierec.stages.clean import train_test
+
+    cfg = ctx.cfg
+    try:
+        bundle = Registry(ctx.cat.models_dir).load(name, HOLDOUT)
+    except ModelError as exc:
+        return {"version": name, "paired": None, "note": f"no paired test: {exc}"}
+    uids = ctx.cat.read("user_ids")["user_id"].astype(str).to_numpy()
+    mids = ctx.cat.read("movie_ids")["movie_id"].astype(str).to_numpy()
+    train, test = train_test(ctx.ratings, cfg.split.fold)
+    _, other = score_users(bundle_scorer(bundle, uids, mids), train, test, ctx.n_users, ctx.n_items, cfg)
+    e = cfg.evaluate
+    tests = S.paired(fold_scores["model"], other, ["rmse", f"ndcg@{max(e.k)}"], e.bootstrap_rounds,
+                     e.bootstrap_seed, e.confidence)
+    return {"version": name, "paired": tests, "verdict": S.verdict(f"vs {name}", "version", tests, 1 - e.confidence)}
 
 
 def _genre_matrix(movies: pd.DataFrame) -> np.ndarray | None:
@@ -254,25 +408,33 @@ def _genre_matrix(movies: pd.DataFrame) -> np.ndarray | None:
     return mat if names else None
 
 
-def _activity_groups(train: pd.DataFrame, cfg: Config) -> dict[str, np.ndarray]:
-    """activity=light / medium / heavy: users in the lower, middle and upper third by their
-    number of training ratings, and activity=cold (<5): fewer than 5 training ratings
-    (only when ``activity`` is among features.group_columns)."""
+def _activity_groups(train: pd.DataFrame, test: pd.DataFrame, cfg: Config) -> dict[str, np.ndarray]:
+    """activity=new (no training ratings): test users the model never saw rate; activity=cold
+    (<5): fewer than 5 training ratings; light / medium / heavy: the lower, middle and upper
+    third of users by their number of training ratings (only when ``activity`` is among
+    features.group_columns)."""
     if "activity" not in cfg.features.group_columns:
         return {}
     cnt = train.groupby("user_idx").size()
     if len(cnt) < 3:
         return {}
     lo, hi = np.quantile(cnt.to_numpy(), [1 / 3, 2 / 3])
-    return {"activity=cold (<5)": cnt.index[cnt < 5].to_numpy(),
+    new = np.setdiff1d(test["user_idx"].unique(), cnt.index.to_numpy())
+    return {"activity=new (no training ratings)": new,
+            "activity=cold (<5)": cnt.index[cnt < 5].to_numpy(),
             "activity=light": cnt.index[cnt <= lo].to_numpy(),
             "activity=medium": cnt.index[(cnt > lo) & (cnt <= hi)].to_numpy(),
             "activity=heavy": cnt.index[cnt > hi].to_numpy()}
 
 
-def fairness_gaps(groups: dict[str, dict], k: int) -> dict:
-    """Per group column: the best and worst group on RMSE and NDCG@k and the gap between
-    them; ``largest`` names the column whose NDCG gap (relative to the best) is largest."""
+def fairness_gaps(groups: dict[str, dict], k: int, group_scores: dict[str, UserScores] | None = None,
+                  rounds: int = 500, seed: int = 0, level: float = 0.95) -> dict:
+    """Per group column: the best and worst group on RMSE and NDCG@k, the gap between them
+    and (with ``group_scores``) its bootstrap interval; a gap whose interval holds 0 is not
+    ``significant``. ``largest`` names the column whose significant NDCG gap (relative to the
+    best) is largest (None when no gap is significant)."""
+    from movierec.evaluation.stats import gap_interval
+
     by_col: dict[str, dict[str, dict]] = {}
     for name, m in groups.items():
         col, _, val = name.partition("=")
@@ -287,13 +449,20 @@ def fairness_gaps(groups: dict[str, dict], k: int) -> dict:
                 continue
             best = (max if higher_better else min)(have, key=have.get)
             worst = (min if higher_better else max)(have, key=have.get)
-            entry[metric] = {"best": best, "worst": worst, "gap": abs(have[best] - have[worst]),
-                             "relative_gap": abs(have[best] - have[worst]) / max(abs(have[best]), 1e-9)}
+            gap = abs(have[best] - have[worst])
+            e = {"best": best, "worst": worst, "gap": gap, "relative_gap": gap / max(abs(have[best]), 1e-9)}
+            if group_scores is not None:
+                ci = gap_interval({"b": group_scores[f"{col}={best}"], "w": group_scores[f"{col}={worst}"]},
+                                  "b", "w", metric, max(100, rounds // 2), seed, level)
+                if ci is not None:  # of worst - best; oriented like ``gap`` (positive = worse)
+                    ci = [-ci[1], -ci[0]] if higher_better else ci
+                    e["ci"] = ci
+                    e["significant"] = bool(ci[0] > 0)
+            entry[metric] = e
         if entry:
             out[col] = entry
-    ranked = [(e[nd]["relative_gap"], c) for c, e in out.items() if nd in e]
-    if ranked:
-        out["largest"] = max(ranked)[1]
+    ranked = [(e[nd]["relative_gap"], c) for c, e in out.items() if nd in e and e[nd].get("significant", True)]
+    out["largest"] = max(ranked)[1] if ranked else None
     return out
 
 

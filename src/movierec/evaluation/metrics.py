@@ -23,31 +23,52 @@ def hit_matrix(topk: np.ndarray, positives: list[np.ndarray]) -> np.ndarray:
     return hits
 
 
+def precision_per_user(hits: np.ndarray, k: int) -> np.ndarray:
+    return hits[:, :k].sum(1) / k
+
+
+def recall_per_user(hits: np.ndarray, n_pos: np.ndarray, k: int) -> np.ndarray:
+    return hits[:, :k].sum(1) / np.maximum(n_pos, 1)
+
+
+def ndcg_per_user(hits: np.ndarray, n_pos: np.ndarray, k: int) -> np.ndarray:
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = (hits[:, :k] * disc[: hits[:, :k].shape[1]]).sum(1)
+    ideal = np.cumsum(disc)[np.minimum(np.maximum(n_pos, 1), k) - 1]
+    return dcg / ideal
+
+
+def map_per_user(hits: np.ndarray, n_pos: np.ndarray, k: int) -> np.ndarray:
+    h = hits[:, :k].astype(np.float64)
+    prec = np.cumsum(h, 1) / np.arange(1, h.shape[1] + 1)
+    return (prec * h).sum(1) / np.minimum(np.maximum(n_pos, 1), k)
+
+
 def precision_at_k(hits: np.ndarray, k: int) -> float:
-    return float(hits[:, :k].sum(1).mean() / k) if len(hits) else 0.0
+    return float(precision_per_user(hits, k).mean()) if len(hits) else 0.0
 
 
 def recall_at_k(hits: np.ndarray, n_pos: np.ndarray, k: int) -> float:
-    if not len(hits):
-        return 0.0
-    return float((hits[:, :k].sum(1) / np.maximum(n_pos, 1)).mean())
+    return float(recall_per_user(hits, n_pos, k).mean()) if len(hits) else 0.0
 
 
 def ndcg_at_k(hits: np.ndarray, n_pos: np.ndarray, k: int) -> float:
-    if not len(hits):
-        return 0.0
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
-    dcg = (hits[:, :k] * disc[: hits[:, :k].shape[1]]).sum(1)
-    ideal = np.cumsum(disc)[np.minimum(n_pos, k) - 1]
-    return float((dcg / ideal).mean())
+    return float(ndcg_per_user(hits, n_pos, k).mean()) if len(hits) else 0.0
 
 
 def map_at_k(hits: np.ndarray, n_pos: np.ndarray, k: int) -> float:
-    if not len(hits):
-        return 0.0
-    h = hits[:, :k].astype(np.float64)
-    prec = np.cumsum(h, 1) / np.arange(1, h.shape[1] + 1)
-    return float(((prec * h).sum(1) / np.minimum(n_pos, k)).mean())
+    return float(map_per_user(hits, n_pos, k).mean()) if len(hits) else 0.0
+
+
+def ranking_per_user(hits: np.ndarray, n_pos: np.ndarray, ks: list[int]) -> dict[str, np.ndarray]:
+    """precision/recall/ndcg/map@K of each user (row of ``hits``) for each K."""
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        out[f"precision@{k}"] = precision_per_user(hits, k)
+        out[f"recall@{k}"] = recall_per_user(hits, n_pos, k)
+        out[f"ndcg@{k}"] = ndcg_per_user(hits, n_pos, k)
+        out[f"map@{k}"] = map_per_user(hits, n_pos, k)
+    return out
 
 
 def coverage(topk: np.ndarray, n_items: int) -> float:
@@ -75,8 +96,8 @@ def novelty(topk: np.ndarray, item_share: np.ndarray) -> float:
     return float(np.mean(-np.log2(p))) if topk.size else 0.0
 
 
-def intra_list_diversity(topk: np.ndarray, genre_mat: np.ndarray | None) -> float | None:
-    """Mean over lists of 1 - mean pairwise cosine similarity of the movies' genre vectors."""
+def diversity_per_list(topk: np.ndarray, genre_mat: np.ndarray | None) -> np.ndarray | None:
+    """1 - mean pairwise cosine similarity of the movies' genre vectors, per list."""
     if genre_mat is None or genre_mat.shape[1] == 0 or topk.shape[1] < 2:
         return None
     g = genre_mat / np.maximum(np.linalg.norm(genre_mat, axis=1, keepdims=True), 1e-9)
@@ -84,7 +105,13 @@ def intra_list_diversity(topk: np.ndarray, genre_mat: np.ndarray | None) -> floa
     sim = np.einsum("lkg,ljg->lkj", G, G)
     k = topk.shape[1]
     off = (sim.sum((1, 2)) - np.trace(sim, axis1=1, axis2=2)) / (k * (k - 1))
-    return float(np.mean(1.0 - off))
+    return 1.0 - off
+
+
+def intra_list_diversity(topk: np.ndarray, genre_mat: np.ndarray | None) -> float | None:
+    """Mean over lists of 1 - mean pairwise cosine similarity of the movies' genre vectors."""
+    per = diversity_per_list(topk, genre_mat)
+    return None if per is None else float(np.mean(per))
 
 
 def popularity_lift(topk: np.ndarray, item_share: np.ndarray, history_items: np.ndarray) -> float:
@@ -112,3 +139,10 @@ def pr_curve(hits: np.ndarray, n_pos: np.ndarray) -> dict:
     return {"k": ks.tolist(),
             "precision": (cum / ks).mean(0).round(5).tolist(),
             "recall": (cum / np.maximum(n_pos, 1)[:, None]).mean(0).round(5).tolist()}
+
+
+def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error over equal-width bins of the probability ``p`` of label 1."""
+    p, y = np.asarray(p, np.float64), np.asarray(y, np.float64)
+    b = np.clip((p * bins).astype(int), 0, bins - 1)
+    return float(sum(abs(y[b == k].mean() - p[b == k].mean()) * (b == k).sum() for k in np.unique(b)) / len(p))

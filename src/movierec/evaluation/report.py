@@ -36,6 +36,14 @@ def format_table(result: dict, ks: list[int]) -> str:
         lines.append(f"{name:<{w}}" + "".join(f"{_fmt(m.get(c)):>13}" for c in cols))
     lines.append(f"fit seconds: {result.get('fit_seconds', 0):.2f}; model {result.get('model_version')}; "
                  f"split {result.get('split')}")
+    k = max(ks)
+    ci = result.get("ci") or {}
+    level = int(round(100 * result.get("confidence", 0.95)))
+    shown = [f"{c} {_with_ci(result, c)}" for c in ("rmse", f"ndcg@{k}") if c in ci]
+    if shown:
+        lines.append(f"{level}% intervals: " + "; ".join(shown))
+    for t in (result.get("significance") or {}).values():
+        lines.append(t["verdict"])
     return "\n".join(lines)
 
 
@@ -71,19 +79,31 @@ def format_compare(rows, other_name: str) -> str:
     return "\n".join(lines)
 
 
+COLOURS = {"model": "#1f77b4", "baseline": "#7f7f7f", "ablation": "#ff7f0e"}
+GROUP_COLOURS = ["#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+
+
+def _err(value: float, ci) -> list[float]:
+    """matplotlib's error bar lengths below and above ``value`` for an interval."""
+    if not ci or None in ci:
+        return [0.0, 0.0]
+    return [max(0.0, value - ci[0]), max(0.0, ci[1] - value)]
+
+
 def _plots(result: dict, out: Path, ks: list[int]) -> dict[str, str]:
     """Draw the report's PNGs into ``out``; returns {name: caption}."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     made: dict[str, str] = {}
     k = max(ks)
     nd = f"ndcg@{k}"
 
-    def save(fig, name, caption):
-        fig.tight_layout()
+    def save(fig, name, caption, rect=(0, 0, 1, 1)):
+        fig.tight_layout(rect=rect)
         fig.savefig(out / name, dpi=110)
         plt.close(fig)
         made[name] = caption
@@ -96,43 +116,58 @@ def _plots(result: dict, out: Path, ks: list[int]) -> dict[str, str]:
         if hist.get("val_rmse"):
             ax.plot(range(1, len(hist["val_rmse"]) + 1), hist["val_rmse"], marker="o", ms=3, label="validation RMSE")
             ax.axvline(hist.get("best_epoch", 0) + 1, color="grey", ls=":", label="kept epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
-        ax.set_ylabel("RMSE")
+        ax.set_ylabel("RMSE (lower is better)")
         ax.legend()
-        ax.set_title("Learning curves")
+        ax.set_title("Learning curves (holdout model)")
         save(fig, "learning_curves.png", "Training and validation loss (RMSE) per epoch")
 
-    rows = [("movierec", result)] + [(f"{n}", m) for n, m in result.get("baselines", {}).items()] + \
-           [(f"ablation:\n{n}", m) for n, m in result.get("ablations", {}).items()]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
-    for ax, metric in zip(axes, ("rmse", nd)):
-        have = [(n, m[metric]) for n, m in rows if m.get(metric) is not None]
-        colors = ["tab:blue" if n == "movierec" else "tab:orange" if n.startswith("ablation") else "tab:grey"
-                  for n, _ in have]
-        ax.bar([n for n, _ in have], [v for _, v in have], color=colors)
-        ax.set_title(metric.upper() if metric == "rmse" else metric + " (higher is better)")
-        ax.tick_params(axis="x", rotation=30)
-        if have:
-            lo = min(v for _, v in have)
-            ax.set_ylim(lo * 0.9 if metric == "rmse" else 0, max(v for _, v in have) * 1.05)
-    save(fig, "accuracy.png", f"RMSE and {nd}: model (blue), baselines (grey), ablations (orange)")
+    rows = [("movierec", "model", result)] + [(n, "baseline", m) for n, m in result.get("baselines", {}).items()] + \
+           [(f"without {n[3:]}" if n.startswith("no_") else n, "ablation", m)
+            for n, m in result.get("ablations", {}).items()]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.45 * len(rows) + 1.8))
+    for ax, metric, better in zip(axes, ("rmse", nd), ("lower is better", "higher is better")):
+        have = [(n, kind, m[metric], m.get("ci", {}).get(metric)) for n, kind, m in rows if m.get(metric) is not None]
+        if not have:
+            ax.set_visible(False)
+            continue
+        y = np.arange(len(have))
+        ax.barh(y, [v for _, _, v, _ in have], color=[COLOURS[kind] for _, kind, _, _ in have],
+                xerr=np.array([_err(v, ci) for _, _, v, ci in have]).T, capsize=3, ecolor="black")
+        ax.set_yticks(y, [n for n, _, _, _ in have])
+        ax.invert_yaxis()
+        top = max((ci[1] if ci else v) for _, _, v, ci in have)
+        ax.set_xlim(0, top * 1.22)  # bars start at 0: no gap looks bigger than it is
+        for yy, (_, _, v, ci) in zip(y, have):  # the value beyond the interval's end
+            ax.text((ci[1] if ci else v) + top * 0.02, yy, f"{v:.4f}", va="center", ha="left", fontsize=7)
+        ax.set_title(f"{metric.upper() if metric == 'rmse' else metric} ({better})")
+    from matplotlib.patches import Patch
+
+    fig.legend(handles=[Patch(color=c, label=lab) for lab, c in COLOURS.items()], loc="lower center", ncol=3,
+               fontsize=8, frameon=False)
+    save(fig, "accuracy.png", f"RMSE and {nd} of the model, baselines and ablations, with "
+                              f"{int(100 * result.get('confidence', 0.95))}% confidence intervals", rect=(0, 0.07, 1, 1))
 
     cur = result.get("curves")
     if cur:
         fig, ax = plt.subplots(figsize=(6, 3.6))
         ax.plot(cur["k"], cur["precision"], marker="o", ms=3, label="precision@K")
         ax.plot(cur["k"], cur["recall"], marker="o", ms=3, label="recall@K")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(0, None)
         ax.set_xlabel("K (list length)")
+        ax.set_ylabel("higher is better")
         ax.legend()
         ax.set_title("Precision and recall over K")
-        save(fig, "precision_recall.png", "Precision@K and recall@K for K = 1..20")
+        save(fig, "precision_recall.png", f"Precision@K and recall@K for K = 1..{max(cur['k'])}")
 
     lt = result.get("long_tail")
     if lt:
         fig, ax = plt.subplots(figsize=(6.5, 3.6))
         x = np.arange(len(lt["recommended"]))
-        ax.bar(x - 0.2, lt["recommended"], 0.4, label="recommended")
-        ax.bar(x + 0.2, lt["watched"], 0.4, label="watched (test positives)")
+        ax.bar(x - 0.2, lt["recommended"], 0.4, label="recommended", color=COLOURS["model"])
+        ax.bar(x + 0.2, lt["watched"], 0.4, label="watched (test positives)", color="#2ca02c")
         ax.set_xticks(x, [f"{10 * i}-{10 * (i + 1)}%" for i in x], rotation=45, fontsize=7)
         ax.set_xlabel("movies by training popularity (head -> tail)")
         ax.set_ylabel("share")
@@ -140,32 +175,144 @@ def _plots(result: dict, out: Path, ks: list[int]) -> dict[str, str]:
         ax.set_title("Long tail: what is recommended vs what is watched")
         save(fig, "long_tail.png", "Share of recommendations and of watched movies per popularity decile")
 
-    groups = result.get("groups", {})
+    groups = {n: m for n, m in result.get("groups", {}).items() if m.get("rmse") is not None}
     if groups:
-        names = list(groups)
-        fig, axes = plt.subplots(1, 2, figsize=(9, 0.4 * len(names) + 2))
-        for ax, metric in zip(axes, ("rmse", nd)):
-            vals = [groups[n].get(metric) or 0.0 for n in names]
-            ax.barh(names, vals, color="tab:green")
-            ax.set_title(metric)
-            ax.invert_yaxis()
-        save(fig, "groups.png", "Metrics per user group (fairness)")
+        save(_group_plot(plt, groups, result.get("fairness", {}), nd), "groups.png",
+             "Metrics per user group with confidence intervals and group sizes (dots; the largest significant gap "
+             "is marked)")
     return made
+
+
+def _group_plot(plt, groups: dict[str, dict], fair: dict, nd: str):
+    """Dots with interval bars per group, one colour per group column, sizes in the labels;
+    the column with the largest significant gap is marked."""
+    names = list(groups)
+    cols = list(dict.fromkeys(n.partition("=")[0] for n in names))
+    colour = {c: GROUP_COLOURS[i % len(GROUP_COLOURS)] for i, c in enumerate(cols)}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.38 * len(names) + 1.8))
+    y = np.arange(len(names))
+    labels = [f"{n.partition('=')[2]} ({n.partition('=')[0]}, {groups[n].get('users', groups[n].get('n_test', 0)):,} "
+              f"{'users' if 'users' in groups[n] else 'ratings'})" for n in names]
+    for ax, metric, better in zip(axes, ("rmse", nd), ("lower is better", "higher is better")):
+        vals = np.array([groups[n].get(metric, np.nan) if groups[n].get(metric) is not None else np.nan
+                         for n in names], dtype=float)
+        errs = np.array([_err(v, groups[n].get("ci", {}).get(metric)) if np.isfinite(v) else [0, 0]
+                         for n, v in zip(names, vals)]).T
+        for c in cols:
+            sel = np.array([n.partition("=")[0] == c for n in names]) & np.isfinite(vals)
+            ax.errorbar(vals[sel], y[sel], xerr=errs[:, sel], fmt="o", color=colour[c], capsize=3, label=c)
+        big = fair.get("largest")
+        e = fair.get(big, {}).get(metric) if big else None
+        if e and e.get("significant"):
+            for which in ("best", "worst"):
+                i = names.index(f"{big}={e[which]}")
+                ax.annotate(which, (vals[i], y[i]), textcoords="offset points", xytext=(0, 7), fontsize=7,
+                            color="crimson", ha="center")
+            ax.set_title(f"{metric} ({better}); largest gap: {big}", fontsize=9)
+        else:
+            ax.set_title(f"{metric} ({better})", fontsize=9)
+        ax.set_yticks(y, labels if ax is axes[0] else [""] * len(y), fontsize=7)
+        ax.invert_yaxis()
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].legend(fontsize=7, loc="best")
+    return fig
+
+
+def _with_ci(m: dict, key: str) -> str:
+    v = m.get(key)
+    if not isinstance(v, (int, float)):
+        return "-"
+    ci = (m.get("ci") or {}).get(key)
+    return f"{v:.4f}" + (f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci and None not in ci else "")
+
+
+def _header(result: dict) -> list[str]:
+    import platform
+    import time
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(pkg):
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return "-"
+
+    d = result.get("data") or {}
+    hp = result.get("hyperparameters") or {}
+    lines = [f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; movierec {v('movierec')}, Python "
+             f"{platform.python_version()}, numpy {v('numpy')}, scikit-learn {v('scikit-learn')}, numba {v('numba')}."]
+    if d:
+        lines.append(f"Data: {d.get('ratings', 0):,} ratings, {d.get('users', 0):,} users, {d.get('movies', 0):,} "
+                     f"movies; {d.get('test_ratings', 0):,} of the ratings are test ratings.")
+    folds = f", {len(result['folds'])} folds (mean; intervals over folds)" if result.get("folds") else \
+        " (intervals: bootstrap over test users)"
+    lines.append(f"Split: `{result.get('split')}`{folds}. Holdout model of version `{result.get('model_version')}`.")
+    if hp:
+        keys = ("factors", "epochs", "optimizer", "learning_rate", "reg", "social_reg", "use_features", "implicit",
+                "ranking", "ensemble", "seed")
+        lines.append("Hyperparameters: " + ", ".join(f"{k} {hp[k]}" for k in keys if k in hp) + ".")
+    return lines
+
+
+def _significance_section(result: dict, nd: str, level: int) -> dict | None:
+    sig = result.get("significance") or {}
+    if not sig:
+        return None
+    rows = []
+    for name, t in sig.items():
+        for m in ("rmse", nd):
+            if m in t:
+                ci = t[m]["ci"]
+                rows.append([f"{t['kind']}: {name}", m, f"{t[m]['difference']:+.4f}",
+                             f"[{ci[0]:+.4f}, {ci[1]:+.4f}]", f"{t[m]['p_value']:.3f}"])
+    return {"title": "Is the difference real? Model vs baselines and ablations",
+            "text": ["Paired over the same test users (the model minus the other; bootstrap of the users, "
+                     f"{level}% interval, two-sided p). RMSE: negative is better for the model; "
+                     f"{nd}: positive is better."] + [f"**{t['verdict']}**" for t in sig.values()],
+            "table": (["compared with", "metric", "difference", f"{level}% CI", "p"], rows)}
+
+
+def _fairness_section(result: dict, nd: str) -> dict | None:
+    groups = result.get("groups", {})
+    if not groups:
+        return None
+    gcols = ["users", "n_test", "rmse", nd, "coverage", "novelty"]
+    fair = result.get("fairness", {})
+    text = []
+    for col, e in fair.items():
+        if col == "largest" or not isinstance(e, dict):
+            continue
+        for metric in ("rmse", nd):
+            if metric not in e:
+                continue
+            g = e[metric]
+            ci = f" [{g['ci'][0]:.4f}, {g['ci'][1]:.4f}]" if g.get("ci") else ""
+            real = "" if "significant" not in g else (" — a real gap" if g["significant"] else
+                                                      " — within noise (the interval holds 0)")
+            flag = " **(largest gap)**" if fair.get("largest") == col and metric == nd else ""
+            text.append(f"{col}: {metric} best {g['best']}, worst {g['worst']}, gap {g['gap']:.4f}{ci} "
+                        f"({100 * g['relative_gap']:.1f}% of the best){real}{flag}")
+    if fair and fair.get("largest") is None:
+        text.append("No group gap in NDCG is larger than the noise.")
+    return {"title": "Fairness: metrics per user group", "text": text,
+            "table": (["group"] + gcols, [[n] + [str(m.get(c, "-")) if c in ("users", "n_test") else
+                                                 _with_ci(m, c) for c in gcols] for n, m in groups.items()])}
 
 
 def _sections(result: dict, ks: list[int], images: dict[str, str], comparison) -> list[dict]:
     k = max(ks)
     nd = f"ndcg@{k}"
-    std = result.get("std", {})
-    summ = []
-    for c in ("rmse", "mae", nd):
-        if c in result:
-            summ.append([c, f"{result[c]:.4f}" + (f" ± {std[c]:.4f}" if c in std else "")])
-    intro = [f"Model version `{result.get('model_version')}`, split `{result.get('split')}`"
-             + (f", mean ± std over {len(result['folds'])} folds" if result.get("folds") else "") + "."]
-    secs = [{"title": "Summary", "text": intro, "table": (["metric", "value"], summ)}]
+    level = int(round(100 * result.get("confidence", 0.95)))
+    summ = [[c, _with_ci(result, c)] for c in ("rmse", "mae", f"precision@{k}", f"recall@{k}", nd, f"map@{k}",
+                                                 "coverage") if c in result]
+    secs = [{"title": "Summary", "text": _header(result), "table": (["metric", f"value [{level}% CI]"], summ)}]
+    sig = _significance_section(result, nd, level)
+    if sig:
+        secs.append(sig)
     cols = _cols(ks)
-    secs.append({"title": "Accuracy: model, baselines, ablations", "text": [],
+    secs.append({"title": "Accuracy: model, baselines, ablations",
+                 "text": [f"RMSE and MAE: lower is better; the others: higher is better. {level}% intervals "
+                          "in the summary and the plots."],
                  "table": ([""] + cols, [[n] + [_fmt(m.get(c)) for c in cols] for n, m in _rows(result, groups=False)])})
     bcols = ["coverage", "user_coverage", "novelty", "diversity", "popularity_lift"]
     secs.append({"title": "Beyond accuracy", "text": [
@@ -174,25 +321,18 @@ def _sections(result: dict, ks: list[int], images: dict[str, str], comparison) -
         "1 - mean genre cosine similarity within a list; popularity_lift: mean popularity of recommended movies "
         "over that of watched ones (> 1 leans to the head)."],
         "table": ([""] + bcols, [[n] + [_fmt(m.get(c)) for c in bcols] for n, m in _rows(result, groups=False)])})
-    groups = result.get("groups", {})
-    if groups:
-        gcols = ["n_test", "rmse", "mae", nd, "coverage", "novelty"]
-        fair = result.get("fairness", {})
-        text = []
-        for col, e in fair.items():
-            if col == "largest" or nd not in e:
-                continue
-            g = e[nd]
-            flag = " **(largest gap)**" if fair.get("largest") == col else ""
-            text.append(f"{col}: {nd} best {g['best']}, worst {g['worst']}, gap {g['gap']:.4f} "
-                        f"({100 * g['relative_gap']:.1f}% of the best){flag}"
-                        + (f"; RMSE gap {e['rmse']['gap']:.4f} (worst {e['rmse']['worst']})" if "rmse" in e else ""))
-        secs.append({"title": "Fairness: metrics per user group", "text": text,
-                     "table": (["group"] + gcols, [[n] + [str(m.get(c)) if c == "n_test" else _fmt(m.get(c))
-                                                         for c in gcols] for n, m in groups.items()])})
+    fair = _fairness_section(result, nd)
+    if fair:
+        secs.append(fair)
     if comparison:
         name, rows = comparison
-        secs.append({"title": f"Compared with {name}", "text": [],
+        text = []
+        cv = result.get("compared_version") or {}
+        if cv.get("verdict"):
+            text.append(f"**{cv['verdict']}** (paired over the same test users)")
+        elif cv.get("note"):
+            text.append(cv["note"])
+        secs.append({"title": f"Compared with {name}", "text": text,
                      "table": (["metric", "this run", name, "delta"],
                                [[c, f"{a:.4f}", f"{b:.4f}", f"{d:+.4f}"] for c, a, b, d in rows])})
     for img, caption in images.items():

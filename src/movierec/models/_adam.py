@@ -25,7 +25,7 @@ def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    from movierec.models.mf import EpochTracker
+    from movierec.models._tracking import EpochTracker
 
     tf.random.set_seed(model.seed)
     tr = np.flatnonzero(~val_mask)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +25,13 @@ import scipy.sparse as sp
 
 from movierec.config import ModelConfig
 from movierec.errors import ModelError
+from movierec.models._tracking import EpochTracker, History
 
 log = logging.getLogger(__name__)
 
 #: the .npz layout; 2: implicit and watch (ranking) arrays always present. Another format is
 #: refused with a clear error (no arrays are back-filled).
 FORMAT_VERSION = 2
-MIN_EPOCHS = 10
 
 
 @dataclass
@@ -78,61 +78,6 @@ class TrainData:
         m.data[:] = 1.0
         self.implicit_items = m
         return m
-
-
-@dataclass
-class History:
-    train_rmse: list[float] = field(default_factory=list)
-    val_rmse: list[float] = field(default_factory=list)
-    best_epoch: int = 0
-
-
-class EpochTracker:
-    """Per-epoch bookkeeping shared by both trainers: training and validation RMSE, the
-    best state so far, and early stopping (restoring the best state at the end)."""
-
-    def __init__(self, model: "MatrixFactorization", data: TrainData, va: np.ndarray) -> None:
-        from movierec.progress import Progress
-
-        self.model, self.data, self.va = model, data, va
-        self.history = History()
-        self.best, self.best_state, self.bad = np.inf, None, 0
-        self.progress = Progress(model.epochs, f"training ({model.optimizer})", unit="epoch")
-
-    def end_epoch(self, epoch: int, sse: float, n_train: int) -> bool:
-        """Record the epoch; True when training should stop."""
-        m, hist = self.model, self.history
-        if not np.isfinite(sse):
-            self.progress.close()
-            raise ModelError(f"training diverged in epoch {epoch + 1} (loss is not finite); lower "
-                             "model.learning_rate or raise model.reg / model.reg_features")
-        hist.train_rmse.append(float(np.sqrt(sse / max(1, n_train))))
-        m._record_validation(hist, self.data, self.va, epoch)
-        shown = {"train_rmse": f"{hist.train_rmse[-1]:.4f}"}
-        if hist.val_rmse:
-            shown["val_rmse"] = f"{hist.val_rmse[-1]:.4f}"
-        self.progress.update(1, **shown)
-        if not len(self.va):
-            hist.best_epoch = epoch
-            return False
-        v = hist.val_rmse[-1]
-        if v < self.best - 1e-5:
-            self.best, self.best_state, self.bad, hist.best_epoch = v, m._state(), 0, epoch
-            return False
-        self.bad += 1
-        # factors start small and validation RMSE can plateau before it falls:
-        # never stop in the first few epochs
-        if self.bad >= m.patience and epoch + 1 >= MIN_EPOCHS:
-            log.info("early stopping after epoch %d (best %d, validation RMSE %.4f)",
-                     epoch + 1, hist.best_epoch + 1, self.best)
-            return True
-        return False
-
-    def finish(self) -> History:
-        self.progress.close()
-        if self.best_state is not None:
-            self.model._restore(self.best_state)
-        return self.history
 
 
 class MatrixFactorization:
@@ -249,6 +194,11 @@ class MatrixFactorization:
         for k, v in state.items():
             setattr(self, k, v)
 
+    #: ratings whose scale spans more than this many points are divided down to it inside
+    #: the model, so that learning rates and regularisation tuned on star scales (1-5: 4,
+    #: 0.5-5: 4.5) hold on 1-10 or 0-100 too; narrower scales are left as they are
+    MAX_SPAN = 4.5
+
     def fit(self, data: TrainData) -> "MatrixFactorization":
         """Fit on ``data``; with early stopping, a validation slice is held out of it.
 
@@ -256,9 +206,41 @@ class MatrixFactorization:
         averaged. The average of n factorizations is itself one factorization (factors
         side by side, user side scaled by 1/n, biases averaged), so the result is a single
         model of n x factors dimensions that saves, loads and ranks like any other.
+        A wide rating scale is fitted in units of ``rating_unit_`` (see ``MAX_SPAN``) and
+        the parameters are scaled back, so predictions are on the data's scale.
         """
         if len(data.ratings) == 0:
             raise ModelError("cannot fit a model on zero ratings")
+        span = float(data.ratings.max() - data.ratings.min())
+        unit = span / self.MAX_SPAN if span > self.MAX_SPAN else 1.0
+        if unit == 1.0:
+            self._fit(data)
+        else:
+            from dataclasses import replace
+
+            self._fit(replace(data, ratings=data.ratings / np.float32(unit)))
+            self._unscale(unit)
+            self.rating_min_, self.rating_max_ = float(data.ratings.min()), float(data.ratings.max())
+        self.rating_unit_ = unit
+        return self
+
+    def _unscale(self, unit: float) -> None:
+        """Parameters fitted on ratings / unit -> parameters on the ratings' own scale: biases
+        times unit, each side of every dot product times sqrt(unit)."""
+        u, root = np.float32(unit), np.float32(np.sqrt(unit))
+        self.global_mean_ *= unit
+        self.rating_min_ *= unit
+        self.rating_max_ *= unit
+        self.user_bias_ = self.user_bias_ * u
+        self.item_bias_ = self.item_bias_ * u
+        for name in ("user_factors_", "item_factors_", "user_weights_", "item_weights_", "item_implicit_",
+                     "user_implicit_"):
+            setattr(self, name, getattr(self, name) * root)
+        hist = self.history_
+        hist.train_rmse = [x * unit for x in hist.train_rmse]
+        hist.val_rmse = [x * unit for x in hist.val_rmse]
+
+    def _fit(self, data: TrainData) -> "MatrixFactorization":
         if self.ensemble > 1:
             self._fit_ensemble(data)
             self._fit_watch(data)

@@ -139,7 +139,7 @@ def train_test(ratings: pd.DataFrame, fold: int | None) -> tuple[pd.DataFrame, p
     return ratings[~is_test].reset_index(drop=True), ratings[is_test].reset_index(drop=True)
 
 
-def n_folds(cfg: Config) -> list[int]:
+def fold_ids(cfg: Config) -> list[int]:
     """The folds that evaluation iterates over."""
     if cfg.split.method == "kfold":
         return list(range(cfg.split.folds))
@@ -256,14 +256,41 @@ def clean(tables: dict[str, pd.DataFrame], cfg: Config) -> CleanResult:
         s = pd.DataFrame({
             "user_idx": uidx(social["user_id"]),
             "friend_idx": uidx(social["friend_id"]),
-            "weight": social["weight"].fillna(1.0).to_numpy(np.float32) if "weight" in social.columns else np.float32(1.0),
+            "weight": social["weight"].fillna(1.0).to_numpy(np.float64) if "weight" in social.columns else 1.0,
             "text_key": _text_keys(social),
         })
         s = s.drop_duplicates(["user_idx", "friend_idx"], keep="last").reset_index(drop=True)
+        s["weight"], res.stats["trust_weights_clipped"] = clip_weights(s["weight"].to_numpy(np.float64))
         res.tables["social"] = s
     if res.tables["ratings"].empty:
         raise DataError("no ratings left after cleaning")
     return res
+
+
+#: a trust weight above this many times the median weight is clipped to it
+WEIGHT_CLIP = 10.0
+
+
+def clip_weights(w: np.ndarray) -> tuple[np.ndarray, int]:
+    """Trust weights on any positive scale, with absurd ones (1e308 among weights near 1) clipped
+    to ``WEIGHT_CLIP`` times the median: one tie must not outweigh a whole graph, nor
+    overflow the graph algorithms. A scale above 1 is then divided by its largest weight (in
+    float64 first: 1e308 is no float32), so weights end in [1e-6, 1] as float32. Returns the
+    weights and how many were clipped (logged)."""
+    w = np.asarray(w, np.float64)
+    if not len(w):
+        return w.astype(np.float32), 0
+    cap = WEIGHT_CLIP * float(np.median(w))
+    over = w > cap
+    if over.any():
+        log.warning("clean: %d trust weights above %g (%gx the median) clipped to it", int(over.sum()), cap,
+                    WEIGHT_CLIP)
+        w = np.where(over, cap, w)
+    if w.max() > 1.0:
+        w = w / w.max()
+    # weights a million times below the largest carry nothing; they stay positive (float32 has
+    # no 1e-308)
+    return np.maximum(w, 1e-6).astype(np.float32), int(over.sum())
 
 
 def _text_keys(df: pd.DataFrame) -> np.ndarray:

@@ -11,6 +11,7 @@ import pandas as pd
 
 from movierec.config import Config
 from movierec.data.readers import ReadResult, read_table
+from movierec.data.scale import RatingScale
 from movierec.data.schemas import SCHEMAS
 from movierec.errors import DataError
 from movierec.privacy import key_of, pseudonymize_column, pseudonymize_tables
@@ -58,6 +59,7 @@ def ingest(cfg: Config, events: pd.DataFrame | None = None) -> IngestResult:
     """
     out = IngestResult()
     rng = (cfg.data.rating_min, cfg.data.rating_max)
+    scales = []
     for name, path in input_files(cfg).items():
         schema = SCHEMAS["ratings" if name == "test" else name]
         if name not in ("ratings", "test") and not path.exists():
@@ -66,6 +68,8 @@ def ingest(cfg: Config, events: pd.DataFrame | None = None) -> IngestResult:
         res = read_table(path, schema, encoding=cfg.data.encoding, delimiter=cfg.data.delimiter, rating_range=rng,
                          redact=cfg.privacy.pseudonymize_ids)
         _check_fraction(res, cfg.data.max_bad_fraction)
+        if res.scale is not None:
+            scales.append(res.scale)
         out.tables[name] = res.valid
         out.quarantine[name] = res.quarantine
         out.stats[name] = {"rows": res.total_rows, "valid": len(res.valid), "quarantined": len(res.quarantine)}
@@ -77,18 +81,48 @@ def ingest(cfg: Config, events: pd.DataFrame | None = None) -> IngestResult:
             )
     if out.tables["ratings"].empty:
         raise DataError(f"{input_files(cfg)['ratings']}: no valid ratings rows")
+    scale = _rating_scale(out, scales)
+    out.stats["rating_scale"] = scale.to_dict()
+    _check_review_ratings(out, scale)
     key = key_of(cfg.privacy)
     if key is not None:  # from here on, no raw user id exists
         pseudonymize_tables(out.tables, key)
         pseudonymize_tables(out.quarantine, key)
     if events is not None and len(events):
-        _fold_feedback(out, events, cfg)
+        _fold_feedback(out, events, cfg, scale)
     _cross_checks(out, input_files(cfg))
     out.stats["input_checks"] = _input_stats(out)
     return out
 
 
-def _fold_feedback(out: IngestResult, events: pd.DataFrame, cfg: Config) -> None:
+def _rating_scale(out: IngestResult, scales: list) -> RatingScale:
+    """One scale for the ratings files (the training and test files of a given split)."""
+    if not scales:  # every rating was bad: caught as "no valid ratings" before this
+        raise DataError("no rating could be read, so the rating scale is unknown")
+    s = RatingScale(min(x.lo for x in scales), max(x.hi for x in scales), any(x.inferred for x in scales))
+    log.info("ingest: rating scale %s", s.describe())
+    if s.lo < 0 and s.inferred:
+        log.warning("ingest: ratings go down to %g: if that is not the scale, set data.rating_min", s.lo)
+    return s
+
+
+def _check_review_ratings(out: IngestResult, scale) -> None:
+    """A review's rating outside the scale is dropped (the review stays, unrated)."""
+    rv = out.tables.get("reviews")
+    if rv is None or "rating" not in rv.columns or not len(rv):
+        return
+    r = rv["rating"].to_numpy(np.float64)
+    bad = ~np.isnan(r) & ~scale.contains(r)
+    if bad.any():
+        rv = rv.copy()
+        rv.loc[bad, "rating"] = np.nan
+        out.tables["reviews"] = rv
+        out.stats["reviews"]["ratings_dropped"] = int(bad.sum())
+        log.warning("ingest: %d review ratings outside the rating scale %s dropped (the reviews are kept)",
+                    int(bad.sum()), scale.describe())
+
+
+def _fold_feedback(out: IngestResult, events: pd.DataFrame, cfg: Config, scale) -> None:
     from movierec.feedback import fold_events
 
     ev = events.copy()
@@ -104,15 +138,20 @@ def _fold_feedback(out: IngestResult, events: pd.DataFrame, cfg: Config) -> None
                 ev.loc[~done, col] = pseudonymize_column(ev.loc[~done, col], key).to_numpy()
     ids_ok = (ev["user_id"].astype(str).str.strip() != "") & (ev["movie_id"].astype(str).str.strip() != "")
     r = pd.to_numeric(ev["rating"], errors="coerce")
-    bad_r = ev["rating"].notna() & (r.isna() | ~np.isfinite(r.fillna(0)))
-    if cfg.data.rating_min is not None:
-        bad_r |= r < cfg.data.rating_min
-    if cfg.data.rating_max is not None:
-        bad_r |= r > cfg.data.rating_max
-    bad = ~ids_ok | bad_r
+    bad_r = ev["rating"].notna() & ~pd.Series(scale.contains(r.to_numpy(np.float64)), index=ev.index)
+    # a movie no file knows is a typo, not a new title: it must not become recommendable
+    known = set(out.tables["ratings"]["movie_id"].astype(str))
+    for name in ("movies", "test", "reviews"):
+        if name in out.tables:
+            known.update(out.tables[name]["movie_id"].astype(str))
+    bad_m = ~ev["movie_id"].astype(str).str.strip().isin(known)
+    bad = ~ids_ok | bad_r | bad_m
     if bad.any():
         q = ev[bad].copy()
-        q.insert(0, "reason", np.where(~ids_ok[bad], "empty user or movie id", "rating invalid or out of range"))
+        reason = np.where(~ids_ok[bad], "empty user or movie id",
+                          np.where(bad_r[bad], f"rating outside the rating scale {scale.describe()}",
+                                   "movie found in no input file"))
+        q.insert(0, "reason", reason)
         q.insert(0, "row", (np.flatnonzero(bad) + 1))
         out.quarantine["feedback"] = q
         log.warning("ingest: %d feedback events quarantined", int(bad.sum()))
@@ -126,6 +165,8 @@ def _fold_feedback(out: IngestResult, events: pd.DataFrame, cfg: Config) -> None
 def _input_stats(out: IngestResult) -> dict:
     """Figures the nightly run compares with the last good run (see refresh.input_checks)."""
     stats: dict = {"ratings_rows": int(len(out.tables["ratings"]))}
+    if "rating_scale" in out.stats:
+        stats["rating_scale"] = [out.stats["rating_scale"]["min"], out.stats["rating_scale"]["max"]]
     movies = out.tables.get("movies")
     if movies is not None and len(movies):
         known = set(movies["movie_id"])

