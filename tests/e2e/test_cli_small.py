@@ -252,3 +252,41 @@ def test_score_text(tmp_path, trained_small):
     r = run_cli("score-text", "--config", str(trained_small), "--input", str(inp), "--text-column", "nope",
                 "--output", str(out))
     assert r.returncode == 65 and "nope" in r.stderr
+
+
+def test_ciaodvd_epinions_and_csv_importers(tmp_path):
+    ciao = tmp_path / "ciao"
+    ciao.mkdir()
+    (ciao / "movie-ratings.txt").write_text("1,10,3,100,5,2001-01-01\n1,10,3,101,2,2002-01-01\n2,11,4,102,4,2003-05-06\n")
+    (ciao / "trusts.txt").write_text("1,2,1\n")
+    r = run_cli("data", "import", "ciaodvd", "--from", str(ciao), "--to", str(tmp_path / "c"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"ratings": 3, "social": 1, "movies": 2}
+    ratings = pd.read_csv(tmp_path / "c" / "ratings.csv")
+    assert ratings["timestamp"].tolist() == [978307200, 1009843200, 1052179200]
+    # the duplicate (user 1, movie 10) resolves as in clean: the later rating wins
+    cfg = write_config(tmp_path / "cc.yaml", tmp_path / "c", tmp_path / "wc", split={"method": "none"})
+    assert run_cli("clean", "--config", str(cfg)).returncode == 0
+    clean = pd.read_parquet(tmp_path / "wc" / "artifacts" / "ratings_clean.parquet")
+    assert len(clean) == 2 and sorted(clean["rating"]) == [2.0, 4.0]
+    assert pd.read_csv(tmp_path / "c" / "movies.csv")["genres"].tolist() == ["genre-3", "genre-4"]
+
+    ep = tmp_path / "ep"
+    ep.mkdir()
+    (ep / "rating_with_timestamp.txt").write_text("1 7 2 4 3 1000\n2 7 2 5 1 2000\n2 8 9 1 0 3000\n")
+    (ep / "trustnetwork.txt").write_text("1 2\n2 1\n")
+    r = run_cli("data", "import", "epinions", "--from", str(ep), "--to", str(tmp_path / "e"))
+    assert r.returncode == 0, r.stderr
+    assert pd.read_csv(tmp_path / "e" / "ratings.csv").columns.tolist() == ["user_id", "movie_id", "rating",
+                                                                           "timestamp"]
+    assert len(pd.read_csv(tmp_path / "e" / "social.csv")) == 2
+
+    src = tmp_path / "dump.csv"
+    src.write_text("uid;item;stars\na;x;4\nb;y;2\n")
+    r = run_cli("data", "import", "csv", "--from", str(src), "--to", str(tmp_path / "k"), "--delimiter", ";",
+                "--map", "user_id=uid", "--map", "movie_id=item", "--map", "rating=stars")
+    assert r.returncode == 0, r.stderr
+    assert pd.read_csv(tmp_path / "k" / "ratings.csv").columns.tolist() == ["user_id", "movie_id", "rating"]
+    r = run_cli("data", "import", "csv", "--from", str(src), "--to", str(tmp_path / "k2"), "--delimiter", ";",
+                "--map", "user_id=nope")
+    assert r.returncode == 65 and "no column 'nope'" in r.stderr

@@ -4,7 +4,9 @@
 Known sets: ``movielens-100k`` (u.data, u.user, u.item and the five given splits),
 ``movielens-latest-small`` (ratings, movies; tags become short reviews) and
 ``filmtrust`` (ratings.txt and trust.txt), ``rt-critics`` (critics.csv: Rotten Tomatoes
-critics as users, fresh/rotten as 1/0, quotes as review texts; import only).
+critics as users, fresh/rotten as 1/0, quotes as review texts; import only), ``ciaodvd`` and
+``epinions`` (the social-recommendation dumps of LibRec and Tang et al.; import only), and
+``csv``: any CSV with a column mapping (:func:`import_csv`).
 """
 
 from __future__ import annotations
@@ -129,7 +131,99 @@ def import_rt_critics(src: Path, dst: Path) -> dict[str, int]:
     return {"ratings": len(rated), "reviews": len(quotes), "movies": len(movies)}
 
 
+def _unix_seconds(dates: pd.Series) -> pd.Series:
+    when = pd.to_datetime(dates, errors="coerce")
+    return ((when - pd.Timestamp(0)).dt.total_seconds()).astype("Int64").astype(str).replace("<NA>", "")
+
+
+def import_ciaodvd(src: Path, dst: Path) -> dict[str, int]:
+    """CiaoDVD (LibRec): movie-ratings.txt (userID, movieID, genreID, reviewID, rating 1-5, date;
+    CSV without a header) and trusts.txt (trustor, trustee, value). A user who rated a movie
+    twice keeps the later rating, as clean resolves any duplicate (the date is kept as the
+    timestamp). Genres are numbered in the dump (no names): ``genre-<id>``."""
+    cols = ["user_id", "movie_id", "genre", "review_id", "rating", "date"]
+    r = pd.read_csv(_find(src, "movie-ratings.txt"), names=cols, dtype=str)
+    r["timestamp"] = _unix_seconds(r["date"])
+    trust = pd.read_csv(_find(src, "trusts.txt"), names=["user_id", "friend_id", "weight"], dtype=str)
+    movies = r.drop_duplicates("movie_id", keep="last")[["movie_id", "genre"]]
+    movies = movies.assign(title="CiaoDVD movie " + movies["movie_id"], genres="genre-" + movies["genre"])
+    _write(r[["user_id", "movie_id", "rating", "timestamp"]], dst / "ratings.csv")
+    _write(trust, dst / "social.csv")
+    _write(movies[["movie_id", "title", "genres"]], dst / "movies.csv")
+    return {"ratings": len(r), "social": len(trust), "movies": len(movies)}
+
+
+def _table(src: Path, stems: tuple[str, ...], key: str, ncols: int) -> pd.DataFrame:
+    """A whitespace-separated text file or a MATLAB .mat matrix of the Tang et al. dumps."""
+    for stem in stems:
+        for ext in (".txt", ".mat"):
+            try:
+                path = _find(src, stem + ext)
+            except DataError:
+                continue
+            if ext == ".mat":
+                from scipy.io import loadmat
+
+                m = loadmat(path)
+                arr = m.get(key, next(v for k, v in m.items() if not k.startswith("__")))
+                return pd.DataFrame(arr[:, :ncols]).astype("int64").astype(str)
+            return pd.read_csv(path, sep=r"\s+", header=None, dtype=str, comment="%").iloc[:, :ncols]
+    raise DataError(f"{src}: none of {', '.join(s + '.txt/.mat' for s in stems)} found (is this the Epinions dump?)")
+
+
+def import_epinions(src: Path, dst: Path) -> dict[str, int]:
+    """Epinions as Tang et al. distribute it: ratings (user, product, category, rating,
+    helpfulness[, time]) in rating_with_timestamp or rating (.txt or .mat), and the trust
+    list (truster, trustee) in trustnetwork or trust. Products become movies, categories
+    their genres; duplicates resolve as in clean (the latest wins)."""
+    r = _table(src, ("rating_with_timestamp", "rating"), "rating", 6)
+    r.columns = ["user_id", "movie_id", "category", "rating", "helpfulness", "timestamp"][: r.shape[1]]
+    t = _table(src, ("trustnetwork", "trust"), "trustnetwork", 2)
+    t.columns = ["user_id", "friend_id"]
+    keep = [c for c in ("user_id", "movie_id", "rating", "timestamp") if c in r.columns]
+    movies = r.drop_duplicates("movie_id", keep="last")
+    movies = pd.DataFrame({"movie_id": movies["movie_id"], "title": "Epinions product " + movies["movie_id"],
+                           "genres": "category-" + movies["category"]})
+    _write(r[keep], dst / "ratings.csv")
+    _write(t.assign(weight="1"), dst / "social.csv")
+    _write(movies, dst / "movies.csv")
+    return {"ratings": len(r), "social": len(t), "movies": len(movies)}
+
+
+def import_csv(src: Path, dst: Path, table: str = "ratings", mapping: dict[str, str] | None = None,
+               delimiter: str = ",") -> dict[str, int]:
+    """Any CSV dump into one canonical table: ``mapping`` names the source column of each
+    canonical column (e.g. ``{"user_id": "uid", "movie_id": "item", "rating": "stars"}``);
+    unmapped canonical columns are taken by name, other columns are kept.
+
+    Raises:
+        DataError: an unknown table, or a mapped or required column the file lacks.
+    """
+    from movierec.data.schemas import SCHEMAS
+
+    if table not in SCHEMAS:
+        raise DataError(f"data import csv: unknown table {table!r}; one of {', '.join(SCHEMAS)}")
+    schema = SCHEMAS[table]
+    path = src if src.is_file() else _find(src, f"{table}.csv")
+    df = pd.read_csv(path, dtype=str, sep=delimiter, keep_default_na=False)
+    mapping = dict(mapping or {})
+    for canon, col in mapping.items():
+        if canon not in schema.required + schema.optional:
+            raise DataError(f"data import csv: {canon!r} is not a column of {table}.csv "
+                            f"(columns: {', '.join(schema.required + schema.optional)})")
+        if col not in df.columns:
+            raise DataError(f"{path}: no column {col!r} to map to {canon} (found: {', '.join(df.columns)})")
+    df = df.rename(columns={col: canon for canon, col in mapping.items()})
+    missing = [c for c in schema.required if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: no column for {', '.join(missing)}; map it with --map {missing[0]}=SOURCE_COLUMN")
+    _write(df, dst / f"{table}.csv")
+    return {table: len(df)}
+
+
 IMPORTERS = {
+    "ciaodvd": import_ciaodvd,
+    "epinions": import_epinions,
     "rt-critics": import_rt_critics,
     "movielens-100k": import_movielens_100k,
     "movielens-latest-small": import_movielens_latest_small,
@@ -228,7 +322,7 @@ def download_dataset(name: str, dst: str | Path, url: str | None = None, timeout
 
 #: the config that runs each imported set (relative to the repository's configs/)
 CONFIGS = {"movielens-100k": "configs/movielens-100k.yaml", "filmtrust": "configs/filmtrust.yaml",
-           "rt-critics": "configs/rt-critics.yaml"}
+           "rt-critics": "configs/rt-critics.yaml", "ciaodvd": "configs/ciaodvd.yaml"}
 
 
 def next_step(name: str, dst: str | Path) -> str:

@@ -26,10 +26,11 @@ log = logging.getLogger(__name__)
 class Scorer:
     """What evaluation needs from a model: rating predictions and top-K lists."""
 
-    def __init__(self, predict, vectors=None, rank_scores=None):
+    def __init__(self, predict, vectors=None, rank_scores=None, rank_fn=None):
         self.predict = predict  # (users, items) -> ratings
         self.vectors = vectors  # (mu, bu, bi, U, Q) for blocked ranking
         self.rank_scores = rank_scores  # n_items scores shared by all users (popularity)
+        self.rank_fn = rank_fn  # (users, k, seen) -> users x k movie indices (any other ranker)
 
 
 def bias_baseline(train: pd.DataFrame, n_users: int, n_items: int, reg_u: float = 15.0,
@@ -73,6 +74,8 @@ def model_scorer(model) -> Scorer:
 
 
 def _topk(scorer: Scorer, users: np.ndarray, k: int, seen: sp.csr_matrix) -> np.ndarray:
+    if scorer.rank_fn is not None:
+        return np.asarray(scorer.rank_fn(users, k, seen), dtype=np.int64)
     if scorer.vectors is not None:
         return top_n(scorer.vectors, users, k, seen)[0]
     base = np.asarray(scorer.rank_scores, np.float32)
@@ -126,7 +129,7 @@ def score_users(scorer: Scorer, train: pd.DataFrame, test: pd.DataFrame, n_users
     us = UserScores(users_all, np.bincount(at, minlength=len(users_all)).astype(np.float64),
                     np.bincount(at, err ** 2, minlength=len(users_all)),
                     np.bincount(at, np.abs(err), minlength=len(users_all)), np.zeros(len(users_all)))
-    if scorer.vectors is not None or scorer.rank_scores is not None:
+    if scorer.vectors is not None or scorer.rank_scores is not None or scorer.rank_fn is not None:
         out.update(_rank_users(scorer, train, test, n_users, n_items, cfg, genre_mat, detail, stats, us))
     for key, value in us.metrics().items():
         out.setdefault(key, value)

@@ -125,7 +125,10 @@ def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
         _pull(model, bu, bi, P, Q, W, V, Yimp if implicit else None)
         if tracker.end_epoch(epoch, sse, n_train):
             break
-    return tracker.finish()
+    history = tracker.finish()
+    # let TensorFlow drop this fit's graph state (a refit follows in the same process)
+    tf.keras.backend.clear_session()
+    return history
 
 
 def _pull(model, bu, bi, P, Q, W, V, Yimp=None) -> None:

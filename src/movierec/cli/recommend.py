@@ -1,0 +1,145 @@
+"""``movierec recommend``: one user, a new user (--ratings), or every user (--all)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from movierec.cli._app import CONFIG_OPT, OVERRIDES, load_cfg, cli, log
+
+
+@cli.command()
+@CONFIG_OPT
+@click.option("--user", "user_id", help="User id to recommend for.")
+@click.option("--all", "all_users", is_flag=True, help="Recommend for every user (needs --output).")
+@click.option("--output", help="Output of --all: a .csv or .parquet file, or - for CSV on stdout.")
+@click.option("--ratings", "ratings_file", type=click.Path(dir_okay=True, allow_dash=True),
+              help="Ratings (movie_id,rating CSV in data.delimiter, or - for a JSON list on stdin): fold in a "
+                   "new user, or add to a known user's ratings.")
+@click.option("-n", type=click.IntRange(min=1), default=None, help="List length (default: recommend.n).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--explain", is_flag=True, help="Give each movie the reasons the model had for it (--user only).")
+@OVERRIDES
+def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, explain, overrides) -> None:
+    """Top-N movies for one user, a new user (--ratings), or every user (--all)."""
+    import pandas as pd
+
+    cfg = load_cfg(config_path, overrides)
+    n = n or cfg.recommend.n
+    if all_users == bool(user_id):
+        raise click.UsageError("give exactly one of --user ID or --all")
+    if all_users:
+        if explain or ratings_file:
+            raise click.UsageError("--explain and --ratings work with --user, not with --all")
+        if not output:
+            raise click.UsageError("--all needs --output PATH (.csv or .parquet, or - for CSV on stdout)")
+        special = output == "-" or (Path(output).exists() and not Path(output).is_file())  # -, /dev/stdout
+        if not special and Path(output).suffix.lower() not in (".csv", ".parquet"):
+            raise click.UsageError(f"--output {output}: give a .csv or .parquet file (or - for CSV on stdout)")
+    elif output:
+        raise click.UsageError("--output is for --all; one user's list goes to stdout (--format table|json|csv)")
+    if user_id:
+        from movierec.privacy import maybe_pseudonym
+
+        user_id = maybe_pseudonym(user_id, cfg.privacy)  # ids in the model are pseudonyms too
+    rows = None
+    if ratings_file:
+        from movierec.data.readers import read_user_ratings
+
+        rows = read_user_ratings(ratings_file, delimiter=cfg.data.delimiter, encoding=cfg.data.encoding)
+    from movierec.feedback import read_events_since
+    from movierec.privacy import check_key
+    from movierec.registry import Registry
+
+    bundle = Registry.of(cfg).load()
+    check_key(bundle.meta.get("privacy_key_fingerprint"), cfg.privacy, bundle.path.name)
+    # feedback recorded since the version was trained: folded in at once, not at the next run
+    events = read_events_since(cfg.workdir, bundle.meta.get("feedback"))
+    if all_users:
+        _recommend_all(bundle, cfg, n, events, output)
+        return
+    if events is not None:
+        events = events[events["user_id"].astype(str).str.strip() == user_id]
+    new_user = bundle.user_index(user_id) < 0
+    if rows is not None:
+        rows = bundle.check_ratings(rows, "stdin" if ratings_file == "-" else ratings_file)
+        given = rows.assign(user_id=user_id)
+        # a known user's --ratings join their own (and feedback since training), never replace them
+        events = given if events is None else pd.concat([events, given], ignore_index=True)
+    if rows is not None and new_user:
+        result = bundle.recommend_ratings(user_id, events[events["rating"].notna()].drop_duplicates(
+            "movie_id", keep="last")[["movie_id", "rating"]], n,
+            exclude=bundle.movie_ids.get_indexer(events["movie_id"].astype(str)))
+    else:
+        result = bundle.recommend_user(user_id, n, cfg.recommend.exclude_seen, events=events,
+                                       feedback_weight=cfg.recommend.feedback_weight)
+    if rows is not None:
+        result["ratings_given"] = int(len(rows))
+    if explain:
+        from movierec.explain import explain as add_reasons
+
+        new_ratings = {}  # feedback and --ratings since training: the user's ratings too (latest wins)
+        if events is not None and len(events):
+            rated = events[pd.to_numeric(events["rating"], errors="coerce").notna()]
+            idx = bundle.movie_ids.get_indexer(rated["movie_id"].astype(str).str.strip())
+            new_ratings = {int(i): float(r) for i, r in zip(idx, pd.to_numeric(rated["rating"])) if i >= 0}
+        add_reasons(bundle, user_id, result["items"], threshold=cfg.evaluate.relevance_threshold,
+                    new_ratings=new_ratings)
+    _print_recs(result, fmt)
+
+
+def _recommend_all(bundle, cfg, n: int, events, output: str) -> None:
+    from movierec.catalog import atomic_path
+
+    t0 = time.perf_counter()
+    df = bundle.recommend_all(n, cfg.recommend.exclude_seen, events=events,
+                              feedback_weight=cfg.recommend.feedback_weight)
+    if output == "-":
+        df.to_csv(sys.stdout, index=False)
+    else:
+        with atomic_path(output) as tmp:
+            if output.lower().endswith(".parquet"):
+                df.to_parquet(tmp, index=False)
+            else:
+                df.to_csv(tmp, index=False)
+    log.info("recommend: %d users x %d movies written to %s in %.2fs", df["user_id"].nunique(), n,
+             "stdout" if output == "-" else output, time.perf_counter() - t0)
+
+
+def _print_recs(result: dict, fmt: str) -> None:
+    items = result["items"]
+    for it in items:
+        it.setdefault("explanation", None)
+    if fmt == "json":
+        click.echo(json.dumps(result))
+        return
+    if fmt == "csv":
+        import csv
+
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(["rank", "movie_id", "title", "year", "genres", "predicted_rating", "rank_score"])
+        for k, it in enumerate(items, 1):
+            w.writerow([k, it["movie_id"], it["title"], it["year"] or "", it["genres"],
+                        "" if it["predicted_rating"] is None else it["predicted_rating"], it["rank_score"]])
+        return
+    fallback = result.get("fallback")
+    note = f"  (fallback: {fallback})" if fallback else ""
+    if result.get("feedback_events"):
+        note += f"  ({result['feedback_events']} feedback events since the model was trained folded in)"
+    click.echo(f"Top {len(items)} for user {result['user_id']}{note}")
+    # the year is part of most titles already; show it only where the title lacks it
+    titles = [it["title"] if not it["year"] or f"({it['year']})" in it["title"] else f"{it['title']} ({it['year']})"
+              for it in items]
+    width = max([len(t) for t in titles] + [5])
+    rank_head = "ratings" if fallback == "popularity" else "rank score"
+    click.echo(f"{'#':>3}  {'title':<{width}}  {'genres':<30}  {'predicted':>9}  {rank_head:>10}")
+    for k, (it, title) in enumerate(zip(items, titles), 1):
+        pred = "" if it["predicted_rating"] is None else f"{it['predicted_rating']:.2f}"
+        rank = f"{it['rank_score']:.0f}" if fallback == "popularity" else f"{it['rank_score']:.3f}"
+        click.echo(f"{k:>3}  {title:<{width}}  {it['genres'][:30]:<30}  {pred:>9}  {rank:>10}")
+        if it.get("explanation"):
+            click.echo(f"{'':>5}{it['explanation']}")
