@@ -144,13 +144,21 @@ class ModelConfig:
     batch_size: int = _f(4096, "mini-batch size (adam)", ge=1)
     ensemble: int = _f(1, "average this many models from successive seeds (one model of n x factors)", ge=1)
     threads: int = _f(0, "SGD threads: 0 = all cores (Hogwild) from 1M ratings up, else 1 (deterministic)", ge=0)
-    ranking: str = _f("hybrid", "top-N by predicted rating only, or by a BPR watch score plus rating",
-                      choices=("hybrid", "rating"))
+    ranking: str = _f("hybrid", "top-N lists by: hybrid (a BPR watch model plus the predicted rating), ease (the "
+                                "EASE item-item model plus the rating model's taste), or rating alone",
+                      choices=("hybrid", "ease", "rating"))
     watch_factors: int = _f(32, "factors of the watch (ranking) model", ge=1)
     watch_epochs: int = _f(20, "BPR passes of the watch model", ge=1)
     watch_learning_rate: float = _f(0.05, "BPR step size", gt=0)
     watch_reg: float = _f(0.01, "BPR L2 weight", ge=0)
     rank_rating_weight: float = _f(0.5, "weight of (predicted rating - mean) in the rank score", ge=0)
+    ease_lambda: float = _f(500.0, "ease: L2 weight of the item-item model (larger on denser data)", gt=0)
+    ease_rating_weight: float = _f(0.1, "ease: weight of the rating model's taste (b_i + user . movie) in the rank "
+                                        "score", ge=0)
+    ease_activity_half: float = _f(20.0, "ease: a user with this many ratings gets half of ease_rating_weight "
+                                         "(few ratings: a noisy taste vector)", ge=0)
+    ease_max_items: int = _f(20000, "ease: the largest catalogue it runs on (a movies x movies float32 matrix: "
+                                    "1.6 GB at 20,000)", ge=1)
     seed: int = _f(0, "seed of initialization and shuffling", ge=0)
 
 

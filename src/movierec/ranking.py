@@ -35,13 +35,16 @@ def top_n(
     seen: sp.csr_matrix | None = None,
     block: int = 2048,
     progress: bool = False,
+    item_item: tuple | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-n items for each of ``users``, excluding ``seen`` items; blocked over users.
 
     Per block: one float32 BLAS product (users x factors times factors x movies), the item
     biases added in place, seen movies masked, and a compiled parallel top-n per row. The
     user's own constant (μ + b_u) does not change the order; it is added to the n scores
-    kept. Memory: one block of scores (block x movies floats) at a time.
+    kept. ``item_item`` (history, weights): an item-item ranker's part, history[users] @
+    weights, added to the block (EASE). Memory: one block of scores (block x movies floats)
+    at a time.
     """
     mu, bu, bi, U, Q = model_vectors
     users = np.asarray(users, dtype=np.int64)
@@ -61,6 +64,8 @@ def top_n(
         ub = users[start : start + block]
         s = U[ub] @ Qt
         s += bi
+        if item_item is not None:
+            s += np.asarray(item_item[0][ub] @ item_item[1], dtype=np.float32)
         if seen is not None:
             sub = seen[ub]
             rows = np.repeat(np.arange(len(ub)), np.diff(sub.indptr))
@@ -145,6 +150,21 @@ class ModelBundle:
             self._vectors = (np.float32(mu), bu, bi, np.ascontiguousarray(U, dtype=np.float32),
                              np.ascontiguousarray(Q, dtype=np.float32))
         return self._vectors
+
+    @property
+    def item_item(self) -> tuple | None:
+        """(history, weights) of an item-item ranker (EASE), or None."""
+        return self.model.item_item()
+
+    def _history_with(self, pairs: pd.DataFrame) -> tuple | None:
+        """The item-item part with feedback movies added to the users' histories."""
+        ii = self.item_item
+        if ii is None or not len(pairs):
+            return ii
+        add = sp.csr_matrix((np.ones(len(pairs), np.float32), (pairs["u"], pairs["m"])), shape=ii[0].shape)
+        h = (ii[0] + add).tocsr()
+        h.data[:] = 1.0
+        return h, ii[1]
 
     @property
     def rating_vectors(self) -> tuple:
@@ -257,6 +277,12 @@ class ModelBundle:
         b1, p1 = self.fold_in(mj, mr, weights=mw)
         b, p = float(bu[u]) + b1 - b0, (U[u] + (p1 - p0)).astype(np.float32)
         _, _, _, RU, _ = self.vectors
+        if self.item_item is not None:  # EASE: [w U_u, w] with w from the user's new count
+            from movierec.models._ease import activity_weight
+
+            n_hist = int(self.item_item[0].indptr[u + 1] - self.item_item[0].indptr[u]) + len(items)
+            w = float(activity_weight([n_hist], self.model.ease_rating_weight, self.model.ease_activity_half)[0])
+            return b, p, 0.0, np.r_[w * p, w].astype(np.float32)
         beta = float(self.model.rank_rating_weight) if self._has_watch else 1.0
         rank_u = RU[u].copy()
         rank_u[: len(p)] = beta * p
@@ -298,6 +324,9 @@ class ModelBundle:
         else:
             b, p, rank_b, rank_u = float(bu[u]), U[u], float(rv[1][u]), rv[3][u]
         vectors = (rv[0], np.array([rank_b], np.float32), rv[2], np.asarray(rank_u, np.float32)[None, :], rv[4])
+        ii = self._history_with(ev)
+        if ii is not None:
+            ii = (ii[0][[u]], ii[1])
         seen = None
         if exclude_seen:
             seen = self.seen[u]
@@ -305,7 +334,7 @@ class ModelBundle:
                 seen = seen + sp.csr_matrix((np.ones(len(ev), np.float32), (np.zeros(len(ev), np.int64), ev["m"])),
                                             shape=seen.shape)
                 seen = seen.tocsr()
-        items, scores = top_n(vectors, np.array([0]), n, seen)
+        items, scores = top_n(vectors, np.array([0]), n, seen, item_item=ii)
         pred = self._predicted(p, b, items[0])
         # a known user without ratings is scored from features, reviews and friends
         has_ratings = self.rated is not None and self.rated.indptr[u + 1] > self.rated.indptr[u]
@@ -363,6 +392,11 @@ class ModelBundle:
             # mean; a 1-star film was watched, not wanted)
             liked = items_r[r >= r.mean()] if len(np.unique(r)) > 1 else items_r
             s = m.rank_rating_weight * (s - mu) + m.watch_bias_ + m.watch_item_ @ self._watch_taste(liked)
+        elif self.item_item is not None:
+            from movierec.models._ease import activity_weight
+
+            w = activity_weight([len(np.unique(items_r))], m.ease_rating_weight, m.ease_activity_half)[0]
+            s = self.item_item[1][np.unique(items_r)].sum(0) + w * (s - mu - b)
         s[items_r] = -np.inf
         if exclude is not None:
             ex = np.asarray(exclude)
@@ -407,7 +441,8 @@ class ModelBundle:
                                                               feedback_weight)
             vectors = (c, bu_r, bi_r, U_r, Q_r)
             seen = (seen + sp.csr_matrix((np.ones(len(ev), np.float32), (ev["u"], ev["m"])), shape=seen.shape)).tocsr()
-        items, scores = top_n(vectors, users, n, seen if exclude_seen else None, progress=True)
+        items, scores = top_n(vectors, users, n, seen if exclude_seen else None, progress=True,
+                              item_item=self._history_with(ev))
         k = items.shape[1]
         # predicted ratings of the listed movies (n per user: one small product per block)
         mu, bu, bi, U, Q = self.rating_vectors

@@ -90,7 +90,23 @@ def bundle_scorer(bundle, user_ids, movie_ids):
     def predict(us, its):
         return np.clip(mu + bu_n[us] + bi_n[its] + np.einsum("ij,ij->i", U_n[us], Q_n[its]), lo, hi)
 
-    return Scorer(predict, vectors=remap(bundle.vectors))
+    item_item = None
+    if bundle.item_item is not None:  # EASE: its history and weights in today's id space too
+        import scipy.sparse as sp
+
+        hist, weights = bundle.item_item
+        to_user = np.full(hist.shape[0], -1)
+        to_user[um[ku]] = np.flatnonzero(ku)
+        to_movie = np.full(hist.shape[1], -1)
+        to_movie[mm[km]] = np.flatnonzero(km)
+        h = hist.tocoo()
+        keep = (to_user[h.row] >= 0) & (to_movie[h.col] >= 0)
+        hist_n = sp.csr_matrix((h.data[keep], (to_user[h.row[keep]], to_movie[h.col[keep]])),
+                               shape=(len(user_ids), len(movie_ids)))
+        w_n = np.zeros((len(movie_ids), len(movie_ids)), np.float32)
+        w_n[np.ix_(km, km)] = weights[np.ix_(mm[km], mm[km])]
+        item_item = (hist_n, w_n)
+    return Scorer(predict, vectors=remap(bundle.vectors), item_item=item_item)
 
 
 def score_on_holdout(cfg: Config, cat: Catalog, version: str) -> dict | None:

@@ -177,3 +177,45 @@ def test_divergence_is_an_error_not_a_nan_model(planted_data):
     with pytest.raises(ModelError, match="diverged"):
         MatrixFactorization(factors=8, epochs=5, learning_rate=50.0, lr_decay=1.0,
                             early_stopping=False).fit(data_of(train, nu, ni))
+
+
+def test_ease_weights_are_the_closed_form():
+    from movierec.errors import ModelError
+    from movierec.models._ease import ease_weights
+
+    rng = np.random.default_rng(0)
+    X = sp.csr_matrix((rng.random((200, 60)) < 0.15).astype(np.float32))
+    B = ease_weights(X, 20.0, 1000)
+    G = (X.T @ X).toarray().astype(np.float64) + 20.0 * np.eye(60)
+    P = np.linalg.inv(G)
+    ref = -P / np.diag(P)[None, :]
+    np.fill_diagonal(ref, 0.0)
+    assert np.allclose(B, ref, atol=1e-4) and np.all(np.diag(B) == 0)
+    with pytest.raises(ModelError, match="ease_max_items"):
+        ease_weights(X, 20.0, 50)
+
+
+def test_ease_ranking_lists_what_users_watch_next(tmp_path):
+    """Co-watching planted in blocks: a user's unseen movies of their block rank first with
+    EASE, far above popularity; the model saves, loads and ranks the same."""
+    from movierec.evaluation.evaluate import Scorer, model_scorer, train_stats, _topk
+
+    rng = np.random.default_rng(1)
+    n_users, n_items, blocks = 400, 100, 4
+    block_of_user, block_of_item = np.arange(n_users) % blocks, np.arange(n_items) % blocks
+    rows = [(u, i) for u in range(n_users) for i in rng.choice(np.flatnonzero(block_of_item == block_of_user[u]), 12,
+                                                               replace=False)]
+    df = pd.DataFrame(rows, columns=["user_idx", "movie_idx"]).assign(rating=np.float32(4.0))
+    df.loc[rng.random(len(df)) < 0.5, "rating"] = 3.0
+    m = MatrixFactorization(factors=4, epochs=5, ranking="ease", ease_lambda=10.0, use_features=False,
+                            early_stopping=False).fit(data_of(df, n_users, n_items))
+    st = train_stats(df, n_users, n_items)
+    users = np.arange(n_users)
+    top = _topk(model_scorer(m), users, 5, st["seen"])
+    assert (block_of_item[top] == block_of_user[:, None]).mean() > 0.95
+    pop = _topk(Scorer(None, rank_scores=np.bincount(df.movie_idx, minlength=n_items).astype(np.float32)), users, 5,
+                st["seen"])
+    assert (block_of_item[pop] == block_of_user[:, None]).mean() < 0.5
+    m.save(tmp_path / "m.npz")
+    again = MatrixFactorization.load(tmp_path / "m.npz")
+    assert np.array_equal(_topk(model_scorer(again), users, 5, st["seen"]), top)

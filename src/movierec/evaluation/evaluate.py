@@ -26,9 +26,10 @@ log = logging.getLogger(__name__)
 class Scorer:
     """What evaluation needs from a model: rating predictions and top-K lists."""
 
-    def __init__(self, predict, vectors=None, rank_scores=None, rank_fn=None):
+    def __init__(self, predict, vectors=None, rank_scores=None, rank_fn=None, item_item=None):
         self.predict = predict  # (users, items) -> ratings
         self.vectors = vectors  # (mu, bu, bi, U, Q) for blocked ranking
+        self.item_item = item_item  # (history, weights) added to the vectors' score (EASE)
         self.rank_scores = rank_scores  # n_items scores shared by all users (popularity)
         self.rank_fn = rank_fn  # (users, k, seen) -> users x k movie indices (any other ranker)
 
@@ -70,14 +71,14 @@ def baseline_scorers(train: pd.DataFrame, n_users: int, n_items: int, names: lis
 def model_scorer(model) -> Scorer:
     mu, bu, bi, U, Q = model.rank_vectors()
     vec = (np.float32(mu), bu, bi, np.ascontiguousarray(U, np.float32), np.ascontiguousarray(Q, np.float32))
-    return Scorer(lambda us, its: model.predict(us, its)[0], vectors=vec)
+    return Scorer(lambda us, its: model.predict(us, its)[0], vectors=vec, item_item=model.item_item())
 
 
 def _topk(scorer: Scorer, users: np.ndarray, k: int, seen: sp.csr_matrix) -> np.ndarray:
     if scorer.rank_fn is not None:
         return np.asarray(scorer.rank_fn(users, k, seen), dtype=np.int64)
     if scorer.vectors is not None:
-        return top_n(scorer.vectors, users, k, seen)[0]
+        return top_n(scorer.vectors, users, k, seen, item_item=scorer.item_item)[0]
     base = np.asarray(scorer.rank_scores, np.float32)
     out = np.zeros((len(users), k), dtype=np.int64)
     for row, u in enumerate(users):

@@ -29,9 +29,10 @@ from movierec.models._tracking import EpochTracker, History
 
 log = logging.getLogger(__name__)
 
-#: the .npz layout; 2: implicit and watch (ranking) arrays always present. Another format is
-#: refused with a clear error (no arrays are back-filled).
-FORMAT_VERSION = 2
+#: the .npz layout; 2: implicit and watch (ranking) arrays always present; 3: the EASE ranker's
+#: arrays (empty for other rankings). Another format is refused with a clear error (no arrays
+#: are back-filled).
+FORMAT_VERSION = 3
 
 
 @dataclass
@@ -110,6 +111,10 @@ class MatrixFactorization:
         watch_learning_rate: float = 0.05,
         watch_reg: float = 0.01,
         rank_rating_weight: float = 0.5,
+        ease_lambda: float = 500.0,
+        ease_rating_weight: float = 0.1,
+        ease_activity_half: float = 20.0,
+        ease_max_items: int = 20000,
         seed: int = 0,
     ) -> None:
         self.factors = factors
@@ -137,13 +142,18 @@ class MatrixFactorization:
         self.watch_learning_rate = watch_learning_rate
         self.watch_reg = watch_reg
         self.rank_rating_weight = rank_rating_weight
+        self.ease_lambda = ease_lambda
+        self.ease_rating_weight = ease_rating_weight
+        self.ease_activity_half = ease_activity_half
+        self.ease_max_items = ease_max_items
         self.seed = seed
 
     PARAMS = (
         "factors", "epochs", "optimizer", "learning_rate", "reg", "reg_bias", "reg_features",
         "social_reg", "use_features", "implicit", "reg_implicit", "early_stopping", "patience", "validation_fraction",
         "init_std", "lr_decay", "batch_size", "ensemble", "threads", "ranking", "watch_factors", "watch_epochs",
-        "watch_learning_rate", "watch_reg", "rank_rating_weight", "seed",
+        "watch_learning_rate", "watch_reg", "rank_rating_weight", "ease_lambda", "ease_rating_weight",
+        "ease_activity_half", "ease_max_items", "seed",
     )
 
     @classmethod
@@ -291,6 +301,16 @@ class MatrixFactorization:
         n_users, n_items = data.n_users, data.n_items
         kw = self.watch_factors if self.ranking == "hybrid" else 0
         self.ranking_fit_seconds_ = 0.0
+        self.ease_item_ = np.zeros((0, 0), np.float32)
+        self.ease_history_ = sp.csr_matrix((n_users, 0), dtype=np.float32)
+        if self.ranking == "ease":
+            from movierec.models._ease import ease_weights
+
+            t0 = time.perf_counter()
+            hist = data.implicit()[:, :n_items].tocsr()  # movies only (trusted users may follow)
+            self.ease_item_ = ease_weights(hist, self.ease_lambda, self.ease_max_items)
+            self.ease_history_ = hist.astype(np.float32)
+            self.ranking_fit_seconds_ = time.perf_counter() - t0
         rng = np.random.default_rng(self.seed + 7919)
         self.watch_user_ = rng.normal(0, 0.1, (n_users, kw)).astype(np.float32)
         self.watch_item_ = rng.normal(0, 0.1, (n_items, kw)).astype(np.float32)
@@ -479,6 +499,15 @@ class MatrixFactorization:
         rank_rating_weight, as one dot product ([βU, X_w] · [Q, Z_w]).
         """
         U, Q = self.user_vectors(), self.item_vectors()
+        if self.ranking == "ease" and self.ease_item_.size:
+            # EASE score (added by item_item()) + w_u (b_i + U_u . Q_i): the rating model's taste,
+            # weighted by how much the user has rated (ease_rating_weight, ease_activity_half)
+            from movierec.models._ease import activity_weight
+
+            w = activity_weight(np.diff(self.ease_history_.indptr), self.ease_rating_weight,
+                                self.ease_activity_half)[:, None]
+            return (np.float32(0.0), np.zeros(len(U), np.float32), np.zeros(len(Q), np.float32),
+                    np.hstack([w * U, w]).astype(np.float32), np.hstack([Q, self.item_bias_[:, None]]).astype(np.float32))
         if not getattr(self, "watch_user_", np.zeros((0, 0))).size:
             return (np.float32(self.global_mean_), self.user_bias_, self.item_bias_, U, Q)
         b = np.float32(self.rank_rating_weight)
@@ -489,6 +518,13 @@ class MatrixFactorization:
             np.hstack([b * U, self.watch_user_]).astype(np.float32),
             np.hstack([Q, self.watch_item_]).astype(np.float32),
         )
+
+    def item_item(self) -> tuple[sp.csr_matrix, np.ndarray] | None:
+        """(users x movies history, movies x movies weights) of an item-item ranker (EASE):
+        its rank score adds history_u @ weights to the dot product of :meth:`rank_vectors`."""
+        if self.ranking == "ease" and self.ease_item_.size:
+            return self.ease_history_, self.ease_item_
+        return None
 
     def _predict_idx(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         U, Q = self.user_vectors(), self.item_vectors()
@@ -521,7 +557,7 @@ class MatrixFactorization:
     # ------------------------------------------------------------------ persistence
     ARRAYS = ("user_bias_", "item_bias_", "user_factors_", "item_factors_", "user_weights_",
               "item_weights_", "user_features_", "item_features_", "item_implicit_", "user_implicit_",
-              "watch_user_", "watch_item_", "watch_bias_")
+              "watch_user_", "watch_item_", "watch_bias_", "ease_item_")
 
     def save(self, path: str | Path) -> None:
         """Write the model to ``path`` (an .npz file); round-trips exactly through load."""
@@ -537,6 +573,9 @@ class MatrixFactorization:
             "history": asdict(self.history_) if hasattr(self, "history_") else None,
         }
         arrays = {k: getattr(self, k) for k in self.ARRAYS}
+        hist = getattr(self, "ease_history_", sp.csr_matrix((len(self.user_bias_), 0), dtype=np.float32))
+        arrays.update(ease_history_indptr=hist.indptr, ease_history_indices=hist.indices,
+                      ease_history_shape=np.array(hist.shape))
         with open(path, "wb") as fh:
             np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
 
@@ -549,6 +588,10 @@ class MatrixFactorization:
                     raise ModelError(f"{path}: model format {meta.get('format_version')} is not supported "
                                      f"(this movierec reads format {FORMAT_VERSION}); train a new model")
                 arrays = {k: z[k] for k in cls.ARRAYS}
+                shape = tuple(int(x) for x in z["ease_history_shape"])
+                arrays["ease_history_"] = sp.csr_matrix(
+                    (np.ones(len(z["ease_history_indices"]), np.float32), z["ease_history_indices"],
+                     z["ease_history_indptr"]), shape=shape)
         except (OSError, KeyError, ValueError) as exc:
             raise ModelError(f"{path}: not a readable movierec model ({exc})") from exc
         m = cls(**meta["params"])
