@@ -494,12 +494,14 @@ def bench_topn(args) -> str:
             log_line = ", ".join(f"{k.split(' (')[0]} {v[-1][f'ndcg@{K}']:.4f}" for k, v in per.items())
             print(f"{name} fold {cfg.split.fold}: {log_line}", file=sys.stderr, flush=True)
         cols = [f"ndcg@{K}", f"precision@{K}", f"recall@{K}", f"map@{K}", "coverage"]
-        lines = ["| model | " + " | ".join(cols) + " | fit s (median) | NDCG@10 per fold |", "|---" * (len(cols) + 3) + "|"]
+        lines = ["| model | " + " | ".join(cols) + " | RMSE | fit s (median) | NDCG@10 per fold |",
+                 "|---" * (len(cols) + 4) + "|"]
         for label, runs in per.items():
             mean = {c: float(np.mean([r[c] for r in runs])) for c in cols}
             folds = " ".join(f"{r[f'ndcg@{K}']:.4f}" for r in runs)
+            rmse = f"{np.mean([r['rmse'] for r in runs]):.4f}" if label.startswith("movierec") else "-"
             lines.append(f"| {label} | " + " | ".join(f"{mean[c]:.4f}" for c in cols)
-                         + f" | {statistics.median(secs[label]):.2f} | {folds} |")
+                         + f" | {rmse} | {statistics.median(secs[label]):.2f} | {folds} |")
         pop = per["popularity"]
         peers = {k: float(np.mean([r[f"ndcg@{K}"] for r in v])) for k, v in per.items() if not k.startswith("movierec")}
         best = max(peers, key=peers.get)

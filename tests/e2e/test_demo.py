@@ -155,8 +155,12 @@ def test_evaluate_beats_global_mean(demo_workdir, tmp_path):
     st = run_cli("status", "--config", CFG, f"workdir={demo_workdir}").stdout
     assert f"metrics: rmse {m['rmse']:.4f}" in st
     r = run_cli("evaluate", "--config", CFG, "--compare", m["model_version"], f"workdir={demo_workdir}",
-                "evaluate.ablations=[]")
-    assert r.returncode == 0 and "+0.0000" in r.stdout
+                "evaluate.ablations=[]", "--format", "json")
+    same = json.loads(r.stdout)
+    assert r.returncode == 0 and same["compared_with"]["deltas"]["rmse"] == 0.0
+    # a paired test against the version's own holdout model: the same model, no difference
+    assert "no significant difference" in same["compared_version"]["verdict"]
+    assert same["compared_version"]["paired"]["rmse"]["p_value"] == 1.0
     # beyond accuracy, fairness
     assert m["novelty"] > 0 and 0 < m["diversity"] <= 1 and m["popularity_lift"] > 0 and 0 < m["user_coverage"] <= 1
     assert m["baselines"]["popularity"]["novelty"] < m["novelty"]  # the model reaches past the head

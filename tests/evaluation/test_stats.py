@@ -83,3 +83,9 @@ def test_the_gate_can_require_significance(tmp_path):
     ok, why = gate(new, cur, load_config(p, ["refresh.gate_test=paired"]), noisy)
     assert ok and "within noise" in why[0]
     assert gate(new, cur, load_config(p, ["refresh.gate_test=paired"]), real)[0] is False
+
+
+def test_no_resampling_means_no_test():
+    a = scores(0.9, 0.3)
+    assert S.paired(a, a, ["rmse"], rounds=0) == {} and S.bootstrap(a, rounds=0) == {}
+    assert "not tested" in S.verdict("x", "baseline", {})

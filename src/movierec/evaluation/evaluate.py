@@ -366,7 +366,7 @@ def _uncertainty(out: dict, per_fold: list[dict], scores: list[dict], cfg: Confi
         for name, m in out.get(kind, {}).items():
             interval(m, lambda f, kind=kind, name=name: f[kind][name], scores[0][kind].get(name))
     sig = {}
-    for (kind, name), other in ((key, v) for key, v in pooled.items() if key != "model"):
+    for (kind, name), other in ((key, v) for key, v in pooled.items() if key != "model" and rounds >= 2):
         tests = S.paired(pooled["model"], other, list(keys), rounds, seed, level)
         sig[name] = {"kind": kind[:-1], **tests, "verdict": S.verdict(name, kind[:-1], tests, 1 - level)}
     out["significance"] = sig

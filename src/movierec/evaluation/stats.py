@@ -129,6 +129,8 @@ def paired(a: UserScores, b: UserScores, metrics: list[str], rounds: int = 1000,
     """Difference a - b of each metric over the same users: the difference, its bootstrap
     interval and a two-sided p-value (the share of resamples on the other side of 0,
     doubled). Users are matched by id; both must have scored the same test part."""
+    if rounds < 2:  # no resampling asked for: no test
+        return {}
     common = np.intersect1d(a.users, b.users)
     a, b = a.subset(common), b.subset(common)
     point_a, point_b = a.metrics(), b.metrics()
@@ -192,7 +194,7 @@ def verdict(name: str, kind: str, tests: dict[str, dict], alpha: float = 0.05) -
         p = "p < 0.001" if t["p_value"] < 0.001 else f"p = {t['p_value']:.3f}"
         parts.append((m, sig, t["better"], f"{m.upper() if m in ('rmse', 'mae') else m} {t['difference']:+.4f}, {p}"))
     if not parts:
-        return f"{name}: no common users to compare"
+        return f"{name}: not tested (no common users, or evaluate.bootstrap_rounds is 0)"
     if not any(sig for _, sig, _, _ in parts):
         return f"{name}: no significant difference ({'; '.join(s for *_, s in parts)})"
     helps = [s for _, sig, better, s in parts if sig and better]
