@@ -36,7 +36,7 @@ def test_input_checks_name_each_problem(cfg):
 
 
 # ----------------------------------------------------------------------------- registry
-def _version(root, name, created, status=None, fmt=2):
+def _version(root, name, created, status=None, fmt=3):
     d = root / name
     d.mkdir(parents=True)
     (d / "model.npz").write_bytes(b"x")
@@ -72,7 +72,7 @@ def test_registry_rollback_skips_rejected_and_old_formats(tmp_path):
     _version(tmp_path, "v3", "2026-01-03T00:00:00.000000Z", "promoted")
     (tmp_path / "current").write_text("v3\n")
     older = [v.name for v in reg.versions() if v.created < reg.get("v3").created and v.status != "rejected"
-             and v.format == 2]
+             and v.format == 3]
     assert older == ["v1"]
     assert reg.pending("v3") is None and reg.pending("v2") is None
     (tmp_path / "v2" / "gate.json").write_text(json.dumps({"status": "passed"}))
@@ -184,3 +184,45 @@ def test_scale_learning_sets_absurd_values_aside():
     assert (s.lo, s.hi, s.inferred) == (1.0, 5.0, True)
     assert learn_scale(r, 0, 10).describe() == "0..10"
     assert os.environ.get("MOVIEREC_FAILPOINT") is None
+
+
+def test_a_rotated_log_that_grew_past_the_offset_is_read_by_time(tmp_path):
+    from movierec.feedback import append_event, read_events_since, snapshot
+
+    for k in range(3):
+        append_event(tmp_path, "u1", f"m{k}", rating=4)
+    _, state = snapshot(tmp_path)
+    log = tmp_path / "feedback" / "events.jsonl"
+    log.write_text("")  # rotated away
+    for k in range(6):  # ... and longer than the old offset again
+        append_event(tmp_path, "u2", f"n{k}", rating=3)
+    got = read_events_since(tmp_path, state)
+    assert got["movie_id"].tolist() == [f"n{k}" for k in range(6)]
+
+
+def test_zero_ratings_are_seen_and_short_lists_hold_no_seen_movie(tmp_path):
+    """On a 0-10 scale a 0 is a rating: the movie is excluded like any other; a user with
+    fewer unseen movies than n gets a shorter list, not seen movies."""
+    from movierec.models.mf import MatrixFactorization, TrainData
+    from movierec.registry import Registry, ServingData
+
+    rng = np.random.default_rng(0)
+    n_users, n_items = 30, 12
+    rows = [(u, i, float(rng.integers(0, 11))) for u in range(n_users) for i in range(n_items) if rng.random() < 0.5]
+    rows += [(0, i, 0.0) for i in range(n_items - 2)]  # user 0 rated all but two, with zeros
+    df = pd.DataFrame(rows, columns=["user_idx", "movie_idx", "rating"]).drop_duplicates(["user_idx", "movie_idx"],
+                                                                                       keep="last")
+    m = MatrixFactorization(factors=2, epochs=3, use_features=False, watch_epochs=2).fit(
+        TrainData(df.user_idx, df.movie_idx, df.rating, n_users, n_items))
+    data = ServingData(model=m, holdout=None,
+                       user_ids=pd.DataFrame({"user_idx": range(n_users), "user_id": [f"u{u}" for u in range(n_users)]}),
+                       movies=pd.DataFrame({"movie_idx": range(n_items), "movie_id": [f"m{i}" for i in range(n_items)],
+                                            "title": "t", "genres": "", "year": 2000}),
+                       ratings=df, config_hash="x" * 16)
+    b = Registry(tmp_path).load(Registry(tmp_path).write(data).name)
+    mine = set(df.loc[df.user_idx == 0, "movie_idx"])
+    assert b.seen[0].nnz == len(mine)
+    got = [it["movie_id"] for it in b.recommend_user("u0", 5)["items"]]
+    assert len(got) == n_items - len(mine) and not {f"m{i}" for i in mine} & set(got)
+    lists = b.recommend_all(5)
+    assert set(lists.loc[lists.user_id == "u0", "movie_id"]) == set(got)

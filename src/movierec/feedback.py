@@ -131,7 +131,14 @@ def snapshot(workdir: str | Path) -> tuple[pd.DataFrame | None, dict]:
     end = blob.rfind(b"\n") + 1
     rows = _parse(blob[:end], p)
     times = [r.get("time") for r in rows if isinstance(r.get("time"), (int, float))]
-    return _frame(rows), {"offset": end, "last_time": max(times) if times else None}
+    return _frame(rows), {"offset": end, "last_time": max(times) if times else None, "head": _head(blob)}
+
+
+def _head(blob: bytes) -> str:
+    """A fingerprint of the log's first line: a log replaced since (rotated) has another one."""
+    import hashlib
+
+    return hashlib.sha256(blob[: blob.find(b"\n") + 1 if b"\n" in blob else 0]).hexdigest()[:16]
 
 
 def read_events(workdir: str | Path) -> pd.DataFrame | None:
@@ -149,7 +156,10 @@ def read_events_since(workdir: str | Path, state: dict | None) -> pd.DataFrame |
     state = state or {}
     offset = int(state.get("offset") or 0)
     size = p.stat().st_size
-    if offset > size:  # rotated or replaced: fall back to time
+    with open(p, "rb") as fh:
+        first = fh.readline()
+    replaced = state.get("head") is not None and offset > 0 and _head(first) != state["head"]
+    if offset > size or replaced:  # rotated or replaced: fall back to time
         df = read_events(workdir)
         last = state.get("last_time")
         if df is None or last is None:

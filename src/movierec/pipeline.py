@@ -492,6 +492,7 @@ def save_model_version(cfg: Config, cat: Catalog, served: FoldFit, holdout: Fold
     from movierec.explain import genre_sentiment_table
     from movierec.feedback import snapshot
     from movierec.privacy import key_fingerprint
+    from movierec.refresh import split_identity
     from movierec.registry import Registry, ServingData
 
     movies = cat.read("movies_clean")
@@ -511,7 +512,7 @@ def save_model_version(cfg: Config, cat: Catalog, served: FoldFit, holdout: Fold
         meta={"train_ratings": int(m.n_train_) - n_pseudo, "pseudo_ratings": served.pseudo_ratings,
               "pseudo_rating_rows": n_pseudo, "rating_scale": {"min": m.rating_min_, "max": m.rating_max_},
               "feedback": feedback_state, "privacy_key_fingerprint": key_fingerprint(cfg.privacy),
-              "split": {"method": cfg.split.method, "fold": cfg.split.fold}},
+              "split": split_identity(cfg)},
     )
     return Registry.of(cfg).write(data).name
 

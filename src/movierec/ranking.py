@@ -123,7 +123,9 @@ class ModelBundle:
             meta = json.loads((path / R.META).read_text())
         except (OSError, KeyError, ValueError) as exc:
             raise ModelError(f"model version {path.name}: incomplete or unreadable ({exc})") from exc
-        seen = (rated != 0).astype(np.float32) + watched
+        seen = rated.copy()  # by structure: a rating of 0 (0-10 scales) is a rating too
+        seen.data = np.ones_like(seen.data)
+        seen = seen + watched
         seen.data[:] = 1.0
         return cls(path, model, pd.Index(users["user_id"].astype(str)), pd.Index(movies["movie_id"].astype(str)),
                    movies, seen.tocsr(), popularity, meta, rated)
@@ -250,6 +252,11 @@ class ModelBundle:
         return xw * (typical / norm) if norm > 0 else xw
 
     @property
+    def _unit(self) -> float:
+        """Ratings per unit of the rank score's rating part (1 on star scales; see MAX_SPAN)."""
+        return float(getattr(self.model, "rating_unit_", 1.0) or 1.0)
+
+    @property
     def _has_watch(self) -> bool:
         return bool(getattr(self.model, "watch_user_", np.zeros((0, 0))).size)
 
@@ -282,8 +289,9 @@ class ModelBundle:
 
             n_hist = int(self.item_item[0].indptr[u + 1] - self.item_item[0].indptr[u]) + len(items)
             w = float(activity_weight([n_hist], self.model.ease_rating_weight, self.model.ease_activity_half)[0])
+            w /= self._unit
             return b, p, 0.0, np.r_[w * p, w].astype(np.float32)
-        beta = float(self.model.rank_rating_weight) if self._has_watch else 1.0
+        beta = float(self.model.rank_rating_weight) / self._unit if self._has_watch else 1.0
         rank_u = RU[u].copy()
         rank_u[: len(p)] = beta * p
         if self._has_watch and len(items):
@@ -391,11 +399,11 @@ class ModelBundle:
             # watch taste of a new user: the movies they liked (rated at or above their own
             # mean; a 1-star film was watched, not wanted)
             liked = items_r[r >= r.mean()] if len(np.unique(r)) > 1 else items_r
-            s = m.rank_rating_weight * (s - mu) + m.watch_bias_ + m.watch_item_ @ self._watch_taste(liked)
+            s = (m.rank_rating_weight / self._unit) * (s - mu) + m.watch_bias_ + m.watch_item_ @ self._watch_taste(liked)
         elif self.item_item is not None:
             from movierec.models._ease import activity_weight
 
-            w = activity_weight([len(np.unique(items_r))], m.ease_rating_weight, m.ease_activity_half)[0]
+            w = activity_weight([len(np.unique(items_r))], m.ease_rating_weight, m.ease_activity_half)[0] / self._unit
             s = self.item_item[1][np.unique(items_r)].sum(0) + w * (s - mu - b)
         s[items_r] = -np.inf
         if exclude is not None:
@@ -459,10 +467,12 @@ class ModelBundle:
             pred[start:start + 4096] = (mu + bu[start:start + 4096, None] + bi[blk]
                                         + np.einsum("uk,unk->un", U[start:start + 4096], Q[blk]))
         pred = np.clip(pred, self.model.rating_min_, self.model.rating_max_)
-        return pd.DataFrame({
+        out = pd.DataFrame({
             "user_id": np.repeat(self.user_ids.to_numpy(), k),
             "rank": np.tile(np.arange(1, k + 1), len(users)),
             "movie_id": self.movie_ids.to_numpy()[items.ravel()],
             "predicted_rating": pred.ravel().round(4),
             "rank_score": scores.ravel(),
         })
+        # a user with fewer unseen movies than n gets a shorter list, never a seen movie
+        return out[np.isfinite(out["rank_score"].to_numpy())].reset_index(drop=True)

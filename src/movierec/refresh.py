@@ -137,6 +137,14 @@ def holdout_scores(cfg: Config, cat: Catalog, version: str):
     return score_users(scorer, train, test, len(uids), len(mids), cfg)
 
 
+def split_identity(cfg: Config) -> dict:
+    """What decides which ratings are test ratings: a version's holdout model is comparable
+    with today's only when this is the same."""
+    sp = cfg.split
+    return {"method": sp.method, "fold": sp.fold, "seed": sp.seed, "test_fraction": sp.test_fraction,
+            "folds": sp.folds, "train": sp.train, "test": sp.test}
+
+
 def gate(new: dict, cur: dict | None, cfg: Config, tests: dict | None = None) -> tuple[bool, list[str]]:
     """Promote unless RMSE or NDCG@K regress past the configured tolerances.
 
@@ -189,7 +197,7 @@ def refresh(cfg: Config) -> dict:
     """
     from movierec._faults import failpoint
     from movierec.pipeline import ensure, is_fresh, trained_model_dir
-    from movierec.registry import METRICS, PASSED, REJECTED, RUN, Registry
+    from movierec.registry import METRICS, PASSED, REJECTED, ROLLED_BACK, RUN, Registry
 
     t0 = time.perf_counter()
     cat = Catalog(Path(cfg.workdir))
@@ -243,8 +251,9 @@ def refresh(cfg: Config) -> dict:
                 summary["version"] = latest
                 return promote(latest, now, "it passed the gate in a run that was interrupted before promoting it")
             status = reg.get(latest).status if latest != current else None
-            if latest == current or status == REJECTED:
-                note = "nothing changed" if latest == current else f"nothing changed since candidate {latest} was rejected"
+            if latest == current or status in (REJECTED, ROLLED_BACK):
+                why = "was rejected" if status == REJECTED else "was rolled back from"
+                note = "nothing changed" if latest == current else f"nothing changed since candidate {latest} {why}"
                 log.info("run: %s; current model %s kept", note, current)
                 return finish("unchanged")
             candidate = latest  # trained but never gated (a run killed before its gate)
@@ -260,9 +269,18 @@ def refresh(cfg: Config) -> dict:
             got = holdout_scores(cfg, cat, candidate)
             m_new, us_new = got if got is not None else ({}, None)
             m_cur, us_cur, cur_note = None, None, None
-            if current is not None:
+            split_now = split_identity(cfg)
+            if current is not None and reg.get(current).meta.get("split") not in (None, split_now):
+                # its holdout model may have trained on today's test ratings: no fair comparison
+                cur_note = (f"current model {current} was measured on another split "
+                            f"({reg.get(current).meta.get('split')}); not compared")
+                log.warning("run: %s", cur_note)
+                current_for_gate = None
+            else:
+                current_for_gate = current
+            if current_for_gate is not None:
                 try:
-                    got = holdout_scores(cfg, cat, current)
+                    got = holdout_scores(cfg, cat, current_for_gate)
                     m_cur, us_cur = got if got is not None else (None, None)
                 except ModelError as exc:  # gone, damaged or of an old format: it cannot serve either
                     cur_note = f"current model {current} could not be scored ({exc})"

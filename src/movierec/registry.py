@@ -57,15 +57,18 @@ log = logging.getLogger("movierec")
 
 #: Version folder format. 2: served model refit on all data beside holdout.npz; seen items
 #: over all ratings and reviews; neighbours, genre sentiment and features kept in the folder.
-FORMAT = 2
+#: 3: the models inside are of model format 3 (EASE arrays).
+FORMAT = 3
 
 MODEL, HOLDOUT, META = "model.npz", "holdout.npz", "meta.json"
 USER_IDS, MOVIES, SEEN = "user_ids.parquet", "movies.parquet", "seen.npz"
 NEIGHBOURS, GENRE_SENTIMENT, FEATURES = "neighbours.parquet", "genre_sentiment.parquet", "features.json"
 METRICS, GATE, RUN, CONFIG = "metrics.json", "gate.json", "run.json", "config.yaml"
 
-#: gate.json statuses; a version without gate.json was made by ``movierec train`` ("trained")
+#: gate.json statuses; a version without gate.json was made by ``movierec train`` ("trained");
+#: one an operator rolled back from is "rolled_back" (the next run must not serve it again)
 PASSED, PROMOTED, REJECTED, TRAINED = "passed", "promoted", "rejected", "trained"
+ROLLED_BACK = "rolled_back"
 GOOD = (PASSED, PROMOTED, TRAINED)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -273,7 +276,9 @@ class Registry:
                               shape=(n_users, n_items))
             w.sum_duplicates()
             w.data[:] = 1.0
-            watched = (w - w.multiply(rated != 0)).tocsr()  # reviewed, not rated
+            pattern = rated.copy()  # by structure: a rating of 0 (0-10 scales) is a rating too
+            pattern.data[:] = 1.0
+            watched = (w - w.multiply(pattern)).tocsr()  # reviewed, not rated
             watched.eliminate_zeros()
             watched.sort_indices()
         pop = np.bincount(r["movie_idx"], minlength=n_items).astype(np.int64)
@@ -355,6 +360,9 @@ class Registry:
             name = good[-1].name
         self.load(name)  # it must load before it serves
         self.promote(name)
+        if cur and cur != name and self._is_version(self.root / cur):
+            # the version rolled back from: the next nightly run must not put it back
+            self.set_gate(cur, ROLLED_BACK, [f"rolled back to {name} by an operator"], name)
         log.info("models: current is now %s (was %s)", name, cur)
         return name
 

@@ -253,6 +253,7 @@ def evaluate(cfg: Config, compare_version: str | None = None) -> dict:
     out["model_version"] = None if version is None else version.name
     out["data"] = ctx.sizes()
     out["hyperparameters"] = dict(cfg.to_dict()["model"])
+    out["confidence"] = cfg.evaluate.confidence
     return out
 
 

@@ -505,12 +505,12 @@ class MatrixFactorization:
             from movierec.models._ease import activity_weight
 
             w = activity_weight(np.diff(self.ease_history_.indptr), self.ease_rating_weight,
-                                self.ease_activity_half)[:, None]
+                                self.ease_activity_half)[:, None] / np.float32(self._unit())
             return (np.float32(0.0), np.zeros(len(U), np.float32), np.zeros(len(Q), np.float32),
                     np.hstack([w * U, w]).astype(np.float32), np.hstack([Q, self.item_bias_[:, None]]).astype(np.float32))
         if not getattr(self, "watch_user_", np.zeros((0, 0))).size:
             return (np.float32(self.global_mean_), self.user_bias_, self.item_bias_, U, Q)
-        b = np.float32(self.rank_rating_weight)
+        b = np.float32(self.rank_rating_weight / self._unit())
         return (
             b * np.float32(self.global_mean_),
             b * self.user_bias_,
@@ -518,6 +518,12 @@ class MatrixFactorization:
             np.hstack([b * U, self.watch_user_]).astype(np.float32),
             np.hstack([Q, self.watch_item_]).astype(np.float32),
         )
+
+    def _unit(self) -> float:
+        """Ratings per unit of the rank score's rating part: the weights of the rating model in
+        a rank score (rank_rating_weight, ease_rating_weight) are per star of a 1-5 scale,
+        whatever the data's scale (see MAX_SPAN)."""
+        return float(getattr(self, "rating_unit_", 1.0) or 1.0)
 
     def item_item(self) -> tuple[sp.csr_matrix, np.ndarray] | None:
         """(users x movies history, movies x movies weights) of an item-item ranker (EASE):
@@ -570,6 +576,7 @@ class MatrixFactorization:
             "fit_seconds": getattr(self, "fit_seconds_", None),
             "ranking_fit_seconds": getattr(self, "ranking_fit_seconds_", None),
             "n_train": getattr(self, "n_train_", None),
+            "rating_unit": getattr(self, "rating_unit_", 1.0),
             "history": asdict(self.history_) if hasattr(self, "history_") else None,
         }
         arrays = {k: getattr(self, k) for k in self.ARRAYS}
@@ -604,6 +611,7 @@ class MatrixFactorization:
         m.ranking_fit_seconds_ = meta.get("ranking_fit_seconds") or 0.0
         if meta.get("n_train") is not None:
             m.n_train_ = int(meta["n_train"])
+        m.rating_unit_ = float(meta.get("rating_unit") or 1.0)
         if meta.get("history"):
             m.history_ = History(**meta["history"])
         return m
