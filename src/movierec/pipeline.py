@@ -185,7 +185,7 @@ def status_report(cfg: Config) -> dict:
 def _run_ingest(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     from movierec.feedback import snapshot
     from movierec.stages.ingest import ingest
-    from movierec.stages.sentiment import without_texts
+    from movierec.privacy import without_texts
 
     events, feedback_state = snapshot(cat.workdir)
     res = ingest(cfg, events)
@@ -226,7 +226,8 @@ def _run_clean(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
 
 
 def _run_sentiment(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
-    from movierec.stages.sentiment import Router, sentiment
+    from movierec.sentiment.routing import Router
+    from movierec.stages.sentiment import sentiment
 
     reviews = cat.read_optional("reviews_clean")
     social = cat.read_optional("social_clean")
@@ -469,7 +470,7 @@ def train_for_fold(cfg: Config, cat: Catalog, fold: int | None, use_saved_featur
     fcfg = features or cfg.features
     fit_table, weights, pr = train, None, None
     if fcfg.use_sentiment and cfg.sentiment.pseudo_rating_weight > 0:
-        from movierec.stages.sentiment import pseudo_ratings
+        from movierec.models.pseudo import pseudo_ratings
 
         pr = pseudo_ratings(cat.read_optional("review_sentiment"), ratings, train,
                             cfg.sentiment.pseudo_rating_weight)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
 from movierec.config import PrivacyConfig
@@ -100,4 +102,22 @@ def maybe_pseudonym(user_id: str | None, cfg: PrivacyConfig) -> str | None:
     return pseudonym(user_id, key)
 
 
+# ----------------------------------------------------------------------------- text hashes
+def key_of_text(text: str) -> str:
+    """The hash that stands for a text in artifacts (blake2b, 128 bits); "" for no text."""
+    import hashlib
 
+    if not text:
+        return ""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def without_texts(df: pd.DataFrame, columns: Sequence[str] = ("text",)) -> pd.DataFrame:
+    """``df`` with each text column replaced by the hash of its texts (``text`` -> ``text_key``)."""
+    out = df
+    for c in columns:
+        if c in out.columns:
+            keys = [key_of_text(t) if isinstance(t, str) else "" for t in out[c]]
+            out = out.drop(columns=c)
+            out[f"{c}_key"] = np.array(keys, dtype=object)
+    return out

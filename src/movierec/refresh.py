@@ -199,9 +199,9 @@ def refresh(cfg: Config) -> dict:
     from movierec.pipeline import ensure, is_fresh, trained_model_dir
     from movierec.registry import METRICS, PASSED, REJECTED, ROLLED_BACK, RUN, Registry
 
-    import movierec.stages.sentiment as sentiment_stage
+    import movierec.sentiment.scorers as scorers
 
-    sentiment_stage.DOWNLOADS_ALLOWED = cfg.sentiment.download_in_run  # cron: no surprise downloads
+    scorers.DOWNLOADS_ALLOWED = cfg.sentiment.download_in_run  # cron: no surprise downloads
     t0 = time.perf_counter()
     cat = Catalog(Path(cfg.workdir))
     reg = Registry(cat.models_dir)

@@ -123,9 +123,14 @@ def test_a_600_kb_review_is_cut_and_counted(caplog):
     seen = []
 
     class Scorer:
+        model_id = "zeros"
+
         def score(self, texts):
             seen.extend(len(t) for t in texts)
             return np.zeros(len(texts), np.float32)
+
+        def score_features(self, texts):
+            return self.score(texts), None
 
     reviews = pd.DataFrame({"review_id": [0, 1], "user_idx": [0, 1], "movie_idx": [0, 0],
                             "text": ["great " * 100_000, "fine film"]})
@@ -257,7 +262,7 @@ def test_every_write_is_fsynced_and_readable_by_the_umask(tmp_path, monkeypatch)
 
 
 def test_temporary_files_are_swept_under_every_locked_command(tmp_path, site):
-    from movierec.stages.sentiment import sweep_exports
+    from movierec.sentiment.encoder import sweep_exports
 
     cfg, d, work = copy_site(tmp_path, site[1])
     (work / "models" / ".tmp-x-1").mkdir(parents=True)
@@ -292,7 +297,7 @@ def test_sentiment_cache_is_checkpointed_while_scoring(tmp_path):
 def test_quantizer_log_lines_stay_out_of_the_log(caplog):
     import logging
 
-    from movierec.stages.sentiment import _quiet_root_logging
+    from movierec.sentiment.encoder import _quiet_root_logging
 
     with caplog.at_level(logging.INFO):
         with _quiet_root_logging():
@@ -335,7 +340,7 @@ def test_declared_dependencies_cover_every_import_and_pin_safe_versions():
 
 def test_embedded_weights_are_checked_against_the_shipped_digest(tmp_path):
     from movierec.errors import ConfigError
-    from movierec.stages.sentiment import embedded_model_path, verify_embedded_weights
+    from movierec.sentiment.encoder import embedded_model_path, verify_embedded_weights
 
     real = embedded_model_path()  # passes
     fake = tmp_path / "model"
@@ -351,7 +356,7 @@ def test_embedded_weights_are_checked_against_the_shipped_digest(tmp_path):
 
 def test_hub_models_put_their_revision_in_the_cache_key():
     from movierec.config import SentimentConfig
-    from movierec.stages.sentiment import model_key
+    from movierec.sentiment.scorers import model_key
 
     a = model_key(SentimentConfig(model="org/some-model", revision="abc123"))
     b = model_key(SentimentConfig(model="org/some-model", revision="def456"))

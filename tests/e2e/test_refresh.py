@@ -233,7 +233,7 @@ def test_feedback_is_folded_in_and_never_lost(site):
     shared = ratings[(ratings.user_idx == ids["u00001"]) & (ratings.movie_idx == mids["m00003"])]
     assert len(shared) == 1 and shared["rating"].item() >= 4.0
     reviews = pd.read_parquet(work / "artifacts" / "reviews_clean.parquet")
-    from movierec.stages.sentiment import key_of_text
+    from movierec.privacy import key_of_text
 
     # artifacts hold the comment's hash, never its text
     assert ((reviews.user_idx == ids["u00001"]) & (reviews.text_key == key_of_text("a good film"))).sum() == 1

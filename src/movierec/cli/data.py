@@ -72,7 +72,9 @@ def score_text(config_path, input_path, text_column, output, overrides) -> None:
 
     from movierec.catalog import atomic_path
     from movierec.errors import DataError
-    from movierec.stages.sentiment import Router, cap_texts, describe_routing, label_scores, log_routing
+    from movierec.sentiment.routing import Router, describe_routing, log_routing
+    from movierec.sentiment.scorers import label_scores
+    from movierec.stages.sentiment import cap_texts
 
     cfg = load_cfg(config_path, overrides)
     try:

@@ -295,7 +295,7 @@ def clip_weights(w: np.ndarray) -> tuple[np.ndarray, int]:
 
 def _text_keys(df: pd.DataFrame) -> np.ndarray:
     """The hash standing for each row's text ("" for none); texts are hashed here if given."""
-    from movierec.stages.sentiment import without_texts
+    from movierec.privacy import without_texts
 
     if "text" in df.columns:
         df = without_texts(df[["text"]])

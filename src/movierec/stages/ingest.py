@@ -215,7 +215,7 @@ def load_texts(cfg: Config, keys: set[str], workdir: str | Path | None = None) -
     """
     from movierec.data.readers import normalize_text
     from movierec.feedback import read_events
-    from movierec.stages.sentiment import key_of_text
+    from movierec.privacy import key_of_text
 
     want = set(keys)
     found: dict[str, str] = {}

@@ -4,7 +4,7 @@ Bayes model over byte n-grams ships inside the package, ~30k texts/s on one core
 
 A text whose best language scores below ``min_confidence`` (normalised probability; short
 texts such as "Meh." or "10/10" carry little evidence) is ``und`` (undetermined), as is
-one without letters. Routing (:mod:`movierec.stages.sentiment`) sends ``und`` texts to
+one without letters. Routing (:mod:`movierec.sentiment.routing`) sends ``und`` texts to
 ``sentiment.model``: short texts are most likely in the platform's own language.
 """
 

