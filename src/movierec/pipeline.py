@@ -26,29 +26,66 @@ from movierec.errors import DataError, LockError, ModelError, StorageError
 
 log = logging.getLogger("movierec")
 
-STAGES = ("ingest", "clean", "sentiment", "social", "fuse", "train")
-
-# which config sections decide each stage's output
-STAGE_CONFIG = {
-    "ingest": ("data", "privacy"),
-    "clean": ("split",),
-    "sentiment": ("sentiment",),
-    "social": ("social",),
-    "fuse": ("features",),
-    "train": ("model",),
-}
-STAGE_OUTPUTS = {
-    "ingest": ("ratings_raw", "test_raw", "users_raw", "movies_raw", "reviews_raw", "social_raw", "feedback_state"),
-    "clean": ("ratings_clean", "users_clean", "movies_clean", "reviews_clean", "social_clean", "user_ids", "movie_ids"),
-    "sentiment": ("review_sentiment", "message_sentiment"),
-    "social": ("social_features", "social_neighbours"),
-    "fuse": ("user_features", "item_features", "feature_transformers"),
-    "train": (),
-}
 RAW_NAMES = {"ratings": "ratings_raw", "test": "test_raw", "users": "users_raw", "movies": "movies_raw",
              "reviews": "reviews_raw", "social": "social_raw"}
 CLEAN_NAMES = {"ratings": "ratings_clean", "users": "users_clean", "movies": "movies_clean",
                "reviews": "reviews_clean", "social": "social_clean", "user_ids": "user_ids", "movie_ids": "movie_ids"}
+
+
+class Stage(NamedTuple):
+    """One stage, declared once (the table is :data:`STAGE_TABLE`, after the runners).
+
+    ``config``: the config sections (``"model"``) or fields (``"split.fold"``) that decide the
+    stage's outputs: their values are its config hash, so changing one makes it stale.
+    ``reads``: what it may read besides without changing its outputs (where the input files
+    lie, ``"*"``: everything, for the train stage, which stores the whole config in the model
+    version). A stage runs on a :class:`ConfigView` that refuses anything else.
+    """
+    name: str
+    run: Callable[[Config, Catalog], tuple[dict, dict]]
+    upstream: tuple[str, ...]
+    outputs: tuple[str, ...]
+    config: tuple[str, ...]
+    reads: tuple[str, ...] = ()
+
+
+class ConfigView:
+    """A :class:`Config` that lets a stage read only what its :class:`Stage` declares."""
+
+    def __init__(self, cfg: Config, stage: Stage) -> None:
+        self._cfg, self._stage = cfg, stage
+        allowed = stage.config + stage.reads
+        self._all = "*" in allowed
+        self._sections = {a for a in allowed if "." not in a}
+        self._fields: dict[str, set[str]] = {}
+        for a in allowed:
+            if "." in a:
+                sec, field = a.split(".", 1)
+                self._fields.setdefault(sec, set()).add(field)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name == "workdir" or self._all or name in self._sections:
+            return getattr(self._cfg, name)
+        if name == "data_path" and ("data" in self._sections or "data" in self._fields):
+            return self._cfg.data_path
+        if name in self._fields:
+            return _SectionView(getattr(self._cfg, name), name, self._fields[name], self._stage.name)
+        raise AttributeError(f"stage {self._stage.name!r} reads config '{name}', which its Stage does not declare")
+
+
+class _SectionView:
+    def __init__(self, section: Any, name: str, fields: set[str], stage: str) -> None:
+        self._section, self._name, self._fields, self._stage = section, name, fields, stage
+
+    def __getattr__(self, field: str) -> Any:
+        if field.startswith("_"):
+            raise AttributeError(field)
+        if field in self._fields:
+            return getattr(self._section, field)
+        raise AttributeError(f"stage {self._stage!r} reads config '{self._name}.{field}', which its Stage does "
+                             "not declare")
 
 
 # ----------------------------------------------------------------------------- locking
@@ -95,28 +132,23 @@ def stage_inputs(stage: str, cfg: Config, cat: Catalog) -> dict[str, str]:
             if p.is_dir():
                 raise DataError(f"{p}: is a folder, not a CSV file (the {name} file)")
         return {name: (file_hash(p) if p.exists() else "absent") for name, p in sorted(files.items())}
-    upstream = {
-        "clean": ("ingest",),
-        "sentiment": ("clean",),
-        "social": ("clean", "sentiment"),
-        "fuse": ("clean", "sentiment", "social"),
-        "train": ("clean", "sentiment", "social", "fuse"),
-    }[stage]
     out: dict[str, str] = {}
-    for up in upstream:
+    for up in STAGE[stage].upstream:
         out.update(cat.output_hashes(up))
     return out
 
 
 def stage_config_hash(stage: str, cfg: Config) -> str:
-    h = cfg.section_hash(*STAGE_CONFIG[stage])
-    if stage == "ingest":  # feedback shares become ratings of this value
-        h += f":{cfg.refresh.share_rating}:{cfg.evaluate.relevance_threshold}"
-    if stage == "fuse":  # the training part decides the features
-        h = cfg.section_hash("features") + ":" + str(cfg.split.fold)
-    if stage == "train":  # pseudo-ratings from unrated reviews
-        h += f":{cfg.sentiment.pseudo_rating_weight}:{cfg.features.use_sentiment}"
-    return h
+    """A hash of the config values that decide the stage's outputs (its ``Stage.config``)."""
+    import hashlib
+    import json
+
+    d = cfg.to_dict()
+    part = {}
+    for key in STAGE[stage].config:
+        sec, _, field = key.partition(".")
+        part[key] = d[sec][field] if field else d[sec]
+    return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def is_fresh(stage: str, cfg: Config, cat: Catalog) -> bool:
@@ -342,14 +374,32 @@ def _run_train(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
                 "pseudo_ratings": served.pseudo_ratings}
 
 
-RUNNERS: dict[str, Callable[[Config, Catalog], tuple[dict, dict]]] = {
-    "ingest": _run_ingest,
-    "clean": _run_clean,
-    "sentiment": _run_sentiment,
-    "social": _run_social,
-    "fuse": _run_fuse,
-    "train": _run_train,
-}
+#: Every stage, in order: what it runs, what it reads upstream, what it writes, the config
+#: that decides its outputs, and what else it may read.
+STAGE_TABLE = (
+    Stage("ingest", _run_ingest, (), ("ratings_raw", "test_raw", "users_raw", "movies_raw", "reviews_raw",
+                                      "social_raw", "feedback_state"),
+          # feedback shares become ratings of share_rating (else the relevance threshold)
+          config=("data", "privacy", "split.method", "split.train", "split.test", "refresh.share_rating",
+                  "evaluate.relevance_threshold")),
+    Stage("clean", _run_clean, ("ingest",), ("ratings_clean", "users_clean", "movies_clean", "reviews_clean",
+                                             "social_clean", "user_ids", "movie_ids"),
+          config=("split",)),
+    # reads the texts it has not scored from the input files (where they lie decides nothing)
+    Stage("sentiment", _run_sentiment, ("clean",), ("review_sentiment", "message_sentiment"),
+          config=("sentiment",), reads=("data", "privacy", "split.method", "split.train", "split.test")),
+    Stage("social", _run_social, ("clean", "sentiment"), ("social_features", "social_neighbours"),
+          config=("social",)),
+    # the training part of split.fold decides the features
+    Stage("fuse", _run_fuse, ("clean", "sentiment", "social"), ("user_features", "item_features",
+                                                               "feature_transformers"),
+          config=("features", "split.fold")),
+    # pseudo-ratings from unrated reviews; the model version keeps the whole config
+    Stage("train", _run_train, ("clean", "sentiment", "social", "fuse"), (),
+          config=("model", "sentiment.pseudo_rating_weight", "features.use_sentiment"), reads=("*",)),
+)
+STAGE = {s.name: s for s in STAGE_TABLE}
+STAGES = tuple(STAGE)
 
 
 def ensure(cfg: Config, target: str, force: bool = False, reported: set | None = None) -> dict[str, str]:
@@ -378,7 +428,7 @@ def ensure(cfg: Config, target: str, force: bool = False, reported: set | None =
         # a stage killed midway must look stale: its old manifest goes first
         cat.manifest_path(stage).unlink(missing_ok=True)
         try:
-            outputs, extra = RUNNERS[stage](cfg, cat)
+            outputs, extra = STAGE[stage].run(ConfigView(cfg, STAGE[stage]), cat)  # type: ignore[arg-type]
             secs = time.perf_counter() - t0
             cat.write_manifest(stage, inputs, stage_config_hash(stage, cfg), outputs, secs, extra)
         except OSError as exc:
