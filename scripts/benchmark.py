@@ -393,6 +393,7 @@ def _peers(train: pd.DataFrame, n_users: int, n_items: int, ease_lambda: float, 
     from threadpoolctl import threadpool_limits
 
     from movierec.evaluation.evaluate import Scorer
+    from movierec.models.mf import ScoreVectors
 
     mu = float(train["rating"].mean())
     flat = lambda us, its: np.full(len(us), mu)  # noqa: E731 - no rating predictions: top-N peers
@@ -412,7 +413,7 @@ def _peers(train: pd.DataFrame, n_users: int, n_items: int, ease_lambda: float, 
             model.fit(X, show_progress=False)
         secs = time.perf_counter() - t0
         U, V = np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32)
-        vec = (np.float32(0), np.zeros(n_users, np.float32), np.zeros(n_items, np.float32), U, V)
+        vec = ScoreVectors.of(0, np.zeros(n_users, np.float32), np.zeros(n_items, np.float32), U, V)
         out[name] = (Scorer(flat, vectors=vec), secs)
     t0 = time.perf_counter()
     knn = implicit.nearest_neighbours.CosineRecommender(K=100)

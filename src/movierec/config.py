@@ -3,6 +3,10 @@
 Every field is documented where it is declared (``doc=`` in its metadata). Loading
 rejects unknown keys and wrong types with a :class:`ConfigError` that names the key,
 the file and what is allowed. Relative paths resolve against the config file's folder.
+
+Why one module of this size: one dataclass per section (each field documented where
+declared) and the loader that checks them; splitting the sections from their checks would
+scatter each key's rules.
 """
 
 from __future__ import annotations

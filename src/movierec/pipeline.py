@@ -3,6 +3,10 @@
 Stages in order: ingest → clean → sentiment → social → fuse → train. A stage is *fresh*
 when its manifest records the same input hashes and the same config hash as now and its
 outputs exist; :func:`ensure` runs the stale ones (and says which it skips).
+
+Why one module of this size: the stage table, staleness and the training of a fold share the
+catalogue and the manifests; the stages' own work is in ``movierec.stages``, versions in
+``registry``.
 """
 
 from __future__ import annotations
@@ -531,10 +535,8 @@ def train_for_fold(cfg: Config, cat: Catalog, fold: int | None, use_saved_featur
     data = TrainData(fit_table["user_idx"].to_numpy(), fit_table["movie_idx"].to_numpy(),
                      fit_table["rating"].to_numpy(), n_users, n_items, X, Y, neighbours, implicit, weights)
     model = MatrixFactorization.from_config(mcfg).fit(data)
-    calibration = pr.calibration if weights is not None else None
-    # how the pseudo-ratings were made (map, its leave-one-out error): into the manifest
-    model.pseudo_ratings_ = calibration
-    return FoldFit(model, data, train, fused, calibration)
+    # how the pseudo-ratings were made (map, its leave-one-out error): the manifest and the version
+    return FoldFit(model, data, train, fused, pr.calibration if weights is not None else None)
 
 
 def save_model_version(cfg: Config, cat: Catalog, served: FoldFit, holdout: FoldFit | None) -> str:

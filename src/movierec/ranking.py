@@ -3,6 +3,9 @@
 Scoring is blocked: a block of users' vectors times all item vectors (one BLAS call),
 seen items masked, ``argpartition`` for the top N. No users x movies matrix is ever held
 whole. This module imports neither TensorFlow nor torch.
+
+Why one module of this size: the served bundle and the blocked top-N it serves (one user,
+all users, fold-in, feedback since training) share the same vectors and masks.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from movierec.errors import DataError, ModelError
-from movierec.models.mf import MatrixFactorization
+from movierec.models.mf import MatrixFactorization, ScoreVectors
 
 
 def top_n_from_scores(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -145,12 +148,10 @@ class ModelBundle:
         return pd.read_parquet(p) if p is not None and p.exists() else None
 
     @property
-    def vectors(self) -> tuple:
+    def vectors(self) -> ScoreVectors:
         """Vectors of the rank score (what top-N lists are ordered by)."""
         if not hasattr(self, "_vectors"):
-            mu, bu, bi, U, Q = self.model.rank_vectors()
-            self._vectors = (np.float32(mu), bu, bi, np.ascontiguousarray(U, dtype=np.float32),
-                             np.ascontiguousarray(Q, dtype=np.float32))
+            self._vectors = self.model.rank_vectors()
         return self._vectors
 
     @property

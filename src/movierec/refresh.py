@@ -77,9 +77,11 @@ def bundle_scorer(bundle, user_ids, movie_ids):
     mm = bundle.movie_ids.get_indexer(movie_ids)
     ku, km = um >= 0, mm >= 0
 
-    def remap(vectors):
+    from movierec.models.mf import ScoreVectors
+
+    def remap(vectors) -> ScoreVectors:
         mu, bu, bi, U, Q = vectors
-        return (mu, np.where(ku, bu[np.maximum(um, 0)], 0).astype(np.float32),
+        return ScoreVectors(mu, np.where(ku, bu[np.maximum(um, 0)], 0).astype(np.float32),
                 np.where(km, bi[np.maximum(mm, 0)], 0).astype(np.float32),
                 np.where(ku[:, None], U[np.maximum(um, 0)], 0).astype(np.float32),
                 np.where(km[:, None], Q[np.maximum(mm, 0)], 0).astype(np.float32))
@@ -182,6 +184,85 @@ def gate(new: dict, cur: dict | None, cfg: Config, tests: dict | None = None) ->
     return ok, reasons
 
 
+class _Run:
+    """The run summary of :func:`refresh` and how it ends (recorded in runs/last.json and in
+    the version's run.json)."""
+
+    def __init__(self, cfg: Config, cat: Catalog, reg) -> None:
+        self.cfg, self.reg, self.t0 = cfg, reg, time.perf_counter()
+        self.runs = cat.workdir / "runs"
+        self.last_good = self.runs / "last_good_input.json"
+        self.summary: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "stages": {}}
+
+    def record(self, report: dict[str, str]) -> None:
+        for stage, what in report.items():  # a stage that ran in this run stays "ran"
+            if self.summary["stages"].get(stage) != "ran":
+                self.summary["stages"][stage] = what
+
+    def finish(self, outcome: str, version: str | None = None) -> dict:
+        from movierec.registry import RUN
+
+        s = self.summary
+        s["outcome"] = outcome
+        s["seconds"] = round(time.perf_counter() - self.t0, 3)
+        s["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        try:
+            s["current"] = self.reg.current_name()
+        except ModelError:
+            s["current"] = None
+        if version is not None:
+            self.reg.write_file(version, RUN, s)
+        write_json(s, self.runs / "last.json")
+        return s
+
+    def promote(self, version: str, now: dict, note: str) -> dict:
+        from movierec._faults import failpoint
+
+        failpoint("promote")
+        self.reg.promote(version)
+        log.info("run: model %s promoted (%s)", version, note)
+        write_json(now, self.last_good)
+        self.summary["removed_versions"] = self.reg.apply_retention(self.cfg.refresh.keep)
+        return self.finish("promoted", version)
+
+
+def _compare(cfg: Config, cat: Catalog, reg, candidate: str, current: str | None,
+             summary: dict) -> tuple[bool, list[str], dict, dict | None]:
+    """Score the candidate's and the current version's holdout models on today's holdout
+    and apply the gate: (passed, reasons, new metrics, current metrics)."""
+    if cfg.split.method == "none":
+        log.warning("run: split.method is none: no holdout, %s promoted without a quality gate", candidate)
+        return True, ["no holdout (split.method none)"], {}, None
+    got = holdout_scores(cfg, cat, candidate)
+    m_new, us_new = got if got is not None else ({}, None)
+    m_cur, us_cur, cur_note = None, None, None
+    current_for_gate = current
+    if current is not None and reg.get(current).meta.get("split") not in (None, split_identity(cfg)):
+        # its holdout model may have trained on today's test ratings: no fair comparison
+        cur_note = (f"current model {current} was measured on another split "
+                    f"({reg.get(current).meta.get('split')}); not compared")
+        log.warning("run: %s", cur_note)
+        current_for_gate = None
+    if current_for_gate is not None:
+        try:
+            got = holdout_scores(cfg, cat, current_for_gate)
+            m_cur, us_cur = got if got is not None else (None, None)
+        except ModelError as exc:  # gone, damaged or of an old format: it cannot serve either
+            cur_note = f"current model {current} could not be scored ({exc})"
+            log.warning("run: %s", cur_note)
+    tests = None
+    if cfg.refresh.gate_test == "paired" and us_new is not None and us_cur is not None:
+        from movierec.evaluation.stats import paired
+
+        tests = paired(us_new, us_cur, ["rmse", f"ndcg@{max(cfg.evaluate.k)}"], cfg.evaluate.bootstrap_rounds,
+                       cfg.evaluate.bootstrap_seed, cfg.evaluate.confidence)
+        summary["paired_test"] = tests
+    ok, reasons = gate(m_new, m_cur, cfg, tests)
+    if cur_note:
+        reasons.append(cur_note)
+    return ok, reasons, m_new, m_cur
+
+
 def refresh(cfg: Config) -> dict:
     """The whole nightly run (the caller holds the workdir lock). Returns the run summary.
 
@@ -195,125 +276,61 @@ def refresh(cfg: Config) -> dict:
         DataError: the input is invalid or looks suspicious next to the last good run's.
         GateError: the new model did not pass the quality gate (current one kept).
     """
-    from movierec._faults import failpoint
-    from movierec.pipeline import ensure, is_fresh, trained_model_dir
-    from movierec.registry import METRICS, PASSED, REJECTED, ROLLED_BACK, RUN, Registry
-
     import movierec.sentiment.scorers as scorers
+    from movierec.pipeline import ensure, is_fresh, trained_model_dir
+    from movierec.registry import METRICS, PASSED, REJECTED, ROLLED_BACK, Registry
 
     scorers.DOWNLOADS_ALLOWED = cfg.sentiment.download_in_run  # cron: no surprise downloads
-    t0 = time.perf_counter()
     cat = Catalog(Path(cfg.workdir))
     reg = Registry(cat.models_dir)
-    runs = cat.workdir / "runs"
-    last_good = runs / "last_good_input.json"
-    summary: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "stages": {}}
-
-    def record(report: dict[str, str]) -> None:
-        for stage, what in report.items():  # a stage that ran in this run stays "ran"
-            if summary["stages"].get(stage) != "ran":
-                summary["stages"][stage] = what
-
-    def finish(outcome: str, version: str | None = None) -> dict:
-        summary["outcome"] = outcome
-        summary["seconds"] = round(time.perf_counter() - t0, 3)
-        summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        try:
-            summary["current"] = reg.current_name()
-        except ModelError:
-            summary["current"] = None
-        if version is not None:
-            reg.write_file(version, RUN, summary)
-        write_json(summary, runs / "last.json")
-        return summary
-
-    def promote(version: str, now: dict, note: str) -> dict:
-        failpoint("promote")
-        reg.promote(version)
-        log.info("run: model %s promoted (%s)", version, note)
-        write_json(now, last_good)
-        summary["removed_versions"] = reg.apply_retention(cfg.refresh.keep)
-        return finish("promoted", version)
-
+    run = _Run(cfg, cat, reg)
+    summary = run.summary
     cleanup_temp(cat)
     try:
-        record(ensure(cfg, "ingest", reported=(seen := set())))
+        run.record(ensure(cfg, "ingest", reported=(seen := set())))
         now = (cat.read_manifest("ingest") or {}).get("stats", {}).get("input_checks", {})
-        last = json.loads(last_good.read_text()) if last_good.exists() else None
+        last = json.loads(run.last_good.read_text()) if run.last_good.exists() else None
         problems = input_checks(now, last, cfg)
         if problems:
             raise DataError("suspicious input, run stopped before training: " + "; ".join(problems))
-        record(ensure(cfg, "fuse", reported=seen))
+        run.record(ensure(cfg, "fuse", reported=seen))
         current = reg.current_name()
         candidate = None
         if cfg.refresh.retrain != "always" and current is not None and is_fresh("train", cfg, cat):
             latest = trained_model_dir(cfg).name
             summary["stages"]["train"] = "skipped"
-            pending = reg.pending(latest)
-            if pending is not None:
+            if reg.pending(latest) is not None:
                 summary["version"] = latest
-                return promote(latest, now, "it passed the gate in a run that was interrupted before promoting it")
+                return run.promote(latest, now, "it passed the gate in a run that was interrupted before promoting it")
             status = reg.get(latest).status if latest != current else None
             if latest == current or status in (REJECTED, ROLLED_BACK):
                 why = "was rejected" if status == REJECTED else "was rolled back from"
                 note = "nothing changed" if latest == current else f"nothing changed since candidate {latest} {why}"
                 log.info("run: %s; current model %s kept", note, current)
-                return finish("unchanged")
+                return run.finish("unchanged")
             candidate = latest  # trained but never gated (a run killed before its gate)
             log.info("run: candidate %s was never gated; gating it now", latest)
         if candidate is None:
-            record(ensure(cfg, "train", force=cfg.refresh.retrain == "always", reported=seen))
+            run.record(ensure(cfg, "train", force=cfg.refresh.retrain == "always", reported=seen))
             candidate = trained_model_dir(cfg).name
         summary["version"] = candidate
-        if cfg.split.method == "none":
-            log.warning("run: split.method is none: no holdout, %s promoted without a quality gate", candidate)
-            ok, reasons, m_new, m_cur = True, ["no holdout (split.method none)"], {}, None
-        else:
-            got = holdout_scores(cfg, cat, candidate)
-            m_new, us_new = got if got is not None else ({}, None)
-            m_cur, us_cur, cur_note = None, None, None
-            split_now = split_identity(cfg)
-            if current is not None and reg.get(current).meta.get("split") not in (None, split_now):
-                # its holdout model may have trained on today's test ratings: no fair comparison
-                cur_note = (f"current model {current} was measured on another split "
-                            f"({reg.get(current).meta.get('split')}); not compared")
-                log.warning("run: %s", cur_note)
-                current_for_gate = None
-            else:
-                current_for_gate = current
-            if current_for_gate is not None:
-                try:
-                    got = holdout_scores(cfg, cat, current_for_gate)
-                    m_cur, us_cur = got if got is not None else (None, None)
-                except ModelError as exc:  # gone, damaged or of an old format: it cannot serve either
-                    cur_note = f"current model {current} could not be scored ({exc})"
-                    log.warning("run: %s", cur_note)
-            tests = None
-            if cfg.refresh.gate_test == "paired" and us_new is not None and us_cur is not None:
-                from movierec.evaluation.stats import paired
-
-                tests = paired(us_new, us_cur, ["rmse", f"ndcg@{max(cfg.evaluate.k)}"], cfg.evaluate.bootstrap_rounds,
-                               cfg.evaluate.bootstrap_seed, cfg.evaluate.confidence)
-                summary["paired_test"] = tests
-            ok, reasons = gate(m_new, m_cur, cfg, tests)
-            if cur_note:
-                reasons.append(cur_note)
+        ok, reasons, m_new, m_cur = _compare(cfg, cat, reg, candidate, current, summary)
         summary["metrics"] = {"new": m_new, "current": m_cur}
         summary["gate"] = {"passed": ok, "reasons": reasons}
         reg.write_file(candidate, METRICS, m_new)
         reg.set_gate(candidate, PASSED if ok else REJECTED, reasons, current)
         if not ok:
-            finish("rejected", candidate)
+            run.finish("rejected", candidate)
             raise GateError(f"model {candidate} rejected by the quality gate ({'; '.join(reasons)}); "
                             f"{current} keeps serving")
-        return promote(candidate, now, "; ".join(reasons))
+        return run.promote(candidate, now, "; ".join(reasons))
     except GateError:
         raise
     except Exception as exc:
         # every failure is recorded (disk full, a bug), not only bad data and models
         summary["error"] = f"{exc.__class__.__name__}: {exc}" if not isinstance(exc, (DataError, ModelError)) else str(exc)
         try:
-            finish("failed")
+            run.finish("failed")
         except OSError:
             pass
         raise

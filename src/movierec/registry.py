@@ -28,6 +28,9 @@ A version is written under ``.tmp-<name>-<pid>``, every file and folder fsynced,
 renamed into place; ``current`` is switched by writing a temporary file and renaming it
 over the old one. A folder counts as a version only if it holds ``model.npz`` and
 ``meta.json``; anything else under ``models/`` is left alone (never listed, never pruned).
+
+Why one module of this size: it is the one owner of version folders (the reason it exists);
+loading the served bundle is in ``ranking``.
 """
 
 from __future__ import annotations

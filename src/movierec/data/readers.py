@@ -3,6 +3,10 @@
 A file is fatal (``DataError``, exit 65) when it is missing, empty, not in the configured
 encoding, holds binary data, or lacks a required column. A *row* that fails a check is
 set aside with the reason; the caller decides whether too many rows failed.
+
+Why one module of this size: every input file goes through the same validating reader
+(encoding, header, fields, numbers, quarantine); the schemas are in ``schemas``, the rating
+scale in ``scale``.
 """
 
 from __future__ import annotations
@@ -194,6 +198,118 @@ def parse_timestamp(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     return out, bad
 
 
+class _Flags:
+    """Bad rows of one table: a flag per row, the reason per bad row (the first one found)."""
+
+    def __init__(self, index: pd.Index) -> None:
+        self.index = index
+        self.is_bad = np.zeros(len(index), dtype=bool)
+        self.messages: dict[int, str] = {}
+
+    def __call__(self, mask, msg) -> None:
+        """Flag ``mask``'s rows not flagged yet; ``msg``: a reason, or a function of the mask
+        giving one reason per flagged row."""
+        mask = np.asarray(mask, dtype=bool) & ~self.is_bad
+        if not mask.any():
+            return
+        rows = np.flatnonzero(mask)
+        texts = msg(pd.Series(mask, index=self.index)) if callable(msg) else None
+        for k, r in enumerate(rows):
+            self.messages[int(r)] = msg if texts is None else str(texts.iloc[k])
+        self.is_bad[rows] = True
+
+
+def _open_csv(path: Path, schema: FileSchema, encoding: str, delimiter: str, redact: bool):
+    """(rows, malformed lines, header line) of a CSV file with the schema's required columns."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a CSV file (the {schema.name} file)")
+    if not path.is_file():
+        raise DataError(f"{path}: file not found (the {schema.name} file is required)")
+    check_text_file(path, encoding)
+    try:
+        df, bad_rows, header = _read_arrow(path, encoding, delimiter, schema.id_columns,
+                                           tuple(schema.numeric) + ("timestamp",))
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{path}: the file is empty (no header row)") from exc
+    except (pd.errors.ParserError, csv.Error, ValueError, OSError) as exc:
+        raise DataError(f"{path}: not a readable CSV file: {str(exc).splitlines()[0][:300]}") from exc
+    df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
+    missing = [c for c in schema.required if c not in df.columns]
+    if missing:
+        hint = ""
+        for d, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe"), (",", "comma")):
+            if d != delimiter and d in header:
+                hint = f"; the header looks {name}-separated: set data.delimiter"
+                break
+        found = (f"found {len(df.columns)} columns; names not shown as privacy.pseudonymize_ids is on"
+                 if redact else f"found: {', '.join(df.columns) or 'none'}")
+        raise DataError(f"{path}: missing required column(s) {', '.join(missing)} ({found}){hint}")
+    return df, bad_rows, header
+
+
+def _numeric(df: pd.DataFrame, c: str, schema: FileSchema, rating_range: tuple[float | None, float | None],
+             flag: _Flags):
+    """Column ``c`` as numbers, its bad values flagged; (numbers, the learned rating scale or None)."""
+    scale = None
+    if pd.api.types.is_float_dtype(df[c].dtype):  # parsed by pyarrow: empty fields are NaN
+        num = df[c].astype("float64")
+        nan = num.isna().to_numpy(bool)
+        empty = nan
+        raw = None
+    else:
+        raw = df[c].str.strip()
+        num = pd.to_numeric(raw, errors="coerce").astype("float64")
+        empty = (raw == "").to_numpy(bool)
+        nan = num.isna().to_numpy(bool)
+    if c in schema.required:
+        flag(empty, f"missing {c}")
+    flag(nan & ~empty, lambda m: f"{c} " + raw[m].str.slice(0, 30).map(repr) + " is not a number")
+    flag(~empty & ~nan & ~np.isfinite(num.fillna(0).to_numpy()), f"{c} is not finite")
+    if c == "rating":
+        lo, hi = rating_range
+        if schema.name == "ratings":
+            from movierec.data.scale import learn_scale
+
+            usable = num.to_numpy(np.float64)[~flag.is_bad]
+            scale = learn_scale(usable, lo, hi) if np.isfinite(usable).any() or lo is not None else None
+            if scale is not None and scale.inferred:  # one absurd value must not become the scale
+                out_of = (~scale.contains(num.to_numpy(np.float64)) & ~nan & ~empty)
+                flag(out_of, lambda m, d=scale.describe(): "rating " + num[m].map("{:g}".format)
+                     + f" is outside the scale of the other ratings ({d}); set data.rating_min/max if it is valid")
+        if lo is not None:
+            flag((num < lo).to_numpy(bool), lambda m: "rating " + num[m].astype(str) + f" below {lo}")
+        if hi is not None:
+            flag((num > hi).to_numpy(bool), lambda m: "rating " + num[m].astype(str) + f" above {hi}")
+    if c == "weight":
+        flag((num <= 0).to_numpy(bool), "weight must be positive (0 or less is no trust)")
+    return num.astype("float32" if c == "rating" else "float64"), scale
+
+
+def _quarantine(df: pd.DataFrame, flag: _Flags, bad_rows: list, redact: bool) -> pd.DataFrame:
+    """The bad rows with their 1-based row number and reason, and the malformed lines."""
+    bad_mask = pd.Series(flag.is_bad, index=df.index)
+    reason = pd.Series([flag.messages[int(r)] for r in np.flatnonzero(flag.is_bad)], index=df.index[flag.is_bad],
+                       dtype=object)
+    q = df[bad_mask].copy()
+    q.insert(0, "reason", reason[bad_mask])
+    q.insert(0, "row", np.flatnonzero(bad_mask.to_numpy()) + 1)
+    if bad_rows:
+        extra = pd.DataFrame(
+            {
+                "row": [-1] * len(bad_rows),
+                "reason": [
+                    f"{'line ' + str(line) if line > 0 else 'line unknown'}: "
+                    + (f"too few fields ({n} of {len(df.columns)}; truncated line?)" if n < len(df.columns)
+                       else f"wrong number of fields ({n}, expected {len(df.columns)})")
+                    for line, _, n in bad_rows
+                ],
+                "line": ["" if redact else t for _, t, _ in bad_rows],
+            }
+        )
+        q = pd.concat([q, extra], ignore_index=True)
+    return q.reset_index(drop=True)
+
+
 def read_table(
     path: Path,
     schema: FileSchema,
@@ -213,45 +329,9 @@ def read_table(
         DataError: missing/empty/binary file, wrong encoding, missing required column.
     """
     path = Path(path)
-    if path.is_dir():
-        raise DataError(f"{path}: is a folder, not a CSV file (the {schema.name} file)")
-    if not path.is_file():
-        raise DataError(f"{path}: file not found (the {schema.name} file is required)")
-    check_text_file(path, encoding)
-    try:
-        df, bad_rows, header = _read_arrow(path, encoding, delimiter, schema.id_columns,
-                                   tuple(schema.numeric) + ("timestamp",))
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{path}: the file is empty (no header row)") from exc
-    except (pd.errors.ParserError, csv.Error, ValueError, OSError) as exc:
-        raise DataError(f"{path}: not a readable CSV file: {str(exc).splitlines()[0][:300]}") from exc
-    df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
-    missing = [c for c in schema.required if c not in df.columns]
-    if missing:
-        hint = ""
-        for d, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe"), (",", "comma")):
-            if d != delimiter and d in header:
-                hint = f"; the header looks {name}-separated: set data.delimiter"
-                break
-        found = (f"found {len(df.columns)} columns; names not shown as privacy.pseudonymize_ids is on"
-                 if redact else f"found: {', '.join(df.columns) or 'none'}")
-        raise DataError(f"{path}: missing required column(s) {', '.join(missing)} ({found}){hint}")
+    df, bad_rows, _ = _open_csv(path, schema, encoding, delimiter, redact)
     total = len(df) + len(bad_rows)
-    n = len(df)
-    # reasons are kept only for bad rows: a code per row, the message per bad row
-    is_bad = np.zeros(n, dtype=bool)
-    messages: dict[int, str] = {}
-
-    def flag(mask, msg) -> None:
-        mask = np.asarray(mask, dtype=bool) & ~is_bad
-        if not mask.any():
-            return
-        rows = np.flatnonzero(mask)
-        texts = msg(pd.Series(mask, index=df.index)) if callable(msg) else None
-        for k, r in enumerate(rows):
-            messages[int(r)] = msg if texts is None else str(texts.iloc[k])
-        is_bad[rows] = True
-
+    flag = _Flags(df.index)
     scale = None
     out = pd.DataFrame(index=df.index)
     for c in df.columns:
@@ -261,42 +341,9 @@ def read_table(
         out[c] = normalize_id(df[c])
         flag(out[c] == "", f"empty {c}")
     for c in schema.numeric:
-        if c not in df.columns:
-            continue
-        required = c in schema.required
-        if pd.api.types.is_float_dtype(df[c].dtype):  # parsed by pyarrow: empty fields are NaN
-            num = df[c].astype("float64")
-            nan = num.isna().to_numpy(bool)
-            empty = nan
-            raw = None
-        else:
-            raw = df[c].str.strip()
-            num = pd.to_numeric(raw, errors="coerce").astype("float64")
-            empty = (raw == "").to_numpy(bool)
-            nan = num.isna().to_numpy(bool)
-        if required:
-            flag(empty, f"missing {c}")
-        flag(nan & ~empty, lambda m, c=c, raw=raw: f"{c} " + raw[m].str.slice(0, 30).map(repr) + " is not a number")
-        flag(~empty & ~nan & ~np.isfinite(num.fillna(0).to_numpy()), f"{c} is not finite")
-        if c == "rating":
-            lo, hi = rating_range
-            if schema.name == "ratings":
-                from movierec.data.scale import learn_scale
-
-                usable = num.to_numpy(np.float64)[~is_bad]
-                scale = learn_scale(usable, lo, hi) if np.isfinite(usable).any() or lo is not None else None
-                if scale is not None and scale.inferred:  # one absurd value must not become the scale
-                    out_of = (~scale.contains(num.to_numpy(np.float64)) & ~nan & ~empty)
-                    flag(out_of, lambda m, num=num, d=scale.describe(): "rating " + num[m].map("{:g}".format)
-                         + f" is outside the scale of the other ratings ({d}); set data.rating_min/max if it is valid")
-            if lo is not None:
-                flag((num < lo).to_numpy(bool), lambda m, num=num, lo=lo: "rating " + num[m].astype(str) + f" below {lo}")
-            if hi is not None:
-                flag((num > hi).to_numpy(bool), lambda m, num=num, hi=hi: "rating " + num[m].astype(str) + f" above {hi}")
-        if c == "weight":
-            flag((num <= 0).to_numpy(bool), "weight must be positive (0 or less is no trust)")
-        out[c] = num.astype("float32" if c == "rating" else "float64")
-        del raw, num
+        if c in df.columns:
+            out[c], learned = _numeric(df, c, schema, rating_range, flag)
+            scale = learned or scale
     if "timestamp" in df.columns:
         ts, bad = parse_timestamp(df["timestamp"])
         flag(bad.to_numpy(bool), "timestamp is neither unix seconds nor ISO 8601")
@@ -311,29 +358,10 @@ def read_table(
     if schema.name == "social":
         flag((out["user_id"].astype(str) == out["friend_id"].astype(str)).to_numpy(bool),
              "self-loop (user_id equals friend_id)")
-
-    bad_mask = pd.Series(is_bad, index=df.index)
-    reason = pd.Series([messages[int(r)] for r in np.flatnonzero(is_bad)], index=df.index[is_bad], dtype=object)
-    q = df[bad_mask].copy()
-    q.insert(0, "reason", reason[bad_mask])
-    q.insert(0, "row", np.flatnonzero(bad_mask.to_numpy()) + 1)
-    if bad_rows:
-        extra = pd.DataFrame(
-            {
-                "row": [-1] * len(bad_rows),
-                "reason": [
-                    f"{'line ' + str(line) if line > 0 else 'line unknown'}: "
-                    + (f"too few fields ({n} of {len(df.columns)}; truncated line?)" if n < len(df.columns)
-                       else f"wrong number of fields ({n}, expected {len(df.columns)})")
-                    for line, _, n in bad_rows
-                ],
-                "line": ["" if redact else t for _, t, _ in bad_rows],
-            }
-        )
-        q = pd.concat([q, extra], ignore_index=True)
-    valid = out[~bad_mask].reset_index(drop=True) if is_bad.any() else out
+    valid = out[~flag.is_bad].reset_index(drop=True) if flag.is_bad.any() else out
     valid = valid[[c for c in df.columns if c in valid.columns]]
-    return ReadResult(path=path, valid=valid, quarantine=q.reset_index(drop=True), total_rows=total, scale=scale)
+    return ReadResult(path=path, valid=valid, quarantine=_quarantine(df, flag, bad_rows, redact), total_rows=total,
+                      scale=scale)
 
 
 _WS = str.maketrans({c: " " for c in "\t\r\n\x0b\x0c\x85\u2028\u2029"})

@@ -12,6 +12,9 @@ good pipeline can recover:
 
 Tests build small sets with the same generator; ``scripts/make_demo_data.py`` and
 ``scripts/make_synthetic.py`` are thin commands over this module.
+
+Why one module of this size: the demo's wording tables (six languages) are data, not logic;
+the generators themselves are short functions.
 """
 
 from __future__ import annotations
@@ -146,78 +149,10 @@ def demo_tables(n_users: int = 3000, n_movies: int = 1500, seed: int = 42,
     lang_rng = np.random.default_rng(seed + 1)  # its own stream: the English demo is unchanged
     user_lang = (lang_rng.choice(list(languages), size=n_users, p=np.array(list(languages.values()))
                                  / sum(languages.values())) if languages else np.full(n_users, "en"))
-    n_g = len(GENRES)
-    gidx = {g: i for i, g in enumerate(GENRES)}
-
-    # ---- movies
-    n_genres = rng.choice([1, 2, 3], size=n_movies, p=[0.45, 0.4, 0.15])
-    genre_mat = np.zeros((n_movies, n_g), dtype=bool)
-    for i in range(n_movies):
-        genre_mat[i, rng.choice(n_g, size=n_genres[i], replace=False)] = True
-    years = rng.integers(1950, 2025, size=n_movies)
-    seen_titles: dict[str, int] = {}
-    titles = []
-    for i in range(n_movies):
-        base = f"The {ADJ[rng.integers(len(ADJ))]} {NOUN[rng.integers(len(NOUN))]}"
-        k = seen_titles.get(base, 0)
-        seen_titles[base] = k + 1
-        titles.append(f"{base}{' ' + str(k + 1) if k else ''} ({years[i]})")
-    popularity = rng.pareto(1.2, size=n_movies) + 0.05
-    quality = rng.normal(0, 0.35, size=n_movies)
-    movies = pd.DataFrame({
-        "movie_id": [f"m{i:05d}" for i in range(n_movies)],
-        "title": titles,
-        "genres": ["|".join(GENRES[j] for j in np.flatnonzero(row)) for row in genre_mat],
-        "year": years,
-    })
-
-    # ---- users and their tastes
-    n_c = len(COMMUNITIES)
-    community = rng.integers(0, n_c, size=n_users)
-    comm_aff = np.zeros((n_c, n_g))
-    for c, (loved, hated) in enumerate(COMMUNITIES):
-        comm_aff[c, [gidx[g] for g in loved]] = 1.2
-        comm_aff[c, [gidx[g] for g in hated]] = -1.2
-    user_aff = comm_aff[community] + rng.normal(0, 0.3, size=(n_users, n_g))
-    user_bias = rng.normal(0, 0.3, size=n_users)
-    age_center = np.array([24, 35, 28, 52, 38, 45])[community]
-    users = pd.DataFrame({
-        "user_id": [f"u{i:05d}" for i in range(n_users)],
-        "age": np.clip(rng.normal(age_center, 8), 16, 80).astype(int),
-        "gender": rng.choice(["F", "M"], size=n_users, p=[0.45, 0.55]),
-        "occupation": rng.choice(OCCUPATIONS, size=n_users),
-    })
-
-    # affinity of every user for every movie: mean over the movie's genres
-    movie_g = genre_mat / genre_mat.sum(1, keepdims=True)
-    affinity = user_aff @ movie_g.T  # users x movies
-
-    # ---- ratings: users watch what is popular and what they like
-    cold = rng.choice(n_users, size=max(10, n_users // 60), replace=False)
-    n_rated = np.clip(rng.lognormal(3.2, 0.8, size=n_users), 5, 400).astype(int)
-    n_rated[cold] = 0
-    rows_u, rows_m = [], []
-    logpop = np.log(popularity)
-    for u in range(n_users):
-        if n_rated[u] == 0:
-            continue
-        logits = logpop + 1.5 * affinity[u]
-        p = np.exp(logits - logits.max())
-        p /= p.sum()
-        chosen = rng.choice(n_movies, size=min(n_rated[u], n_movies), replace=False, p=p)
-        rows_u.append(np.full(len(chosen), u))
-        rows_m.append(chosen)
-    ru = np.concatenate(rows_u)
-    rm = np.concatenate(rows_m)
-    true = 3.5 + user_bias[ru] + quality[rm] + affinity[ru, rm] + rng.normal(0, 0.6, size=len(ru))
-    stars = np.clip(np.rint(true), 1, 5).astype(int)
-    ts = rng.integers(1_420_070_400, 1_735_689_600, size=len(ru))
-    ratings = pd.DataFrame({
-        "user_id": users["user_id"].to_numpy()[ru],
-        "movie_id": movies["movie_id"].to_numpy()[rm],
-        "rating": stars,
-        "timestamp": ts,
-    })
+    movies, genre_mat, popularity, quality = _demo_movies(rng, n_movies)
+    users, community, affinity, user_bias = _demo_users(rng, n_users, genre_mat)
+    ratings, cold, ru, rm, stars, ts = _demo_ratings(rng, users, movies, affinity, user_bias, quality, popularity)
+    titles = movies["title"].tolist()
 
     # ---- reviews: wording follows the rating
     def review_text(star: int, movie: int, user: int = -1) -> str:
@@ -260,8 +195,94 @@ def demo_tables(n_users: int = 3000, n_movies: int = 1500, seed: int = 42,
                          int(rng.integers(1_420_070_400, 1_735_689_600))))
     reviews = pd.DataFrame(rev_rows, columns=["user_id", "movie_id", "text", "rating", "timestamp"])
     reviews = reviews.drop_duplicates(["user_id", "movie_id"]).reset_index(drop=True)
+    social = _demo_social(rng, users, community)
+    return {"ratings": ratings, "users": users, "movies": movies, "reviews": reviews, "social": social}
 
-    # ---- friendships: mostly inside a community
+
+def _demo_movies(rng: np.random.Generator, n_movies: int):
+    """(movies table, movies x genres flags, popularity, quality)."""
+    n_g = len(GENRES)
+    n_genres = rng.choice([1, 2, 3], size=n_movies, p=[0.45, 0.4, 0.15])
+    genre_mat = np.zeros((n_movies, n_g), dtype=bool)
+    for i in range(n_movies):
+        genre_mat[i, rng.choice(n_g, size=n_genres[i], replace=False)] = True
+    years = rng.integers(1950, 2025, size=n_movies)
+    seen_titles: dict[str, int] = {}
+    titles = []
+    for i in range(n_movies):
+        base = f"The {ADJ[rng.integers(len(ADJ))]} {NOUN[rng.integers(len(NOUN))]}"
+        k = seen_titles.get(base, 0)
+        seen_titles[base] = k + 1
+        titles.append(f"{base}{' ' + str(k + 1) if k else ''} ({years[i]})")
+    popularity = rng.pareto(1.2, size=n_movies) + 0.05
+    quality = rng.normal(0, 0.35, size=n_movies)
+    movies = pd.DataFrame({
+        "movie_id": [f"m{i:05d}" for i in range(n_movies)],
+        "title": titles,
+        "genres": ["|".join(GENRES[j] for j in np.flatnonzero(row)) for row in genre_mat],
+        "year": years,
+    })
+    return movies, genre_mat, popularity, quality
+
+
+def _demo_users(rng: np.random.Generator, n_users: int, genre_mat: np.ndarray):
+    """(users table, community per user, users x movies affinity, user bias)."""
+    gidx = {g: i for i, g in enumerate(GENRES)}
+    n_c = len(COMMUNITIES)
+    community = rng.integers(0, n_c, size=n_users)
+    comm_aff = np.zeros((n_c, len(GENRES)))
+    for c, (loved, hated) in enumerate(COMMUNITIES):
+        comm_aff[c, [gidx[g] for g in loved]] = 1.2
+        comm_aff[c, [gidx[g] for g in hated]] = -1.2
+    user_aff = comm_aff[community] + rng.normal(0, 0.3, size=(n_users, len(GENRES)))
+    user_bias = rng.normal(0, 0.3, size=n_users)
+    age_center = np.array([24, 35, 28, 52, 38, 45])[community]
+    users = pd.DataFrame({
+        "user_id": [f"u{i:05d}" for i in range(n_users)],
+        "age": np.clip(rng.normal(age_center, 8), 16, 80).astype(int),
+        "gender": rng.choice(["F", "M"], size=n_users, p=[0.45, 0.55]),
+        "occupation": rng.choice(OCCUPATIONS, size=n_users),
+    })
+    # affinity of every user for every movie: mean over the movie's genres
+    movie_g = genre_mat / genre_mat.sum(1, keepdims=True)
+    return users, community, user_aff @ movie_g.T, user_bias
+
+
+def _demo_ratings(rng, users, movies, affinity, user_bias, quality, popularity):
+    """Users watch what is popular and what they like: (ratings, cold users, user, movie,
+    star and time of each rating)."""
+    n_users, n_movies = len(users), len(movies)
+    cold = rng.choice(n_users, size=max(10, n_users // 60), replace=False)
+    n_rated = np.clip(rng.lognormal(3.2, 0.8, size=n_users), 5, 400).astype(int)
+    n_rated[cold] = 0
+    rows_u, rows_m = [], []
+    logpop = np.log(popularity)
+    for u in range(n_users):
+        if n_rated[u] == 0:
+            continue
+        logits = logpop + 1.5 * affinity[u]
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        chosen = rng.choice(n_movies, size=min(n_rated[u], n_movies), replace=False, p=p)
+        rows_u.append(np.full(len(chosen), u))
+        rows_m.append(chosen)
+    ru = np.concatenate(rows_u)
+    rm = np.concatenate(rows_m)
+    true = 3.5 + user_bias[ru] + quality[rm] + affinity[ru, rm] + rng.normal(0, 0.6, size=len(ru))
+    stars = np.clip(np.rint(true), 1, 5).astype(int)
+    ts = rng.integers(1_420_070_400, 1_735_689_600, size=len(ru))
+    ratings = pd.DataFrame({
+        "user_id": users["user_id"].to_numpy()[ru],
+        "movie_id": movies["movie_id"].to_numpy()[rm],
+        "rating": stars,
+        "timestamp": ts,
+    })
+    return ratings, cold, ru, rm, stars, ts
+
+
+def _demo_social(rng: np.random.Generator, users: pd.DataFrame, community: np.ndarray) -> pd.DataFrame:
+    """Friendships, mostly inside a community; messages warmer inside communities."""
+    n_users, n_c = len(users), len(COMMUNITIES)
     edges = set()
     members = [np.flatnonzero(community == c) for c in range(n_c)]
     n_friends = rng.poisson(4, size=n_users) + 1
@@ -284,13 +305,12 @@ def demo_tables(n_users: int = 3000, n_movies: int = 1500, seed: int = 42,
             texts.append(pool[rng.integers(len(pool))])
         else:
             texts.append("")
-    social = pd.DataFrame({
+    return pd.DataFrame({
         "user_id": users["user_id"].to_numpy()[eu],
         "friend_id": users["user_id"].to_numpy()[ev],
         "weight": weight,
         "text": texts,
     })
-    return {"ratings": ratings, "users": users, "movies": movies, "reviews": reviews, "social": social}
 
 
 SYNTHETIC_GENRES = ["Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary", "Drama",

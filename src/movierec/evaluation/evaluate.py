@@ -2,6 +2,10 @@
 
 For ``split.method: kfold`` every fold is trained and scored and each figure is the
 mean over folds (``folds`` lists each fold's, ``std`` their standard deviations).
+
+Why one module of this size: one evaluation protocol (holdout or k folds, baselines,
+ablations, groups, curves, intervals) whose parts share the fold's data and scorer; metrics
+and statistics are in ``metrics`` and ``stats``, rendering in ``report``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from movierec.config import Config
 from movierec.errors import ConfigError
 from movierec.evaluation import metrics as M
 from movierec.evaluation.stats import UserScores
+from movierec.models.mf import ScoreVectors
 from movierec.ranking import top_n
 
 log = logging.getLogger(__name__)
@@ -28,7 +33,7 @@ class Scorer:
 
     def __init__(self, predict, vectors=None, rank_scores=None, rank_fn=None, item_item=None):
         self.predict = predict  # (users, items) -> ratings
-        self.vectors = vectors  # (mu, bu, bi, U, Q) for blocked ranking
+        self.vectors = vectors  # ScoreVectors for blocked ranking
         self.item_item = item_item  # (history, weights) added to the vectors' score (EASE)
         self.rank_scores = rank_scores  # n_items scores shared by all users (popularity)
         self.rank_fn = rank_fn  # (users, k, seen) -> users x k movie indices (any other ranker)
@@ -62,16 +67,15 @@ def baseline_scorers(train: pd.DataFrame, n_users: int, n_items: int, names: lis
             out[name] = Scorer(lambda us, its, m=item_mean: m[its], rank_scores=cnt.astype(np.float32))
         elif name == "bias":
             m, bu, bi = bias_baseline(train, n_users, n_items)
-            vec = (np.float32(m), bu.astype(np.float32), bi.astype(np.float32),
-                   np.zeros((n_users, 1), np.float32), np.zeros((n_items, 1), np.float32))
+            vec = ScoreVectors.of(m, bu.astype(np.float32), bi.astype(np.float32),
+                                  np.zeros((n_users, 1), np.float32), np.zeros((n_items, 1), np.float32))
             out[name] = Scorer(lambda us, its, m=m, bu=bu, bi=bi: np.clip(m + bu[us] + bi[its], lo, hi), vectors=vec)
     return out
 
 
 def model_scorer(model) -> Scorer:
-    mu, bu, bi, U, Q = model.rank_vectors()
-    vec = (np.float32(mu), bu, bi, np.ascontiguousarray(U, np.float32), np.ascontiguousarray(Q, np.float32))
-    return Scorer(lambda us, its: model.predict(us, its)[0], vectors=vec, item_item=model.item_item())
+    return Scorer(lambda us, its: model.predict(us, its)[0], vectors=model.rank_vectors(),
+                  item_item=model.item_item())
 
 
 def _topk(scorer: Scorer, users: np.ndarray, k: int, seen: sp.csr_matrix) -> np.ndarray:

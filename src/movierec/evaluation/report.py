@@ -1,4 +1,8 @@
-"""Human-readable renderings of evaluate's result (a table for terminals, Markdown)."""
+"""Human-readable renderings of evaluate's result (a table for terminals, Markdown).
+
+Why one module of this size: every rendering of one result dict (terminal table, Markdown,
+HTML and its plots) reads the same keys; a change to the result is made here once.
+"""
 
 from __future__ import annotations
 
@@ -110,44 +114,11 @@ def _plots(result: dict, out: Path, ks: list[int]) -> dict[str, str]:
 
     hist = result.get("history") or {}
     if hist.get("train_rmse"):
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        ep = range(1, len(hist["train_rmse"]) + 1)
-        ax.plot(ep, hist["train_rmse"], marker="o", ms=3, label="training RMSE")
-        if hist.get("val_rmse"):
-            ax.plot(range(1, len(hist["val_rmse"]) + 1), hist["val_rmse"], marker="o", ms=3, label="validation RMSE")
-            ax.axvline(hist.get("best_epoch", 0) + 1, color="grey", ls=":", label="kept epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("RMSE (lower is better)")
-        ax.legend()
-        ax.set_title("Learning curves (holdout model)")
-        save(fig, "learning_curves.png", "Training and validation loss (RMSE) per epoch")
-
-    rows = [("movierec", "model", result)] + [(n, "baseline", m) for n, m in result.get("baselines", {}).items()] + \
-           [(f"without {n[3:]}" if n.startswith("no_") else n, "ablation", m)
-            for n, m in result.get("ablations", {}).items()]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 0.45 * len(rows) + 1.8))
-    for ax, metric, better in zip(axes, ("rmse", nd), ("lower is better", "higher is better")):
-        have = [(n, kind, m[metric], m.get("ci", {}).get(metric)) for n, kind, m in rows if m.get(metric) is not None]
-        if not have:
-            ax.set_visible(False)
-            continue
-        y = np.arange(len(have))
-        ax.barh(y, [v for _, _, v, _ in have], color=[COLOURS[kind] for _, kind, _, _ in have],
-                xerr=np.array([_err(v, ci) for _, _, v, ci in have]).T, capsize=3, ecolor="black")
-        ax.set_yticks(y, [n for n, _, _, _ in have])
-        ax.invert_yaxis()
-        top = max((ci[1] if ci else v) for _, _, v, ci in have)
-        ax.set_xlim(0, top * 1.22)  # bars start at 0: no gap looks bigger than it is
-        for yy, (_, _, v, ci) in zip(y, have):  # the value beyond the interval's end
-            ax.text((ci[1] if ci else v) + top * 0.02, yy, f"{v:.4f}", va="center", ha="left", fontsize=7)
-        ax.set_title(f"{metric.upper() if metric == 'rmse' else metric} ({better})")
-    from matplotlib.patches import Patch
-
-    fig.legend(handles=[Patch(color=c, label=lab) for lab, c in COLOURS.items()], loc="lower center", ncol=3,
-               fontsize=8, frameon=False)
-    save(fig, "accuracy.png", f"RMSE and {nd} of the model, baselines and ablations, with "
-                              f"{int(100 * result.get('confidence', 0.95))}% confidence intervals", rect=(0, 0.07, 1, 1))
+        save(_learning_plot(plt, MaxNLocator, hist), "learning_curves.png",
+             "Training and validation loss (RMSE) per epoch")
+    save(_accuracy_plot(plt, result, nd), "accuracy.png",
+         f"RMSE and {nd} of the model, baselines and ablations, with "
+         f"{int(100 * result.get('confidence', 0.95))}% confidence intervals", rect=(0, 0.07, 1, 1))
 
     cur = result.get("curves")
     if cur:
@@ -181,6 +152,49 @@ def _plots(result: dict, out: Path, ks: list[int]) -> dict[str, str]:
              "Metrics per user group with confidence intervals and group sizes (dots; the largest significant gap "
              "is marked)")
     return made
+
+
+def _learning_plot(plt, MaxNLocator, hist: dict):
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ep = range(1, len(hist["train_rmse"]) + 1)
+    ax.plot(ep, hist["train_rmse"], marker="o", ms=3, label="training RMSE")
+    if hist.get("val_rmse"):
+        ax.plot(range(1, len(hist["val_rmse"]) + 1), hist["val_rmse"], marker="o", ms=3, label="validation RMSE")
+        ax.axvline(hist.get("best_epoch", 0) + 1, color="grey", ls=":", label="kept epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("RMSE (lower is better)")
+    ax.legend()
+    ax.set_title("Learning curves (holdout model)")
+    return fig
+
+
+def _accuracy_plot(plt, result: dict, nd: str):
+    """RMSE and NDCG bars of the model, the baselines and the ablations, with intervals."""
+    from matplotlib.patches import Patch
+
+    rows = [("movierec", "model", result)] + [(n, "baseline", m) for n, m in result.get("baselines", {}).items()] + \
+           [(f"without {n[3:]}" if n.startswith("no_") else n, "ablation", m)
+            for n, m in result.get("ablations", {}).items()]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.45 * len(rows) + 1.8))
+    for ax, metric, better in zip(axes, ("rmse", nd), ("lower is better", "higher is better")):
+        have = [(n, kind, m[metric], m.get("ci", {}).get(metric)) for n, kind, m in rows if m.get(metric) is not None]
+        if not have:
+            ax.set_visible(False)
+            continue
+        y = np.arange(len(have))
+        ax.barh(y, [v for _, _, v, _ in have], color=[COLOURS[kind] for _, kind, _, _ in have],
+                xerr=np.array([_err(v, ci) for _, _, v, ci in have]).T, capsize=3, ecolor="black")
+        ax.set_yticks(y, [n for n, _, _, _ in have])
+        ax.invert_yaxis()
+        top = max((ci[1] if ci else v) for _, _, v, ci in have)
+        ax.set_xlim(0, top * 1.22)  # bars start at 0: no gap looks bigger than it is
+        for yy, (_, _, v, ci) in zip(y, have):  # the value beyond the interval's end
+            ax.text((ci[1] if ci else v) + top * 0.02, yy, f"{v:.4f}", va="center", ha="left", fontsize=7)
+        ax.set_title(f"{metric.upper() if metric == 'rmse' else metric} ({better})")
+    fig.legend(handles=[Patch(color=c, label=lab) for lab, c in COLOURS.items()], loc="lower center", ncol=3,
+               fontsize=8, frameon=False)
+    return fig
 
 
 def _group_plot(plt, groups: dict[str, dict], fair: dict, nd: str):

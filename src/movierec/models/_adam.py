@@ -31,6 +31,42 @@ def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
     tr = np.flatnonzero(~val_mask)
     va = np.flatnonzero(val_mask)
     n_train = len(tr)
+    step, state = _make_step(tf, model, data, n_train)
+
+    users = tf.constant(data.users[tr])
+    items = tf.constant(data.items[tr])
+    ratings = tf.constant(data.ratings[tr])
+    wts = tf.constant(np.ones(len(tr), np.float32) if data.weights is None else data.weights[tr])
+    batch = int(model.batch_size)
+    n_batches = (n_train + batch - 1) // batch
+
+    @tf.function
+    def run_epoch(seed):
+        # the whole epoch in one graph: a shuffled index, then a batch at a time gathered
+        # from the rating tensors (no tf.data shuffle buffer: that copies every rating)
+        perm = tf.random.experimental.stateless_shuffle(tf.range(n_train), seed=seed)
+        sse = tf.constant(0.0)
+        for b in tf.range(n_batches):
+            idx = perm[b * batch : (b + 1) * batch]
+            sse += step(tf.gather(users, idx), tf.gather(items, idx), tf.gather(ratings, idx), tf.gather(wts, idx))
+        return sse
+
+    tracker = EpochTracker(model, data, va)
+    for epoch in range(model.epochs):
+        seed = tf.constant([int(rng.integers(1 << 31)), epoch], dtype=tf.int64)
+        sse = float(run_epoch(seed))
+        _pull(model, *state)
+        if tracker.end_epoch(epoch, sse, n_train):
+            break
+    history = tracker.finish()
+    # let TensorFlow drop this fit's graph state (a refit follows in the same process)
+    tf.keras.backend.clear_session()
+    return history
+
+
+def _make_step(tf, model, data, n_train: int):
+    """The model's parameters as TensorFlow variables and one Adam step on a batch:
+    (step(u, i, r, w) -> batch squared error, the variables for :func:`_pull`)."""
     use_feat = bool(model.use_features and (model.user_weights_.size or model.item_weights_.size))
 
     bu = tf.Variable(model.user_bias_, name="user_bias")
@@ -100,35 +136,7 @@ def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
         opt.apply_gradients(zip(grads, variables))
         return tf.reduce_sum(tf.square(err))
 
-    users = tf.constant(data.users[tr])
-    items = tf.constant(data.items[tr])
-    ratings = tf.constant(data.ratings[tr])
-    wts = tf.constant(np.ones(len(tr), np.float32) if data.weights is None else data.weights[tr])
-    batch = int(model.batch_size)
-    n_batches = (n_train + batch - 1) // batch
-
-    @tf.function
-    def run_epoch(seed):
-        # the whole epoch in one graph: a shuffled index, then a batch at a time gathered
-        # from the rating tensors (no tf.data shuffle buffer: that copies every rating)
-        perm = tf.random.experimental.stateless_shuffle(tf.range(n_train), seed=seed)
-        sse = tf.constant(0.0)
-        for b in tf.range(n_batches):
-            idx = perm[b * batch : (b + 1) * batch]
-            sse += step(tf.gather(users, idx), tf.gather(items, idx), tf.gather(ratings, idx), tf.gather(wts, idx))
-        return sse
-
-    tracker = EpochTracker(model, data, va)
-    for epoch in range(model.epochs):
-        seed = tf.constant([int(rng.integers(1 << 31)), epoch], dtype=tf.int64)
-        sse = float(run_epoch(seed))
-        _pull(model, bu, bi, P, Q, W, V, Yimp if implicit else None)
-        if tracker.end_epoch(epoch, sse, n_train):
-            break
-    history = tracker.finish()
-    # let TensorFlow drop this fit's graph state (a refit follows in the same process)
-    tf.keras.backend.clear_session()
-    return history
+    return step, (bu, bi, P, Q, W, V, Yimp if implicit else None)
 
 
 def _pull(model, bu, bi, P, Q, W, V, Yimp=None) -> None:

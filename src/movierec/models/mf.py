@@ -10,6 +10,10 @@ the same parameters: ``sgd`` (per-rating SGD compiled with numba) and ``adam``
 
 Unknown users or items (index -1) fall back to the biases that are known (for an
 unknown user: μ + b_i), and :meth:`predict` flags them (Surprise's ``was_impossible``).
+
+Why one module of this size: it is the estimator (fit, predict, rank vectors, save/load) and
+its parameters; the trainers (``_sgd``, ``_adam``), EASE (``_ease``), tracking and pseudo-
+ratings already live beside it, and what remains reads and writes the same fitted arrays.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -81,85 +86,52 @@ class TrainData:
         return m
 
 
+_PIPELINE_ONLY = ("trust_implicit", "shuffle_social")
+
+
+class ScoreVectors(NamedTuple):
+    """What a top-N list is ordered by: rank score(u, i) = ``constant`` + ``user_bias[u]`` +
+    ``item_bias[i]`` + ``user[u]`` · ``item[i]`` (float32, contiguous: one BLAS call per
+    block of users). The model's (:meth:`MatrixFactorization.rank_vectors`), a baseline's and
+    a peer's in the benchmark all take this form."""
+
+    constant: np.float32
+    user_bias: np.ndarray
+    item_bias: np.ndarray
+    user: np.ndarray
+    item: np.ndarray
+
+    @classmethod
+    def of(cls, constant, user_bias, item_bias, user, item) -> "ScoreVectors":
+        return cls(np.float32(constant), user_bias, item_bias, np.ascontiguousarray(user, np.float32),
+                   np.ascontiguousarray(item, np.float32))
+
+
 class MatrixFactorization:
     """Estimator: hyperparameters in ``__init__``, ``fit`` returns self, state ends in ``_``."""
 
-    def __init__(
-        self,
-        factors: int = 32,
-        epochs: int = 30,
-        optimizer: str = "sgd",
-        learning_rate: float = 0.02,
-        reg: float = 0.05,
-        reg_bias: float = 0.02,
-        reg_features: float = 0.1,
-        social_reg: float = 0.0,
-        use_features: bool = True,
-        implicit: bool = False,
-        reg_implicit: float = 0.05,
-        early_stopping: bool = True,
-        patience: int = 4,
-        validation_fraction: float = 0.05,
-        init_std: float = 0.1,
-        lr_decay: float = 0.97,
-        batch_size: int = 4096,
-        ensemble: int = 1,
-        threads: int = 0,
-        ranking: str = "hybrid",
-        watch_factors: int = 32,
-        watch_epochs: int = 20,
-        watch_learning_rate: float = 0.05,
-        watch_reg: float = 0.01,
-        rank_rating_weight: float = 0.5,
-        ease_lambda: float = 500.0,
-        ease_rating_weight: float = 0.1,
-        ease_activity_half: float = 20.0,
-        ease_max_items: int = 20000,
-        seed: int = 0,
-    ) -> None:
-        self.factors = factors
-        self.epochs = epochs
-        self.optimizer = optimizer
-        self.learning_rate = learning_rate
-        self.reg = reg
-        self.reg_bias = reg_bias
-        self.reg_features = reg_features
-        self.social_reg = social_reg
-        self.use_features = use_features
-        self.implicit = implicit
-        self.reg_implicit = reg_implicit
-        self.early_stopping = early_stopping
-        self.patience = patience
-        self.validation_fraction = validation_fraction
-        self.init_std = init_std
-        self.lr_decay = lr_decay
-        self.batch_size = batch_size
-        self.ensemble = ensemble
-        self.threads = threads
-        self.ranking = ranking
-        self.watch_factors = watch_factors
-        self.watch_epochs = watch_epochs
-        self.watch_learning_rate = watch_learning_rate
-        self.watch_reg = watch_reg
-        self.rank_rating_weight = rank_rating_weight
-        self.ease_lambda = ease_lambda
-        self.ease_rating_weight = ease_rating_weight
-        self.ease_activity_half = ease_activity_half
-        self.ease_max_items = ease_max_items
-        self.seed = seed
+    #: fields of ModelConfig that the pipeline reads, not the estimator
+    PIPELINE_ONLY = _PIPELINE_ONLY
+    #: the hyperparameters: every other ModelConfig field (declared, with its default and its
+    #: documentation, once: in movierec.config.ModelConfig)
+    PARAMS = tuple(f.name for f in fields(ModelConfig) if f.name not in _PIPELINE_ONLY)
 
-    PARAMS = (
-        "factors", "epochs", "optimizer", "learning_rate", "reg", "reg_bias", "reg_features",
-        "social_reg", "use_features", "implicit", "reg_implicit", "early_stopping", "patience", "validation_fraction",
-        "init_std", "lr_decay", "batch_size", "ensemble", "threads", "ranking", "watch_factors", "watch_epochs",
-        "watch_learning_rate", "watch_reg", "rank_rating_weight", "ease_lambda", "ease_rating_weight",
-        "ease_activity_half", "ease_max_items", "seed",
-    )
+    def __init__(self, config: ModelConfig | None = None, **params) -> None:
+        """``config`` (default: ModelConfig's defaults), with ``params`` overriding fields."""
+        unknown = sorted(set(params) - set(self.PARAMS))
+        if unknown:
+            raise TypeError(f"MatrixFactorization: unknown hyperparameter(s) {', '.join(unknown)}")
+        self.config = replace(config if config is not None else ModelConfig(), **params)
+
+    def __getattr__(self, name: str):
+        # hyperparameters are read from the config (``self.factors`` is ``self.config.factors``)
+        if name in MatrixFactorization.PARAMS and "config" in self.__dict__:
+            return getattr(self.__dict__["config"], name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @classmethod
     def from_config(cls, cfg: ModelConfig) -> "MatrixFactorization":
-        d = asdict(cfg)
-        return cls(**{k: d[k] for k in cls.PARAMS})
+        return cls(cfg)
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in self.PARAMS}
@@ -357,7 +329,7 @@ class MatrixFactorization:
         return self
 
     def _fit_sgd(self, data: TrainData, val_mask: np.ndarray, rng: np.random.Generator) -> History:
-        from movierec.models._sgd import fill_cold_users, sgd_epoch_by_user, sgd_epoch_parallel
+        from movierec.models._sgd import fill_cold_users
 
         tr_all = np.flatnonzero(~val_mask).astype(np.int64)
         va = np.flatnonzero(val_mask)
@@ -370,84 +342,97 @@ class MatrixFactorization:
         else:
             tr, pseudo = tr_all, tr_all[:0]
         real_tr = tr
-        nb = data.neighbours.tocsr()
-        nb_ptr = nb.indptr.astype(np.int64)
-        nb_idx = nb.indices.astype(np.int32)
-        nb_w = nb.data.astype(np.float32)
+        plan = self._sgd_plan(data, tr, pseudo, rng)
         counts = np.bincount(data.users[tr], minlength=data.n_users)
-        use_feat = bool(self.use_features and (self.user_weights_.size or self.item_weights_.size))
-        X = self.user_features_ if self.user_features_.shape[1] else np.zeros((data.n_users, 0), np.float32)
-        Y = self.item_features_ if self.item_features_.shape[1] else np.zeros((data.n_items, 0), np.float32)
         # shared projections see every rating: a smaller step keeps them stable
         n_rated = max(1, len(tr))
         tracker = EpochTracker(self, data, va)
         lr = self.learning_rate
-        threads = self._threads(len(tr))
-        chunks = threads * 16 if threads > 1 else 1
-        # plain MF: user by user (cache-friendly); shared parameters (feature projections,
-        # social term) need a rating-level shuffle or their updates come in correlated runs
-        by_user_layout = not self.implicit and not use_feat and self.social_reg == 0 and not len(pseudo)
-        if by_user_layout:
-            # ratings stored user by user, each user's in a random order
-            srt = tr[np.lexsort((rng.random(len(tr)), data.users[tr]))]
-            by_ptr = np.zeros(data.n_users + 1, np.int64)
-            by_ptr[1:] = np.cumsum(np.bincount(data.users[srt], minlength=data.n_users))
-            by_user = (by_ptr, data.users[srt], data.items[srt], data.ratings[srt])
-            del srt
-        if self.implicit:
-            imp = data.implicit()
-            n_ptr, n_idx = imp.indptr.astype(np.int64), imp.indices.astype(np.int32)
-            r_ptr = np.zeros(data.n_users + 1, np.int64)
-            r_ptr[1:] = np.cumsum(np.bincount(data.users[tr], minlength=data.n_users))
-        # a projection step moves a vector by about lr_feat * |x|^2: with many features the
-        # step has to shrink or it diverges (8 ~ what MovieLens' demographics + genres give)
-        sq = float((X.astype(np.float64) ** 2).sum(1).mean() if X.shape[1] else 0.0) + \
-            float((Y.astype(np.float64) ** 2).sum(1).mean() if Y.shape[1] else 0.0)
-        feat_scale = min(1.0, 8.0 / sq) if sq > 0 else 1.0
         for epoch in range(self.epochs):
-            lr_feat = lr * min(1.0, 100.0 / np.sqrt(n_rated)) * feat_scale
+            lr_feat = lr * min(1.0, 100.0 / np.sqrt(n_rated)) * plan["feat_scale"]
             if len(pseudo):
                 tr = np.concatenate([real_tr, pseudo[rng.random(len(pseudo)) < p_keep]])
                 if self.implicit:
-                    r_ptr[1:] = np.cumsum(np.bincount(data.users[tr], minlength=data.n_users))
-            if self.implicit:
-                from movierec.models._sgd import sgd_epoch_grouped
-
-                # users in random order; each user's ratings in random order
-                by_user = tr[np.lexsort((rng.random(len(tr)), data.users[tr]))]
-                sse = sgd_epoch_grouped(
-                    rng.permutation(data.n_users).astype(np.int32), r_ptr, data.items[by_user],
-                    data.ratings[by_user], n_ptr, n_idx, np.float32(self.global_mean_),
-                    self.user_bias_, self.item_bias_, self.user_factors_, self.item_factors_,
-                    self.item_implicit_, self.user_weights_, self.item_weights_, X, Y, nb_ptr, nb_idx, nb_w,
-                    np.float32(lr), np.float32(lr_feat), np.float32(self.reg), np.float32(self.reg_bias),
-                    np.float32(self.reg_implicit), np.float32(self.social_reg), use_feat,
-                )
-                self.user_implicit_ = np.asarray(self._implicit_norm @ self.item_implicit_, np.float32)
-            elif by_user_layout:
-                sse = sgd_epoch_by_user(
-                    rng.permutation(data.n_users).astype(np.int32), by_user[0], by_user[1], by_user[2],
-                    by_user[3], np.float32(self.global_mean_), self.user_bias_, self.item_bias_,
-                    self.user_factors_, self.item_factors_, self.user_weights_, self.item_weights_, X, Y,
-                    nb_ptr, nb_idx, nb_w, np.float32(lr), np.float32(lr_feat), np.float32(self.reg),
-                    np.float32(self.reg_bias), np.float32(self.social_reg), use_feat, chunks)
-            else:
-                sse = sgd_epoch_parallel(
-                    data.users, data.items, data.ratings, tr[rng.permutation(len(tr))],
-                    np.float32(self.global_mean_), self.user_bias_, self.item_bias_, self.user_factors_,
-                    self.item_factors_, self.user_weights_, self.item_weights_, X, Y, nb_ptr, nb_idx, nb_w,
-                    np.float32(lr), np.float32(lr_feat), np.float32(self.reg), np.float32(self.reg_bias),
-                    np.float32(self.social_reg), use_feat, chunks)
-            if use_feat and self.reg_features > 0:
+                    plan["r_ptr"][1:] = np.cumsum(np.bincount(data.users[tr], minlength=data.n_users))
+            sse = self._sgd_epoch(data, plan, tr, rng, lr, lr_feat)
+            if plan["use_feat"] and self.reg_features > 0:
                 shrink = np.float32(max(0.0, 1.0 - lr * self.reg_features))
                 self.user_weights_ *= shrink
                 self.item_weights_ *= shrink
             if self.social_reg > 0:
-                fill_cold_users(self.user_factors_, self.user_bias_, counts, nb_ptr, nb_idx, nb_w)
+                fill_cold_users(self.user_factors_, self.user_bias_, counts, plan["nb_ptr"], plan["nb_idx"],
+                                plan["nb_w"])
             if tracker.end_epoch(epoch, sse, len(tr)):
                 break
             lr *= self.lr_decay
         return tracker.finish()
+
+    def _sgd_plan(self, data: TrainData, tr: np.ndarray, pseudo: np.ndarray, rng: np.random.Generator) -> dict:
+        """What every SGD epoch reuses: the social graph as CSR arrays, the feature matrices,
+        the rating layout (user by user for plain MF) and the feature step's scale."""
+        nb = data.neighbours.tocsr()
+        use_feat = bool(self.use_features and (self.user_weights_.size or self.item_weights_.size))
+        X = self.user_features_ if self.user_features_.shape[1] else np.zeros((data.n_users, 0), np.float32)
+        Y = self.item_features_ if self.item_features_.shape[1] else np.zeros((data.n_items, 0), np.float32)
+        threads = self._threads(len(tr))
+        plan = {"nb_ptr": nb.indptr.astype(np.int64), "nb_idx": nb.indices.astype(np.int32),
+                "nb_w": nb.data.astype(np.float32), "use_feat": use_feat, "X": X, "Y": Y,
+                "chunks": threads * 16 if threads > 1 else 1,
+                # plain MF: user by user (cache-friendly); shared parameters (feature projections,
+                # social term) need a rating-level shuffle or their updates come in correlated runs
+                "by_user_layout": not self.implicit and not use_feat and self.social_reg == 0 and not len(pseudo)}
+        if plan["by_user_layout"]:
+            # ratings stored user by user, each user's in a random order
+            srt = tr[np.lexsort((rng.random(len(tr)), data.users[tr]))]
+            by_ptr = np.zeros(data.n_users + 1, np.int64)
+            by_ptr[1:] = np.cumsum(np.bincount(data.users[srt], minlength=data.n_users))
+            plan["by_user"] = (by_ptr, data.users[srt], data.items[srt], data.ratings[srt])
+        if self.implicit:
+            imp = data.implicit()
+            plan["n_ptr"], plan["n_idx"] = imp.indptr.astype(np.int64), imp.indices.astype(np.int32)
+            plan["r_ptr"] = np.zeros(data.n_users + 1, np.int64)
+            plan["r_ptr"][1:] = np.cumsum(np.bincount(data.users[tr], minlength=data.n_users))
+        # a projection step moves a vector by about lr_feat * |x|^2: with many features the
+        # step has to shrink or it diverges (8 ~ what MovieLens' demographics + genres give)
+        sq = float((X.astype(np.float64) ** 2).sum(1).mean() if X.shape[1] else 0.0) + \
+            float((Y.astype(np.float64) ** 2).sum(1).mean() if Y.shape[1] else 0.0)
+        plan["feat_scale"] = min(1.0, 8.0 / sq) if sq > 0 else 1.0
+        return plan
+
+    def _sgd_epoch(self, data: TrainData, plan: dict, tr: np.ndarray, rng: np.random.Generator, lr: float,
+                   lr_feat: float) -> float:
+        """One epoch in the plan's layout; returns the training squared error."""
+        from movierec.models._sgd import sgd_epoch_by_user, sgd_epoch_grouped, sgd_epoch_parallel
+
+        p = plan
+        nb = (p["nb_ptr"], p["nb_idx"], p["nb_w"])
+        if self.implicit:
+            # users in random order; each user's ratings in random order
+            by_user = tr[np.lexsort((rng.random(len(tr)), data.users[tr]))]
+            sse = sgd_epoch_grouped(
+                rng.permutation(data.n_users).astype(np.int32), p["r_ptr"], data.items[by_user],
+                data.ratings[by_user], p["n_ptr"], p["n_idx"], np.float32(self.global_mean_),
+                self.user_bias_, self.item_bias_, self.user_factors_, self.item_factors_,
+                self.item_implicit_, self.user_weights_, self.item_weights_, p["X"], p["Y"], *nb,
+                np.float32(lr), np.float32(lr_feat), np.float32(self.reg), np.float32(self.reg_bias),
+                np.float32(self.reg_implicit), np.float32(self.social_reg), p["use_feat"],
+            )
+            self.user_implicit_ = np.asarray(self._implicit_norm @ self.item_implicit_, np.float32)
+            return sse
+        if p["by_user_layout"]:
+            bu = p["by_user"]
+            return sgd_epoch_by_user(
+                rng.permutation(data.n_users).astype(np.int32), bu[0], bu[1], bu[2], bu[3],
+                np.float32(self.global_mean_), self.user_bias_, self.item_bias_,
+                self.user_factors_, self.item_factors_, self.user_weights_, self.item_weights_, p["X"], p["Y"],
+                *nb, np.float32(lr), np.float32(lr_feat), np.float32(self.reg),
+                np.float32(self.reg_bias), np.float32(self.social_reg), p["use_feat"], p["chunks"])
+        return sgd_epoch_parallel(
+            data.users, data.items, data.ratings, tr[rng.permutation(len(tr))],
+            np.float32(self.global_mean_), self.user_bias_, self.item_bias_, self.user_factors_,
+            self.item_factors_, self.user_weights_, self.item_weights_, p["X"], p["Y"], *nb,
+            np.float32(lr), np.float32(lr_feat), np.float32(self.reg), np.float32(self.reg_bias),
+            np.float32(self.social_reg), p["use_feat"], p["chunks"])
 
     def _threads(self, n_ratings: int) -> int:
         """Cores for Hogwild SGD: all of them from 1M ratings up (``threads=0``), else one.
@@ -492,8 +477,8 @@ class MatrixFactorization:
             Q = Q + self.item_features_ @ self.item_weights_.T
         return Q
 
-    def rank_vectors(self) -> tuple:
-        """(c, b_u, b_i, U, Q) with rank score = c + b_u[u] + b_i[i] + U[u]·Q[i] for top-N.
+    def rank_vectors(self) -> ScoreVectors:
+        """The rank score's vectors: c + b_u[u] + b_i[i] + U[u]·Q[i] orders the top-N lists.
 
         With ``ranking='hybrid'``: watch score + β (predicted rating - μ), β =
         rank_rating_weight, as one dot product ([βU, X_w] · [Q, Z_w]).
@@ -506,12 +491,12 @@ class MatrixFactorization:
 
             w = activity_weight(np.diff(self.ease_history_.indptr), self.ease_rating_weight,
                                 self.ease_activity_half)[:, None] / np.float32(self._unit())
-            return (np.float32(0.0), np.zeros(len(U), np.float32), np.zeros(len(Q), np.float32),
-                    np.hstack([w * U, w]).astype(np.float32), np.hstack([Q, self.item_bias_[:, None]]).astype(np.float32))
+            return ScoreVectors.of(0.0, np.zeros(len(U), np.float32), np.zeros(len(Q), np.float32),
+                                   np.hstack([w * U, w]), np.hstack([Q, self.item_bias_[:, None]]))
         if not getattr(self, "watch_user_", np.zeros((0, 0))).size:
-            return (np.float32(self.global_mean_), self.user_bias_, self.item_bias_, U, Q)
+            return ScoreVectors.of(self.global_mean_, self.user_bias_, self.item_bias_, U, Q)
         b = np.float32(self.rank_rating_weight / self._unit())
-        return (
+        return ScoreVectors.of(
             b * np.float32(self.global_mean_),
             b * self.user_bias_,
             b * self.item_bias_ + self.watch_bias_,

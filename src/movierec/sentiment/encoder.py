@@ -3,6 +3,9 @@ package, sha256-checked), the shipped LoRA adapters merged into it, run with ONN
 (exported once into the model cache, int8 per-channel) or PyTorch; chunked encoding of long
 texts and the pooling helpers. torch, transformers and onnxruntime are imported only when an
 encoder is built.
+
+Why one module of this size: the export, its cache and the encoder that runs it must agree
+on the same inputs and digests; the scorers are in ``scorers``.
 """
 
 from __future__ import annotations

@@ -186,7 +186,6 @@ def clean(tables: dict[str, pd.DataFrame], cfg: Config) -> CleanResult:
 
     def midx(s: pd.Series) -> np.ndarray:
         return _codes(mid, s)
-
     def rating_frame(df: pd.DataFrame) -> pd.DataFrame:
         out = pd.DataFrame({
             "user_idx": uidx(df["user_id"]),
@@ -219,12 +218,22 @@ def clean(tables: dict[str, pd.DataFrame], cfg: Config) -> CleanResult:
         demo = demo.drop(columns=["user_id"])
         u = u.merge(demo, on="user_idx", how="left")
     res.tables["users"] = u
+    res.tables["movies"] = _clean_movies(movies, mid)
+    if reviews is not None and len(reviews):
+        res.tables["reviews"] = _clean_reviews(reviews, uid, mid, res.stats)
+    if social is not None and len(social):
+        res.tables["social"] = _clean_social(social, uid, res.stats)
+    if res.tables["ratings"].empty:
+        raise DataError("no ratings left after cleaning")
+    return res
 
-    # movies: one row per known movie; title falls back to the id
-    m = pd.DataFrame({"movie_idx": res.tables["movie_ids"]["movie_idx"], "movie_id": mid.to_numpy()})
+
+def _clean_movies(movies: pd.DataFrame | None, mid: pd.Index) -> pd.DataFrame:
+    """One row per known movie; the title falls back to the id, the year to the title's."""
+    m = pd.DataFrame({"movie_idx": np.arange(len(mid), dtype=np.int32), "movie_id": mid.to_numpy()})
     if movies is not None and len(movies):
         md = movies.drop_duplicates("movie_id", keep="last").copy()
-        md["movie_idx"] = midx(md["movie_id"])
+        md["movie_idx"] = _codes(mid, md["movie_id"])
         m = m.merge(md.drop(columns=["movie_id"]), on="movie_idx", how="left")
     if "title" not in m.columns:
         m["title"] = m["movie_id"]
@@ -236,35 +245,37 @@ def clean(tables: dict[str, pd.DataFrame], cfg: Config) -> CleanResult:
         m["year"] = np.nan
     from_title = pd.to_numeric(m["title"].str.extract(_YEAR)[0], errors="coerce")
     m["year"] = pd.to_numeric(m["year"], errors="coerce").fillna(from_title)
-    res.tables["movies"] = m
+    return m
 
-    if reviews is not None and len(reviews):
-        rv = pd.DataFrame({
-            "review_id": np.arange(len(reviews), dtype=np.int64),
-            "user_idx": uidx(reviews["user_id"]),
-            "movie_idx": midx(reviews["movie_id"]),
-            "text_key": _text_keys(reviews),
-            "rating": reviews["rating"].to_numpy(np.float32) if "rating" in reviews.columns else np.nan,
-        })
-        if "timestamp" in reviews.columns:
-            rv["timestamp"] = reviews["timestamp"].to_numpy(np.float64)
-        before = len(rv)
-        rv = rv.drop_duplicates(["user_idx", "movie_idx", "text_key"], keep="last").reset_index(drop=True)
-        res.stats["duplicate_reviews_removed"] = before - len(rv)
-        res.tables["reviews"] = rv
-    if social is not None and len(social):
-        s = pd.DataFrame({
-            "user_idx": uidx(social["user_id"]),
-            "friend_idx": uidx(social["friend_id"]),
-            "weight": social["weight"].fillna(1.0).to_numpy(np.float64) if "weight" in social.columns else 1.0,
-            "text_key": _text_keys(social),
-        })
-        s = s.drop_duplicates(["user_idx", "friend_idx"], keep="last").reset_index(drop=True)
-        s["weight"], res.stats["trust_weights_clipped"] = clip_weights(s["weight"].to_numpy(np.float64))
-        res.tables["social"] = s
-    if res.tables["ratings"].empty:
-        raise DataError("no ratings left after cleaning")
-    return res
+
+def _clean_reviews(reviews: pd.DataFrame, uid: pd.Index, mid: pd.Index, stats: dict) -> pd.DataFrame:
+    """Reviews with dense ids and text hashes; the same text twice on a pair counts once."""
+    rv = pd.DataFrame({
+        "review_id": np.arange(len(reviews), dtype=np.int64),
+        "user_idx": _codes(uid, reviews["user_id"]),
+        "movie_idx": _codes(mid, reviews["movie_id"]),
+        "text_key": _text_keys(reviews),
+        "rating": reviews["rating"].to_numpy(np.float32) if "rating" in reviews.columns else np.nan,
+    })
+    if "timestamp" in reviews.columns:
+        rv["timestamp"] = reviews["timestamp"].to_numpy(np.float64)
+    before = len(rv)
+    rv = rv.drop_duplicates(["user_idx", "movie_idx", "text_key"], keep="last").reset_index(drop=True)
+    stats["duplicate_reviews_removed"] = before - len(rv)
+    return rv
+
+
+def _clean_social(social: pd.DataFrame, uid: pd.Index, stats: dict) -> pd.DataFrame:
+    """Ties with dense ids (the latest of a pair wins) and clipped trust weights."""
+    s = pd.DataFrame({
+        "user_idx": _codes(uid, social["user_id"]),
+        "friend_idx": _codes(uid, social["friend_id"]),
+        "weight": social["weight"].fillna(1.0).to_numpy(np.float64) if "weight" in social.columns else 1.0,
+        "text_key": _text_keys(social),
+    })
+    s = s.drop_duplicates(["user_idx", "friend_idx"], keep="last").reset_index(drop=True)
+    s["weight"], stats["trust_weights_clipped"] = clip_weights(s["weight"].to_numpy(np.float64))
+    return s
 
 
 #: a trust weight above this many times the median weight is clipped to it

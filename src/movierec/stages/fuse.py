@@ -167,55 +167,15 @@ def fuse(
 
     # ---- users
     u = pd.DataFrame({"user_idx": np.arange(n_users)})
-    parts: list[tuple] = []
-    cnt = np.bincount(train["user_idx"], minlength=n_users)
-    u["activity"] = np.log1p(cnt)
+    u["activity"] = np.log1p(np.bincount(train["user_idx"], minlength=n_users))
     num_cols = ["activity"]
+    parts: list[tuple] = []
     if cfg.use_demographics:
-        cols = cfg.user_columns or [c for c in users.columns if c != "user_idx"]
-        cat_cols = []
-        for c in cols:
-            if c not in users.columns:
-                continue
-            if _numeric_like(users[c]):
-                u[f"demo_{c}"] = pd.to_numeric(users[c], errors="coerce").to_numpy()
-                num_cols.append(f"demo_{c}")
-            else:
-                u[f"demo_{c}"] = users[c].fillna("missing").astype(str).to_numpy()
-                cat_cols.append(f"demo_{c}")
-        if cat_cols:
-            parts.append(("cat", OneHotEncoder(handle_unknown="ignore", max_categories=cfg.max_categories,
-                                               sparse_output=False), cat_cols))
+        _demographics(u, users, cfg, num_cols, parts)
     if rs is not None and rs["user_idx"].nunique() >= MIN_COVERAGE * n_users:
-        g = rs.groupby("user_idx")["sentiment"]
-        prof = pd.DataFrame({"sent_mean": g.mean(), "sent_std": g.std().fillna(0.0), "sent_count": np.log1p(g.size())})
-        u = u.merge(prof, left_on="user_idx", right_index=True, how="left")
-        u[["sent_std", "sent_count"]] = u[["sent_std", "sent_count"]].fillna(0.0)
-        u["sent_mean"] = u["sent_mean"].fillna(0.0)
-        num_cols += ["sent_mean", "sent_std", "sent_count"]
-        if genre_mat.shape[1] and cfg.sentiment_per_genre:
-            per_genre = per_genre_mean(rs["user_idx"].to_numpy(), rs["movie_idx"].to_numpy(),
-                                       rs["sentiment"].to_numpy(np.float32), genre_mat, n_users,
-                                       prior=u["sent_mean"].to_numpy(np.float32))
-            cols = [f"sent_genre_{g}" for g in genre_names]
-            u[cols] = per_genre
-            num_cols += cols
+        _sentiment_profile(u, rs, genre_names, genre_mat if cfg.sentiment_per_genre else None, num_cols)
     if cfg.use_social and social_features is not None and len(social_features):
-        sf = social_features.set_index("user_idx").reindex(u["user_idx"])
-        u["soc_in"] = np.log1p(sf["in_degree"].to_numpy())
-        u["soc_out"] = np.log1p(sf["out_degree"].to_numpy())
-        u["soc_pagerank"] = np.log(sf["pagerank"].clip(lower=1e-6).to_numpy())
-        u["soc_clustering"] = sf["clustering"].to_numpy()
-        u["soc_community"] = sf["community"].astype(str).to_numpy()
-        num_cols += ["soc_in", "soc_out", "soc_pagerank", "soc_clustering"]
-        if "trust_2hop" in sf.columns:
-            u["soc_trust_2hop"] = np.log1p(sf["trust_2hop"].to_numpy())
-            u["soc_reach_2hop"] = np.log1p(sf["reach_2hop"].to_numpy())
-            num_cols += ["soc_trust_2hop", "soc_reach_2hop"]
-        if neighbours is not None and len(neighbours) and genre_mat.shape[1]:
-            cols = [f"nb_taste_{g}" for g in genre_names]
-            u[cols] = neighbourhood_taste(train, neighbours, genre_mat, n_users)
-            num_cols += cols
+        _social_columns(u, social_features, train, neighbours, genre_names, genre_mat, num_cols)
         parts.append(("community", OneHotEncoder(handle_unknown="ignore", max_categories=cfg.max_categories,
                                                  sparse_output=False), ["soc_community"]))
     num_cols = _informative(u, num_cols)
@@ -251,3 +211,60 @@ def fuse(
                       "user_names": list(user_ct.get_feature_names_out()), "item_names": item_names,
                       "genres": genre_names},
     )
+
+
+def _demographics(u: pd.DataFrame, users: pd.DataFrame, cfg: FeaturesConfig, num_cols: list, parts: list) -> None:
+    """users.csv columns: numbers as they are, categories one-hot (``parts``)."""
+    cols = cfg.user_columns or [c for c in users.columns if c != "user_idx"]
+    cat_cols = []
+    for c in cols:
+        if c not in users.columns:
+            continue
+        if _numeric_like(users[c]):
+            u[f"demo_{c}"] = pd.to_numeric(users[c], errors="coerce").to_numpy()
+            num_cols.append(f"demo_{c}")
+        else:
+            u[f"demo_{c}"] = users[c].fillna("missing").astype(str).to_numpy()
+            cat_cols.append(f"demo_{c}")
+    if cat_cols:
+        parts.append(("cat", OneHotEncoder(handle_unknown="ignore", max_categories=cfg.max_categories,
+                                           sparse_output=False), cat_cols))
+
+
+def _sentiment_profile(u: pd.DataFrame, rs: pd.DataFrame, genre_names: list, genre_mat: np.ndarray | None,
+                       num_cols: list) -> None:
+    """Each user's review sentiment: mean, spread, count (and per genre, with ``genre_mat``)."""
+    g = rs.groupby("user_idx")["sentiment"]
+    prof = pd.DataFrame({"sent_mean": g.mean(), "sent_std": g.std().fillna(0.0), "sent_count": np.log1p(g.size())})
+    merged = u.merge(prof, left_on="user_idx", right_index=True, how="left")
+    for c in ("sent_mean", "sent_std", "sent_count"):
+        u[c] = merged[c].fillna(0.0).to_numpy()
+    num_cols += ["sent_mean", "sent_std", "sent_count"]
+    if genre_mat is not None and genre_mat.shape[1]:
+        per_genre = per_genre_mean(rs["user_idx"].to_numpy(), rs["movie_idx"].to_numpy(),
+                                   rs["sentiment"].to_numpy(np.float32), genre_mat, len(u),
+                                   prior=u["sent_mean"].to_numpy(np.float32))
+        cols = [f"sent_genre_{g}" for g in genre_names]
+        u[cols] = per_genre
+        num_cols += cols
+
+
+def _social_columns(u: pd.DataFrame, social_features: pd.DataFrame, train: pd.DataFrame,
+                    neighbours: pd.DataFrame | None, genre_names: list, genre_mat: np.ndarray, num_cols: list) -> None:
+    """Graph features (degrees, PageRank, clustering, community, two-hop trust) and the
+    neighbourhood's genre taste."""
+    sf = social_features.set_index("user_idx").reindex(u["user_idx"])
+    u["soc_in"] = np.log1p(sf["in_degree"].to_numpy())
+    u["soc_out"] = np.log1p(sf["out_degree"].to_numpy())
+    u["soc_pagerank"] = np.log(sf["pagerank"].clip(lower=1e-6).to_numpy())
+    u["soc_clustering"] = sf["clustering"].to_numpy()
+    u["soc_community"] = sf["community"].astype(str).to_numpy()
+    num_cols += ["soc_in", "soc_out", "soc_pagerank", "soc_clustering"]
+    if "trust_2hop" in sf.columns:
+        u["soc_trust_2hop"] = np.log1p(sf["trust_2hop"].to_numpy())
+        u["soc_reach_2hop"] = np.log1p(sf["reach_2hop"].to_numpy())
+        num_cols += ["soc_trust_2hop", "soc_reach_2hop"]
+    if neighbours is not None and len(neighbours) and genre_mat.shape[1]:
+        cols = [f"nb_taste_{g}" for g in genre_names]
+        u[cols] = neighbourhood_taste(train, neighbours, genre_mat, len(u))
+        num_cols += cols
