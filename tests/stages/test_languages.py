@@ -135,3 +135,22 @@ def test_config_checks_language_codes(tmp_path):
     p.write_text("sentiment:\n  scorers: {zh: 'org/zh-model@0123abc', fr: none}\n")
     assert load_config(p).sentiment.scorers == {"zh": "org/zh-model@0123abc", "fr": "none"}
     assert dataclasses.replace(SentimentConfig(), multilingual="none").multilingual == "none"
+
+
+def test_detection_off_sends_every_text_to_the_model(tmp_path, labelled):
+    from tests.conftest import tiny_classifier
+
+    pos = tiny_classifier(tmp_path / "pos", {0: "NEGATIVE", 1: "POSITIVE"})
+    got = R.Router(SentimentConfig(model=str(pos), detect_language=False)).score_texts(labelled["text"].tolist()[:30])
+    assert (got.routes == R.PRIMARY).all() and (got.languages == "").all() and (got.scores > 0.99).all()
+
+
+def test_the_nightly_run_does_not_download_a_model(monkeypatch):
+    """With sentiment.download_in_run false (what `movierec run` sets), a hub model missing
+    from the local cache is a clear error, and no download is tried."""
+    from movierec.errors import ConfigError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(S, "DOWNLOADS_ALLOWED", False)
+    with pytest.raises(ConfigError, match="download_in_run"):
+        S.HFClassifierScorer(SentimentConfig(model="no-such-org/no-such-model-xyz"))
