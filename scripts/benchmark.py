@@ -388,11 +388,11 @@ def _ease(X, lam: float):
 
 def _peers(train: pd.DataFrame, n_users: int, n_items: int, ease_lambda: float, seed: int = 0,
            ease_matrix=None) -> dict:
-    """Top-N peers fitted on the training interactions: (Scorer, fit seconds) by name."""
+    """Top-N peers fitted on the training interactions: (Recommender, fit seconds) by name."""
     import implicit
     from threadpoolctl import threadpool_limits
 
-    from movierec.evaluation.evaluate import Scorer
+    from movierec.evaluation.evaluate import Recommender
     from movierec.models.mf import ScoreVectors
 
     mu = float(train["rating"].mean())
@@ -400,7 +400,7 @@ def _peers(train: pd.DataFrame, n_users: int, n_items: int, ease_lambda: float, 
     X = _interactions(train, n_users, n_items)
     out: dict = {}
     counts = np.asarray(X.sum(0)).ravel()
-    out["popularity"] = (Scorer(flat, rank_scores=counts.astype(np.float32)), 0.0)
+    out["popularity"] = (Recommender(flat, rank_scores=counts.astype(np.float32)), 0.0)
     for name, model in (("implicit ALS (64 factors, 15 iterations)",
                          implicit.cpu.als.AlternatingLeastSquares(factors=64, regularization=0.05, iterations=15,
                                                                   random_state=seed)),
@@ -414,21 +414,21 @@ def _peers(train: pd.DataFrame, n_users: int, n_items: int, ease_lambda: float, 
         secs = time.perf_counter() - t0
         U, V = np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32)
         vec = ScoreVectors.of(0, np.zeros(n_users, np.float32), np.zeros(n_items, np.float32), U, V)
-        out[name] = (Scorer(flat, vectors=vec), secs)
+        out[name] = (Recommender(flat, vectors=vec), secs)
     t0 = time.perf_counter()
     knn = implicit.nearest_neighbours.CosineRecommender(K=100)
     knn.fit(X, show_progress=False)
     secs = time.perf_counter() - t0
     S = knn.similarity.tocsr()
     out["implicit item-kNN (cosine, 100 neighbours)"] = (
-        Scorer(flat, rank_fn=lambda users, k, seen, S=S: _masked_topk(lambda ub: (X[ub] @ S).toarray(), users, k,
+        Recommender(flat, rank_fn=lambda users, k, seen, S=S: _masked_topk(lambda ub: (X[ub] @ S).toarray(), users, k,
                                                                          seen)), secs)
     t0 = time.perf_counter()
     # the same closed form on the same interactions as movierec's EASE part: reuse its matrix
     B = _ease(X, ease_lambda) if ease_matrix is None else ease_matrix[0]
     secs = time.perf_counter() - t0 if ease_matrix is None else ease_matrix[1]
     out[f"EASE (lambda {ease_lambda:g})"] = (
-        Scorer(flat, rank_fn=lambda users, k, seen, B=B: _masked_topk(lambda ub: X[ub] @ B, users, k, seen)), secs)
+        Recommender(flat, rank_fn=lambda users, k, seen, B=B: _masked_topk(lambda ub: X[ub] @ B, users, k, seen)), secs)
     return out
 
 
@@ -454,7 +454,7 @@ def bench_topn(args) -> str:
     logging.basicConfig(level=logging.WARNING)
     from movierec.catalog import Catalog
     from movierec.data.datasets import import_dataset
-    from movierec.evaluation.evaluate import model_scorer, score_users, train_stats
+    from movierec.evaluation.evaluate import model_recommender, measure_users, train_stats
     from movierec.pipeline import ensure, train_for_fold
     from movierec.stages.clean import train_test
 
@@ -483,12 +483,12 @@ def bench_topn(args) -> str:
                 # the ranking part's own seconds beside the rating model's
                 label = (f"movierec, ranking {ranking}{f' (lambda {lam:g})' if ranking == 'ease' else ''} "
                          f"[rating fit {m.fit_seconds_:.1f} s + ranking {m.ranking_fit_seconds_:.1f} s]")
-                scorers[label] = (model_scorer(m), float(m.fit_seconds_ or 0) + float(m.ranking_fit_seconds_ or 0))
+                scorers[label] = (model_recommender(m), float(m.fit_seconds_ or 0) + float(m.ranking_fit_seconds_ or 0))
                 if ranking == "ease" and m.ease_item_.size:  # no reviews in these sets: the same X
                     ease_matrix = (m.ease_item_, m.ranking_fit_seconds_)
             scorers.update(_peers(train, n_users, n_items, lam, ease_matrix=ease_matrix))
             for label, (sc, fit_s) in scorers.items():
-                res, _ = score_users(sc, train, test, n_users, n_items, cfg, stats=st)
+                res, _ = measure_users(sc, train, test, n_users, n_items, cfg, stats=st)
                 key = label.split(" [")[0]
                 per.setdefault(key, []).append(res)
                 secs.setdefault(key, []).append(fit_s)
@@ -516,7 +516,7 @@ def bench_topn(args) -> str:
     return "\n\n".join([
         "# Top-N against top-N peers",
         f"Machine: {machine()}  \nCommand: `python scripts/benchmark.py topn`  \nDate: {time.strftime('%Y-%m-%d %H:%M')}",
-        "Protocol (the same for every model, `movierec.evaluation.evaluate.score_users`): each fold's training "
+        "Protocol (the same for every model, `movierec.evaluation.evaluate.measure_users`): each fold's training "
         "ratings are the only input (peers get them as implicit feedback), every movie the user did not rate in "
         "training is ranked, test ratings at or above the threshold are the positives, users with at least one "
         "positive are scored. Peers: popularity, implicit's ALS, BPR and item-kNN, and EASE (closed form, numpy).",

@@ -69,9 +69,9 @@ def input_checks(now: dict, last: dict | None, cfg: Config) -> list[str]:
     return problems
 
 
-def bundle_scorer(bundle, user_ids, movie_ids):
+def bundle_recommender(bundle, user_ids, movie_ids):
     """A scorer for a saved model over *today's* id space (unknown ids fall back to biases)."""
-    from movierec.evaluation.evaluate import Scorer
+    from movierec.evaluation.evaluate import Recommender
 
     um = bundle.user_ids.get_indexer(user_ids)
     mm = bundle.movie_ids.get_indexer(movie_ids)
@@ -108,23 +108,23 @@ def bundle_scorer(bundle, user_ids, movie_ids):
         w_n = np.zeros((len(movie_ids), len(movie_ids)), np.float32)
         w_n[np.ix_(km, km)] = weights[np.ix_(mm[km], mm[km])]
         item_item = (hist_n, w_n)
-    return Scorer(predict, vectors=remap(bundle.vectors), item_item=item_item)
+    return Recommender(predict, vectors=remap(bundle.vectors), item_item=item_item)
 
 
 def score_on_holdout(cfg: Config, cat: Catalog, version: str) -> dict | None:
-    """See :func:`holdout_scores` (the metrics alone)."""
-    got = holdout_scores(cfg, cat, version)
+    """See :func:`holdout_metrics` (the metrics alone)."""
+    got = holdout_metrics(cfg, cat, version)
     return None if got is None else got[0]
 
 
-def holdout_scores(cfg: Config, cat: Catalog, version: str):
+def holdout_metrics(cfg: Config, cat: Catalog, version: str):
     """Holdout metrics of a version's measured model (holdout.npz) on today's test part.
 
     Random and k-fold splits hash each (user, movie) pair, so a rating stays in its part as
     data grows: neither the candidate's nor the current version's holdout model trained on
     today's test ratings. None when the version has no holdout model (split none).
     """
-    from movierec.evaluation.evaluate import score_users
+    from movierec.evaluation.evaluate import measure_users
     from movierec.registry import HOLDOUT, Registry
     from movierec.stages.clean import train_test
 
@@ -135,8 +135,8 @@ def holdout_scores(cfg: Config, cat: Catalog, version: str):
     train, test = train_test(ratings, cfg.split.fold)
     uids = cat.read("user_ids")["user_id"].astype(str).to_numpy()
     mids = cat.read("movie_ids")["movie_id"].astype(str).to_numpy()
-    scorer = bundle_scorer(reg.load(version, HOLDOUT), uids, mids)
-    return score_users(scorer, train, test, len(uids), len(mids), cfg)
+    scorer = bundle_recommender(reg.load(version, HOLDOUT), uids, mids)
+    return measure_users(scorer, train, test, len(uids), len(mids), cfg)
 
 
 def split_identity(cfg: Config) -> dict:
@@ -233,7 +233,7 @@ def _compare(cfg: Config, cat: Catalog, reg, candidate: str, current: str | None
     if cfg.split.method == "none":
         log.warning("run: split.method is none: no holdout, %s promoted without a quality gate", candidate)
         return True, ["no holdout (split.method none)"], {}, None
-    got = holdout_scores(cfg, cat, candidate)
+    got = holdout_metrics(cfg, cat, candidate)
     m_new, us_new = got if got is not None else ({}, None)
     m_cur, us_cur, cur_note = None, None, None
     current_for_gate = current
@@ -245,7 +245,7 @@ def _compare(cfg: Config, cat: Catalog, reg, candidate: str, current: str | None
         current_for_gate = None
     if current_for_gate is not None:
         try:
-            got = holdout_scores(cfg, cat, current_for_gate)
+            got = holdout_metrics(cfg, cat, current_for_gate)
             m_cur, us_cur = got if got is not None else (None, None)
         except ModelError as exc:  # gone, damaged or of an old format: it cannot serve either
             cur_note = f"current model {current} could not be scored ({exc})"

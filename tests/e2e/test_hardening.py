@@ -122,7 +122,7 @@ def test_a_600_kb_review_is_cut_and_counted(caplog):
 
     seen = []
 
-    class Scorer:
+    class Recommender:
         model_id = "zeros"
 
         def score(self, texts):
@@ -135,7 +135,7 @@ def test_a_600_kb_review_is_cut_and_counted(caplog):
     reviews = pd.DataFrame({"review_id": [0, 1], "user_idx": [0, 1], "movie_idx": [0, 0],
                             "text": ["great " * 100_000, "fine film"]})
     with caplog.at_level("WARNING"):
-        sentiment(reviews, None, Scorer, SentimentConfig(max_chars=5000))
+        sentiment(reviews, None, Recommender, SentimentConfig(max_chars=5000))
     assert max(seen) == 5000 and "1 texts longer than sentiment.max_chars" in caplog.text
 
 

@@ -198,7 +198,7 @@ def test_ease_weights_are_the_closed_form():
 def test_ease_ranking_lists_what_users_watch_next(tmp_path):
     """Co-watching planted in blocks: a user's unseen movies of their block rank first with
     EASE, far above popularity; the model saves, loads and ranks the same."""
-    from movierec.evaluation.evaluate import Scorer, model_scorer, train_stats, _topk
+    from movierec.evaluation.evaluate import Recommender, model_recommender, train_stats, _topk
 
     rng = np.random.default_rng(1)
     n_users, n_items, blocks = 400, 100, 4
@@ -211,11 +211,11 @@ def test_ease_ranking_lists_what_users_watch_next(tmp_path):
                             early_stopping=False).fit(data_of(df, n_users, n_items))
     st = train_stats(df, n_users, n_items)
     users = np.arange(n_users)
-    top = _topk(model_scorer(m), users, 5, st["seen"])
+    top = _topk(model_recommender(m), users, 5, st["seen"])
     assert (block_of_item[top] == block_of_user[:, None]).mean() > 0.95
-    pop = _topk(Scorer(None, rank_scores=np.bincount(df.movie_idx, minlength=n_items).astype(np.float32)), users, 5,
+    pop = _topk(Recommender(None, rank_scores=np.bincount(df.movie_idx, minlength=n_items).astype(np.float32)), users, 5,
                 st["seen"])
     assert (block_of_item[pop] == block_of_user[:, None]).mean() < 0.5
     m.save(tmp_path / "m.npz")
     again = MatrixFactorization.load(tmp_path / "m.npz")
-    assert np.array_equal(_topk(model_scorer(again), users, 5, st["seen"]), top)
+    assert np.array_equal(_topk(model_recommender(again), users, 5, st["seen"]), top)

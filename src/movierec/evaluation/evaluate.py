@@ -28,8 +28,13 @@ from movierec.ranking import top_n
 log = logging.getLogger(__name__)
 
 
-class Scorer:
-    """What evaluation needs from a model: rating predictions and top-K lists."""
+class Recommender:
+    """What evaluation needs from a model, a baseline or a peer: rating predictions and
+    top-K lists (by ``vectors``, shared ``rank_scores``, or any ``rank_fn``).
+
+    Words: a *sentiment score* is what a text scorer gives a review, a *rank score* what a
+    list is ordered by, a *metric* what evaluation reports; a ``Recommender`` is the thing
+    measured."""
 
     def __init__(self, predict, vectors=None, rank_scores=None, rank_fn=None, item_item=None):
         self.predict = predict  # (users, items) -> ratings
@@ -53,32 +58,32 @@ def bias_baseline(train: pd.DataFrame, n_users: int, n_items: int, reg_u: float 
     return mu, bu, bi
 
 
-def baseline_scorers(train: pd.DataFrame, n_users: int, n_items: int, names: list[str]) -> dict[str, Scorer]:
+def baseline_recommenders(train: pd.DataFrame, n_users: int, n_items: int, names: list[str]) -> dict[str, Recommender]:
     out = {}
     lo, hi = float(train["rating"].min()), float(train["rating"].max())
     mu = float(train["rating"].mean())
     for name in names:
         if name == "global_mean":
-            out[name] = Scorer(lambda us, its, mu=mu: np.full(len(us), mu))
+            out[name] = Recommender(lambda us, its, mu=mu: np.full(len(us), mu))
         elif name == "popularity":
             i = train["movie_idx"].to_numpy()
             cnt = np.bincount(i, minlength=n_items)
             item_mean = (np.bincount(i, train["rating"].to_numpy(np.float64) - mu, minlength=n_items)) / (cnt + 10.0) + mu
-            out[name] = Scorer(lambda us, its, m=item_mean: m[its], rank_scores=cnt.astype(np.float32))
+            out[name] = Recommender(lambda us, its, m=item_mean: m[its], rank_scores=cnt.astype(np.float32))
         elif name == "bias":
             m, bu, bi = bias_baseline(train, n_users, n_items)
             vec = ScoreVectors.of(m, bu.astype(np.float32), bi.astype(np.float32),
                                   np.zeros((n_users, 1), np.float32), np.zeros((n_items, 1), np.float32))
-            out[name] = Scorer(lambda us, its, m=m, bu=bu, bi=bi: np.clip(m + bu[us] + bi[its], lo, hi), vectors=vec)
+            out[name] = Recommender(lambda us, its, m=m, bu=bu, bi=bi: np.clip(m + bu[us] + bi[its], lo, hi), vectors=vec)
     return out
 
 
-def model_scorer(model) -> Scorer:
-    return Scorer(lambda us, its: model.predict(us, its)[0], vectors=model.rank_vectors(),
+def model_recommender(model) -> Recommender:
+    return Recommender(lambda us, its: model.predict(us, its)[0], vectors=model.rank_vectors(),
                   item_item=model.item_item())
 
 
-def _topk(scorer: Scorer, users: np.ndarray, k: int, seen: sp.csr_matrix) -> np.ndarray:
+def _topk(scorer: Recommender, users: np.ndarray, k: int, seen: sp.csr_matrix) -> np.ndarray:
     if scorer.rank_fn is not None:
         return np.asarray(scorer.rank_fn(users, k, seen), dtype=np.int64)
     if scorer.vectors is not None:
@@ -105,7 +110,7 @@ def train_stats(train: pd.DataFrame, n_users: int, n_items: int) -> dict:
     return {"seen": seen, "items": items, "count": count, "share": count / max(train["user_idx"].nunique(), 1)}
 
 
-def score(scorer: Scorer, train: pd.DataFrame, test: pd.DataFrame, n_users: int, n_items: int,
+def measure(scorer: Recommender, train: pd.DataFrame, test: pd.DataFrame, n_users: int, n_items: int,
           cfg: Config, users_subset: np.ndarray | None = None, genre_mat: np.ndarray | None = None,
           detail: bool = False, stats: dict | None = None) -> dict:
     """RMSE/MAE on the test ratings and ranking metrics over test users with positives.
@@ -116,13 +121,13 @@ def score(scorer: Scorer, train: pd.DataFrame, test: pd.DataFrame, n_users: int,
     long-tail profile (for the report's plots)."""
     if users_subset is not None:
         test = test[np.isin(test["user_idx"].to_numpy(), users_subset)]
-    return score_users(scorer, train, test, n_users, n_items, cfg, genre_mat, detail, stats)[0]
+    return measure_users(scorer, train, test, n_users, n_items, cfg, genre_mat, detail, stats)[0]
 
 
-def score_users(scorer: Scorer, train: pd.DataFrame, test: pd.DataFrame, n_users: int, n_items: int, cfg: Config,
+def measure_users(scorer: Recommender, train: pd.DataFrame, test: pd.DataFrame, n_users: int, n_items: int, cfg: Config,
                 genre_mat: np.ndarray | None = None, detail: bool = False,
                 stats: dict | None = None) -> tuple[dict, UserScores | None]:
-    """:func:`score`'s metrics, and the per-user scores they are averages of (for confidence
+    """:func:`measure`'s metrics, and the per-user scores they are averages of (for confidence
     intervals, user groups and paired tests; see :mod:`movierec.evaluation.stats`)."""
     out: dict = {"n_test": int(len(test))}
     if len(test) == 0:
@@ -141,7 +146,7 @@ def score_users(scorer: Scorer, train: pd.DataFrame, test: pd.DataFrame, n_users
     return out, us
 
 
-def _rank_users(scorer: Scorer, train: pd.DataFrame, test: pd.DataFrame, n_users: int, n_items: int, cfg: Config,
+def _rank_users(scorer: Recommender, train: pd.DataFrame, test: pd.DataFrame, n_users: int, n_items: int, cfg: Config,
                 genre_mat: np.ndarray | None, detail: bool, stats: dict | None, us: UserScores) -> dict:
     """Top-K lists of the test users with positives; their per-user ranking scores go into
     ``us``; returns what is not a per-user average (curves, long tail, users ranked)."""
@@ -297,7 +302,7 @@ def _evaluate_fold(ctx: _Context, fold: int, version) -> tuple[dict, dict, objec
         model = MatrixFactorization.load(version.path / HOLDOUT)
     else:
         model = train_for_fold(cfg, ctx.cat, fold)[0]
-    res, model_us = score_users(model_scorer(model), *args, genre_mat=ctx.genre_mat, detail=True, stats=st)
+    res, model_us = measure_users(model_recommender(model), *args, genre_mat=ctx.genre_mat, detail=True, stats=st)
     # the rating factorization alone (what peers like Surprise fit); the ranking (watch)
     # model is a separate model and its seconds are reported beside
     res["fit_seconds"] = float(model.fit_seconds_ or 0.0)
@@ -311,14 +316,14 @@ def _evaluate_fold(ctx: _Context, fold: int, version) -> tuple[dict, dict, objec
                                                 {k: v for k, v in res.items() if isinstance(v, (int, float))})
     scores = {"model": model_us, "baselines": {}, "ablations": {}}
     res["baselines"] = {}
-    for name, sc in baseline_scorers(train, ctx.n_users, ctx.n_items, cfg.evaluate.baselines).items():
-        res["baselines"][name], scores["baselines"][name] = score_users(sc, *args, genre_mat=ctx.genre_mat, stats=st)
+    for name, sc in baseline_recommenders(train, ctx.n_users, ctx.n_items, cfg.evaluate.baselines).items():
+        res["baselines"][name], scores["baselines"][name] = measure_users(sc, *args, genre_mat=ctx.genre_mat, stats=st)
     res["ablations"] = {}
     activity = _activity_groups(train, test, cfg)
     for name, (fcfg, mcfg) in ctx.ablations.items():
         log.info("evaluate: fold %d, ablation %s", fold, name)
         am = train_for_fold(cfg, ctx.cat, fold, features=fcfg, model_cfg=mcfg)[0]
-        res["ablations"][name], a_us = score_users(model_scorer(am), *args, genre_mat=ctx.genre_mat, stats=st)
+        res["ablations"][name], a_us = measure_users(model_recommender(am), *args, genre_mat=ctx.genre_mat, stats=st)
         scores["ablations"][name] = a_us
         # the activity groups (cold users above all) with and without the signal
         res["ablations"][name]["groups"] = _group_metrics(a_us, activity)
@@ -389,7 +394,7 @@ def _compare_version(ctx: _Context, name: str, fold_scores: dict) -> dict:
     users of the configured fold."""
     from movierec.errors import ModelError
     from movierec.evaluation import stats as S
-    from movierec.refresh import bundle_scorer
+    from movierec.refresh import bundle_recommender
     from movierec.registry import HOLDOUT, Registry
     from movierec.stages.clean import train_test
 
@@ -401,7 +406,7 @@ def _compare_version(ctx: _Context, name: str, fold_scores: dict) -> dict:
     uids = ctx.cat.read("user_ids")["user_id"].astype(str).to_numpy()
     mids = ctx.cat.read("movie_ids")["movie_id"].astype(str).to_numpy()
     train, test = train_test(ctx.ratings, cfg.split.fold)
-    _, other = score_users(bundle_scorer(bundle, uids, mids), train, test, ctx.n_users, ctx.n_items, cfg)
+    _, other = measure_users(bundle_recommender(bundle, uids, mids), train, test, ctx.n_users, ctx.n_items, cfg)
     e = cfg.evaluate
     tests = S.paired(fold_scores["model"], other, ["rmse", f"ndcg@{max(e.k)}"], e.bootstrap_rounds,
                      e.bootstrap_seed, e.confidence)
