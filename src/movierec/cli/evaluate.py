@@ -10,7 +10,7 @@ import click
 from movierec.cli._app import CONFIG_OPT, OVERRIDES, load_cfg, cli, log
 
 
-@cli.command()
+@cli.command("evaluate")
 @CONFIG_OPT
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "markdown"]), default="table", show_default=True)
 @click.option("--output", type=click.Path(file_okay=False),
@@ -18,9 +18,9 @@ from movierec.cli._app import CONFIG_OPT, OVERRIDES, load_cfg, cli, log
 @click.option("--compare", "compare_ref", default=None, metavar="VERSION|FILE",
               help="Show the deltas against a model version's metrics or a metrics.json file.")
 @OVERRIDES
-def evaluate(config_path, fmt, output, compare_ref, overrides) -> None:
+def evaluate_command(config_path, fmt, output, compare_ref, overrides) -> None:
     """Score the model on the test part, next to baselines and ablations."""
-    from movierec.evaluation.evaluate import evaluate as run_eval
+    from movierec.evaluation.evaluate import evaluate
     from movierec.evaluation.report import (compare, format_compare, format_markdown, format_table,
                                             load_other_metrics, write_report)
     from movierec.pipeline import workdir_lock
@@ -31,7 +31,7 @@ def evaluate(config_path, fmt, output, compare_ref, overrides) -> None:
         other_name, other = load_other_metrics(compare_ref, Path(cfg.workdir) / "models")
     with workdir_lock(cfg.workdir):
         # a version: also a paired test against its holdout model on the same test users
-        result = run_eval(cfg, compare_version=None if Path(compare_ref or "").is_file() else compare_ref)
+        result = evaluate(cfg, compare_version=None if Path(compare_ref or "").is_file() else compare_ref)
     if compare_ref:
         comparison = (other_name, compare(result, other, cfg.evaluate.k))
         result["compared_with"] = {"name": other_name,

@@ -22,9 +22,9 @@ from movierec.cli._app import CONFIG_OPT, OVERRIDES, load_cfg, cli, log
                    "new user, or add to a known user's ratings.")
 @click.option("-n", type=click.IntRange(min=1), default=None, help="List length (default: recommend.n).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
-@click.option("--explain", is_flag=True, help="Give each movie the reasons the model had for it (--user only).")
+@click.option("--explain", "with_reasons", is_flag=True, help="Give each movie the reasons the model had for it (--user only).")
 @OVERRIDES
-def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, explain, overrides) -> None:
+def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, with_reasons, overrides) -> None:
     """Top-N movies for one user, a new user (--ratings), or every user (--all)."""
     import pandas as pd
 
@@ -33,7 +33,7 @@ def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, exp
     if all_users == bool(user_id):
         raise click.UsageError("give exactly one of --user ID or --all")
     if all_users:
-        if explain or ratings_file:
+        if with_reasons or ratings_file:
             raise click.UsageError("--explain and --ratings work with --user, not with --all")
         if not output:
             raise click.UsageError("--all needs --output PATH (.csv or .parquet, or - for CSV on stdout)")
@@ -79,16 +79,16 @@ def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, exp
                                        feedback_weight=cfg.recommend.feedback_weight)
     if rows is not None:
         result["ratings_given"] = int(len(rows))
-    if explain:
-        from movierec.explain import explain as add_reasons
+    if with_reasons:
+        from movierec.explain import explain
 
         new_ratings = {}  # feedback and --ratings since training: the user's ratings too (latest wins)
         if events is not None and len(events):
             rated = events[pd.to_numeric(events["rating"], errors="coerce").notna()]
             idx = bundle.movie_ids.get_indexer(rated["movie_id"].astype(str).str.strip())
             new_ratings = {int(i): float(r) for i, r in zip(idx, pd.to_numeric(rated["rating"])) if i >= 0}
-        add_reasons(bundle, user_id, result["items"], threshold=cfg.evaluate.relevance_threshold,
-                    new_ratings=new_ratings)
+        explain(bundle, user_id, result["items"], threshold=cfg.evaluate.relevance_threshold,
+                new_ratings=new_ratings)
     _print_recs(result, fmt)
 
 
