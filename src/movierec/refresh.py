@@ -277,10 +277,20 @@ def refresh(cfg: Config) -> dict:
         GateError: the new model did not pass the quality gate (current one kept).
     """
     import movierec.sentiment.scorers as scorers
+
+    allowed = scorers.DOWNLOADS_ALLOWED
+    scorers.DOWNLOADS_ALLOWED = cfg.sentiment.download_in_run  # cron: no surprise downloads
+    try:
+        return _refresh(cfg)
+    finally:
+        scorers.DOWNLOADS_ALLOWED = allowed
+
+
+def _refresh(cfg: Config) -> dict:
+    """:func:`refresh`'s body (the download permission is set around it)."""
     from movierec.pipeline import ensure, is_fresh, trained_model_dir
     from movierec.registry import METRICS, PASSED, REJECTED, ROLLED_BACK, Registry
 
-    scorers.DOWNLOADS_ALLOWED = cfg.sentiment.download_in_run  # cron: no surprise downloads
     cat = Catalog(Path(cfg.workdir))
     reg = Registry(cat.models_dir)
     run = _Run(cfg, cat, reg)

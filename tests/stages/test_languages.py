@@ -154,3 +154,13 @@ def test_the_nightly_run_does_not_download_a_model(monkeypatch):
     monkeypatch.setattr(S, "DOWNLOADS_ALLOWED", False)
     with pytest.raises(ConfigError, match="download_in_run"):
         S.HFClassifierScorer(SentimentConfig(model="no-such-org/no-such-model-xyz"))
+
+
+def test_a_language_set_to_none_is_never_swapped_for_another():
+    """A low-confidence Spanish sentence with Spanish turned off must not be scored as
+    Galician; with no multilingual scorer it must not be scored as English."""
+    texts = ["Ni un solo chiste me hizo gracia.", "Me encantó.", "Great film, loved it."]
+    for cfg in (SentimentConfig(scorers={"es": "none"}), SentimentConfig(multilingual="none")):
+        got = R.Router(cfg).score_texts(texts)
+        assert got.languages[:2].tolist() == ["es", "es"] and np.isnan(got.scores[:2]).all(), cfg
+        assert got.routes[2] == R.PRIMARY

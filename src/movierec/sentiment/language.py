@@ -55,13 +55,15 @@ def _identifier():
 
 
 def detect(texts: Sequence[str], min_confidence: float = 0.2, covered: frozenset[str] | None = None,
-           sure: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+           sure: float = 0.5, excluded: frozenset[str] = frozenset()) -> tuple[np.ndarray, np.ndarray]:
     """(language code per text, its probability); ``und`` below ``min_confidence``, for
     texts without a letter, and for py3langid's ``zxx`` (no linguistic content).
 
     ``covered``: the languages some scorer reads. A text whose best language is not among
-    them, with a probability below ``sure``, takes the most likely covered language instead:
-    a short Spanish review read as 27% Lingala is not left unscored for that."""
+    them, with a probability below ``sure``, takes the most likely covered language instead
+    when that one is plausible itself (probability at least ``min_confidence``): a Spanish
+    review read as 42% Galician, 41% Spanish is not left unscored for that. A language in
+    ``excluded`` (set to ``none``) is never swapped away: its texts stay unscored."""
     ident = _identifier()
     langs = np.empty(len(texts), dtype=object)
     conf = np.zeros(len(texts), np.float32)
@@ -71,10 +73,10 @@ def detect(texts: Sequence[str], min_confidence: float = 0.2, covered: frozenset
             langs[k] = UND
             continue
         lang, p = ident.classify(t)
-        if covered is not None and lang not in covered and p < sure:
+        if covered is not None and lang not in covered and lang not in excluded and p < sure:
             alt = next(((lg, q) for lg, q in ident.rank(t) if lg in covered), None)
-            if alt is not None:
-                lang, p = alt[0], max(alt[1], min_confidence)
+            if alt is not None and alt[1] >= min_confidence:
+                lang, p = alt
         conf[k] = p
         langs[k] = lang if p >= min_confidence and lang != "zxx" else UND
     return langs, conf

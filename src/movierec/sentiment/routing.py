@@ -120,14 +120,18 @@ class Router:
 
         covered = covered_languages(self.cfg)
         tag = "all" if covered is None else hashlib.blake2b(",".join(sorted(covered)).encode(), digest_size=6).hexdigest()
-        keys = cache_keys(text_keys, f"lang:{detector_id()}:{self.cfg.min_language_confidence:g}:{tag}")
+        excluded = frozenset(k for k, v in self.cfg.scorers.items() if v == "none")
+        tag += ":x" + ",".join(sorted(excluded))
+        keys = cache_keys(text_keys, f"lang:{detector_id()}:{self.cfg.min_language_confidence:g}:{tag}"
+                                     f":c{self.cfg.max_chars}")
         got = np.full(len(keys), None, dtype=object)
         if "language" in self.cache.columns:
             known = self.cache.dropna(subset=["language"]).drop_duplicates("key", keep="last").set_index("key")
             got[:] = known["language"].reindex(keys).to_numpy(object)
         miss = np.flatnonzero(pd.isna(got))
         if len(miss):
-            got[miss] = detect(fetch([text_keys[i] for i in miss]), self.cfg.min_language_confidence, covered)[0]
+            got[miss] = detect(fetch([text_keys[i] for i in miss]), self.cfg.min_language_confidence, covered,
+                               excluded=excluded)[0]
             self.lang_rows.append(pd.DataFrame({"key": keys[miss], "language": got[miss].astype(str)}))
         return got.astype(str)
 
@@ -140,9 +144,15 @@ class Router:
             langs, routes = np.full(n, "", dtype=object), np.full(n, PRIMARY, dtype=object)
         scores = np.full(n, np.nan, np.float32)
         blobs = np.full(n, b"", dtype=object)
-        for name in sorted(set(routes) - {""}):
+        names = sorted(set(routes) - {""})
+        for k, name in enumerate(names):
             rows = np.flatnonzero(routes == name)
-            s, f = self.scorer(name).score_keys_features([text_keys[i] for i in rows], fetch)
+            sc = self.scorer(name)
+            before = sc.misses
+            s, f = sc.score_keys_features([text_keys[i] for i in rows], fetch)
+            if self.checkpoint is not None and sc.misses > before and k + 1 < len(names):
+                # a scorer saves all but its last chunk; another scorer follows: save that too
+                self.checkpoint(sc.new_rows[-1])
             scores[rows] = s
             if f is not None and f.shape[1]:
                 blobs[rows] = features_to_bytes(f)

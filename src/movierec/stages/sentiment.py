@@ -39,15 +39,6 @@ def cap_texts(texts: list[str], max_chars: int) -> list[str]:
     return texts
 
 
-def score_unique(texts: pd.Series, scorer: TextScorer, max_chars: int | None = None) -> np.ndarray:
-    """Score each distinct text once (each cut to ``max_chars`` characters)."""
-    codes, uniques = pd.factorize(texts.astype(str))
-    if len(uniques) == 0:
-        return np.zeros(len(texts), dtype=np.float32)
-    batch = list(uniques) if max_chars is None else cap_texts(list(uniques), max_chars)
-    return np.asarray(scorer.score(batch), np.float32)[codes]
-
-
 def _keys_and_texts(df: pd.DataFrame, known: dict[str, str]) -> np.ndarray:
     """The rows' text hashes (computed from ``text`` when the table has texts, noted in ``known``)."""
     if "text" in df.columns:
