@@ -46,7 +46,9 @@ def test_no_raw_id_or_text_in_any_artifact_model_or_log(private_run):
     assert any(p.suffix == ".parquet" for p in files) and any(p.name == "model.npz" for p in files)
     id_pattern = re.compile(rb"|".join(re.escape(i.encode()) for i in sorted(raw_ids, key=len, reverse=True)))
     for path, blob in files.items():
-        hit = id_pattern.search(blob)
+        # a parquet file's raw bytes are compressed: a snappy tag byte 0x75 ('u') before the
+        # hex digits of a hash reads as "u00019" by chance; its decoded columns are checked below
+        hit = None if path.suffix == ".parquet" else id_pattern.search(blob)
         assert hit is None, f"raw user id {hit.group()!r} in {path}"
         for t in texts:
             assert t.encode() not in blob, f"review text in {path}"
@@ -57,7 +59,8 @@ def test_no_raw_id_or_text_in_any_artifact_model_or_log(private_run):
             for col in df.columns:
                 if df[col].dtype == object and col != "features":  # features: float16 embeddings
                     vals = set(df[col].dropna().astype(str))
-                    assert not (vals & raw_ids), f"raw ids in {path}:{col}"
+                    hit = id_pattern.search("\n".join(vals).encode())
+                    assert hit is None, f"raw id {hit.group()!r} in {path}:{col}"
                     assert not (vals & set(texts)), f"texts in {path}:{col}"
     assert not id_pattern.search(log.encode())
     users = pd.read_parquet(work / "artifacts" / "user_ids.parquet")["user_id"]
