@@ -66,6 +66,17 @@ def clone_site(cfg_path: Path, dst: Path) -> tuple[Path, Path, Path]:
     return out, data, work
 
 
+def call(*args: str) -> int:
+    """Run ``movierec ARGS`` in this process; returns the exit code."""
+    from movierec.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
 def run_cli(*args: str, input: str | None = None, env: dict | None = None, timeout: float = 600):
     """Run ``python -m movierec ARGS``; returns the CompletedProcess (text)."""
     e = dict(os.environ)

@@ -9,16 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from movierec.cli import main
-from tests.conftest import make_data, tree_snapshot, write_config
-
-
-def call(*args) -> int:
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+from tests.conftest import call, make_data, tree_snapshot, write_config
 
 
 @pytest.fixture(scope="module")

@@ -12,17 +12,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from movierec.cli import main
 from movierec.registry import Registry
-from tests.conftest import ROOT, make_data, run_cli, write_config
-
-
-def call(*args) -> int:
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+from tests.conftest import ROOT, call, make_data, run_cli, write_config
 
 
 @pytest.fixture(scope="module")

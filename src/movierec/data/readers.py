@@ -198,6 +198,14 @@ def parse_timestamp(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     return out, bad
 
 
+def _other_delimiter(header: str, delimiter: str) -> tuple[str | None, str | None]:
+    """(delimiter, its name) that a header holds instead of ``delimiter``, else (None, None)."""
+    for d, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe"), (",", "comma")):
+        if d != delimiter and d in header:
+            return d, name
+    return None, None
+
+
 class _Flags:
     """Bad rows of one table: a flag per row, the reason per bad row (the first one found)."""
 
@@ -236,11 +244,8 @@ def _open_csv(path: Path, schema: FileSchema, encoding: str, delimiter: str, red
     df.columns = [str(c).strip().lstrip("\ufeff") for c in df.columns]
     missing = [c for c in schema.required if c not in df.columns]
     if missing:
-        hint = ""
-        for d, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe"), (",", "comma")):
-            if d != delimiter and d in header:
-                hint = f"; the header looks {name}-separated: set data.delimiter"
-                break
+        d, name = _other_delimiter(header, delimiter)
+        hint = f"; the header looks {name}-separated: set data.delimiter" if d else ""
         found = (f"found {len(df.columns)} columns; names not shown as privacy.pseudonymize_ids is on"
                  if redact else f"found: {', '.join(df.columns) or 'none'}")
         raise DataError(f"{path}: missing required column(s) {', '.join(missing)} ({found}){hint}")
@@ -410,12 +415,8 @@ def read_user_ratings(source: str, *, delimiter: str = ",", encoding: str = "utf
     rows.columns = [str(c).strip().lstrip("\ufeff") for c in rows.columns]
     missing = [c for c in ("movie_id", "rating") if c not in rows.columns]
     if missing:
-        hint = ""
-        header = " ".join(rows.columns)
-        for d, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe"), (",", "comma")):
-            if d != delimiter and d in header:
-                hint = f"; the header looks {name}-separated: set data.delimiter (e.g. 'data.delimiter={d}')"
-                break
+        d, name = _other_delimiter(" ".join(rows.columns), delimiter)
+        hint = f"; the header looks {name}-separated: set data.delimiter (e.g. 'data.delimiter={d}')" if d else ""
         raise DataError(f"{where}: missing column(s) {', '.join(missing)} (found: "
                         f"{', '.join(rows.columns) or 'none'}); the ratings need movie_id and rating{hint}")
     if rows.empty:
