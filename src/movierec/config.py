@@ -235,6 +235,20 @@ class RefreshConfig:
 
 
 @dataclass
+class EngineConfig:
+    kind: str = _f("local", "where the heavy stages run: local (this process) or ray (a Ray cluster; needs "
+                            "pip install 'movierec[ray]')", choices=("local", "ray"))
+    address: Optional[str] = _f(None, "ray: the cluster (none = start a local Ray in this process, auto = the "
+                                      "cluster this machine joined, ray://host:10001 = a remote head)")
+    workers: int = _f(2, "ray: scoring actors, training workers and recommend tasks", ge=1)
+    cpus_per_worker: float = _f(1.0, "ray: CPUs each worker reserves", gt=0)
+    gpus_per_worker: float = _f(0.0, "ray: GPUs each worker reserves (sentiment actors and training workers "
+                                     "run on GPUs when > 0)", ge=0)
+    window: int = _f(200000, "ray: texts per Ray Data pass of the sentiment stage (the driver holds one "
+                             "window's texts; scores are cached after each)", ge=1)
+
+
+@dataclass
 class Config:
     workdir: str = _f("work", "where artifacts and models live", path=True)
     data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "input files"})
@@ -248,6 +262,7 @@ class Config:
     refresh: RefreshConfig = field(default_factory=RefreshConfig, metadata={"doc": "nightly run"})
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig, metadata={"doc": "pseudonymous ids"})
     tracking: TrackingConfig = field(default_factory=TrackingConfig, metadata={"doc": "experiment tracking"})
+    engine: EngineConfig = field(default_factory=EngineConfig, metadata={"doc": "where stages run (local or ray)"})
 
     # Set by the loader, not by users.
     source: Optional[str] = field(default=None, metadata={"internal": True})

@@ -132,10 +132,10 @@ def stage_inputs(stage: str, cfg: Config, cat: Catalog) -> dict[str, str]:
         from movierec.feedback import events_path
 
         files = dict(input_files(cfg), feedback=events_path(cfg.workdir))
-        for name, p in files.items():
-            if p.is_dir():
-                raise DataError(f"{p}: is a folder, not a CSV file (the {name} file)")
-        return {name: (file_hash(p) if p.exists() else "absent") for name, p in sorted(files.items())}
+        from movierec.data.parts import folder_hash
+
+        return {name: (folder_hash(p) if p.is_dir() else file_hash(p) if p.exists() else "absent")
+                for name, p in sorted(files.items())}
     out: dict[str, str] = {}
     for up in STAGE[stage].upstream:
         out.update(cat.output_hashes(up))
@@ -223,8 +223,13 @@ def _run_ingest(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     from movierec.stages.ingest import ingest
     from movierec.privacy import without_texts
 
+    from movierec.engine import maybe_session
+    from movierec.stages.ingest import input_files
+
     events, feedback_state = snapshot(cat.workdir)
-    res = ingest(cfg, events)
+    partitioned = any(p.is_dir() for p in input_files(cfg).values())
+    with maybe_session(cfg.engine if partitioned else None):  # one Ray connection for the part files
+        res = ingest(cfg, events)
     # where the feedback log ended: a model version trained on this knows later events as new
     outputs = {"feedback_state": cat.write("feedback_state", feedback_state)}
     for name, art in RAW_NAMES.items():
@@ -289,9 +294,12 @@ def _run_sentiment(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
             rows.to_parquet(tmp, index=False)
         failpoint("sentiment_checkpoint")
 
-    scorer = Router(cfg.sentiment, cache, checkpoint=checkpoint)
-    res = sentiment(reviews, social, lambda: scorer, cfg.sentiment,
-                    fetch=lambda keys: load_texts(cfg, keys, cat.workdir))
+    from movierec.engine import maybe_session
+
+    scorer = Router(cfg.sentiment, cache, checkpoint=checkpoint, engine=cfg.engine)
+    with maybe_session(cfg.engine):  # one Ray connection for the stage (texts read, then scored)
+        res = sentiment(reviews, social, lambda: scorer, cfg.sentiment,
+                        fetch=lambda keys: load_texts(cfg, keys, cat.workdir))
     if scorer.misses or scorer.lang_rows or len(frames) > 1:
         with atomic_path(cache_path) as tmp:
             scorer.updated_cache().to_parquet(tmp, index=False)
@@ -385,13 +393,13 @@ STAGE_TABLE = (
                                       "social_raw", "feedback_state"),
           # feedback shares become ratings of share_rating (else the relevance threshold)
           config=("data", "privacy", "split.method", "split.train", "split.test", "refresh.share_rating",
-                  "evaluate.relevance_threshold")),
+                  "evaluate.relevance_threshold"), reads=("engine",)),
     Stage("clean", _run_clean, ("ingest",), ("ratings_clean", "users_clean", "movies_clean", "reviews_clean",
                                              "social_clean", "user_ids", "movie_ids"),
           config=("split",)),
     # reads the texts it has not scored from the input files (where they lie decides nothing)
     Stage("sentiment", _run_sentiment, ("clean",), ("review_sentiment", "message_sentiment"),
-          config=("sentiment",), reads=("data", "privacy", "split.method", "split.train", "split.test")),
+          config=("sentiment",), reads=("data", "privacy", "split.method", "split.train", "split.test", "engine")),
     Stage("social", _run_social, ("clean", "sentiment"), ("social_features", "social_neighbours"),
           config=("social",)),
     # the training part of split.fold decides the features

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -437,43 +438,67 @@ class ModelBundle:
                       feedback_weight: float = 3.0) -> pd.DataFrame:
         """Top-n for every user of the version, with feedback ``events`` since training folded
         in as :meth:`recommend_user` does (the same lists)."""
-        users = np.arange(len(self.user_ids))
+        plan = self.all_lists_plan(exclude_seen, events, feedback_weight)
+        return lists_for_users(plan, np.arange(plan.n_users), n, progress=True)
+
+    def all_lists_plan(self, exclude_seen: bool = True, events: pd.DataFrame | None = None,
+                       feedback_weight: float = 3.0) -> AllLists:
+        """What every user's list is computed from, feedback since training folded in: the
+        same for any block of users (the Ray engine ships it to its workers once)."""
         vectors, seen = self.vectors, self.seen
         ev = self._event_pairs(events)
+        mu, bu, bi, U, Q = self.rating_vectors
         if len(ev):
             c, bu_r, bi_r, U_r, Q_r = vectors
             bu_r, U_r = np.array(bu_r, np.float32, copy=True), np.array(U_r, np.float32, copy=True)
-            for u, grp in ev.groupby("u"):
-                new = grp[grp["rating"].notna()].drop_duplicates("m", keep="last")
-                if len(new):
-                    _, _, bu_r[u], U_r[u] = self.adapted_user(int(u), new["m"].to_numpy(), new["rating"].to_numpy(),
-                                                              feedback_weight)
-            vectors = (c, bu_r, bi_r, U_r, Q_r)
-            seen = (seen + sp.csr_matrix((np.ones(len(ev), np.float32), (ev["u"], ev["m"])), shape=seen.shape)).tocsr()
-        items, scores = top_n(vectors, users, n, seen if exclude_seen else None, progress=True,
-                              item_item=self._history_with(ev))
-        k = items.shape[1]
-        # predicted ratings of the listed movies (n per user: one small product per block)
-        mu, bu, bi, U, Q = self.rating_vectors
-        if len(ev):  # the adapted users' rating side: recompute it for them
             bu, U = np.array(bu, np.float32, copy=True), np.array(U, np.float32, copy=True)
             for u, grp in ev.groupby("u"):
                 new = grp[grp["rating"].notna()].drop_duplicates("m", keep="last")
                 if len(new):
-                    bu[u], U[u], _, _ = self.adapted_user(int(u), new["m"].to_numpy(), new["rating"].to_numpy(),
-                                                          feedback_weight)
-        pred = np.empty(items.shape, np.float32)
-        for start in range(0, len(users), 4096):
-            blk = items[start:start + 4096]
-            pred[start:start + 4096] = (mu + bu[start:start + 4096, None] + bi[blk]
-                                        + np.einsum("uk,unk->un", U[start:start + 4096], Q[blk]))
-        pred = np.clip(pred, self.model.rating_min_, self.model.rating_max_)
-        out = pd.DataFrame({
-            "user_id": np.repeat(self.user_ids.to_numpy(), k),
-            "rank": np.tile(np.arange(1, k + 1), len(users)),
-            "movie_id": self.movie_ids.to_numpy()[items.ravel()],
-            "predicted_rating": pred.ravel().round(4),
-            "rank_score": scores.ravel(),
-        })
-        # a user with fewer unseen movies than n gets a shorter list, never a seen movie
-        return out[np.isfinite(out["rank_score"].to_numpy())].reset_index(drop=True)
+                    # the adapted users' ranking and rating sides
+                    bu[u], U[u], bu_r[u], U_r[u] = self.adapted_user(int(u), new["m"].to_numpy(),
+                                                                     new["rating"].to_numpy(), feedback_weight)
+            vectors = (c, bu_r, bi_r, U_r, Q_r)
+            seen = (seen + sp.csr_matrix((np.ones(len(ev), np.float32), (ev["u"], ev["m"])), shape=seen.shape)).tocsr()
+        return AllLists(vectors, seen if exclude_seen else None, self._history_with(ev), (mu, bu, bi, U, Q),
+                        float(self.model.rating_min_), float(self.model.rating_max_),
+                        self.user_ids.to_numpy(), self.movie_ids.to_numpy())
+
+
+class AllLists(NamedTuple):
+    """Inputs of every user's list (see :meth:`ModelBundle.all_lists_plan`)."""
+    vectors: tuple  # ranking vectors (c, b_u, b_i, U, Q)
+    seen: sp.csr_matrix | None  # movies left out per user (None: none)
+    item_item: tuple | None  # EASE's (history, weights)
+    rating_vectors: tuple  # (mu, b_u, b_i, U, Q) of the predicted rating
+    rating_min: float
+    rating_max: float
+    user_ids: np.ndarray
+    movie_ids: np.ndarray
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+
+def lists_for_users(plan: AllLists, users: np.ndarray, n: int, progress: bool = False) -> pd.DataFrame:
+    """Top-n rows (user_id, rank, movie_id, predicted_rating, rank_score) of ``users``: a
+    user with fewer unseen movies than n gets a shorter list, never a seen movie."""
+    users = np.asarray(users, np.int64)
+    items, scores = top_n(plan.vectors, users, n, plan.seen, progress=progress, item_item=plan.item_item)
+    k = items.shape[1]
+    # predicted ratings of the listed movies (n per user: one small product per block)
+    mu, bu, bi, U, Q = plan.rating_vectors
+    pred = np.empty(items.shape, np.float32)
+    for start in range(0, len(users), 4096):
+        blk, ub = items[start:start + 4096], users[start:start + 4096]
+        pred[start:start + 4096] = mu + bu[ub, None] + bi[blk] + np.einsum("uk,unk->un", U[ub], Q[blk])
+    pred = np.clip(pred, plan.rating_min, plan.rating_max)
+    out = pd.DataFrame({
+        "user_id": np.repeat(plan.user_ids[users], k),
+        "rank": np.tile(np.arange(1, k + 1), len(users)),
+        "movie_id": plan.movie_ids[items.ravel()],
+        "predicted_rating": pred.ravel().round(4),
+        "rank_score": scores.ravel(),
+    })
+    return out[np.isfinite(out["rank_score"].to_numpy())].reset_index(drop=True)

@@ -46,7 +46,7 @@ def test_duplicate_header_and_a_folder_for_a_file_exit_65(tmp_path, site, capsys
     (d / "ratings.csv").unlink()
     (d / "ratings.csv").mkdir()
     assert call("ingest", "--config", str(cfg)) == 65
-    assert "is a folder" in capsys.readouterr().err
+    assert "no .csv or .parquet part files" in capsys.readouterr().err
 
 
 def test_ragged_rows_get_real_line_numbers_with_quoted_newlines(tmp_path):

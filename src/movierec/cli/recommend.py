@@ -16,7 +16,8 @@ from movierec.cli._app import CONFIG_OPT, OVERRIDES, load_cfg, cli, log
 @CONFIG_OPT
 @click.option("--user", "user_id", help="User id to recommend for.")
 @click.option("--all", "all_users", is_flag=True, help="Recommend for every user (needs --output).")
-@click.option("--output", help="Output of --all: a .csv or .parquet file, or - for CSV on stdout.")
+@click.option("--output", help="Output of --all: a .csv or .parquet file, or - for CSV on stdout (engine.kind: ray: "
+                                "a folder of Parquet part files).")
 @click.option("--ratings", "ratings_file", type=click.Path(dir_okay=True, allow_dash=True),
               help="Ratings (movie_id,rating CSV in data.delimiter, or - for a JSON list on stdin): fold in a "
                    "new user, or add to a known user's ratings.")
@@ -38,7 +39,11 @@ def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, wit
         if not output:
             raise click.UsageError("--all needs --output PATH (.csv or .parquet, or - for CSV on stdout)")
         special = output == "-" or (Path(output).exists() and not Path(output).is_file())  # -, /dev/stdout
-        if not special and Path(output).suffix.lower() not in (".csv", ".parquet"):
+        if cfg.engine.kind == "ray":
+            if output == "-" or Path(output).suffix.lower() in (".csv", ".parquet") or Path(output).is_file():
+                raise click.UsageError(f"--output {output}: with engine.kind: ray, --all writes a folder of "
+                                       "Parquet part files; give a folder path")
+        elif not special and Path(output).suffix.lower() not in (".csv", ".parquet"):
             raise click.UsageError(f"--output {output}: give a .csv or .parquet file (or - for CSV on stdout)")
     elif output:
         raise click.UsageError("--output is for --all; one user's list goes to stdout (--format table|json|csv)")
@@ -96,6 +101,14 @@ def _recommend_all(bundle, cfg, n: int, events, output: str) -> None:
     from movierec.catalog import atomic_path
 
     t0 = time.perf_counter()
+    if cfg.engine.kind == "ray":
+        from movierec.engine import recommend_all_ray
+
+        plan = bundle.all_lists_plan(cfg.recommend.exclude_seen, events, cfg.recommend.feedback_weight)
+        rows = recommend_all_ray(plan, n, output, cfg.engine)
+        log.info("recommend: %d users x %d movies (%d rows) written on Ray to %s/ in %.2fs", plan.n_users, n,
+                 rows, output, time.perf_counter() - t0)
+        return
     df = bundle.recommend_all(n, cfg.recommend.exclude_seen, events=events,
                               feedback_weight=cfg.recommend.feedback_weight)
     if output == "-":

@@ -335,6 +335,13 @@ def read_table(
     """
     path = Path(path)
     df, bad_rows, _ = _open_csv(path, schema, encoding, delimiter, redact)
+    return validate_rows(path, df, bad_rows, schema, rating_range=rating_range, redact=redact)
+
+
+def validate_rows(path: Path, df: pd.DataFrame, bad_rows: list, schema: FileSchema, *,
+                  rating_range: tuple[float | None, float | None] = (None, None), redact: bool = False) -> ReadResult:
+    """Type and check the rows of one file (ids and texts as strings, numbers parsed or as
+    numbers already): the valid rows, and the bad ones with their row number and reason."""
     total = len(df) + len(bad_rows)
     flag = _Flags(df.index)
     scale = None

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from movierec.config import SentimentConfig
+from movierec.config import EngineConfig, SentimentConfig
 from movierec.privacy import key_of_text
 from movierec.sentiment.cache import CachedScorer, cache_keys, features_to_bytes
 from movierec.sentiment.scorers import TextScorer, load_scorer, model_key
@@ -85,8 +85,10 @@ class Router:
     """
 
     def __init__(self, cfg: SentimentConfig, cache: pd.DataFrame | None = None,
-                 checkpoint: Callable[[pd.DataFrame], None] | None = None) -> None:
+                 checkpoint: Callable[[pd.DataFrame], None] | None = None, engine: EngineConfig | None = None) -> None:
         self.cfg, self.checkpoint = cfg, checkpoint
+        # engine.kind ray: the texts that miss the cache are scored on Ray (movierec.engine)
+        self.engine = engine if engine is not None and engine.kind == "ray" else None
         self.cache = cache if cache is not None else pd.DataFrame({"key": pd.Series(dtype=object),
                                                                     "sentiment": pd.Series(dtype=np.float32)})
         self.scorers: dict[str, CachedScorer] = {}
@@ -105,10 +107,18 @@ class Router:
     def scorer(self, name: str) -> CachedScorer:
         if name not in self.scorers:
             spec = route_spec(self.cfg, name)
-            self.scorers[name] = CachedScorer(lambda: load_scorer(spec), model_key(spec), self.cache,
+            every = self.cfg.checkpoint_every
+            factory = lambda: load_scorer(spec)  # noqa: E731
+            if self.engine is not None:
+                from movierec.engine import RayScorer, ray_spec
+
+                # one Ray Data pass per window of texts (the cache is saved after each)
+                # (a whole number of checkpoint_every chunks: the chunks a local run scores)
+                spec, every = ray_spec(spec, self.engine), every * max(1, -(-self.engine.window // every))
+                factory = lambda: RayScorer(spec, self.engine, model_key(spec))  # noqa: E731
+            self.scorers[name] = CachedScorer(factory, model_key(spec), self.cache,
                                               features=self.cfg.text_features and name == PRIMARY,
-                                              checkpoint=self.checkpoint,
-                                              checkpoint_every=self.cfg.checkpoint_every)
+                                              checkpoint=self.checkpoint, checkpoint_every=every)
         return self.scorers[name]
 
     @property

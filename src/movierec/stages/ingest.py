@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from movierec.config import Config
-from movierec.data.readers import ReadResult, read_table
+from movierec.data.parts import read_input
+from movierec.data.readers import ReadResult
 from movierec.data.scale import RatingScale
 from movierec.data.schemas import SCHEMAS
 from movierec.errors import DataError
@@ -39,9 +40,9 @@ def input_files(cfg: Config) -> dict[str, Path]:
 
 def _check_fraction(res: ReadResult, limit: float) -> None:
     if res.bad_fraction > limit:
-        examples = "; ".join(
-            f"row {r}: {why}" for r, why in res.quarantine[["row", "reason"]].head(3).itertuples(index=False)
-        )
+        q = res.quarantine.head(3)
+        where = q["file"] + " " if "file" in q.columns else pd.Series("", index=q.index)
+        examples = "; ".join(f"{w}row {r}: {why}" for w, r, why in zip(where, q["row"], q["reason"]))
         raise DataError(
             f"{res.path}: {len(res.quarantine)} of {res.total_rows} rows are invalid "
             f"({res.bad_fraction:.1%} > data.max_bad_fraction {limit:.1%}); e.g. {examples}"
@@ -65,8 +66,8 @@ def ingest(cfg: Config, events: pd.DataFrame | None = None) -> IngestResult:
         if name not in ("ratings", "test") and not path.exists():
             log.info("ingest: %s not found at %s; skipping that signal", name, path)
             continue
-        res = read_table(path, schema, encoding=cfg.data.encoding, delimiter=cfg.data.delimiter, rating_range=rng,
-                         redact=cfg.privacy.pseudonymize_ids)
+        res = read_input(path, schema, engine=cfg.engine, encoding=cfg.data.encoding, delimiter=cfg.data.delimiter,
+                         rating_range=rng, redact=cfg.privacy.pseudonymize_ids)
         _check_fraction(res, cfg.data.max_bad_fraction)
         if res.scale is not None:
             scales.append(res.scale)
@@ -75,8 +76,9 @@ def ingest(cfg: Config, events: pd.DataFrame | None = None) -> IngestResult:
         out.stats[name] = {"rows": res.total_rows, "valid": len(res.valid), "quarantined": len(res.quarantine)}
         if len(res.quarantine):
             log.warning(
-                "ingest: %s: %d of %d rows quarantined (first: row %s, %s)",
+                "ingest: %s: %d of %d rows quarantined (first: %srow %s, %s)",
                 path.name, len(res.quarantine), res.total_rows,
+                (res.quarantine["file"].iloc[0] + " ") if "file" in res.quarantine.columns else "",
                 res.quarantine["row"].iloc[0], res.quarantine["reason"].iloc[0],
             )
     if out.tables["ratings"].empty:
@@ -231,8 +233,8 @@ def load_texts(cfg: Config, keys: set[str], workdir: str | Path | None = None) -
     for name in ("reviews", "social"):
         path = files[name]
         if len(found) < len(want) and path.exists():
-            res = read_table(path, SCHEMAS[name], encoding=cfg.data.encoding, delimiter=cfg.data.delimiter,
-                             rating_range=(cfg.data.rating_min, cfg.data.rating_max))
+            res = read_input(path, SCHEMAS[name], engine=cfg.engine, encoding=cfg.data.encoding,
+                             delimiter=cfg.data.delimiter, rating_range=(cfg.data.rating_min, cfg.data.rating_max))
             if "text" in res.valid.columns:
                 take(res.valid["text"])
     if len(found) < len(want) and workdir is not None:
