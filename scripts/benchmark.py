@@ -4,6 +4,7 @@
     python scripts/benchmark.py scale   --ratings 20000000                   # 20M synthetic: train, recommend --all
     python scripts/benchmark.py sentiment --data ../shared/datasets/rt-polarity  # accuracy, texts/s, cache
     python scripts/benchmark.py serving [--synthetic DIR]                # refit cost, recommend --user + feedback
+    python scripts/benchmark.py scale-out                                 # engine.kind ray (local Ray) vs local
 
 Each writes a Markdown table to benchmarks/results/ with the machine, versions and command.
 Surprise comes from the optional `bench` extra (`pip install -e '.[bench]'`).
@@ -1191,6 +1192,78 @@ def bench_social_scale(args) -> str:
     ])
 
 
+def bench_scale_out(args) -> str:
+    """engine.kind ray on a local Ray against the local engine, each as a user runs it (a
+    fresh ``movierec`` process: Ray's start and the workers' imports count)."""
+    import re
+
+    demo = ROOT / "configs" / "default.yaml"
+    engines = [("local", ["engine.kind=local"])] + [
+        (f"ray, {w} worker{'s' if w > 1 else ''}", ["engine.kind=ray", f"engine.workers={w}"]) for w in args.workers]
+    rows_s, rows_a = [], []
+    # the encoder's ONNX export (once per machine, cached) is not part of any engine's figure
+    probe = Path(tempfile.mkdtemp(prefix="mr-scaleout-")) / "probe.csv"
+    pd.DataFrame({"text": ["a fine film"]}).to_csv(probe, index=False)
+    subprocess.run([sys.executable, "-m", "movierec", "score-text", "--config", str(demo), "--input", str(probe),
+                    "--text-column", "text", "--output", str(probe.with_name("scored.csv"))],
+                   check=True, capture_output=True)
+    for label, eng in engines:
+        work = Path(tempfile.mkdtemp(prefix="mr-scaleout-"))
+        base = ["--config", str(demo), f"workdir={work}", *eng]
+        subprocess.run([sys.executable, "-m", "movierec", "clean", *base], check=True, capture_output=True)
+        # a new workdir: an empty score cache, every distinct text is scored
+        wall, peak, err = _timed(["sentiment", *base])
+        n = int(re.search(r"(\d+) of (\d+) texts not in the cache", err).group(1))
+        m = re.search(r"texts scored on Ray by \d+ actors in ([\d.]+)s", err)
+        stage = json.loads((work / "manifests" / "sentiment.json").read_text())["seconds"]
+        rows_s.append((label, n, wall, stage, float(m.group(1)) if m else None, peak))
+        # Adam: seconds per epoch from two fits of different lengths (the difference is the
+        # epochs alone; what is left is start-up: Ray Train's workers, TensorFlow's import)
+        fits = {}
+        for epochs in (args.epochs_short, args.epochs_long):
+            w2, _, _ = _timed(["train", *base, "split.method=none", "model.optimizer=adam", "model.learning_rate=0.005",
+                               f"model.epochs={epochs}", "model.early_stopping=false", "sentiment.enabled=false",
+                               f"workdir={work}-adam{epochs}"])
+            fits[epochs] = (json.loads((Path(f"{work}-adam{epochs}") / "manifests" / "train.json").read_text())
+                            ["fit_seconds"], w2)
+        per_epoch = (fits[args.epochs_long][0] - fits[args.epochs_short][0]) / (args.epochs_long - args.epochs_short)
+        start = fits[args.epochs_short][0] - per_epoch * args.epochs_short
+        rows_a.append((label, per_epoch, start, fits[args.epochs_long][0], fits[args.epochs_long][1]))
+    s_lines = ["| engine | texts scored | `movierec sentiment` wall s | texts/s (wall) | stage s | scoring on Ray s "
+               "(in-process) | peak RSS of the command (GB) |", "|---|---|---|---|---|---|---|"]
+    for label, n, wall, stage, ray_s, peak in rows_s:
+        s_lines.append(f"| {label} | {n:,} | {wall:.1f} | {n / wall:.0f} | {stage:.1f} | "
+                       f"{'-' if ray_s is None else f'{ray_s:.1f} ({n / ray_s:.0f} texts/s)'} | {peak:.2f} |")
+    a_lines = ["| engine | s per epoch | start-up s (fit minus epochs) | fit s, "
+               f"{args.epochs_long} epochs | `movierec train` wall s |", "|---|---|---|---|---|"]
+    for label, pe, st, fit, wall in rows_a:
+        a_lines.append(f"| {label} | {pe:.2f} | {st:.1f} | {fit:.1f} | {wall:.1f} |")
+    return "\n\n".join([
+        "# Scale-out: engine.kind ray on a local Ray vs the local engine (demo data)",
+        f"Machine: {machine()}; Ray {_version('ray')}, TensorFlow {_version('tensorflow')}  \n"
+        f"Command: `python scripts/benchmark.py scale-out`  \nDate: {time.strftime('%Y-%m-%d %H:%M')}",
+        "Sentiment: `movierec sentiment` on the demo's review and message texts with an empty score cache "
+        "(ingest and clean done before, not timed), in a fresh process. Ray: texts that miss the cache "
+        "scored by Ray Data `map_batches` over an actor pool of `engine.workers` actors (1 CPU each).",
+        "\n".join(s_lines),
+        f"Adam: `movierec train` (split none: one fit on all 99,161 demo ratings) with "
+        f"{args.epochs_short} and {args.epochs_long} epochs; seconds per epoch = the difference of the two fits' "
+        "seconds over the difference of epochs. Ray: Ray Train `TensorflowTrainer`, `MultiWorkerMirroredStrategy`, "
+        "a checkpoint per epoch.",
+        "\n".join(a_lines),
+        "GPU actors: no accelerator machine was lent to this session, so none were measured.",
+    ])
+
+
+def _version(pkg: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(pkg)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="which", required=True)
@@ -1238,6 +1311,11 @@ def main() -> None:
     sl.add_argument("--texts", type=int, default=1000)
     sl.add_argument("--rounds", type=int, default=3)
     sl.add_argument("--out", default=str(RESULTS / "sentiment_languages.md"))
+    so = sub.add_parser("scale-out")
+    so.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    so.add_argument("--epochs-short", type=int, default=3)
+    so.add_argument("--epochs-long", type=int, default=13)
+    so.add_argument("--out", default=str(RESULTS / "scale_out.md"))
     c = sub.add_parser("sentiment")
     c.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "rt-polarity"))
     c.add_argument("--texts", type=int, default=1024)
@@ -1249,7 +1327,7 @@ def main() -> None:
             "filmtrust-planted": bench_filmtrust_planted, "sentiment-ablation": bench_sentiment_ablation, "social-scale": bench_social_scale,
             "serving": bench_serving, "topn": bench_topn,
             "sentiment-languages": bench_sentiment_languages,
-            "sentiment-multilingual": bench_sentiment_multilingual}[args.which](args)
+            "sentiment-multilingual": bench_sentiment_multilingual, "scale-out": bench_scale_out}[args.which](args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists() and KEEP in out.read_text():  # hand-written notes below the marker survive a rerun

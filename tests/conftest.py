@@ -86,6 +86,19 @@ def run_cli(*args: str, input: str | None = None, env: dict | None = None, timeo
                           input=input, env=e, timeout=timeout)
 
 
+#: ``python -c CHECK_HEAVY ARGS`` runs ``movierec ARGS`` and prints which heavy modules it imported
+CHECK_HEAVY = (
+    "import sys, runpy\n"
+    "sys.argv = ['movierec'] + sys.argv[1:]\n"
+    "try:\n"
+    "    runpy.run_module('movierec', run_name='__main__')\n"
+    "except SystemExit:\n"
+    "    pass\n"
+    "heavy = sorted(m for m in ('tensorflow', 'torch', 'transformers', 'onnxruntime', 'ray') if m in sys.modules)\n"
+    "print('HEAVY=' + ','.join(heavy), file=sys.stderr)\n"
+)
+
+
 def tree_snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "lock"}
 

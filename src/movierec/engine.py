@@ -66,20 +66,28 @@ def session(engine: EngineConfig):
     started = False
     if not ray.is_initialized():
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-        kwargs: dict = {"include_dashboard": False, "logging_level": logging.WARNING,
-                        "configure_logging": True}
+        # Ray's own INFO and WARNING lines (every actor start, every checkpoint, a State API
+        # warning each second without the dashboard) would bury the pipeline's log; its errors show
+        kwargs: dict = {"include_dashboard": False, "logging_level": logging.ERROR,
+                        "logging_config": ray.LoggingConfig(log_level="ERROR")}
         if engine.address:
             kwargs["address"] = engine.address
         else:
-            # enough CPUs for the workers plus the driver's own tasks (at least what the machine has)
-            kwargs["num_cpus"] = max(os.cpu_count() or 1, int(np.ceil(engine.workers * engine.cpus_per_worker)))
+            # enough CPUs for the workers, plus one for Ray Data's tasks beside them (logical
+            # CPUs: a scheduling count, not a thread limit)
+            kwargs["num_cpus"] = max(os.cpu_count() or 1, int(np.ceil(engine.workers * engine.cpus_per_worker)) + 1)
             if engine.gpus_per_worker:
                 kwargs["num_gpus"] = int(np.ceil(engine.workers * engine.gpus_per_worker))
         t0 = time.perf_counter()
+        root = logging.getLogger()
+        saved = root.level, root.handlers[:]  # Ray's logging config must not silence the pipeline's log
         try:
             ray.init(**kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ConfigError(f"engine.address {engine.address!r}: cannot connect to Ray: {exc}") from exc
+        finally:
+            root.setLevel(saved[0])
+            root.handlers[:] = saved[1]
         started = True
         log.info("engine: Ray %s (%s) ready in %.1fs: %s", ray.__version__, engine.address or "local",
                  time.perf_counter() - t0, {k: v for k, v in ray.cluster_resources().items()
@@ -125,7 +133,7 @@ def read_parts_ray(parts: Sequence[Path], schema, engine: EngineConfig, **kw) ->
         items = pd.DataFrame({"i": np.arange(len(parts)), "path": [str(p) for p in parts]})
         ds = ray.data.from_pandas(_blocks(items, len(parts)))
         rows = ds.map_batches(read, batch_size=1, batch_format="pandas", num_cpus=engine.cpus_per_worker,
-                              concurrency=engine.workers).to_pandas()
+                              compute=ray.data.TaskPoolStrategy(size=engine.workers)).to_pandas()
     results = [pickle.loads(b) for b in rows.sort_values("i")["result"]]
     for r in results:
         if isinstance(r, Exception):

@@ -26,7 +26,7 @@ import pandas as pd
 import scipy.sparse as sp
 from movierec.catalog import Catalog, atomic_path, file_hash
 from movierec.config import Config
-from movierec.errors import DataError, LockError, ModelError, StorageError
+from movierec.errors import LockError, ModelError, StorageError
 
 log = logging.getLogger("movierec")
 
@@ -542,7 +542,7 @@ def train_for_fold(cfg: Config, cat: Catalog, fold: int | None, use_saved_featur
             weights = np.concatenate([np.ones(len(train), np.float32), pr.table["weight"].to_numpy()])
     data = TrainData(fit_table["user_idx"].to_numpy(), fit_table["movie_idx"].to_numpy(),
                      fit_table["rating"].to_numpy(), n_users, n_items, X, Y, neighbours, implicit, weights)
-    model = MatrixFactorization.from_config(mcfg).fit(data)
+    model = MatrixFactorization.from_config(mcfg, engine=cfg.engine).fit(data)
     # how the pseudo-ratings were made (map, its leave-one-out error): the manifest and the version
     return FoldFit(model, data, train, fused, pr.calibration if weights is not None else None)
 

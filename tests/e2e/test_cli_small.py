@@ -11,7 +11,7 @@ import zipfile
 import pandas as pd
 import pytest
 
-from tests.conftest import make_data, run_cli, tree_snapshot, write_config
+from tests.conftest import CHECK_HEAVY, make_data, run_cli, tree_snapshot, write_config
 
 
 def test_loved_genre_comes_first(tmp_path):
@@ -122,28 +122,16 @@ def test_no_model_yet_is_a_clear_error(tmp_path, small_data):
     assert r.returncode == 1 and "movierec train" in r.stderr
 
 
-CHECK_IMPORTS = (
-    "import sys, runpy\n"
-    "sys.argv = ['movierec'] + sys.argv[1:]\n"
-    "try:\n"
-    "    runpy.run_module('movierec', run_name='__main__')\n"
-    "except SystemExit:\n"
-    "    pass\n"
-    "heavy = sorted(m for m in ('tensorflow', 'torch', 'transformers', 'onnxruntime') if m in sys.modules)\n"
-    "print('HEAVY=' + ','.join(heavy), file=sys.stderr)\n"
-)
-
-
 @pytest.mark.parametrize("args", [["--help"], ["recommend", "--help"], ["recommend", "--user", "u00001"], ["status"]])
 def test_light_commands_do_not_import_tf_or_torch(trained_small, args):
     if args[0] in ("recommend", "status") and args[-1] != "--help":
         args = [args[0], "--config", str(trained_small), *args[1:]]
-    r = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, *args], capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", CHECK_HEAVY, *args], capture_output=True, text=True)
     assert "HEAVY=\n" in r.stderr or r.stderr.rstrip().endswith("HEAVY="), r.stderr[-2000:]
 
 
 def test_sgd_training_does_not_import_tf(trained_small, tmp_path):
-    r = subprocess.run([sys.executable, "-c", CHECK_IMPORTS, "train", "--config", str(trained_small),
+    r = subprocess.run([sys.executable, "-c", CHECK_HEAVY, "train", "--config", str(trained_small),
                         f"workdir={tmp_path / 'w'}"], capture_output=True, text=True)
     assert r.stderr.rstrip().endswith("HEAVY="), r.stderr[-2000:]
 

@@ -31,7 +31,7 @@ def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
     tr = np.flatnonzero(~val_mask)
     va = np.flatnonzero(val_mask)
     n_train = len(tr)
-    step, state = _make_step(tf, model, data, n_train)
+    step, state, _, _ = _make_step(tf, model, data, n_train)
 
     users = tf.constant(data.users[tr])
     items = tf.constant(data.items[tr])
@@ -64,9 +64,12 @@ def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
     return history
 
 
-def _make_step(tf, model, data, n_train: int):
+def _make_step(tf, model, data, n_train: int, loss_scale: float = 1.0, optimizer=None):
     """The model's parameters as TensorFlow variables and one Adam step on a batch:
-    (step(u, i, r, w) -> batch squared error, the variables for :func:`_pull`)."""
+    (step(u, i, r, w) -> batch squared error, the variables for :func:`_pull`).
+
+    ``loss_scale``: 1 / replicas under a distribution strategy (whose gradients are summed
+    across replicas); ``optimizer``: one to use instead of a new Adam (its state restored)."""
     use_feat = bool(model.use_features and (model.user_weights_.size or model.item_weights_.size))
 
     bu = tf.Variable(model.user_bias_, name="user_bias")
@@ -98,7 +101,7 @@ def _make_step(tf, model, data, n_train: int):
 
     # a large epsilon damps the per-parameter step of rarely seen users and movies (with the
     # default 1e-7 they take full-size steps from a few ratings and overfit)
-    opt = tf.keras.optimizers.Adam(learning_rate=model.learning_rate, epsilon=ADAM_EPSILON)
+    opt = optimizer if optimizer is not None else adam(tf, model)
     reg = tf.constant(model.reg, tf.float32)
     reg_b = tf.constant(model.reg_bias, tf.float32)
     reg_f = tf.constant(model.reg_features / max(n_train, 1), tf.float32)
@@ -132,11 +135,17 @@ def _make_step(tf, model, data, n_train: int):
                 has = tf.cast(tf.sparse.reduce_sum(nb_sp, axis=1) > 0, tf.float32)
                 diff = (tf.gather(P, u) - tf.gather(mean_nb, u)) * tf.expand_dims(tf.gather(has, u), 1)
                 loss += social_reg * tf.reduce_mean(tf.reduce_sum(tf.square(diff), 1))
+            loss *= loss_scale
         grads = tape.gradient(loss, variables)
         opt.apply_gradients(zip(grads, variables))
         return tf.reduce_sum(tf.square(err))
 
-    return step, (bu, bi, P, Q, W, V, Yimp if implicit else None)
+    return step, (bu, bi, P, Q, W, V, Yimp if implicit else None), opt, variables
+
+
+def adam(tf, model):
+    """The Adam optimizer of the model's settings."""
+    return tf.keras.optimizers.Adam(learning_rate=model.learning_rate, epsilon=ADAM_EPSILON)
 
 
 def _pull(model, bu, bi, P, Q, W, V, Yimp=None) -> None:

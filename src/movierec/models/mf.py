@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from movierec.config import ModelConfig
+from movierec.config import EngineConfig, ModelConfig
 from movierec.errors import ModelError
 from movierec.models._tracking import EpochTracker, History
 
@@ -116,12 +116,15 @@ class MatrixFactorization:
     #: documentation, once: in movierec.config.ModelConfig)
     PARAMS = tuple(f.name for f in fields(ModelConfig) if f.name not in _PIPELINE_ONLY)
 
-    def __init__(self, config: ModelConfig | None = None, **params) -> None:
-        """``config`` (default: ModelConfig's defaults), with ``params`` overriding fields."""
+    def __init__(self, config: ModelConfig | None = None, *, engine: EngineConfig | None = None, **params) -> None:
+        """``config`` (default: ModelConfig's defaults), with ``params`` overriding fields.
+        ``engine``: where the Adam trainer runs (``kind: ray``: Ray Train); not a hyperparameter:
+        the fitted model is the same kind of model wherever it was fitted."""
         unknown = sorted(set(params) - set(self.PARAMS))
         if unknown:
             raise TypeError(f"MatrixFactorization: unknown hyperparameter(s) {', '.join(unknown)}")
         self.config = replace(config if config is not None else ModelConfig(), **params)
+        self.engine = engine
 
     def __getattr__(self, name: str):
         # hyperparameters are read from the config (``self.factors`` is ``self.config.factors``)
@@ -130,8 +133,8 @@ class MatrixFactorization:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @classmethod
-    def from_config(cls, cfg: ModelConfig) -> "MatrixFactorization":
-        return cls(cfg)
+    def from_config(cls, cfg: ModelConfig, engine: EngineConfig | None = None) -> "MatrixFactorization":
+        return cls(cfg, engine=engine)
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in self.PARAMS}
@@ -240,7 +243,11 @@ class MatrixFactorization:
         # the mean of the real ratings actually trained on
         self.global_mean_ = float(data.ratings[~val_mask & real].mean())
         t0 = time.perf_counter()
-        if self.optimizer == "adam":
+        if self.optimizer == "adam" and self.engine is not None and self.engine.kind == "ray":
+            from movierec.models._adam_ray import fit_adam_ray
+
+            self.history_ = fit_adam_ray(self, data, val_mask, rng, self.engine)
+        elif self.optimizer == "adam":
             from movierec.models._adam import fit_adam
 
             self.history_ = fit_adam(self, data, val_mask, rng)
@@ -309,7 +316,7 @@ class MatrixFactorization:
         for s in range(self.ensemble):
             params = dict(self.get_params(), ensemble=1, seed=self.seed + s, ranking="rating")
             log.info("ensemble: member %d/%d", s + 1, self.ensemble)
-            members.append(MatrixFactorization(**params).fit(data))
+            members.append(MatrixFactorization(engine=self.engine, **params).fit(data))
         n = float(self.ensemble)
         first = members[0]
         self.global_mean_ = first.global_mean_

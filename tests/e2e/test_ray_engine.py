@@ -1,0 +1,209 @@
+"""engine.kind: ray on a local Ray (2 CPUs): the same artifacts, scores, models and lists as
+the local engine. Each command starts (and stops) its own local Ray, as a user's would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import CHECK_HEAVY, ROOT, make_data, run_cli, write_config
+
+ray = pytest.importorskip("ray")
+
+DEMO = str(ROOT / "configs" / "default.yaml")
+RAY = ("engine.kind=ray", "engine.workers=2")
+ADAM = ("model.optimizer=adam", "model.learning_rate=0.005", "model.epochs=12", "sentiment.enabled=false",
+        "evaluate.bootstrap_rounds=0")
+
+
+def _ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def _art(work, name: str) -> pd.DataFrame:
+    return pd.read_parquet(work / "artifacts" / f"{name}.parquet")
+
+
+# ----------------------------------------------------------------------------- partitioned inputs
+def _partition(src, dst, bad_row: bool = True):
+    """``src``'s tables with ratings and reviews as folders of part files (CSV, Parquet, a
+    Hive-style sub-folder); a rating repeated across parts with a later timestamp, and
+    (``bad_row``) a bad rating in the Parquet part."""
+    dst.mkdir()
+    for name in ("users", "movies", "social"):
+        (dst / f"{name}.csv").write_bytes((src / f"{name}.csv").read_bytes())
+    r = pd.read_csv(src / "ratings.csv", dtype={"user_id": str, "movie_id": str})
+    again = r.iloc[[5]].assign(rating=1 if r["rating"].iloc[5] != 1 else 5, timestamp=r["timestamp"].iloc[5] + 10)
+    (dst / "ratings" / "date=2").mkdir(parents=True)
+    a, b = len(r) // 3, 2 * len(r) // 3
+    r.iloc[:a].to_csv(dst / "ratings" / "part-0.csv", index=False)
+    mid = r.iloc[a:b].copy()
+    if bad_row:
+        mid["rating"] = mid["rating"].astype(str)
+        mid.iloc[3, mid.columns.get_loc("rating")] = "x"
+    mid.to_parquet(dst / "ratings" / "part-1.parquet", index=False)
+    pd.concat([r.iloc[b:], again]).to_csv(dst / "ratings" / "date=2" / "part-2.csv", index=False)
+    (dst / "ratings" / "_SUCCESS").write_text("")
+    rv = pd.read_csv(src / "reviews.csv", dtype=str)
+    (dst / "reviews").mkdir()
+    for k, part in enumerate(np.array_split(np.arange(len(rv)), 4)):
+        rv.iloc[part].to_csv(dst / "reviews" / f"part-{k}.csv", index=False)
+    # the same rows as one file (the repeated rating last; the bad value too)
+    whole = pd.concat([r.iloc[:a], mid, r.iloc[b:], again])
+    return whole
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_partitioned_inputs_give_the_clean_artifacts_of_single_files(tmp_path, engine):
+    src = make_data(tmp_path / "src")
+    whole = _partition(src, tmp_path / "parts")
+    single = tmp_path / "single"
+    single.mkdir()
+    for name in ("users", "movies", "social", "reviews"):
+        (single / f"{name}.csv").write_bytes((src / f"{name}.csv").read_bytes())
+    whole.to_csv(single / "ratings.csv", index=False)
+    c1 = write_config(tmp_path / "one.yaml", single, tmp_path / "w1")
+    c2 = write_config(tmp_path / "parts.yaml", tmp_path / "parts", tmp_path / "w2",
+                      data={"dir": str(tmp_path / "parts"), "ratings": "ratings", "reviews": "reviews"},
+                      engine={"kind": engine, "workers": 2})
+    _ok(run_cli("clean", "--config", str(c1)))
+    r = _ok(run_cli("clean", "--config", str(c2)))
+    assert "3 part files" in r.stderr
+    # the same rows (parts are read in path order, "date=2/..." first, so rows may come in
+    # another order) and the same dense ids
+    for name in ("ratings_clean", "reviews_clean", "users_clean", "social_clean", "user_ids", "movie_ids"):
+        a, b = _art(tmp_path / "w1", name), _art(tmp_path / "w2", name)
+        if name in ("ratings_clean", "reviews_clean"):
+            a, b = (x.sort_values(list(x.columns)).reset_index(drop=True) for x in (a, b))
+        pd.testing.assert_frame_equal(a, b, obj=name)
+    # latest wins across parts: the repeated rating (last part, later timestamp) is the one kept
+    rc, uid, mid = _art(tmp_path / "w2", "ratings_clean"), _art(tmp_path / "w2", "user_ids"), _art(tmp_path / "w2", "movie_ids")
+    last = whole.iloc[-1]
+    u = int(uid.loc[uid["user_id"] == str(last["user_id"]), "user_idx"].iloc[0])
+    m = int(mid.loc[mid["movie_id"] == str(last["movie_id"]), "movie_idx"].iloc[0])
+    kept = rc[(rc["user_idx"] == u) & (rc["movie_idx"] == m)]
+    assert len(kept) == 1 and float(kept["rating"].iloc[0]) == float(last["rating"])
+    # the bad value is quarantined with its part and its row in that part
+    q = pd.read_csv(tmp_path / "w2" / "quarantine" / "ratings.csv")
+    assert list(q["file"]) == ["part-1.parquet"] and list(q["row"]) == [4]
+    stats = json.loads((tmp_path / "w2" / "manifests" / "ingest.json").read_text())
+    assert "quarantined" in json.dumps(stats)
+    # a changed part makes ingest stale; an unchanged folder does not
+    assert "fresh" in _ok(run_cli("clean", "--config", str(c2))).stderr
+    (tmp_path / "parts" / "ratings" / "part-3.csv").write_text("user_id,movie_id,rating\nu00001,m00002,4\n")
+    assert "ingest: done" in _ok(run_cli("clean", "--config", str(c2))).stderr
+
+
+def test_a_partitioned_folder_without_parts_exits_65(tmp_path):
+    src = make_data(tmp_path / "src")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "ratings").mkdir()
+    (tmp_path / "d" / "ratings" / "notes.txt").write_text("x")
+    (tmp_path / "d" / "movies.csv").write_bytes((src / "movies.csv").read_bytes())
+    c = write_config(tmp_path / "c.yaml", tmp_path / "d", tmp_path / "w", data={"dir": str(tmp_path / "d"),
+                                                                             "ratings": "ratings"})
+    r = run_cli("ingest", "--config", str(c))
+    assert r.returncode == 65 and "no .csv or .parquet part files" in r.stderr
+
+
+# ----------------------------------------------------------------------------- sentiment
+def test_sentiment_on_ray_equals_local_and_a_rerun_scores_nothing(tmp_path):
+    local, onray = tmp_path / "local", tmp_path / "ray"
+    _ok(run_cli("sentiment", "--config", DEMO, f"workdir={local}"))
+    r = _ok(run_cli("sentiment", "--config", DEMO, f"workdir={onray}", *RAY))
+    assert "texts scored on Ray by 2 actors" in r.stderr
+    a, b = _art(local, "review_sentiment"), _art(onray, "review_sentiment")
+    assert len(a) == len(b) > 10000
+    assert np.abs(a["sentiment"].to_numpy() - b["sentiment"].to_numpy()).max() < 1e-4
+    assert (a["sentiment_label"] == b["sentiment_label"]).all()
+    fa = np.stack([np.frombuffer(x, np.float16) for x in a["features"]]).astype(np.float32)
+    fb = np.stack([np.frombuffer(x, np.float16) for x in b["features"]]).astype(np.float32)
+    assert np.abs(fa - fb).max() < 1e-2
+    m1, m2 = _art(local, "message_sentiment"), _art(onray, "message_sentiment")
+    assert np.abs(m1["sentiment"].to_numpy() - m2["sentiment"].to_numpy()).max() < 1e-4
+    # a re-run finds every text in the cache: no Ray work at all
+    r = _ok(run_cli("sentiment", "--config", DEMO, f"workdir={onray}", *RAY, "--force"))
+    assert "all 14069 texts found in the cache" in r.stderr and "scored on Ray" not in r.stderr
+
+
+# ----------------------------------------------------------------------------- Adam on Ray Train
+@pytest.fixture(scope="module")
+def adam_sites(tmp_path_factory):
+    """The demo trained with Adam locally and on Ray (2 workers), same settings."""
+    base = tmp_path_factory.mktemp("adam")
+    _ok(run_cli("train", "--config", DEMO, f"workdir={base / 'local'}", *ADAM))
+    r = _ok(run_cli("train", "--config", DEMO, f"workdir={base / 'ray'}", *ADAM, *RAY))
+    return base, r.stderr
+
+
+def _holdout_rmse(work) -> float:
+    """The test RMSE of the version's holdout model (read back, not refitted)."""
+    r = _ok(run_cli("evaluate", "--config", DEMO, f"workdir={work}", *ADAM, "--format", "json",
+                    "evaluate.baselines=[]", "evaluate.ablations=[]"))
+    out = json.loads(r.stdout)
+    assert out["model_version"] is not None
+    return float(out["rmse"])
+
+
+def test_adam_on_ray_reaches_local_rmse_and_serves(adam_sites):
+    base, log = adam_sites
+    assert "Adam on Ray (2 workers)" in log
+    local, onray = _holdout_rmse(base / "local"), _holdout_rmse(base / "ray")
+    assert abs(onray - local) < 0.01, (local, onray)
+    assert onray < 0.8  # far below the global mean's (~0.95 on the demo)
+    r = _ok(run_cli("recommend", "--config", DEMO, f"workdir={base / 'ray'}", "--user", "u00001", "--format", "json"))
+    items = json.loads(r.stdout)["items"]
+    ratings = pd.read_csv(ROOT / "data" / "demo" / "ratings.csv", dtype=str)
+    seen = set(ratings.loc[ratings["user_id"] == "u00001", "movie_id"])
+    assert len(items) == 10 and not seen & {it["movie_id"] for it in items}
+
+
+def test_recommend_all_on_ray_equals_local(adam_sites, tmp_path):
+    base, _ = adam_sites
+    work = f"workdir={base / 'ray'}"
+    _ok(run_cli("recommend", "--config", DEMO, work, "--all", "--output", str(tmp_path / "local.parquet")))
+    r = _ok(run_cli("recommend", "--config", DEMO, work, *RAY, "--all", "--output", str(tmp_path / "lists")))
+    parts = sorted((tmp_path / "lists").glob("part-*.parquet"))
+    assert len(parts) > 1 and "written on Ray" in r.stderr
+    a = pd.read_parquet(tmp_path / "local.parquet").sort_values(["user_id", "rank"]).reset_index(drop=True)
+    b = pd.read_parquet(tmp_path / "lists").sort_values(["user_id", "rank"]).reset_index(drop=True)
+    assert len(a) == 30000
+    pd.testing.assert_frame_equal(a[["user_id", "rank", "movie_id", "predicted_rating"]],
+                                  b[["user_id", "rank", "movie_id", "predicted_rating"]])
+    assert np.abs(a["rank_score"] - b["rank_score"]).max() < 1e-4
+    # a file path is refused for the folder output
+    r = run_cli("recommend", "--config", DEMO, work, *RAY, "--all", "--output", str(tmp_path / "x.parquet"))
+    assert r.returncode == 2 and "folder" in r.stderr
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_epoch_resumes_from_the_last_checkpoint(tmp_path):
+    r = _ok(run_cli("train", "--config", DEMO, f"workdir={tmp_path / 'w'}", *ADAM, *RAY, "split.method=none",
+                    env={"MOVIEREC_FAILPOINT": "ray_worker"}))
+    assert "resuming from the checkpoint of epoch 1" in r.stderr
+    assert "resumed 1 times" in r.stderr
+    r = _ok(run_cli("recommend", "--config", DEMO, f"workdir={tmp_path / 'w'}", "--user", "u00001"))
+    assert "Top 10" in r.stdout
+
+
+# ----------------------------------------------------------------------------- imports
+def test_local_engine_and_light_commands_never_import_ray(adam_sites):
+    base, _ = adam_sites
+    for args in (["--help"], ["recommend", "--config", DEMO, f"workdir={base / 'local'}", "--user", "u00001"]):
+        r = subprocess.run([sys.executable, "-c", CHECK_HEAVY, *args], capture_output=True, text=True)
+        assert r.stderr.rstrip().endswith("HEAVY="), r.stderr[-2000:]
+
+
+def test_ray_missing_is_a_config_error(monkeypatch):
+    from movierec.engine import import_ray
+    from movierec.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ConfigError, match=r"movierec\[ray\]"):
+        import_ray()
