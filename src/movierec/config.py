@@ -244,6 +244,9 @@ class EngineConfig:
     cpus_per_worker: float = _f(1.0, "ray: CPUs each worker reserves", gt=0)
     gpus_per_worker: float = _f(0.0, "ray: GPUs each worker reserves (sentiment actors and training workers "
                                      "run on GPUs when > 0)", ge=0)
+    checkpoint_dir: Optional[str] = _f(None, "ray: where Ray Train keeps the Adam trainer's checkpoints: a folder "
+                                             "every node sees (shared file system) or s3://...; unset: a temporary "
+                                             "folder (a cluster on one machine)")
     window: int = _f(200000, "ray: texts per Ray Data pass of the sentiment stage (the driver holds one "
                              "window's texts; scores are cached after each)", ge=1)
 

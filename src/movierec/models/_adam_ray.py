@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -63,29 +65,37 @@ def fit_adam_ray(model, data, val_mask: np.ndarray, rng: np.random.Generator, en
         from movierec.engine import _blocks
 
         ds = ray.data.from_pandas(_blocks(ratings, max(workers * 4, 1)))
-        storage = Path(tempfile.mkdtemp(prefix="movierec-ray-train-"))
+        # this fit's checkpoints, where every worker can write them (the driver reads the last)
+        if engine.checkpoint_dir and "://" in engine.checkpoint_dir:
+            storage, local_storage = engine.checkpoint_dir.rstrip("/"), None
+        else:
+            root = Path(engine.checkpoint_dir).expanduser() if engine.checkpoint_dir else Path(tempfile.gettempdir())
+            root.mkdir(parents=True, exist_ok=True)
+            local_storage = Path(tempfile.mkdtemp(prefix="movierec-ray-train-", dir=root))
+            storage = str(local_storage)
         config = {"model": ray.put(model), "side": ray.put(side), "n_train": len(tr), "workers": workers,
                   "seed": int(rng.integers(1 << 31)), "failpoint": os.environ.get("MOVIEREC_FAILPOINT")}
         trainer = TensorflowTrainer(
             _train_loop, train_loop_config=config, datasets={"train": ds},
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=engine.gpus_per_worker > 0,
                                          resources_per_worker=_resources(engine)),
-            run_config=RunConfig(name="movierec-adam", storage_path=str(storage),
+            run_config=RunConfig(name=f"movierec-adam-{uuid.uuid4().hex[:8]}", storage_path=storage,
                                  failure_config=FailureConfig(max_failures=MAX_FAILURES),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2)),
         )
         try:
-            result = trainer.fit()
-        except Exception as exc:  # noqa: BLE001 - Ray wraps the workers' errors in its own types
-            raise ModelError(f"Adam on Ray failed after {MAX_FAILURES} restarts or in a worker: "
-                             f"{str(exc).splitlines()[0][:500]}") from exc
-        if result.checkpoint is None:
-            raise ModelError("Adam on Ray: training ended without a checkpoint")
-        with result.checkpoint.as_directory() as d:
-            saved = dict(np.load(Path(d) / _CKPT, allow_pickle=False))
-        import shutil
-
-        shutil.rmtree(storage, ignore_errors=True)
+            try:
+                result = trainer.fit()
+            except Exception as exc:  # noqa: BLE001 - Ray wraps the workers' errors in its own types
+                raise ModelError(f"Adam on Ray failed (a worker's error, or more than {MAX_FAILURES} restarts): "
+                                 f"{str(exc).splitlines()[0][:500]}") from exc
+            if result.checkpoint is None:
+                raise ModelError("Adam on Ray: training ended without a checkpoint")
+            with result.checkpoint.as_directory() as d:
+                saved = dict(np.load(Path(d) / _CKPT, allow_pickle=False))
+        finally:
+            if local_storage is not None:
+                shutil.rmtree(local_storage, ignore_errors=True)  # the checkpoints: this fit's only
     if not bool(saved["final"]):
         raise ModelError("Adam on Ray: the last checkpoint is not a finished fit")
     model._restore({k[6:]: v for k, v in saved.items() if k.startswith("model:")})

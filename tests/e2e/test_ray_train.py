@@ -1,0 +1,81 @@
+"""engine.kind: ray on a local Ray (2 CPUs): Adam on Ray Train reaches the local Adam's RMSE
+and serves; recommend --all on Ray gives the local lists; a worker killed mid-epoch resumes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT, run_cli
+from tests.e2e.test_ray_engine import DEMO, RAY, _ok
+
+ray = pytest.importorskip("ray")
+
+ADAM = ("model.optimizer=adam", "model.learning_rate=0.005", "model.epochs=12", "sentiment.enabled=false",
+        "evaluate.bootstrap_rounds=0")
+
+
+@pytest.fixture(scope="module")
+def adam_sites(tmp_path_factory):
+    """The demo trained with Adam locally and on Ray (2 workers), same settings."""
+    base = tmp_path_factory.mktemp("adam")
+    _ok(run_cli("train", "--config", DEMO, f"workdir={base / 'local'}", *ADAM))
+    # the stages before train are the local site's (the engine decides none of their outputs)
+    shutil.copytree(base / "local", base / "ray", ignore=shutil.ignore_patterns("lock", "models", "train.json"))
+    r = _ok(run_cli("train", "--config", DEMO, f"workdir={base / 'ray'}", *ADAM, *RAY))
+    assert "fuse: fresh" in r.stderr
+    return base, r.stderr
+
+
+def _holdout_rmse(work) -> float:
+    """The test RMSE of the version's holdout model (read back, not refitted)."""
+    r = _ok(run_cli("evaluate", "--config", DEMO, f"workdir={work}", *ADAM, "--format", "json",
+                    "evaluate.baselines=[]", "evaluate.ablations=[]"))
+    out = json.loads(r.stdout)
+    assert out["model_version"] is not None
+    return float(out["rmse"])
+
+
+def test_adam_on_ray_reaches_local_rmse_and_serves(adam_sites):
+    base, log = adam_sites
+    assert "Adam on Ray (2 workers)" in log
+    local, onray = _holdout_rmse(base / "local"), _holdout_rmse(base / "ray")
+    assert abs(onray - local) < 0.01, (local, onray)
+    assert onray < 0.8  # far below the global mean's (~0.95 on the demo)
+    r = _ok(run_cli("recommend", "--config", DEMO, f"workdir={base / 'ray'}", "--user", "u00001", "--format", "json"))
+    items = json.loads(r.stdout)["items"]
+    ratings = pd.read_csv(ROOT / "data" / "demo" / "ratings.csv", dtype=str)
+    seen = set(ratings.loc[ratings["user_id"] == "u00001", "movie_id"])
+    assert len(items) == 10 and not seen & {it["movie_id"] for it in items}
+
+
+def test_recommend_all_on_ray_equals_local(adam_sites, tmp_path):
+    base, _ = adam_sites
+    work = f"workdir={base / 'ray'}"
+    _ok(run_cli("recommend", "--config", DEMO, work, "--all", "--output", str(tmp_path / "local.parquet")))
+    r = _ok(run_cli("recommend", "--config", DEMO, work, *RAY, "--all", "--output", str(tmp_path / "lists")))
+    parts = sorted((tmp_path / "lists").glob("part-*.parquet"))
+    assert len(parts) > 1 and "written on Ray" in r.stderr
+    a = pd.read_parquet(tmp_path / "local.parquet").sort_values(["user_id", "rank"]).reset_index(drop=True)
+    b = pd.read_parquet(tmp_path / "lists").sort_values(["user_id", "rank"]).reset_index(drop=True)
+    assert len(a) == 30000
+    pd.testing.assert_frame_equal(a[["user_id", "rank", "movie_id", "predicted_rating"]],
+                                  b[["user_id", "rank", "movie_id", "predicted_rating"]])
+    assert np.abs(a["rank_score"] - b["rank_score"]).max() < 1e-4
+    # a file path is refused for the folder output
+    r = run_cli("recommend", "--config", DEMO, work, *RAY, "--all", "--output", str(tmp_path / "x.parquet"))
+    assert r.returncode == 2 and "folder" in r.stderr
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_epoch_resumes_from_the_last_checkpoint(tmp_path):
+    r = _ok(run_cli("train", "--config", DEMO, f"workdir={tmp_path / 'w'}", *ADAM, *RAY, "split.method=none",
+                    env={"MOVIEREC_FAILPOINT": "ray_worker"}))
+    assert "resuming from the checkpoint of epoch 1" in r.stderr
+    assert "resumed 1 times" in r.stderr
+    r = _ok(run_cli("recommend", "--config", DEMO, f"workdir={tmp_path / 'w'}", "--user", "u00001"))
+    assert "Top 10" in r.stdout
