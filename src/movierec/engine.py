@@ -57,11 +57,30 @@ def _quiet(ray) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+#: one flag per open :func:`hold`: whether a session inside it connected Ray
+_held: list[bool] = []
+
+
+@contextlib.contextmanager
+def hold():
+    """Keep a Ray connection made inside the block until the block ends (one start for a
+    stage's many windows and tables); nothing is started if nothing inside needs Ray."""
+    _held.append(False)
+    try:
+        yield
+    finally:
+        if _held.pop():
+            import ray
+
+            ray.shutdown()
+
+
 @contextlib.contextmanager
 def session(engine: EngineConfig):
     """Ray connected for the duration: the cluster at ``engine.address`` (``auto``,
     ``ray://host:10001``), or a local Ray started in this process when it is unset (and shut
-    down afterwards). An already connected Ray is used as it is."""
+    down afterwards, or at the end of the enclosing :func:`hold`). An already connected Ray
+    is used as it is."""
     ray = import_ray()
     started = False
     if not ray.is_initialized():
@@ -88,7 +107,10 @@ def session(engine: EngineConfig):
         finally:
             root.setLevel(saved[0])
             root.handlers[:] = saved[1]
-        started = True
+        if _held:
+            _held[-1] = True  # the hold shuts it down
+        else:
+            started = True
         log.info("engine: Ray %s (%s) ready in %.1fs: %s", ray.__version__, engine.address or "local",
                  time.perf_counter() - t0, {k: v for k, v in ray.cluster_resources().items()
                                              if k in ("CPU", "GPU", "memory")})
@@ -98,11 +120,6 @@ def session(engine: EngineConfig):
     finally:
         if started:
             ray.shutdown()
-
-
-def maybe_session(engine: EngineConfig | None):
-    """:func:`session` for a ray engine, else nothing."""
-    return session(engine) if engine is not None and engine.kind == "ray" else contextlib.nullcontext()
 
 
 def _blocks(frame: pd.DataFrame, k: int) -> list[pd.DataFrame]:
@@ -145,9 +162,11 @@ def read_parts_ray(parts: Sequence[Path], schema, engine: EngineConfig, **kw) ->
 class _ScoreActor:
     """One scorer per actor, loaded once; scores and features (float16 bytes) per batch."""
 
-    def __init__(self, spec: SentimentConfig, downloads: bool) -> None:
+    def __init__(self, spec: SentimentConfig, downloads: bool, threads: int) -> None:
         from movierec.sentiment import scorers
 
+        # as many compute threads as the actor has CPUs (every core each: actors fight for them)
+        os.environ["MOVIEREC_THREADS"] = str(threads)
         scorers.DOWNLOADS_ALLOWED = downloads
         self.scorer = scorers.load_scorer(spec)
 
@@ -192,7 +211,8 @@ class RayScorer:
 
             ds = ray.data.from_pandas([frame.iloc[a:a + chunk].reset_index(drop=True) for a in range(0, n, chunk)])
             out = ds.map_batches(
-                _ScoreActor, fn_constructor_kwargs={"spec": self.spec, "downloads": scorers.DOWNLOADS_ALLOWED},
+                _ScoreActor, fn_constructor_kwargs={"spec": self.spec, "downloads": scorers.DOWNLOADS_ALLOWED,
+                                                 "threads": max(1, int(round(e.cpus_per_worker)))},
                 compute=ray.data.ActorPoolStrategy(size=e.workers), batch_size=None,
                 batch_format="pandas", num_cpus=e.cpus_per_worker, num_gpus=e.gpus_per_worker or None,
             ).to_pandas()

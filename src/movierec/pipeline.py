@@ -220,15 +220,12 @@ def status_report(cfg: Config) -> dict:
 # ----------------------------------------------------------------------------- stages
 def _run_ingest(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     from movierec.feedback import snapshot
-    from movierec.stages.ingest import ingest
+    from movierec.engine import hold
     from movierec.privacy import without_texts
-
-    from movierec.engine import maybe_session
-    from movierec.stages.ingest import input_files
+    from movierec.stages.ingest import ingest
 
     events, feedback_state = snapshot(cat.workdir)
-    partitioned = any(p.is_dir() for p in input_files(cfg).values())
-    with maybe_session(cfg.engine if partitioned else None):  # one Ray connection for the part files
+    with hold():  # engine ray: one Ray connection for every partitioned table
         res = ingest(cfg, events)
     # where the feedback log ended: a model version trained on this knows later events as new
     outputs = {"feedback_state": cat.write("feedback_state", feedback_state)}
@@ -294,10 +291,10 @@ def _run_sentiment(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
             rows.to_parquet(tmp, index=False)
         failpoint("sentiment_checkpoint")
 
-    from movierec.engine import maybe_session
+    from movierec.engine import hold
 
     scorer = Router(cfg.sentiment, cache, checkpoint=checkpoint, engine=cfg.engine)
-    with maybe_session(cfg.engine):  # one Ray connection for the stage (texts read, then scored)
+    with hold():  # engine ray: one Ray connection for every window of texts that miss the cache
         res = sentiment(reviews, social, lambda: scorer, cfg.sentiment,
                         fetch=lambda keys: load_texts(cfg, keys, cat.workdir))
     if scorer.misses or scorer.lang_rows or len(frames) > 1:

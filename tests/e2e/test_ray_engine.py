@@ -128,7 +128,7 @@ def test_sentiment_on_ray_equals_local_and_a_rerun_scores_nothing(tmp_path):
     assert np.abs(m1["sentiment"].to_numpy() - m2["sentiment"].to_numpy()).max() < 1e-4
     # a re-run finds every text in the cache: no Ray work at all
     r = _ok(run_cli("sentiment", "--config", DEMO, f"workdir={onray}", *RAY, "--force"))
-    assert "all 14069 texts found in the cache" in r.stderr and "scored on Ray" not in r.stderr
+    assert "all 14069 texts found in the cache" in r.stderr and "engine: Ray" not in r.stderr
 
 
 # ----------------------------------------------------------------------------- imports

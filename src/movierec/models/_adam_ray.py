@@ -201,8 +201,8 @@ def _worker_logging(rank: int) -> None:
     only warnings."""
     # Ray Train's per-report INFO lines ("Reporting training result", "Checkpoint successfully
     # created") come from loggers named by file path: quiet every ray logger of the worker
-    for name in list(logging.root.manager.loggerDict):
-        if "ray" in name.split("/") or name.startswith("ray"):
+    for name in list(logging.root.manager.loggerDict) + ["tensorflow", "absl"]:
+        if "ray" in name.split("/") or name.startswith(("ray", "tensorflow", "absl")):
             logging.getLogger(name).setLevel(logging.WARNING)
     lg = logging.getLogger("movierec")
     lg.propagate = False
@@ -229,9 +229,12 @@ def _report(ctx, epoch: int, tracker, model, opt, restarts: int, final: bool) ->
         arrays.update({f"best:{k}": v for k, v in tracker.best_state.items()})
     arrays.update(epoch=epoch, final=final, restarts=restarts, train_rmse=np.array(hist.train_rmse),
                   val_rmse=np.array(hist.val_rmse), best_epoch=hist.best_epoch, best=tracker.best, bad=tracker.bad)
-    with tempfile.TemporaryDirectory() as d:
-        np.savez(Path(d) / _CKPT, **arrays)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+    d = tempfile.mkdtemp(prefix="movierec-ckpt-")
+    np.savez(Path(d) / _CKPT, **arrays)
+    # uploaded while the next epoch runs (the local copy removed once it is stored)
+    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d),
+                     checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
+                     delete_local_checkpoint_after_upload=True)
 
 
 def _load_checkpoint(ckpt) -> dict | None:

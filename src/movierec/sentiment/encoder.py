@@ -59,8 +59,13 @@ def import_torch():
     if not sys.stderr.isatty():
         hf_logging.disable_progress_bar()
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(compute_threads())
     return torch
+
+
+def compute_threads() -> int:
+    """Threads of the encoder: ``MOVIEREC_THREADS`` (a Ray actor's CPUs), else every core."""
+    return max(1, int(os.environ.get("MOVIEREC_THREADS") or 0) or os.cpu_count() or 1)
 
 
 def default_cache_dir() -> Path:
@@ -210,7 +215,7 @@ def onnx_session(path: str | Path, adapters: dict[str, np.ndarray] | None, quant
     folder = (Path(cache_dir).expanduser() if cache_dir else default_cache_dir()) / "onnx"
     name = f"minilm-{'int8pc' if quantize else 'fp32'}-{_encoder_digest(Path(path), adapters, quantize)}.onnx"
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = max(1, os.cpu_count() or 1)
+    opts.intra_op_num_threads = compute_threads()
     opts.log_severity_level = 3
     with tempfile.TemporaryDirectory(prefix="movierec-onnx-") as scratch:
         for attempt in (0, 1):
