@@ -127,3 +127,22 @@ def test_every_numeric_field_declares_bounds():
     # a rating bound or a threshold on the data's own scale takes any value
     assert set(unbounded) <= {"data.rating_min", "data.rating_max", "evaluate.relevance_threshold",
                               "refresh.share_rating"}, unbounded
+
+
+def test_engine_section_defaults_to_local_and_checks_its_values():
+    cfg = load_config(None)
+    assert cfg.engine.kind == "local" and cfg.engine.address is None
+    cfg = load_config(None, ["engine.kind=ray", "engine.address=auto", "engine.workers=4", "engine.gpus_per_worker=0.5"])
+    assert (cfg.engine.kind, cfg.engine.address, cfg.engine.workers, cfg.engine.gpus_per_worker) == ("ray", "auto", 4, 0.5)
+    with pytest.raises(ConfigError, match="local, ray"):
+        load_config(None, ["engine.kind=spark"])
+    with pytest.raises(ConfigError, match="engine.workers"):
+        load_config(None, ["engine.workers=0"])
+
+
+def test_the_engine_decides_no_stage_output():
+    """Moving to Ray re-runs nothing: no stage's config hash reads the engine section."""
+    from movierec.pipeline import STAGES, stage_config_hash
+
+    local, ray = load_config(None), load_config(None, ["engine.kind=ray", "engine.workers=8"])
+    assert all(stage_config_hash(s, local) == stage_config_hash(s, ray) for s in STAGES)

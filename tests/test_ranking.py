@@ -20,6 +20,15 @@ def test_blocked_equals_unblocked_and_seen_excluded():
     a_items, a_scores = top_n(vec, users, 10, seen, block=7)
     b_items, b_scores = top_n(vec, users, 10, seen, block=1000)
     assert np.array_equal(a_items, b_items) and np.allclose(a_scores, b_scores)
+    # a wide catalogue shrinks the block to keep its scores under BLOCK_BYTES: same lists
+    import movierec.ranking as ranking
+
+    old, ranking.BLOCK_BYTES = ranking.BLOCK_BYTES, 4 * ni * 16  # 16 users per block
+    try:
+        c_items, _ = top_n(vec, users, 10, seen, block=1000)
+    finally:
+        ranking.BLOCK_BYTES = old
+    assert np.array_equal(a_items, c_items)
     for u in range(nu):
         assert not set(a_items[u]) & set(seen[u].indices)
         full = vec[0] + vec[1][u] + vec[2] + vec[4] @ vec[3][u]

@@ -88,7 +88,10 @@ def session(engine: EngineConfig):
         # Ray's own INFO and WARNING lines (every actor start, every checkpoint, a State API
         # warning each second without the dashboard) would bury the pipeline's log; its errors show
         kwargs: dict = {"include_dashboard": False, "logging_level": logging.ERROR,
-                        "logging_config": ray.LoggingConfig(log_level="ERROR")}
+                        "logging_config": ray.LoggingConfig(log_level="ERROR"),
+                        # Ray Train's controller takes one report per poll (default every 2 s):
+                        # a checkpoint per epoch would cost 2 s each
+                        "runtime_env": {"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}}}
         if engine.address:
             kwargs["address"] = engine.address
         else:

@@ -32,6 +32,10 @@ def top_n_from_scores(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarra
     return np.take_along_axis(part, order, 1), np.take_along_axis(part_scores, order, 1)
 
 
+#: the most memory one block of users x movies scores may take in :func:`top_n`
+BLOCK_BYTES = 1 << 28
+
+
 def top_n(
     model_vectors: tuple,
     users: np.ndarray,
@@ -47,13 +51,15 @@ def top_n(
     biases added in place, seen movies masked, and a compiled parallel top-n per row. The
     user's own constant (μ + b_u) does not change the order; it is added to the n scores
     kept. ``item_item`` (history, weights): an item-item ranker's part, history[users] @
-    weights, added to the block (EASE). Memory: one block of scores (block x movies floats)
-    at a time.
+    weights, added to the block (EASE). Memory: one block of scores (block x movies floats,
+    at most :data:`BLOCK_BYTES`) at a time.
     """
     mu, bu, bi, U, Q = model_vectors
     users = np.asarray(users, dtype=np.int64)
     n_items = Q.shape[0]
     n = min(n, n_items)
+    # a block's scores stay under BLOCK_BYTES (2048 users x 1M movies would be 8 GB)
+    block = max(16, min(block, BLOCK_BYTES // (4 * max(n_items, 1))))
     U = np.ascontiguousarray(U, dtype=np.float32)
     Qt = np.ascontiguousarray(np.asarray(Q, dtype=np.float32).T)
     bi = np.asarray(bi, dtype=np.float32)
