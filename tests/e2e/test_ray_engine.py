@@ -5,6 +5,7 @@ command starts (and stops) its own local Ray, as a user's would."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -115,7 +116,10 @@ def test_a_partitioned_folder_without_parts_exits_65(tmp_path):
 def test_sentiment_on_ray_equals_local_and_a_rerun_scores_nothing(tmp_path):
     local, onray = tmp_path / "local", tmp_path / "ray"
     _ok(run_cli("sentiment", "--config", DEMO, f"workdir={local}"))
+    # ingest and clean are the local site's; the score cache and the sentiment outputs are not
+    shutil.copytree(local, onray, ignore=shutil.ignore_patterns("lock", "cache", "sentiment.json", "*_sentiment.parquet"))
     r = _ok(run_cli("sentiment", "--config", DEMO, f"workdir={onray}", *RAY))
+    assert "clean: fresh" in r.stderr
     assert "texts scored on Ray by 2 actors" in r.stderr
     a, b = _art(local, "review_sentiment"), _art(onray, "review_sentiment")
     assert len(a) == len(b) > 10000
