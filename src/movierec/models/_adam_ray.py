@@ -55,6 +55,11 @@ def fit_adam_ray(model, data, val_mask: np.ndarray, rng: np.random.Generator, en
                      data.user_features, data.item_features, data.neighbours,
                      data.implicit() if model.implicit else None)
     workers = int(engine.workers)
+    # Ray Train splits the dataset into equal shards, dropping the rows past a multiple of the
+    # workers: pad with copies of weight 0 (no loss) so that every rating trains
+    pad = (-len(ratings)) % workers
+    if pad:
+        ratings = pd.concat([ratings, ratings.iloc[:pad].assign(w=np.float32(0))], ignore_index=True)
     t0 = time.perf_counter()
     with session(engine) as ray:
         import ray.data
