@@ -125,10 +125,11 @@ def session(engine: EngineConfig):
             ray.shutdown()
 
 
-def _blocks(frame: pd.DataFrame, k: int) -> list[pd.DataFrame]:
-    """``frame`` in ``k`` contiguous blocks (Ray Data's own split hands pandas 3 arrays)."""
-    edges = np.linspace(0, len(frame), max(1, min(k, len(frame))) + 1).astype(int)
-    return [frame.iloc[a:b].reset_index(drop=True) for a, b in zip(edges[:-1], edges[1:])]
+def blocks(frame: pd.DataFrame, size: int) -> list[pd.DataFrame]:
+    """``frame`` in contiguous blocks of ``size`` rows, the blocks of a Ray Dataset (Ray
+    Data's own split of a DataFrame hands pandas 3 arrays)."""
+    size = max(1, int(size))
+    return [frame.iloc[a:a + size].reset_index(drop=True) for a in range(0, max(len(frame), 1), size)]
 
 
 # ----------------------------------------------------------------------------- ingest
@@ -151,7 +152,7 @@ def read_parts_ray(parts: Sequence[Path], schema, engine: EngineConfig, **kw) ->
             return pd.DataFrame({"i": batch["i"].to_numpy(), "result": out})
 
         items = pd.DataFrame({"i": np.arange(len(parts)), "path": [str(p) for p in parts]})
-        ds = ray.data.from_pandas(_blocks(items, len(parts)))
+        ds = ray.data.from_pandas(blocks(items, 1))
         rows = ds.map_batches(read, batch_size=1, batch_format="pandas", num_cpus=engine.cpus_per_worker,
                               compute=ray.data.TaskPoolStrategy(size=engine.workers)).to_pandas()
     results = [pickle.loads(b) for b in rows.sort_values("i")["result"]]
@@ -214,7 +215,7 @@ class RayScorer:
         with session(e) as ray:
             import ray.data
 
-            ds = ray.data.from_pandas([frame.iloc[a:a + chunk].reset_index(drop=True) for a in range(0, n, chunk)])
+            ds = ray.data.from_pandas(blocks(frame, chunk))
             scored = ds.map_batches(
                 _ScoreActor, fn_constructor_kwargs={"spec": self.spec, "downloads": scorers.DOWNLOADS_ALLOWED,
                                                  "threads": max(1, int(round(e.cpus_per_worker)))},

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from movierec.data.readers import ReadResult, read_table, validate_rows
+from movierec.data.readers import ReadResult, missing_columns, read_table, validate_rows
 from movierec.data.scale import RatingScale
 from movierec.data.schemas import FileSchema
 from movierec.errors import DataError
@@ -35,9 +35,10 @@ def part_files(folder: Path) -> list[Path]:
     return parts
 
 
-def read_parquet_part(path: Path, schema: FileSchema, *, rating_range=(None, None), redact: bool = False
-                      ) -> ReadResult:
-    """One Parquet part, validated like a CSV file (ids and texts as strings)."""
+def read_parquet_part(path: Path, schema: FileSchema, *, rating_range=(None, None), redact: bool = False,
+                      **_csv_options) -> ReadResult:
+    """One Parquet part, validated like a CSV file (ids and texts as strings; ``encoding`` and
+    ``delimiter`` mean nothing to Parquet)."""
     try:
         df = pd.read_parquet(path)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
@@ -45,8 +46,7 @@ def read_parquet_part(path: Path, schema: FileSchema, *, rating_range=(None, Non
     df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in schema.required if c not in df.columns]
     if missing:
-        found = f"found {len(df.columns)} columns" if redact else f"found: {', '.join(df.columns) or 'none'}"
-        raise DataError(f"{path}: missing required column(s) {', '.join(missing)} ({found})")
+        raise missing_columns(path, missing, df.columns, redact)
     for c in df.columns:
         if c in schema.numeric:
             if not pd.api.types.is_numeric_dtype(df[c].dtype):
@@ -64,11 +64,9 @@ def read_parquet_part(path: Path, schema: FileSchema, *, rating_range=(None, Non
 
 
 def read_part(path: Path, schema: FileSchema, **kw) -> ReadResult:
+    """One part file, by its suffix (``kw``: :func:`~movierec.data.readers.read_table`'s options)."""
     path = Path(path)
-    if path.suffix.lower() == ".parquet":
-        return read_parquet_part(path, schema, rating_range=kw.get("rating_range", (None, None)),
-                                 redact=kw.get("redact", False))
-    return read_table(path, schema, **kw)
+    return (read_parquet_part if path.suffix.lower() == ".parquet" else read_table)(path, schema, **kw)
 
 
 def combine(folder: Path, results: list[ReadResult]) -> ReadResult:
@@ -82,8 +80,7 @@ def combine(folder: Path, results: list[ReadResult]) -> ReadResult:
     valid = pd.concat([r.valid for r in results], ignore_index=True) if results else pd.DataFrame()
     quarantine = pd.concat(qs, ignore_index=True) if qs else pd.DataFrame(columns=["file", "row", "reason"])
     scales = [r.scale for r in results if r.scale is not None]
-    scale = (RatingScale(min(s.lo for s in scales), max(s.hi for s in scales), any(s.inferred for s in scales))
-             if scales else None)
+    scale = RatingScale.union(scales) if scales else None
     return ReadResult(path=folder, valid=valid, quarantine=quarantine,
                       total_rows=int(sum(r.total_rows for r in results)), scale=scale)
 

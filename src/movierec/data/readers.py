@@ -245,11 +245,16 @@ def _open_csv(path: Path, schema: FileSchema, encoding: str, delimiter: str, red
     missing = [c for c in schema.required if c not in df.columns]
     if missing:
         d, name = _other_delimiter(header, delimiter)
-        hint = f"; the header looks {name}-separated: set data.delimiter" if d else ""
-        found = (f"found {len(df.columns)} columns; names not shown as privacy.pseudonymize_ids is on"
-                 if redact else f"found: {', '.join(df.columns) or 'none'}")
-        raise DataError(f"{path}: missing required column(s) {', '.join(missing)} ({found}){hint}")
+        raise missing_columns(path, missing, df.columns, redact,
+                              f"; the header looks {name}-separated: set data.delimiter" if d else "")
     return df, bad_rows, header
+
+
+def missing_columns(path: Path, missing: list[str], columns, redact: bool, hint: str = "") -> DataError:
+    """The error for a file without some required columns (names withheld under ``redact``)."""
+    found = (f"found {len(columns)} columns; names not shown as privacy.pseudonymize_ids is on"
+             if redact else f"found: {', '.join(columns) or 'none'}")
+    return DataError(f"{path}: missing required column(s) {', '.join(missing)} ({found}){hint}")
 
 
 def _numeric(df: pd.DataFrame, c: str, schema: FileSchema, rating_range: tuple[float | None, float | None],

@@ -32,6 +32,11 @@ class RatingScale:
     def to_dict(self) -> dict:
         return {"min": self.lo, "max": self.hi, "inferred": self.inferred}
 
+    @classmethod
+    def union(cls, scales) -> "RatingScale":
+        """One scale spanning ``scales`` (several files, or the parts of one table)."""
+        return cls(min(s.lo for s in scales), max(s.hi for s in scales), any(s.inferred for s in scales))
+
 
 def outlier_fence(r: np.ndarray) -> tuple[float, float]:
     """Where ratings stop being plausible members of the bulk's scale.

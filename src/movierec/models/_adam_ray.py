@@ -67,9 +67,9 @@ def fit_adam_ray(model, data, val_mask: np.ndarray, rng: np.random.Generator, en
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.tensorflow import TensorflowTrainer
 
-        from movierec.engine import _blocks
+        from movierec.engine import blocks
 
-        ds = ray.data.from_pandas(_blocks(ratings, max(workers * 4, 1)))
+        ds = ray.data.from_pandas(blocks(ratings, -(-len(ratings) // (workers * 4))))  # 4 blocks a worker
         # this fit's checkpoints, where every worker can write them (the driver reads the last)
         if engine.checkpoint_dir and "://" in engine.checkpoint_dir:
             storage, local_storage = engine.checkpoint_dir.rstrip("/"), None

@@ -40,13 +40,17 @@ def input_files(cfg: Config) -> dict[str, Path]:
 
 def _check_fraction(res: ReadResult, limit: float) -> None:
     if res.bad_fraction > limit:
-        q = res.quarantine.head(3)
-        where = q["file"] + " " if "file" in q.columns else pd.Series("", index=q.index)
-        examples = "; ".join(f"{w}row {r}: {why}" for w, r, why in zip(where, q["row"], q["reason"]))
+        examples = "; ".join(f"{_where(res.quarantine, i)}: {why}"
+                             for i, why in enumerate(res.quarantine["reason"].head(3)))
         raise DataError(
             f"{res.path}: {len(res.quarantine)} of {res.total_rows} rows are invalid "
             f"({res.bad_fraction:.1%} > data.max_bad_fraction {limit:.1%}); e.g. {examples}"
         )
+
+
+def _where(q: pd.DataFrame, i: int) -> str:
+    """Where quarantined row ``i`` lies: ``row N``, or ``<part> row N`` for a partitioned table."""
+    return (f"{q['file'].iloc[i]} " if "file" in q.columns else "") + f"row {q['row'].iloc[i]}"
 
 
 def ingest(cfg: Config, events: pd.DataFrame | None = None) -> IngestResult:
@@ -76,10 +80,9 @@ def ingest(cfg: Config, events: pd.DataFrame | None = None) -> IngestResult:
         out.stats[name] = {"rows": res.total_rows, "valid": len(res.valid), "quarantined": len(res.quarantine)}
         if len(res.quarantine):
             log.warning(
-                "ingest: %s: %d of %d rows quarantined (first: %srow %s, %s)",
-                path.name, len(res.quarantine), res.total_rows,
-                (res.quarantine["file"].iloc[0] + " ") if "file" in res.quarantine.columns else "",
-                res.quarantine["row"].iloc[0], res.quarantine["reason"].iloc[0],
+                "ingest: %s: %d of %d rows quarantined (first: %s, %s)",
+                path.name, len(res.quarantine), res.total_rows, _where(res.quarantine, 0),
+                res.quarantine["reason"].iloc[0],
             )
     if out.tables["ratings"].empty:
         raise DataError(f"{input_files(cfg)['ratings']}: no valid ratings rows")
@@ -101,7 +104,7 @@ def _rating_scale(out: IngestResult, scales: list) -> RatingScale:
     """One scale for the ratings files (the training and test files of a given split)."""
     if not scales:  # every rating was bad: caught as "no valid ratings" before this
         raise DataError("no rating could be read, so the rating scale is unknown")
-    s = RatingScale(min(x.lo for x in scales), max(x.hi for x in scales), any(x.inferred for x in scales))
+    s = RatingScale.union(scales)
     log.info("ingest: rating scale %s", s.describe())
     if s.lo < 0 and s.inferred:
         log.warning("ingest: ratings go down to %g: if that is not the scale, set data.rating_min", s.lo)
