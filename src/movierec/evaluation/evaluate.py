@@ -70,6 +70,8 @@ def baseline_recommenders(train: pd.DataFrame, n_users: int, n_items: int, names
             cnt = np.bincount(i, minlength=n_items)
             item_mean = (np.bincount(i, train["rating"].to_numpy(np.float64) - mu, minlength=n_items)) / (cnt + 10.0) + mu
             out[name] = Recommender(lambda us, its, m=item_mean: m[its], rank_scores=cnt.astype(np.float32))
+        elif name == "random":  # the floor: every list a seeded random order of the movies
+            out[name] = Recommender(lambda us, its, mu=mu: np.full(len(us), mu), rank_fn=_random_lists)
         elif name == "bias":
             m, bu, bi = bias_baseline(train, n_users, n_items)
             vec = ScoreVectors.of(m, bu.astype(np.float32), bi.astype(np.float32),
@@ -78,12 +80,43 @@ def baseline_recommenders(train: pd.DataFrame, n_users: int, n_items: int, names
     return out
 
 
+def _random_lists(users: np.ndarray, k: int, seen: sp.csr_matrix) -> np.ndarray:
+    """A random order of the unseen movies for each user (seeded by the user)."""
+    out = np.full((len(users), k), -1, np.int64)
+    for row, u in enumerate(users):
+        s = np.random.default_rng(int(u)).random(seen.shape[1])
+        s[seen.indices[seen.indptr[u]: seen.indptr[u + 1]]] = np.inf
+        top = np.argsort(s, kind="stable")[:k]
+        top = top[np.isfinite(s[top])]
+        out[row, : len(top)] = top
+    return out
+
+
 def model_recommender(model) -> Recommender:
     return Recommender(lambda us, its: model.predict(us, its)[0], vectors=model.rank_vectors(),
                   item_item=model.item_item())
 
 
-def _topk(scorer: Recommender, users: np.ndarray, k: int, seen: sp.csr_matrix) -> np.ndarray:
+def _topk(scorer: Recommender, users: np.ndarray, k: int, seen: sp.csr_matrix,
+          candidates: np.ndarray | None = None) -> np.ndarray:
+    """Top-``k`` movies of each user, never one in ``seen``; with ``candidates`` (sorted movie
+    indices) only those are ranked (the new movies of a ``cold_items`` split)."""
+    if candidates is not None:
+        if scorer.rank_fn is not None:  # any other ranker: every movie but the candidates is masked
+            mask = np.ones(seen.shape[1], np.float32)
+            mask[candidates] = 0.0
+            hide = sp.csr_matrix(np.broadcast_to(mask, (1, seen.shape[1])))
+            return _topk(scorer, users, k, (seen + sp.vstack([hide] * seen.shape[0], format="csr")).tocsr())
+        sub = Recommender(scorer.predict, rank_scores=None if scorer.rank_scores is None
+                          else np.asarray(scorer.rank_scores)[candidates])
+        if scorer.vectors is not None:
+            v = scorer.vectors
+            sub.vectors = ScoreVectors.of(v.constant, v.user_bias, v.item_bias[candidates], v.user,
+                                          v.item[candidates])
+        if scorer.item_item is not None:
+            hist, weights = scorer.item_item
+            sub.item_item = (hist, np.ascontiguousarray(weights[:, candidates]))
+        return candidates[_topk(sub, users, min(k, len(candidates)), seen[:, candidates].tocsr())]
     if scorer.rank_fn is not None:
         return np.asarray(scorer.rank_fn(users, k, seen), dtype=np.int64)
     if scorer.vectors is not None:
@@ -161,7 +194,11 @@ def _rank_users(scorer: Recommender, train: pd.DataFrame, test: pd.DataFrame, n_
     positives = [grouped[u] for u in users]
     n_pos = np.array([len(p) for p in positives])
     k = max(cfg.evaluate.k)
-    full = _topk(scorer, users, max(k, CURVE_K) if detail else k, stats["seen"])
+    # cold_items: only the new movies are ranked (every test rating is on one of them)
+    candidates = np.unique(test["movie_idx"].to_numpy()) if cfg.split.method == "cold_items" else None
+    full = _topk(scorer, users, max(k, CURVE_K) if detail else k, stats["seen"], candidates)
+    if full.shape[1] < max(k, CURVE_K if detail else k):  # fewer candidates than k: pad with no movie
+        full = np.hstack([full, np.full((len(users), max(k, CURVE_K if detail else k) - full.shape[1]), -1)])
     topk = full[:, :k]
     hits = M.hit_matrix(full, positives)
     per_user = M.ranking_per_user(hits, n_pos, cfg.evaluate.k)
@@ -178,10 +215,12 @@ def _rank_users(scorer: Recommender, train: pd.DataFrame, test: pd.DataFrame, n_
         col = np.zeros(len(us.users))
         col[idx] = values
         us.sums[name] = col
-    us.topk, us.n_items = topk, n_items
+    us.topk, us.n_items = topk, n_items if candidates is None else len(candidates)
     hist = stats["items"]
     us.lift_den = float(share[hist].mean()) if len(hist) else 0.0
     out: dict = {"users_ranked": int(len(users))}
+    if candidates is not None:
+        out["candidates"] = int(len(candidates))
     if detail:
         out["curves"] = M.pr_curve(hits, n_pos)
         out["long_tail"] = M.long_tail(topk, stats["count"], pos["movie_idx"].to_numpy())
@@ -223,7 +262,8 @@ def evaluate(cfg: Config, compare_version: str | None = None) -> dict:
     from movierec.stages.clean import fold_ids
 
     if cfg.split.method == "none":
-        raise ConfigError("evaluate needs a test part: set split.method to random, temporal, kfold or given")
+        raise ConfigError("evaluate needs a test part: set split.method to random, temporal, kfold, given, "
+                          "cold_items or cold_users")
     # evaluation never changes what serves: the stages may refresh their artifacts, but every
     # model is fitted here in memory, except the holdout model of a version the train stage
     # made from exactly these artifacts and this config, which is read back instead

@@ -59,7 +59,7 @@ class UserScores:
                 # catalogue coverage counts distinct movies, not a mean over users: a resample
                 # (about 63% distinct users) would bias it down, so it gets no bootstrap interval
                 chosen = self.topk[w[self.ranked > 0] > 0]
-                out["coverage"] = float(len(np.unique(chosen)) / self.n_items)
+                out["coverage"] = float(len(np.unique(chosen[chosen >= 0])) / self.n_items)
         out.pop("_lift", None)
         return out
 
@@ -182,7 +182,7 @@ def gap_interval(groups: dict[str, UserScores], best: str, worst: str, metric: s
 
 
 SIGNALS = {"no_sentiment": "review sentiment", "no_social": "the social signal", "no_features": "the features",
-           "shuffled_social": "the trust signal"}
+           "shuffled_social": "the trust signal", "no_review_content": "review content"}
 
 
 def verdict(name: str, kind: str, tests: dict[str, dict], alpha: float = 0.05) -> str:

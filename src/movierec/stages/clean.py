@@ -94,20 +94,48 @@ def pair_hash(user_idx: np.ndarray, movie_idx: np.ndarray, user_ids: pd.Index, m
         return _mix64(hu[user_idx] * np.uint64(0x9E3779B97F4A7C15) ^ hm[movie_idx])
 
 
-def assign_folds(ratings: pd.DataFrame, cfg: Config, ids: tuple[pd.Index, pd.Index] | None = None) -> np.ndarray:
+def cold_set(ids: pd.Index, rated: np.ndarray, reviewed: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """The dense indices of the *cold* movies (or users) of a cold-start split: ``fraction``
+    of those that have both ratings and reviews, picked by a seeded hash of their id strings
+    (the same ones whatever the order of the data; the lowest hashes, so a larger fraction
+    takes a superset)."""
+    both = np.intersect1d(np.unique(rated), np.unique(reviewed))
+    both = both[both >= 0]
+    if not len(both):
+        raise ConfigError("split.method cold_items / cold_users needs ratings of movies (users) that also have "
+                          "reviews; reviews.csv names none of them")
+    key = f"movierec-cold{seed:08d}"[-16:]
+    h = pd.util.hash_array(np.asarray(ids[both], dtype=object), hash_key=key)
+    n_cold = max(1, int(round(fraction * len(both))))
+    return np.sort(both[np.argsort(h, kind="stable")[:n_cold]])
+
+
+def assign_folds(ratings: pd.DataFrame, cfg: Config, ids: tuple[pd.Index, pd.Index] | None = None,
+                 reviewed: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """The ``fold`` column for the configured split method.
 
     ``ids`` are the user and movie id indexes (position = dense index); random and kfold
-    splits hash the id pairs (see :func:`pair_hash`).
+    splits hash the id pairs (see :func:`pair_hash`). ``reviewed``: the (user_idx, movie_idx)
+    of the reviews, for the cold-start splits (``cold_items``: every rating of a share of the
+    reviewed movies is test, so they are new to the model and only their reviews speak for
+    them; ``cold_users``: the same for viewers who wrote reviews).
     """
     n = len(ratings)
     sp = cfg.split
     fold = np.full(n, -1, dtype=np.int16)
     if sp.method == "none":
         return fold
+    if ids is None:  # no id strings: the dense indices stand in for them
+        ids = (pd.Index(np.arange(ratings["user_idx"].max() + 1)), pd.Index(np.arange(ratings["movie_idx"].max() + 1)))
+    if sp.method in ("cold_items", "cold_users"):
+        col, side = ("movie_idx", 1) if sp.method == "cold_items" else ("user_idx", 0)
+        if reviewed is None or not len(reviewed[side]):
+            raise ConfigError(f"split.method {sp.method!r} needs reviews (reviews.csv): the new movies (viewers) "
+                              "are those that have reviews")
+        cold = cold_set(ids[side], ratings[col].to_numpy(), np.asarray(reviewed[side]), sp.cold_fraction, sp.seed)
+        fold[np.isin(ratings[col].to_numpy(), cold)] = 0
+        return fold
     if sp.method in ("random", "kfold"):
-        if ids is None:  # no id strings: the dense indices stand in for them
-            ids = (pd.Index(np.arange(ratings["user_idx"].max() + 1)), pd.Index(np.arange(ratings["movie_idx"].max() + 1)))
         h = pair_hash(ratings["user_idx"].to_numpy(), ratings["movie_idx"].to_numpy(), ids[0], ids[1], sp.seed)
         if sp.method == "kfold":
             return (h % np.uint64(sp.folds)).astype(np.int16)
@@ -205,7 +233,8 @@ def clean(tables: dict[str, pd.DataFrame], cfg: Config) -> CleanResult:
         t["fold"] = np.int16(0)
         r = pd.concat([r, t], ignore_index=True)
     else:
-        r["fold"] = assign_folds(r, cfg, (uid, mid))
+        rv = None if reviews is None or not len(reviews) else (uidx(reviews["user_id"]), midx(reviews["movie_id"]))
+        r["fold"] = assign_folds(r, cfg, (uid, mid), rv)
     res.tables["ratings"] = r
     res.stats["ratings"] = len(r)
     res.stats["test_ratings"] = int((r["fold"] == 0).sum()) if cfg.split.method != "kfold" else 0
