@@ -22,7 +22,9 @@ English ones (ranking within a language stays right). A Platt map of the logit f
 detected as English (scale and shift) is fitted on a *development* set of hand-written
 sentences in five languages that the tests and benchmarks do not use (it, pt, nl, ru, ja:
 scripts/data/multilingual_dev.csv); the test languages (zh, es, de, fr, pl) stay unseen.
-``--languages-only`` refits just that map on the shipped head.
+``--languages-only`` refits just that map on the shipped head. Languages with star-rated real
+reviews at hand get their own map (scripts/calibrate_languages.py); a full retrain drops those
+maps (they map this head's logit): rerun that script after it.
 """
 
 from __future__ import annotations
