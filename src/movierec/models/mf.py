@@ -284,17 +284,21 @@ class MatrixFactorization:
         write but do not rate), by ridge maps (:class:`movierec.models.content.ContentMap`)
         fitted on those with real training ratings:
 
-        - movies: content -> (the movie's mean predicted rating, its mean rank score) over the
-          viewers with ratings. A new movie keeps the vector its genres and other features give
-          it (``V y_i``: a map to the free factors q_i was tried and chose no better than their
-          mean, benchmarks/results/cold_start.md); its bias is set so that its mean predicted
-          rating is what its reviews predict, and its rank scores are shifted by
-          ``content_rank_bias_`` so that their mean is too (how far up lists a movie comes is
-          mostly how many watch it, which its reviews say more about than its genres);
+        - movies: content -> (the movie's mean predicted rating and mean rank score over the
+          viewers with ratings, its free factors q_i, its watch vector). A new movie gets the
+          factors its reviews predict (it lands near the movies whose reviews read alike, in
+          the viewers' taste space; genres and the other features keep their own part, V y_i),
+          the watch vector where nobody rated or reviewed it, and then a bias that makes its
+          mean predicted rating what its reviews predict, and a rank-score shift
+          (``content_rank_bias_``) that does the same for its mean rank score: how far up lists
+          a movie comes is mostly how many watch it, which its reviews (how many, how warm) say
+          more about than its genres (benchmarks/results/cold_start.md);
         - viewers: content -> (bias, free factors p_u, watch vector), for those whose vector
           nothing else set (no ratings, no trusted neighbours).
 
-        The maps are kept in the model (``item_content_map_``, ``user_content_map_``)."""
+        Each output has its own L2 weight (leave-one-out): an output the content does not
+        predict gets the mean of those with ratings. The maps are kept in the model
+        (``item_content_map_``, ``user_content_map_``)."""
         self.item_content_map_ = np.zeros((0, 0), np.float32)
         self.user_content_map_ = np.zeros((0, 0), np.float32)
         self.content_rank_bias_ = np.zeros(data.n_items, np.float32)
@@ -310,12 +314,15 @@ class MatrixFactorization:
             rating = self.item_bias_ + self.item_vectors() @ self.user_vectors()[raters].mean(0)
             return np.column_stack([rating, self._mean_rank_scores(raters)])
 
-        self.item_content_map_, placed = self._content_side(c.item, c.item_has, n_i, [means()], "movies")
+        touched = np.asarray(data.implicit()[:, :data.n_items].sum(0)).ravel() > 0
+        self.item_content_map_, placed = self._content_side(
+            c.item, c.item_has, n_i, [means(), self.item_factors_, self.watch_item_], "movies")
         if placed is not None:
             cold = c.item_has & (n_i == 0)
-            shift = placed[0][cold] - means()[cold]
-            self.item_bias_[cold] += shift[:, 0]
-            # the rank score moved with the bias by as much as the ranking weighs the rating
+            self.item_factors_ = placed[1]
+            blind = cold & ~touched  # BPR gave these no watch vector
+            self.watch_item_[blind] = placed[2][blind]
+            self.item_bias_[cold] += placed[0][cold, 0] - means()[cold, 0]
             self.content_rank_bias_[cold] = placed[0][cold, 1] - means()[cold, 1]
         empty = ~np.abs(self.user_factors_).any(1)
         self.user_content_map_, placed = self._content_side(
