@@ -40,6 +40,8 @@ def format_table(result: dict, ks: list[int]) -> str:
         lines.append(f"{name:<{w}}" + "".join(f"{_fmt(m.get(c)):>13}" for c in cols))
     lines.append(f"fit seconds: {result.get('fit_seconds', 0):.2f}; model {result.get('model_version')}; "
                  f"split {result.get('split')}")
+    if result.get("candidates"):
+        lines.append(_cold_items_line(result))
     k = max(ks)
     ci = result.get("ci") or {}
     level = int(round(100 * result.get("confidence", 0.95)))
@@ -49,6 +51,11 @@ def format_table(result: dict, ks: list[int]) -> str:
     for t in (result.get("significance") or {}).values():
         lines.append(t["verdict"])
     return "\n".join(lines)
+
+
+def _cold_items_line(result: dict) -> str:
+    return (f"cold_items: {result.get('users_ranked', 0)} viewers each ranked only the {result['candidates']} new "
+            "movies (reviews, no rating in training); coverage is of those new movies")
 
 
 def format_markdown(result: dict, ks: list[int]) -> str:
@@ -261,6 +268,8 @@ def _header(result: dict) -> list[str]:
     folds = f", {len(result['folds'])} folds (mean; intervals over folds)" if result.get("folds") else \
         " (intervals: bootstrap over test users)"
     lines.append(f"Split: `{result.get('split')}`{folds}. Holdout model of version `{result.get('model_version')}`.")
+    if result.get("candidates"):
+        lines.append(_cold_items_line(result))
     if hp:
         keys = ("factors", "epochs", "optimizer", "learning_rate", "reg", "social_reg", "use_features", "implicit",
                 "ranking", "ensemble", "seed")
