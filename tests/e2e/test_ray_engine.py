@@ -128,6 +128,12 @@ def test_sentiment_on_ray_equals_local_and_a_rerun_scores_nothing(tmp_path):
     fa = np.stack([np.frombuffer(x, np.float16) for x in a["features"]]).astype(np.float32)
     fb = np.stack([np.frombuffer(x, np.float16) for x in b["features"]]).astype(np.float32)
     assert np.abs(fa - fb).max() < 1e-2
+    # the review content vectors of movies and viewers (what the model reads) agree across engines
+    from movierec.models.content import review_content
+
+    ca, cb = review_content(a, None, 3000, 1500), review_content(b, None, 3000, 1500)
+    assert (ca.item_has == cb.item_has).all() and ca.item_has.sum() > 1000
+    assert np.abs(ca.item - cb.item).max() < 1e-2 and np.abs(ca.user - cb.user).max() < 1e-2
     m1, m2 = _art(local, "message_sentiment"), _art(onray, "message_sentiment")
     assert np.abs(m1["sentiment"].to_numpy() - m2["sentiment"].to_numpy()).max() < 1e-4
     # a re-run finds every text in the cache: no Ray work at all

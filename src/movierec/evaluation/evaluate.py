@@ -102,11 +102,11 @@ def _topk(scorer: Recommender, users: np.ndarray, k: int, seen: sp.csr_matrix,
     """Top-``k`` movies of each user, never one in ``seen``; with ``candidates`` (sorted movie
     indices) only those are ranked (the new movies of a ``cold_items`` split)."""
     if candidates is not None:
-        if scorer.rank_fn is not None:  # any other ranker: every movie but the candidates is masked
-            mask = np.ones(seen.shape[1], np.float32)
-            mask[candidates] = 0.0
-            hide = sp.csr_matrix(np.broadcast_to(mask, (1, seen.shape[1])))
-            return _topk(scorer, users, k, (seen + sp.vstack([hide] * seen.shape[0], format="csr")).tocsr())
+        if scorer.rank_fn is not None:  # any other ranker: every movie but the candidates counts as seen
+            n, others = seen.shape[0], np.setdiff1d(np.arange(seen.shape[1]), candidates)
+            hide = sp.csr_matrix((np.ones(n * len(others), np.float32), np.tile(others, n),
+                                  np.arange(n + 1) * len(others)), shape=seen.shape)
+            return _topk(scorer, users, k, (seen + hide).tocsr())
         sub = Recommender(scorer.predict, rank_scores=None if scorer.rank_scores is None
                           else np.asarray(scorer.rank_scores)[candidates])
         if scorer.vectors is not None:
@@ -196,9 +196,10 @@ def _rank_users(scorer: Recommender, train: pd.DataFrame, test: pd.DataFrame, n_
     k = max(cfg.evaluate.k)
     # cold_items: only the new movies are ranked (every test rating is on one of them)
     candidates = np.unique(test["movie_idx"].to_numpy()) if cfg.split.method == "cold_items" else None
-    full = _topk(scorer, users, max(k, CURVE_K) if detail else k, stats["seen"], candidates)
-    if full.shape[1] < max(k, CURVE_K if detail else k):  # fewer candidates than k: pad with no movie
-        full = np.hstack([full, np.full((len(users), max(k, CURVE_K if detail else k) - full.shape[1]), -1)])
+    length = max(k, CURVE_K) if detail else k
+    full = _topk(scorer, users, length, stats["seen"], candidates)
+    if full.shape[1] < length:  # fewer candidates than the list is long: the rest is no movie (-1)
+        full = np.hstack([full, np.full((len(users), length - full.shape[1]), -1)])
     topk = full[:, :k]
     hits = M.hit_matrix(full, positives)
     per_user = M.ranking_per_user(hits, n_pos, cfg.evaluate.k)
