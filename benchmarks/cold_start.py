@@ -19,6 +19,8 @@ function (`evaluation.evaluate.measure_users`) on the same users:
 - two diagnostic variants of the review content: without the text embedding (review count
   and mean sentiment only) and the embedding alone;
 - LightFM (WARP) with the same review content (and genres) as item features;
+- Cornac's CTR (collaborative topic regression on the review texts; CDL cannot score a movie
+  without ratings in Cornac: see benchmarks/_cornac_peer.py);
 - random (the floor). Popularity among the new movies cannot exist: they have no ratings.
 
 Writes benchmarks/results/cold_start.md.
@@ -43,6 +45,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SHARED = ROOT.parent / "shared" / "datasets"
+CRITICS_CSV = SHARED / "ml-100k-rt-critics" / "reviews.csv"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _cornac_peer
 METRICS = ("ndcg@10", "recall@10", "precision@10", "coverage", "rmse")
 
 
@@ -82,7 +86,37 @@ def lightfm_vectors(train: pd.DataFrame, n_users: int, n_items: int, item_feats:
     return ScoreVectors.of(0.0, ub.astype(np.float32), ib.astype(np.float32), ue, ie)
 
 
-def one_seed(cfg_path: Path, data: Path, work: Path, seed: int, rounds: int) -> dict:
+CTR = "Cornac CTR (topics of the review texts)"
+
+
+def ctr_row(cat, train: pd.DataFrame, test: pd.DataFrame, n_users: int, n_items: int, cfg, seed: int):
+    """Cornac's Collaborative Topic Regression on the same split (benchmarks/_cornac_peer.py):
+    a new movie scored by its texts' topic proportions."""
+    from _cornac_peer import cornac_scores
+    from movierec.evaluation.evaluate import Recommender, measure_users
+
+    ids = cat.read("movie_ids")
+    quotes = pd.read_csv(CRITICS_CSV, dtype={"movie_id": str})
+    at = pd.Series(ids["movie_idx"].to_numpy(), index=ids["movie_id"].astype(str))
+    quotes = quotes[quotes["movie_id"].isin(at.index)]
+    texts = quotes.groupby(quotes["movie_id"].map(at))["text"].apply(lambda t: " ".join(map(str, t))).to_dict()
+    cold = np.unique(test["movie_idx"].to_numpy())
+    t = time.perf_counter()
+    S = cornac_scores(train, n_users, n_items, texts, cold, seed=seed)
+
+    def rank(users, k, seen):
+        s = S[users].copy()
+        s[seen[users].toarray() > 0] = -np.inf
+        return np.argsort(-s, axis=1, kind="stable")[:, :k]
+
+    res, us = measure_users(Recommender(lambda u, i: np.full(len(u), np.nan), rank_fn=rank), train, test,
+                            n_users, n_items, cfg)
+    res.pop("rmse", None)
+    res.pop("mae", None)
+    return res, us, time.perf_counter() - t
+
+
+def one_seed(cfg_path: Path, data: Path, work: Path, seed: int, rounds: int, ctr: bool = True) -> dict:
     from movierec.catalog import Catalog
     from movierec.config import load_config
     from movierec.evaluation import stats
@@ -142,6 +176,9 @@ def one_seed(cfg_path: Path, data: Path, work: Path, seed: int, rounds: int) -> 
         res, us = measure_users(Recommender(lambda u, i: np.full(len(u), np.nan), vectors=v), *args)
         res.pop("rmse", None)
         rows[name] = (res, us, time.perf_counter() - t)
+    if ctr:
+        res, us, secs = ctr_row(cat, train, test, n_users, n_items, cfg, seed)
+        rows[CTR] = (res, us, secs)
     rnd = baseline_recommenders(train, n_users, n_items, ["random"])["random"]
     res, us = measure_users(rnd, *args)
     rows["random"] = (res, us, 0.0)
@@ -159,6 +196,48 @@ def one_seed(cfg_path: Path, data: Path, work: Path, seed: int, rounds: int) -> 
         out["rows"][name] = entry
     # the product's own verdict, as `movierec evaluate` prints it (this seed's split)
     return out
+
+
+def add_ctr(work: Path, rounds: int, rerender_only: bool = False) -> None:
+    """Cornac CTR added to a finished run's results (benchmarks/results/cold_start.json): the
+    same seeds re-split in the same workdir, CTR and the paired test against movierec's model
+    on each; the report is written again."""
+    from movierec.catalog import Catalog
+    from movierec.config import load_config
+    from movierec.evaluation import stats
+    from movierec.evaluation.evaluate import measure_users, model_recommender
+    from movierec.pipeline import ensure, train_for_fold
+    from movierec.stages.clean import train_test
+
+    saved = json.loads((RESULTS / "cold_start.json").read_text())
+    for run in [] if rerender_only else saved["runs"]:
+        seed = run["seed"]
+        cfg = load_config(ROOT / "configs" / "movielens-100k-critics.yaml", [
+            f"data.dir={work}/data", f"workdir={work}/work", f"split.seed={seed}",
+            f"evaluate.bootstrap_rounds={rounds}"])
+        ensure(cfg, "fuse")
+        cat = Catalog(work / "work")
+        ratings = cat.read("ratings_clean")
+        train, test = train_test(ratings, 0)
+        n_users, n_items = len(cat.read("user_ids")), len(cat.read("movie_ids"))
+        _, ours = measure_users(model_recommender(train_for_fold(cfg, cat, 0).model), train, test, n_users, n_items,
+                                cfg)
+        res, us, secs = ctr_row(cat, train, test, n_users, n_items, cfg, seed)
+        entry = {m: res.get(m) for m in METRICS if res.get(m) is not None and np.isfinite(res.get(m))}
+        entry["seconds"] = secs
+        entry["paired_ndcg"] = stats.paired(ours, us, ["ndcg@10"], rounds, seed).get("ndcg@10")
+        rows = dict(run["rows"])
+        rnd = rows.pop("random")
+        run["rows"] = {**rows, CTR: entry, "random": rnd}
+        print(f"seed {seed}: CTR {entry['ndcg@10']:.4f} ({secs:.0f} s)", flush=True)
+    cli = evaluate_cli(ROOT / "configs" / "movielens-100k-critics.yaml", work / "data", work / "work", 0)
+    if not rerender_only:
+        saved["cmd"] = saved.get("cmd", "python benchmarks/cold_start.py --warm") + \
+            " && python benchmarks/cold_start.py --add-ctr"
+    text = report(saved["runs"], cli, saved.get("warm"), saved["cmd"], saved.get("demo", ""))
+    (RESULTS / "cold_start.md").write_text(text)
+    (RESULTS / "cold_start.json").write_text(json.dumps(saved, indent=1, default=float))
+    print(text)
 
 
 def evaluate_cli(cfg_path: Path, data: Path, work: Path, seed: int) -> dict:
@@ -290,11 +369,27 @@ def main() -> None:
     ap.add_argument("--warm", action="store_true", help="also the warm check on u1..u5")
     ap.add_argument("--demo", action="store_true", help="also the demo's verdicts (all, cold_items, cold_users)")
     ap.add_argument("--only-demo", action="store_true", help="only the demo's verdicts (printed)")
+    ap.add_argument("--add-ctr", action="store_true", help="add Cornac CTR to the saved results (same seeds)")
+    ap.add_argument("--rerender", action="store_true", help="the saved results' report again, with a new "
+                                                             "`movierec evaluate` of seed 0")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     work = Path(args.work)
-    if args.only_demo:
-        print(demo_runs(work))
+    if args.add_ctr or args.rerender:
+        add_ctr(work, args.rounds, rerender_only=args.rerender)
+        return
+    if args.only_demo:  # added to the saved results' report when there are some
+        demo = demo_runs(work)
+        saved_path = RESULTS / "cold_start.json"
+        if saved_path.exists():
+            saved = json.loads(saved_path.read_text())
+            md = (RESULTS / "cold_start.md").read_text()
+            if saved.get("demo"):
+                md = md.replace(saved["demo"], "")
+            saved["demo"] = demo
+            (RESULTS / "cold_start.md").write_text(md + demo)
+            saved_path.write_text(json.dumps(saved, indent=1, default=float))
+        print(demo)
         return
     data, plain = work / "data", work / "data-ratings-only"
     import_data(Path(args.ml100k), Path(args.critics), data)
@@ -314,7 +409,8 @@ def main() -> None:
     text = report(runs, cli, warm, cmd, demo)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "cold_start.md").write_text(text)
-    (RESULTS / "cold_start.json").write_text(json.dumps({"runs": runs, "warm": warm}, indent=1, default=float))
+    (RESULTS / "cold_start.json").write_text(json.dumps({"runs": runs, "warm": warm, "cmd": cmd, "demo": demo},
+                                                        indent=1, default=float))
     print(text)
 
 

@@ -172,7 +172,13 @@ def measure_users(scorer: Recommender, train: pd.DataFrame, test: pd.DataFrame, 
     us = UserScores(users_all, np.bincount(at, minlength=len(users_all)).astype(np.float64),
                     np.bincount(at, err ** 2, minlength=len(users_all)),
                     np.bincount(at, np.abs(err), minlength=len(users_all)), np.zeros(len(users_all)))
-    if scorer.vectors is not None or scorer.rank_scores is not None or scorer.rank_fn is not None:
+    ranks = scorer.vectors is not None or scorer.rank_scores is not None or scorer.rank_fn is not None
+    if ranks and cfg.split.method == "cold_items" and scorer.rank_scores is not None and scorer.vectors is None:
+        # one score per movie from the training part (popularity): every new movie has none, so
+        # its "ranking" of them would be the order of their ids; no such ranking is reported
+        new = np.unique(test["movie_idx"].to_numpy())
+        ranks = bool(np.ptp(np.asarray(scorer.rank_scores)[new]) > 0)
+    if ranks:
         out.update(_rank_users(scorer, train, test, n_users, n_items, cfg, genre_mat, detail, stats, us))
     for key, value in us.metrics().items():
         out.setdefault(key, value)
