@@ -95,19 +95,20 @@ def pair_hash(user_idx: np.ndarray, movie_idx: np.ndarray, user_ids: pd.Index, m
 
 
 def cold_set(ids: pd.Index, rated: np.ndarray, reviewed: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """The dense indices of the *cold* movies (or users) of a cold-start split: ``fraction``
-    of those that have both ratings and reviews, picked by a seeded hash of their id strings
-    (the same ones whatever the order of the data; the lowest hashes, so a larger fraction
-    takes a superset)."""
+    """The dense indices of the *cold* movies (or users) of a cold-start split: about
+    ``fraction`` of those that have both ratings and reviews, picked by a seeded hash of their
+    id strings, as the random split picks ratings: a movie keeps its part whatever the order of
+    the data and as new movies arrive (a nightly gate compares models on a test part neither
+    trained on), and a larger fraction takes a superset. At least one is picked."""
     both = np.intersect1d(np.unique(rated), np.unique(reviewed))
     both = both[both >= 0]
     if not len(both):
         raise ConfigError("split.method cold_items / cold_users needs ratings of movies (users) that also have "
                           "reviews; reviews.csv names none of them")
     key = f"movierec-cold{seed:08d}"[-16:]
-    h = pd.util.hash_array(np.asarray(ids[both], dtype=object), hash_key=key)
-    n_cold = max(1, int(round(fraction * len(both))))
-    return np.sort(both[np.argsort(h, kind="stable")[:n_cold]])
+    h = _mix64(pd.util.hash_array(np.asarray(ids[both], dtype=object), hash_key=key))
+    pick = (h % np.uint64(1 << 20)).astype(np.float64) / (1 << 20) < fraction
+    return both[pick] if pick.any() else both[[int(np.argmin(h))]]
 
 
 def assign_folds(ratings: pd.DataFrame, cfg: Config, ids: tuple[pd.Index, pd.Index] | None = None,
