@@ -31,8 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -291,18 +289,11 @@ def demo_runs(work: Path) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    from importlib.metadata import version
+    """scripts/benchmark.py's machine line, with the peers of this benchmark."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from benchmark import _version, machine as base
 
-    return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, numpy {np.__version__}, "
-            f"lightfm {version('lightfm')}, movierec {version('movierec')}")
+    return f"{base()}, lightfm {_version('lightfm')}, cornac {_version('cornac')}"
 
 
 def fmt_ci(values: list[float]) -> str:

@@ -12,8 +12,10 @@ same forward pass that scores it, so reading content costs no second model call)
 :class:`ContentMap` is a ridge regression (one L2 weight for every output, chosen by
 leave-one-out) fitted on the movies (viewers) that have both ratings and content, from their
 content to their fitted vectors; it then gives a movie that has reviews and no rating (a
-viewer who writes but never rates) a place in the viewers' taste space. Measured against
-content features inside ``q_i + V y_i`` in ``benchmarks/results/cold_start.md``.
+viewer who writes but never rates) a place in the viewers' taste space. The alternative,
+the content vectors as item features inside ``q_i + V y_i`` with no map, ranks new movies about
+half as well (``benchmarks/results/content_in_features.md``): the free factors absorb what the
+features would explain for every movie with ratings, so V learns little from them.
 
 Reviews on test (user, movie) pairs are left out, as in ``fuse``: such a review restates a
 rating the model is measured on.
