@@ -124,6 +124,41 @@ def test_catalog_round_trip_and_atomic_writes(tmp_path):
 
 
 # ----------------------------------------------------------------------------- feedback
+def test_feedback_after_a_torn_line_keeps_the_new_event(tmp_path):
+    from movierec.feedback import append_event, read_events
+
+    append_event(tmp_path, "u1", "m1", rating=4)
+    with open(tmp_path / "feedback" / "events.jsonl", "ab") as fh:  # a writer killed mid-line
+        fh.write(b'{"time": 1, "user_id": "u00001", "rat')
+    append_event(tmp_path, "u2", "m2", rating=5)
+    append_event(tmp_path, "u3", "m3", rating=3)
+    assert read_events(tmp_path)["movie_id"].tolist() == ["m1", "m2", "m3"]
+
+
+def test_feedback_short_write_is_undone_and_raised(tmp_path, monkeypatch):
+    import os as os_mod
+
+    from movierec import feedback
+    from movierec.errors import StorageError
+
+    feedback.append_event(tmp_path, "u1", "m1", rating=4)
+    log_path = tmp_path / "feedback" / "events.jsonl"
+    before = log_path.read_bytes()
+    real_write = os_mod.write
+
+    def half(fd, data):  # the disk fills up half way through the line
+        real_write(fd, data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(feedback.os, "write", half)
+    with pytest.raises(StorageError, match="not recorded"):
+        feedback.append_event(tmp_path, "u2", "m2", rating=5)
+    monkeypatch.setattr(feedback.os, "write", real_write)
+    assert log_path.read_bytes() == before  # nothing half-written is left
+    feedback.append_event(tmp_path, "u3", "m3", rating=3)
+    assert feedback.read_events(tmp_path)["movie_id"].tolist() == ["m1", "m3"]
+
+
 def test_feedback_events_since_a_version(tmp_path):
     from movierec.feedback import append_event, read_events_since, snapshot
 

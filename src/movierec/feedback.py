@@ -83,15 +83,45 @@ def append_event(workdir: str | Path, user: str, movie: str, rating: float | Non
     line = (json.dumps(event, ensure_ascii=False) + "\n").encode("utf-8")
     p = events_path(workdir)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(p, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, line)
-        os.fsync(fd)
+        _append_whole(fd, line, p)
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
     return event
+
+
+def _append_whole(fd: int, line: bytes, p: Path) -> None:
+    """Append ``line`` as one whole line or not at all (the caller holds the lock).
+
+    A log that ends inside a line (a writer killed mid-write, or an older torn write) gets a
+    line break first, so the fragment stays a line of its own (skipped with a warning by the
+    reader) and this event is not glued to it. A short or failed write (disk full) is undone
+    by truncating the log back to where it was, and raised: an event is acknowledged only
+    once it is on disk whole."""
+    from movierec.errors import StorageError
+
+    size = os.fstat(fd).st_size
+    if size and os.pread(fd, 1, size - 1) != b"\n":
+        line = b"\n" + line
+    try:
+        done = 0
+        while done < len(line):
+            n = os.write(fd, line[done:])
+            if n <= 0:
+                raise OSError(28, "no space left on device (short write)")
+            done += n
+        os.fsync(fd)
+    except OSError as exc:
+        try:
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        except OSError:
+            pass
+        raise StorageError(f"feedback: cannot append to {p}: {exc.strerror or exc}; the event was not recorded "
+                           "(free some space and send it again)") from exc
 
 
 def _parse(blob: bytes, p: Path, first_line: int = 1) -> list[dict]:
