@@ -97,6 +97,13 @@ def test_another_key_at_recommend_is_a_clear_error(private_run):
     assert res.returncode == 78 and "another key" in res.stderr and raw not in res.stderr
     res = run_cli("recommend", "--config", str(cfg), "--user", raw, "privacy.pseudonymize_ids=false")
     assert res.returncode == 78 and "pseudonymous ids" in res.stderr
+    # feedback with another key would be an event of nobody: refused, the log untouched
+    log_path = work / "feedback" / "events.jsonl"
+    before = log_path.read_bytes() if log_path.exists() else b""
+    res = run_cli("feedback", "--config", str(cfg), "--user", raw, "--movie", "m00001", "--rating", "5",
+                  env={"MOVIEREC_ID_KEY": "another-long-secret-key"})
+    assert res.returncode == 78 and "another key" in res.stderr and raw not in res.stderr
+    assert (log_path.read_bytes() if log_path.exists() else b"") == before
 
 
 def test_errors_never_echo_a_raw_id(tmp_path):

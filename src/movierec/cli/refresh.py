@@ -49,6 +49,16 @@ def feedback(config_path, user_id, movie_id, rating, comment, share_with, overri
     from movierec.privacy import maybe_pseudonym
 
     check_event(movie_id, rating, *known_catalogue(cfg))
+    from movierec.errors import ModelError
+    from movierec.privacy import check_key
+    from movierec.registry import Registry
+
+    try:
+        serving = Registry.of(cfg).current()
+    except ModelError:  # nothing trained yet: nothing to check the key against
+        serving = None
+    if serving is not None:  # an id hashed with another key would be an event of nobody
+        check_key(serving.meta.get("privacy_key_fingerprint"), cfg.privacy, serving.name)
     hashed = cfg.privacy.pseudonymize_ids
     event = append_event(cfg.workdir, maybe_pseudonym(user_id, cfg.privacy), movie_id, rating, comment,
                          maybe_pseudonym(share_with, cfg.privacy) if share_with else None, pseudonymized=hashed)
