@@ -143,8 +143,11 @@ def split_identity(cfg: Config) -> dict:
     """What decides which ratings are test ratings: a version's holdout model is comparable
     with today's only when this is the same."""
     sp = cfg.split
-    return {"method": sp.method, "fold": sp.fold, "seed": sp.seed, "test_fraction": sp.test_fraction,
-            "folds": sp.folds, "train": sp.train, "test": sp.test}
+    out = {"method": sp.method, "fold": sp.fold, "seed": sp.seed, "test_fraction": sp.test_fraction,
+           "folds": sp.folds, "train": sp.train, "test": sp.test}
+    if sp.method in ("cold_items", "cold_users"):
+        out["cold_fraction"] = sp.cold_fraction
+    return out
 
 
 def gate(new: dict, cur: dict | None, cfg: Config, tests: dict | None = None) -> tuple[bool, list[str]]:
