@@ -9,7 +9,7 @@ same forward pass that scores it, so reading content costs no second model call)
   it has (log) and their mean sentiment;
 - a viewer's content vector is the same over what they wrote.
 
-:class:`ContentMap` is a ridge regression (one L2 weight for every output, chosen by
+:class:`ContentMap` is a ridge regression (an L2 weight per output, chosen by
 leave-one-out) fitted on the movies (viewers) that have both ratings and content, from their
 content to their fitted vectors; it then gives a movie that has reviews and no rating (a
 viewer who writes but never rates) a place in the viewers' taste space. The alternative,
@@ -32,7 +32,7 @@ import scipy.sparse as sp
 
 log = logging.getLogger(__name__)
 
-#: L2 weights tried by leave-one-out when ``features.content_reg`` is unset
+#: L2 weights tried by leave-one-out when ``model.content_reg`` is unset
 ALPHAS = np.logspace(-2, 5, 15)
 
 
@@ -82,7 +82,8 @@ def review_content(review_sentiment: pd.DataFrame | None, test_pairs: pd.DataFra
 
 class ContentMap:
     """Ridge regression content -> targets, with the two count/sentiment columns standardised
-    and an intercept; ``alpha`` None: chosen by leave-one-out (efficient for all alphas at once)."""
+    and an intercept; ``alpha`` None: each target's own L2 weight, chosen by leave-one-out
+    (efficient for all alphas at once); ``alpha_`` is their median (for the log)."""
 
     def __init__(self, alpha: float | None = None) -> None:
         self.alpha = alpha
