@@ -529,10 +529,13 @@ def train_for_fold(cfg: Config, cat: Catalog, fold: int | None, use_saved_featur
         mcfg = replace(mcfg, implicit=True)
     fcfg = features or cfg.features
     fit_table, weights, pr = train, None, None
-    if fcfg.use_sentiment and cfg.sentiment.pseudo_rating_weight > 0:
+    use_pseudo = fcfg.use_sentiment and cfg.sentiment.pseudo_rating_weight > 0
+    # read once: pseudo-ratings and review content both come from it
+    rs = cat.read_optional("review_sentiment") if use_pseudo or fcfg.use_review_content else None
+    if use_pseudo:
         from movierec.models.pseudo import pseudo_ratings
 
-        pr = pseudo_ratings(cat.read_optional("review_sentiment"), ratings, train,
+        pr = pseudo_ratings(rs, ratings, train,
                             cfg.sentiment.pseudo_rating_weight)
         if pr is not None and len(pr.table):
             fit_table = pd.concat([train[["user_idx", "movie_idx", "rating"]], pr.table[["user_idx", "movie_idx", "rating"]]],
@@ -542,8 +545,7 @@ def train_for_fold(cfg: Config, cat: Catalog, fold: int | None, use_saved_featur
     if fcfg.use_review_content:
         from movierec.models.content import review_content
 
-        content = review_content(cat.read_optional("review_sentiment"), test[["user_idx", "movie_idx"]], n_users,
-                                 n_items)
+        content = review_content(rs, test[["user_idx", "movie_idx"]], n_users, n_items)
     data = TrainData(fit_table["user_idx"].to_numpy(), fit_table["movie_idx"].to_numpy(),
                      fit_table["rating"].to_numpy(), n_users, n_items, X, Y, neighbours, implicit, weights, content)
     model = MatrixFactorization.from_config(mcfg, engine=cfg.engine).fit(data)

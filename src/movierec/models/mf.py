@@ -323,6 +323,7 @@ class MatrixFactorization:
             blind = cold & ~touched  # BPR gave these no watch vector
             self.watch_item_[blind] = placed[2][blind]
             self.item_bias_[cold] += placed[0][cold, 0] - means()[cold, 0]
+            # the rank score moved with the bias (the rankings weigh the rating): measured after it
             self.content_rank_bias_[cold] = placed[0][cold, 1] - means()[cold, 1]
         empty = ~np.abs(self.user_factors_).any(1)
         self.user_content_map_, placed = self._content_side(
@@ -590,8 +591,8 @@ class MatrixFactorization:
         :meth:`_fit_content`).
         """
         v = self._rank_vectors()
-        shift = getattr(self, "content_rank_bias_", None)
-        if shift is not None and len(shift) == len(v.item_bias) and shift.any():
+        shift = getattr(self, "content_rank_bias_", None)  # absent before the first fit ends
+        if shift is not None and shift.any():
             v = v._replace(item_bias=(v.item_bias + shift).astype(np.float32))
         return v
 
