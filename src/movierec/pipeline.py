@@ -313,14 +313,14 @@ def _run_sentiment(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
 
 
 def _run_social(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
-    from movierec.stages.social import social
-
     ties = cat.read_optional("social_clean")
     if not cfg.social.enabled or ties is None:
         log.info("social: %s; skipping", "disabled" if not cfg.social.enabled else "no social.csv")
         cat.remove("social_features")
         cat.remove("social_neighbours")
         return {}, {}
+    from movierec.stages.social import social  # networkx: imported only when there is a graph
+
     n_users = len(cat.read("user_ids"))
     res = social(ties, cat.read_optional("message_sentiment"), n_users, cfg.social)
     return {
@@ -330,6 +330,13 @@ def _run_social(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
 
 
 def _run_fuse(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
+    if not cfg.model.use_features:
+        # nothing reads the features (an ablation that wants them fuses its own): no scikit-learn
+        # import and no fitting for a model without them
+        log.info("fuse: the model uses no features (model.use_features: false); skipping")
+        for art in ("user_features", "item_features", "feature_transformers"):
+            cat.remove(art)
+        return {}, {}
     res = fuse_for_fold(cfg, cat, cfg.split.fold)
     return {
         "user_features": cat.write("user_features", {"X": res.user_features, "names": np.array(res.user_names)}),
@@ -402,7 +409,7 @@ STAGE_TABLE = (
     # the training part of split.fold decides the features
     Stage("fuse", _run_fuse, ("clean", "sentiment", "social"), ("user_features", "item_features",
                                                                "feature_transformers"),
-          config=("features", "split.fold")),
+          config=("features", "split.fold", "model.use_features")),
     # pseudo-ratings from unrated reviews; the model version keeps the whole config
     Stage("train", _run_train, ("clean", "sentiment", "social", "fuse"), (),
           config=("model", "sentiment.pseudo_rating_weight", "features.use_sentiment",

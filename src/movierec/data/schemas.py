@@ -13,6 +13,19 @@ def pair_key(df: pd.DataFrame) -> np.ndarray:
     return df["user_idx"].to_numpy(np.int64) * (1 << 32) + df["movie_idx"].to_numpy(np.int64)
 
 
+def genre_matrix(movies: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """Genre names (sorted) and the movies x genres multi-hot matrix of ``|``-separated genres."""
+    lists = movies["genres"].fillna("").astype(str).str.split("|").explode()
+    rows = np.repeat(np.arange(len(movies)), movies["genres"].fillna("").astype(str).str.count(r"\|") + 1)
+    named = (lists != "").to_numpy()
+    if not named.any():
+        return [], np.zeros((len(movies), 0), np.float32)
+    codes = pd.Categorical(lists[named])
+    mat = np.zeros((len(movies), len(codes.categories)), np.float32)
+    mat[rows[named], codes.codes] = 1.0
+    return [str(c) for c in codes.categories], mat
+
+
 @dataclass(frozen=True)
 class FileSchema:
     name: str

@@ -196,9 +196,11 @@ def _rank_users(scorer: Recommender, train: pd.DataFrame, test: pd.DataFrame, n_
     if len(users) == 0:
         return {}
     stats = stats or train_stats(train, n_users, n_items)
-    grouped = pos.groupby("user_idx")["movie_idx"].apply(np.asarray)
-    positives = [grouped[u] for u in users]
-    n_pos = np.array([len(p) for p in positives])
+    pu, pm = pos["user_idx"].to_numpy(), pos["movie_idx"].to_numpy()
+    keep = np.isin(pu, users)
+    order = np.argsort(pu[keep], kind="stable")
+    n_pos = np.bincount(np.searchsorted(users, pu[keep]), minlength=len(users))
+    positives = np.split(pm[keep][order], np.cumsum(n_pos)[:-1])  # each user's, in ``users``' order
     k = max(cfg.evaluate.k)
     # cold_items: only the new movies are ranked (every test rating is on one of them)
     candidates = np.unique(test["movie_idx"].to_numpy()) if cfg.split.method == "cold_items" else None
@@ -461,7 +463,7 @@ def _compare_version(ctx: _Context, name: str, fold_scores: dict) -> dict:
 
 
 def _genre_matrix(movies: pd.DataFrame) -> np.ndarray | None:
-    from movierec.stages.fuse import genre_matrix
+    from movierec.data.schemas import genre_matrix
 
     if "genres" not in movies.columns:
         return None

@@ -91,6 +91,18 @@ class TrainData:
 _PIPELINE_ONLY = ("trust_implicit", "shuffle_social")
 
 
+def _user_by_user(rows: np.ndarray, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``rows`` grouped user by user (in user order), each user's in a random order: a shuffle
+    then a stable sort by user (a radix sort of small ints; 5x faster than a lexsort on a
+    random key)."""
+    shuffled = rows[rng.permutation(len(rows))]
+    return shuffled[np.argsort(users[shuffled], kind="stable")]
+
+
+#: rows per block of :meth:`MatrixFactorization._predict_idx`
+PREDICT_BLOCK = 8192
+
+
 class ScoreVectors(NamedTuple):
     """What a top-N list is ordered by: rank score(u, i) = ``constant`` + ``user_bias[u]`` +
     ``item_bias[i]`` + ``user[u]`` · ``item[i]`` (float32, contiguous: one BLAS call per
@@ -488,7 +500,7 @@ class MatrixFactorization:
                 "by_user_layout": not self.implicit and not use_feat and self.social_reg == 0 and not len(pseudo)}
         if plan["by_user_layout"]:
             # ratings stored user by user, each user's in a random order
-            srt = tr[np.lexsort((rng.random(len(tr)), data.users[tr]))]
+            srt = _user_by_user(tr, data.users, rng)
             by_ptr = np.zeros(data.n_users + 1, np.int64)
             by_ptr[1:] = np.cumsum(np.bincount(data.users[srt], minlength=data.n_users))
             plan["by_user"] = (by_ptr, data.users[srt], data.items[srt], data.ratings[srt])
@@ -513,7 +525,7 @@ class MatrixFactorization:
         nb = (p["nb_ptr"], p["nb_idx"], p["nb_w"])
         if self.implicit:
             # users in random order; each user's ratings in random order
-            by_user = tr[np.lexsort((rng.random(len(tr)), data.users[tr]))]
+            by_user = _user_by_user(tr, data.users, rng)
             sse = sgd_epoch_grouped(
                 rng.permutation(data.n_users).astype(np.int32), p["r_ptr"], data.items[by_user],
                 data.ratings[by_user], p["n_ptr"], p["n_idx"], np.float32(self.global_mean_),
@@ -633,9 +645,13 @@ class MatrixFactorization:
 
     def _predict_idx(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         U, Q = self.user_vectors(), self.item_vectors()
-        return self.global_mean_ + self.user_bias_[users] + self.item_bias_[items] + np.einsum(
-            "ij,ij->i", U[users], Q[items]
-        )
+        out = self.global_mean_ + self.user_bias_[users].astype(np.float64) + self.item_bias_[items]
+        # in blocks: gathering U[users] and Q[items] whole is two fresh (n x k) arrays (320 MB for
+        # 400k test ratings at k = 100), ten times slower than blocks that stay in cache
+        for s in range(0, len(users), PREDICT_BLOCK):
+            out[s: s + PREDICT_BLOCK] += np.einsum("ij,ij->i", U[users[s: s + PREDICT_BLOCK]],
+                                                   Q[items[s: s + PREDICT_BLOCK]])
+        return out
 
     def predict(self, users: np.ndarray, items: np.ndarray, clip: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Predicted ratings for index pairs; -1 marks an unknown user or item.

@@ -53,7 +53,9 @@ def _dedupe(frame: pd.DataFrame, n_items: int) -> tuple[pd.DataFrame, int]:
 
 def _uniques(s: pd.Series) -> np.ndarray:
     if isinstance(s.dtype, pd.CategoricalDtype):  # 20M rows: look at the categories only
-        return np.asarray(s.cat.remove_unused_categories().cat.categories.astype(str), dtype=object)
+        codes = s.cat.codes.to_numpy()
+        used = np.bincount(codes[codes >= 0], minlength=len(s.cat.categories)) > 0
+        return np.asarray(s.cat.categories[used].astype(str), dtype=object)
     return np.asarray(s.astype(str).unique(), dtype=object)
 
 

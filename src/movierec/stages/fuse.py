@@ -22,10 +22,10 @@ import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import MultiLabelBinarizer, OneHotEncoder, StandardScaler
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from movierec.config import FeaturesConfig
-from movierec.data.schemas import pair_key
+from movierec.data.schemas import genre_matrix, pair_key
 
 
 CLIP = 5.0  # standardised features are clipped to [-CLIP, CLIP]
@@ -91,16 +91,6 @@ def _visible_reviews(
     if test_pairs is not None and len(test_pairs):
         rs = rs[~np.isin(pair_key(rs), pair_key(test_pairs))]
     return rs
-
-
-def genre_matrix(movies: pd.DataFrame) -> tuple[list[str], np.ndarray]:
-    """Genre names and the movies x genres multi-hot matrix."""
-    genres = movies["genres"].fillna("").astype(str).map(lambda g: [x for x in g.split("|") if x])
-    if not genres.map(len).sum():
-        return [], np.zeros((len(movies), 0), np.float32)
-    mlb = MultiLabelBinarizer()
-    mat = mlb.fit_transform(genres).astype(np.float32)
-    return [str(c) for c in mlb.classes_], mat
 
 
 def per_genre_mean(users: np.ndarray, items: np.ndarray, values: np.ndarray, genre_mat: np.ndarray,
