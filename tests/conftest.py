@@ -86,17 +86,28 @@ def run_cli(*args: str, input: str | None = None, env: dict | None = None, timeo
                           input=input, env=e, timeout=timeout)
 
 
+#: what a light command must not import
+HEAVY = ("tensorflow", "torch", "transformers", "onnxruntime", "ray")
+
+
+def check_imports(*modules: str) -> str:
+    """``python -c check_imports(M...) ARGS`` runs ``movierec ARGS`` as the console command
+    does and prints ``HEAVY=`` and which of ``modules`` it imported, last on stderr (from an
+    atexit handler: the command ends the process itself once they have run)."""
+    return (
+        "import atexit, runpy, sys\n"
+        f"WATCH = {modules!r}\n"
+        "def report():\n"
+        "    found = sorted(m for m in WATCH if m in sys.modules)\n"
+        "    print('HEAVY=' + ','.join(found), file=sys.stderr, flush=True)\n"
+        "atexit.register(report)\n"
+        "sys.argv = ['movierec'] + sys.argv[1:]\n"
+        "runpy.run_module('movierec', run_name='__main__')\n"
+    )
+
+
 #: ``python -c CHECK_HEAVY ARGS`` runs ``movierec ARGS`` and prints which heavy modules it imported
-CHECK_HEAVY = (
-    "import sys, runpy\n"
-    "sys.argv = ['movierec'] + sys.argv[1:]\n"
-    "try:\n"
-    "    runpy.run_module('movierec', run_name='__main__')\n"
-    "except SystemExit:\n"
-    "    pass\n"
-    "heavy = sorted(m for m in ('tensorflow', 'torch', 'transformers', 'onnxruntime', 'ray') if m in sys.modules)\n"
-    "print('HEAVY=' + ','.join(heavy), file=sys.stderr)\n"
-)
+CHECK_HEAVY = check_imports(*HEAVY)
 
 
 def tree_snapshot(folder: Path) -> dict[str, bytes]:

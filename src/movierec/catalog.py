@@ -57,10 +57,11 @@ ARTIFACTS: dict[str, str] = {
 }
 
 
-#: Compression of the parquet artifacts: LZ4 writes a 2M-rating table in 0.14 s and reads it
-#: in 0.02 s, against 0.20 s and 0.08 s with snappy (pandas' default), and is smaller; every
-#: Arrow-based reader (pyarrow, polars, DuckDB, Spark 3.4+) reads it.
-PARQUET_COMPRESSION = "lz4"
+#: Compression of the parquet artifacts: none. They are intermediate files on the machine
+#: that made them, written once and read once or twice: uncompressed, a 2M-rating table is
+#: written in 0.08 s and read in 0.02 s, against 0.18 s and 0.08 s with snappy (pandas'
+#: default), for 15% more bytes.
+PARQUET_COMPRESSION = None
 
 
 def file_hash(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -200,7 +201,10 @@ class Catalog:
         p = self.path(name)
         with atomic_path(p) as tmp:
             if p.suffix == ".parquet":
-                obj.to_parquet(tmp, index=False, compression=PARQUET_COMPRESSION)
+                # dictionary encoding only where it pays (ids, texts): on numbers it is most of
+                # the write time and keeps nothing smaller
+                text = [str(c) for c in obj.columns if not pd.api.types.is_numeric_dtype(obj[c].dtype)]
+                obj.to_parquet(tmp, index=False, compression=PARQUET_COMPRESSION, use_dictionary=text or False)
                 rows = len(obj)
             elif p.suffix == ".npz":
                 with open(tmp, "wb") as fh:

@@ -7,11 +7,14 @@ import subprocess
 import sys
 import threading
 import zipfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
-from tests.conftest import CHECK_HEAVY, make_data, run_cli, tree_snapshot, write_config
+from tests.conftest import (CHECK_HEAVY, HEAVY, check_imports, clone_site, make_data, run_cli, tree_snapshot,
+                            write_config)
 
 
 def test_loved_genre_comes_first(tmp_path):
@@ -128,6 +131,26 @@ def test_light_commands_do_not_import_tf_or_torch(trained_small, args):
         args = [args[0], "--config", str(trained_small), *args[1:]]
     r = subprocess.run([sys.executable, "-c", CHECK_HEAVY, *args], capture_output=True, text=True)
     assert "HEAVY=\n" in r.stderr or r.stderr.rstrip().endswith("HEAVY="), r.stderr[-2000:]
+
+
+def test_commands_import_only_what_they_use(trained_small, tmp_path):
+    """A viewer's list needs no compiled kernels (numba), scikit-learn or networkx; an
+    evaluation of a model without features or a graph imports neither scikit-learn nor
+    networkx, and its RMSE, metrics and genre diversity are still there."""
+    light = ("numba", "sklearn", "networkx", "scipy.stats", *HEAVY)
+    r = subprocess.run([sys.executable, "-c", check_imports(*light), "recommend", "--config", str(trained_small),
+                        "--user", "u00001"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr.rstrip().endswith("HEAVY="), r.stderr[-2000:]
+    assert len([line for line in r.stdout.splitlines() if line.strip()[:1].isdigit()]) == 10
+    site, _, _ = clone_site(trained_small, tmp_path / "site")
+    r = subprocess.run([sys.executable, "-c", check_imports("sklearn", "networkx", *HEAVY), "evaluate", "--config",
+                        str(site), "--format", "json", "model.use_features=false", "social.enabled=false"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr.rstrip().endswith("HEAVY="), r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert 0.5 < out["rmse"] < 1.2 and out["ndcg@10"] > 0 and out["diversity"] > 0
+    assert "fuse: the model uses no features" in r.stderr
+    assert not (Path(yaml.safe_load(site.read_text())["workdir"]) / "artifacts" / "user_features.npz").exists()
 
 
 def test_sgd_training_does_not_import_tf(trained_small, tmp_path):

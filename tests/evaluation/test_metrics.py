@@ -92,3 +92,43 @@ def test_mlflow_logging_only_when_configured(monkeypatch, tmp_path):
     assert calls["uri"] == str(tmp_path / "mlruns") and calls["params"]["model.factors"] == "32"
     assert calls["metrics"]["rmse"] == 0.9 and calls["metrics"]["baseline.bias.rmse"] == 0.95
     assert calls["artifacts"] == str(tmp_path / "rep")
+
+
+def test_hit_matrix_equals_the_row_by_row_membership_test():
+    """The vectorised hit matrix: -1 (no movie) never hits, users without positives none."""
+    rng = np.random.default_rng(3)
+    topk = rng.integers(-1, 30, size=(40, 7))
+    positives = [rng.choice(30, size=rng.integers(0, 6), replace=False) for _ in range(40)]
+    positives[0] = np.array([], dtype=np.int64)
+    positives[1] = np.array([-1 + 1, 29])
+    topk[1] = [-1, 0, 29, -1, 5, 6, 7]
+    want = np.array([[t in set(p.tolist()) for t in row] for row, p in zip(topk, positives)])
+    assert np.array_equal(M.hit_matrix(topk, positives), want)
+    assert M.hit_matrix(topk[1:2], positives[1:2]).tolist() == [[False, True, True, False, False, False, False]]
+    assert M.hit_matrix(np.zeros((0, 3), np.int64), []).shape == (0, 3)
+
+
+def test_rmse_mae_match_scikit_learn():
+    from sklearn.metrics import mean_absolute_error, root_mean_squared_error
+
+    rng = np.random.default_rng(0)
+    y, p = rng.uniform(1, 5, 500), rng.uniform(1, 5, 500).astype(np.float32)
+    assert M.rmse(y, p) == pytest.approx(root_mean_squared_error(y, p), rel=1e-12)
+    assert M.mae(y, p) == pytest.approx(mean_absolute_error(y, p), rel=1e-12)
+
+
+def test_genre_matrix_matches_scikit_learns_multilabel_binarizer():
+    import pandas as pd
+    from sklearn.preprocessing import MultiLabelBinarizer
+
+    from movierec.data.schemas import genre_matrix
+
+    movies = pd.DataFrame({"genres": ["Drama|Comedy", "", None, "Sci-Fi", "Comedy|Drama|Sci-Fi", "Drama||Film-Noir",
+                                      "Comedy|Comedy"]})
+    names, mat = genre_matrix(movies)
+    lists = movies["genres"].fillna("").map(lambda g: [x for x in g.split("|") if x])
+    mlb = MultiLabelBinarizer()
+    want = mlb.fit_transform(lists)
+    assert names == list(mlb.classes_) == ["Comedy", "Drama", "Film-Noir", "Sci-Fi"]
+    assert mat.dtype == np.float32 and np.array_equal(mat, want)
+    assert genre_matrix(pd.DataFrame({"genres": ["", None]}))[1].shape == (2, 0)

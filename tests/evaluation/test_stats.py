@@ -89,3 +89,15 @@ def test_no_resampling_means_no_test():
     a = scores(0.9, 0.3)
     assert S.paired(a, a, ["rmse"], rounds=0) == {} and S.bootstrap(a, rounds=0) == {}
     assert "not tested" in S.verdict("x", "baseline", {})
+
+
+def test_bootstrap_weights_are_multinomial_draws():
+    """Each resample draws n users with replacement: counts sum to n, every user's mean count
+    is 1, and a seed gives the same draws."""
+    from movierec.evaluation.stats import _weights
+
+    W = np.vstack(list(_weights(50, 1000, seed=4, chunk=300)))
+    assert W.shape == (1000, 50) and (W.sum(1) == 50).all() and (W >= 0).all()
+    assert np.allclose(W.mean(0), 1.0, atol=0.2)
+    assert np.var(W[:, 0]) == pytest.approx(1 - 1 / 50, abs=0.15)  # binomial(n, 1/n)
+    assert np.array_equal(W, np.vstack(list(_weights(50, 1000, seed=4, chunk=300))))

@@ -58,6 +58,39 @@ def test_deterministic_under_seed(planted_data):
     assert not np.array_equal(a.user_factors_, c.user_factors_)
 
 
+def test_user_by_user_layout_groups_and_shuffles_within_users():
+    """The SGD layout: every row once, users in order, each user's rows in a seeded random order."""
+    from movierec.models.mf import _user_by_user
+
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 50, 5000).astype(np.int32)
+    rows = np.flatnonzero(rng.random(5000) < 0.8)
+    a = _user_by_user(rows, users, np.random.default_rng(7))
+    assert np.array_equal(np.sort(a), rows) and (np.diff(users[a]) >= 0).all()
+    assert np.array_equal(a, _user_by_user(rows, users, np.random.default_rng(7)))
+    b = _user_by_user(rows, users, np.random.default_rng(8))
+    assert not np.array_equal(a, b) and np.array_equal(users[a], users[b])  # same grouping, other order
+
+
+def test_block_predictions_equal_the_whole_product(planted_data):
+    """Predictions in cache-sized blocks equal one product over all the pairs."""
+    import movierec.models.mf as mf
+
+    train, _, nu, ni = planted_data
+    data = data_of(train, nu, ni)
+    model = MatrixFactorization(factors=8, epochs=3, use_features=False, early_stopping=False).fit(data)
+    u = np.tile(data.users, 3)
+    i = np.tile(data.items, 3)
+    old, mf.PREDICT_BLOCK = mf.PREDICT_BLOCK, 1000
+    try:
+        got = model._predict_idx(u, i)
+    finally:
+        mf.PREDICT_BLOCK = old
+    U, Q = model.user_vectors(), model.item_vectors()
+    want = model.global_mean_ + model.user_bias_[u] + model.item_bias_[i] + (U[u] * Q[i]).sum(1)
+    assert len(u) > 3 * 1000 and np.allclose(got, want, atol=1e-5)
+
+
 def test_save_load_round_trip(planted_data, tmp_path):
     train, test, nu, ni = planted_data
     X = np.random.default_rng(0).normal(size=(nu, 3)).astype(np.float32)

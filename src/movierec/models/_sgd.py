@@ -264,3 +264,20 @@ def bpr_epoch(pos_users, pos_items, order, ptr, idx, Xw, Zw, cw, lr, reg, seed):
             Zw[i, f] += lr * (z * xu - reg * zi)
             Zw[j, f] += lr * (-z * xu - reg * zj)
     return loss
+
+
+@njit(cache=True)
+def group_rows(rows, users, n_users):  # pragma: no cover - compiled
+    """``rows`` (already shuffled) grouped by ``users[row]`` in user order, keeping their
+    order within a user: a counting sort, one pass to count and one to place."""
+    start = np.zeros(n_users + 1, np.int64)
+    for r in rows:
+        start[users[r] + 1] += 1
+    for u in range(n_users):
+        start[u + 1] += start[u]
+    out = np.empty(len(rows), np.int64)
+    for r in rows:
+        u = users[r]
+        out[start[u]] = r
+        start[u] += 1
+    return out

@@ -93,10 +93,11 @@ _PIPELINE_ONLY = ("trust_implicit", "shuffle_social")
 
 def _user_by_user(rows: np.ndarray, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``rows`` grouped user by user (in user order), each user's in a random order: a shuffle
-    then a stable sort by user (a radix sort of small ints; 5x faster than a lexsort on a
-    random key)."""
-    shuffled = rows[rng.permutation(len(rows))]
-    return shuffled[np.argsort(users[shuffled], kind="stable")]
+    then a counting sort by user (10x faster than a lexsort on a random key)."""
+    from movierec.models._sgd import group_rows
+
+    shuffled = rows[rng.permutation(len(rows))].astype(np.int64)
+    return group_rows(shuffled, users, int(users.max(initial=-1)) + 1)
 
 
 #: rows per block of :meth:`MatrixFactorization._predict_idx`
