@@ -4,7 +4,8 @@
         [--repeats 5] [--ratings 2000000] [--big 20000000]
 
 Every figure is a fresh process started from here, timed from launch to exit (start-up,
-imports and JIT loading count), the median of ``--repeats``:
+imports and JIT loading count), the median of ``--repeats`` (each repeat runs every
+command once, in turn, so a drift in the machine's speed touches them all alike):
 
 - **Surprise script**: benchmarks/_surprise_svd.py reads the training and test CSVs with
   pandas, fits Surprise's SVD (its defaults) and prints the test RMSE;
@@ -124,43 +125,47 @@ def synthetic(n: int, folder: Path) -> tuple[Path, Path, Path]:
 
 
 def measure(label: str, data: tuple[Path, Path, Path], sites: dict, work: Path, repeats: int) -> list[dict]:
+    """Each repeat runs the Surprise script and then every site's first and cached run, so
+    that a machine whose speed drifts (a shared VM) slows all of them alike."""
     data_dir, train_csv, test_csv = data
-    rows = []
-    walls, rmses, peaks = [], [], []
-    for _ in range(repeats):
-        w, gb, out = run([sys.executable, str(HERE / "_surprise_svd.py"), str(train_csv), str(test_csv)], user_env())
-        walls.append(w)
-        peaks.append(gb)
-        rmses.append(rmse_of(out))
-    peer = statistics.median(walls)
-    rows.append({"data": label, "what": "Surprise script (whole process)", "seconds": peer, "rmse": rmses[0],
-                 "runs": walls, "peak_gb": max(peaks)})
-    print(rows[-1], flush=True)
+    peer_cmd = [sys.executable, str(HERE / "_surprise_svd.py"), str(train_csv), str(test_csv)]
+    got: dict[str, dict[str, list]] = {"peer": {"wall": [], "rmse": [], "peak": []}}
+    cmds = {}
     for site, src in sites.items():
         cmd, env = movierec_cmd(src)
         site_work = work / re.sub(r"\W+", "-", site)
-        first, cached, rm, pk = [], [], [], []
+        cmds[site] = (cmd, env, site_work)
+        got[site] = {"first": [], "cached": [], "rmse": [], "peak": []}
         # untimed: compiles what a first use compiles once per install (numba's kernel cache,
         # bytecode of an older checkout)
         shutil.rmtree(site_work, ignore_errors=True)
         site_work.mkdir(parents=True)
         run(cmd + ["-q", "evaluate", "--config", str(prepare(data_dir, train_csv, test_csv, site_work))], env)
-        for _ in range(repeats):
+    for _ in range(repeats):
+        w, gb, out = run(peer_cmd, user_env())
+        got["peer"]["wall"].append(w)
+        got["peer"]["peak"].append(gb)
+        got["peer"]["rmse"].append(rmse_of(out))
+        for site, (cmd, env, site_work) in cmds.items():
             shutil.rmtree(site_work, ignore_errors=True)
             site_work.mkdir(parents=True)
             cfg = prepare(data_dir, train_csv, test_csv, site_work)
             w, gb, out = run(cmd + ["-q", "evaluate", "--config", str(cfg)], env)
-            first.append(w)
-            pk.append(gb)
-            rm.append(rmse_of(out))
-            w, _, out = run(cmd + ["-q", "evaluate", "--config", str(cfg)], env)
-            cached.append(w)
-        for what, ws in (("first run", first), ("stages cached", cached)):
+            got[site]["first"].append(w)
+            got[site]["peak"].append(gb)
+            got[site]["rmse"].append(rmse_of(out))
+            got[site]["cached"].append(run(cmd + ["-q", "evaluate", "--config", str(cfg)], env)[0])
+        print({k: {m: [round(x, 3) for x in v][-1:] for m, v in d.items()} for k, d in got.items()}, flush=True)
+    peer = statistics.median(got["peer"]["wall"])
+    rows = [{"data": label, "what": "Surprise script (whole process)", "seconds": peer, "rmse": got["peer"]["rmse"][0],
+             "runs": got["peer"]["wall"], "peak_gb": max(got["peer"]["peak"])}]
+    for site in sites:
+        g = got[site]
+        for what, ws in (("first run", g["first"]), ("stages cached", g["cached"])):
             med = statistics.median(ws)
             rows.append({"data": label, "what": f"`movierec evaluate`, {what} ({site})", "seconds": med,
-                         "rmse": statistics.median(rm), "speedup": peer / med, "runs": ws,
-                         "peak_gb": max(pk)})
-            print(rows[-1], flush=True)
+                         "rmse": statistics.median(g["rmse"]), "speedup": peer / med, "runs": ws,
+                         "peak_gb": max(g["peak"])})
     return rows
 
 
@@ -275,8 +280,9 @@ def write(args, rows: list[dict], breakdown: dict, big_rows: list[dict], rec: li
         f"Date: {time.strftime('%Y-%m-%d %H:%M')}",
         "",
         "Every figure is a fresh process, launch to exit (start-up, imports and loading the compiled kernels "
-        "count), the median of the runs listed. Both sides fit Surprise's SVD setting (100 factors, 20 "
-        "epochs, lr 0.005, reg 0.02) on the same training CSV and score the same test CSV; movierec also "
+        "count), the median of the runs listed (each repeat ran every command once, in turn). Both sides "
+        "fit Surprise's SVD setting (100 factors, 20 epochs, lr 0.005, reg 0.02) on the same training "
+        "CSV and score the same test CSV; movierec also "
         "validates and quarantines, writes its artifacts and manifests atomically, and computes MAE, "
         "precision/recall/NDCG/MAP@10 and coverage besides the RMSE. movierec uses both cores from 1M "
         "ratings up (Hogwild SGD, `model.threads: 0`), Surprise one (it has no other mode).",

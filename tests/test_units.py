@@ -123,6 +123,38 @@ def test_catalog_round_trip_and_atomic_writes(tmp_path):
     assert not (tmp_path / "x.txt").exists() and not list(tmp_path.glob(".x.txt.*"))
 
 
+def test_tables_kept_in_memory_are_what_the_disk_holds(tmp_path):
+    """A stage reads what the one before wrote from memory: the same values and dtypes as
+    from disk, a reader's changes never reach the next reader, and a file another process
+    replaced (or a removed artifact) is read again."""
+    import movierec.catalog as C
+
+    cat = C.Catalog(tmp_path)
+    df = pd.DataFrame({"user_idx": np.array([1, 2, 3], np.int32), "rating": np.array([4.5, 3.0, 1.0], np.float32),
+                       "fold": np.array([-1, 0, -1], np.int16)})
+    cat.write("ratings_clean", df)
+    C.forget_tables()
+    disk = cat.read("ratings_clean")
+    cat.write("ratings_clean", df)
+    kept = cat.read("ratings_clean")
+    pd.testing.assert_frame_equal(kept, disk)
+    kept.loc[0, "rating"] = 99.0
+    kept["extra"] = 1
+    again = cat.read("ratings_clean")
+    assert again.loc[0, "rating"] == 4.5 and "extra" not in again.columns
+    # replaced behind the catalogue's back: the new file wins
+    pd.DataFrame({"user_idx": np.array([7], np.int32), "rating": np.array([2.0], np.float32),
+                  "fold": np.array([0], np.int16)}).to_parquet(cat.path("ratings_clean"), index=False)
+    assert cat.read("ratings_clean")["user_idx"].tolist() == [7]
+    # ids and texts are never kept from a write (their dtypes change on the way to disk)
+    ids = pd.DataFrame({"user_idx": np.array([0], np.int32), "user_id": ["u1"]})
+    cat.write("user_ids", ids)
+    assert str(cat.path("user_ids")) not in C._KEPT
+    pd.testing.assert_frame_equal(cat.read("user_ids"), pd.read_parquet(cat.path("user_ids")))
+    cat.remove("ratings_clean")
+    assert str(cat.path("ratings_clean")) not in C._KEPT and not cat.exists("ratings_clean")
+
+
 # ----------------------------------------------------------------------------- feedback
 def test_feedback_after_a_torn_line_keeps_the_new_event(tmp_path):
     from movierec.feedback import append_event, read_events

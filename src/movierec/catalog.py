@@ -22,6 +22,7 @@ import os
 import stat
 import tempfile
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -132,6 +133,52 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+#: Tables this process wrote or read, by path, with the file's identity then (size, change
+#: time, inode): a stage reads what the stage before it just wrote from memory, not from disk,
+#: and a table two steps read (the ratings: every fold, evaluate and train) once. Only with
+#: pandas' copy-on-write (pandas 3, or the option set): each reader gets a shallow copy whose
+#: changes never reach the kept table. A file replaced since (another process) is read again.
+_KEPT: "OrderedDict[str, tuple[tuple[int, int, int], pd.DataFrame]]" = OrderedDict()
+KEEP_TABLES = 8  # the most recently used; a long-lived process holds no more
+
+
+def _copy_on_write() -> bool:
+    return int(pd.__version__.split(".")[0]) >= 3 or bool(pd.get_option("mode.copy_on_write") is True)
+
+
+def _identity(p: Path) -> tuple[int, int, int] | None:
+    try:
+        st = p.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_ctime_ns, st.st_ino
+
+
+def _remember(p: Path, df: pd.DataFrame) -> None:
+    ident = _identity(p)
+    if ident is not None and _copy_on_write():
+        _KEPT[str(p)] = (ident, df)
+        _KEPT.move_to_end(str(p))
+        while len(_KEPT) > KEEP_TABLES:
+            _KEPT.popitem(last=False)
+
+
+def _remembered(p: Path) -> pd.DataFrame | None:
+    got = _KEPT.get(str(p))
+    if got is None:
+        return None
+    if got[0] != _identity(p):
+        del _KEPT[str(p)]
+        return None
+    _KEPT.move_to_end(str(p))
+    return got[1].copy(deep=False)
+
+
+def forget_tables() -> None:
+    """Drop the tables kept in memory (a long-lived process between commands)."""
+    _KEPT.clear()
+
+
 def write_json(obj: Any, target: str | Path) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
@@ -187,7 +234,12 @@ class Catalog:
     def read(self, name: str) -> Any:
         p = self.path(name)
         if p.suffix == ".parquet":
-            return pd.read_parquet(p)
+            kept = _remembered(p)
+            if kept is not None:
+                return kept
+            df = pd.read_parquet(p)
+            _remember(p, df)
+            return df
         if p.suffix == ".npz":
             with np.load(p, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
@@ -206,6 +258,7 @@ class Catalog:
                 text = [str(c) for c in obj.columns if not pd.api.types.is_numeric_dtype(obj[c].dtype)]
                 obj.to_parquet(tmp, index=False, compression=PARQUET_COMPRESSION, use_dictionary=text or False)
                 rows = len(obj)
+                written = obj
             elif p.suffix == ".npz":
                 with open(tmp, "wb") as fh:
                     np.savez(fh, **obj)
@@ -213,9 +266,14 @@ class Catalog:
             else:
                 tmp.write_text(json.dumps(obj, default=_json_default))
                 rows = len(obj)
+        if p.suffix == ".parquet" and all(pd.api.types.is_numeric_dtype(t) for t in written.dtypes):
+            # the next stage of this command reads it back from memory: numbers come back from
+            # parquet exactly as they went in (ids and texts may change dtype: read from disk)
+            _remember(p, written)
         return {"file": ARTIFACTS[name], "rows": rows, "hash": file_hash(p)}
 
     def remove(self, name: str) -> None:
+        _KEPT.pop(str(self.path(name)), None)
         with contextlib.suppress(FileNotFoundError):
             self.path(name).unlink()
 
