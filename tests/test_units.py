@@ -102,6 +102,12 @@ def test_freshness_follows_inputs_and_config(tmp_path):
     assert is_fresh("social", c1, cat) and not is_fresh("social", c2, cat)
     cat.write_manifest("clean", {}, "", {"x": {"file": "social_features.parquet", "rows": 1, "hash": "other"}}, 1.0)
     assert not is_fresh("social", c1, cat)  # an input changed
+    cat.write_manifest("clean", {}, "", {"x": {"file": "social_features.parquet", "rows": 1, "hash": "h"}}, 1.0)
+    assert is_fresh("social", c1, cat)
+    # artifacts are not fsynced: one whose data a power loss took (another size) is stale
+    p = cat.path("social_features")
+    p.write_bytes(p.read_bytes()[:-7])
+    assert entry["bytes"] > 7 and not is_fresh("social", c1, cat)
 
 
 # ----------------------------------------------------------------------------- catalog

@@ -155,13 +155,23 @@ def stage_config_hash(stage: str, cfg: Config) -> str:
     return hashlib.sha256(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _intact(path: Path, size: int | None) -> bool:
+    """The artifact is there with the size its manifest recorded (artifacts are not fsynced:
+    one whose data a power loss took has another size)."""
+    try:
+        return size is None or path.stat().st_size == size
+    except OSError:
+        return False
+
+
 def is_fresh(stage: str, cfg: Config, cat: Catalog) -> bool:
     m = cat.read_manifest(stage)
     if not m or m.get("config_hash") != stage_config_hash(stage, cfg):
         return False
     if m.get("inputs") != stage_inputs(stage, cfg, cat):
         return False
-    if not all((cat.artifacts_dir / entry["file"]).exists() for entry in m.get("outputs", {}).values()):
+    outputs = m.get("outputs", {}).values()
+    if not all(_intact(cat.artifacts_dir / entry["file"], entry.get("bytes")) for entry in outputs):
         return False
     if stage == "train":
         from movierec.registry import FORMAT, Registry

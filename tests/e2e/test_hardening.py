@@ -237,7 +237,9 @@ def test_last_run_records_stages_that_ran_and_failures_of_any_kind(tmp_path, sit
     assert last["outcome"] == "failed" and "No space left" in last["error"]
 
 
-def test_every_write_is_fsynced_and_readable_by_the_umask(tmp_path, monkeypatch):
+def test_durable_writes_are_fsynced_and_readable_by_the_umask(tmp_path, monkeypatch):
+    """What must survive a power loss is fsynced (file, then folder); derived stage artifacts
+    and manifests are not (their size in the manifest catches a lost one)."""
     from movierec import catalog
 
     synced = []
@@ -246,10 +248,15 @@ def test_every_write_is_fsynced_and_readable_by_the_umask(tmp_path, monkeypatch)
     old = os.umask(0o022)
     try:
         catalog.write_json({"a": 1}, tmp_path / "x.json")
+        assert len(synced) == 2  # the file, then its folder
+        cat = catalog.Catalog(tmp_path / "work")
+        entry = cat.write("ratings_clean", pd.DataFrame({"user_idx": [1], "movie_idx": [2]}))
+        cat.write_manifest("clean", {}, "h", {"ratings_clean": entry}, 1.0)
+        assert len(synced) == 2 and entry["bytes"] == cat.path("ratings_clean").stat().st_size
     finally:
         os.umask(old)
-    assert len(synced) == 2  # the file, then its folder
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
+    assert cat.path("ratings_clean").stat().st_mode & 0o777 == 0o644
 
 
 def test_temporary_files_are_swept_under_every_locked_command(tmp_path, site):
