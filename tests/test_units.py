@@ -325,3 +325,25 @@ def test_each_stage_is_declared_once_and_reads_only_what_it_declares(cfg):
     refolded = dataclasses.replace(cfg, split=dataclasses.replace(cfg.split, fold=1))
     assert stage_config_hash("fuse", refolded) != stage_config_hash("fuse", cfg)
     assert stage_config_hash("social", refolded) == stage_config_hash("social", cfg)
+
+
+def test_adam_without_tensorflow_stops_before_any_stage_naming_the_extra(monkeypatch, tmp_path):
+    """TensorFlow is the `adam` extra: without it, optimizer adam is a config error (exit 78)
+    that names the extra, raised before a stage runs; SGD needs nothing."""
+    import importlib.util
+
+    from movierec.errors import EXIT_CONFIG, ConfigError
+    from movierec.models.mf import check_trainer
+    from movierec.pipeline import ensure
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name == "tensorflow" else real(name, *a, **k))
+    adam = load_config(None, [f"workdir={tmp_path / 'w'}", "model.optimizer=adam"])
+    with pytest.raises(ConfigError, match=r"movierec\[adam\]") as err:
+        check_trainer(adam.model)
+    assert err.value.exit_code == EXIT_CONFIG
+    check_trainer(load_config(None, [f"workdir={tmp_path / 'w'}"]).model)  # sgd: nothing to install
+    with pytest.raises(ConfigError, match="TensorFlow"):
+        ensure(adam, "train")
+    assert not (tmp_path / "w" / "manifests").exists()  # no stage ran

@@ -436,6 +436,10 @@ def ensure(cfg: Config, target: str, force: bool = False, reported: set | None =
     (updated here) are not announced as skipped again.
     """
     reported = set() if reported is None else reported
+    if STAGES.index(target) >= STAGES.index("train"):
+        from movierec.models.mf import check_trainer
+
+        check_trainer(cfg.model)  # before hours of stages, not after
     cat = Catalog(Path(cfg.workdir))
     report = {}
     for stage in STAGES[: STAGES.index(target) + 1]:

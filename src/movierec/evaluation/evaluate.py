@@ -273,6 +273,9 @@ def evaluate(cfg: Config, compare_version: str | None = None) -> dict:
     if cfg.split.method == "none":
         raise ConfigError("evaluate needs a test part: set split.method to random, temporal, kfold, given, "
                           "cold_items or cold_users")
+    from movierec.models.mf import check_trainer
+
+    check_trainer(cfg.model)  # every fold fits one: say so before the stages run
     # evaluation never changes what serves: the stages may refresh their artifacts, but every
     # model is fitted here in memory, except the holdout model of a version the train stage
     # made from exactly these artifacts and this config, which is read back instead

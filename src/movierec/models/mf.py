@@ -91,6 +91,20 @@ class TrainData:
 _PIPELINE_ONLY = ("trust_implicit", "shuffle_social")
 
 
+def check_trainer(mcfg: "ModelConfig | MatrixFactorization") -> None:
+    """Fail before any stage runs when the configured trainer's library is not installed
+    (TensorFlow for ``optimizer: adam`` is an extra: ``movierec[adam]``). Looks it up without
+    importing it."""
+    if mcfg.optimizer == "adam":
+        import importlib.util
+
+        if importlib.util.find_spec("tensorflow") is None:
+            from movierec.errors import ConfigError
+
+            raise ConfigError("model.optimizer: adam trains with TensorFlow, which is not installed: "
+                              "pip install 'movierec[adam]' (or set model.optimizer: sgd, the default)")
+
+
 def _user_by_user(rows: np.ndarray, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``rows`` grouped user by user (in user order), each user's in a random order: a shuffle
     then a counting sort by user (10x faster than a lexsort on a random key)."""
@@ -259,6 +273,7 @@ class MatrixFactorization:
         # the mean of the real ratings actually trained on
         self.global_mean_ = float(data.ratings[~val_mask & real].mean())
         t0 = time.perf_counter()
+        check_trainer(self)  # also for a model built in Python, not from a config
         if self.optimizer == "adam" and self.engine is not None and self.engine.kind == "ray":
             from movierec.models._adam_ray import fit_adam_ray
 
