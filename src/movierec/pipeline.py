@@ -242,8 +242,14 @@ def _run_ingest(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     for name, art in RAW_NAMES.items():
         if name in res.tables:
             # texts never enter an artifact: a hash stands in for each (the sentiment stage
-            # reads the texts it has not scored yet from the input files)
-            outputs[art] = cat.write(art, without_texts(res.tables[name]))
+            # reads the texts it has not scored yet from the input files), and the score of a
+            # text without words (no model reads those), known only while the text is here
+            table = res.tables[name]
+            if "text" in table.columns:
+                from movierec.sentiment.signal import rule_scores
+
+                table = table.assign(text_rule=rule_scores(table["text"].fillna("").astype(str).tolist()))
+            outputs[art] = cat.write(art, without_texts(table))
         else:
             cat.remove(art)
     cat.quarantine_dir.mkdir(parents=True, exist_ok=True)

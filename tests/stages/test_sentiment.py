@@ -97,6 +97,37 @@ def test_stage_scores_reviews_and_messages_once_per_distinct_text():
     assert len(res.messages) == 1 and res.messages["sentiment"].item() == 0.5
 
 
+def test_texts_without_words_are_read_by_rule_not_by_the_model():
+    """An empty text has no signal (neutral 0), emoji read by their polarity (not as one unknown
+    token: a heart and a vomiting face differ), a bare score by its place on the scale; no
+    model is asked about them, from texts or from the hashes and rules an artifact carries."""
+    from movierec.sentiment.signal import rule_scores
+
+    r = rule_scores(["", "   ", "!!", "😍😍", "🤮", "😍🤮", "10/10", "0/10", "4,5/5", "7 / 10!!", "11/10",
+                     "great", "10/10 great"])
+    assert r[:3].tolist() == [0.0, 0.0, 0.0]
+    assert r[3] > 0.5 and r[4] < -0.5 and abs(r[5]) < 0.1
+    assert r[6] == 1.0 and r[7] == -1.0 and r[8] == pytest.approx(0.8) and r[9] == pytest.approx(0.4)
+    assert np.isnan(r[10:]).all()  # an impossible score, and words: the model's
+    reviews = pd.DataFrame({"review_id": [0, 1, 2, 3], "user_idx": [0, 1, 2, 3], "movie_idx": [0, 0, 1, 1],
+                            "text": ["good", "😍", "1/10", "bad"]})
+    scorer = CountingScorer()
+    res = ST.sentiment(reviews, None, lambda: scorer, SentimentConfig())
+    assert sorted(scorer.seen) == ["bad", "good"]
+    assert res.reviews["sentiment"].tolist() == pytest.approx([0.5, 0.9, -0.8, -0.5])
+    assert res.reviews["sentiment_label"].tolist() == ["positive", "positive", "negative", "negative"]
+    # the artifact form: hashes and the rule computed at ingest, no texts
+    from movierec.privacy import without_texts
+
+    hashed = without_texts(reviews.assign(text_rule=rule_scores(reviews["text"].tolist())))
+    scorer = CountingScorer()
+    res2 = ST.sentiment(hashed, None, lambda: scorer, SentimentConfig(),
+                        fetch=lambda keys: {k: t for k, t in zip(without_texts(reviews)["text_key"], reviews["text"])
+                                            if k in keys})
+    assert sorted(scorer.seen) == ["bad", "good"] and res2.reviews["sentiment"].tolist() == pytest.approx(
+        res.reviews["sentiment"].tolist())
+
+
 def test_cache_skips_the_model_for_known_texts():
     built = []
 

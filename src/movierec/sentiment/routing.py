@@ -66,6 +66,10 @@ def covered_languages(cfg: SentimentConfig) -> frozenset[str] | None:
     return frozenset(out - {k for k, v in cfg.scorers.items() if v == "none"})
 
 
+#: the route of a text scored by :mod:`movierec.sentiment.signal` (no words: no model)
+RULE = "rule"
+
+
 @dataclass
 class Routed:
     """What :class:`Router` gives for a list of texts."""
@@ -169,9 +173,28 @@ class Router:
         return Routed(scores, blobs, langs, routes)
 
     def score_texts(self, texts: Sequence[str]) -> Routed:
+        """Scores of texts in memory: those without words by :mod:`movierec.sentiment.signal`
+        (route ``rule``), the rest by the scorers."""
+        from movierec.sentiment.signal import rule_scores
+
         keys = [key_of_text(t) for t in texts]
-        by_key = dict(zip(keys, texts))
-        return self.score_keys(keys, lambda ks: [by_key[k] for k in ks])
+        return self.score_keys_ruled(keys, rule_scores(texts), dict(zip(keys, texts)).__getitem__)
+
+    def score_keys_ruled(self, text_keys: Sequence[str], rules: np.ndarray,
+                         text_of: Callable[[str], str] | None = None,
+                         fetch: Callable[[list[str]], list[str]] | None = None) -> Routed:
+        """:meth:`score_keys` for the texts whose rule score is NaN; the others get it (no
+        scorer reads a text without words)."""
+        rules = np.asarray(rules, np.float32)
+        model = np.flatnonzero(np.isnan(rules))
+        fetch = fetch or (lambda ks: [text_of(k) for k in ks])
+        got = self.score_keys([text_keys[i] for i in model], fetch)
+        n = len(text_keys)
+        out = Routed(rules.copy(), np.full(n, b"", dtype=object), np.full(n, "", dtype=object),
+                     np.full(n, RULE, dtype=object))
+        out.scores[model], out.features[model] = got.scores, got.features
+        out.languages[model], out.routes[model] = got.languages, got.routes
+        return out
 
     def updated_cache(self) -> pd.DataFrame:
         """The cache with every scorer's new rows and the languages detected this run."""

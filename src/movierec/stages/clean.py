@@ -287,6 +287,7 @@ def _clean_reviews(reviews: pd.DataFrame, uid: pd.Index, mid: pd.Index, stats: d
         "user_idx": _codes(uid, reviews["user_id"]),
         "movie_idx": _codes(mid, reviews["movie_id"]),
         "text_key": _text_keys(reviews),
+        "text_rule": _text_rules(reviews),
         "rating": reviews["rating"].to_numpy(np.float32) if "rating" in reviews.columns else np.nan,
     })
     if "timestamp" in reviews.columns:
@@ -304,6 +305,7 @@ def _clean_social(social: pd.DataFrame, uid: pd.Index, stats: dict) -> pd.DataFr
         "friend_idx": _codes(uid, social["friend_id"]),
         "weight": social["weight"].fillna(1.0).to_numpy(np.float64) if "weight" in social.columns else 1.0,
         "text_key": _text_keys(social),
+        "text_rule": _text_rules(social),
     })
     s = s.drop_duplicates(["user_idx", "friend_idx"], keep="last").reset_index(drop=True)
     s["weight"], stats["trust_weights_clipped"] = clip_weights(s["weight"].to_numpy(np.float64))
@@ -345,6 +347,18 @@ def _text_keys(df: pd.DataFrame) -> np.ndarray:
     if "text_key" in df.columns:
         return df["text_key"].fillna("").astype(str).to_numpy(object)
     return np.full(len(df), "", dtype=object)
+
+
+def _text_rules(df: pd.DataFrame) -> np.ndarray:
+    """Each row's rule score (:mod:`movierec.sentiment.signal`: NaN where a model reads the
+    text), computed at ingest while the texts are in memory and carried as ``text_rule``."""
+    if "text" in df.columns:
+        from movierec.sentiment.signal import rule_scores
+
+        return rule_scores(df["text"].fillna("").astype(str).tolist())
+    if "text_rule" in df.columns:
+        return df["text_rule"].to_numpy(np.float32)
+    return np.full(len(df), np.nan, np.float32)
 
 
 def _norm_genres(g: str) -> str:

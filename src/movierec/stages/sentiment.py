@@ -16,6 +16,7 @@ from movierec.errors import ConfigError
 from movierec.privacy import key_of_text
 from movierec.sentiment.routing import Router, describe_routing, log_routing
 from movierec.sentiment.scorers import TextScorer, label_scores
+from movierec.sentiment.signal import rule_scores
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +40,18 @@ def cap_texts(texts: list[str], max_chars: int) -> list[str]:
     return texts
 
 
-def _keys_and_texts(df: pd.DataFrame, known: dict[str, str]) -> np.ndarray:
-    """The rows' text hashes (computed from ``text`` when the table has texts, noted in ``known``)."""
+def _keys_and_texts(df: pd.DataFrame, known: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """The rows' text hashes (computed from ``text`` when the table has texts, noted in
+    ``known``) and their rule scores (:mod:`movierec.sentiment.signal`: NaN where a model
+    reads the text; from ``text_rule`` where the table holds hashes instead of texts)."""
     if "text" in df.columns:
         texts = df["text"].fillna("").astype(str).to_numpy()
         keys = np.array([key_of_text(t) for t in texts], dtype=object)
         known.update(zip(keys, texts))
-        return keys
-    return df["text_key"].fillna("").astype(str).to_numpy(object)
+        return keys, rule_scores(texts)
+    rules = (df["text_rule"].to_numpy(np.float32) if "text_rule" in df.columns
+             else np.full(len(df), np.nan, np.float32))
+    return df["text_key"].fillna("").astype(str).to_numpy(object), rules
 
 
 def sentiment(
@@ -66,21 +71,26 @@ def sentiment(
     language no scorer covers has no row: it has no score, so nothing downstream reads one.
     """
     known: dict[str, str] = {}
-    parts = []
+    parts, rule_parts = [], []
     n_rev = 0
     if reviews is not None and len(reviews):
-        parts.append(_keys_and_texts(reviews, known))
+        keys, rules = _keys_and_texts(reviews, known)
+        parts.append(keys)
+        rule_parts.append(rules)
         n_rev = len(reviews)
     msgs = None
     if social is not None and len(social) and ({"text", "text_key"} & set(social.columns)):
-        mk = _keys_and_texts(social, known)
+        mk, mr = _keys_and_texts(social, known)
         msgs = social[mk != ""]
         if len(msgs):
             parts.append(mk[mk != ""])
+            rule_parts.append(mr[mk != ""])
     if not parts:
         return SentimentResult(None, None, 0)
     codes, uniques = pd.factorize(np.concatenate(parts))
     uniques = [str(k) for k in uniques]
+    rules = np.full(len(uniques), np.nan, np.float32)
+    rules[codes] = np.concatenate(rule_parts)  # one text, one rule: the same for each of its rows
 
     def texts_of(keys: list[str]) -> list[str]:
         missing = {k for k in keys if k not in known}
@@ -92,7 +102,7 @@ def sentiment(
 
     scorer = scorer_factory()
     router = scorer if isinstance(scorer, Router) else Router.single(cfg, scorer)
-    got = router.score_keys(uniques, texts_of)
+    got = router.score_keys_ruled(uniques, rules, fetch=texts_of)  # texts without words: no model
     scores, blobs, langs = got.scores, got.features, got.languages
     routing = describe_routing(got.languages, got.routes) if router.detect else None
     if routing is not None:
