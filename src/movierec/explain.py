@@ -131,7 +131,7 @@ def explain(bundle: ModelBundle, user_id: str, items: list[dict], *, threshold: 
 def _sentence(ev: dict) -> str | None:
     parts = []
     if ev["similar_rated"]:
-        cited = ", ".join(f"{e['title']} ({e['your_rating']:g})" for e in ev["similar_rated"])
+        cited = ", ".join(f"{_movie_name(e)} ({e['your_rating']:g})" for e in ev["similar_rated"])
         parts.append(f"you rated {cited} highly and this is close to them in taste")
     if ev["trusted_friends"]:
         n = len(ev["trusted_friends"])
@@ -144,3 +144,14 @@ def _sentence(ev: dict) -> str | None:
         return None
     text = "; ".join(parts)
     return text[0].upper() + text[1:] + "."
+
+
+def _movie_name(e: dict) -> str:
+    """How a cited movie is named in a sentence: its title, or "movie <id>" where the data
+    has no title (cleaning then puts the movie id in the title column). A bare id reads as
+    a rating: "You rated 5 (3.5) highly"."""
+    title = str(e.get("title") or "").strip()
+    mid = str(e.get("movie_id", ""))
+    if not title or title == mid or title.lower() == "nan":
+        return f"movie {mid}"
+    return title

@@ -101,3 +101,14 @@ def test_bootstrap_weights_are_multinomial_draws():
     assert np.allclose(W.mean(0), 1.0, atol=0.2)
     assert np.var(W[:, 0]) == pytest.approx(1 - 1 / 50, abs=0.15)  # binomial(n, 1/n)
     assert np.array_equal(W, np.vstack(list(_weights(50, 1000, seed=4, chunk=300))))
+
+
+def test_a_p_value_at_the_bootstrap_floor_reads_as_a_bound():
+    """With R rounds no p-value is below 2/(R+1): there the verdict says "p < 0.004", never
+    "p = 0.004" (500 rounds), and each test records its rounds."""
+    a, b = scores(0.5, 0.40, seed=1), scores(0.9, 0.20, seed=1)
+    tests = S.paired(a, b, ["rmse", "ndcg@10"], rounds=500, seed=0)
+    assert tests["rmse"]["rounds"] == 500 and tests["rmse"]["p_value"] == pytest.approx(2 / 501)
+    v = S.verdict("other", "baseline", tests)
+    assert "p < 0.004" in v and "p = 0.004" not in v
+    assert S.p_words(0.05, 500) == "p = 0.050" and S.p_words(2 / 1001, 1000) == "p < 0.002"

@@ -22,7 +22,7 @@ def evaluate_command(config_path, fmt, output, compare_ref, overrides) -> None:
     """Score the model on the test part, next to baselines and ablations."""
     from movierec.evaluation.evaluate import evaluate
     from movierec.evaluation.report import (compare, format_compare, format_markdown, format_table,
-                                            load_other_metrics, write_report)
+                                            load_other_metrics, word_p_values, write_report)
     from movierec.pipeline import workdir_lock
 
     cfg = load_cfg(config_path, overrides)
@@ -32,6 +32,10 @@ def evaluate_command(config_path, fmt, output, compare_ref, overrides) -> None:
     with workdir_lock(cfg.workdir):
         # a version: also a paired test against its holdout model on the same test users
         result = evaluate(cfg, compare_version=None if Path(compare_ref or "").is_file() else compare_ref)
+    # the rounds behind every p-value: the renderings say a p-value at the test's floor,
+    # 2 / (rounds + 1), as a bound ("p < 0.004"), not as an exact value
+    result.setdefault("bootstrap_rounds", cfg.evaluate.bootstrap_rounds)
+    word_p_values(result)  # every output, JSON included, says the same verdicts
     if compare_ref:
         comparison = (other_name, compare(result, other, cfg.evaluate.k))
         result["compared_with"] = {"name": other_name,

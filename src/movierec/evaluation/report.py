@@ -6,6 +6,7 @@ HTML and its plots) reads the same keys; a change to the result is made here onc
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,115 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.4f}"
 
 
+# ----------------------------------------------------------------------------- honest wording
+def _p_floor(result: dict) -> float | None:
+    """The smallest p-value the paired bootstrap test can give, 2 / (R + 1) for R rounds
+    (:func:`movierec.evaluation.stats.paired`); None when the result does not say R.
+
+    Why: a p-value at this floor only says "no resample crossed 0"; the true p may be far
+    smaller, so printing it as "p = 0.004" claims a precision the test does not have."""
+    return _floor(result.get("bootstrap_rounds"))
+
+
+def _floor(rounds) -> float | None:
+    return 2.0 / (rounds + 1) if isinstance(rounds, int) and not isinstance(rounds, bool) and rounds >= 2 else None
+
+
+def _p_value(p: float, floor: float | None) -> str:
+    """A p-value for a table cell: "0.123", "< 0.001", or an upper bound at the test's floor
+    ("< 0.004" for 500 rounds; "<= 0.004" where the floor is exactly a 3-decimal number)."""
+    if floor is not None and p <= floor * (1 + 1e-9):
+        bound = math.ceil(floor * 1000 - 1e-9) / 1000  # rounded up: the bound stays true
+        return f"< {bound:.3f}" if bound > floor else f"<= {bound:.3f}"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _p_text(p: float, floor: float | None) -> str:
+    """A p-value in a sentence: "p = 0.123", "p < 0.004"."""
+    v = _p_value(p, floor)
+    return f"p {v}" if v.startswith("<") else f"p = {v}"
+
+
+def _verdict(text: str, tests: dict | None, floor: float | None) -> str:
+    """A verdict of :func:`movierec.evaluation.stats.verdict` with each p-value at the test's
+    floor said as a bound ("p < 0.004"), not as an exact value.
+
+    Why here: the verdict is built in stats.py, which does not know the number of rounds;
+    the result does, so its renderings correct the one phrase (the same "LABEL +D.DDDD, p = X"
+    that stats writes; a verdict already worded as a bound is left as it is)."""
+    for m, t in (tests or {}).items():
+        if not isinstance(t, dict) or not isinstance(t.get("p_value"), (int, float)):
+            continue
+        p, f = float(t["p_value"]), _floor(t.get("rounds")) or floor  # a test's own count, if it says it
+        if p < 0.001 or f is None or p > f * (1 + 1e-9):
+            continue
+        label = f"{m.upper() if m in ('rmse', 'mae') else m} {t['difference']:+.4f}, "
+        text = text.replace(label + f"p = {p:.3f}", label + _p_text(p, f))
+    return text
+
+
+def word_p_values(result: dict) -> dict:
+    """Reword, in place, the verdicts stored in ``result`` (baselines, ablations, the
+    --compare version) so that a p-value at the test's floor reads as a bound.
+
+    Why in place: the JSON output, metrics.json and the report then say the same sentence;
+    rendering it differently in each would leave the JSON claiming "p = 0.004"."""
+    floor = _p_floor(result)
+    for t in (result.get("significance") or {}).values():
+        if t.get("verdict"):
+            t["verdict"] = _verdict(t["verdict"], t, floor)
+    cv = result.get("compared_version") or {}
+    if cv.get("verdict"):
+        cv["verdict"] = _verdict(cv["verdict"], cv.get("paired"), floor)
+    return result
+
+
+def _verdicts(result: dict) -> list[str]:
+    """Every paired-test verdict: baselines and ablations, then the --compare version (its
+    verdict, or why there is none)."""
+    floor = _p_floor(result)
+    out = [_verdict(t["verdict"], t, floor) for t in (result.get("significance") or {}).values() if t.get("verdict")]
+    cv = result.get("compared_version") or {}
+    if cv.get("verdict"):
+        out.append(_verdict(cv["verdict"], cv.get("paired"), floor) + " (paired over the same test users)")
+    elif cv.get("note"):
+        out.append(f"vs {cv.get('version', 'the other version')}: {cv['note']}")
+    return out
+
+
+def _model_text(result: dict) -> str:
+    """Which model was scored. ``model_version`` None means evaluate fitted the model itself
+    (no saved version has it); "model None" would read as if there were no model. With
+    k-fold, a version's holdout model serves its configured fold only."""
+    v = result.get("model_version")
+    if v is None:
+        return "model: fitted for this evaluation (no saved version)"
+    if result.get("folds"):
+        return f"model: holdout model of version {v} on the configured fold, fitted here on the other folds"
+    return f"model: holdout model of version {v}"
+
+
+def _per_fold(result: dict) -> str:
+    """" (mean per fold)" for a k-fold result, whose counts and times are fold means."""
+    return " (mean per fold)" if result.get("folds") else ""
+
+
+def _count(v) -> int | str:
+    """A count as a whole number. k-fold results hold fold means (123.4 users): rounded,
+    since a fraction of a user is no size anyone can read; callers say "mean per fold"."""
+    return int(round(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
+
+
+def _notes(result: dict) -> list[str]:
+    """The lines under the metrics table: what was scored and how, then the verdicts."""
+    fold = _per_fold(result)
+    lines = [f"fit seconds{fold}: {result.get('fit_seconds', 0):.2f}; {_model_text(result)}; "
+             f"split {result.get('split')}"]
+    if result.get("candidates"):
+        lines.append(_cold_items_line(result))
+    return lines
+
+
 def format_table(result: dict, ks: list[int]) -> str:
     cols = _cols(ks)
     rows = _rows(result)
@@ -38,31 +148,35 @@ def format_table(result: dict, ks: list[int]) -> str:
     lines = [f"{'':<{w}}" + "".join(f"{c:>13}" for c in cols)]
     for name, m in rows:
         lines.append(f"{name:<{w}}" + "".join(f"{_fmt(m.get(c)):>13}" for c in cols))
-    lines.append(f"fit seconds: {result.get('fit_seconds', 0):.2f}; model {result.get('model_version')}; "
-                 f"split {result.get('split')}")
-    if result.get("candidates"):
-        lines.append(_cold_items_line(result))
+    lines += _notes(result)
     k = max(ks)
     ci = result.get("ci") or {}
     level = int(round(100 * result.get("confidence", 0.95)))
     shown = [f"{c} {_with_ci(result, c)}" for c in ("rmse", f"ndcg@{k}") if c in ci]
     if shown:
         lines.append(f"{level}% intervals: " + "; ".join(shown))
-    for t in (result.get("significance") or {}).values():
-        lines.append(t["verdict"])
+    lines += _verdicts(result)
     return "\n".join(lines)
 
 
 def _cold_items_line(result: dict) -> str:
-    return (f"cold_items: {result.get('users_ranked', 0)} viewers each ranked only the {result['candidates']} new "
-            "movies (reviews, no rating in training); coverage is of those new movies")
+    return (f"cold_items: {_count(result.get('users_ranked', 0))} viewers{_per_fold(result)} each ranked only the "
+            f"{_count(result['candidates'])} new movies (reviews, no rating in training); coverage is of those new "
+            "movies")
 
 
 def format_markdown(result: dict, ks: list[int]) -> str:
+    """The table output in Markdown: each value with its confidence interval where it has
+    one (the table's intervals line would be lost in a wide Markdown table), then the same
+    notes and verdicts as a list."""
     cols = _cols(ks)
-    lines = ["| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    level = int(round(100 * result.get("confidence", 0.95)))
+    lines = [f"Values: metric [{level}% confidence interval] where an interval was computed.", "",
+             "| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, m in _rows(result):
-        lines.append(f"| {name} | " + " | ".join(_fmt(m.get(c)) for c in cols) + " |")
+        lines.append(f"| {name} | " + " | ".join(_with_ci(m, c) for c in cols) + " |")
+    lines.append("")
+    lines += [f"- {line}" for line in _notes(result) + _verdicts(result)]
     return "\n".join(lines)
 
 
@@ -155,7 +269,8 @@ def _plots(result: dict, out: Path, ks: list[int]) -> dict[str, str]:
 
     groups = {n: m for n, m in result.get("groups", {}).items() if m.get("rmse") is not None}
     if groups:
-        save(_group_plot(plt, groups, result.get("fairness", {}), nd), "groups.png",
+        save(_group_plot(plt, groups, result.get("fairness", {}), nd, " per fold" if result.get("folds") else ""),
+             "groups.png",
              "Metrics per user group with confidence intervals and group sizes (dots; the largest significant gap "
              "is marked)")
     return made
@@ -204,16 +319,18 @@ def _accuracy_plot(plt, result: dict, nd: str):
     return fig
 
 
-def _group_plot(plt, groups: dict[str, dict], fair: dict, nd: str):
-    """Dots with interval bars per group, one colour per group column, sizes in the labels;
-    the column with the largest significant gap is marked."""
+def _group_plot(plt, groups: dict[str, dict], fair: dict, nd: str, per_fold: str = ""):
+    """Dots with interval bars per group, one colour per group column, sizes in the labels
+    (whole numbers; ``per_fold`` " per fold" where they are k-fold means); the column with
+    the largest significant gap is marked."""
     names = list(groups)
     cols = list(dict.fromkeys(n.partition("=")[0] for n in names))
     colour = {c: GROUP_COLOURS[i % len(GROUP_COLOURS)] for i, c in enumerate(cols)}
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.38 * len(names) + 1.8))
     y = np.arange(len(names))
-    labels = [f"{n.partition('=')[2]} ({n.partition('=')[0]}, {groups[n].get('users', groups[n].get('n_test', 0)):,} "
-              f"{'users' if 'users' in groups[n] else 'ratings'})" for n in names]
+    labels = [f"{n.partition('=')[2]} ({n.partition('=')[0]}, "
+              f"{_count(groups[n].get('users', groups[n].get('n_test', 0))):,} "
+              f"{'users' if 'users' in groups[n] else 'ratings'}{per_fold})" for n in names]
     for ax, metric, better in zip(axes, ("rmse", nd), ("lower is better", "higher is better")):
         vals = np.array([groups[n].get(metric, np.nan) if groups[n].get(metric) is not None else np.nan
                          for n in names], dtype=float)
@@ -267,7 +384,8 @@ def _header(result: dict) -> list[str]:
                      f"movies; {d.get('test_ratings', 0):,} of the ratings are test ratings.")
     folds = f", {len(result['folds'])} folds (mean; intervals over folds)" if result.get("folds") else \
         " (intervals: bootstrap over test users)"
-    lines.append(f"Split: `{result.get('split')}`{folds}. Holdout model of version `{result.get('model_version')}`.")
+    model = _model_text(result)
+    lines.append(f"Split: `{result.get('split')}`{folds}. {model[0].upper()}{model[1:]}.")
     if result.get("candidates"):
         lines.append(_cold_items_line(result))
     if hp:
@@ -282,16 +400,17 @@ def _significance_section(result: dict, nd: str, level: int) -> dict | None:
     if not sig:
         return None
     rows = []
+    floor = _p_floor(result)
     for name, t in sig.items():
         for m in ("rmse", nd):
             if m in t:
                 ci = t[m]["ci"]
                 rows.append([f"{t['kind']}: {name}", m, f"{t[m]['difference']:+.4f}",
-                             f"[{ci[0]:+.4f}, {ci[1]:+.4f}]", f"{t[m]['p_value']:.3f}"])
+                             f"[{ci[0]:+.4f}, {ci[1]:+.4f}]", _p_value(t[m]["p_value"], floor)])
     return {"title": "Is the difference real? Model vs baselines and ablations",
             "text": ["Paired over the same test users (the model minus the other; bootstrap of the users, "
                      f"{level}% interval, two-sided p). RMSE: negative is better for the model; "
-                     f"{nd}: positive is better."] + [f"**{t['verdict']}**" for t in sig.values()],
+                     f"{nd}: positive is better."] + [f"**{_verdict(t['verdict'], t, floor)}**" for t in sig.values()],
             "table": (["compared with", "metric", "difference", f"{level}% CI", "p"], rows)}
 
 
@@ -317,9 +436,13 @@ def _fairness_section(result: dict, nd: str) -> dict | None:
                         f"({100 * g['relative_gap']:.1f}% of the best){real}{flag}")
     if fair and fair.get("largest") is None:
         text.append("No group gap in NDCG is larger than the noise.")
+    fold = _per_fold(result)
+    if fold:
+        text.append("Group sizes (users, n_test) are per fold: the mean over the folds, rounded.")
+    head = [c + fold if c in ("users", "n_test") else c for c in gcols]
     return {"title": "Fairness: metrics per user group", "text": text,
-            "table": (["group"] + gcols, [[n] + [str(m.get(c, "-")) if c in ("users", "n_test") else
-                                                 _with_ci(m, c) for c in gcols] for n, m in groups.items()])}
+            "table": (["group"] + head, [[n] + [str(_count(m.get(c))) if c in ("users", "n_test") else
+                                                _with_ci(m, c) for c in gcols] for n, m in groups.items()])}
 
 
 def _sections(result: dict, ks: list[int], images: dict[str, str], comparison) -> list[dict]:
@@ -352,7 +475,8 @@ def _sections(result: dict, ks: list[int], images: dict[str, str], comparison) -
         text = []
         cv = result.get("compared_version") or {}
         if cv.get("verdict"):
-            text.append(f"**{cv['verdict']}** (paired over the same test users)")
+            text.append(f"**{_verdict(cv['verdict'], cv.get('paired'), _p_floor(result))}** "
+                        "(paired over the same test users)")
         elif cv.get("note"):
             text.append(cv["note"])
         secs.append({"title": f"Compared with {name}", "text": text,

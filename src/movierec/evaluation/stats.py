@@ -10,6 +10,7 @@ difference's interval is paired.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -156,7 +157,7 @@ def paired(a: UserScores, b: UserScores, metrics: list[str], rounds: int = 1000,
         else:
             p = float(min(1.0, 2 * min((d <= 0).sum() + 1, (d >= 0).sum() + 1) / (len(d) + 1)))
         out[m] = {"difference": float(point), "ci": [float(np.quantile(d, lo_q)), float(np.quantile(d, 1 - lo_q))],
-                  "p_value": p, "better": _better(m, point)}
+                  "p_value": p, "better": _better(m, point), "rounds": int(len(d))}
     return out
 
 
@@ -188,13 +189,24 @@ SIGNALS = {"no_sentiment": "review sentiment", "no_social": "the social signal",
            "shuffled_social": "the trust signal", "no_review_content": "review content"}
 
 
+def p_words(p: float, rounds: int | None = None) -> str:
+    """"p = 0.123", or a bound where the test cannot say more: with R bootstrap rounds the
+    smallest p-value :func:`paired` gives is 2 / (R + 1) (no resample crossed 0), so a p-value
+    there reads "p < 0.004" (500 rounds), not "p = 0.004"."""
+    floor = 2.0 / (rounds + 1) if rounds and rounds >= 2 else None
+    if floor is not None and p <= floor * (1 + 1e-9):
+        bound = math.ceil(floor * 1000 - 1e-9) / 1000  # rounded up: the bound stays true
+        return f"p < {bound:.3f}" if bound > floor else f"p <= {bound:.3f}"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
 def verdict(name: str, kind: str, tests: dict[str, dict], alpha: float = 0.05) -> str:
     """A plain sentence for one comparison of the model with a baseline, an ablation or
     another version, from :func:`paired`'s tests (RMSE and NDCG@K)."""
     parts = []
     for m, t in tests.items():
         sig = t["p_value"] < alpha
-        p = "p < 0.001" if t["p_value"] < 0.001 else f"p = {t['p_value']:.3f}"
+        p = p_words(t["p_value"], t.get("rounds"))
         parts.append((m, sig, t["better"], f"{m.upper() if m in ('rmse', 'mae') else m} {t['difference']:+.4f}, {p}"))
     if not parts:
         return f"{name}: not tested (no common users, or evaluate.bootstrap_rounds is 0)"
