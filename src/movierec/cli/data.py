@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from movierec.cli._app import CONFIG_OPT, OVERRIDES, load_cfg, cli, log
+from movierec.cli._app import CONFIG_OPT, CSV_SAFETY_NOTE, OVERRIDES, load_cfg, cli, log, write_csv
 
 
 @cli.group()
@@ -37,22 +37,35 @@ def data_download(name, dst, url, sha256) -> None:
 @click.option("--map", "mapping", multiple=True, metavar="COLUMN=SOURCE",
               help="csv: the source column of a canonical column, e.g. --map user_id=uid (repeatable).")
 @click.option("--delimiter", default=",", show_default=True, help="csv: the source file's field delimiter.")
-def data_import(name, src, dst, table, mapping, delimiter) -> None:
+@click.option("--encoding", default="utf-8", show_default=True,
+              help="csv: the source file's text encoding (e.g. latin-1); the canonical CSV is written in UTF-8.")
+def data_import(name, src, dst, table, mapping, delimiter, encoding) -> None:
     """Convert a local copy (folder or zip) of NAME to the canonical CSVs in DIR.
 
     NAME: movielens-100k, movielens-latest-small, filmtrust, rt-critics, ciaodvd, epinions,
     or csv (any CSV file, with --table and --map).
+
+    A file that is empty, not text in its encoding, or not readable CSV (a row with more
+    or fewer fields than the header, an unclosed quote) exits 65 naming the file and line.
     """
     from movierec.data.datasets import import_csv, import_dataset, next_step
 
     if name == "csv":
+        if len(delimiter) != 1:
+            raise click.UsageError(f"--delimiter {delimiter!r}: give one character (e.g. ';', or $'\\t' for a tab)")
+        import codecs
+
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise click.UsageError(f"--encoding {encoding!r}: unknown encoding (e.g. utf-8, latin-1, cp1252)") from None
         pairs = {}
         for m in mapping:
             canon, sep, col = m.partition("=")
             if not sep or not canon or not col:
                 raise click.UsageError(f"--map {m!r}: give COLUMN=SOURCE, e.g. --map user_id=uid")
             pairs[canon.strip()] = col.strip()
-        counts = import_csv(Path(src), Path(dst), table, pairs, delimiter)
+        counts = import_csv(Path(src), Path(dst), table, pairs, delimiter, encoding)
     else:
         counts = import_dataset(name, src, dst)
     click.echo(json.dumps(counts))
@@ -63,7 +76,8 @@ def data_import(name, src, dst, table, mapping, delimiter) -> None:
 @CONFIG_OPT
 @click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False), required=True)
 @click.option("--text-column", required=True)
-@click.option("--output", type=click.Path(dir_okay=False), required=True)
+@click.option("--output", type=click.Path(dir_okay=False), required=True,
+              help=f"The CSV file to write: the input's columns plus the scores. {CSV_SAFETY_NOTE}.")
 @OVERRIDES
 def score_text(config_path, input_path, text_column, output, overrides) -> None:
     """Add sentiment and sentiment_label columns for a text column of any CSV."""
@@ -95,5 +109,5 @@ def score_text(config_path, input_path, text_column, output, overrides) -> None:
     if cfg.sentiment.detect_language:
         df["language"] = got.languages[codes] if len(uniques) else []
     with atomic_path(output) as tmp:
-        df.to_csv(tmp, index=False)
+        write_csv(df, tmp)
     log.info("score-text: %d texts scored into %s (%d unsupported)", len(df), output, int(np.isnan(scores).sum()))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from movierec.cli._app import CONFIG_OPT, OVERRIDES, load_cfg, cli, log
+from movierec.cli._app import CONFIG_OPT, CSV_SAFETY_NOTE, OVERRIDES, check_utf8, load_cfg, cli, log, write_csv
 
 
 @cli.command()
@@ -17,16 +17,24 @@ from movierec.cli._app import CONFIG_OPT, OVERRIDES, load_cfg, cli, log
 @click.option("--user", "user_id", help="User id to recommend for.")
 @click.option("--all", "all_users", is_flag=True, help="Recommend for every user (needs --output).")
 @click.option("--output", help="Output of --all: a .csv or .parquet file, or - for CSV on stdout (engine.kind: ray: "
-                                "a folder of Parquet part files).")
+                                f"a folder of Parquet part files). {CSV_SAFETY_NOTE}; Parquet holds the ids as "
+                                "they are.")
 @click.option("--ratings", "ratings_file", type=click.Path(dir_okay=True, allow_dash=True),
               help="Ratings (movie_id,rating CSV in data.delimiter, or - for a JSON list on stdin): fold in a "
                    "new user, or add to a known user's ratings.")
 @click.option("-n", type=click.IntRange(min=1), default=None, help="List length (default: recommend.n).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True,
+              help=f"How one user's list is printed (csv: {CSV_SAFETY_NOTE}; json as it is).")
 @click.option("--explain", "with_reasons", is_flag=True, help="Give each movie the reasons the model had for it (--user only).")
+@click.option("--strict", is_flag=True,
+              help="--user only: a user the model does not know (and no --ratings or feedback to fold in) is an "
+                   "error, exit 65, instead of the popularity list with a note on stderr.")
 @OVERRIDES
-def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, with_reasons, overrides) -> None:
-    """Top-N movies for one user, a new user (--ratings), or every user (--all)."""
+def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, with_reasons, strict, overrides) -> None:
+    """Top-N movies for one user, a new user (--ratings), or every user (--all).
+
+    A user id the model does not know gets the popularity list, with a note on stderr
+    naming the user (--strict: exit 65 instead)."""
     import pandas as pd
 
     cfg = load_cfg(config_path, overrides)
@@ -34,8 +42,8 @@ def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, wit
     if all_users == bool(user_id):
         raise click.UsageError("give exactly one of --user ID or --all")
     if all_users:
-        if with_reasons or ratings_file:
-            raise click.UsageError("--explain and --ratings work with --user, not with --all")
+        if with_reasons or ratings_file or strict:
+            raise click.UsageError("--explain, --ratings and --strict work with --user, not with --all")
         if not output:
             raise click.UsageError("--all needs --output PATH (.csv or .parquet, or - for CSV on stdout)")
         special = output == "-" or (Path(output).exists() and not Path(output).is_file())  # -, /dev/stdout
@@ -47,9 +55,11 @@ def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, wit
             raise click.UsageError(f"--output {output}: give a .csv or .parquet file (or - for CSV on stdout)")
     elif output:
         raise click.UsageError("--output is for --all; one user's list goes to stdout (--format table|json|csv)")
+    given = user_id
     if user_id:
         from movierec.privacy import maybe_pseudonym
 
+        check_utf8("--user", user_id)
         user_id = maybe_pseudonym(user_id, cfg.privacy)  # ids in the model are pseudonyms too
     rows = None
     if ratings_file:
@@ -84,6 +94,8 @@ def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, wit
                                        feedback_weight=cfg.recommend.feedback_weight)
     if rows is not None:
         result["ratings_given"] = int(len(rows))
+    if new_user and result.get("fallback") == "popularity":
+        _unknown_user(given, user_id, cfg, strict)
     if with_reasons:
         from movierec.explain import explain
 
@@ -95,6 +107,20 @@ def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, wit
         explain(bundle, user_id, result["items"], threshold=cfg.evaluate.relevance_threshold,
                 new_ratings=new_ratings)
     _print_recs(result, fmt)
+
+
+def _unknown_user(given: str, user_id: str, cfg, strict: bool) -> None:
+    """The model does not know the user: a one-line warning on stderr (the list is the popularity
+    fallback), or with --strict a DataError (exit 65). Under privacy.pseudonymize_ids the note
+    names the pseudonym, not the id given."""
+    shown = repr(given) if not cfg.privacy.pseudonymize_ids else f"{user_id} (pseudonym of the id given)"
+    if strict:
+        from movierec.errors import DataError
+
+        raise DataError(f"--user {shown}: unknown to the model (no ratings of theirs in its training data "
+                        "or feedback); check the id, or leave out --strict for the popularity list")
+    log.warning("recommend: user %s is unknown to the model: the list is the popularity fallback "
+                "(check the id; --strict makes this an error)", shown)
 
 
 def _recommend_all(bundle, cfg, n: int, events, output: str) -> None:
@@ -112,13 +138,13 @@ def _recommend_all(bundle, cfg, n: int, events, output: str) -> None:
     df = bundle.recommend_all(n, cfg.recommend.exclude_seen, events=events,
                               feedback_weight=cfg.recommend.feedback_weight)
     if output == "-":
-        df.to_csv(sys.stdout, index=False)
+        write_csv(df, sys.stdout)
     else:
         with atomic_path(output) as tmp:
             if output.lower().endswith(".parquet"):
                 df.to_parquet(tmp, index=False)
             else:
-                df.to_csv(tmp, index=False)
+                write_csv(df, tmp)
     log.info("recommend: %d users x %d movies written to %s in %.2fs", df["user_id"].nunique(), n,
              "stdout" if output == "-" else output, time.perf_counter() - t0)
 
@@ -131,13 +157,17 @@ def _print_recs(result: dict, fmt: str) -> None:
         click.echo(json.dumps(result))
         return
     if fmt == "csv":
-        import csv
+        import pandas as pd
 
-        w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(["rank", "movie_id", "title", "year", "genres", "predicted_rating", "rank_score"])
-        for k, it in enumerate(items, 1):
-            w.writerow([k, it["movie_id"], it["title"], it["year"] or "", it["genres"],
-                        "" if it["predicted_rating"] is None else it["predicted_rating"], it["rank_score"]])
+        write_csv(pd.DataFrame({
+            "rank": pd.Series(range(1, len(items) + 1), dtype="int64"),
+            "movie_id": pd.Series([it["movie_id"] for it in items], dtype=object),
+            "title": pd.Series([it["title"] for it in items], dtype=object),
+            "year": pd.array([it["year"] or None for it in items], dtype="Int64"),
+            "genres": pd.Series([it["genres"] for it in items], dtype=object),
+            "predicted_rating": pd.Series([it["predicted_rating"] for it in items], dtype="float64"),
+            "rank_score": pd.Series([it["rank_score"] for it in items], dtype="float64"),
+        }), sys.stdout)
         return
     fallback = result.get("fallback")
     note = f"  (fallback: {fallback})" if fallback else ""

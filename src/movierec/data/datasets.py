@@ -47,9 +47,30 @@ def _find(src: Path, name: str) -> Path:
     raise DataError(f"{src}: {name} not found (is this the right data set?)")
 
 
+def csv_quoting(df: pd.DataFrame) -> int:
+    """How to quote ``df`` in a CSV file so that it reads back with the same rows: as usual
+    (fields with the delimiter, a quote or a newline quoted), but every text field quoted
+    when a text cell or a column name holds a carriage return, which Python's csv writer
+    leaves bare (a CSV reader takes a lone carriage return for the end of the row)."""
+    import csv
+
+    def has_cr(s: pd.Series) -> bool:
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            s = pd.Series(s.cat.categories)
+        if not (pd.api.types.is_object_dtype(s.dtype) or pd.api.types.is_string_dtype(s.dtype)):
+            return False
+        try:
+            return bool(s.str.contains("\r", regex=False).fillna(False).to_numpy(dtype=bool).any())
+        except AttributeError:  # an object column without any text
+            return False
+
+    cr = any("\r" in str(c) for c in df.columns) or any(has_cr(df.iloc[:, k]) for k in range(df.shape[1]))
+    return csv.QUOTE_NONNUMERIC if cr else csv.QUOTE_MINIMAL
+
+
 def _write(df: pd.DataFrame, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path, index=False, lineterminator="\n")
+    df.to_csv(path, index=False, lineterminator="\n", quoting=csv_quoting(df))
 
 
 def import_movielens_100k(src: Path, dst: Path) -> dict[str, int]:
@@ -191,21 +212,38 @@ def import_epinions(src: Path, dst: Path) -> dict[str, int]:
 
 
 def import_csv(src: Path, dst: Path, table: str = "ratings", mapping: dict[str, str] | None = None,
-               delimiter: str = ",") -> dict[str, int]:
+               delimiter: str = ",", encoding: str = "utf-8") -> dict[str, int]:
     """Any CSV dump into one canonical table: ``mapping`` names the source column of each
     canonical column (e.g. ``{"user_id": "uid", "movie_id": "item", "rating": "stars"}``);
-    unmapped canonical columns are taken by name, other columns are kept.
+    unmapped canonical columns are taken by name, other columns are kept. The file is read
+    as the pipeline reads its own (:func:`movierec.data.readers._open_csv`: text in
+    ``encoding``, no binary data, a header row); the table is written in UTF-8.
 
     Raises:
-        DataError: an unknown table, or a mapped or required column the file lacks.
+        DataError: an unknown table; a missing, empty, binary or wrongly encoded file; a row
+            with more or fewer fields than the header (its line named) or other malformed CSV;
+            a mapped or required column the file lacks.
     """
-    from movierec.data.schemas import SCHEMAS
+    from movierec.data.readers import _open_csv
+    from movierec.data.schemas import SCHEMAS, FileSchema
 
     if table not in SCHEMAS:
         raise DataError(f"data import csv: unknown table {table!r}; one of {', '.join(SCHEMAS)}")
     schema = SCHEMAS[table]
     path = src if src.is_file() else _find(src, f"{table}.csv")
-    df = pd.read_csv(path, dtype=str, sep=delimiter, keep_default_na=False)
+    try:  # every column as text: the columns are known only after the mapping
+        df, bad_rows, _ = _open_csv(path, FileSchema(table, required=()), encoding, delimiter, redact=False)
+    except DataError as exc:
+        if isinstance(exc.__cause__, UnicodeDecodeError):  # the hint of the pipeline's reader is a config key
+            raise DataError(str(exc).replace("set data.encoding (e.g. latin-1)",
+                                             "pass its encoding, e.g. --encoding latin-1")) from exc
+        raise
+    if bad_rows:
+        line, _, fields = bad_rows[0]
+        where = f"line {line}" if line > 0 else "a row"
+        more = f" (and {len(bad_rows) - 1} more such rows)" if len(bad_rows) > 1 else ""
+        raise DataError(f"{path}: {where} has {fields} fields where the header has {len(df.columns)}{more}: "
+                        f"not a well-formed CSV file with delimiter {delimiter!r} (check --delimiter and quoting)")
     mapping = dict(mapping or {})
     for canon, col in mapping.items():
         if canon not in schema.required + schema.optional:
@@ -238,12 +276,16 @@ def import_dataset(name: str, src: str | Path, dst: str | Path) -> dict[str, int
     src, dst = Path(src), Path(dst)
     if not src.exists():
         raise DataError(f"{src}: not found")
-    if src.is_file() and zipfile.is_zipfile(src):
-        with tempfile.TemporaryDirectory() as tmp:
-            with zipfile.ZipFile(src) as zf:
-                zf.extractall(tmp)
-            return IMPORTERS[name](Path(tmp), dst)
-    return IMPORTERS[name](src, dst)
+    try:
+        if src.is_file() and zipfile.is_zipfile(src):
+            with tempfile.TemporaryDirectory() as tmp:
+                with zipfile.ZipFile(src) as zf:
+                    zf.extractall(tmp)
+                return IMPORTERS[name](Path(tmp), dst)
+        return IMPORTERS[name](src, dst)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"{src}: a file of {name} is empty or not readable CSV/text "
+                        f"({str(exc).splitlines()[0][:200] if str(exc) else exc.__class__.__name__})") from exc
 
 
 #: how each downloaded archive is checked: a published digest, or the address of the digest
