@@ -50,15 +50,16 @@ def test_registry_orders_by_creation_time_and_prunes_only_versions(tmp_path):
     from movierec.registry import Registry
 
     reg = Registry(tmp_path)
-    _version(tmp_path, "b", "2026-01-03T00:00:00.000000Z")
-    _version(tmp_path, "a", "2026-01-04T00:00:00.000000Z")
-    _version(tmp_path, "c", "2026-01-01T00:00:00.000000Z")
+    a, b, c = "20260104T000000Z-0000000a", "20260103T000000Z-0000000b", "20260101T000000Z-0000000c"
+    _version(tmp_path, b, "2026-01-03T00:00:00.000000Z")
+    _version(tmp_path, a, "2026-01-04T00:00:00.000000Z")
+    _version(tmp_path, c, "2026-01-01T00:00:00.000000Z")
     (tmp_path / "notes").mkdir()
     (tmp_path / ".tmp-x-1").mkdir()
-    assert [v.name for v in reg.versions()] == ["c", "b", "a"]
-    (tmp_path / "current").write_text("c\n")
-    assert reg.apply_retention(1) == ["b"]  # keeps the newest and current
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-x-1", "a", "c", "current", "notes"]
+    assert [v.name for v in reg.versions()] == [c, b, a]
+    (tmp_path / "current").write_text(f"{c}\n")
+    assert reg.apply_retention(1) == [b]  # keeps the newest and current
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-x-1", c, a, "current", "notes"]
     assert reg.cleanup_temp() == 1 and not (tmp_path / ".tmp-x-1").exists()
 
 
@@ -66,19 +67,19 @@ def test_registry_rollback_skips_rejected_and_old_formats(tmp_path):
     from movierec.registry import Registry
 
     reg = Registry(tmp_path)
-    _version(tmp_path, "v1", "2026-01-01T00:00:00.000000Z", "promoted")
-    _version(tmp_path, "v0", "2025-12-01T00:00:00.000000Z", "promoted", fmt=1)
-    _version(tmp_path, "v2", "2026-01-02T00:00:00.000000Z", "rejected")
-    _version(tmp_path, "v3", "2026-01-03T00:00:00.000000Z", "promoted")
-    (tmp_path / "current").write_text("v3\n")
-    older = [v.name for v in reg.versions() if v.created < reg.get("v3").created and v.status != "rejected"
-             and v.format == 3]
-    assert older == ["v1"]
-    assert reg.pending("v3") is None and reg.pending("v2") is None
-    (tmp_path / "v2" / "gate.json").write_text(json.dumps({"status": "passed"}))
-    assert reg.pending("v2").name == "v2"
+    _version(tmp_path, "20260101T000000Z-00000001", "2026-01-01T00:00:00.000000Z", "promoted")
+    _version(tmp_path, "20251201T000000Z-00000000", "2025-12-01T00:00:00.000000Z", "promoted", fmt=1)
+    _version(tmp_path, "20260102T000000Z-00000002", "2026-01-02T00:00:00.000000Z", "rejected")
+    _version(tmp_path, "20260103T000000Z-00000003", "2026-01-03T00:00:00.000000Z", "promoted")
+    (tmp_path / "current").write_text("20260103T000000Z-00000003\n")
+    v3 = reg.get("20260103T000000Z-00000003")
+    older = [v.name for v in reg.versions() if v.created < v3.created and v.status != "rejected" and v.format == 3]
+    assert older == ["20260101T000000Z-00000001"]
+    assert reg.pending("20260103T000000Z-00000003") is None and reg.pending("20260102T000000Z-00000002") is None
+    (tmp_path / "20260102T000000Z-00000002" / "gate.json").write_text(json.dumps({"status": "passed"}))
+    assert reg.pending("20260102T000000Z-00000002").name == "20260102T000000Z-00000002"
     with pytest.raises(ModelError, match="format 1"):
-        reg.get("v0").check_format()
+        reg.get("20251201T000000Z-00000000").check_format()
     with pytest.raises(ModelError, match="no model version 'zzz'"):
         reg.get("zzz")
     (tmp_path / "current").write_text("../x\n")

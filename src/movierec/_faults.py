@@ -3,7 +3,8 @@
 Names: ``sentiment`` (SIGKILL while scoring), ``sentiment_checkpoint`` (SIGKILL right
 after the first checkpoint of the score cache), ``train`` (SIGKILL after the first
 epoch), ``promote`` (SIGKILL between writing a model version and switching to it),
-``write_version`` (an ENOSPC error while writing a model version). Unset in production.
+``write_version`` (an ENOSPC error while writing a model version), ``prune`` (SIGKILL
+between renaming a pruned version to its trash name and deleting it). Unset in production.
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ Layout of ``workdir/models``::
         genre_sentiment.parquet  each user's mean review sentiment per genre
         features.json          the fitted feature transformers as numbers and names
         config.yaml            the resolved config
-        meta.json              format, creation time (UTC), rows trained on, fit seconds,
-                               feedback offset, rating scale, privacy key fingerprint
+        meta.json              format, name, creation time (UTC), rows trained on, fit seconds,
+                               feedback offset, rating scale, privacy key fingerprint, and the
+                               size and SHA-256 of every file written with it ("files")
         metrics.json           holdout metrics of holdout.npz (written by run's gate or evaluate)
         gate.json              the gate's verdict: passed / promoted / rejected, and why
         run.json               the summary of the run that made it
@@ -26,8 +27,16 @@ version serves the same lists whatever happens to the workdir's artifacts afterw
 
 A version is written under ``.tmp-<name>-<pid>``, every file and folder fsynced, then
 renamed into place; ``current`` is switched by writing a temporary file and renaming it
-over the old one. A folder counts as a version only if it holds ``model.npz`` and
-``meta.json``; anything else under ``models/`` is left alone (never listed, never pruned).
+over the old one. A pruned version is first renamed to ``.trash-<name>-<pid>`` (gone from
+every listing in one step) and then deleted; a later locked command sweeps what a killed
+one left of either.
+
+A folder counts as a version only if its name is one this registry gives versions
+(``<UTC stamp>-<config hash>``, ``.N`` on a clash), it holds ``model.npz`` and
+``meta.json``, and its meta.json names that folder (a ``cp -a`` copy under another name is
+not a version). Anything else under ``models/`` is left alone: never listed, never pruned,
+never swept. Loading a version checks its files' sizes against meta.json and the loaded
+model file's SHA-256 (versions written before the digests were recorded load unchecked).
 
 Why one module of this size: it is the one owner of version folders (the reason it exists);
 loading the served bundle is in ``ranking``.
@@ -35,12 +44,14 @@ loading the served bundle is in ``ranking``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,6 +86,29 @@ ROLLED_BACK = "rolled_back"
 GOOD = (PASSED, PROMOTED, TRAINED)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: the names :meth:`Registry.new_name` gives versions: UTC stamp, config hash, ``.N`` on a clash
+#: (movierec before format 2 stamped local time, without the Z)
+_VERSION = re.compile(r"^\d{8}T\d{6}Z?-[0-9A-Za-z]{1,8}(\.\d+)?$")
+#: what a killed writer, pruner or ``current`` switch leaves: ``.tmp-<name>-<pid>``,
+#: ``.trash-<version>-<pid>``, ``.current.<pid>`` (anything else is not the registry's to remove)
+_TEMP = re.compile(r"^\.tmp-[A-Za-z0-9][A-Za-z0-9._-]*-\d+$")
+_TRASH = re.compile(r"^\.trash-(.+)-\d+$")
+_CURRENT_TMP = re.compile(r"^\.current\.\d+$")
+#: files a version cannot serve without (checked by presence where no sizes were recorded)
+_REQUIRED = (USER_IDS, MOVIES, SEEN)
+
+
+def file_sha256(path: str | Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _leftover(name: str) -> bool:
+    """A temporary or trash name of this registry's own making."""
+    if _TEMP.match(name) or _CURRENT_TMP.match(name):
+        return True
+    m = _TRASH.match(name)
+    return bool(m and _VERSION.match(m.group(1)))
 
 
 def utc_now() -> str:
@@ -140,6 +174,40 @@ class ModelVersion:
     def has(self, filename: str) -> bool:
         return (self.path / filename).exists()
 
+    @property
+    def files(self) -> dict:
+        """{filename: {"bytes", "sha256"}} recorded when the version was written ({} before that)."""
+        f = self.meta.get("files")
+        return {k: v for k, v in f.items() if _NAME.match(str(k)) and isinstance(v, dict)} \
+            if isinstance(f, dict) else {}
+
+    def damage(self, full: tuple[str, ...] = ()) -> str | None:
+        """What is wrong with the version's files, or None: each recorded file must be there
+        with its recorded size, and the files in ``full`` must match their SHA-256 too.
+        Without records (versions written before them) the required files must be there."""
+        files = self.files
+        for filename in files or {f: {} for f in _REQUIRED}:
+            p = self.path / filename
+            try:
+                size = p.stat().st_size
+            except FileNotFoundError:
+                return f"{filename} is missing"
+            except OSError as exc:
+                return f"{filename} cannot be read ({exc.strerror})"
+            want = files.get(filename, {})
+            if "bytes" in want and size != want["bytes"]:
+                return f"{filename} has {size} bytes, {want['bytes']} were written (truncated or replaced)"
+            if filename in full and want.get("sha256") and file_sha256(p) != want["sha256"]:
+                return f"{filename} does not match the SHA-256 recorded when it was written"
+        return None
+
+    def verify(self, full: tuple[str, ...] = (MODEL,)) -> None:
+        """Raise ModelError naming the damaged file (see :meth:`damage`)."""
+        why = self.damage(full)
+        if why:
+            raise ModelError(f"model version {self.name} is damaged: {why} (in {self.path}); roll back with "
+                             "`movierec models rollback` or train a new version")
+
     def check_format(self) -> None:
         if self.format != FORMAT:
             raise ModelError(
@@ -164,9 +232,14 @@ class Registry:
         return self.root / "current"
 
     # ------------------------------------------------------------------ reading
-    def _is_version(self, p: Path) -> bool:
-        return (bool(_NAME.match(p.name)) and p.is_dir() and not p.is_symlink()
-                and (p / MODEL).is_file() and (p / META).is_file())
+    def _read(self, p: Path) -> ModelVersion | None:
+        """The version in folder ``p``, or None when ``p`` is not a version this registry wrote."""
+        if not (_VERSION.match(p.name) and p.is_dir() and not p.is_symlink()
+                and (p / MODEL).is_file() and (p / META).is_file()):
+            return None
+        v = self._version(p)
+        # meta.json names the folder it was written in: a copy under another name is not a version
+        return v if v.meta.get("version") in (None, p.name) else None
 
     def _version(self, p: Path) -> ModelVersion:
         try:
@@ -181,17 +254,17 @@ class Registry:
         """Every version, oldest first by UTC creation time (then name)."""
         if not self.root.is_dir():
             return []
-        vs = [self._version(p) for p in self.root.iterdir() if self._is_version(p)]
+        vs = [v for v in map(self._read, self.root.iterdir()) if v is not None]
         return sorted(vs, key=lambda v: (v.created, v.name))
 
     def get(self, name: str) -> ModelVersion:
         """The version called ``name``; a ModelError names what is there otherwise."""
         name = str(name).strip()
-        p = self.root / name
-        if not _NAME.match(name) or not self._is_version(p):
+        v = self._read(self.root / name) if _NAME.match(name) else None
+        if v is None:
             have = ", ".join(v.name for v in self.versions()) or "none"
             raise ModelError(f"no model version {name!r} in {self.root} (have: {have})")
-        return self._version(p)
+        return v
 
     def current_name(self) -> str | None:
         """The name ``current`` holds (None when nothing was promoted yet)."""
@@ -209,22 +282,30 @@ class Registry:
         name = self.current_name()
         if name is None:
             raise ModelError(f"no trained model in {self.root.parent}; run `movierec train --config ...` first")
-        if not self._is_version(self.root / name):
+        v = self._read(self.root / name)
+        if v is None:
             raise ModelError(f"the current model {name} is missing from {self.root} (or incomplete); "
                              "roll back with `movierec models rollback` or train a new one")
-        v = self._version(self.root / name)
         v.check_format()
         return v
 
     def load(self, name: str | None = None, model_file: str = MODEL) -> "ModelBundle":
-        """Load a version (default: the current one) for serving or scoring."""
+        """Load a version (default: the current one) for serving or scoring, its files checked
+        first (sizes, and the model file's SHA-256: see :meth:`ModelVersion.damage`)."""
         from movierec.ranking import ModelBundle
 
         v = self.current() if name is None else self.get(name)
         v.check_format()
         if not v.has(model_file):
             raise ModelError(f"model version {v.name} has no {model_file}")
-        return ModelBundle.load(v.path, model_file=model_file)
+        v.verify(full=(model_file,))
+        try:
+            return ModelBundle.load(v.path, model_file=model_file)
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+            # a version written before sizes and digests were recorded, damaged since
+            raise ModelError(f"model version {v.name} is damaged: {model_file} or a file beside it is unreadable "
+                             f"({exc.__class__.__name__}: {exc}); roll back with `movierec models rollback` "
+                             "or train a new version") from exc
 
     # ------------------------------------------------------------------ writing
     def new_name(self, config_hash: str) -> str:
@@ -249,7 +330,9 @@ class Registry:
             failpoint("write_version")
             meta = self._write_files(tmp, data)
             meta.update({"format": FORMAT, "version": name, "created": utc_now(),
-                         "config_hash": data.config_hash})
+                         "config_hash": data.config_hash,
+                         "files": {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+                                   for p in sorted(tmp.iterdir()) if p.is_file()}})
             write_json(meta, tmp / META)
             fsync_tree(tmp)
             os.rename(tmp, self.root / name)
@@ -319,9 +402,9 @@ class Registry:
             raise ValueError(f"not a version file: {filename}")
         write_json(obj, self.get(name).path / filename)
 
-    def set_gate(self, name: str, status: str, reasons: list[str], compared_with: str | None) -> None:
+    def set_gate(self, name: str, status: str, reasons: list[str], compared_with: str | None, **extra) -> None:
         self.write_file(name, GATE, {"status": status, "reasons": reasons, "compared_with": compared_with,
-                                     "at": utc_now()})
+                                     "at": utc_now(), **extra})
 
     def promote(self, name: str) -> None:
         """Make ``name`` the serving version (atomic switch of ``current``)."""
@@ -350,52 +433,115 @@ class Registry:
             return None
         return v if v.status == PASSED and v.format == FORMAT else None
 
+    def _rollback_target(self, v: ModelVersion) -> bool:
+        """A version a plain rollback may pick: good, or left only because an operator rolled
+        forward from it (it was good then), and its files intact."""
+        if v.format != FORMAT:
+            return False
+        if v.status == ROLLED_BACK:
+            g = v.gate
+            before = g.get("previous") if isinstance(g.get("previous"), dict) else {}
+            if not (g.get("forward") is True and before.get("status", TRAINED) in GOOD):
+                return False
+        elif v.status not in GOOD:
+            return False
+        return v.damage() is None
+
     def rollback(self, name: str | None = None) -> str:
-        """Point ``current`` at ``name`` (default: the newest good version older than current)."""
+        """Point ``current`` at ``name`` (default: the newest good version older than current).
+
+        The version left is marked rolled_back (the next nightly run must not serve it again);
+        the version that serves gets its status from before it was marked, if it was."""
         cur = self.current_name()
         if name is None:
             vs = self.versions()
             created = {v.name: v.created for v in vs}
             older = [v for v in vs if cur is None or (cur in created and (v.created, v.name) < (created[cur], cur))]
-            good = [v for v in older if v.status in GOOD and v.format == FORMAT]
+            good = [v for v in older if self._rollback_target(v)]
             if not good:
                 raise ModelError(f"no earlier good model version to roll back to (current: {cur})")
             name = good[-1].name
         self.load(name)  # it must load before it serves
+        target = self.get(name)
+        if target.status == ROLLED_BACK:  # it serves again: the mark goes
+            self._unmark(target, cur)
         self.promote(name)
-        if cur and cur != name and self._is_version(self.root / cur):
+        left = self._read(self.root / cur) if cur and cur != target.name and _NAME.match(cur) else None
+        if left is not None:
             # the version rolled back from: the next nightly run must not put it back
-            self.set_gate(cur, ROLLED_BACK, [f"rolled back to {name} by an operator"], name)
-        log.info("models: current is now %s (was %s)", name, cur)
-        return name
+            forward = (target.created, target.name) > (left.created, left.name)
+            g = left.gate
+            # what it was before: its verdict (None: made by `movierec train`); a mark keeps the first
+            before = {"previous": g or None} if left.status != ROLLED_BACK else \
+                {k: g[k] for k in ("previous",) if k in g}
+            self.set_gate(left.name, ROLLED_BACK,
+                          [f"rolled {'forward' if forward else 'back'} to {target.name} by an operator"],
+                          target.name, forward=forward, **before)
+        log.info("models: current is now %s (was %s)", target.name, cur)
+        return target.name
+
+    def _unmark(self, v: ModelVersion, cur: str | None) -> None:
+        """Give a rolled-back version the status it had before it was marked."""
+        g = v.gate
+        if isinstance(g.get("previous"), dict) and g["previous"].get("status") not in (None, ROLLED_BACK):
+            self.write_file(v.name, GATE, g["previous"])
+        elif "previous" in g and g["previous"] is None:  # made by `movierec train`: no gate verdict
+            self.set_gate(v.name, TRAINED, [f"served again: an operator rolled to it from {cur}"], cur)
+        else:  # marked before the previous status was kept
+            self.set_gate(v.name, PROMOTED, [f"served again: an operator rolled to it from {cur}"], cur)
 
     def apply_retention(self, keep: int) -> list[str]:
         """Delete versions beyond the newest ``keep`` (by creation time), never the current one
-        and never a folder that is not a version."""
+        and never a folder that is not a version.
+
+        Each is renamed to ``.trash-<name>-<pid>`` first (out of every listing at once), then
+        deleted: a kill in between leaves only trash, which the next locked command sweeps."""
+        from movierec._faults import failpoint
+
+        self._sweep(trash_only=True)
         vs = self.versions()
         cur = self.current_name()
         keep_set = {v.name for v in vs[-keep:]} if keep > 0 else set()
         if cur:
             keep_set.add(cur)
-        removed = []
+        removed, trash = [], []
         for v in vs:
             if v.name not in keep_set:
-                shutil.rmtree(v.path, ignore_errors=True)
+                t = self.root / f".trash-{v.name}-{os.getpid()}"
+                try:
+                    os.rename(v.path, t)
+                except OSError as exc:
+                    log.warning("models: could not remove old version %s (%s)", v.name, exc)
+                    continue
                 removed.append(v.name)
+                trash.append(t)
         if removed:
             fsync_path(self.root)
+            failpoint("prune")
+            for t in trash:
+                shutil.rmtree(t, ignore_errors=True)
             log.info("models: removed %d old versions (refresh.keep=%d)", len(removed), keep)
         return removed
 
-    def cleanup_temp(self) -> int:
-        """Remove what a killed writer left (call under the workdir lock)."""
+    def _sweep(self, trash_only: bool = False) -> int:
         n = 0
-        if self.root.is_dir():
-            for pat in (".tmp-*", ".current.*"):
-                for p in self.root.glob(pat):
-                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-                    n += 1
+        if not self.root.is_dir():
+            return n
+        for p in self.root.iterdir():
+            if not _leftover(p.name) or (trash_only and not _TRASH.match(p.name)):
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            n += 1
         return n
+
+    def cleanup_temp(self) -> int:
+        """Remove what a killed writer, pruner or switch left (call under the workdir lock):
+        only names of the registry's own making (``.tmp-<name>-<pid>``, ``.trash-<version>-<pid>``,
+        ``.current.<pid>``)."""
+        return self._sweep()
 
     def summary(self, name: str, k: int) -> dict:
         """A version's row for ``models list`` and ``status``."""
@@ -403,6 +549,10 @@ class Registry:
         m = v.metrics
         out = {"version": v.name, "created": v.created or None, "status": v.status, "format": v.format or 1,
                "train_ratings": v.meta.get("train_ratings")}
+        why = v.damage()  # sizes only: cheap enough for every row
+        if why:
+            out["damaged"] = why
+            out["error"] = f"model version {v.name} is damaged: {why}"
         for key in ("rmse", "mae", f"ndcg@{k}", "coverage"):
             if isinstance(m.get(key), (int, float)):
                 out[key] = m[key]

@@ -207,16 +207,17 @@ def test_retention_keeps_current_and_foreign_folders_and_orders_by_creation_time
     (models / "half" / "meta.json").write_text("{}")  # no model: not a version
     (models / "README").write_text("hands off")
     # three older copies of v1 whose names sort *after* it but whose creation times are earlier
+    olds = [f"2999010{k}T000000Z-0000000{k}" for k in range(3)]
     for k, created in enumerate(("2001-01-01T00:00:00.000000Z", "2002-01-01T00:00:00.000000Z",
                                  "2003-01-01T00:00:00.000000Z")):
-        d = models / f"zz-old-{k}"
+        d = models / olds[k]
         shutil.copytree(models / v1, d)
         meta = json.loads((d / "meta.json").read_text())
         meta.update(created=created, version=d.name)
         (d / "meta.json").write_text(json.dumps(meta))
     reg = Registry(models)
-    assert [v.name for v in reg.versions()][:3] == ["zz-old-0", "zz-old-1", "zz-old-2"]
-    assert run_cli("models", "rollback", "zz-old-0", "--config", str(cfg)).returncode == 0
+    assert [v.name for v in reg.versions()][:3] == olds
+    assert run_cli("models", "rollback", olds[0], "--config", str(cfg)).returncode == 0
     r = pd.read_csv(data / "ratings.csv")
     pd.concat([r, r.sample(50, random_state=4).assign(user_id=lambda d: "y" + d.user_id)]).to_csv(
         data / "ratings.csv", index=False)
@@ -224,7 +225,7 @@ def test_retention_keeps_current_and_foreign_folders_and_orders_by_creation_time
                   "refresh.max_ndcg_drop=1")
     assert out.returncode == 0, out.stderr
     names = [v.name for v in reg.versions()]
-    assert len(names) == 2 and v1 in names and current(work) in names and "zz-old-0" not in names
+    assert len(names) == 2 and v1 in names and current(work) in names and olds[0] not in names
     assert (models / "backup" / "notes.txt").read_text() == "operator's" and (models / "half").is_dir()
     assert (models / "README").exists()
     listed = json.loads(run_cli("models", "list", "--config", str(cfg), "--format", "json").stdout)
@@ -239,6 +240,7 @@ def test_a_version_of_an_old_format_is_a_clear_error(site):
     shutil.copytree(models / v1, old)
     meta = json.loads((old / "meta.json").read_text())
     meta.pop("format")
+    meta["version"] = old.name
     (old / "meta.json").write_text(json.dumps(meta))
     r = run_cli("models", "rollback", old.name, "--config", str(cfg))
     assert r.returncode == 1 and old.name in r.stderr and f"format {FORMAT}" in r.stderr and current(work) == v1

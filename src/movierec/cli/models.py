@@ -19,7 +19,8 @@ def models() -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @OVERRIDES
 def models_list(config_path, fmt, overrides) -> None:
-    """Every kept model version, its status and holdout metrics; * marks current."""
+    """Every kept model version, its status and holdout metrics; * marks current, and a version
+    whose files are not the size they were written with is marked damaged."""
     from movierec.registry import FORMAT, Registry
 
     cfg = load_cfg(config_path, overrides)
@@ -33,6 +34,8 @@ def models_list(config_path, fmt, overrides) -> None:
     for r in rows:
         vals = "  ".join(f"{key} {r[key]:.4f}" for key in ("rmse", f"ndcg@{k}") if r.get(key) is not None)
         fmt_note = "" if r["format"] == FORMAT else f"  (format {r['format']}: cannot serve)"
+        if r.get("damaged"):
+            fmt_note += f"  (damaged: {r['damaged']}; cannot serve)"
         click.echo(f"{'*' if r['current'] else ' '} {r['version']:<28} {r['status']:<9} {r['created'] or '':<28} "
                    f"{vals}{fmt_note}")
 

@@ -37,9 +37,15 @@ def run(config_path, overrides) -> None:
 @click.option("--share-with", default=None, help="A friend the movie was shared with.")
 @OVERRIDES
 def feedback(config_path, user_id, movie_id, rating, comment, share_with, overrides) -> None:
-    """Record an interaction; the next `movierec run` folds it in."""
+    """Record an interaction; the next `movierec run` folds it in.
+
+    Texts must be valid UTF-8: bytes that are not exit 65, and nothing is recorded."""
+    from movierec.cli._app import check_utf8
     from movierec.feedback import append_event
 
+    for option, value in (("--user", user_id), ("--movie", movie_id), ("--comment", comment),
+                          ("--share-with", share_with)):
+        check_utf8(option, value)  # before anything is checked against or written to the log
     cfg = load_cfg(config_path, overrides)
     if rating is None and not comment and not share_with:
         raise click.UsageError("give at least one of --rating, --comment, --share-with")
@@ -88,6 +94,10 @@ def status(config_path, overrides, fmt) -> None:
                    f"{cur.get('train_ratings', '?')} training ratings)")
         if cur.get("metrics"):
             click.echo("  metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in cur["metrics"].items()))
+        if cur.get("status"):
+            click.echo(f"  status: {cur['status']}")
+        if cur.get("error"):  # a damaged or unreadable version: recommend will fail on it
+            click.echo(f"  cannot serve: {cur['error']}")
     else:
         click.echo("current model: none (run `movierec train` or `movierec run`)")
     last = rep["last_run"]
