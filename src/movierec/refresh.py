@@ -289,6 +289,22 @@ def refresh(cfg: Config) -> dict:
         scorers.DOWNLOADS_ALLOWED = allowed
 
 
+def _check_serving_key(cfg: Config, reg) -> None:
+    """The privacy key must be the serving version's: with a mistyped or rotated
+    ``MOVIEREC_ID_KEY`` every id would be hashed anew, the gate would score the serving model
+    on ids it never saw (and lose), and the new version, promoted, would answer nobody with
+    the right key. Raises ConfigError (exit 78) before anything runs; rotating the key on
+    purpose is a ``movierec train`` (a new version on the new ids, promoted without a gate:
+    no gate can compare models over different ids)."""
+    from movierec.privacy import check_key
+
+    try:
+        serving = reg.current()
+    except ModelError:  # nothing serves yet (or it cannot be read: the gate will say so)
+        return
+    check_key(serving.meta.get("privacy_key_fingerprint"), cfg.privacy, serving.name)
+
+
 def _refresh(cfg: Config) -> dict:
     """:func:`refresh`'s body (the download permission is set around it)."""
     from movierec.pipeline import ensure, is_fresh, trained_model_dir
@@ -300,6 +316,7 @@ def _refresh(cfg: Config) -> dict:
     summary = run.summary
     cleanup_temp(cat)
     try:
+        _check_serving_key(cfg, reg)
         run.record(ensure(cfg, "ingest", reported=(seen := set())))
         now = (cat.read_manifest("ingest") or {}).get("stats", {}).get("input_checks", {})
         last = json.loads(run.last_good.read_text()) if run.last_good.exists() else None

@@ -104,6 +104,14 @@ def test_another_key_at_recommend_is_a_clear_error(private_run):
                   env={"MOVIEREC_ID_KEY": "another-long-secret-key"})
     assert res.returncode == 78 and "another key" in res.stderr and raw not in res.stderr
     assert (log_path.read_bytes() if log_path.exists() else b"") == before
+    # a nightly run with a mistyped key would re-hash every id and promote a model nobody can
+    # reach: it stops before ingest, nothing written, the serving version unchanged
+    serving = (work / "models" / "current").read_text()
+    manifests = {p.name: p.read_bytes() for p in (work / "manifests").iterdir()}
+    res = run_cli("run", "--config", str(cfg), env={"MOVIEREC_ID_KEY": "another-long-secret-key"})
+    assert res.returncode == 78 and "another key" in res.stderr and raw not in res.stderr
+    assert (work / "models" / "current").read_text() == serving
+    assert {p.name: p.read_bytes() for p in (work / "manifests").iterdir()} == manifests
 
 
 def test_errors_never_echo_a_raw_id(tmp_path):
