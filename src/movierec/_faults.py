@@ -3,7 +3,8 @@
 Names: ``sentiment`` (SIGKILL while scoring), ``sentiment_checkpoint`` (SIGKILL right
 after the first checkpoint of the score cache), ``train`` (SIGKILL after the first
 epoch), ``promote`` (SIGKILL between writing a model version and switching to it),
-``write_version`` (an ENOSPC error while writing a model version), ``prune`` (SIGKILL
+``write_version`` (an ENOSPC error while writing a model version), ``switched`` (SIGKILL
+right after ``current`` names a new version, before it is marked promoted), ``prune`` (SIGKILL
 between renaming a pruned version to its trash name and deleting it). Unset in production.
 """
 

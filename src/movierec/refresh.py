@@ -332,6 +332,11 @@ def _refresh(cfg: Config) -> dict:
             if reg.pending(latest) is not None:
                 summary["version"] = latest
                 return run.promote(latest, now, "it passed the gate in a run that was interrupted before promoting it")
+            if latest == current and reg.get(latest).status == PASSED:
+                # a run killed just after the switch: serving, but never marked promoted, no
+                # last good input, no retention; finish what it started
+                summary["version"] = latest
+                return run.promote(latest, now, "finishing the promotion of a run killed after the switch")
             status = reg.get(latest).status if latest != current else None
             if latest == current or status in (REJECTED, ROLLED_BACK):
                 why = "was rejected" if status == REJECTED else "was rolled back from"

@@ -419,9 +419,14 @@ class Registry:
             os.close(fd)
         os.replace(tmp, self.current_file)
         fsync_path(self.root)
+        from movierec._faults import failpoint
+
+        failpoint("switched")  # serving, not yet marked promoted: the next run finishes it
         if v.status == PASSED:
             gate = v.gate
             self.set_gate(v.name, PROMOTED, gate.get("reasons", []), gate.get("compared_with"))
+        elif v.status == TRAINED:  # `movierec train` (or a rollback to such a version): it served
+            self.set_gate(v.name, PROMOTED, ["promoted without a gate (movierec train)"], None)
 
     def pending(self, latest: str | None) -> ModelVersion | None:
         """``latest`` if it passed the gate but a killed run never promoted it."""
@@ -445,6 +450,10 @@ class Registry:
                 return False
         elif v.status not in GOOD:
             return False
+        elif v.status == TRAINED and "files" in v.meta:
+            # written by this movierec, never gated and never served: the twin a run killed
+            # before its gate (or before its manifest) left behind; the next run gates it
+            return False
         return v.damage() is None
 
     def rollback(self, name: str | None = None) -> str:
@@ -463,10 +472,10 @@ class Registry:
             name = good[-1].name
         self.load(name)  # it must load before it serves
         target = self.get(name)
-        if target.status == ROLLED_BACK:  # it serves again: the mark goes
-            self._unmark(target, cur)
-        self.promote(name)
         left = self._read(self.root / cur) if cur and cur != target.name and _NAME.match(cur) else None
+        # the version left is marked first, the switch comes last: a rollback killed in between
+        # leaves the marked version serving (the next nightly run keeps it; the rollback is
+        # re-run), never an unmarked one that the next run would gate and put back
         if left is not None:
             # the version rolled back from: the next nightly run must not put it back
             forward = (target.created, target.name) > (left.created, left.name)
@@ -477,6 +486,9 @@ class Registry:
             self.set_gate(left.name, ROLLED_BACK,
                           [f"rolled {'forward' if forward else 'back'} to {target.name} by an operator"],
                           target.name, forward=forward, **before)
+        if target.status == ROLLED_BACK:  # it serves again: the mark goes
+            self._unmark(target, cur)
+        self.promote(target.name)
         log.info("models: current is now %s (was %s)", target.name, cur)
         return target.name
 

@@ -20,7 +20,7 @@ FAST = ("refresh.max_rmse_increase=1", "refresh.max_ndcg_drop=1")
 
 @pytest.fixture(scope="module")
 def three_versions(tmp_path_factory):
-    """A small site with three versions: v0 trained, v1 and v2 promoted by runs (v2 current)."""
+    """A small site with three versions: v0 promoted by `movierec train`, v1 and v2 by runs (v2 current)."""
     base = tmp_path_factory.mktemp("lifecycle")
     data = make_data(base / "data", n_users=120, n_movies=60, seed=3)
     cfg = write_config(base / "c.yaml", data, base / "work", model={"factors": 4, "epochs": 5},
@@ -52,6 +52,36 @@ def status_json(cfg, capsys) -> dict:
 
 
 # ----------------------------------------------------------------------------- 1. rollback, roll forward
+def test_a_plain_rollback_skips_a_never_gated_twin_and_a_killed_rollback_stays_rolled_back(site, tmp_path):
+    """A run killed before its gate leaves a version nobody gated or served (its twin was
+    retrained and promoted): a plain rollback passes over it. A rollback marks the version it
+    leaves before it switches, so one killed mid-way never leaves that version unmarked for the
+    next nightly run to gate and put back."""
+    cfg, reg, (v0, v1, v2) = site
+    assert reg.get(v0).status == "promoted"  # `movierec train` promoted it: it served
+    twin = reg.root / (v1 + ".1")  # the registry's name for a second version of the same second and config
+    shutil.copytree(reg.root / v2, twin)
+    (twin / "gate.json").unlink()
+    meta = json.loads((twin / "meta.json").read_text())
+    # created with v1, named after it: the newest version older than the current one
+    meta.update(version=twin.name, created=reg.get(v1).created)
+    (twin / "meta.json").write_text(json.dumps(meta))
+    assert [v.name for v in reg.versions()].index(twin.name) == 2
+    assert reg.get(twin.name).status == "trained"
+    assert call("models", "rollback", "--config", str(cfg)) == 0
+    assert reg.current_name() == v1  # not the twin
+    assert call("models", "rollback", v2, "--config", str(cfg)) == 0  # forward again: v2 serves
+    # a plain rollback killed just after its switch: v2, the version left, is already marked
+    env = dict(os.environ, MOVIEREC_FAILPOINT="switched")
+    r = subprocess.run([sys.executable, "-m", "movierec", "models", "rollback", "--config", str(cfg)], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == -signal.SIGKILL
+    assert reg.current_name() == v1 and reg.get(v2).status == "rolled_back"
+    # so the next nightly run (v2's config: v2 is its latest training) does not gate v2 and put it back
+    assert call("run", "--config", str(cfg), "model.epochs=7", *FAST) == 0
+    assert reg.current_name() == v1 and reg.get(v2).status == "rolled_back"
+
+
 def test_rolling_forward_clears_the_mark_and_marks_the_version_left(site, capsys):
     cfg, reg, (v0, v1, v2) = site
     assert reg.current_name() == v2
@@ -62,12 +92,12 @@ def test_rolling_forward_clears_the_mark_and_marks_the_version_left(site, capsys
     assert reg.get(v2).status == "promoted" and reg.get(v1).status == "rolled_back"
     assert status_json(cfg, capsys)["current_model"]["status"] == "promoted"
     assert {r["version"]: r["status"] for r in listed(cfg, capsys)} == {
-        v0: "trained", v1: "rolled_back", v2: "promoted"}
+        v0: "promoted", v1: "rolled_back", v2: "promoted"}  # v0: promoted by `movierec train`
     # a plain rollback still works: v1 was left for a newer version, not judged bad
     assert call("models", "rollback", "--config", str(cfg)) == 0
     assert reg.current_name() == v1 and reg.get(v1).status == "promoted" and reg.get(v2).status == "rolled_back"
     assert call("models", "rollback", "--config", str(cfg)) == 0  # v1 rolled back from: v0 next
-    assert reg.current_name() == v0 and reg.get(v0).status == "trained" and reg.get(v1).status == "rolled_back"
+    assert reg.current_name() == v0 and reg.get(v0).status == "promoted" and reg.get(v1).status == "rolled_back"
     # nothing earlier than v0: refused, and nothing changed
     assert call("models", "rollback", "--config", str(cfg)) == 1 and reg.current_name() == v0
     # the nightly run keeps the operator's choice: its candidate v2 was rolled back from

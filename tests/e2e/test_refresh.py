@@ -166,6 +166,28 @@ def test_kill_9_leaves_current_serving_and_next_run_succeeds(site, point):
     assert recommends(cfg)
 
 
+def test_a_run_killed_just_after_the_switch_is_finished_by_the_next(site):
+    """Killed after `current` names the new version and before it is marked promoted: it
+    serves; the next run marks it promoted, records the last good input and applies
+    retention, instead of calling that "nothing changed" forever."""
+    cfg, data, work = site
+    v1 = current(work)
+    add_ratings(data)
+    gate = ["refresh.max_rmse_increase=1", "refresh.max_ndcg_drop=1"]
+    r = run_cli("run", "--config", str(cfg), *gate, env={"MOVIEREC_FAILPOINT": "switched"})
+    assert r.returncode == -signal.SIGKILL
+    v2 = current(work)
+    assert v2 != v1 and recommends(cfg)
+    assert json.loads((work / "models" / v2 / "gate.json").read_text())["status"] == "passed"
+    good = work / "runs" / "last_good_input.json"
+    before = good.read_bytes() if good.exists() else None
+    r = run_cli("run", "--config", str(cfg), *gate)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((work / "runs" / "last.json").read_text())["outcome"] == "promoted"
+    assert json.loads((work / "models" / v2 / "gate.json").read_text())["status"] == "promoted"
+    assert current(work) == v2 and good.exists() and good.read_bytes() != before
+
+
 def test_kill_9_at_a_random_moment(site):
     cfg, data, work = site
     v1 = current(work)
