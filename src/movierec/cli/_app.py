@@ -4,10 +4,10 @@ glue over library functions, and imports heavy libraries only inside itself."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import sys
-import time
 
 import click
 
@@ -20,25 +20,90 @@ CONFIG_OPT = click.option(
 OVERRIDES = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 
 
+#: attributes every LogRecord has: anything else on a record came from ``extra=``
+_RECORD_FIELDS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
+#: libraries that log a lot: WARNING and up unless -vv
+NOISY = ("numba", "tensorflow", "absl", "h5py", "urllib3", "httpx", "huggingface_hub", "transformers")
+#: lines of native libraries (cli._capture_native_stderr): third-party, at debug level
+NATIVE = "movierec.native"
+
+
+def _json_value(v):
+    """``v`` as JSON can hold it (numpy numbers as numbers, the rest as text)."""
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, dict):
+        return {str(k): _json_value(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return [_json_value(x) for x in v]
+    item = getattr(v, "item", None)  # numpy scalars
+    if callable(item):
+        try:
+            return _json_value(item())
+        except (TypeError, ValueError):
+            pass
+    return str(v)
+
+
 class _JsonFormatter(logging.Formatter):
+    """One JSON document per line: time (ISO 8601, UTC, "Z"), level, logger, message, then the
+    fields a call passed with ``extra=`` (one that clashes with these four gets a trailing _),
+    and the traceback as "exception" when there is one."""
+
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)),
+        t = datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+        doc = {
+            "time": t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
-        })
+        }
+        for k, v in record.__dict__.items():
+            if k not in _RECORD_FIELDS and not k.startswith("_"):
+                doc[k + "_" if k in doc else k] = _json_value(v)
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            doc["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(doc)
+
+
+class _VerbosityFilter(logging.Filter):
+    """-v: debug lines of movierec only (its own loggers, not the native libraries' output)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.INFO:
+            return True
+        name = record.name
+        return (name == "movierec" or name.startswith("movierec.")) and not (
+            name == NATIVE or name.startswith(NATIVE + "."))
 
 
 def _setup_logging(verbose: int, quiet: int, fmt: str) -> None:
-    level = logging.INFO - 10 * verbose + 10 * quiet
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    """Log records to stderr (above any progress bar). Default INFO; each -q one level less;
+    -v adds movierec's DEBUG lines (per-epoch lines, stage details), -vv everyone's, the noisy
+    libraries' and the native libraries' output included."""
+    from movierec import progress
+    from movierec.progress import TqdmLoggingHandler
+
+    progress.BARS = fmt != "json"  # JSON on stderr: progress as JSON lines, not a bar
+
+    net = verbose - quiet
+    level = max(logging.DEBUG, min(logging.CRITICAL, logging.INFO - 10 * net))
+    handler = TqdmLoggingHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    elif net >= 1:  # debugging: say which logger wrote each line
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    if net == 1:
+        handler.addFilter(_VerbosityFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(max(logging.DEBUG, min(logging.CRITICAL, level)))
-    for noisy in ("numba", "tensorflow", "absl", "h5py", "urllib3", "httpx", "huggingface_hub", "transformers"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    root.setLevel(level)
+    for noisy in NOISY:
+        logging.getLogger(noisy).setLevel(logging.DEBUG if net >= 2 else max(logging.WARNING, level))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from movierec.privacy import key_of_text
+from movierec.progress import Progress
 from movierec.sentiment.scorers import TextScorer, score_with_features
 
 log = logging.getLogger(__name__)
@@ -63,19 +64,24 @@ class CachedScorer:
             if self._scorer is None:
                 self._scorer = self.factory()
             step = self.checkpoint_every if self.checkpoint is not None else len(miss)
-            for start in range(0, len(miss), step):
-                part = miss[start: start + step]
-                s, f = score_with_features(self._scorer, fetch([text_keys[i] for i in part]))
-                got[part] = s
-                row = {"key": keys[part], "sentiment": got[part]}
-                if self.features:  # a scorer without features stores b"" (known: nothing to add)
-                    new_blobs = features_to_bytes(np.zeros((len(part), 0)) if f is None else f)
-                    blobs[part] = new_blobs
-                    row["features"] = new_blobs
-                self.misses += len(part)
-                self.new_rows.append(pd.DataFrame(row))
-                if self.checkpoint is not None and start + step < len(miss):
-                    self.checkpoint(self.new_rows[-1])
+            # one progress over all the misses: the scorer's own progress of each chunk counts
+            # toward it, so a bar or a cron log line shows the whole total, not one chunk's
+            with Progress(len(miss), "sentiment", unit="texts") as bar:
+                for start in range(0, len(miss), step):
+                    part = miss[start: start + step]
+                    texts = fetch([text_keys[i] for i in part])
+                    with bar.part(len(part)):
+                        s, f = score_with_features(self._scorer, texts)
+                    got[part] = s
+                    row = {"key": keys[part], "sentiment": got[part]}
+                    if self.features:  # a scorer without features stores b"" (known: nothing to add)
+                        new_blobs = features_to_bytes(np.zeros((len(part), 0)) if f is None else f)
+                        blobs[part] = new_blobs
+                        row["features"] = new_blobs
+                    self.misses += len(part)
+                    self.new_rows.append(pd.DataFrame(row))
+                    if self.checkpoint is not None and start + step < len(miss):
+                        self.checkpoint(self.new_rows[-1])
         else:
             log.info("sentiment: all %d texts found in the cache", len(keys))
         feats = None
