@@ -315,8 +315,8 @@ def test_each_stage_is_declared_once_and_reads_only_what_it_declares(cfg):
         view.model
     fuse = ConfigView(cfg, STAGE["fuse"])
     assert fuse.split.fold == cfg.split.fold
-    with pytest.raises(AttributeError, match="'split.method'"):
-        fuse.split.method
+    with pytest.raises(AttributeError, match="'split.seed'"):
+        fuse.split.seed
     # the hash follows exactly the declared values
     import dataclasses
 

@@ -31,7 +31,8 @@ def _f(default: Any, doc: str, *, path: bool = False, choices: tuple | None = No
     """A documented dataclass field; ``path`` fields resolve against the config folder.
 
     ``ge``/``gt``/``le``/``lt`` bound a number (each element of a list of numbers);
-    ``nonempty``: a list must hold at least one value."""
+    ``nonempty``: a list must hold at least one value, a string must not be blank (a blank
+    ``path`` would resolve to the config file's own folder)."""
     meta = {"doc": doc, "path": path, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt,
             "nonempty": nonempty}
     if isinstance(default, (list, dict)):
@@ -261,7 +262,7 @@ class EngineConfig:
 
 @dataclass
 class Config:
-    workdir: str = _f("work", "where artifacts and models live", path=True)
+    workdir: str = _f("work", "where artifacts and models live", path=True, nonempty=True)
     data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "input files"})
     split: SplitConfig = field(default_factory=SplitConfig, metadata={"doc": "train/test split"})
     sentiment: SentimentConfig = field(default_factory=SentimentConfig, metadata={"doc": "texts"})
@@ -403,6 +404,8 @@ def _build(cls: type, raw: Any, prefix: str, where: str, base: Path) -> Any:
 
 def _check_bounds(value: Any, meta: Any, key: str, where: str) -> None:
     """The ``ge``/``gt``/``le``/``lt``/``nonempty`` limits of a field's metadata."""
+    if isinstance(value, str) and meta.get("nonempty") and not value.strip():
+        raise ConfigError(f"{where}: '{key}' must not be empty, got {value!r}")
     if isinstance(value, list):
         if meta.get("nonempty") and not value:
             raise ConfigError(f"{where}: '{key}' must hold at least one value")

@@ -25,6 +25,52 @@ def events_path(workdir: str | Path) -> Path:
     return Path(workdir) / "feedback" / "events.jsonl"
 
 
+def _open_log(p: Path, write: bool) -> int | None:
+    """A descriptor of the log, opened with O_NOFOLLOW and O_CLOEXEC: a log that is a symbolic
+    link, a hard link or not a regular file is refused (an append through it would write
+    into the link's target; a read would fold another file into the inputs). ``write``:
+    created if missing (StorageError); reading a missing log gives None (DataError).
+
+    Raises:
+        StorageError: writing; DataError: reading (both name the path).
+    """
+    import errno
+    import stat
+
+    from movierec.errors import DataError, StorageError
+
+    err = StorageError if write else DataError
+    flags = (os.O_RDWR | os.O_APPEND | os.O_CREAT) if write else os.O_RDONLY
+    hint = "; replace it with the log itself (a regular file) or remove it"
+    try:
+        fd = os.open(p, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+    except FileNotFoundError:
+        if write:
+            raise
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or p.is_symlink():
+            raise err(f"feedback: the event log {p} is a symbolic link; movierec does not read or write "
+                      f"the feedback log through a link{hint}") from None
+        raise err(f"feedback: cannot open the event log {p}: {exc.strerror or exc}") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        what = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"a hard link ({st.st_nlink} names)"
+        raise err(f"feedback: the event log {p} is {what}; movierec does not read or write it{hint}")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _read_log(p: Path) -> bytes | None:
+    """The whole log (None: no log), through :func:`_open_log`."""
+    fd = _open_log(p, write=False)
+    if fd is None:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
+
+
 def known_catalogue(cfg) -> tuple[set[str] | None, tuple[float, float] | None]:
     """The movies and the rating scale a feedback event is checked against: the serving
     version's, else the workdir's last ingest; (None, None) before anything was ingested.
@@ -83,7 +129,13 @@ def append_event(workdir: str | Path, user: str, movie: str, rating: float | Non
     line = (json.dumps(event, ensure_ascii=False) + "\n").encode("utf-8")
     p = events_path(workdir)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(p, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fd = _open_log(p, write=True)
+    except OSError as exc:  # the feedback folder vanished, permissions
+        from movierec.errors import StorageError
+
+        raise StorageError(f"feedback: cannot open the event log {p}: {exc.strerror or exc}; the event was "
+                           "not recorded") from exc
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         _append_whole(fd, line, p)
@@ -155,9 +207,9 @@ def snapshot(workdir: str | Path) -> tuple[pd.DataFrame | None, dict]:
     the events it was trained on, so that later events are known as new. A line left
     incomplete by a crash is skipped with a warning."""
     p = events_path(workdir)
-    if not p.exists():
+    blob = _read_log(p)
+    if blob is None:
         return None, {"offset": 0, "last_time": None}
-    blob = p.read_bytes()
     end = blob.rfind(b"\n") + 1
     rows = _parse(blob[:end], p)
     times = [r.get("time") for r in rows if isinstance(r.get("time"), (int, float))]
@@ -181,14 +233,17 @@ def read_events_since(workdir: str | Path, state: dict | None) -> pd.DataFrame |
     the cost is that of the new events only. A log that was replaced (shorter than the
     offset) is read whole and filtered by the event time instead."""
     p = events_path(workdir)
-    if not p.exists():
+    fd = _open_log(p, write=False)
+    if fd is None:
         return None
     state = state or {}
     offset = int(state.get("offset") or 0)
-    size = p.stat().st_size
-    with open(p, "rb") as fh:
+    with os.fdopen(fd, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
         first = fh.readline()
-    replaced = state.get("head") is not None and offset > 0 and _head(first) != state["head"]
+        replaced = state.get("head") is not None and offset > 0 and _head(first) != state["head"]
+        fh.seek(min(offset, size))
+        blob = b"" if offset > size or replaced else fh.read()
     if offset > size or replaced:  # rotated or replaced: fall back to time
         df = read_events(workdir)
         last = state.get("last_time")
@@ -196,9 +251,6 @@ def read_events_since(workdir: str | Path, state: dict | None) -> pd.DataFrame |
             return df
         t = pd.to_numeric(df["time"], errors="coerce")
         return _frame(df[t > float(last)].to_dict("records"))
-    with open(p, "rb") as fh:
-        fh.seek(offset)
-        blob = fh.read()
     return _frame(_parse(blob[: blob.rfind(b"\n") + 1], p))
 
 

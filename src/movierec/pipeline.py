@@ -95,11 +95,32 @@ class _SectionView:
 # ----------------------------------------------------------------------------- locking
 @contextlib.contextmanager
 def workdir_lock(workdir: str | Path) -> Iterator[None]:
-    """One writer per workdir: an OS lock the kernel releases if the process dies."""
+    """One writer per workdir: an OS lock the kernel releases if the process dies.
+
+    The lock file is opened with O_NOFOLLOW: a ``lock`` that is a symbolic link (or a hard
+    link, or not a regular file) is refused with a StorageError naming it, never written
+    through (taking the lock truncates the file: it would truncate the link's target)."""
+    import errno
+    import stat
+
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "lock"
-    fh = open(path, "a+")
+    hint = "; remove it (movierec recreates it) and try again"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or path.is_symlink():
+            raise StorageError(f"workdir lock {path} is a symbolic link; movierec does not write through "
+                               f"links in the workdir{hint}") from None
+        raise StorageError(f"workdir lock {path} cannot be opened: {exc.strerror or exc}") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        what = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"a hard link ({st.st_nlink} names)"
+        raise StorageError(f"workdir lock {path} is {what}; movierec does not write through it{hint}")
+    os.set_blocking(fd, True)
+    fh = os.fdopen(fd, "r+")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -361,6 +382,15 @@ def _run_fuse(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     }, {"user_dims": res.user_features.shape[1], "item_dims": res.item_features.shape[1]}
 
 
+def _check_learnable(cfg: Config, train: pd.DataFrame, fold: int | None) -> None:
+    """A 1-row or all-alike training part trains a model that predicts one value, and it
+    would still pass a gate against nothing: refused, naming the ratings file (exit 65)."""
+    from movierec.stages.ingest import check_learnable, input_files
+
+    part = f" (the training part of split fold {fold})" if fold is not None else ""
+    check_learnable(train["rating"].to_numpy(), f"{input_files(cfg)['ratings']}{part}")
+
+
 def fuse_for_fold(cfg: Config, cat: Catalog, fold: int | None, features=None):
     """Feature matrices fitted on the training part of ``fold`` (None: on every rating)."""
     from movierec.stages.clean import train_test
@@ -368,6 +398,7 @@ def fuse_for_fold(cfg: Config, cat: Catalog, fold: int | None, features=None):
 
     ratings = cat.read("ratings_clean")
     train, test = train_test(ratings, fold)
+    _check_learnable(cfg, train, fold)
     return fuse(
         cat.read("users_clean"), cat.read("movies_clean"), train,
         cat.read_optional("review_sentiment"), cat.read_optional("social_features"),
@@ -425,7 +456,8 @@ STAGE_TABLE = (
     # the training part of split.fold decides the features
     Stage("fuse", _run_fuse, ("clean", "sentiment", "social"), ("user_features", "item_features",
                                                                "feature_transformers"),
-          config=("features", "split.fold", "model.use_features")),
+          config=("features", "split.fold", "model.use_features"),
+          reads=("data", "split.method", "split.train", "split.test")),  # to name the ratings file in an error
     # pseudo-ratings from unrated reviews; the model version keeps the whole config
     Stage("train", _run_train, ("clean", "sentiment", "social", "fuse"), (),
           config=("model", "sentiment.pseudo_rating_weight", "features.use_sentiment",
@@ -531,8 +563,7 @@ def train_for_fold(cfg: Config, cat: Catalog, fold: int | None, use_saved_featur
 
     ratings = cat.read("ratings_clean")
     train, test = train_test(ratings, fold)
-    if train.empty:
-        raise ModelError("the training part of the split holds no ratings")
+    _check_learnable(cfg, train, fold)
     n_users, n_items = len(cat.read("user_ids")), len(cat.read("movie_ids"))
     mcfg = model_cfg or cfg.model
     X = Y = None

@@ -283,9 +283,15 @@ def _numeric(df: pd.DataFrame, c: str, schema: FileSchema, rating_range: tuple[f
             usable = num.to_numpy(np.float64)[~flag.is_bad]
             scale = learn_scale(usable, lo, hi) if np.isfinite(usable).any() or lo is not None else None
             if scale is not None and scale.inferred:  # one absurd value must not become the scale
-                out_of = (~scale.contains(num.to_numpy(np.float64)) & ~nan & ~empty)
-                flag(out_of, lambda m, d=scale.describe(): "rating " + num[m].map("{:g}".format)
+                values = num.to_numpy(np.float64)
+                d = scale.describe_grid()
+                out_of = ~scale.contains(values) & ~nan & ~empty
+                flag(out_of, lambda m: "rating " + num[m].map(_exact)
                      + f" is outside the scale of the other ratings ({d}); set data.rating_min/max if it is valid")
+                # a 5.5 among whole stars, a 5.0000001: not a mark of this scale
+                off = ~scale.on_grid(values) & ~nan & ~empty
+                flag(off, lambda m: "rating " + num[m].map(_exact)
+                     + f" is off the grid of the other ratings ({d}); set data.rating_min/max if it is valid")
         if lo is not None:
             flag((num < lo).to_numpy(bool), lambda m: "rating " + num[m].astype(str) + f" below {lo}")
         if hi is not None:
@@ -293,6 +299,11 @@ def _numeric(df: pd.DataFrame, c: str, schema: FileSchema, rating_range: tuple[f
     if c == "weight":
         flag((num <= 0).to_numpy(bool), "weight must be positive (0 or less is no trust)")
     return num.astype("float32" if c == "rating" else "float64"), scale
+
+
+def _exact(v: float) -> str:
+    """A number as written, to the last digit that tells it apart (5.0000001 is not "5")."""
+    return f"{v:.15g}"
 
 
 def _quarantine(df: pd.DataFrame, flag: _Flags, bad_rows: list, redact: bool) -> pd.DataFrame:

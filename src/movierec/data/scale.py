@@ -3,6 +3,11 @@
 Platforms rate on 1–5, 0.5–5, 1–10 or 0–100; a scale is learned from the bulk of the
 ratings so that one absurd value (1e30, a -1 sentinel, a 90 among stars) is set aside
 instead of becoming the scale, and so that training sees every scale alike.
+
+Star ratings also sit on a grid (whole stars, or halves): when the bulk does, the grid is
+part of the learned scale, so that a 5.5 among whole stars (or a 5.0000001 written by some
+export) is set aside too, and so is a 0 or a 6 that a handful of rows hold among thousands
+of 1–5 stars. Ratings without a grid (continuous scores) keep the fence alone.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ class RatingScale:
     lo: float
     hi: float
     inferred: bool
+    step: float | None = None  # the grid the learned ratings sit on (1: whole stars, 0.5: halves)
 
     @property
     def width(self) -> float:
@@ -26,8 +32,19 @@ class RatingScale:
         r = np.asarray(r, np.float64)
         return np.isfinite(r) & (r >= self.lo) & (r <= self.hi)
 
+    def on_grid(self, r: np.ndarray) -> np.ndarray:
+        """True where ``r`` lies on the scale's grid (everywhere when it has none)."""
+        r = np.asarray(r, np.float64)
+        if self.step is None:
+            return np.ones(r.shape, bool)
+        return _on_grid(r, self.step)
+
     def describe(self) -> str:
         return f"{self.lo:g}..{self.hi:g}" + (", learned from the data" if self.inferred else "")
+
+    def describe_grid(self) -> str:
+        """``1..5 in steps of 1`` (the range alone where there is no grid)."""
+        return f"{self.lo:g}..{self.hi:g}" + (f" in steps of {self.step:g}" if self.step is not None else "")
 
     def to_dict(self) -> dict:
         return {"min": self.lo, "max": self.hi, "inferred": self.inferred}
@@ -35,7 +52,13 @@ class RatingScale:
     @classmethod
     def union(cls, scales) -> "RatingScale":
         """One scale spanning ``scales`` (several files, or the parts of one table)."""
-        return cls(min(s.lo for s in scales), max(s.hi for s in scales), any(s.inferred for s in scales))
+        steps = [s.step for s in scales]
+        step = None
+        if steps and all(st is not None for st in steps):
+            step = min(steps)  # halves and whole stars: halves
+            if not all(abs(st / step - round(st / step)) < 1e-9 for st in steps):
+                step = None
+        return cls(min(s.lo for s in scales), max(s.hi for s in scales), any(s.inferred for s in scales), step)
 
 
 def outlier_fence(r: np.ndarray) -> tuple[float, float]:
@@ -50,17 +73,50 @@ def outlier_fence(r: np.ndarray) -> tuple[float, float]:
     r = r[np.isfinite(r)]
     if not len(r):
         return -np.inf, np.inf
-    q_lo, q1, q3, q_hi = np.quantile(r, [0.001, 0.25, 0.75, 0.999])
+    q_lo, c_lo, q1, q3, c_hi, q_hi = np.quantile(r, [0.001, 0.01, 0.25, 0.75, 0.99, 0.999])
     width = q_hi - q_lo
     if width <= 0:
         width = max(abs(q_hi), 1.0)
-    iqr = max(q3 - q1, 0.05 * width, 1e-9)
+    # the floor of the spread comes from the 1%..99% range: on a file of a few hundred rows the
+    # 0.1%..99.9% range is the absurd value itself (one age of 1e30 among 300 users)
+    central = c_hi - c_lo
+    iqr = max(q3 - q1, 0.05 * (central if central > 0 else width), 1e-9)
     return max(q_lo - 0.25 * width, q1 - 10 * iqr), min(q_hi + 0.25 * width, q3 + 10 * iqr)
+
+
+#: the grids ratings are looked for on, coarsest first: whole stars (or points), half stars
+GRID_STEPS = (1.0, 0.5)
+#: the bulk sits on a grid when at most this share of it lies off the grid
+GRID_OFF_SHARE = 0.01
+#: a grid of at most this many levels is a star scale: its range is that of the levels that at
+#: least TAIL_SHARE of the ratings reach (a 0 or a 6 held by a few rows among thousands of
+#: 1–5 stars is not a level of the scale); a finer grid (0..100) keeps the fence alone
+STAR_LEVELS = 21
+TAIL_SHARE = 0.001
+
+
+def _on_grid(r: np.ndarray, step: float) -> np.ndarray:
+    x = r / step
+    return np.abs(x - np.round(x)) <= 1e-9 * np.maximum(1.0, np.abs(x))
+
+
+def find_grid(r: np.ndarray) -> float | None:
+    """The grid step the finite values ``r`` sit on (see :data:`GRID_STEPS`), else None."""
+    r = np.asarray(r, np.float64)
+    r = r[np.isfinite(r)]
+    if not len(r):
+        return None
+    for step in GRID_STEPS:
+        if (~_on_grid(r, step)).sum() <= GRID_OFF_SHARE * len(r):
+            return step
+    return None
 
 
 def learn_scale(r: np.ndarray, lo: float | None = None, hi: float | None = None) -> RatingScale:
     """The scale of ``r``: the configured bounds where given, else the range of the ratings
-    inside :func:`outlier_fence`."""
+    inside :func:`outlier_fence`; on a star grid (:func:`find_grid`, at most
+    :data:`STAR_LEVELS` levels) the range of the on-grid levels that at least
+    :data:`TAIL_SHARE` of the ratings reach. Vectorised: quantiles, no sort of ``r``."""
     r = np.asarray(r, np.float64)
     r = r[np.isfinite(r)]
     if lo is not None and hi is not None:
@@ -69,5 +125,17 @@ def learn_scale(r: np.ndarray, lo: float | None = None, hi: float | None = None)
     inside = r[(r >= (lo if lo is not None else f_lo)) & (r <= (hi if hi is not None else f_hi))]
     if not len(inside):
         inside = r
+    step = find_grid(inside)
+    if step is not None:
+        grid = inside[_on_grid(inside, step)]
+        g_lo, g_hi = float(grid.min()), float(grid.max())
+        if (g_hi - g_lo) / step + 1 <= STAR_LEVELS:
+            # the lowest level with more than TAIL_SHARE of the ratings at or below it, and the
+            # same from the top ("lower"/"higher": real levels, never a value in between)
+            g_lo = float(np.quantile(grid, TAIL_SHARE, method="lower"))
+            g_hi = float(np.quantile(grid, 1 - TAIL_SHARE, method="higher"))
+        inside = inside[(inside >= g_lo) & (inside <= g_hi)]
+        if g_lo >= g_hi:  # every rating alike: no grid to speak of
+            step = None
     return RatingScale(float(lo if lo is not None else inside.min()),
-                       float(hi if hi is not None else inside.max()), True)
+                       float(hi if hi is not None else inside.max()), True, step)

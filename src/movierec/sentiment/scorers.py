@@ -121,11 +121,12 @@ _NEU = re.compile(r"neu|mixed|neither|other", re.I)
 _STARS = re.compile(r"^\s*(\d+)\s*star", re.I)
 
 
-def label_values(id2label: dict[int, str]) -> np.ndarray:
+def label_values(id2label: dict[int, str], key: str = "sentiment.model") -> np.ndarray:
     """Map a classifier's labels to sentiment values in [-1, 1].
 
     Recognises positive/negative/neutral names, 'N stars' scales, and LABEL_0/LABEL_1
-    (read as negative/positive); anything else is a ConfigError.
+    (read as negative/positive); anything else is a ConfigError naming ``key`` (the config key
+    that holds the model).
     """
     n = len(id2label)
     labels = [str(id2label[i]) for i in range(n)]
@@ -149,50 +150,107 @@ def label_values(id2label: dict[int, str]) -> np.ndarray:
         if n == 3 and all(re.fullmatch(r"LABEL_\d", lbl) for lbl in labels):
             return np.array([-1.0, 0.0, 1.0], dtype=np.float32)
         raise ConfigError(
-            f"sentiment.model: cannot map the model's labels {labels} to sentiment; "
+            f"{key}: cannot map the model's labels {labels} to sentiment; "
             "use a model whose labels name positive/negative (or N stars)"
         )
     return np.array(values, dtype=np.float32)
 
 
+def config_key(cfg: SentimentConfig) -> str:
+    """The config key that holds ``cfg.model`` (the settings of one route, see
+    :func:`movierec.sentiment.routing.route_spec`): ``sentiment.scorers.<lang>`` when a
+    per-language scorer names it, else ``sentiment.model``; what an error tells the user to fix."""
+    langs = []
+    for lang, spec in cfg.scorers.items():
+        model, _, rev = spec.partition("@") if not Path(spec).expanduser().exists() else (spec, "", "")
+        if model == cfg.model and (rev or None) == cfg.revision:
+            langs.append(f"sentiment.scorers.{lang}")
+    return ", ".join(langs) or "sentiment.model"
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").strip() not in ("0", "", "false", "False", "no", "off")
+
+
+def hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hugging Face hub (``HF_ENDPOINT``) cannot be reached, or None when it answers:
+    one request with a short timeout, through the hub client's own session (its proxies),
+    instead of the client's retries with back-off (~70 s before it gives up)."""
+    from transformers.utils import hub  # huggingface_hub's session and endpoint, as transformers uses them
+
+    endpoint = hub.constants.ENDPOINT
+    try:
+        hub.get_session().head(endpoint, timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - any failure means: do not try to download
+        return f"{endpoint}: {(str(exc).splitlines() or [exc.__class__.__name__])[0][:200]}"
+    return None
+
+
+def _one_line_per_hub_warning() -> None:
+    """huggingface_hub gives its logger a handler of its own *and* lets records propagate:
+    with the CLI's handler on the root logger every hub warning is printed twice. Its own
+    handler goes when the root logger has one (the CLI's format and level then apply)."""
+    if not logging.getLogger().handlers:
+        return
+    hub = logging.getLogger("huggingface_hub")
+    if hub.propagate:
+        hub.handlers[:] = [h for h in hub.handlers if type(h) is not logging.StreamHandler]
+
+
 class HFClassifierScorer:
-    """Any Hugging Face sequence-classification model, from a hub id or a local folder."""
+    """Any Hugging Face sequence-classification model, from a hub id or a local folder.
+
+    A hub id is loaded from the local cache first; it is downloaded only when downloads are
+    allowed (not ``HF_HUB_OFFLINE``, ``sentiment.download_in_run`` in `movierec run`) and the
+    hub answers a quick probe, so an unreachable hub is a ConfigError in seconds. Errors name
+    the config key that holds the model (``sentiment.model`` or ``sentiment.scorers.<lang>``)."""
 
     def __init__(self, cfg: SentimentConfig) -> None:
         torch = import_torch()
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        _one_line_per_hub_warning()
         self.torch, self.cfg = torch, cfg
+        self.key = key = config_key(cfg)
         name = cfg.model
         local = Path(name).expanduser()
         if not local.exists() and not cfg.revision:
-            log.warning("sentiment: sentiment.revision is not set for %s: the hub's main branch may change the "
-                        "scores under you; pin a commit", name)
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+            pin = "sentiment.revision" if key == "sentiment.model" else f"{key}: {name}@<commit>"
+            log.warning("sentiment: %s %s: no revision is pinned: the hub's main branch may change the scores "
+                        "under you; pin a commit (%s)", key, name, pin)
+        offline = _hub_offline()
         try:
             self.tokenizer, self.model = self._load(AutoTokenizer, AutoModelForSequenceClassification, name, True)
         except (OSError, ValueError) as first:
             if not local.exists() and not offline and not DOWNLOADS_ALLOWED:
                 raise ConfigError(
-                    f"sentiment model {name!r} is not in the local Hugging Face cache and `movierec run` does "
+                    f"{key} {name!r}: the model is not in the local Hugging Face cache and `movierec run` does "
                     "not download (sentiment.download_in_run: false): download it once with `movierec "
                     "sentiment --config ...` or `movierec score-text`, or allow it"
                 ) from first
             if local.exists() or offline:
+                why = "" if local.exists() else " (HF_HUB_OFFLINE is set and it is not in the local cache)"
                 raise ConfigError(
-                    f"sentiment.model {name!r}: cannot load it offline ({first.__class__.__name__}: "
-                    f"{str(first).splitlines()[0][:200]}); give a local folder holding a "
+                    f"{key} {name!r}: cannot load it offline{why} ({first.__class__.__name__}: "
+                    f"{(str(first).splitlines() or [''])[0][:200]}); give a local folder holding a "
                     "sequence-classification model, or 'embedded'"
+                ) from first
+            down = hub_unreachable()
+            if down is not None:
+                raise ConfigError(
+                    f"{key} {name!r}: the model is not in the local Hugging Face cache and the hub cannot be "
+                    f"reached ({down}); download it once where the hub is reachable (`movierec score-text` or "
+                    "`movierec sentiment`), or give a local folder holding the model"
                 ) from first
             try:
                 self.tokenizer, self.model = self._load(AutoTokenizer, AutoModelForSequenceClassification, name, False)
             except Exception as exc:  # noqa: BLE001 - any hub failure is a config problem here
                 raise ConfigError(
-                    f"sentiment.model {name!r}: not found locally and could not be downloaded "
-                    f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})"
+                    f"{key} {name!r}: not found locally and could not be downloaded "
+                    f"({exc.__class__.__name__}: {(str(exc).splitlines() or [''])[0][:200]})"
                 ) from exc
         self.model.to(cfg.device).eval()
-        self.values = label_values(self.model.config.id2label)
+        self.values = label_values(self.model.config.id2label, key)
         rev = getattr(self.model.config, "_commit_hash", None) or ""
         self.model_id = f"hf:{name}@{rev}"
 

@@ -15,6 +15,7 @@ categories), never pickled.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from movierec.config import FeaturesConfig
 from movierec.data.schemas import genre_matrix, pair_key
+
+log = logging.getLogger(__name__)
 
 
 CLIP = 5.0  # standardised features are clipped to [-CLIP, CLIP]
@@ -58,7 +61,7 @@ def transformer_spec(ct: ColumnTransformer) -> list[dict]:
 
     blocks = []
     for name, est, cols in ct.transformers_:
-        if name == "remainder" or isinstance(est, str):
+        if name == "remainder" or isinstance(est, str) or not len(cols):  # no columns: nothing was fitted
             continue
         entry: dict = {"name": name, "columns": [str(c) for c in cols]}
         for step in getattr(est, "steps", [(name, est)]):
@@ -134,6 +137,60 @@ def _informative(df: pd.DataFrame, cols: list[str]) -> list[str]:
     return keep
 
 
+def _robust(df: pd.DataFrame, cols: list[str], what: str) -> tuple[pd.DataFrame, dict]:
+    """Numeric feature columns made safe to scale, in place: a non-finite value (inf, or a
+    number past float range) becomes missing (imputed like any other), a value beyond the
+    column's fence (:func:`_feature_fence`) is clipped to it. Returns the frame
+    to fit the scalers on (values beyond the fence missing there, so one absurd age moves
+    no other user's scaled age) and the fences, by column."""
+    fit = df
+    fences: dict[str, list[float]] = {}
+    for c in cols:
+        v = pd.to_numeric(df[c], errors="coerce").to_numpy(np.float64, na_value=np.nan)
+        bad = ~np.isfinite(v) & ~np.isnan(v)
+        if bad.any():
+            v = np.where(bad, np.nan, v)
+            log.warning("fuse: %s feature %s: %d non-finite values treated as missing", what, c, int(bad.sum()))
+        lo, hi = _feature_fence(v)
+        with np.errstate(invalid="ignore"):
+            out = (v < lo) | (v > hi)
+        if out.any():
+            log.warning("fuse: %s feature %s: %d extreme values clipped to %.6g..%.6g", what, c, int(out.sum()), lo, hi)
+            if fit is df:
+                fit = df.copy()
+            fit[c] = np.where(out, np.nan, v)
+            v = np.clip(v, lo, hi)
+        elif fit is not df:
+            fit[c] = v
+        df[c] = v
+        if np.isfinite(lo) and np.isfinite(hi):
+            fences[c] = [float(lo), float(hi)]
+    return fit, fences
+
+
+def _feature_fence(v: np.ndarray) -> tuple[float, float]:
+    """Where a feature's values stop being plausible: ten times the 1%..99% range beyond it.
+    Wide on purpose: a feature may be concentrated (most users' review spread is 0) with a
+    legitimate tail, and only an absurd value (an age of 1e30) must be stopped; the ratings'
+    tighter :func:`~movierec.data.scale.outlier_fence` clipped 13% of the demo's users'
+    sentiment spread."""
+    v = v[np.isfinite(v)]
+    if not len(v):
+        return -np.inf, np.inf
+    lo, hi = np.quantile(v, [0.01, 0.99])
+    span = hi - lo if hi > lo else max(abs(hi), 1.0)
+    return float(lo - 10 * span), float(hi + 10 * span)
+
+
+def _fit_scaled(ct: ColumnTransformer, df: pd.DataFrame, fit: pd.DataFrame) -> np.ndarray:
+    """``ct`` fitted on ``fit`` (the values within the fences), applied to ``df``; clipped to
+    [-CLIP, CLIP] standard deviations."""
+    X = ct.fit_transform(fit)  # (fit_transform, not fit: a transformer with no columns is skipped alike)
+    if fit is not df:
+        X = ct.transform(df)
+    return np.clip(np.asarray(X, dtype=np.float32), -CLIP, CLIP)
+
+
 def _scaled(cols: list[str]) -> tuple:
     return ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), cols)
 
@@ -168,11 +225,12 @@ def fuse(
         _social_columns(u, social_features, train, neighbours, genre_names, genre_mat, num_cols)
         parts.append(("community", OneHotEncoder(handle_unknown="ignore", max_categories=cfg.max_categories,
                                                  sparse_output=False), ["soc_community"]))
-    num_cols = _informative(u, num_cols)
+    u_fit, user_fences = _robust(u, num_cols, "user")
+    num_cols = _informative(u_fit, num_cols)
     user_ct = ColumnTransformer([_scaled(num_cols), *parts], remainder="drop", sparse_threshold=0.0)
     # standardised values far out (a rare user with a long review history) make huge SGD
     # steps on the projections: winsorise at 5 standard deviations
-    X = np.clip(user_ct.fit_transform(u).astype(np.float32), -CLIP, CLIP)
+    X = _fit_scaled(user_ct, u, u_fit)
 
     # ---- items
     m = pd.DataFrame({"movie_idx": np.arange(n_items)})
@@ -192,8 +250,9 @@ def fuse(
         m = m.merge(crowd, left_on="movie_idx", right_index=True, how="left")
         m["crowd_count"] = m["crowd_count"].fillna(0.0)
         item_num += ["crowd_sentiment", "crowd_count"]
-    item_ct = ColumnTransformer([_scaled(_informative(m, item_num))], remainder="drop", sparse_threshold=0.0)
-    Y = np.hstack([np.clip(item_ct.fit_transform(m).astype(np.float32), -CLIP, CLIP), genre_mat])
+    m_fit, item_fences = _robust(m, item_num, "item")
+    item_ct = ColumnTransformer([_scaled(_informative(m_fit, item_num))], remainder="drop", sparse_threshold=0.0)
+    Y = np.hstack([_fit_scaled(item_ct, m, m_fit), genre_mat])
 
     item_names = list(item_ct.get_feature_names_out()) + [f"genre_{g}" for g in genre_names]
     return FuseResult(
@@ -203,7 +262,7 @@ def fuse(
         item_names=item_names,
         transformers={"user": transformer_spec(user_ct), "item": transformer_spec(item_ct),
                       "user_names": list(user_ct.get_feature_names_out()), "item_names": item_names,
-                      "genres": genre_names},
+                      "genres": genre_names, "fences": {"user": user_fences, "item": item_fences}},
     )
 
 

@@ -19,6 +19,9 @@ from movierec.privacy import key_of, pseudonymize_column, pseudonymize_tables
 
 log = logging.getLogger(__name__)
 
+#: fewer valid ratings than this train no model worth promoting (a 1-row file, a typo'd export)
+MIN_RATINGS = 10
+
 
 @dataclass
 class IngestResult:
@@ -53,14 +56,18 @@ def _where(q: pd.DataFrame, i: int) -> str:
     return (f"{q['file'].iloc[i]} " if "file" in q.columns else "") + f"row {q['row'].iloc[i]}"
 
 
-def ingest(cfg: Config, events: pd.DataFrame | None = None) -> IngestResult:
+def ingest(cfg: Config, events: pd.DataFrame | None = None, *, learnable: bool = False) -> IngestResult:
     """Read every present file of the data layout; ``ratings`` is required.
 
     ``events`` (feedback log, see :mod:`movierec.feedback`) are validated and folded in.
+    ``learnable``: refuse ratings a model cannot learn from (:func:`check_learnable`; the
+    training stage checks its training part the same way, so a data set is not refused by
+    ingest alone: `ingest` of a 3-row import is fine, training on it is not).
 
     Raises:
-        DataError: a required file or column is missing, a file is unreadable, or the
-            share of invalid rows in a file passes ``data.max_bad_fraction``.
+        DataError: a required file or column is missing, a file is unreadable, the
+            share of invalid rows in a file passes ``data.max_bad_fraction``, or (see
+            ``learnable``) the ratings hold nothing to learn.
     """
     out = IngestResult()
     rng = (cfg.data.rating_min, cfg.data.rating_max)
@@ -96,8 +103,27 @@ def ingest(cfg: Config, events: pd.DataFrame | None = None) -> IngestResult:
     if events is not None and len(events):
         _fold_feedback(out, events, cfg, scale)
     _cross_checks(out, input_files(cfg))
+    if learnable:
+        check_learnable(out.tables["ratings"]["rating"], input_files(cfg)["ratings"])
     out.stats["input_checks"] = _input_stats(out)
     return out
+
+
+def check_learnable(ratings, where, min_ratings: int = MIN_RATINGS) -> None:
+    """Refuse ratings that train nothing: fewer than ``min_ratings``, or all alike (a model
+    fitted on them predicts that one value and would still pass the quality gate).
+
+    Raises:
+        DataError: naming ``where`` and why (exit 65).
+    """
+    r = np.asarray(ratings, np.float64)
+    r = r[np.isfinite(r)]
+    if len(r) < min_ratings:
+        raise DataError(f"{where}: {len(r)} valid rating{'s' if len(r) != 1 else ''}: at least {min_ratings} "
+                        "needed to train a model")
+    lo, hi = float(r.min()), float(r.max())
+    if lo == hi:
+        raise DataError(f"{where}: every rating is {lo:g}: nothing to learn (a model needs ratings that differ)")
 
 
 def _rating_scale(out: IngestResult, scales: list) -> RatingScale:
