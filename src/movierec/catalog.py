@@ -258,8 +258,18 @@ class Catalog:
         return self.read(name) if self.exists(name) else None
 
     def write(self, name: str, obj: Any) -> dict:
-        """Write an artifact atomically; returns its manifest entry (file, rows, hash)."""
+        """Write an artifact atomically; returns its manifest entry (file, rows, hash).
+
+        Raises:
+            StorageError: the artifact's name in the workdir is a symbolic link (writing
+                through it would replace a file outside the workdir).
+        """
         p = self.path(name)
+        if p.is_symlink():
+            from movierec.errors import StorageError
+
+            raise StorageError(f"{p}: is a symbolic link; movierec writes its artifacts only inside the workdir. "
+                               "Remove the link (the stage then writes a regular file there)")
         with atomic_path(p, durable=False) as tmp:  # derived: see the module's note
             if p.suffix == ".parquet":
                 # dictionary encoding only where it pays (ids, texts): on numbers it is most of

@@ -242,3 +242,20 @@ def test_a_hub_warning_is_printed_once():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stderr.count("Retrying in 1s") == 1, res.stderr
+
+
+def test_an_artifact_that_is_a_symlink_is_refused_and_its_target_untouched(tmp_path):
+    """Writing an artifact through a symbolic link would replace a file outside the workdir."""
+    import pandas as pd
+
+    from movierec.catalog import Catalog
+    from movierec.errors import StorageError
+
+    outside = tmp_path / "outside.parquet"
+    outside.write_bytes(b"precious")
+    cat = Catalog(tmp_path / "work")
+    cat.artifacts_dir.mkdir(parents=True)
+    cat.path("ratings_clean").symlink_to(outside)
+    with pytest.raises(StorageError, match="symbolic link"):
+        cat.write("ratings_clean", pd.DataFrame({"user_idx": [1]}))
+    assert outside.read_bytes() == b"precious" and cat.path("ratings_clean").is_symlink()
