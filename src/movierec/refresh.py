@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import time
 from pathlib import Path
@@ -25,6 +26,11 @@ from movierec.errors import DataError, GateError, ModelError
 log = logging.getLogger("movierec")
 
 
+#: the temporary names :func:`movierec.catalog.atomic_path` gives (``mkstemp``: ".<target>.<8
+#: random characters>.tmp"); an operator's ``.notes.tmp`` is left alone
+_OWN_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
 def cleanup_temp(cat: Catalog) -> int:
     """Remove temporary files and folders left by a killed run (call under the lock)."""
     from movierec.registry import Registry
@@ -35,6 +41,8 @@ def cleanup_temp(cat: Catalog) -> int:
         if not folder.exists():
             continue
         for p in folder.glob(".*.tmp"):
+            if not _OWN_TEMP.match(p.name):  # not a name atomic_path gives: someone else's file
+                continue
             shutil.rmtree(p) if p.is_dir() else p.unlink()
             n += 1
     if n:

@@ -265,10 +265,12 @@ def test_temporary_files_are_swept_under_every_locked_command(tmp_path, site):
     cfg, d, work = copy_site(tmp_path, site[1])
     (work / "models" / ".tmp-x-1").mkdir(parents=True)
     (work / "artifacts").mkdir(parents=True)
-    (work / "artifacts" / ".ratings_raw.parquet.abc.tmp").write_text("half")
+    (work / "artifacts" / ".ratings_raw.parquet.k2x_9abq.tmp").write_text("half")  # as mkstemp names it
+    (work / "artifacts" / ".notes.tmp").write_text("an operator's")
     assert call("ingest", "--config", str(cfg)) == 0
     assert not (work / "models" / ".tmp-x-1").exists()
-    assert not (work / "artifacts" / ".ratings_raw.parquet.abc.tmp").exists()
+    assert not (work / "artifacts" / ".ratings_raw.parquet.k2x_9abq.tmp").exists()
+    assert (work / "artifacts" / ".notes.tmp").read_text() == "an operator's"
     old, fresh = tmp_path / "onnx" / ".export-old", tmp_path / "onnx" / ".export-new"
     old.mkdir(parents=True)
     fresh.mkdir()
