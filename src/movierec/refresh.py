@@ -297,6 +297,16 @@ def refresh(cfg: Config) -> dict:
         scorers.DOWNLOADS_ALLOWED = allowed
 
 
+def _damage_of(reg, name: str | None) -> str | None:
+    """What is wrong with version ``name``'s files (sizes against its records), or None."""
+    if name is None:
+        return None
+    try:
+        return reg.get(name).damage()
+    except ModelError as exc:
+        return str(exc)
+
+
 def _check_serving_key(cfg: Config, reg) -> None:
     """The privacy key must be the serving version's: with a mistyped or rotated
     ``MOVIEREC_ID_KEY`` every id would be hashed anew, the gate would score the serving model
@@ -334,7 +344,11 @@ def _refresh(cfg: Config) -> dict:
         run.record(ensure(cfg, "fuse", reported=seen))
         current = reg.current_name()
         candidate = None
-        if cfg.refresh.retrain != "always" and current is not None and is_fresh("train", cfg, cat):
+        damaged = _damage_of(reg, current)
+        if damaged:  # what serves cannot be read: a new version, even if nothing changed
+            log.error("run: the serving version %s is damaged (%s); training a new one", current, damaged)
+            summary["serving_damaged"] = damaged
+        if cfg.refresh.retrain != "always" and current is not None and not damaged and is_fresh("train", cfg, cat):
             latest = trained_model_dir(cfg).name
             summary["stages"]["train"] = "skipped"
             if reg.pending(latest) is not None:
@@ -354,7 +368,7 @@ def _refresh(cfg: Config) -> dict:
             candidate = latest  # trained but never gated (a run killed before its gate)
             log.info("run: candidate %s was never gated; gating it now", latest)
         if candidate is None:
-            run.record(ensure(cfg, "train", force=cfg.refresh.retrain == "always", reported=seen))
+            run.record(ensure(cfg, "train", force=cfg.refresh.retrain == "always" or bool(damaged), reported=seen))
             candidate = trained_model_dir(cfg).name
         summary["version"] = candidate
         ok, reasons, m_new, m_cur = _compare(cfg, cat, reg, candidate, current, summary)

@@ -188,6 +188,22 @@ def test_a_run_killed_just_after_the_switch_is_finished_by_the_next(site):
     assert current(work) == v2 and good.exists() and good.read_bytes() != before
 
 
+def test_a_damaged_serving_version_is_replaced_by_the_next_run(site):
+    """A truncated model.npz under `current`: recommend fails clearly, and the next nightly run
+    trains and promotes a new version (nothing in the data changed) instead of calling that
+    "nothing changed"."""
+    cfg, data, work = site
+    v1 = current(work)
+    model = work / "models" / v1 / "model.npz"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    r = run_cli("recommend", "--config", str(cfg), "--user", "u00001")
+    assert r.returncode == 1 and "damaged" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("run", "--config", str(cfg), "refresh.max_rmse_increase=1", "refresh.max_ndcg_drop=1")
+    assert r.returncode == 0, r.stderr
+    assert current(work) != v1 and recommends(cfg)
+    assert "damaged" in json.loads((work / "runs" / "last.json").read_text()).get("serving_damaged", "") + r.stderr
+
+
 def test_kill_9_at_a_random_moment(site):
     cfg, data, work = site
     v1 = current(work)
