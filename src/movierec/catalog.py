@@ -110,6 +110,31 @@ def fsync_tree(folder: str | Path) -> None:
         fsync_path(d)
 
 
+def open_regular(path: Path, flags: int, what: str, error: type, hint: str) -> int:
+    """A descriptor of ``path`` opened with O_NOFOLLOW and O_CLOEXEC (``flags`` added): a
+    symbolic link, a hard link or anything but a regular file there is refused with
+    ``error`` naming ``what`` and the path (writing through a link would change its target,
+    reading through one would take in another file). FileNotFoundError passes through."""
+    import errno
+
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or Path(path).is_symlink():
+            raise error(f"{what} {path} is a symbolic link; movierec does not read or write it through a "
+                        f"link{hint}") from None
+        raise error(f"{what} {path} cannot be opened: {exc.strerror or exc}") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        kind = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"a hard link ({st.st_nlink} names)"
+        raise error(f"{what} {path} is {kind}; movierec does not read or write it{hint}")
+    os.set_blocking(fd, True)  # non-blocking only for the open: a FIFO there must not hang it
+    return fd
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; it replaces ``target`` only on success.

@@ -34,32 +34,17 @@ def _open_log(p: Path, write: bool) -> int | None:
     Raises:
         StorageError: writing; DataError: reading (both name the path).
     """
-    import errno
-    import stat
-
+    from movierec.catalog import open_regular
     from movierec.errors import DataError, StorageError
 
-    err = StorageError if write else DataError
     flags = (os.O_RDWR | os.O_APPEND | os.O_CREAT) if write else os.O_RDONLY
-    hint = "; replace it with the log itself (a regular file) or remove it"
     try:
-        fd = os.open(p, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+        return open_regular(p, flags, "feedback: the event log", StorageError if write else DataError,
+                            "; replace it with the log itself (a regular file) or remove it")
     except FileNotFoundError:
         if write:
             raise
         return None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP or p.is_symlink():
-            raise err(f"feedback: the event log {p} is a symbolic link; movierec does not read or write "
-                      f"the feedback log through a link{hint}") from None
-        raise err(f"feedback: cannot open the event log {p}: {exc.strerror or exc}") from exc
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-        os.close(fd)
-        what = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"a hard link ({st.st_nlink} names)"
-        raise err(f"feedback: the event log {p} is {what}; movierec does not read or write it{hint}")
-    os.set_blocking(fd, True)
-    return fd
 
 
 def _read_log(p: Path) -> bytes | None:

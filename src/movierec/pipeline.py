@@ -100,26 +100,12 @@ def workdir_lock(workdir: str | Path) -> Iterator[None]:
     The lock file is opened with O_NOFOLLOW: a ``lock`` that is a symbolic link (or a hard
     link, or not a regular file) is refused with a StorageError naming it, never written
     through (taking the lock truncates the file: it would truncate the link's target)."""
-    import errno
-    import stat
+    from movierec.catalog import open_regular
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / "lock"
-    hint = "; remove it (movierec recreates it) and try again"
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP or path.is_symlink():
-            raise StorageError(f"workdir lock {path} is a symbolic link; movierec does not write through "
-                               f"links in the workdir{hint}") from None
-        raise StorageError(f"workdir lock {path} cannot be opened: {exc.strerror or exc}") from exc
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-        os.close(fd)
-        what = "not a regular file" if not stat.S_ISREG(st.st_mode) else f"a hard link ({st.st_nlink} names)"
-        raise StorageError(f"workdir lock {path} is {what}; movierec does not write through it{hint}")
-    os.set_blocking(fd, True)
+    fd = open_regular(workdir / "lock", os.O_RDWR | os.O_CREAT, "workdir lock", StorageError,
+                      "; remove it (movierec recreates it) and try again")
     fh = os.fdopen(fd, "r+")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
