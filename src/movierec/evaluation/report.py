@@ -6,7 +6,6 @@ HTML and its plots) reads the same keys; a change to the result is made here onc
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +46,10 @@ def _floor(rounds) -> float | None:
 
 
 def _p_value(p: float, floor: float | None) -> str:
-    """A p-value for a table cell: "0.123", "< 0.001", or an upper bound at the test's floor
-    ("< 0.004" for 500 rounds; "<= 0.004" where the floor is exactly a 3-decimal number)."""
-    if floor is not None and p <= floor * (1 + 1e-9):
-        bound = math.ceil(floor * 1000 - 1e-9) / 1000  # rounded up: the bound stays true
-        return f"< {bound:.3f}" if bound > floor else f"<= {bound:.3f}"
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+    """A p-value for a table cell (:func:`movierec.evaluation.stats.p_bound`)."""
+    from movierec.evaluation.stats import p_bound
+
+    return p_bound(p, floor)
 
 
 def _p_text(p: float, floor: float | None) -> str:
@@ -65,9 +62,10 @@ def _verdict(text: str, tests: dict | None, floor: float | None) -> str:
     """A verdict of :func:`movierec.evaluation.stats.verdict` with each p-value at the test's
     floor said as a bound ("p < 0.004"), not as an exact value.
 
-    Why here: the verdict is built in stats.py, which does not know the number of rounds;
-    the result does, so its renderings correct the one phrase (the same "LABEL +D.DDDD, p = X"
-    that stats writes; a verdict already worded as a bound is left as it is)."""
+    Why here too: stats.verdict words the bound itself from each test's recorded rounds; a
+    result written before tests recorded them (an older metrics.json read by --compare) only
+    says the rounds at its top, so its renderings correct the one phrase (the same
+    "LABEL +D.DDDD, p = X" that stats writes; a verdict already worded as a bound is left)."""
     for m, t in (tests or {}).items():
         if not isinstance(t, dict) or not isinstance(t.get("p_value"), (int, float)):
             continue

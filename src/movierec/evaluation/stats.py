@@ -189,15 +189,20 @@ SIGNALS = {"no_sentiment": "review sentiment", "no_social": "the social signal",
            "shuffled_social": "the trust signal", "no_review_content": "review content"}
 
 
-def p_words(p: float, rounds: int | None = None) -> str:
-    """"p = 0.123", or a bound where the test cannot say more: with R bootstrap rounds the
-    smallest p-value :func:`paired` gives is 2 / (R + 1) (no resample crossed 0), so a p-value
-    there reads "p < 0.004" (500 rounds), not "p = 0.004"."""
-    floor = 2.0 / (rounds + 1) if rounds and rounds >= 2 else None
+def p_bound(p: float, floor: float | None = None) -> str:
+    """A p-value as a table cell: "0.123", "< 0.001", or an upper bound at the test's floor
+    ``floor`` ("< 0.004" for 500 rounds; "<= 0.004" where the floor is exactly a 3-decimal
+    number): with R bootstrap rounds :func:`paired` gives no p-value below 2 / (R + 1)."""
     if floor is not None and p <= floor * (1 + 1e-9):
         bound = math.ceil(floor * 1000 - 1e-9) / 1000  # rounded up: the bound stays true
-        return f"p < {bound:.3f}" if bound > floor else f"p <= {bound:.3f}"
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+        return f"< {bound:.3f}" if bound > floor else f"<= {bound:.3f}"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def p_words(p: float, rounds: int | None = None) -> str:
+    """:func:`p_bound` in a sentence: "p = 0.123", "p < 0.004" (500 rounds)."""
+    v = p_bound(p, 2.0 / (rounds + 1) if rounds and rounds >= 2 else None)
+    return f"p {v}" if v.startswith("<") else f"p = {v}"
 
 
 def verdict(name: str, kind: str, tests: dict[str, dict], alpha: float = 0.05) -> str:
