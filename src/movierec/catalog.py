@@ -37,7 +37,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from movierec import __version__
+from movierec._version import __version__
 
 #: Artifact name -> file name. The contract between stages.
 ARTIFACTS: dict[str, str] = {

@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import replace
@@ -93,6 +94,30 @@ class _SectionView:
 
 
 # ----------------------------------------------------------------------------- locking
+#: the temporary names :func:`movierec.catalog.atomic_path` gives (``mkstemp``: ".<target>.<8
+#: random characters>.tmp"); an operator's ``.notes.tmp`` is left alone
+_OWN_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def cleanup_temp(cat: Catalog) -> int:
+    """Remove temporary files and folders left by a killed run (call under the lock)."""
+    from movierec.registry import Registry
+
+    n = Registry(cat.models_dir).cleanup_temp()
+    for folder in (cat.artifacts_dir, cat.manifests_dir, cat.workdir / "cache", cat.workdir / "cache" / "sentiment.parts",
+                   cat.workdir / "runs", cat.quarantine_dir):
+        if not folder.exists():
+            continue
+        for p in folder.glob(".*.tmp"):
+            if not _OWN_TEMP.match(p.name):  # not a name atomic_path gives: someone else's file
+                continue
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            n += 1
+    if n:
+        log.info("run: removed %d temporary files left by an interrupted run", n)
+    return n
+
+
 @contextlib.contextmanager
 def workdir_lock(workdir: str | Path) -> Iterator[None]:
     """One writer per workdir: an OS lock the kernel releases if the process dies.
@@ -119,8 +144,6 @@ def workdir_lock(workdir: str | Path) -> Iterator[None]:
         fh.truncate()
         fh.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%dT%H:%M:%S')}")
         fh.flush()
-        from movierec.refresh import cleanup_temp
-
         cleanup_temp(Catalog(workdir))  # what a killed command left, under every locked command
         yield
     finally:
@@ -602,8 +625,8 @@ def save_model_version(cfg: Config, cat: Catalog, served: FoldFit, holdout: Fold
     from movierec.explain import genre_sentiment_table
     from movierec.feedback import snapshot
     from movierec.privacy import key_fingerprint
-    from movierec.refresh import split_identity
     from movierec.registry import Registry, ServingData
+    from movierec.stages.clean import split_identity
 
     movies = cat.read("movies_clean")
     reviews = cat.read_optional("reviews_clean")

@@ -21,6 +21,7 @@ import scipy.sparse as sp
 
 from movierec.errors import DataError, ModelError
 from movierec.models.mf import MatrixFactorization, ScoreVectors
+from movierec.version_layout import GENRE_SENTIMENT, META, MOVIES, NEIGHBOURS, SEEN, USER_IDS
 
 
 def top_n_from_scores(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -125,22 +126,20 @@ class ModelBundle:
     def load(cls, path: str | Path, model_file: str = "model.npz") -> "ModelBundle":
         """Read a version folder (use :meth:`movierec.registry.Registry.load`, which checks
         the format first)."""
-        from movierec import registry as R
-
         path = Path(path)
         if not (path / model_file).exists():
             raise ModelError(f"{path}: no {model_file} here; run `movierec train` first")
         model = MatrixFactorization.load(path / model_file)
         try:
-            users = pd.read_parquet(path / R.USER_IDS)
-            movies = pd.read_parquet(path / R.MOVIES)
-            with np.load(path / R.SEEN) as z:
+            users = pd.read_parquet(path / USER_IDS)
+            movies = pd.read_parquet(path / MOVIES)
+            with np.load(path / SEEN) as z:
                 shape = (len(users), len(movies))
                 rated = sp.csr_matrix((z["ratings"], z["indices"], z["indptr"]), shape=shape)
                 watched = sp.csr_matrix((np.ones(len(z["watched_indices"]), np.float32), z["watched_indices"],
                                          z["watched_indptr"]), shape=shape)
                 popularity = z["popularity"]
-            meta = json.loads((path / R.META).read_text())
+            meta = json.loads((path / META).read_text())
         except (OSError, KeyError, ValueError) as exc:
             raise ModelError(f"model version {path.name}: incomplete or unreadable ({exc})") from exc
         seen = rated.copy()  # by structure: a rating of 0 (0-10 scales) is a rating too
@@ -152,16 +151,12 @@ class ModelBundle:
 
     def neighbours(self) -> pd.DataFrame | None:
         """The social neighbourhood the version was trained with (user_idx, neighbour_idx, strength)."""
-        from movierec import registry as R
-
-        p = None if self.path is None else self.path / R.NEIGHBOURS
+        p = None if self.path is None else self.path / NEIGHBOURS
         return pd.read_parquet(p) if p is not None and p.exists() else None
 
     def genre_sentiment(self) -> pd.DataFrame | None:
         """Each user's mean review sentiment per genre (user_idx, genre, mean_sentiment, reviews)."""
-        from movierec import registry as R
-
-        p = None if self.path is None else self.path / R.GENRE_SENTIMENT
+        p = None if self.path is None else self.path / GENRE_SENTIMENT
         return pd.read_parquet(p) if p is not None and p.exists() else None
 
     @property

@@ -12,42 +12,17 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import shutil
 import time
 from pathlib import Path
-
-import numpy as np
 
 from movierec.catalog import Catalog, write_json
 from movierec.config import Config
 from movierec.errors import DataError, GateError, ModelError
+from movierec.evaluation.evaluate import bundle_recommender, measure_users
+from movierec.pipeline import cleanup_temp, ensure, is_fresh, trained_model_dir
+from movierec.stages.clean import split_identity, train_test
 
 log = logging.getLogger("movierec")
-
-
-#: the temporary names :func:`movierec.catalog.atomic_path` gives (``mkstemp``: ".<target>.<8
-#: random characters>.tmp"); an operator's ``.notes.tmp`` is left alone
-_OWN_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
-
-
-def cleanup_temp(cat: Catalog) -> int:
-    """Remove temporary files and folders left by a killed run (call under the lock)."""
-    from movierec.registry import Registry
-
-    n = Registry(cat.models_dir).cleanup_temp()
-    for folder in (cat.artifacts_dir, cat.manifests_dir, cat.workdir / "cache", cat.workdir / "cache" / "sentiment.parts",
-                   cat.workdir / "runs", cat.quarantine_dir):
-        if not folder.exists():
-            continue
-        for p in folder.glob(".*.tmp"):
-            if not _OWN_TEMP.match(p.name):  # not a name atomic_path gives: someone else's file
-                continue
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-            n += 1
-    if n:
-        log.info("run: removed %d temporary files left by an interrupted run", n)
-    return n
 
 
 def input_checks(now: dict, last: dict | None, cfg: Config) -> list[str]:
@@ -77,48 +52,6 @@ def input_checks(now: dict, last: dict | None, cfg: Config) -> list[str]:
     return problems
 
 
-def bundle_recommender(bundle, user_ids, movie_ids):
-    """A scorer for a saved model over *today's* id space (unknown ids fall back to biases)."""
-    from movierec.evaluation.evaluate import Recommender
-
-    um = bundle.user_ids.get_indexer(user_ids)
-    mm = bundle.movie_ids.get_indexer(movie_ids)
-    ku, km = um >= 0, mm >= 0
-
-    from movierec.models.mf import ScoreVectors
-
-    def remap(vectors) -> ScoreVectors:
-        mu, bu, bi, U, Q = vectors
-        return ScoreVectors(mu, np.where(ku, bu[np.maximum(um, 0)], 0).astype(np.float32),
-                np.where(km, bi[np.maximum(mm, 0)], 0).astype(np.float32),
-                np.where(ku[:, None], U[np.maximum(um, 0)], 0).astype(np.float32),
-                np.where(km[:, None], Q[np.maximum(mm, 0)], 0).astype(np.float32))
-
-    mu, bu_n, bi_n, U_n, Q_n = remap(bundle.rating_vectors)
-    lo, hi = bundle.model.rating_min_, bundle.model.rating_max_
-
-    def predict(us, its):
-        return np.clip(mu + bu_n[us] + bi_n[its] + np.einsum("ij,ij->i", U_n[us], Q_n[its]), lo, hi)
-
-    item_item = None
-    if bundle.item_item is not None:  # EASE: its history and weights in today's id space too
-        import scipy.sparse as sp
-
-        hist, weights = bundle.item_item
-        to_user = np.full(hist.shape[0], -1)
-        to_user[um[ku]] = np.flatnonzero(ku)
-        to_movie = np.full(hist.shape[1], -1)
-        to_movie[mm[km]] = np.flatnonzero(km)
-        h = hist.tocoo()
-        keep = (to_user[h.row] >= 0) & (to_movie[h.col] >= 0)
-        hist_n = sp.csr_matrix((h.data[keep], (to_user[h.row[keep]], to_movie[h.col[keep]])),
-                               shape=(len(user_ids), len(movie_ids)))
-        w_n = np.zeros((len(movie_ids), len(movie_ids)), np.float32)
-        w_n[np.ix_(km, km)] = weights[np.ix_(mm[km], mm[km])]
-        item_item = (hist_n, w_n)
-    return Recommender(predict, vectors=remap(bundle.vectors), item_item=item_item)
-
-
 def score_on_holdout(cfg: Config, cat: Catalog, version: str) -> dict | None:
     """See :func:`holdout_metrics` (the metrics alone)."""
     got = holdout_metrics(cfg, cat, version)
@@ -132,9 +65,7 @@ def holdout_metrics(cfg: Config, cat: Catalog, version: str):
     data grows: neither the candidate's nor the current version's holdout model trained on
     today's test ratings. None when the version has no holdout model (split none).
     """
-    from movierec.evaluation.evaluate import measure_users
     from movierec.registry import HOLDOUT, Registry
-    from movierec.stages.clean import train_test
 
     reg = Registry(cat.models_dir)
     if not reg.get(version).has(HOLDOUT):
@@ -145,17 +76,6 @@ def holdout_metrics(cfg: Config, cat: Catalog, version: str):
     mids = cat.read("movie_ids")["movie_id"].astype(str).to_numpy()
     scorer = bundle_recommender(reg.load(version, HOLDOUT), uids, mids)
     return measure_users(scorer, train, test, len(uids), len(mids), cfg)
-
-
-def split_identity(cfg: Config) -> dict:
-    """What decides which ratings are test ratings: a version's holdout model is comparable
-    with today's only when this is the same."""
-    sp = cfg.split
-    out = {"method": sp.method, "fold": sp.fold, "seed": sp.seed, "test_fraction": sp.test_fraction,
-           "folds": sp.folds, "train": sp.train, "test": sp.test}
-    if sp.method in ("cold_items", "cold_users"):
-        out["cold_fraction"] = sp.cold_fraction
-    return out
 
 
 def gate(new: dict, cur: dict | None, cfg: Config, tests: dict | None = None) -> tuple[bool, list[str]]:
@@ -325,7 +245,6 @@ def _check_serving_key(cfg: Config, reg) -> None:
 
 def _refresh(cfg: Config) -> dict:
     """:func:`refresh`'s body (the download permission is set around it)."""
-    from movierec.pipeline import ensure, is_fresh, trained_model_dir
     from movierec.registry import METRICS, PASSED, REJECTED, ROLLED_BACK, Registry
 
     cat = Catalog(Path(cfg.workdir))

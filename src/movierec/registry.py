@@ -1,6 +1,6 @@
 """Model versions: the one module that writes, lists, loads, promotes and prunes them.
 
-Layout of ``workdir/models``::
+Layout of ``workdir/models`` (the file names are in :mod:`movierec.version_layout`)::
 
     <version>/                 one trained model, self-contained (FORMAT below)
         model.npz              the served model: refit on every rating and feedback event
@@ -54,7 +54,7 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -63,9 +63,9 @@ import yaml
 
 from movierec.catalog import fsync_path, fsync_tree, umask_mode, write_json
 from movierec.errors import ModelError
-
-if TYPE_CHECKING:  # pragma: no cover
-    from movierec.ranking import ModelBundle
+from movierec.ranking import ModelBundle
+from movierec.version_layout import (CONFIG, FEATURES, GATE, GENRE_SENTIMENT, HOLDOUT, META, METRICS, MODEL,
+                                     MOVIES, NEIGHBOURS, RUN, SEEN, USER_IDS)
 
 log = logging.getLogger("movierec")
 
@@ -74,10 +74,6 @@ log = logging.getLogger("movierec")
 #: 3: the models inside are of model format 3 (EASE arrays).
 FORMAT = 3
 
-MODEL, HOLDOUT, META = "model.npz", "holdout.npz", "meta.json"
-USER_IDS, MOVIES, SEEN = "user_ids.parquet", "movies.parquet", "seen.npz"
-NEIGHBOURS, GENRE_SENTIMENT, FEATURES = "neighbours.parquet", "genre_sentiment.parquet", "features.json"
-METRICS, GATE, RUN, CONFIG = "metrics.json", "gate.json", "run.json", "config.yaml"
 
 #: gate.json statuses; a version without gate.json was made by ``movierec train`` ("trained");
 #: one an operator rolled back from is "rolled_back" (the next run must not serve it again)
@@ -292,8 +288,6 @@ class Registry:
     def load(self, name: str | None = None, model_file: str = MODEL) -> "ModelBundle":
         """Load a version (default: the current one) for serving or scoring, its files checked
         first (sizes, and the model file's SHA-256: see :meth:`ModelVersion.damage`)."""
-        from movierec.ranking import ModelBundle
-
         v = self.current() if name is None else self.get(name)
         v.check_format()
         if not v.has(model_file):

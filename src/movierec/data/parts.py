@@ -4,19 +4,27 @@ Each part is read and validated like a single file (rows numbered within their p
 part named in every quarantined row and error), then the parts are concatenated in the
 order of their paths, so "latest wins" at clean time means the same as in one file whose
 rows follow that order. With ``engine.kind: ray`` the parts are read in parallel by Ray
-Data (:func:`movierec.engine.read_parts_ray`); the result is the same.
+Data (:func:`read_parts_ray`, in the Ray session of :func:`movierec.engine.session`); the
+result is the same.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import pickle
 from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import pandas as pd
 
+from movierec.catalog import file_hash
+from movierec.config import EngineConfig
 from movierec.data.readers import ReadResult, missing_columns, read_table, validate_rows
 from movierec.data.scale import RatingScale
 from movierec.data.schemas import FileSchema
+from movierec.engine import blocks, session
 from movierec.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -69,6 +77,32 @@ def read_part(path: Path, schema: FileSchema, **kw) -> ReadResult:
     return (read_parquet_part if path.suffix.lower() == ".parquet" else read_table)(path, schema, **kw)
 
 
+def read_parts_ray(parts: Sequence[Path], schema: FileSchema, engine: EngineConfig, **kw) -> list[ReadResult]:
+    """Read and validate part files in parallel with Ray Data (one row per part); the
+    results in the order of ``parts``, exactly as :func:`read_part` gives."""
+    with session(engine) as ray:
+        import ray.data
+
+        def read(batch: pd.DataFrame) -> pd.DataFrame:
+            out = []
+            for i, p in zip(batch["i"], batch["path"]):
+                try:
+                    out.append(pickle.dumps(read_part(Path(p), schema, **kw)))
+                except DataError as exc:  # raised again in the driver, with its message
+                    out.append(pickle.dumps(exc))
+            return pd.DataFrame({"i": batch["i"].to_numpy(), "result": out})
+
+        items = pd.DataFrame({"i": np.arange(len(parts)), "path": [str(p) for p in parts]})
+        ds = ray.data.from_pandas(blocks(items, 1))
+        rows = ds.map_batches(read, batch_size=1, batch_format="pandas", num_cpus=engine.cpus_per_worker,
+                              compute=ray.data.TaskPoolStrategy(size=engine.workers)).to_pandas()
+    results = [pickle.loads(b) for b in rows.sort_values("i")["result"]]
+    for r in results:
+        if isinstance(r, Exception):
+            raise r
+    return results
+
+
 def combine(folder: Path, results: list[ReadResult]) -> ReadResult:
     """One result from the parts' results, in path order; quarantined rows name their part."""
     qs = []
@@ -93,8 +127,6 @@ def read_input(path: Path, schema: FileSchema, *, engine=None, **kw) -> ReadResu
         return read_table(path, schema, **kw)
     parts = part_files(path)
     if engine is not None and engine.kind == "ray":
-        from movierec.engine import read_parts_ray
-
         results = read_parts_ray(parts, schema, engine, **kw)
     else:
         results = [read_part(p, schema, **kw) for p in parts]
@@ -104,10 +136,6 @@ def read_input(path: Path, schema: FileSchema, *, engine=None, **kw) -> ReadResu
 
 def folder_hash(folder: Path) -> str:
     """A hash of every part's name and bytes (a new, changed or removed part changes it)."""
-    import hashlib
-
-    from movierec.catalog import file_hash
-
     h = hashlib.sha256()
     for p in part_files(folder):
         h.update(f"{p.relative_to(folder)}\0{file_hash(p)}\n".encode())

@@ -97,6 +97,42 @@ def model_recommender(model) -> Recommender:
                   item_item=model.item_item())
 
 
+def bundle_recommender(bundle, user_ids, movie_ids):
+    """A scorer for a saved model over *today's* id space (unknown ids fall back to biases)."""
+    um = bundle.user_ids.get_indexer(user_ids)
+    mm = bundle.movie_ids.get_indexer(movie_ids)
+    ku, km = um >= 0, mm >= 0
+
+    def remap(vectors) -> ScoreVectors:
+        mu, bu, bi, U, Q = vectors
+        return ScoreVectors(mu, np.where(ku, bu[np.maximum(um, 0)], 0).astype(np.float32),
+                np.where(km, bi[np.maximum(mm, 0)], 0).astype(np.float32),
+                np.where(ku[:, None], U[np.maximum(um, 0)], 0).astype(np.float32),
+                np.where(km[:, None], Q[np.maximum(mm, 0)], 0).astype(np.float32))
+
+    mu, bu_n, bi_n, U_n, Q_n = remap(bundle.rating_vectors)
+    lo, hi = bundle.model.rating_min_, bundle.model.rating_max_
+
+    def predict(us, its):
+        return np.clip(mu + bu_n[us] + bi_n[its] + np.einsum("ij,ij->i", U_n[us], Q_n[its]), lo, hi)
+
+    item_item = None
+    if bundle.item_item is not None:  # EASE: its history and weights in today's id space too
+        hist, weights = bundle.item_item
+        to_user = np.full(hist.shape[0], -1)
+        to_user[um[ku]] = np.flatnonzero(ku)
+        to_movie = np.full(hist.shape[1], -1)
+        to_movie[mm[km]] = np.flatnonzero(km)
+        h = hist.tocoo()
+        keep = (to_user[h.row] >= 0) & (to_movie[h.col] >= 0)
+        hist_n = sp.csr_matrix((h.data[keep], (to_user[h.row[keep]], to_movie[h.col[keep]])),
+                               shape=(len(user_ids), len(movie_ids)))
+        w_n = np.zeros((len(movie_ids), len(movie_ids)), np.float32)
+        w_n[np.ix_(km, km)] = weights[np.ix_(mm[km], mm[km])]
+        item_item = (hist_n, w_n)
+    return Recommender(predict, vectors=remap(bundle.vectors), item_item=item_item)
+
+
 def _topk(scorer: Recommender, users: np.ndarray, k: int, seen: sp.csr_matrix,
           candidates: np.ndarray | None = None) -> np.ndarray:
     """Top-``k`` movies of each user, never one in ``seen``; with ``candidates`` (sorted movie
@@ -446,7 +482,6 @@ def _compare_version(ctx: _Context, name: str, fold_scores: dict) -> dict:
     users of the configured fold."""
     from movierec.errors import ModelError
     from movierec.evaluation import stats as S
-    from movierec.refresh import bundle_recommender
     from movierec.registry import HOLDOUT, Registry
     from movierec.stages.clean import train_test
 

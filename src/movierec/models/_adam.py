@@ -14,6 +14,8 @@ import os
 
 import numpy as np
 
+from movierec.models._tracking import EpochTracker
+
 log = logging.getLogger(__name__)
 
 #: Adam's epsilon. The default 1e-7 lets a user or movie seen in a few ratings take
@@ -24,8 +26,6 @@ ADAM_EPSILON = 1e-3
 def fit_adam(model, data, val_mask: np.ndarray, rng: np.random.Generator):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
-
-    from movierec.models._tracking import EpochTracker
 
     tf.random.set_seed(model.seed)
     tr = np.flatnonzero(~val_mask)

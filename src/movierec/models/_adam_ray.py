@@ -27,8 +27,13 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from movierec.engine import blocks, session
 from movierec.errors import ModelError
+from movierec.models._adam import _make_step, _pull, adam
+from movierec.models._tracking import EpochTracker, History
+from movierec.models.train_data import TrainData
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +44,6 @@ _CKPT = "state.npz"
 
 def fit_adam_ray(model, data, val_mask: np.ndarray, rng: np.random.Generator, engine):
     """Fit ``model`` (its state initialized) on Ray; returns the :class:`History`."""
-    import pandas as pd
-
-    from movierec.engine import session
-    from movierec.models._tracking import History
-    from movierec.models.mf import TrainData
-
     tr = np.flatnonzero(~val_mask)
     va = np.flatnonzero(val_mask)
     ratings = pd.DataFrame({"u": data.users[tr], "i": data.items[tr], "r": data.ratings[tr],
@@ -66,8 +65,6 @@ def fit_adam_ray(model, data, val_mask: np.ndarray, rng: np.random.Generator, en
         import ray.train
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.tensorflow import TensorflowTrainer
-
-        from movierec.engine import blocks
 
         ds = ray.data.from_pandas(blocks(ratings, -(-len(ratings) // (workers * 4))))  # 4 blocks a worker
         # this fit's checkpoints, where every worker can write them (the driver reads the last)
@@ -134,8 +131,6 @@ def _train_loop(config: dict) -> None:  # runs in each Ray Train worker
     import tensorflow as tf
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()  # first: before any other TensorFlow op
-    from movierec.models._adam import _make_step, _pull, adam
-    from movierec.models._tracking import EpochTracker
 
     ctx = ray.train.get_context()
     rank, workers = ctx.get_world_rank(), int(config["workers"])

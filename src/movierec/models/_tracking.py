@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from movierec.errors import ModelError
+from movierec.models.train_data import TrainData
 
 if TYPE_CHECKING:  # pragma: no cover
-    from movierec.models.mf import MatrixFactorization, TrainData
+    from movierec.models.mf import MatrixFactorization
 
 log = logging.getLogger("movierec.models.mf")
 

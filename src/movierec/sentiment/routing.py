@@ -16,6 +16,7 @@ import pandas as pd
 from movierec.config import EngineConfig, SentimentConfig
 from movierec.privacy import key_of_text
 from movierec.sentiment.cache import CachedScorer, cache_keys, features_to_bytes
+from movierec.sentiment.ray_scorer import RayScorer, ray_spec
 from movierec.sentiment.scorers import TextScorer, load_scorer, model_key
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ class Router:
     def __init__(self, cfg: SentimentConfig, cache: pd.DataFrame | None = None,
                  checkpoint: Callable[[pd.DataFrame], None] | None = None, engine: EngineConfig | None = None) -> None:
         self.cfg, self.checkpoint = cfg, checkpoint
-        # engine.kind ray: the texts that miss the cache are scored on Ray (movierec.engine)
+        # engine.kind ray: the texts that miss the cache are scored on Ray (movierec.sentiment.ray_scorer)
         self.engine = engine if engine is not None and engine.kind == "ray" else None
         self.cache = cache if cache is not None else pd.DataFrame({"key": pd.Series(dtype=object),
                                                                     "sentiment": pd.Series(dtype=np.float32)})
@@ -114,8 +115,6 @@ class Router:
             every = self.cfg.checkpoint_every
             factory = lambda: load_scorer(spec)  # noqa: E731
             if self.engine is not None:
-                from movierec.engine import RayScorer, ray_spec
-
                 # one Ray Data pass per window of texts (the cache is saved after each)
                 # (a whole number of checkpoint_every chunks: the chunks a local run scores)
                 spec, every = ray_spec(spec, self.engine), every * max(1, -(-self.engine.window // every))

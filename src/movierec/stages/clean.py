@@ -179,6 +179,17 @@ def fold_ids(cfg: Config) -> list[int]:
     return [0]
 
 
+def split_identity(cfg: Config) -> dict:
+    """What decides which ratings are test ratings: a version's holdout model is comparable
+    with today's only when this is the same."""
+    sp = cfg.split
+    out = {"method": sp.method, "fold": sp.fold, "seed": sp.seed, "test_fraction": sp.test_fraction,
+           "folds": sp.folds, "train": sp.train, "test": sp.test}
+    if sp.method in ("cold_items", "cold_users"):
+        out["cold_fraction"] = sp.cold_fraction
+    return out
+
+
 def clean(tables: dict[str, pd.DataFrame], cfg: Config) -> CleanResult:
     """Turn ingested tables into clean, integer-indexed tables with a split.
 
