@@ -261,6 +261,34 @@ class EngineConfig:
 
 
 @dataclass
+class ExperimentConfig:
+    name: Optional[str] = _f(None, "an online A/B test's name (unset: no test, every viewer gets the current "
+                                   "version); viewers are assigned by a hash of the name and their id")
+    versions: list[str] = _f([], "the two model versions compared, control first (a version name, or current: "
+                                 "whatever current points at)")
+    split: float = _f(0.5, "share of viewers assigned to the second version", gt=0, lt=1)
+    attribution_hours: float = _f(168.0, "feedback on a listed movie within this many hours of the list counts "
+                                         "for the arm that listed it", gt=0)
+
+
+@dataclass
+class ServeConfig:
+    host: str = _f("127.0.0.1", "address the HTTP service listens on (0.0.0.0: every interface)")
+    port: int = _f(8000, "port of the HTTP service (0: any free port)", ge=0, le=65535)
+    workers: int = _f(1, "server processes (each loads the serving version once)", ge=1)
+    token_env: str = _f("MOVIEREC_SERVE_TOKEN", "environment variable holding the token that write endpoints "
+                                               "(feedback) require as 'Authorization: Bearer TOKEN'")
+    token: Optional[str] = _f(None, "the token itself (prefer token_env: a config file is often readable by "
+                                    "many); without either, write endpoints answer 503")
+    protect_reads: bool = _f(False, "read endpoints (lists, similar movies, health, metrics, the page's data) require the token too")
+    max_body_bytes: int = _f(65536, "largest request body accepted (413 above)", ge=256)
+    max_n: int = _f(100, "longest list a request may ask for", ge=1)
+    reload_seconds: float = _f(1.0, "how often the service looks at models/current to reload a promoted or rolled "
+                                    "back version", gt=0)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig, metadata={"doc": "online A/B test"})
+
+
+@dataclass
 class Config:
     workdir: str = _f("work", "where artifacts and models live", path=True, nonempty=True)
     data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "input files"})
@@ -275,6 +303,7 @@ class Config:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig, metadata={"doc": "pseudonymous ids"})
     tracking: TrackingConfig = field(default_factory=TrackingConfig, metadata={"doc": "experiment tracking"})
     engine: EngineConfig = field(default_factory=EngineConfig, metadata={"doc": "where stages run (local or ray)"})
+    serve: ServeConfig = field(default_factory=ServeConfig, metadata={"doc": "HTTP service and A/B tests"})
 
     # Set by the loader, not by users.
     source: Optional[str] = field(default=None, metadata={"internal": True})
@@ -522,6 +551,13 @@ def _check_values(cfg: Config, where: str) -> None:
             raise ConfigError(
                 f"{where}: evaluate.baselines: unknown '{b}'; allowed: {', '.join(sorted(allowed_base))}"
             )
+    ex = cfg.serve.experiment
+    if ex.name is not None:
+        if not ex.name.strip():
+            raise ConfigError(f"{where}: serve.experiment.name must not be blank")
+        if len(ex.versions) != 2 or len(set(ex.versions)) != 2:
+            raise ConfigError(f"{where}: serve.experiment.versions: give two different versions (control first), "
+                              f"got {ex.versions!r}")
     try:
         "x".encode(cfg.data.encoding)
     except LookupError as exc:

@@ -111,26 +111,73 @@ def append_event(workdir: str | Path, user: str, movie: str, rating: float | Non
         event["comment"] = comment
     if share_with:
         event["share_with"] = str(share_with).strip()
-    line = (json.dumps(event, ensure_ascii=False) + "\n").encode("utf-8")
-    p = events_path(workdir)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = _open_log(p, write=True)
-    except OSError as exc:  # the feedback folder vanished, permissions
-        from movierec.errors import StorageError
-
-        raise StorageError(f"feedback: cannot open the event log {p}: {exc.strerror or exc}; the event was "
-                           "not recorded") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        _append_whole(fd, line, p)
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+    append_line(events_path(workdir), event, "feedback: the event log", "the event was not recorded")
     return event
 
 
-def _append_whole(fd: int, line: bytes, p: Path) -> None:
+def append_line(p: Path, obj: dict, what: str, lost: str, durable: bool = True) -> None:
+    """Append ``obj`` as one JSON line to the log ``p`` (created if missing): one whole line or
+    nothing, under an exclusive lock (see :func:`_append_whole`). ``durable``: fsync before
+    returning (an acknowledged event must survive a crash; an exposure log line need not).
+
+    Raises:
+        StorageError: the log cannot be opened or written (names it, and ``lost``).
+    """
+    from movierec.catalog import open_regular
+    from movierec.errors import StorageError
+
+    line = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = open_regular(p, os.O_RDWR | os.O_APPEND | os.O_CREAT, what, StorageError,
+                          "; replace it with the log itself (a regular file) or remove it")
+    except OSError as exc:  # the folder vanished, permissions
+        raise StorageError(f"{what}: cannot open {p}: {exc.strerror or exc}; {lost}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _append_whole(fd, line, p, lost, durable)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def record(cfg, user: str, movie: str, rating: float | None = None, comment: str | None = None,
+           share_with: str | None = None, catalogue: tuple | None = None, key_checked: bool = False) -> dict:
+    """Check one interaction and append it to the log: what ``movierec feedback``, the Python
+    API and the service's ``POST /feedback`` all do. ``user``/``share_with`` are the ids as
+    given (pseudonymized here when ``privacy.pseudonymize_ids``); ``catalogue``: the
+    (movies, scale) of :func:`known_catalogue`, when the caller holds them already;
+    ``key_checked``: the caller checked the privacy key against the serving version.
+
+    Raises:
+        DataError: nothing to record, an empty id, a movie not in the catalogue, a rating off
+            the scale; ConfigError: another privacy key than the serving version's;
+            StorageError: the log cannot be written.
+    """
+    from movierec.errors import DataError, ModelError
+    from movierec.privacy import check_key, maybe_pseudonym
+
+    if rating is None and not comment and not share_with:
+        raise DataError("feedback: give at least one of rating, comment, share_with")
+    if not str(user).strip() or not str(movie).strip():
+        raise DataError("feedback: the user and the movie must not be empty")
+    check_event(movie, rating, *(catalogue or known_catalogue(cfg)))
+    if not key_checked:
+        from movierec.registry import Registry
+
+        try:
+            serving = Registry.of(cfg).current()
+        except ModelError:  # nothing trained yet: nothing to check the key against
+            serving = None
+        if serving is not None:  # an id hashed with another key would be an event of nobody
+            check_key(serving.meta.get("privacy_key_fingerprint"), cfg.privacy, serving.name)
+    return append_event(cfg.workdir, maybe_pseudonym(user, cfg.privacy), movie, rating, comment,
+                        maybe_pseudonym(share_with, cfg.privacy) if share_with else None,
+                        pseudonymized=cfg.privacy.pseudonymize_ids)
+
+
+def _append_whole(fd: int, line: bytes, p: Path, lost: str = "the event was not recorded",
+                  durable: bool = True) -> None:
     """Append ``line`` as one whole line or not at all (the caller holds the lock).
 
     A log that ends inside a line (a writer killed mid-write, or an older torn write) gets a
@@ -150,14 +197,15 @@ def _append_whole(fd: int, line: bytes, p: Path) -> None:
             if n <= 0:
                 raise OSError(28, "no space left on device (short write)")
             done += n
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except OSError as exc:
         try:
             os.ftruncate(fd, size)
             os.fsync(fd)
         except OSError:
             pass
-        raise StorageError(f"feedback: cannot append to {p}: {exc.strerror or exc}; the event was not recorded "
+        raise StorageError(f"cannot append to {p}: {exc.strerror or exc}; {lost} "
                            "(free some space and send it again)") from exc
 
 
@@ -301,3 +349,84 @@ def fold_events(tables: dict[str, pd.DataFrame], events: pd.DataFrame, share_rat
         tables["social"] = social
         counts["shares"] = int(ties["n"].sum())
     return counts
+
+
+class FeedbackTail:
+    """The events recorded since a model version was trained, kept up to date for a process
+    that stays running (the service): each :meth:`refresh` reads only the bytes appended since
+    the last one (a stat when nothing was), so a feedback event is in the viewer's next list
+    at once. A log replaced since (rotated, shorter) is read again as
+    :func:`read_events_since` does. Thread-safe."""
+
+    def __init__(self, workdir: str | Path, state: dict | None) -> None:
+        import threading
+
+        self.workdir, self.state = Path(workdir), dict(state or {})
+        self._lock = threading.Lock()
+        self._by_user: dict[str, list[dict]] = {}
+        self._count = 0
+        self._offset: int | None = None  # None: not read yet
+        self._size = -1
+        self._ino: int | None = None
+        self.last_time: float | None = None
+
+    def _reset(self, p: Path) -> None:
+        """Everything since the version, from one read of the whole log (as
+        :func:`read_events_since` selects it), and where to read on from."""
+        self._by_user, self._count, self.last_time = {}, 0, None
+        blob = _read_log(p) or b""
+        end = blob.rfind(b"\n") + 1
+        offset = int(self.state.get("offset") or 0)
+        replaced = (offset > len(blob) or (self.state.get("head") is not None and offset > 0
+                                           and _head(blob) != self.state["head"]))
+        rows = _parse(blob[:end] if replaced else blob[min(offset, end):end], p)
+        last = self.state.get("last_time")
+        if replaced and last is not None:
+            rows = [r for r in rows if isinstance(r.get("time"), (int, float)) and r["time"] > float(last)]
+        self._add(rows)
+        self._offset, self._size = end, len(blob)
+
+    def _add(self, rows: list[dict]) -> None:
+        for r in rows:
+            self._by_user.setdefault(str(r.get("user_id", "")).strip(), []).append(r)
+            t = r.get("time")
+            if isinstance(t, (int, float)):
+                self.last_time = t if self.last_time is None else max(self.last_time, t)
+        self._count += len(rows)
+
+    def refresh(self) -> None:
+        p = events_path(self.workdir)
+        try:
+            st = os.stat(p)
+            size, ino = st.st_size, st.st_ino
+        except FileNotFoundError:
+            size, ino = 0, None
+        with self._lock:
+            if size == self._size and ino == self._ino:
+                return
+            if self._offset is None or size < self._size or ino != self._ino:  # first read, or replaced
+                self._reset(p)
+                self._ino = ino
+                return
+            fd = _open_log(p, write=False)
+            if fd is None:
+                return
+            with os.fdopen(fd, "rb") as fh:
+                fh.seek(self._offset)
+                blob = fh.read()
+            end = blob.rfind(b"\n") + 1
+            self._add(_parse(blob[:end], p))
+            self._offset += end
+            self._size = self._offset + (len(blob) - end)
+
+    def events(self, user: str) -> pd.DataFrame | None:
+        """The events of ``user`` (a model id: pseudonymized where ids are) since the version."""
+        self.refresh()
+        with self._lock:
+            rows = list(self._by_user.get(str(user).strip(), ()))
+        return _frame(rows)
+
+    @property
+    def count(self) -> int:
+        """How many events were recorded since the version was trained."""
+        return self._count

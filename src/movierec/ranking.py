@@ -45,6 +45,8 @@ def top_n(
     block: int = 2048,
     progress: bool = False,
     item_item: tuple | None = None,
+    exclude: list[np.ndarray] | None = None,
+    item_t: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-n items for each of ``users``, excluding ``seen`` items; blocked over users.
 
@@ -53,7 +55,9 @@ def top_n(
     user's own constant (μ + b_u) does not change the order; it is added to the n scores
     kept. ``item_item`` (history, weights): an item-item ranker's part, history[users] @
     weights, added to the block (EASE). Memory: one block of scores (block x movies floats,
-    at most :data:`BLOCK_BYTES`) at a time.
+    at most :data:`BLOCK_BYTES`) at a time. ``exclude``: instead of ``seen``, the movie
+    indices to leave out, one array per user; ``item_t``: ``Q`` transposed, float32 and
+    contiguous, when the caller keeps it (a service asks for one list at a time).
     """
     mu, bu, bi, U, Q = model_vectors
     users = np.asarray(users, dtype=np.int64)
@@ -62,7 +66,7 @@ def top_n(
     # a block's scores stay under BLOCK_BYTES (2048 users x 1M movies would be 8 GB)
     block = max(16, min(block, BLOCK_BYTES // (4 * max(n_items, 1))))
     U = np.ascontiguousarray(U, dtype=np.float32)
-    Qt = np.ascontiguousarray(np.asarray(Q, dtype=np.float32).T)
+    Qt = item_t if item_t is not None else np.ascontiguousarray(np.asarray(Q, dtype=np.float32).T)
     bi = np.asarray(bi, dtype=np.float32)
     items = np.zeros((len(users), n), dtype=np.int64)
     scores = np.zeros((len(users), n), dtype=np.float32)
@@ -77,7 +81,10 @@ def top_n(
         s += bi
         if item_item is not None:
             s += np.asarray(item_item[0][ub] @ item_item[1], dtype=np.float32)
-        if seen is not None:
+        if exclude is not None:
+            for r, k in enumerate(range(start, start + len(ub))):
+                s[r, exclude[k]] = -np.inf
+        elif seen is not None:
             sub = seen[ub]
             rows = np.repeat(np.arange(len(ub)), np.diff(sub.indptr))
             s[rows, sub.indices] = -np.inf
@@ -192,23 +199,38 @@ class ModelBundle:
         return self._rating_vectors
 
     def user_index(self, user_id: str) -> int:
-        loc = self.user_ids.get_indexer([str(user_id).strip()])[0]
-        return int(loc)
+        """The dense index of a user id (-1: unknown); a dict lookup, built once."""
+        if not hasattr(self, "_user_pos"):
+            self._user_pos = {u: k for k, u in enumerate(self.user_ids)}
+        return self._user_pos.get(str(user_id).strip(), -1)
+
+    @property
+    def _catalogue(self) -> tuple:
+        """The output columns of every movie as plain Python values, built once (a list row is
+        then a few lookups, not a pandas row)."""
+        if not hasattr(self, "_cat_cols"):
+            mv = self.movies
+            n = len(mv)
+            years = mv["year"] if "year" in mv.columns else pd.Series([None] * n)
+            genres = mv["genres"] if "genres" in mv.columns else pd.Series([""] * n)
+            self._cat_cols = ([str(v) for v in mv["movie_id"]], [str(v) for v in mv["title"]],
+                              [None if pd.isna(y) else int(y) for y in years], [str(v) for v in genres])
+        return self._cat_cols
 
     def _rows(self, items: np.ndarray, scores: np.ndarray, predicted: np.ndarray | None = None) -> list[dict]:
         """Output rows: ``rank_score`` orders the list (for the popularity fallback: how many
         viewers rated the movie); ``predicted_rating`` is on the data's rating scale."""
-        mv = self.movies
+        ids, titles, years, genres = self._catalogue
         out = []
         for k, (it, sc) in enumerate(zip(items, scores)):
             if not np.isfinite(sc):
                 continue
-            row = mv.iloc[int(it)]
+            i = int(it)
             out.append({
-                "movie_id": str(row["movie_id"]),
-                "title": str(row["title"]),
-                "year": None if pd.isna(row.get("year")) else int(row["year"]),
-                "genres": str(row.get("genres", "")),
+                "movie_id": ids[i],
+                "title": titles[i],
+                "year": years[i],
+                "genres": genres[i],
                 "predicted_rating": None if predicted is None else round(float(predicted[k]), 4),
                 "rank_score": round(float(sc), 4),
             })
@@ -238,9 +260,11 @@ class ModelBundle:
     def _event_pairs(self, events: pd.DataFrame | None) -> pd.DataFrame:
         """Feedback events as dense (u, m, rating) rows for known users and movies; rating is NaN
         for comments and shares. The latest rating of a pair wins (the log is in time order)."""
-        cols = {"u": pd.Series(dtype=np.int64), "m": pd.Series(dtype=np.int64), "rating": pd.Series(dtype=float)}
         if events is None or not len(events):
-            return pd.DataFrame(cols)
+            if not hasattr(self, "_no_events"):
+                self._no_events = pd.DataFrame({"u": pd.Series(dtype=np.int64), "m": pd.Series(dtype=np.int64),
+                                                "rating": pd.Series(dtype=float)})
+            return self._no_events
         u = self.user_ids.get_indexer(events["user_id"].astype(str).str.strip())
         m = self.movie_ids.get_indexer(events["movie_id"].astype(str).str.strip())
         r = pd.to_numeric(events["rating"], errors="coerce").to_numpy(np.float64) if "rating" in events.columns \
@@ -336,10 +360,11 @@ class ModelBundle:
                 out["feedback_events"] = int(len(mine))
                 return out
             return {"user_id": str(user_id), "fallback": "popularity", "items": self._popular_rows(n)}
-        ev = ev[ev["u"] == u]
+        if len(ev):
+            ev = ev[ev["u"] == u]
         rv = self.vectors
         _, bu, _, U, _ = self.rating_vectors
-        new = ev[ev["rating"].notna()].drop_duplicates("m", keep="last")
+        new = ev[ev["rating"].notna()].drop_duplicates("m", keep="last") if len(ev) else ev
         if len(new):
             b, p, rank_b, rank_u = self.adapted_user(u, new["m"].to_numpy(), new["rating"].to_numpy(), feedback_weight)
         else:
@@ -348,14 +373,13 @@ class ModelBundle:
         ii = self._history_with(ev)
         if ii is not None:
             ii = (ii[0][[u]], ii[1])
-        seen = None
-        if exclude_seen:
-            seen = self.seen[u]
-            if len(ev):
-                seen = seen + sp.csr_matrix((np.ones(len(ev), np.float32), (np.zeros(len(ev), np.int64), ev["m"])),
-                                            shape=seen.shape)
-                seen = seen.tocsr()
-        items, scores = top_n(vectors, np.array([0]), n, seen, item_item=ii)
+        exclude = None
+        if exclude_seen:  # what the user rated or reviewed, and the movies of their feedback since
+            mine = self.seen.indices[self.seen.indptr[u]: self.seen.indptr[u + 1]]
+            exclude = [np.concatenate([mine, ev["m"].to_numpy(np.int64)]) if len(ev) else mine]
+        if not hasattr(self, "_rank_item_t"):
+            self._rank_item_t = np.ascontiguousarray(np.asarray(rv[4], dtype=np.float32).T)
+        items, scores = top_n(vectors, np.array([0]), n, item_item=ii, exclude=exclude, item_t=self._rank_item_t)
         pred = self._predicted(p, b, items[0])
         # a known user without ratings is scored from features, reviews and friends
         has_ratings = self.rated is not None and self.rated.indptr[u + 1] > self.rated.indptr[u]

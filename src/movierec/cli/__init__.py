@@ -2,7 +2,7 @@
 
 Heavy libraries are imported inside the commands that need them: ``movierec --help``
 and ``movierec recommend`` import neither TensorFlow nor torch. One module per command
-group (``recommend``, ``evaluate``, ``refresh``, ``models``, ``data``, ``stages``); this one
+group (``recommend``, ``evaluate``, ``refresh``, ``models``, ``data``, ``stages``, ``serve``); this one
 registers them and holds :func:`main`, which maps movierec's errors to the exit codes.
 """
 
@@ -15,7 +15,7 @@ import traceback
 
 import click
 
-from movierec.cli import data, evaluate, models, recommend, refresh, stages  # noqa: F401  (registers)
+from movierec.cli import data, evaluate, models, recommend, refresh, serve, stages  # noqa: F401  (registers)
 from movierec.cli._app import cli
 from movierec.errors import EXIT_FAILURE, MovieRecError
 

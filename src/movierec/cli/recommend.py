@@ -35,7 +35,6 @@ def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, wit
 
     A user id the model does not know gets the popularity list, with a note on stderr
     naming the user (--strict: exit 65 instead)."""
-    import pandas as pd
 
     cfg = load_cfg(config_path, overrides)
     n = n or cfg.recommend.n
@@ -55,70 +54,35 @@ def recommend(config_path, user_id, all_users, output, ratings_file, n, fmt, wit
             raise click.UsageError(f"--output {output}: give a .csv or .parquet file (or - for CSV on stdout)")
     elif output:
         raise click.UsageError("--output is for --all; one user's list goes to stdout (--format table|json|csv)")
-    given = user_id
     if user_id:
-        from movierec.privacy import maybe_pseudonym
-
         check_utf8("--user", user_id)
-        user_id = maybe_pseudonym(user_id, cfg.privacy)  # ids in the model are pseudonyms too
     rows = None
     if ratings_file:
         from movierec.data.readers import read_user_ratings
 
         rows = read_user_ratings(ratings_file, delimiter=cfg.data.delimiter, encoding=cfg.data.encoding)
-    from movierec.feedback import read_events_since
-    from movierec.privacy import check_key
-    from movierec.registry import Registry
+    from movierec.service import Service
 
-    bundle = Registry.of(cfg).load()
-    check_key(bundle.meta.get("privacy_key_fingerprint"), cfg.privacy, bundle.path.name)
-    # feedback recorded since the version was trained: folded in at once, not at the next run
-    events = read_events_since(cfg.workdir, bundle.meta.get("feedback"))
+    svc = Service(cfg, require_model=True)  # the same lists, fold-in and reasons as the HTTP service
     if all_users:
-        _recommend_all(bundle, cfg, n, events, output)
-        return
-    if events is not None:
-        events = events[events["user_id"].astype(str).str.strip() == user_id]
-    new_user = bundle.user_index(user_id) < 0
-    if rows is not None:
-        rows = bundle.check_ratings(rows, "stdin" if ratings_file == "-" else ratings_file)
-        given = rows.assign(user_id=user_id)
-        # a known user's --ratings join their own (and feedback since training), never replace them
-        events = given if events is None else pd.concat([events, given], ignore_index=True)
-    if rows is not None and new_user:
-        result = bundle.recommend_ratings(user_id, events[events["rating"].notna()].drop_duplicates(
-            "movie_id", keep="last")[["movie_id", "rating"]], n,
-            exclude=bundle.movie_ids.get_indexer(events["movie_id"].astype(str)))
-    else:
-        result = bundle.recommend_user(user_id, n, cfg.recommend.exclude_seen, events=events,
-                                       feedback_weight=cfg.recommend.feedback_weight)
-    if rows is not None:
-        result["ratings_given"] = int(len(rows))
-    if new_user and result.get("fallback") == "popularity":
-        _unknown_user(given, user_id, cfg, strict)
-    if with_reasons:
-        from movierec.explain import explain
+        from movierec.feedback import read_events_since
 
-        new_ratings = {}  # feedback and --ratings since training: the user's ratings too (latest wins)
-        if events is not None and len(events):
-            rated = events[pd.to_numeric(events["rating"], errors="coerce").notna()]
-            idx = bundle.movie_ids.get_indexer(rated["movie_id"].astype(str).str.strip())
-            new_ratings = {int(i): float(r) for i, r in zip(idx, pd.to_numeric(rated["rating"])) if i >= 0}
-        explain(bundle, user_id, result["items"], threshold=cfg.evaluate.relevance_threshold,
-                new_ratings=new_ratings)
+        bundle = svc.require().bundle
+        # feedback recorded since the version was trained: folded in at once, not at the next run
+        _recommend_all(bundle, cfg, n, read_events_since(cfg.workdir, bundle.meta.get("feedback")), output)
+        return
+    result = svc.recommend(user_id, n, explain=with_reasons, ratings=rows, strict=strict,
+                           where="stdin" if ratings_file == "-" else (ratings_file or "--ratings"))
+    if result.get("fallback") == "popularity" and rows is None:
+        _unknown_user(user_id, result["user_id"], cfg)
     _print_recs(result, fmt)
 
 
-def _unknown_user(given: str, user_id: str, cfg, strict: bool) -> None:
+def _unknown_user(given: str, user_id: str, cfg) -> None:
     """The model does not know the user: a one-line warning on stderr (the list is the popularity
-    fallback), or with --strict a DataError (exit 65). Under privacy.pseudonymize_ids the note
+    fallback; --strict made it an error before this). Under privacy.pseudonymize_ids the note
     names the pseudonym, not the id given."""
     shown = repr(given) if not cfg.privacy.pseudonymize_ids else f"{user_id} (pseudonym of the id given)"
-    if strict:
-        from movierec.errors import DataError
-
-        raise DataError(f"--user {shown}: unknown to the model (no ratings of theirs in its training data "
-                        "or feedback); check the id, or leave out --strict for the popularity list")
     log.warning("recommend: user %s is unknown to the model: the list is the popularity fallback "
                 "(check the id; --strict makes this an error)", shown)
 
@@ -128,7 +92,7 @@ def _recommend_all(bundle, cfg, n: int, events, output: str) -> None:
 
     t0 = time.perf_counter()
     if cfg.engine.kind == "ray":
-        from movierec.engine import recommend_all_ray
+        from movierec.ranking_ray import recommend_all_ray
 
         plan = bundle.all_lists_plan(cfg.recommend.exclude_seen, events, cfg.recommend.feedback_weight)
         rows = recommend_all_ray(plan, n, output, cfg.engine)

@@ -41,7 +41,6 @@ def feedback(config_path, user_id, movie_id, rating, comment, share_with, overri
 
     Texts must be valid UTF-8: bytes that are not exit 65, and nothing is recorded."""
     from movierec.cli._app import check_utf8
-    from movierec.feedback import append_event
 
     for option, value in (("--user", user_id), ("--movie", movie_id), ("--comment", comment),
                           ("--share-with", share_with)):
@@ -51,23 +50,9 @@ def feedback(config_path, user_id, movie_id, rating, comment, share_with, overri
         raise click.UsageError("give at least one of --rating, --comment, --share-with")
     if not user_id.strip() or not movie_id.strip():
         raise click.UsageError("--user and --movie must not be empty")
-    from movierec.feedback import check_event, known_catalogue
-    from movierec.privacy import maybe_pseudonym
+    from movierec.feedback import record
 
-    check_event(movie_id, rating, *known_catalogue(cfg))
-    from movierec.errors import ModelError
-    from movierec.privacy import check_key
-    from movierec.registry import Registry
-
-    try:
-        serving = Registry.of(cfg).current()
-    except ModelError:  # nothing trained yet: nothing to check the key against
-        serving = None
-    if serving is not None:  # an id hashed with another key would be an event of nobody
-        check_key(serving.meta.get("privacy_key_fingerprint"), cfg.privacy, serving.name)
-    hashed = cfg.privacy.pseudonymize_ids
-    event = append_event(cfg.workdir, maybe_pseudonym(user_id, cfg.privacy), movie_id, rating, comment,
-                         maybe_pseudonym(share_with, cfg.privacy) if share_with else None, pseudonymized=hashed)
+    event = record(cfg, user_id, movie_id, rating, comment, share_with)  # as the service's POST /feedback
     log.info("feedback: recorded %s", ", ".join(k for k in ("rating", "comment", "share_with") if k in event))
 
 
