@@ -1414,7 +1414,7 @@ def main() -> None:
     s2.add_argument("--out", default=str(RESULTS / "social_scale.md"))
     sv = sub.add_parser("serving")
     sv.add_argument("--synthetic", default=None, help="also on the 20M synthetic set in this folder (made if absent)")
-    sv.add_argument("--out", default=str(RESULTS / "serving.md"))
+    sv.add_argument("--out", default=str(RESULTS / "refit.md"))
     tn = sub.add_parser("topn")
     tn.add_argument("--datasets", nargs="+", default=list(TOPN_DATA), choices=list(TOPN_DATA))
     tn.add_argument("--ml100k", default=str(ROOT.parent / "shared" / "datasets" / "ml-100k"))
