@@ -119,24 +119,54 @@ def small_data(tmp_path: Path) -> Path:
     return make_data(tmp_path / "data")
 
 
+def built_once(tmp_path_factory, name: str, build, copy: str = "work") -> tuple[Path, Path]:
+    """A folder ``build(folder)`` makes once per test session, even across pytest-xdist's
+    workers (the first to ask builds it under a lock in the session's shared temporary
+    folder; the others wait for it). Returns (the shared folder, the asking worker's own copy
+    of its ``copy`` subfolder, which its tests may change). A failed build fails every test
+    that asks."""
+    import fcntl
+    import shutil
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    done, folder = shared / f"{name}.built", shared / f"{name}.shared"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            if folder.exists():  # a build that failed in another worker: try again here
+                shutil.rmtree(folder)
+            build(folder)
+            done.write_text("ok")
+    own = tmp_path_factory.mktemp(name) / copy
+    shutil.copytree(folder / copy, own, symlinks=True, ignore=shutil.ignore_patterns("lock"))
+    return folder, own
+
+
 @pytest.fixture(scope="session")
 def trained_small(tmp_path_factory):
     """A small data set with a trained model (sentiment off: fast)."""
-    base = tmp_path_factory.mktemp("small")
-    data = make_data(base / "data")
-    cfg = write_config(base / "config.yaml", data, base / "work")
-    r = run_cli("train", "--config", str(cfg))
-    assert r.returncode == 0, r.stderr
-    return cfg
+
+    def build(folder: Path) -> None:
+        data = make_data(folder / "data")
+        cfg = write_config(folder / "config.yaml", data, folder / "work")
+        r = run_cli("train", "--config", str(cfg))
+        assert r.returncode == 0, r.stderr
+
+    shared, work = built_once(tmp_path_factory, "small", build)
+    # the data is read only (shared); the workdir is this worker's
+    return write_config(work.parent / "config.yaml", shared / "data", work)
 
 
 @pytest.fixture(scope="session")
 def demo_workdir(tmp_path_factory):
     """configs/default.yaml trained end to end on the shipped demo data (every stage)."""
-    work = tmp_path_factory.mktemp("demo") / "work"
-    r = run_cli("train", "--config", str(ROOT / "configs" / "default.yaml"), f"workdir={work}")
-    assert r.returncode == 0, r.stderr
-    return work
+
+    def build(folder: Path) -> None:
+        r = run_cli("train", "--config", str(ROOT / "configs" / "default.yaml"), f"workdir={folder / 'work'}")
+        assert r.returncode == 0, r.stderr
+
+    return built_once(tmp_path_factory, "demo", build)[1]
 
 
 def read_json(text: str) -> dict:

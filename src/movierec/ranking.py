@@ -114,6 +114,13 @@ def _topk_rows(s: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return topk_rows(s, n)
 
 
+def _numbers(col: pd.Series) -> np.ndarray:
+    """A column as float64 (text that is not a number: NaN)."""
+    if pd.api.types.is_float_dtype(col.dtype):
+        return col.to_numpy(np.float64)
+    return pd.to_numeric(col, errors="coerce").to_numpy(np.float64)
+
+
 @dataclass
 class ModelBundle:
     """A model version loaded for serving: the model, id maps, catalogue, seen items,
@@ -203,6 +210,13 @@ class ModelBundle:
         if not hasattr(self, "_user_pos"):
             self._user_pos = {u: k for k, u in enumerate(self.user_ids)}
         return self._user_pos.get(str(user_id).strip(), -1)
+
+    def movie_index(self, movie_ids) -> np.ndarray:
+        """Dense indices of movie ids (-1: not in the catalogue); dict lookups, built once."""
+        if not hasattr(self, "_movie_pos"):
+            self._movie_pos = {m: k for k, m in enumerate(self.movie_ids)}
+        pos = self._movie_pos
+        return np.fromiter((pos.get(str(m).strip(), -1) for m in movie_ids), np.int64, len(movie_ids))
 
     @property
     def _catalogue(self) -> tuple:
@@ -396,14 +410,14 @@ class ModelBundle:
         Raises:
             DataError: a rating outside the scale, or not one movie of the catalogue.
         """
-        r = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(np.float64)
+        r = _numbers(ratings["rating"])
         lo, hi = self.model.rating_min_, self.model.rating_max_
         bad = ~(np.isfinite(r) & (r >= lo) & (r <= hi))
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
             raise DataError(f"{where}: row {k + 1}: rating {ratings['rating'].iloc[k]} is outside the model's "
                             f"rating scale {lo:g}..{hi:g}")
-        idx = self.movie_ids.get_indexer(ratings["movie_id"].astype(str).str.strip())
+        idx = self.movie_index(ratings["movie_id"].tolist())
         if not (idx >= 0).any():
             raise DataError(f"{where}: none of the {len(ratings)} movies is in the model's catalogue "
                             f"(e.g. {ratings['movie_id'].iloc[0]!r}); use the movie ids of movies.csv")
@@ -413,17 +427,18 @@ class ModelBundle:
             logging.getLogger("movierec").warning(
                 "recommend: %d of %d movies of %s are not in the model's catalogue and are ignored (e.g. %r)",
                 int((idx < 0).sum()), len(ratings), where, str(ratings["movie_id"].iloc[int(np.flatnonzero(idx < 0)[0])]))
-        return ratings[idx >= 0]
+            return ratings[idx >= 0]
+        return ratings
 
     def recommend_ratings(self, user_id: str, ratings: pd.DataFrame, n: int, reg: float | None = None,
                           exclude: np.ndarray | None = None) -> dict:
         """Fold in a user the model has not seen, from their (movie_id, rating) rows; the rated
         movies (and ``exclude``, movie indices) are left out of the list."""
-        idx = self.movie_ids.get_indexer(ratings["movie_id"].astype(str).str.strip())
+        idx = self.movie_index(ratings["movie_id"].tolist())
         known = idx >= 0
         if not known.any():
             return {"user_id": str(user_id), "fallback": "popularity", "items": self._popular_rows(n)}
-        r = pd.to_numeric(ratings["rating"], errors="coerce").to_numpy(np.float64)[known]
+        r = _numbers(ratings["rating"])[known]
         if np.isnan(r).any():
             raise DataError("--ratings: every rating must be a number")
         mu, bu, bi, U, Q = self.rating_vectors

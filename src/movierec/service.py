@@ -286,7 +286,9 @@ class Service:
         served = self.require()
         bundle = served.bundle
         rows = bundle.check_ratings(_ratings_frame(ratings), "ratings")
-        result = bundle.recommend_ratings("new-user", rows.drop_duplicates("movie_id", keep="last"), n)
+        if rows["movie_id"].duplicated().any():  # the latest rating of a movie counts
+            rows = rows.drop_duplicates("movie_id", keep="last")
+        result = bundle.recommend_ratings("new-user", rows, n)
         result["ratings_given"] = int(len(rows))
         for it in result["items"]:
             it.setdefault("explanation", None)

@@ -64,6 +64,10 @@ def test_a_language_without_scorer_is_counted_and_left_out(site, tmp_path):
 
     c = yaml.safe_load(cfg.read_text())
     c["workdir"] = str(tmp_path / "work")
+    if (work / "cache").is_dir():  # the scores the first test's run cached: only the routing is new
+        import shutil
+
+        shutil.copytree(work / "cache", tmp_path / "work" / "cache")
     c["sentiment"]["scorers"] = {"zh": "none", "pl": "none"}
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump(c))

@@ -125,3 +125,23 @@ def test_errors_never_echo_a_raw_id(tmp_path):
     assert r["user_id"].iloc[0] not in res.stderr
     res = run_cli("ingest", "--config", str(cfg), "privacy.pseudonymize_ids=false")
     assert res.returncode == 65 and r["user_id"].iloc[0] in res.stderr  # without privacy the row helps
+
+
+def test_service_serves_and_logs_pseudonyms_only(private_run, monkeypatch):
+    """The Python API (and so the HTTP service) takes raw ids, and the exposure and feedback
+    logs it writes hold only pseudonyms."""
+    cfg, data, work, _ = private_run
+    monkeypatch.setenv("MOVIEREC_ID_KEY", KEY["MOVIEREC_ID_KEY"])
+    from movierec.config import load_config
+    from movierec.registry import Registry
+    from movierec.service import Service
+
+    version = Registry.of(load_config(cfg)).current_name()
+    svc = Service(load_config(cfg, ["serve.experiment.name=p", f"serve.experiment.versions=[{version},current]"]))
+    out = svc.recommend("u00003", n=5)
+    assert len(out["items"]) == 5 and out["fallback"] is None and out["user_id"] != "u00003"
+    svc.feedback("u00003", out["items"][0]["movie_id"], rating=5)
+    assert out["items"][0]["movie_id"] not in [i["movie_id"] for i in svc.recommend("u00003", n=5)["items"]]
+    for p in (work / "serve" / "exposures.jsonl", work / "feedback" / "events.jsonl"):
+        blob = p.read_bytes()
+        assert out["user_id"].encode() in blob and b"u00003" not in blob, p
