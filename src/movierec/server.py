@@ -65,6 +65,10 @@ def check_id(value: Any, what: str) -> str:
         raise HTTPError(400, f"{what} must be 1 to {MAX_ID} characters")
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise HTTPError(400, f"{what} must not hold control characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, which JSON's \ud800 escapes can carry
+        raise HTTPError(400, f"{what} is not valid Unicode text") from None
     return value
 
 

@@ -99,6 +99,10 @@ def test_lists_are_the_clis_and_errors_are_json(fresh):
             (c.post("/feedback", json={"user_id": "u1", "movie_id": "m00001"}, headers=AUTH), 422, "at least one"),
             (c.post("/feedback", json={"user_id": "u1", "movie_id": "m00001", "stars": 4}, headers=AUTH), 422,
              "stars"),
+            (c.post("/feedback", content=b'{"user_id": "u1", "movie_id": "m00001", "rating": 4, "comment": "\\ud800"}',
+                    headers=dict(AUTH, **{"content-type": "application/json"})), 422, "valid string"),
+            (c.post("/recommendations", content=b'{"user_id": "\\udc80", "ratings": [{"movie_id": "m00001", "rating": 4}]}',
+                    headers={"content-type": "application/json"}), 422, "valid string"),
             (c.post("/feedback", content=b"[" + b"1," * 40000 + b"1]",
                     headers=dict(AUTH, **{"content-type": "application/json"})), 413, "serve.max_body_bytes"),
         ]
