@@ -102,15 +102,12 @@ def test_feedback_moves_the_list_toward_a_genre_before_the_next_run(demo_copy):
 
 # ----------------------------------------------------------------------------- evaluate is read-only
 def test_evaluate_never_changes_what_serves(trained_small, tmp_path):
-    base = tmp_path / "site"
-    shutil.copytree(Path(trained_small).parent, base, ignore=shutil.ignore_patterns("lock"))
-    cfg = write_config(base / "config.yaml", base / "data", base / "work")
-    work = base / "work"
+    cfg, data, work = clone_site(trained_small, tmp_path / "site")
     cur = current(work)
     before = tree_snapshot(work / "models")
-    ratings = pd.read_csv(base / "data" / "ratings.csv")
+    ratings = pd.read_csv(data / "ratings.csv")
     ratings.sample(200, random_state=1).assign(user_id=lambda d: "x" + d.user_id).pipe(
-        lambda extra: pd.concat([ratings, extra])).to_csv(base / "data" / "ratings.csv", index=False)
+        lambda extra: pd.concat([ratings, extra])).to_csv(data / "ratings.csv", index=False)
     r = run_cli("evaluate", "--config", str(cfg), "--format", "json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["model_version"] is None  # its models were fitted in memory
