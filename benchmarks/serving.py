@@ -1,7 +1,7 @@
 """The HTTP service under load: `movierec serve` in its own process, an async httpx client.
 
     python benchmarks/serving.py [--demo-workdir DIR] [--big 20000000] [--seconds 10]
-        [--soak 300] [--out benchmarks/results/serving.md]
+        [--soak 300] [--sites DIR] [--out benchmarks/results/serving.md]
 
 For each site (the demo, trained with configs/default.yaml unless ``--demo-workdir`` names a
 trained workdir; ``--big N``: N MovieLens-20M-shaped synthetic ratings, sentiment and
@@ -22,7 +22,8 @@ the same 2 cores as the server: its own CPU is in the figures). Then it checks:
   changed data (2% more ratings) started in the middle, which promotes a new version: errors,
   the versions that answered, and the server's memory (RSS of its processes) each 10 s.
 
-Writes the tables to ``--out``.
+``--sites DIR`` keeps the trained sites there (and reuses them on the next run; the soak runs
+on a copy). Writes the tables to ``--out``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import os
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,6 +67,10 @@ def free_port() -> int:
 
 def demo_site(tmp: Path, workdir: str | None) -> Path:
     """configs/default.yaml on a copy of the demo data (the soak test appends to it)."""
+    if (tmp / "demo.yaml").exists() and (tmp / "demo.built").exists():
+        return tmp / "demo.yaml"
+    shutil.rmtree(tmp / "demo-data", ignore_errors=True)
+    shutil.rmtree(tmp / "demo-work", ignore_errors=True)
     data = tmp / "demo-data"
     shutil.copytree(ROOT / "data" / "demo", data)
     cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
@@ -81,12 +85,15 @@ def demo_site(tmp: Path, workdir: str | None) -> Path:
         t0 = time.perf_counter()
         cli("train", "--config", str(path))
         print(f"demo trained in {time.perf_counter() - t0:.0f}s", flush=True)
+    (tmp / "demo.built").write_text("ok")
     return path
 
 
 def big_site(tmp: Path, n: int) -> Path:
     from movierec.data.synthetic import write_synthetic
 
+    if (tmp / "big.yaml").exists() and (tmp / "big.built").exists():
+        return tmp / "big.yaml"
     data = tmp / "big-data"
     write_synthetic(data, n, max(1000, n // 144), max(500, n // 733), 0)
     cfg = {"workdir": str(tmp / "big-work"), "data": {"dir": str(data)},
@@ -99,7 +106,20 @@ def big_site(tmp: Path, n: int) -> Path:
     t0 = time.perf_counter()
     cli("train", "--config", str(path))
     print(f"{n / 1e6:g}M trained in {time.perf_counter() - t0:.0f}s", flush=True)
+    (tmp / "big.built").write_text("ok")
     return path
+
+
+def soak_copy(cfg_path: Path, dst: Path) -> Path:
+    """A copy of a site (data and workdir) for the soak run, which changes its data."""
+    c = yaml.safe_load(Path(cfg_path).read_text())
+    data, work = dst / "data", dst / "work"
+    shutil.copytree(c["data"]["dir"], data)
+    shutil.copytree(c["workdir"], work, ignore=shutil.ignore_patterns("lock"))
+    c["data"]["dir"], c["workdir"] = str(data), str(work)
+    out = dst / "site.yaml"
+    out.write_text(yaml.safe_dump(c))
+    return out
 
 
 class Served:
@@ -310,12 +330,17 @@ def main() -> None:
     ap.add_argument("--big", type=int, default=0, help="also this many synthetic ratings")
     ap.add_argument("--seconds", type=float, default=10.0, help="per load level")
     ap.add_argument("--soak", type=float, default=300.0, help="seconds of the soak run with a promotion (0: none)")
+    ap.add_argument("--sites", help="keep the trained sites in this folder (and reuse them)")
+    ap.add_argument("--prepare", action="store_true", help="only train the sites (with --sites)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serving.md"))
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="movierec-serving-"))
+    tmp = Path(args.sites) if args.sites else Path(tempfile.mkdtemp(prefix="movierec-serving-"))
+    tmp.mkdir(parents=True, exist_ok=True)
     sites = {"demo": demo_site(tmp, args.demo_workdir)}
     if args.big:
         sites[f"{args.big / 1e6:g}M synthetic"] = big_site(tmp, args.big)
+    if args.prepare:
+        return
     rows, checks = [], []
     try:
         for name, cfg in sites.items():
@@ -338,15 +363,18 @@ def main() -> None:
                     s.close()
         soak_res = None
         if args.soak:
-            cfg = sites["demo"]
+            soak_dir = Path(tempfile.mkdtemp(prefix="movierec-soak-"))
+            cfg = soak_copy(sites["demo"], soak_dir)
             s = Served(cfg, 1)
             try:
                 soak_res = soak(s, cfg, makers(cfg)["mixed"], args.soak)
             finally:
                 s.close()
+                shutil.rmtree(soak_dir, ignore_errors=True)
             print(soak_res, flush=True)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not args.sites:
+            shutil.rmtree(tmp, ignore_errors=True)
     write(args, rows, checks, soak_res)
 
 

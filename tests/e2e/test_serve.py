@@ -388,3 +388,11 @@ def test_serve_command_with_two_workers(fresh):
         out, err = p.communicate(timeout=30)
     assert p.returncode == 0, err[-2000:]
     assert not list((Path(load_config(fresh).workdir) / "serve").glob("prometheus-*"))  # cleaned up
+
+
+def test_serve_without_the_extra_is_a_config_error(site, monkeypatch, capsys):
+    from tests.conftest import call
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    assert call("serve", "--config", str(site)) == 78
+    assert "pip install 'movierec[serve]'" in capsys.readouterr().err
