@@ -212,20 +212,23 @@ def makers(cfg: Path) -> dict:
     b = Registry.of(c).load()
     users = np.asarray(b.user_ids)
     movies = np.asarray(b.movie_ids)
-    lo, hi = b.model.rating_min_, b.model.rating_max_
+    lo, hi = float(b.model.rating_min_), float(b.model.rating_max_)
+    step = 0.5 if hi - lo <= 10 else 1.0  # half stars on star scales
+
+    def rating(rng) -> float:
+        return float(min(hi, lo + step * rng.integers(0, int((hi - lo) / step) + 1)))
 
     def known(rng):
         return "GET", f"/users/{users[rng.integers(len(users))]}/recommendations", None
 
     def new(rng):
         ms = rng.choice(movies, 10, replace=False)
-        return "POST", "/recommendations", {"ratings": [{"movie_id": str(m), "rating": float(rng.integers(lo, hi + 1))}
-                                                        for m in ms]}
+        return "POST", "/recommendations", {"ratings": [{"movie_id": str(m), "rating": rating(rng)} for m in ms]}
 
     def feedback(rng):
         return "POST", "/feedback", {"user_id": f"bench-{rng.integers(1_000_000)}",
                                      "movie_id": str(movies[rng.integers(len(movies))]),
-                                     "rating": float(rng.integers(lo, hi + 1))}
+                                     "rating": rating(rng)}
 
     def mixed(rng):
         x = rng.random()
@@ -280,8 +283,9 @@ def soak(s: Served, cfg: Path, make, seconds: float) -> dict:
         extra = extra.assign(user_id=extra["user_id"].astype(str) + "-new")
         pd.concat([r, extra]).to_csv(p, index=False)
         t0 = time.perf_counter()
+        run_info["at"] = t0 - t_start
         out = cli("run", "--config", str(cfg), check=False)
-        run_info.update(code=out.returncode, seconds=time.perf_counter() - t0, at=time.perf_counter() - t_start)
+        run_info.update(code=out.returncode, seconds=time.perf_counter() - t0)
 
     def sample() -> None:
         while not done.wait(10):

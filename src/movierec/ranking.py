@@ -103,11 +103,24 @@ def top_n(
 SMALL_BLOCK = 1 << 18
 
 
+def _top_of_row(row: np.ndarray, n: int) -> np.ndarray:
+    """``np.argsort(-row, kind="stable")[:n]`` without sorting the whole row: every column
+    scoring at least the n-th best score (ties included, in column order) is a candidate, and
+    only the candidates are sorted (stably, so ties keep the lower column first)."""
+    neg = -row
+    kth = np.partition(neg, n - 1)[n - 1]
+    cand = np.flatnonzero(neg <= kth)
+    return cand[np.argsort(neg[cand], kind="stable")][:n]
+
+
 def _topk_rows(s: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Each row's ``n`` best columns, best first (ties: lower column first; -inf last, in
     column order) and their scores."""
     if s.size <= SMALL_BLOCK:
-        idx = np.argsort(-s, axis=1, kind="stable")[:, :n]
+        if 4 * n >= s.shape[1]:
+            idx = np.argsort(-s, axis=1, kind="stable")[:, :n]
+        else:  # the n best of each row without sorting the row: the same order, ties included
+            idx = np.stack([_top_of_row(row, n) for row in s]) if len(s) else np.zeros((0, n), np.int64)
         return idx.astype(np.int64), np.take_along_axis(s, idx, 1).astype(np.float32)
     from movierec._topk import topk_rows
 
