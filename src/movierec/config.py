@@ -215,7 +215,32 @@ class RecommendConfig:
 class EvaluateConfig:
     k: list[int] = _f([10], "cut-offs for ranking metrics", ge=1, nonempty=True)
     relevance_threshold: float = _f(4.0, "test ratings at or above this are positives")
-    baselines: list[str] = _f(["global_mean", "popularity"], "baselines to score")
+    baselines: list[str] = _f(["global_mean", "popularity"], "baselines to score: global_mean, popularity, bias, "
+                                                             "random (the floor), and the top-N peers ease, "
+                                                             "rp3beta, als, bpr, item_knn (fitted on the training "
+                                                             "ratings as implicit feedback; als, bpr and item_knn "
+                                                             "need the peers extra: pip install 'movierec[peers]')")
+    unseen_users: str = _f("fallback", "lists of test users without a training rating: fallback (every ranker but "
+                                       "popularity and random lists the most rated movies for them, as a product "
+                                       "would; movierec keeps its own list where their reviews gave it "
+                                       "something) or own (each ranker's own list); metrics are also reported for "
+                                       "these cold users and the known ones apart", choices=("fallback", "own"))
+    peer_ease_lambda: Optional[float] = _f(None, "ease peer: L2 weight of its item-item model (unset: "
+                                                 "model.ease_lambda)", gt=0)
+    peer_factors: int = _f(64, "als and bpr peers: latent factors (implicit; L2 weight 0.05 for als, 0.01 and "
+                               "step 0.01 for bpr)", ge=1)
+    peer_als_iterations: int = _f(15, "als peer: alternating passes (implicit's conjugate gradient, all cores)",
+                                  ge=1)
+    peer_bpr_iterations: int = _f(100, "bpr peer: SGD passes (implicit, one thread: the same factors every run)",
+                                  ge=1)
+    peer_neighbours: int = _f(100, "item_knn (implicit's cosine) and rp3beta peers: neighbours kept per movie "
+                                   "(0 keeps all)", ge=0)
+    peer_rp3beta_alpha: float = _f(0.8, "rp3beta peer: exponent of the random walk's transition probabilities "
+                                        "(0.8 and beta 0.5: near the best of a small grid on a validation part "
+                                        "of MovieLens-100K u1's training ratings, clear of its drop above beta "
+                                        "0.6)", gt=0)
+    peer_rp3beta_beta: float = _f(0.5, "rp3beta peer: a movie's score is divided by its number of raters to this "
+                                       "power (larger: less popular movies rise)", ge=0)
     ablations: list[str] = _f([], "no_sentiment, no_social, no_features, shuffled_social, no_review_content")
     max_users: Optional[int] = _f(None, "rank for at most this many test users (sampled)", ge=1)
     bootstrap_rounds: int = _f(500, "resamples of the test users behind every confidence interval and paired test",
@@ -545,7 +570,7 @@ def _check_values(cfg: Config, where: str) -> None:
             raise ConfigError(
                 f"{where}: evaluate.ablations: unknown '{a}'; allowed: {', '.join(sorted(allowed_abl))}"
             )
-    allowed_base = {"global_mean", "popularity", "bias", "random"}
+    allowed_base = {"global_mean", "popularity", "bias", "random", "ease", "rp3beta", "als", "bpr", "item_knn"}
     for b in cfg.evaluate.baselines:
         if b not in allowed_base:
             raise ConfigError(

@@ -10,6 +10,7 @@ and statistics are in ``metrics`` and ``stats``, rendering in ``report``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -36,12 +37,16 @@ class Recommender:
     list is ordered by, a *metric* what evaluation reports; a ``Recommender`` is the thing
     measured."""
 
-    def __init__(self, predict, vectors=None, rank_scores=None, rank_fn=None, item_item=None):
-        self.predict = predict  # (users, items) -> ratings
+    def __init__(self, predict, vectors=None, rank_scores=None, rank_fn=None, item_item=None, fallback=None):
+        self.predict = predict  # (users, items) -> ratings; None: no rating predictions (a top-N peer)
         self.vectors = vectors  # ScoreVectors for blocked ranking
         self.item_item = item_item  # (history, weights) added to the vectors' score (EASE)
         self.rank_scores = rank_scores  # n_items scores shared by all users (popularity)
         self.rank_fn = rank_fn  # (users, k, seen) -> users x k movie indices (any other ranker)
+        # (n_users bool mask, n_items scores): the users in the mask are ranked by these scores
+        # instead (the popularity list for users without training ratings)
+        self.fallback = fallback
+        self.fit_seconds: float | None = None  # a peer's fit, reported beside its metrics
 
 
 def bias_baseline(train: pd.DataFrame, n_users: int, n_items: int, reg_u: float = 15.0,
@@ -58,7 +63,12 @@ def bias_baseline(train: pd.DataFrame, n_users: int, n_items: int, reg_u: float 
     return mu, bu, bi
 
 
-def baseline_recommenders(train: pd.DataFrame, n_users: int, n_items: int, names: list[str]) -> dict[str, Recommender]:
+def baseline_recommenders(train: pd.DataFrame, n_users: int, n_items: int, names: list[str],
+                           cfg: Config | None = None, model=None) -> dict[str, Recommender]:
+    """The named baselines fitted on ``train``; the top-N peers (:mod:`movierec.evaluation.peers`)
+    with their settings from ``cfg`` (the defaults without one). ``model``: the fold's model,
+    whose EASE matrix the ``ease`` peer takes over when it is the same closed form on the
+    same interactions with the same lambda (no reviews, no pseudo-ratings)."""
     out = {}
     lo, hi = float(train["rating"].min()), float(train["rating"].max())
     mu = float(train["rating"].mean())
@@ -77,7 +87,31 @@ def baseline_recommenders(train: pd.DataFrame, n_users: int, n_items: int, names
             vec = ScoreVectors.of(m, bu.astype(np.float32), bi.astype(np.float32),
                                   np.zeros((n_users, 1), np.float32), np.zeros((n_items, 1), np.float32))
             out[name] = Recommender(lambda us, its, m=m, bu=bu, bi=bi: np.clip(m + bu[us] + bi[its], lo, hi), vectors=vec)
-    return out
+    wanted = [n for n in names if n not in out]
+    if wanted:
+        from movierec.evaluation import peers
+
+        cfg = cfg or Config()
+        X = peers.interactions(train, n_users, n_items)
+        for name in wanted:
+            log.info("evaluate: fitting the %s peer", name)
+            parts = _same_ease(model, X, peers.ease_lambda(cfg)) if name == "ease" else None
+            parts = parts or peers.fit_peer(name, X, cfg)
+            sec = parts.pop("fit_seconds")
+            out[name] = Recommender(None, **parts)
+            out[name].fit_seconds = sec
+    return {n: out[n] for n in names}
+
+
+def _same_ease(model, X: sp.csr_matrix, lam: float) -> dict | None:
+    """The ease peer's parts from ``model``'s own EASE matrix, when that was fitted on exactly
+    ``X`` with ``lam`` (the peer would compute the same matrix again)."""
+    ii = model.item_item() if model is not None else None
+    if ii is None or float(getattr(model, "ease_lambda", -1)) != lam or ii[0].shape != X.shape or (ii[0] != X).nnz:
+        return None
+    return {"vectors": ScoreVectors.of(0.0, np.zeros(X.shape[0], np.float32), np.zeros(X.shape[1], np.float32),
+                                       np.zeros((X.shape[0], 0), np.float32), np.zeros((X.shape[1], 0), np.float32)),
+            "item_item": (X, ii[1]), "fit_seconds": float(getattr(model, "ranking_fit_seconds_", 0.0) or 0.0)}
 
 
 def _random_lists(users: np.ndarray, k: int, seen: sp.csr_matrix) -> np.ndarray:
@@ -136,7 +170,22 @@ def bundle_recommender(bundle, user_ids, movie_ids):
 def _topk(scorer: Recommender, users: np.ndarray, k: int, seen: sp.csr_matrix,
           candidates: np.ndarray | None = None) -> np.ndarray:
     """Top-``k`` movies of each user, never one in ``seen``; with ``candidates`` (sorted movie
-    indices) only those are ranked (the new movies of a ``cold_items`` split)."""
+    indices) only those are ranked (the new movies of a ``cold_items`` split); the users in
+    the scorer's ``fallback`` mask get the fallback scores' list."""
+    if scorer.fallback is not None:
+        mask, scores = scorer.fallback
+        cold = np.asarray(mask)[users]
+        if cold.any():
+            import copy
+
+            own = copy.copy(scorer)
+            own.fallback = None
+            parts = [(~cold, own), (cold, Recommender(None, rank_scores=np.asarray(scores, np.float32)))]
+            lists = [(sel, _topk(sc, users[sel], k, seen, candidates)) for sel, sc in parts if sel.any()]
+            out = np.full((len(users), max(x.shape[1] for _, x in lists)), -1, np.int64)
+            for sel, x in lists:
+                out[sel, : x.shape[1]] = x
+            return out
     if candidates is not None:
         if scorer.rank_fn is not None:  # any other ranker: every movie but the candidates counts as seen
             n, others = seen.shape[0], np.setdiff1d(np.arange(seen.shape[1]), candidates)
@@ -204,8 +253,12 @@ def measure_users(scorer: Recommender, train: pd.DataFrame, test: pd.DataFrame, 
     t_users = test["user_idx"].to_numpy()
     users_all = np.unique(t_users)
     at = np.searchsorted(users_all, t_users)
-    err = test["rating"].to_numpy(np.float64) - scorer.predict(t_users, test["movie_idx"].to_numpy())
-    us = UserScores(users_all, np.bincount(at, minlength=len(users_all)).astype(np.float64),
+    if scorer.predict is None:  # a ranker without rating predictions: no RMSE, no MAE
+        err, n = np.zeros(len(test)), np.zeros(len(users_all))
+    else:
+        err = test["rating"].to_numpy(np.float64) - scorer.predict(t_users, test["movie_idx"].to_numpy())
+        n = np.bincount(at, minlength=len(users_all)).astype(np.float64)
+    us = UserScores(users_all, n,
                     np.bincount(at, err ** 2, minlength=len(users_all)),
                     np.bincount(at, np.abs(err), minlength=len(users_all)), np.zeros(len(users_all)))
     ranks = scorer.vectors is not None or scorer.rank_scores is not None or scorer.rank_fn is not None
@@ -309,9 +362,11 @@ def evaluate(cfg: Config, compare_version: str | None = None) -> dict:
     if cfg.split.method == "none":
         raise ConfigError("evaluate needs a test part: set split.method to random, temporal, kfold, given, "
                           "cold_items or cold_users")
+    from movierec.evaluation.peers import check_available
     from movierec.models.mf import check_trainer
 
     check_trainer(cfg.model)  # every fold fits one: say so before the stages run
+    check_available(cfg.evaluate.baselines)  # a peer's library (the peers extra): before the stages too
     # evaluation never changes what serves: the stages may refresh their artifacts, but every
     # model is fitted here in memory, except the holdout model of a version the train stage
     # made from exactly these artifacts and this config, which is read back instead
@@ -346,6 +401,7 @@ def evaluate(cfg: Config, compare_version: str | None = None) -> dict:
         out["history"] = {"train_rmse": list(history.train_rmse), "val_rmse": list(history.val_rmse),
                           "best_epoch": int(history.best_epoch)}
     out["split"] = cfg.split.method
+    out["unseen_users"] = cfg.evaluate.unseen_users
     # the version whose holdout model was scored (None: fitted here, no version has it yet)
     out["model_version"] = None if version is None else version.name
     out["data"] = ctx.sizes()
@@ -390,7 +446,18 @@ def _evaluate_fold(ctx: _Context, fold: int, version) -> tuple[dict, dict, objec
         model = MatrixFactorization.load(version.path / HOLDOUT)
     else:
         model = train_for_fold(cfg, ctx.cat, fold)[0]
-    res, model_us = measure_users(model_recommender(model), *args, genre_mat=ctx.genre_mat, detail=True, stats=st)
+    cold = np.diff(st["seen"].indptr) == 0  # users without a training rating
+    split = {"cold": np.flatnonzero(cold), "known": np.flatnonzero(~cold)}
+    fallback = cfg.evaluate.unseen_users == "fallback"
+    model_sc = model_recommender(model)
+    knows = model_knows(model, cfg, ctx.cat, train, test)
+    if fallback:
+        model_sc.fallback = (cold & ~knows, st["count"])
+    res, model_us = measure_users(model_sc, *args, genre_mat=ctx.genre_mat, detail=True, stats=st)
+    res["users_split"] = _split_metrics(model_us, split)
+    if model_us is not None and "cold" in res["users_split"]:  # cold users the model lists from their reviews
+        ranked = model_us.users[model_us.ranked > 0]
+        res["users_split"]["cold"]["model_lists"] = int((cold & knows)[ranked].sum())
     # the rating factorization alone (what peers like Surprise fit); the ranking (watch)
     # model is a separate model and its seconds are reported beside
     res["fit_seconds"] = float(model.fit_seconds_ or 0.0)
@@ -404,20 +471,57 @@ def _evaluate_fold(ctx: _Context, fold: int, version) -> tuple[dict, dict, objec
                                                 {k: v for k, v in res.items() if isinstance(v, (int, float))})
     scores = {"model": model_us, "baselines": {}, "ablations": {}}
     res["baselines"] = {}
-    for name, sc in baseline_recommenders(train, ctx.n_users, ctx.n_items, cfg.evaluate.baselines).items():
-        res["baselines"][name], scores["baselines"][name] = measure_users(sc, *args, genre_mat=ctx.genre_mat, stats=st)
+    for name, sc in baseline_recommenders(train, ctx.n_users, ctx.n_items, cfg.evaluate.baselines, cfg,
+                                             model).items():
+        if fallback and name not in ("popularity", "random"):  # the others list the most rated movies for them
+            sc.fallback = (cold, st["count"])
+        m, b_us = measure_users(sc, *args, genre_mat=ctx.genre_mat, stats=st)
+        m["users_split"] = _split_metrics(b_us, split)
+        if sc.fit_seconds is not None:
+            m["fit_seconds"] = float(sc.fit_seconds)
+        res["baselines"][name], scores["baselines"][name] = m, b_us
     res["ablations"] = {}
     activity = _activity_groups(train, test, cfg)
     for name, (fcfg, mcfg) in ctx.ablations.items():
         log.info("evaluate: fold %d, ablation %s", fold, name)
         am = train_for_fold(cfg, ctx.cat, fold, features=fcfg, model_cfg=mcfg)[0]
-        res["ablations"][name], a_us = measure_users(model_recommender(am), *args, genre_mat=ctx.genre_mat, stats=st)
+        a_sc = model_recommender(am)
+        if fallback:
+            a_cfg = dataclasses.replace(cfg, features=fcfg, model=mcfg)
+            a_sc.fallback = (cold & ~model_knows(am, a_cfg, ctx.cat, train, test), st["count"])
+        res["ablations"][name], a_us = measure_users(a_sc, *args, genre_mat=ctx.genre_mat, stats=st)
         scores["ablations"][name] = a_us
         # the activity groups (cold users above all) with and without the signal
         res["ablations"][name]["groups"] = _group_metrics(a_us, activity)
     res["groups"] = _group_metrics(model_us, dict(ctx.groups, **activity))
     scores["groups"] = dict(ctx.groups, **activity)
     return res, scores, getattr(model, "history_", None)
+
+
+def model_knows(model, cfg: Config, cat: Catalog, train: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
+    """Per user: does the model's rank score have something of the user's own beyond training
+    ratings (what their reviews say)? With ``ranking: ease``: a row in its history (rated or
+    reviewed movies; without one a user's rank score is 0 for every movie). Otherwise: a
+    review not on a test pair where the model reads reviews (``model.implicit``, review
+    content, pseudo-ratings). Read from the fold's data, so that a saved holdout model and one
+    fitted here say the same.
+
+    Trust ties alone do not count: they reach only the rating part of the rank score (the
+    watch model has no vector for a user without a rated or reviewed movie), and the lists
+    they gave such users scored below the popularity list on FilmTrust (NDCG@10 0.210 against
+    0.220, 17 users a fold) and level with it on CiaoDVD."""
+    ii = model.item_item()
+    if ii is not None:
+        return np.diff(ii[0].tocsr().indptr) > 0
+    from movierec.pipeline import implicit_matrix
+
+    n_users, n_items = len(model.user_bias_), len(model.item_bias_)
+    m, f = cfg.model, cfg.features
+    reads_reviews = m.implicit or (cfg.sentiment.enabled and (
+        f.use_review_content or (f.use_sentiment and cfg.sentiment.pseudo_rating_weight > 0)))
+    if not reads_reviews:
+        return np.zeros(n_users, bool)
+    return np.diff(implicit_matrix(cat, train.iloc[:0], test, n_users, n_items).indptr) > 0
 
 
 def _group_metrics(us: UserScores | None, groups: dict[str, np.ndarray]) -> dict[str, dict]:
@@ -428,6 +532,15 @@ def _group_metrics(us: UserScores | None, groups: dict[str, np.ndarray]) -> dict
             out[g] = {"n_test": 0, "users": 0}
             continue
         out[g] = {"n_test": int(sub.n.sum()), "users": int(len(sub.users)), **sub.metrics()}
+    return out
+
+
+def _split_metrics(us: UserScores | None, split: dict[str, np.ndarray]) -> dict[str, dict]:
+    """The metrics of the cold users (no training rating) and the known ones apart, with how
+    many of each were ranked (test users with a positive)."""
+    out = _group_metrics(us, split)
+    for g, members in split.items():
+        out[g]["users_ranked"] = int(us.subset(members).ranked.sum()) if us is not None else 0
     return out
 
 
@@ -493,7 +606,12 @@ def _compare_version(ctx: _Context, name: str, fold_scores: dict) -> dict:
     uids = ctx.cat.read("user_ids")["user_id"].astype(str).to_numpy()
     mids = ctx.cat.read("movie_ids")["movie_id"].astype(str).to_numpy()
     train, test = train_test(ctx.ratings, cfg.split.fold)
-    _, other = measure_users(bundle_recommender(bundle, uids, mids), train, test, ctx.n_users, ctx.n_items, cfg)
+    sc = bundle_recommender(bundle, uids, mids)
+    if cfg.evaluate.unseen_users == "fallback":  # the same lists for users without training ratings
+        st = train_stats(train, ctx.n_users, ctx.n_items)
+        knows = np.diff(sc.item_item[0].indptr) > 0 if sc.item_item is not None else np.zeros(ctx.n_users, bool)
+        sc.fallback = ((np.diff(st["seen"].indptr) == 0) & ~knows, st["count"])
+    _, other = measure_users(sc, train, test, ctx.n_users, ctx.n_items, cfg)
     e = cfg.evaluate
     tests = S.paired(fold_scores["model"], other, ["rmse", f"ndcg@{max(e.k)}"], e.bootstrap_rounds,
                      e.bootstrap_seed, e.confidence)

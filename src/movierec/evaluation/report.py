@@ -139,6 +139,43 @@ def _notes(result: dict) -> list[str]:
     return lines
 
 
+# ----------------------------------------------------------------------------- cold and known users
+def _split_rows(result: dict) -> list[tuple[str, dict]]:
+    """(name, users_split) of the model and each baseline and ablation that has one."""
+    return [(n, m["users_split"]) for n, m in _rows(result, groups=False) if isinstance(m.get("users_split"), dict)]
+
+
+def _split_intro(result: dict, nd: str) -> str | None:
+    """One sentence on the cold users (no training rating): how many, and how they were ranked."""
+    split = result.get("users_split") or {}
+    if not split:
+        return None
+    cold, known = split.get("cold") or {}, split.get("known") or {}
+    fold = _per_fold(result)
+    if not cold.get("users_ranked"):
+        return f"cold users (no training rating): none among the {_count(known.get('users_ranked', 0))} ranked " \
+               f"test users{fold}"
+    how = ("each ranker's own list" if result.get("unseen_users") == "own" else
+           "the most rated movies from every ranker but random, except that movierec keeps its own list for "
+           f"the {_count(cold.get('model_lists', 0))} whose reviews it learned from")
+    return (f"cold users (no training rating): {_count(cold['users_ranked'])} of the "
+            f"{_count(cold['users_ranked'] + known.get('users_ranked', 0))} ranked test users{fold}; their lists: "
+            f"{how}. {nd} of the cold and the known users apart:")
+
+
+def _split_lines(result: dict, ks: list[int]) -> list[str]:
+    nd = f"ndcg@{max(ks)}"
+    intro = _split_intro(result, nd)
+    if intro is None:
+        return []
+    if not (result["users_split"].get("cold") or {}).get("users_ranked"):
+        return [intro]
+    rows = _split_rows(result)
+    w = max(len(n) for n, _ in rows) + 2
+    return [intro] + [f"  {n:<{w}}cold {_fmt(sp.get('cold', {}).get(nd))}   known {_fmt(sp.get('known', {}).get(nd))}"
+                      for n, sp in rows]
+
+
 def format_table(result: dict, ks: list[int]) -> str:
     cols = _cols(ks)
     rows = _rows(result)
@@ -153,6 +190,7 @@ def format_table(result: dict, ks: list[int]) -> str:
     shown = [f"{c} {_with_ci(result, c)}" for c in ("rmse", f"ndcg@{k}") if c in ci]
     if shown:
         lines.append(f"{level}% intervals: " + "; ".join(shown))
+    lines += _split_lines(result, ks)
     lines += _verdicts(result)
     return "\n".join(lines)
 
@@ -175,7 +213,28 @@ def format_markdown(result: dict, ks: list[int]) -> str:
         lines.append(f"| {name} | " + " | ".join(_with_ci(m, c) for c in cols) + " |")
     lines.append("")
     lines += [f"- {line}" for line in _notes(result) + _verdicts(result)]
+    split = _split_section(result, f"ndcg@{max(ks)}")
+    if split:
+        lines += ["", split["text"][0]]
+        if split.get("table"):
+            head, rows = split["table"]
+            lines += ["", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+            lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def _split_section(result: dict, nd: str) -> dict | None:
+    """Cold (no training rating) and known users apart: the report's section."""
+    intro = _split_intro(result, nd)
+    if intro is None:
+        return None
+    sec: dict = {"title": "Cold and known users", "text": [intro]}
+    if (result["users_split"].get("cold") or {}).get("users_ranked"):
+        cols = [nd, f"recall@{nd.split('@')[1]}", "coverage"]
+        sec["table"] = (["", *[f"{c} cold" for c in cols], *[f"{c} known" for c in cols]],
+                        [[n, *[_fmt(sp.get("cold", {}).get(c)) for c in cols],
+                          *[_fmt(sp.get("known", {}).get(c)) for c in cols]] for n, sp in _split_rows(result)])
+    return sec
 
 
 # ----------------------------------------------------------------------------- the report
@@ -465,6 +524,9 @@ def _sections(result: dict, ks: list[int], images: dict[str, str], comparison) -
         "1 - mean genre cosine similarity within a list; popularity_lift: mean popularity of recommended movies "
         "over that of watched ones (> 1 leans to the head)."],
         "table": ([""] + bcols, [[n] + [_fmt(m.get(c)) for c in bcols] for n, m in _rows(result, groups=False)])})
+    split = _split_section(result, nd)
+    if split:
+        secs.append(split)
     fair = _fairness_section(result, nd)
     if fair:
         secs.append(fair)

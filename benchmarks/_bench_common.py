@@ -1,0 +1,60 @@
+"""What every benchmark module shares: paths, the machine line, Markdown tables, versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+K = 10
+
+#: hand-written notes below this marker survive a rerun of the benchmark that wrote the file
+KEEP = "<!-- notes: kept when the benchmark rewrites the tables above -->"
+
+
+def machine() -> str:
+    import numba
+    import sklearn
+
+    try:
+        import surprise
+
+        sv = surprise.__version__
+    except ImportError:
+        sv = "not installed"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, numpy {np.__version__}, "
+            f"numba {numba.__version__}, scikit-learn {sklearn.__version__}, surprise {sv}")
+
+
+def table(rows: list[tuple[str, dict]], cols: list[str]) -> str:
+    lines = ["| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, m in rows:
+        lines.append(f"| {name} | " + " | ".join("-" if m.get(c) is None else f"{m[c]:.4f}" for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def mean_of(runs: list[dict]) -> dict:
+    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float))]
+    return {k: float(np.mean([r[k] for r in runs])) for k in keys}
+
+
+def _version(pkg: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(pkg)
+    except PackageNotFoundError:
+        return "not installed"
+
