@@ -224,7 +224,8 @@ def _parse(blob: bytes, p: Path, first_line: int = 1) -> list[dict]:
     return rows
 
 
-def _frame(rows: list[dict]) -> pd.DataFrame | None:
+def events_frame(rows: list[dict]) -> pd.DataFrame | None:
+    """Event dicts as a frame with the rating, comment and share columns (None: no events)."""
     if not rows:
         return None
     df = pd.DataFrame(rows)
@@ -246,7 +247,7 @@ def snapshot(workdir: str | Path) -> tuple[pd.DataFrame | None, dict]:
     end = blob.rfind(b"\n") + 1
     rows = _parse(blob[:end], p)
     times = [r.get("time") for r in rows if isinstance(r.get("time"), (int, float))]
-    return _frame(rows), {"offset": end, "last_time": max(times) if times else None, "head": _head(blob)}
+    return events_frame(rows), {"offset": end, "last_time": max(times) if times else None, "head": _head(blob)}
 
 
 def _head(blob: bytes) -> str:
@@ -283,8 +284,8 @@ def read_events_since(workdir: str | Path, state: dict | None) -> pd.DataFrame |
         if df is None or last is None:
             return df
         t = pd.to_numeric(df["time"], errors="coerce")
-        return _frame(df[t > float(last)].to_dict("records"))
-    return _frame(_parse(blob[: blob.rfind(b"\n") + 1], p))
+        return events_frame(df[t > float(last)].to_dict("records"))
+    return events_frame(_parse(blob[: blob.rfind(b"\n") + 1], p))
 
 
 def fold_events(tables: dict[str, pd.DataFrame], events: pd.DataFrame, share_rating: float) -> dict[str, int]:
@@ -419,12 +420,16 @@ class FeedbackTail:
             self._offset += end
             self._size = self._offset + (len(blob) - end)
 
-    def events(self, user: str) -> pd.DataFrame | None:
-        """The events of ``user`` (a model id: pseudonymized where ids are) since the version."""
+    def rows(self, user: str) -> list[dict]:
+        """The events of ``user`` (a model id: pseudonymized where ids are) since the version,
+        as the log's dicts, in log order."""
         self.refresh()
         with self._lock:
-            rows = list(self._by_user.get(str(user).strip(), ()))
-        return _frame(rows)
+            return list(self._by_user.get(str(user).strip(), ()))
+
+    def events(self, user: str) -> pd.DataFrame | None:
+        """:meth:`rows` as a frame (None: no events)."""
+        return events_frame(self.rows(user))
 
     @property
     def count(self) -> int:

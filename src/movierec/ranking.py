@@ -127,6 +127,14 @@ def _topk_rows(s: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return topk_rows(s, n)
 
 
+def _number(v) -> float:
+    """A rating from an event (None, text or a missing value: NaN)."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
 def _numbers(col: pd.Series) -> np.ndarray:
     """A column as float64 (text that is not a number: NaN)."""
     if pd.api.types.is_float_dtype(col.dtype):
@@ -200,10 +208,14 @@ class ModelBundle:
 
     def _history_with(self, pairs: pd.DataFrame) -> tuple | None:
         """The item-item part with feedback movies added to the users' histories."""
+        return self._history_plus(pairs["u"].to_numpy(np.int64), pairs["m"].to_numpy(np.int64))
+
+    def _history_plus(self, us: np.ndarray, ms: np.ndarray) -> tuple | None:
+        """The item-item part with movies ``ms`` added to users ``us``'s histories."""
         ii = self.item_item
-        if ii is None or not len(pairs):
+        if ii is None or not len(us):
             return ii
-        add = sp.csr_matrix((np.ones(len(pairs), np.float32), (pairs["u"], pairs["m"])), shape=ii[0].shape)
+        add = sp.csr_matrix((np.ones(len(us), np.float32), (us, ms)), shape=ii[0].shape)
         h = (ii[0] + add).tocsr()
         h.data[:] = 1.0
         return h, ii[1]
@@ -299,6 +311,25 @@ class ModelBundle:
         ok = (u >= 0) & (m >= 0)
         return pd.DataFrame({"u": u[ok], "m": m[ok], "rating": r[ok]})
 
+    def _event_arrays(self, events) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Feedback events as (u, m, rating) arrays for known users and movies (rating NaN for
+        comments and shares), in log order; ``events`` a frame or a list of event dicts (what
+        a service keeps: no frame is built for one viewer's few events)."""
+        if events is None or not len(events):
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        if isinstance(events, pd.DataFrame):
+            users, movies = events["user_id"].tolist(), events["movie_id"].tolist()
+            r = _numbers(events["rating"]) if "rating" in events.columns else np.full(len(events), np.nan)
+        else:
+            users, movies = [e.get("user_id") for e in events], [e.get("movie_id") for e in events]
+            r = np.array([_number(e.get("rating")) for e in events], np.float64)
+        self.user_index("")  # the id dict, built once
+        pos = self._user_pos
+        u = np.fromiter((pos.get(str(x).strip(), -1) for x in users), np.int64, len(users))
+        m = self.movie_index(movies)
+        ok = (u >= 0) & (m >= 0)
+        return u[ok], m[ok], r[ok]
+
     def _user_ratings(self, u: int) -> tuple[np.ndarray, np.ndarray]:
         if self.rated is None:
             return np.zeros(0, np.int64), np.zeros(0)
@@ -371,13 +402,15 @@ class ModelBundle:
 
     # ------------------------------------------------------------------ lists
     def recommend_user(self, user_id: str, n: int, exclude_seen: bool = True,
-                       events: pd.DataFrame | None = None, feedback_weight: float = 3.0) -> dict:
-        """Top-n for one user id; ``events``: feedback recorded since the version was trained
-        (their movies are excluded; their ratings refit the user as fold-in does). An unknown
+                       events: pd.DataFrame | list | None = None, feedback_weight: float = 3.0) -> dict:
+        """Top-n for one user id; ``events``: feedback recorded since the version was trained, a
+        frame or a list of event dicts (their movies are excluded; their ratings refit the user
+        as fold-in does). An unknown
         user gets the popularity fallback, flagged (or fold-in from their feedback ratings)."""
         u = self.user_index(user_id)
-        ev = self._event_pairs(events)
         if u < 0:
+            if events is not None and not isinstance(events, pd.DataFrame):
+                events = pd.DataFrame(events) if len(events) else None
             mine = events[events["user_id"].astype(str).str.strip() == str(user_id).strip()] \
                 if events is not None and len(events) else None
             if mine is not None and "rating" in mine.columns and pd.to_numeric(mine["rating"], errors="coerce").notna().any():
@@ -387,33 +420,39 @@ class ModelBundle:
                 out["feedback_events"] = int(len(mine))
                 return out
             return {"user_id": str(user_id), "fallback": "popularity", "items": self._popular_rows(n)}
-        if len(ev):
-            ev = ev[ev["u"] == u]
+        evu, evm, evr = self._event_arrays(events)
+        mine_ = evu == u
+        evm, evr = evm[mine_], evr[mine_]
         rv = self.vectors
         _, bu, _, U, _ = self.rating_vectors
-        new = ev[ev["rating"].notna()].drop_duplicates("m", keep="last") if len(ev) else ev
-        if len(new):
-            b, p, rank_b, rank_u = self.adapted_user(u, new["m"].to_numpy(), new["rating"].to_numpy(), feedback_weight)
+        rated = ~np.isnan(evr)
+        new_m, new_r = evm[rated], evr[rated]
+        if len(new_m):  # the latest rating of each movie, in log order
+            _, last = np.unique(new_m[::-1], return_index=True)
+            keep = np.sort(len(new_m) - 1 - last)
+            new_m, new_r = new_m[keep], new_r[keep]
+        if len(new_m):
+            b, p, rank_b, rank_u = self.adapted_user(u, new_m, new_r, feedback_weight)
         else:
             b, p, rank_b, rank_u = float(bu[u]), U[u], float(rv[1][u]), rv[3][u]
         vectors = (rv[0], np.array([rank_b], np.float32), rv[2], np.asarray(rank_u, np.float32)[None, :], rv[4])
-        ii = self._history_with(ev)
+        ii = self._history_plus(np.full(len(evm), u, np.int64), evm)
         if ii is not None:
             ii = (ii[0][[u]], ii[1])
         exclude = None
         if exclude_seen:  # what the user rated or reviewed, and the movies of their feedback since
             mine = self.seen.indices[self.seen.indptr[u]: self.seen.indptr[u + 1]]
-            exclude = [np.concatenate([mine, ev["m"].to_numpy(np.int64)]) if len(ev) else mine]
+            exclude = [np.concatenate([mine, evm]) if len(evm) else mine]
         if not hasattr(self, "_rank_item_t"):
             self._rank_item_t = np.ascontiguousarray(np.asarray(rv[4], dtype=np.float32).T)
         items, scores = top_n(vectors, np.array([0]), n, item_item=ii, exclude=exclude, item_t=self._rank_item_t)
         pred = self._predicted(p, b, items[0])
         # a known user without ratings is scored from features, reviews and friends
         has_ratings = self.rated is not None and self.rated.indptr[u + 1] > self.rated.indptr[u]
-        fallback = None if has_ratings or len(new) else "features"
+        fallback = None if has_ratings or len(new_m) else "features"
         out = {"user_id": str(user_id), "fallback": fallback, "items": self._rows(items[0], scores[0], pred)}
-        if len(ev):
-            out["feedback_events"] = int(len(ev))
+        if len(evm):
+            out["feedback_events"] = int(len(evm))
         return out
 
     def check_ratings(self, ratings: pd.DataFrame, where: str = "--ratings") -> pd.DataFrame:

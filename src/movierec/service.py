@@ -36,7 +36,7 @@ import pandas as pd
 
 from movierec.config import Config, load_config
 from movierec.errors import ConfigError, DataError, ModelError
-from movierec.feedback import FeedbackTail, record
+from movierec.feedback import FeedbackTail, events_frame, record
 from movierec.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -238,9 +238,12 @@ class Service:
         user_id = self.model_id(user)
         served, arm = self._for_viewer(user_id)
         bundle = served.bundle
-        events = served.tail.events(user_id)
+        mine = served.tail.rows(user_id)
         rows = None if ratings is None else bundle.check_ratings(_ratings_frame(ratings), where)
         new_user = bundle.user_index(user_id) < 0
+        # a known viewer's events go to the list as they are (no frame for a few dicts); ratings
+        # given now and the reasons want them as a frame
+        events = events_frame(mine) if rows is not None or explain or new_user else mine
         if rows is not None:
             given = rows.assign(user_id=user_id)
             events = given if events is None else pd.concat([events, given], ignore_index=True)
