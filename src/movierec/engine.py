@@ -1,7 +1,7 @@
 """The Ray engine (``engine.kind: ray``): the Ray session and the engine settings.
 
 The Ray form of each stage lives beside that stage and opens its session here (the rest
-stays in the driver, see the README, "On a Ray cluster"):
+stays in the driver; see docs/ray.md):
 
 - ingest of partitioned inputs: the part files are read and validated in parallel by Ray
   Data (:func:`movierec.data.parts.read_parts_ray`);

@@ -1,5 +1,5 @@
-"""Routing: each text goes to a scorer that covers its language (see the README, "Reviews in
-other languages"); a text no configured scorer covers gets no score."""
+"""Routing: each text goes to a scorer that covers its language (see docs/reviews.md, "Reviews
+in other languages"); a text no configured scorer covers gets no score."""
 
 from __future__ import annotations
 
