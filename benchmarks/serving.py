@@ -81,12 +81,7 @@ def demo_site(tmp: Path, workdir: str | None) -> Path:
     cfg["workdir"] = str(work)
     path = tmp / "demo.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    if not workdir:
-        t0 = time.perf_counter()
-        cli("train", "--config", str(path))
-        print(f"demo trained in {time.perf_counter() - t0:.0f}s", flush=True)
-    (tmp / "demo.built").write_text("ok")
-    return path
+    return trained(path, tmp / "demo.built", "demo", train=not workdir)
 
 
 def big_site(tmp: Path, n: int) -> Path:
@@ -103,10 +98,16 @@ def big_site(tmp: Path, n: int) -> Path:
            "evaluate": {"baselines": [], "ablations": [], "bootstrap_rounds": 0, "max_users": 2000}}
     path = tmp / "big.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    t0 = time.perf_counter()
-    cli("train", "--config", str(path))
-    print(f"{n / 1e6:g}M trained in {time.perf_counter() - t0:.0f}s", flush=True)
-    (tmp / "big.built").write_text("ok")
+    return trained(path, tmp / "big.built", f"{n / 1e6:g}M")
+
+
+def trained(path: Path, marker: Path, name: str, train: bool = True) -> Path:
+    """``movierec train`` on the site's config (unless it came trained), then mark it built."""
+    if train:
+        t0 = time.perf_counter()
+        cli("train", "--config", str(path))
+        print(f"{name} trained in {time.perf_counter() - t0:.0f}s", flush=True)
+    marker.write_text("ok")
     return path
 
 

@@ -25,31 +25,28 @@ def events_path(workdir: str | Path) -> Path:
     return Path(workdir) / "feedback" / "events.jsonl"
 
 
-def _open_log(p: Path, write: bool) -> int | None:
-    """A descriptor of the log, opened with O_NOFOLLOW and O_CLOEXEC: a log that is a symbolic
-    link, a hard link or not a regular file is refused (an append through it would write
-    into the link's target; a read would fold another file into the inputs). ``write``:
-    created if missing (StorageError); reading a missing log gives None (DataError).
+def _open_log(p: Path) -> int | None:
+    """A read-only descriptor of the log, opened with O_NOFOLLOW and O_CLOEXEC: a log that is a
+    symbolic link, a hard link or not a regular file is refused (a read would fold another
+    file into the inputs; appends go through :func:`append_line`, which refuses the same);
+    None when there is no log.
 
     Raises:
-        StorageError: writing; DataError: reading (both name the path).
+        DataError: naming the path.
     """
     from movierec.catalog import open_regular
-    from movierec.errors import DataError, StorageError
+    from movierec.errors import DataError
 
-    flags = (os.O_RDWR | os.O_APPEND | os.O_CREAT) if write else os.O_RDONLY
     try:
-        return open_regular(p, flags, "feedback: the event log", StorageError if write else DataError,
+        return open_regular(p, os.O_RDONLY, "feedback: the event log", DataError,
                             "; replace it with the log itself (a regular file) or remove it")
     except FileNotFoundError:
-        if write:
-            raise
         return None
 
 
 def _read_log(p: Path) -> bytes | None:
     """The whole log (None: no log), through :func:`_open_log`."""
-    fd = _open_log(p, write=False)
+    fd = _open_log(p)
     if fd is None:
         return None
     with os.fdopen(fd, "rb") as fh:
@@ -267,7 +264,7 @@ def read_events_since(workdir: str | Path, state: dict | None) -> pd.DataFrame |
     the cost is that of the new events only. A log that was replaced (shorter than the
     offset) is read whole and filtered by the event time instead."""
     p = events_path(workdir)
-    fd = _open_log(p, write=False)
+    fd = _open_log(p)
     if fd is None:
         return None
     state = state or {}
@@ -409,7 +406,7 @@ class FeedbackTail:
                 self._reset(p)
                 self._ino = ino
                 return
-            fd = _open_log(p, write=False)
+            fd = _open_log(p)
             if fd is None:
                 return
             with os.fdopen(fd, "rb") as fh:
