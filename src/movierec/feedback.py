@@ -369,20 +369,30 @@ class FeedbackTail:
         self.last_time: float | None = None
 
     def _reset(self, p: Path) -> None:
-        """Everything since the version, from one read of the whole log (as
-        :func:`read_events_since` selects it), and where to read on from."""
+        """Everything since the version, as :func:`read_events_since` selects it (read from the
+        version's byte offset: the cost of the new events only, unless the log was replaced),
+        and where to read on from."""
         self._by_user, self._count, self.last_time = {}, 0, None
-        blob = _read_log(p) or b""
-        end = blob.rfind(b"\n") + 1
+        self._offset = self._size = 0
+        fd = _open_log(p)
+        if fd is None:
+            return
         offset = int(self.state.get("offset") or 0)
-        replaced = (offset > len(blob) or (self.state.get("head") is not None and offset > 0
-                                           and _head(blob) != self.state["head"]))
-        rows = _parse(blob[:end] if replaced else blob[min(offset, end):end], p)
+        with os.fdopen(fd, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            first = fh.readline()
+            replaced = offset > size or (self.state.get("head") is not None and offset > 0
+                                         and _head(first) != self.state["head"])
+            start = 0 if replaced else offset
+            fh.seek(start)
+            blob = fh.read()
+        end = blob.rfind(b"\n") + 1
+        rows = _parse(blob[:end], p)
         last = self.state.get("last_time")
         if replaced and last is not None:
             rows = [r for r in rows if isinstance(r.get("time"), (int, float)) and r["time"] > float(last)]
         self._add(rows)
-        self._offset, self._size = end, len(blob)
+        self._offset, self._size = start + end, start + len(blob)
 
     def _add(self, rows: list[dict]) -> None:
         for r in rows:
