@@ -19,7 +19,7 @@ def site(tmp_path_factory):
     base = tmp_path_factory.mktemp("multiling")
     data = base / "data"
     data.mkdir()
-    for name, df in demo_tables(400, 150, 5, DEMO_LANGUAGES).items():
+    for name, df in demo_tables(250, 150, 5, DEMO_LANGUAGES).items():
         df.to_csv(data / f"{name}.csv", index=False)
     cfg = write_config(base / "c.yaml", data, base / "work", sentiment={"enabled": True},
                        model={"factors": 8, "epochs": 10}, evaluate={"ablations": ["no_sentiment"]})
