@@ -175,34 +175,39 @@ class Served:
             self.proc.kill()
 
 
-async def load(base: str, make, clients: int, seconds: float) -> dict:
-    """Keep ``clients`` requests in flight for ``seconds``; ``make(rng)`` gives (method, path, json)."""
+async def load(base: str, make, clients: int, seconds: float, seed: int = 0, versions: dict | None = None) -> dict:
+    """Keep ``clients`` requests in flight for ``seconds``; ``make(rng)`` gives (method, path, json).
+    ``versions``: counts the X-Model-Version of the answers."""
     import httpx
 
     lat, errors = [], 0
     stop = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30, headers=AUTH) as c:
-        async def worker(seed: int) -> None:
+        async def worker(k: int) -> None:
             nonlocal errors
-            rng = np.random.default_rng(seed)
+            rng = np.random.default_rng(k)
             while time.perf_counter() < stop:
                 method, path, body = make(rng)
                 t0 = time.perf_counter()
                 try:
                     r = await c.request(method, path, json=body)
                     ok = r.status_code < 400
+                    v = r.headers.get("x-model-version")
+                    if versions is not None and v:
+                        versions[v] = versions.get(v, 0) + 1
                 except httpx.HTTPError:
                     ok = False
                 lat.append(time.perf_counter() - t0)
                 errors += not ok
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(worker(k) for k in range(clients)))
+        await asyncio.gather(*(worker(seed + k) for k in range(clients)))
         wall = time.perf_counter() - t0
     a = np.array(lat) * 1000
     return {"requests": len(a), "rps": len(a) / wall, "p50": float(np.percentile(a, 50)),
-            "p95": float(np.percentile(a, 95)), "p99": float(np.percentile(a, 99)), "errors": errors}
+            "p95": float(np.percentile(a, 95)), "p99": float(np.percentile(a, 99)), "max": float(a.max()),
+            "errors": errors}
 
 
 def makers(cfg: Path) -> dict:
@@ -267,8 +272,6 @@ def feedback_visible(s: Served, users: np.ndarray, k: int = 200) -> str:
 
 def soak(s: Served, cfg: Path, make, seconds: float) -> dict:
     """Mixed traffic at 8 clients for ``seconds``; `movierec run` on 2% more ratings half-way."""
-    import httpx
-
     versions: dict[str, int] = {}
     rss = [(0.0, s.rss_mb())]
     t_start = time.perf_counter()
@@ -296,32 +299,7 @@ def soak(s: Served, cfg: Path, make, seconds: float) -> dict:
     for t in threads:
         t.start()
 
-    async def go() -> dict:
-        lat, errors = [], 0
-        stop = time.perf_counter() + seconds
-        async with httpx.AsyncClient(base_url=s.base, timeout=30, headers=AUTH) as c:
-            async def worker(seed):
-                nonlocal errors
-                rng = np.random.default_rng(100 + seed)
-                while time.perf_counter() < stop:
-                    method, path, body = make(rng)
-                    t0 = time.perf_counter()
-                    try:
-                        r = await c.request(method, path, json=body)
-                        ok = r.status_code < 400
-                        v = r.headers.get("x-model-version")
-                        if v:
-                            versions[v] = versions.get(v, 0) + 1
-                    except httpx.HTTPError:
-                        ok = False
-                    lat.append(time.perf_counter() - t0)
-                    errors += not ok
-            await asyncio.gather(*(worker(k) for k in range(8)))
-        a = np.array(lat) * 1000
-        return {"requests": len(a), "errors": errors, "p50": float(np.percentile(a, 50)),
-                "p99": float(np.percentile(a, 99)), "max": float(a.max())}
-
-    res = asyncio.run(go())
+    res = asyncio.run(load(s.base, make, 8, seconds, seed=100, versions=versions))
     done.set()
     for t in threads:
         t.join()

@@ -73,9 +73,15 @@ def known_catalogue(cfg) -> tuple[set[str] | None, tuple[float, float] | None]:
             movies = set(cat.read("movie_ids")["movie_id"].astype(str))
         sc = ((cat.read_manifest("ingest") or {}).get("stats") or {}).get("rating_scale") or {}
         scale = (sc["min"], sc["max"]) if "min" in sc else None
+    return movies, rating_scale(cfg, scale)
+
+
+def rating_scale(cfg, scale: tuple[float, float] | None) -> tuple[float, float] | None:
+    """The scale feedback ratings are checked against: ``data.rating_min``/``rating_max`` where
+    set, else the recorded scale's ends (None: no scale known)."""
     lo = cfg.data.rating_min if cfg.data.rating_min is not None else (scale[0] if scale else None)
     hi = cfg.data.rating_max if cfg.data.rating_max is not None else (scale[1] if scale else None)
-    return movies, (None if lo is None or hi is None else (float(lo), float(hi)))
+    return None if lo is None or hi is None else (float(lo), float(hi))
 
 
 def check_event(movie: str, rating: float | None, movies: set[str] | None,

@@ -38,6 +38,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from movierec._version import __version__
 from movierec.config import Config
 from movierec.errors import ConfigError, DataError, ModelError, MovieRecError, StorageError
 from movierec.service import NotFound, Service
@@ -204,7 +205,7 @@ def create_app(cfg: Config, service: Optional[Service] = None) -> FastAPI:
         yield
         svc.stop()
 
-    app = FastAPI(title="movierec", version=_version(), lifespan=lifespan,
+    app = FastAPI(title="movierec", version=__version__, lifespan=lifespan,
                   description="Movie recommendations: lists, new viewers, similar movies, feedback. "
                               "Write endpoints need `Authorization: Bearer <token>`.")
     app.state.service, app.state.metrics = svc, metrics
@@ -389,12 +390,6 @@ def _versions(svc: Service, cfg: Config) -> dict:
         rows.append(row)
     return {"current": reg.current_name(), "serving": current, "reload_error": svc.reload_error, "k": k,
             "versions": rows}
-
-
-def _version() -> str:
-    from movierec._version import __version__
-
-    return __version__
 
 
 def app_from_env():

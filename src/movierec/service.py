@@ -36,7 +36,7 @@ import pandas as pd
 
 from movierec.config import Config, load_config
 from movierec.errors import ConfigError, DataError, ModelError
-from movierec.feedback import FeedbackTail, events_frame, record
+from movierec.feedback import FeedbackTail, events_frame, rating_scale, record
 from movierec.registry import Registry
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -125,11 +125,10 @@ class Service:
         bundle = self.registry.load(name)
         check_key(bundle.meta.get("privacy_key_fingerprint"), self.cfg.privacy, name)
         sc = bundle.meta.get("rating_scale") or {}
-        lo = self.cfg.data.rating_min if self.cfg.data.rating_min is not None else sc.get("min")
-        hi = self.cfg.data.rating_max if self.cfg.data.rating_max is not None else sc.get("max")
         tail = FeedbackTail(self.cfg.workdir, bundle.meta.get("feedback"))
         tail.refresh()
-        return Served(name, bundle, tail, bundle.movie_ids, None if lo is None or hi is None else (float(lo), float(hi)))
+        scale = rating_scale(self.cfg, (sc["min"], sc["max"]) if "min" in sc else None)
+        return Served(name, bundle, tail, bundle.movie_ids, scale)
 
     def version(self, name: str) -> Served:
         """A version by name, loaded once (the experiment's arms); ``current``: the serving one."""
