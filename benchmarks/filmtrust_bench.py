@@ -15,7 +15,7 @@ from _bench_common import K, RESULTS, ROOT, machine, table
 
 def _surprise_on_folds(ratings: pd.DataFrame, folds, algo_name: str, lo: float, hi: float) -> dict:
     """Surprise fitted and scored on exactly movierec's folds (same train/test pairs)."""
-    from surprise import SVD, Dataset, Reader, SVDpp, accuracy
+    from surprise import SVD, BaselineOnly, Dataset, Reader, SVDpp, accuracy
 
     from movierec.stages.clean import train_test
 
@@ -23,7 +23,8 @@ def _surprise_on_folds(ratings: pd.DataFrame, folds, algo_name: str, lo: float, 
     for fold in folds:
         train, test = train_test(ratings, fold)
         ds = Dataset.load_from_df(train[["user_idx", "movie_idx", "rating"]], Reader(rating_scale=(lo, hi)))
-        algo = {"SVD": SVD, "SVDpp": SVDpp}[algo_name](random_state=0)
+        algo = BaselineOnly(verbose=False) if algo_name == "BaselineOnly" else \
+            {"SVD": SVD, "SVDpp": SVDpp}[algo_name](random_state=0)
         algo.fit(ds.build_full_trainset())
         preds = algo.test(list(test[["user_idx", "movie_idx", "rating"]].itertuples(index=False, name=None)))
         rmses.append(accuracy.rmse(preds, verbose=False))

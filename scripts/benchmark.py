@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py topn                                      # top-N against top-N peers (evaluate)
     python scripts/benchmark.py ml100k  --data ../shared/datasets/ml-100k   # accuracy, ranking, speed
+    python scripts/benchmark.py ciaodvd                                   # rating accuracy vs Surprise
     python scripts/benchmark.py scale   --ratings 20000000                   # 20M synthetic: train, recommend --all
     python scripts/benchmark.py sentiment --data ../shared/datasets/rt-polarity  # accuracy, texts/s, cache
     python scripts/benchmark.py serving [--synthetic DIR]                # refit cost, recommend --user + feedback
@@ -10,7 +11,7 @@
 Each writes a Markdown table to benchmarks/results/ with the machine, versions and command.
 ``topn`` is the product itself: ``movierec evaluate`` with the peers as baselines
 (``evaluate.baselines``, movierec.evaluation.peers) on each data set's shipped config. The other
-subcommands live by topic in benchmarks/ (accuracy_bench, filmtrust_bench, scale_bench,
+subcommands live by topic in benchmarks/ (accuracy_bench, ciaodvd_bench, filmtrust_bench, scale_bench,
 sentiment_bench); this file dispatches to them. Surprise and implicit come from the optional
 `bench` extra (`pip install -e '.[bench]'`).
 """
@@ -33,7 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _bench_common import KEEP, K, RESULTS, machine  # noqa: E402 - benchmarks/ is on the path above
 
 #: the benchmark modules under benchmarks/, each with ``register(subparsers)``
-MODULES = ("accuracy_bench", "filmtrust_bench", "scale_bench", "sentiment_bench")
+MODULES = ("accuracy_bench", "ciaodvd_bench", "filmtrust_bench", "scale_bench", "sentiment_bench")
 
 # ----------------------------------------------------------------------------- top-N against top-N peers
 TOPN_DATA = {
