@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from movierec.ranking import top_n, top_n_from_scores
@@ -92,3 +93,31 @@ def test_fold_in_recovers_known_factors_and_top_n():
     assert [it["movie_id"] for it in folded["items"]] == [it["movie_id"] for it in known["items"]]
     assert np.allclose([it["predicted_rating"] for it in folded["items"]],
                        [it["predicted_rating"] for it in known["items"]], atol=1e-2)
+
+
+def test_a_known_viewer_with_nothing_of_their_own_gets_the_popularity_list_everywhere():
+    """A viewer in the version (features, trust ties) without a rated or reviewed movie gets the
+    list evaluation gives such users: the most rated movies, in recommend --user and --all;
+    one with a rating, or with feedback since training, gets the model's."""
+    rng = np.random.default_rng(3)
+    P, Q = rng.normal(size=(4, 3)), rng.normal(size=(30, 3))
+    bundle = _bundle(P, Q)
+    bundle.popularity = rng.permutation(30).astype(np.float32)
+    bundle.seen = bundle.rated = sp.csr_matrix((np.ones(2), ([1, 3], [5, 7])), shape=(4, 30))  # 1 and 3 rated one
+    popular = [f"m{i}" for i in np.argsort(-bundle.popularity, kind="stable")[:5]]
+    blank = bundle.recommend_user("u0", 5)
+    assert blank["fallback"] == "popularity" and [it["movie_id"] for it in blank["items"]] == popular
+    # the model's own predicted rating beside the list (mu + b_u + b_i + p_u . q_i)
+    assert np.isclose(blank["items"][0]["predicted_rating"], 3.5 + Q[int(popular[0][1:])] @ P[0], atol=1e-3)
+    rated = bundle.recommend_user("u1", 5)
+    model_order = [f"m{i}" for i in np.argsort(-(Q @ P[1]), kind="stable") if i != 5][:5]
+    assert rated["fallback"] is None and [it["movie_id"] for it in rated["items"]] == model_order
+    lists = bundle.recommend_all(5)
+    got = {u: list(g.sort_values("rank")["movie_id"]) for u, g in lists.groupby("user_id")}
+    assert got["u0"] == got["u2"] == popular and got["u1"] == model_order
+    # feedback since training (a rating of user 2's): the model's list, folded in, on both paths
+    ev = [{"user_id": "u2", "movie_id": "m9", "rating": 5.0}]
+    one = bundle.recommend_user("u2", 5, events=ev)
+    assert one["fallback"] is None and [it["movie_id"] for it in one["items"]] != popular
+    every = bundle.recommend_all(5, events=pd.DataFrame(ev))
+    assert list(every[every.user_id == "u2"].sort_values("rank")["movie_id"]) == [it["movie_id"] for it in one["items"]]
