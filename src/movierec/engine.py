@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
+import socket
 import time
 
 import numpy as np
 import pandas as pd
 
 from movierec.config import EngineConfig
-from movierec.errors import ConfigError
+from movierec.errors import ClusterError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -72,51 +74,207 @@ def hold():
             ray.shutdown()
 
 
+#: what Ray's own connect attempt to a cluster's GCS can take when the port answers but the
+#: GCS does not (its C++ client: 5 s to connect, 5 s for the pubsub, 30 s for the cluster id;
+#: measured 41 s with Ray 2.60); ray.init makes 20 of them by default (about 14 minutes)
+_GCS_ATTEMPT_S = 40.0
+
+
+def _remote(address: str | None) -> bool:
+    """Whether ``address`` names a cluster to connect to (not a Ray of the command's own)."""
+    return bool(address) and address.strip().lower() != "local"
+
+
+def host_port(address: str) -> tuple[str, int] | None:
+    """The host and port of an explicit address (``host:port``, ``ray://host:port``, IPv6 in
+    brackets); None for ``auto`` or an address without a port (Ray resolves those)."""
+    rest = address.strip()
+    if "://" in rest:
+        rest = rest.split("://", 1)[1]
+    rest = rest.split("/", 1)[0]
+    if rest.startswith("["):
+        host, _, tail = rest[1:].partition("]")
+        port = tail[1:] if tail.startswith(":") else ""
+    else:
+        host, sep, port = rest.rpartition(":")
+        if not sep:
+            return None
+    if not host or not port.isdigit():
+        return None
+    return host, int(port)
+
+
+def probe(address: str, timeout: float) -> None:
+    """Fail fast with a ConfigError when the port of an explicit ``address`` does not accept a
+    TCP connection within ``timeout`` seconds (ray.init would retry for minutes)."""
+    hp = host_port(address)
+    if hp is None:
+        return
+    host, port = hp
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        if isinstance(exc, (socket.timeout, TimeoutError)):
+            cause = "timed out"
+        elif isinstance(exc, socket.gaierror):
+            cause = f"unknown host ({exc.strerror or exc})"
+        else:
+            cause = (exc.strerror or str(exc)).lower()
+        raise ConfigError(f"engine.address {address!r}: cannot reach {host}:{port} within {timeout:g}s: {cause}"
+                          ) from exc
+
+
+def check_resources(engine: EngineConfig, resources: dict, where: str) -> None:
+    """ConfigError when the workers need more CPUs (GPUs) than the cluster at ``where`` has
+    (``resources``: :func:`ray.cluster_resources`): Ray would wait for them for ever."""
+    for kind, key, per in (("CPU", "cpus_per_worker", engine.cpus_per_worker),
+                           ("GPU", "gpus_per_worker", engine.gpus_per_worker)):
+        if not per:
+            continue
+        need, have = engine.workers * per, float(resources.get(kind, 0) or 0)
+        if need > have + 1e-9:
+            raise ConfigError(f"engine.workers {engine.workers} x {key} {per:g} = {need:g} {kind}s, but the "
+                              f"cluster at {where} has {have:g}: lower engine.workers or add nodes")
+
+
+def _lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the Ray cluster (its head, a node, the connection) went away, as
+    opposed to an error of the work itself (a task's own exception, an actor that failed to
+    start)."""
+    import ray.exceptions as rex
+
+    if isinstance(exc, rex.RayTaskError):  # the task's own error (may also be a ConnectionError)
+        return False
+    if isinstance(exc, rex.ActorDiedError):
+        return not getattr(exc, "actor_init_failed", False)
+    # ConnectionError itself, as Ray raises it for a GCS or Ray Client gone: not its subclasses
+    # (a closed stdout's BrokenPipeError, a reset connection to storage)
+    return isinstance(exc, (rex.RaySystemError, rex.NodeDiedError, rex.LocalRayletDiedError)) or \
+        type(exc) is ConnectionError
+
+
+def cluster_error(exc: BaseException, address: str | None) -> ClusterError:
+    """The ClusterError (exit 69) for a lost cluster: the address and Ray's message."""
+    where = f"engine.address {address!r}" if _remote(address) else "the local Ray"
+    msg = _brief(str(exc)) or type(exc).__name__
+    return ClusterError(f"{where}: lost the Ray cluster during the run ({type(exc).__name__}: {msg})")
+
+
+def _brief(text: str, limit: int = 600) -> str:
+    """A message on one line; one that holds a formatted traceback (as Ray's often do): what
+    precedes the traceback and its last line, the error itself."""
+    head, sep, tb = text.partition("Traceback (most recent call last)")
+    if sep:
+        lines = [ln.strip() for ln in tb.splitlines() if ln.strip()]
+        text = f"{head} {lines[-1] if lines else ''}"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _reason(exc: BaseException) -> str:
+    """``exc``'s message, with the cause Ray chains beneath it ("Failed to connect to Ray
+    cluster at ..." hides a missing auth token, a version mismatch)."""
+    msg, inner = _brief(str(exc)) or type(exc).__name__, exc
+    while inner.__cause__ is not None:
+        inner = inner.__cause__
+    if inner is not exc:
+        why = _brief(str(inner)) or type(inner).__name__
+        if why not in msg:
+            msg = f"{msg} ({why})"
+    return msg
+
+
+@contextlib.contextmanager
+def _gcs_attempts(n: int):
+    """At most ``n`` of Ray's GCS connect attempts in the ray.init inside (ray reads
+    ``RAY_gcs_server_port_wait_time_s`` at each connect, ray/_private/node.py
+    ``_init_gcs_client``); a value the user set is kept."""
+    key = "RAY_gcs_server_port_wait_time_s"
+    if key in os.environ:
+        yield
+        return
+    os.environ[key] = str(n)
+    try:
+        yield
+    finally:
+        os.environ.pop(key, None)
+
+
 @contextlib.contextmanager
 def session(engine: EngineConfig):
     """Ray connected for the duration: the cluster at ``engine.address`` (``auto``,
-    ``ray://host:10001``), or a local Ray started in this process when it is unset (and shut
-    down afterwards, or at the end of the enclosing :func:`hold`). An already connected Ray
-    is used as it is."""
+    ``host:port``, ``ray://host:10001``), or a new local Ray started in this process when it is
+    unset (and shut down afterwards, or at the end of the enclosing :func:`hold`). An already
+    connected Ray is used as it is.
+
+    An explicit address that does not answer within ``engine.connect_timeout``, or a cluster
+    with fewer CPUs (GPUs) than the workers reserve, is a ConfigError (exit 78); the cluster
+    lost during the block, a ClusterError (exit 69)."""
     ray = import_ray()
     started = False
+    remote = _remote(engine.address)
     if not ray.is_initialized():
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
         # Ray's own INFO and WARNING lines (every actor start, every checkpoint, a State API
-        # warning each second without the dashboard) would bury the pipeline's log; its errors show
+        # warning each second without the dashboard) would bury the pipeline's log; its errors
+        # show. Its workers' output reaches stderr only with -v (DEBUG)
         kwargs: dict = {"include_dashboard": False, "logging_level": logging.ERROR,
                         "logging_config": ray.LoggingConfig(log_level="ERROR"),
+                        "log_to_driver": log.isEnabledFor(logging.DEBUG),
                         # Ray Train's controller takes one report per poll (default every 2 s):
                         # a checkpoint per epoch would cost 2 s each
                         "runtime_env": {"env_vars": {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}}}
-        if engine.address:
+        if remote:
+            probe(engine.address, engine.connect_timeout)  # not there: fail now, not after Ray's retries
             kwargs["address"] = engine.address
         else:
+            # "local": a new Ray of this command's own, even where RAY_ADDRESS or
+            # /tmp/ray/ray_current_cluster names a running one (address=None would join it)
+            kwargs["address"] = "local"
             # enough CPUs for the workers, plus one for Ray Data's tasks beside them (logical
             # CPUs: a scheduling count, not a thread limit)
             kwargs["num_cpus"] = max(os.cpu_count() or 1, int(np.ceil(engine.workers * engine.cpus_per_worker)) + 1)
             if engine.gpus_per_worker:
                 kwargs["num_gpus"] = int(np.ceil(engine.workers * engine.gpus_per_worker))
+        # a GCS that accepts the connection but does not answer: about connect_timeout, not
+        # Ray's 20 attempts (the Ray Client of ray:// has its own, about 30 s)
+        attempts = max(1, math.ceil(engine.connect_timeout / _GCS_ATTEMPT_S))
         t0 = time.perf_counter()
         root = logging.getLogger()
         saved = root.level, root.handlers[:]  # Ray's logging config must not silence the pipeline's log
         try:
-            ray.init(**kwargs)
+            with _gcs_attempts(attempts) if remote else contextlib.nullcontext():
+                ray.init(**kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ConfigError(f"engine.address {engine.address!r}: cannot connect to Ray: {exc}") from exc
+            hint = " (start one with ray start --head, or leave engine.address unset for a local Ray of the " \
+                "command's own)" if "Could not find any running Ray instance" in str(exc) else ""
+            what = f"engine.address {engine.address!r}: cannot connect to Ray" if remote else \
+                "engine.address unset: cannot start a local Ray"
+            raise ConfigError(f"{what}: {_reason(exc)}{hint}") from exc
         finally:
             root.setLevel(saved[0])
             root.handlers[:] = saved[1]
+        resources = ray.cluster_resources()
+        if remote:
+            try:
+                check_resources(engine, resources, engine.address)
+            except ConfigError:
+                ray.shutdown()
+                raise
         if _held:
             _held[-1] = True  # the hold shuts it down
         else:
             started = True
-        log.info("engine: Ray %s (%s) ready in %.1fs: %s", ray.__version__, engine.address or "local",
-                 time.perf_counter() - t0, {k: v for k, v in ray.cluster_resources().items()
-                                             if k in ("CPU", "GPU", "memory")})
+        log.info("engine: Ray %s (%s) ready in %.1fs: %s", ray.__version__, engine.address if remote else "local",
+                 time.perf_counter() - t0, {k: v for k, v in resources.items() if k in ("CPU", "GPU", "memory")})
     _quiet(ray)
     try:
         yield ray
+    except Exception as exc:
+        if _lost(exc):
+            raise cluster_error(exc, engine.address) from exc
+        raise
     finally:
         if started:
             ray.shutdown()

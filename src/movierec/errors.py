@@ -7,6 +7,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_GATE = 3
 EXIT_DATA = 65
+EXIT_UNAVAILABLE = 69
 EXIT_LOCKED = 75
 EXIT_CONFIG = 78
 
@@ -39,6 +40,13 @@ class StorageError(MovieRecError):
     """A file could not be written (disk full, no permission); names the stage and the path."""
 
     exit_code = EXIT_FAILURE
+
+
+class ClusterError(MovieRecError):
+    """The Ray cluster went away during a run (its head, a node or the connection lost);
+    sysexits' EX_UNAVAILABLE: a later try may succeed once the cluster is back."""
+
+    exit_code = EXIT_UNAVAILABLE
 
 
 class LockError(MovieRecError):

@@ -115,7 +115,9 @@ def _run(argv: list[str] | None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # Ctrl-C inside a command: click made it Abort
+            sys.exit(130)
         click.echo("aborted", err=True)
         sys.exit(EXIT_FAILURE)
     except MovieRecError as exc:

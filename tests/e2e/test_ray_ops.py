@@ -1,0 +1,343 @@
+"""What a cluster operator meets with engine.kind: ray (docs/ray.md#operations): an address
+that does not answer fails fast (exit 78), a cluster too small for the workers is refused
+before any work (78), a cluster lost during the run exits 69 (Ctrl-C: 130), and with the
+address unset a command starts a Ray of its own even where another one runs.
+
+Most checks drive :func:`movierec.engine.session` with a stand-in for the ray module (no Ray
+is started); one command starts a local Ray beside a `ray start --head` of this test."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import call, make_data, run_cli, write_config
+
+ray = pytest.importorskip("ray")
+
+import ray.exceptions as rex  # noqa: E402
+
+from movierec import engine as eng  # noqa: E402
+from movierec.config import EngineConfig  # noqa: E402
+from movierec.errors import EXIT_CONFIG, EXIT_UNAVAILABLE, ClusterError, ConfigError  # noqa: E402
+
+WAIT_ENV = "RAY_gcs_server_port_wait_time_s"
+
+
+def _site(tmp_path: Path, **engine) -> Path:
+    """A config whose ratings are a folder of part files: `movierec ingest` opens the Ray
+    session first thing (the cheapest command that does)."""
+    src = make_data(tmp_path / "src", n_users=60, n_movies=40, files=("ratings",))
+    parts = tmp_path / "d" / "ratings"
+    parts.mkdir(parents=True)
+    (src / "ratings.csv").rename(parts / "part-0.csv")
+    return write_config(tmp_path / "c.yaml", tmp_path / "d", tmp_path / "w", data={"ratings": "ratings"},
+                        engine={"kind": "ray", **engine})
+
+
+class FakeRay:
+    """The part of the ray module that :func:`movierec.engine.session` uses; records calls."""
+
+    __version__ = "fake"
+    LoggingConfig = ray.LoggingConfig
+
+    def __init__(self, resources: dict):
+        self.resources, self.inits, self.shutdowns, self.connected = resources, [], 0, False
+        self.wait_env = "unread"
+
+    def is_initialized(self) -> bool:
+        return self.connected
+
+    def init(self, **kwargs) -> None:
+        self.inits.append(kwargs)
+        self.wait_env = os.environ.get(WAIT_ENV)
+        self.connected = True
+
+    def cluster_resources(self) -> dict:
+        return dict(self.resources)
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+        self.connected = False
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    monkeypatch.delenv(WAIT_ENV, raising=False)
+    f = FakeRay({"CPU": 2.0, "memory": 1e9})
+    monkeypatch.setattr(eng, "import_ray", lambda: f)
+    return f
+
+
+# ----------------------------------------------------------------------------- unreachable address
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1"])
+def test_an_unreachable_address_exits_78_within_the_connect_timeout(tmp_path, address):
+    c = _site(tmp_path, address=address, connect_timeout=5)
+    t0 = time.monotonic()
+    r = run_cli("ingest", "--config", str(c), timeout=120)
+    took = time.monotonic() - t0
+    assert r.returncode == EXIT_CONFIG, r.stderr[-3000:]
+    assert f"engine.address '{address}': cannot reach 127.0.0.1:1 within 5s: connection refused" in r.stderr
+    assert took < 5 + 20, took
+    assert not (tmp_path / "w" / "artifacts" / "ratings_raw.parquet").exists()
+
+
+def test_a_port_that_does_not_answer_times_out_with_the_address_named(monkeypatch):
+    seen = {}
+
+    def silent(addr, timeout):
+        seen["addr"], seen["timeout"] = addr, timeout
+        raise socket.timeout("timed out")
+
+    monkeypatch.setattr(eng.socket, "create_connection", silent)
+    with pytest.raises(ConfigError) as err:
+        eng.probe("ray://10.0.0.9:10001", 7.5)
+    assert seen == {"addr": ("10.0.0.9", 10001), "timeout": 7.5}
+    assert str(err.value) == "engine.address 'ray://10.0.0.9:10001': cannot reach 10.0.0.9:10001 within 7.5s: timed out"
+    assert err.value.exit_code == EXIT_CONFIG
+
+
+def test_host_port_of_each_address_form():
+    assert eng.host_port("10.0.0.9:6379") == ("10.0.0.9", 6379)
+    assert eng.host_port("ray://head-svc:10001") == ("head-svc", 10001)
+    assert eng.host_port("[::1]:6379") == ("::1", 6379)
+    assert eng.host_port("auto") is None and eng.host_port("ray://head-svc") is None  # Ray resolves those
+
+
+def test_a_failed_connect_names_the_cause_ray_chains_beneath():
+    inner = RuntimeError("Failed to connect to GCS. Last connection error: Traceback (most recent call last):\n"
+                         "  File x\nray.exceptions.AuthenticationError: Authentication token is missing\n")
+    try:
+        try:
+            raise inner
+        except RuntimeError as e:
+            raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.9:6379") from e
+    except ConnectionError as outer:
+        assert eng._reason(outer) == ("Failed to connect to Ray cluster at 10.0.0.9:6379 (Failed to connect to "
+                                      "GCS. Last connection error: ray.exceptions.AuthenticationError: "
+                                      "Authentication token is missing)")
+    assert eng._reason(ConnectionError("plain")) == "plain"
+
+
+def test_auto_without_a_cluster_is_a_config_error_naming_the_address(fake, monkeypatch):
+    def none_running(**kwargs):
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to.")
+
+    monkeypatch.setattr(fake, "init", none_running)
+    with pytest.raises(ConfigError) as err:
+        with eng.session(EngineConfig(kind="ray", address="auto")):
+            pass
+    assert str(err.value).startswith("engine.address 'auto': cannot connect to Ray: Could not find any running "
+                                     "Ray instance")
+    assert "leave engine.address unset for a local Ray" in str(err.value) and err.value.exit_code == 78
+
+
+def test_connect_timeout_is_a_positive_number():
+    from movierec.config import load_config
+
+    assert load_config(None).engine.connect_timeout == 30
+    assert load_config(None, ["engine.connect_timeout=2.5"]).engine.connect_timeout == 2.5
+    with pytest.raises(ConfigError, match="engine.connect_timeout"):
+        load_config(None, ["engine.connect_timeout=0"])
+
+
+def test_ray_retries_the_gcs_for_about_connect_timeout_not_minutes(fake):
+    """After the TCP probe, ray.init's GCS attempts (up to ~40 s each, 20 by default) are capped
+    through RAY_gcs_server_port_wait_time_s for that call only."""
+    with eng.session(EngineConfig(kind="ray", address="auto")):
+        pass
+    assert fake.wait_env == "1" and WAIT_ENV not in os.environ
+    with eng.session(EngineConfig(kind="ray", address="auto", connect_timeout=300)):
+        pass
+    assert fake.wait_env == "8"
+    with eng.session(EngineConfig(kind="ray")):  # a local start waits as Ray sees fit
+        pass
+    assert fake.wait_env is None
+
+
+# ----------------------------------------------------------------------------- resources
+def test_check_resources_names_both_numbers_and_the_cluster():
+    with pytest.raises(ConfigError) as err:
+        eng.check_resources(EngineConfig(kind="ray", workers=8), {"CPU": 2.0}, "auto")
+    assert str(err.value) == ("engine.workers 8 x cpus_per_worker 1 = 8 CPUs, but the cluster at auto has 2: "
+                              "lower engine.workers or add nodes")
+    with pytest.raises(ConfigError, match=r"engine.workers 2 x gpus_per_worker 0.5 = 1 GPUs, but the cluster "
+                                          r"at ray://h:10001 has 0"):
+        eng.check_resources(EngineConfig(kind="ray", workers=2, gpus_per_worker=0.5), {"CPU": 64.0},
+                            "ray://h:10001")
+    # what fits passes: exactly enough, fractional CPUs, no GPUs asked
+    eng.check_resources(EngineConfig(kind="ray", workers=4, cpus_per_worker=0.5), {"CPU": 2.0}, "auto")
+    eng.check_resources(EngineConfig(kind="ray", workers=2, gpus_per_worker=1), {"CPU": 2.0, "GPU": 2.0}, "auto")
+
+
+def test_a_cluster_too_small_is_refused_on_connect_and_disconnected(fake):
+    with pytest.raises(ConfigError, match="engine.workers 8 x cpus_per_worker 1 = 8 CPUs, but the cluster at auto "
+                                          "has 2: lower engine.workers"):
+        with eng.session(EngineConfig(kind="ray", address="auto", workers=8)):
+            pytest.fail("the block must not run")
+    assert fake.inits[0]["address"] == "auto" and "num_cpus" not in fake.inits[0]
+    assert fake.shutdowns == 1 and not fake.connected
+    # inside a hold too (the hold has nothing left to shut down)
+    with pytest.raises(ConfigError):
+        with eng.hold():
+            with eng.session(EngineConfig(kind="ray", address="auto", workers=8)):
+                pass
+    assert fake.shutdowns == 2
+
+
+def test_the_local_ray_is_the_commands_own_and_not_checked(fake, caplog):
+    caplog.set_level(logging.INFO, logger="movierec")
+    with eng.session(EngineConfig(kind="ray", workers=8)):  # its own Ray has the CPUs it is given
+        pass
+    kw = fake.inits[0]
+    assert kw["address"] == "local" and kw["num_cpus"] >= 9 and fake.shutdowns == 1
+    # Ray's worker logs reach stderr only at -v (DEBUG)
+    assert kw["log_to_driver"] is False
+    caplog.set_level(logging.DEBUG, logger="movierec")
+    with eng.session(EngineConfig(kind="ray")):
+        pass
+    assert fake.inits[1]["log_to_driver"] is True
+
+
+# ----------------------------------------------------------------------------- lost cluster
+@pytest.mark.parametrize("exc", [rex.NodeDiedError("node 8f3 died: raylet heartbeat missed"),
+                                 rex.RaySystemError("GCS went away"), rex.LocalRayletDiedError(),
+                                 rex.ActorDiedError(), ConnectionError("GCS is unavailable")],
+                         ids=lambda e: type(e).__name__)
+def test_a_lost_cluster_is_a_cluster_error_exit_69(fake, exc):
+    with pytest.raises(ClusterError) as err:
+        with eng.session(EngineConfig(kind="ray", address="auto")):
+            raise exc
+    assert err.value.exit_code == EXIT_UNAVAILABLE == 69
+    msg = str(err.value)
+    assert msg.startswith("engine.address 'auto': lost the Ray cluster during the run (")
+    assert type(exc).__name__ in msg and " ".join(str(exc).split())[:100] in msg
+    assert err.value.__cause__ is exc and fake.shutdowns == 1
+
+
+def test_errors_of_the_work_itself_pass_unchanged(fake):
+    task_err = rex.RayTaskError("read", "Traceback ...", ValueError("bad part")).as_instanceof_cause()
+    for exc in (ValueError("bad"), task_err, BrokenPipeError(32, "Broken pipe"), ConfigError("x")):
+        with pytest.raises(type(exc)) as err:
+            with eng.session(EngineConfig(kind="ray")):
+                raise exc
+        assert err.value is exc
+
+
+def test_the_cli_exits_69_on_a_lost_cluster_and_130_on_ctrl_c(tmp_path, fake, monkeypatch, capsys):
+    import ray.data
+
+    c = _site(tmp_path, address="auto")
+
+    def lost(*a, **k):
+        raise rex.NodeDiedError("the head node died")
+
+    monkeypatch.setattr(ray.data, "from_pandas", lost)
+    assert call("ingest", "--config", str(c)) == EXIT_UNAVAILABLE
+    err = capsys.readouterr().err
+    assert "error: engine.address 'auto': lost the Ray cluster during the run (NodeDiedError: the head node died)" in err
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ray.data, "from_pandas", interrupted)
+    assert call("ingest", "--config", str(c)) == 130
+
+
+# ----------------------------------------------------------------------------- address unset
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pids_naming(text: str) -> list[int]:
+    """The processes whose command line holds ``text`` (Linux /proc)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                if text.encode() in (d / "cmdline").read_bytes():
+                    pids.append(int(d.name))
+    return pids
+
+
+@contextlib.contextmanager
+def _ray_head(num_cpus: int = 1):
+    """`ray start --head --block` with a temporary dir of its own (its ray_current_cluster file
+    too: no other Ray on the machine finds it); yields the GCS address and the Ray Client
+    port. Stopped by its PID (the blocking `ray start` shuts down what it started), then any
+    process left that names its temporary dir, never another Ray (`ray stop` would stop
+    every Ray on the machine)."""
+    temp = tempfile.mkdtemp(prefix="rayhead-", dir="/tmp")
+    port, client_port = _free_port(), _free_port()
+    # no token authentication (Ray turns it on where ~/.ray/auth_token exists): a driver
+    # given the address joins without one
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "disabled"}
+    out = open(Path(temp) / "start.log", "w+")
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
+                             f"--num-cpus={num_cpus}", f"--port={port}", f"--ray-client-server-port={client_port}",
+                             "--include-dashboard=false",
+                             f"--temp-dir={temp}", "--disable-usage-stats"],
+                            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while "Ray runtime started" not in Path(out.name).read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, Path(out.name).read_text()[-3000:]
+            time.sleep(0.5)
+        yield f"127.0.0.1:{port}", client_port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        for pid in _pids_naming(temp):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _pids_naming(temp) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        out.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def head():
+    with _ray_head(num_cpus=1) as (address, _):
+        yield address
+
+
+def test_address_unset_starts_a_ray_of_its_own_beside_a_running_one(tmp_path, head):
+    c = _site(tmp_path, workers=1)
+    with socket.create_connection(("127.0.0.1", int(head.rsplit(":", 1)[1])), timeout=5):
+        pass  # the head answers: ray.init() with no address would have joined it (and failed: exit 78)
+    r = run_cli("ingest", "--config", str(c), env={"RAY_ADDRESS": head}, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ready = re.search(r"engine: Ray \S+ \(local\) ready in [\d.]+s: (\{.*\})", r.stderr)
+    assert ready, r.stderr[-3000:]
+    # its own Ray: the CPUs it asked for (workers + 1, at least the machine's), not the head's 1
+    assert f"'CPU': {float(max(os.cpu_count() or 1, 2))}" in ready.group(1)
+    assert "ratings: 1 part files" in r.stderr and "ingest: done" in r.stderr
+
+
+def test_joining_a_cluster_too_small_for_the_workers_exits_78(tmp_path, head):
+    c = _site(tmp_path, address="auto", workers=2)
+    r = run_cli("ingest", "--config", str(c), env={"RAY_ADDRESS": head}, timeout=300)
+    assert r.returncode == EXIT_CONFIG, r.stderr[-3000:]
+    assert ("error: engine.workers 2 x cpus_per_worker 1 = 2 CPUs, but the cluster at auto has 1: lower "
+            "engine.workers or add nodes") in r.stderr
+    assert "engine: Ray" not in r.stderr and not (tmp_path / "w" / "artifacts" / "ratings_raw.parquet").exists()
