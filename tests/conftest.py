@@ -119,7 +119,7 @@ def small_data(tmp_path: Path) -> Path:
     return make_data(tmp_path / "data")
 
 
-def built_once(tmp_path_factory, name: str, build, copy: str = "work") -> tuple[Path, Path]:
+def built_once(tmp_path_factory, name: str, build, copy: str | None = "work") -> tuple[Path, Path | None]:
     """A folder ``build(folder)`` makes once per test session, even across pytest-xdist's
     workers (the first to ask builds it under a lock in the session's shared temporary
     folder; the others wait for it). Returns (the shared folder, the asking worker's own copy
@@ -138,9 +138,72 @@ def built_once(tmp_path_factory, name: str, build, copy: str = "work") -> tuple[
                 shutil.rmtree(folder)
             build(folder)
             done.write_text("ok")
+    if copy is None:
+        return folder, None
     own = tmp_path_factory.mktemp(name) / copy
     shutil.copytree(folder / copy, own, symlinks=True, ignore=shutil.ignore_patterns("lock"))
     return folder, own
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory) -> str:
+    """``engine.address`` of one local Ray head (4 CPUs) that the session's Ray commands
+    connect to, instead of each starting and stopping a Ray of its own (about 5 s a command;
+    a command with the address unset still does: tests/e2e/test_ray_ops.py). Started once
+    across xdist's workers; stopped when the session ends (:func:`pytest_sessionfinish`)."""
+    pytest.importorskip("ray")
+
+    def build(folder: Path) -> None:
+        folder.mkdir(parents=True)
+        port = _free_port()
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        env["RAY_AUTH_MODE"] = "disabled"  # a head started by `ray start` asks for a token otherwise
+        ray_cli = Path(sys.executable).with_name("ray")
+        with open(folder / "start.log", "w") as out:
+            # its own process group: the whole head is stopped with one signal, and nothing else
+            proc = subprocess.Popen([str(ray_cli), "start", "--head", "--num-cpus=4", f"--port={port}",
+                                     "--node-ip-address=127.0.0.1", f"--ray-client-server-port={_free_port()}",
+                                     "--include-dashboard=false", "--disable-usage-stats"],
+                                    stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            rc = proc.wait(timeout=180)
+        (folder / "pgid").write_text(str(proc.pid))
+        assert rc == 0, (folder / "start.log").read_text()[-3000:]
+        (folder / "address").write_text(f"127.0.0.1:{port}")
+
+    folder, _ = built_once(tmp_path_factory, "rayhead", build, copy=None)
+    return (folder / "address").read_text()
+
+
+@pytest.fixture(scope="session")
+def ray_opts(ray_head) -> tuple[str, ...]:
+    """The overrides of a command on the Ray engine: 2 workers on the shared local head."""
+    return ("engine.kind=ray", "engine.workers=2", f"engine.address={ray_head}")
+
+
+def pytest_sessionfinish(session) -> None:
+    """Stop the shared Ray head (in the process that ran the session: xdist's controller once
+    its workers are done, or the only process)."""
+    import signal
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None or factory._basetemp is None:
+        return
+    pgid = factory._basetemp / "rayhead.shared" / "pgid"
+    if pgid.exists():
+        try:
+            os.killpg(int(pgid.read_text()), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, ValueError):
+            pass
 
 
 @pytest.fixture(scope="session")

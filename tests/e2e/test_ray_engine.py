@@ -1,6 +1,7 @@
 """engine.kind: ray on a local Ray (2 CPUs): partitioned inputs and sentiment give the
-artifacts of the local engine (training and recommend --all: test_ray_train.py). Each
-command starts (and stops) its own local Ray, as a user's would."""
+artifacts of the local engine (training and recommend --all: test_ray_train.py). The
+commands connect to one local Ray head of the test session (``ray_head`` in conftest.py), as
+to a cluster; a command with the address unset starting a Ray of its own: test_ray_ops.py."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ from tests.conftest import ROOT, make_data, run_cli, write_config
 ray = pytest.importorskip("ray")
 
 DEMO = str(ROOT / "configs" / "default.yaml")
-RAY = ("engine.kind=ray", "engine.workers=2")
 
 
 def _ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -61,7 +61,7 @@ def _partition(src, dst, bad_row: bool = True):
 
 
 @pytest.mark.parametrize("engine", ["local", "ray"])
-def test_partitioned_inputs_give_the_clean_artifacts_of_single_files(tmp_path, engine):
+def test_partitioned_inputs_give_the_clean_artifacts_of_single_files(tmp_path, engine, request):
     src = make_data(tmp_path / "src")
     whole = _partition(src, tmp_path / "parts")
     single = tmp_path / "single"
@@ -72,7 +72,8 @@ def test_partitioned_inputs_give_the_clean_artifacts_of_single_files(tmp_path, e
     c1 = write_config(tmp_path / "one.yaml", single, tmp_path / "w1")
     c2 = write_config(tmp_path / "parts.yaml", tmp_path / "parts", tmp_path / "w2",
                       data={"dir": str(tmp_path / "parts"), "ratings": "ratings", "reviews": "reviews"},
-                      engine={"kind": engine, "workers": 2})
+                      engine={"kind": engine, "workers": 2} if engine == "local" else
+                      {"kind": "ray", "workers": 2, "address": request.getfixturevalue("ray_head")})
     _ok(run_cli("clean", "--config", str(c1)))
     r = _ok(run_cli("clean", "--config", str(c2)))
     assert "3 part files" in r.stderr
@@ -114,7 +115,7 @@ def test_a_partitioned_folder_without_parts_exits_65(tmp_path):
 
 
 # ----------------------------------------------------------------------------- sentiment
-def test_sentiment_on_ray_equals_local_and_a_rerun_scores_nothing(tmp_path):
+def test_sentiment_on_ray_equals_local_and_a_rerun_scores_nothing(tmp_path, ray_opts):
     # the demo's generator, with a sixth of its reviews (the scores, not the volume, are compared)
     data = make_data(tmp_path / "data", n_users=600, n_movies=300, seed=0)
     reviews = pd.read_csv(data / "reviews.csv", dtype=str, keep_default_na=False)
@@ -124,7 +125,7 @@ def test_sentiment_on_ray_equals_local_and_a_rerun_scores_nothing(tmp_path):
     first = _ok(run_cli("sentiment", "--config", DEMO, f"workdir={local}", *site))
     # ingest and clean are the local site's; the score cache and the sentiment outputs are not
     shutil.copytree(local, onray, ignore=shutil.ignore_patterns("lock", "cache", "sentiment.json", "*_sentiment.parquet"))
-    r = _ok(run_cli("sentiment", "--config", DEMO, f"workdir={onray}", *site, *RAY))
+    r = _ok(run_cli("sentiment", "--config", DEMO, f"workdir={onray}", *site, *ray_opts))
     assert "clean: fresh" in r.stderr
     assert "texts scored on Ray by 2 actors" in r.stderr
     a, b = _art(local, "review_sentiment"), _art(onray, "review_sentiment")
@@ -148,7 +149,7 @@ def test_sentiment_on_ray_equals_local_and_a_rerun_scores_nothing(tmp_path):
     m1, m2 = _art(local, "message_sentiment"), _art(onray, "message_sentiment")
     assert np.abs(m1["sentiment"].to_numpy() - m2["sentiment"].to_numpy()).max() < 1e-4
     # a re-run finds every text in the cache: no Ray work at all
-    r = _ok(run_cli("sentiment", "--config", DEMO, f"workdir={onray}", *site, *RAY, "--force"))
+    r = _ok(run_cli("sentiment", "--config", DEMO, f"workdir={onray}", *site, *ray_opts, "--force"))
     scored = re.search(r"(\d+) of \1 texts not in the cache", first.stderr)
     assert scored and f"all {scored.group(1)} texts found in the cache" in r.stderr and "engine: Ray" not in r.stderr
 

@@ -1,4 +1,4 @@
-"""engine.kind: ray on a local Ray (2 CPUs): Adam on Ray Train reaches the local Adam's RMSE
+"""engine.kind: ray on the session's local Ray head (conftest.py): Adam on Ray Train reaches the local Adam's RMSE
 and serves; recommend --all on Ray gives the local lists; a worker killed mid-epoch resumes."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import make_data, run_cli
-from tests.e2e.test_ray_engine import DEMO, RAY, _ok
+from tests.e2e.test_ray_engine import DEMO, _ok
 
 ray = pytest.importorskip("ray")
 
@@ -22,7 +22,7 @@ ADAM = ("model.optimizer=adam", "model.learning_rate=0.005", "model.epochs=12", 
 
 
 @pytest.fixture(scope="module")
-def adam_sites(tmp_path_factory):
+def adam_sites(tmp_path_factory, ray_opts):
     """The demo's generator at 800 viewers, trained with Adam locally and on Ray (2 workers),
     same settings. Returns (base folder, the Ray train's log, the data override, the data)."""
     base = tmp_path_factory.mktemp("adam")
@@ -31,7 +31,7 @@ def adam_sites(tmp_path_factory):
     _ok(run_cli("train", "--config", DEMO, f"workdir={base / 'local'}", site, *ADAM))
     # the stages before train are the local site's (the engine decides none of their outputs)
     shutil.copytree(base / "local", base / "ray", ignore=shutil.ignore_patterns("lock", "models", "train.json"))
-    r = _ok(run_cli("train", "--config", DEMO, f"workdir={base / 'ray'}", site, *ADAM, *RAY))
+    r = _ok(run_cli("train", "--config", DEMO, f"workdir={base / 'ray'}", site, *ADAM, *ray_opts))
     assert "fuse: fresh" in r.stderr
     return base, r.stderr, site, data
 
@@ -58,11 +58,11 @@ def test_adam_on_ray_reaches_local_rmse_and_serves(adam_sites):
     assert len(items) == 10 and not seen & {it["movie_id"] for it in items}
 
 
-def test_recommend_all_on_ray_equals_local(adam_sites, tmp_path):
+def test_recommend_all_on_ray_equals_local(adam_sites, tmp_path, ray_opts):
     base, _, site, _ = adam_sites
     work = f"workdir={base / 'ray'}"
     _ok(run_cli("recommend", "--config", DEMO, work, site, "--all", "--output", str(tmp_path / "local.parquet")))
-    r = _ok(run_cli("recommend", "--config", DEMO, work, site, *RAY, "--all", "--output", str(tmp_path / "lists")))
+    r = _ok(run_cli("recommend", "--config", DEMO, work, site, *ray_opts, "--all", "--output", str(tmp_path / "lists")))
     parts = sorted((tmp_path / "lists").glob("part-*.parquet"))
     assert len(parts) > 1 and "written on Ray" in r.stderr
     a = pd.read_parquet(tmp_path / "local.parquet").sort_values(["user_id", "rank"]).reset_index(drop=True)
@@ -72,14 +72,15 @@ def test_recommend_all_on_ray_equals_local(adam_sites, tmp_path):
                                   b[["user_id", "rank", "movie_id", "predicted_rating"]])
     assert np.abs(a["rank_score"] - b["rank_score"]).max() < 1e-4
     # a file path is refused for the folder output
-    r = run_cli("recommend", "--config", DEMO, work, site, *RAY, "--all", "--output", str(tmp_path / "x.parquet"))
+    r = run_cli("recommend", "--config", DEMO, work, site, *ray_opts, "--all", "--output", str(tmp_path / "x.parquet"))
     assert r.returncode == 2 and "folder" in r.stderr
 
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_epoch_resumes_from_the_last_checkpoint(tmp_path):
-    r = _ok(run_cli("train", "--config", DEMO, f"workdir={tmp_path / 'w'}", *ADAM, *RAY,
-                    env={"MOVIEREC_FAILPOINT": "ray_worker"}))
+    # -v: the workers' log lines reach the command's stderr (without it, only the driver's)
+    r = _ok(run_cli("-v", "train", "--config", DEMO, f"workdir={tmp_path / 'w'}", *ADAM, "engine.kind=ray",
+                    "engine.workers=2", env={"MOVIEREC_FAILPOINT": "ray_worker"}))
     assert "resuming from the checkpoint of epoch 1" in r.stderr
     assert "resumed 1 times" in r.stderr
     r = _ok(run_cli("recommend", "--config", DEMO, f"workdir={tmp_path / 'w'}", "--user", "u00001"))
