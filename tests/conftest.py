@@ -188,6 +188,24 @@ def ray_opts(ray_head) -> tuple[str, ...]:
     return ("engine.kind=ray", "engine.workers=2", f"engine.address={ray_head}")
 
 
+#: the slowest test files (seconds of a 2-core run, whole file), handed to xdist's workers
+#: first so that neither is left alone with a long one at the end (addopts:
+#: --no-loadscope-reorder keeps this order); the rest follow in collection order
+SLOW_FILES = ("e2e/test_refresh.py", "e2e/test_demo.py", "e2e/test_ray_engine.py", "e2e/test_ray_train.py",
+              "e2e/test_cli_small.py", "e2e/test_registry.py", "e2e/test_hardening.py", "e2e/test_multilingual.py",
+              "e2e/test_serve.py", "e2e/test_privacy.py", "e2e/test_ray_ops.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {name: k for k, name in enumerate(SLOW_FILES)}
+
+    def key(item) -> int:
+        path = item.nodeid.split("::", 1)[0].removeprefix("tests/")
+        return rank.get(path, len(SLOW_FILES))
+
+    items.sort(key=key)  # stable: a file's tests keep their order
+
+
 def pytest_sessionfinish(session) -> None:
     """Stop the shared Ray head (in the process that ran the session: xdist's controller once
     its workers are done, or the only process)."""

@@ -4,20 +4,14 @@ before any work (78), a cluster lost during the run exits 69 (Ctrl-C: 130), and 
 address unset a command starts a Ray of its own even where another one runs.
 
 Most checks drive :func:`movierec.engine.session` with a stand-in for the ray module (no Ray
-is started); one command starts a local Ray beside a `ray start --head` of this test."""
+is started); one command starts a local Ray beside the test session's Ray head (conftest.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
-import shutil
-import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -257,71 +251,9 @@ def test_the_cli_exits_69_on_a_lost_cluster_and_130_on_ctrl_c(tmp_path, fake, mo
 
 
 # ----------------------------------------------------------------------------- address unset
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pids_naming(text: str) -> list[int]:
-    """The processes whose command line holds ``text`` (Linux /proc)."""
-    pids = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            with contextlib.suppress(OSError):
-                if text.encode() in (d / "cmdline").read_bytes():
-                    pids.append(int(d.name))
-    return pids
-
-
-@contextlib.contextmanager
-def _ray_head(num_cpus: int = 1):
-    """`ray start --head --block` with a temporary dir of its own (its ray_current_cluster file
-    too: no other Ray on the machine finds it); yields the GCS address and the Ray Client
-    port. Stopped by its PID (the blocking `ray start` shuts down what it started), then any
-    process left that names its temporary dir, never another Ray (`ray stop` would stop
-    every Ray on the machine)."""
-    temp = tempfile.mkdtemp(prefix="rayhead-", dir="/tmp")
-    port, client_port = _free_port(), _free_port()
-    # no token authentication (Ray turns it on where ~/.ray/auth_token exists): a driver
-    # given the address joins without one
-    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "disabled"}
-    out = open(Path(temp) / "start.log", "w+")
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
-                             f"--num-cpus={num_cpus}", f"--port={port}", f"--ray-client-server-port={client_port}",
-                             "--include-dashboard=false",
-                             f"--temp-dir={temp}", "--disable-usage-stats"],
-                            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 90
-        while "Ray runtime started" not in Path(out.name).read_text():
-            assert proc.poll() is None and time.monotonic() < deadline, Path(out.name).read_text()[-3000:]
-            time.sleep(0.5)
-        yield f"127.0.0.1:{port}", client_port
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        for pid in _pids_naming(temp):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while _pids_naming(temp) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        out.close()
-        shutil.rmtree(temp, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def head():
-    with _ray_head(num_cpus=1) as (address, _):
-        yield address
-
-
-def test_address_unset_starts_a_ray_of_its_own_beside_a_running_one(tmp_path, head):
+# the other Ray running on the machine: the session's head (conftest.py ray_head, 4 CPUs)
+def test_address_unset_starts_a_ray_of_its_own_beside_a_running_one(tmp_path, ray_head):
+    head = ray_head
     c = _site(tmp_path, workers=1)
     with socket.create_connection(("127.0.0.1", int(head.rsplit(":", 1)[1])), timeout=5):
         pass  # the head answers: ray.init() with no address would have joined it (and failed: exit 78)
@@ -329,15 +261,15 @@ def test_address_unset_starts_a_ray_of_its_own_beside_a_running_one(tmp_path, he
     assert r.returncode == 0, r.stderr[-3000:]
     ready = re.search(r"engine: Ray \S+ \(local\) ready in [\d.]+s: (\{.*\})", r.stderr)
     assert ready, r.stderr[-3000:]
-    # its own Ray: the CPUs it asked for (workers + 1, at least the machine's), not the head's 1
+    # its own Ray: the CPUs it asked for (workers + 1, at least the machine's), not the head's 4
     assert f"'CPU': {float(max(os.cpu_count() or 1, 2))}" in ready.group(1)
     assert "ratings: 1 part files" in r.stderr and "ingest: done" in r.stderr
 
 
-def test_joining_a_cluster_too_small_for_the_workers_exits_78(tmp_path, head):
-    c = _site(tmp_path, address="auto", workers=2)
-    r = run_cli("ingest", "--config", str(c), env={"RAY_ADDRESS": head}, timeout=300)
+def test_joining_a_cluster_too_small_for_the_workers_exits_78(tmp_path, ray_head):
+    c = _site(tmp_path, address="auto", workers=5)
+    r = run_cli("ingest", "--config", str(c), env={"RAY_ADDRESS": ray_head}, timeout=300)
     assert r.returncode == EXIT_CONFIG, r.stderr[-3000:]
-    assert ("error: engine.workers 2 x cpus_per_worker 1 = 2 CPUs, but the cluster at auto has 1: lower "
+    assert ("error: engine.workers 5 x cpus_per_worker 1 = 5 CPUs, but the cluster at auto has 4: lower "
             "engine.workers or add nodes") in r.stderr
     assert "engine: Ray" not in r.stderr and not (tmp_path / "w" / "artifacts" / "ratings_raw.parquet").exists()
