@@ -173,8 +173,8 @@ def ray_head(tmp_path_factory) -> str:
                                      "--node-ip-address=127.0.0.1", f"--ray-client-server-port={_free_port()}",
                                      "--include-dashboard=false", "--disable-usage-stats"],
                                     stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            (folder / "pgid").write_text(str(proc.pid))  # first: a start that hangs is stopped too
             rc = proc.wait(timeout=180)
-        (folder / "pgid").write_text(str(proc.pid))
         assert rc == 0, (folder / "start.log").read_text()[-3000:]
         (folder / "address").write_text(f"127.0.0.1:{port}")
 

@@ -1,4 +1,4 @@
-"""engine.kind: ray on a local Ray (2 CPUs): partitioned inputs and sentiment give the
+"""engine.kind: ray on a local Ray: partitioned inputs and sentiment give the
 artifacts of the local engine (training and recommend --all: test_ray_train.py). The
 commands connect to one local Ray head of the test session (``ray_head`` in conftest.py), as
 to a cluster; a command with the address unset starting a Ray of its own: test_ray_ops.py."""
