@@ -109,6 +109,10 @@ def test_a_known_viewer_with_nothing_of_their_own_gets_the_popularity_list_every
     assert blank["fallback"] == "popularity" and [it["movie_id"] for it in blank["items"]] == popular
     # the model's own predicted rating beside the list (mu + b_u + b_i + p_u . q_i)
     assert np.isclose(blank["items"][0]["predicted_rating"], 3.5 + Q[int(popular[0][1:])] @ P[0], atol=1e-3)
+    from movierec.explain import explain
+
+    assert {it["explanation"] for it in explain(bundle, "u0", blank["items"])} == {
+        "Among the most watched movies (no ratings of yours yet)."}
     rated = bundle.recommend_user("u1", 5)
     model_order = [f"m{i}" for i in np.argsort(-(Q @ P[1]), kind="stable") if i != 5][:5]
     assert rated["fallback"] is None and [it["movie_id"] for it in rated["items"]] == model_order

@@ -59,7 +59,8 @@ def explain(bundle: ModelBundle, user_id: str, items: list[dict], *, threshold: 
     ``new_ratings`` (movie index -> rating): the user's feedback since the version was
     trained, which the list folded in; they count as the user's ratings here too."""
     u = bundle.user_index(user_id)
-    if (u < 0 and not new_ratings) or bundle.rated is None:
+    blank = u < 0 or bool(bundle.knows_nothing(np.array([u]))[0])  # nothing rated or reviewed: popularity
+    if (blank and not new_ratings) or bundle.rated is None:
         for it in items:  # the popularity fallback: the only reason there is
             it["explanation"], it["evidence"] = "Among the most watched movies (no ratings of yours yet).", {}
         return items
