@@ -2,6 +2,7 @@
 
     python benchmarks/command_speed.py --ml100k ../shared/datasets/ml-100k [--before COMMIT]
         [--repeats 5] [--ratings 2000000] [--big 20000000]
+    python benchmarks/command_speed.py --recommend-only [--before COMMIT] [--repeats 9]
 
 Every figure is a fresh process started from here, timed from launch to exit (start-up,
 imports and JIT loading count), the median of ``--repeats`` (each repeat runs every
@@ -21,6 +22,8 @@ u1 and an 80/20 seeded split of ``--ratings`` synthetic ratings (``--big``: once
 size, one run each, with peak memory). ``--before COMMIT`` also times an older checkout (a git
 worktree whose src/ goes first on PYTHONPATH) in the same run. Also times `movierec recommend
 --user` on the demo (fresh process, median). Writes benchmarks/results/command_speed.md.
+``--recommend-only``: only the `recommend --user` timings (a known viewer and an unknown
+one), written to benchmarks/results/recommend_user.md.
 """
 
 from __future__ import annotations
@@ -189,19 +192,65 @@ def phases(data: tuple[Path, Path, Path], work: Path) -> dict:
     return {k: statistics.median(g.get(k, 0.0) for g in got) for k in got[0]}
 
 
-def recommend_demo(sites: dict, work: Path, repeats: int) -> list[dict]:
-    rows = []
+def recommend_demo(sites: dict, work: Path, repeats: int, users: tuple[str, ...] = ("u00001",)) -> list[dict]:
+    """`movierec recommend --user U` on the demo, trained first by each checkout: fresh
+    processes, each repeat runs every checkout and user in turn."""
+    cfg = str(ROOT / "configs" / "default.yaml")
+    cmds = {}
     for site, src in sites.items():
         cmd, env = movierec_cmd(src)
         wd = work / ("rec-" + re.sub(r"\W+", "-", site))
         shutil.rmtree(wd, ignore_errors=True)
-        subprocess.run(cmd + ["train", "--config", str(ROOT / "configs" / "default.yaml"), f"workdir={wd}"],
-                       check=True, capture_output=True, env=env)
-        ws = [run(cmd + ["recommend", "--config", str(ROOT / "configs" / "default.yaml"), f"workdir={wd}",
-                         "--user", "u00001"], env)[0] for _ in range(repeats)]
-        rows.append({"site": site, "seconds": statistics.median(ws), "runs": ws})
-        print(rows[-1], flush=True)
+        subprocess.run(cmd + ["train", "--config", cfg, f"workdir={wd}"], check=True, capture_output=True, env=env)
+        for user in users:
+            cmds[(site, user)] = (cmd + ["recommend", "--config", cfg, f"workdir={wd}", "--user", user], env)
+    runs: dict = {k: [] for k in cmds}
+    for _ in range(repeats):
+        for k, (cmd, env) in cmds.items():
+            runs[k].append(run(cmd, env)[0])
+    rows = [{"site": site, "user": user, "seconds": statistics.median(ws), "runs": ws}
+            for (site, user), ws in runs.items()]
+    for r in rows:
+        print(r, flush=True)
     return rows
+
+
+def recommend_table(rec: list[dict]) -> list[str]:
+    doc = ["| checkout | viewer | seconds (median) | runs |", "|---|---|---|---|"]
+    doc += [f"| {r['site']} | {r.get('user', 'u00001')} | {r['seconds']:.2f} | "
+            f"{', '.join(f'{w:.2f}' for w in r['runs'])} |" for r in rec]
+    return doc
+
+
+def recommend_only(args) -> None:
+    """Only the `recommend --user` timings, to benchmarks/results/recommend_user.md."""
+    tmp = Path(tempfile.mkdtemp(prefix="movierec-rec-"))
+    sites: dict[str, Path | None] = {"this checkout": None}
+    wt = None
+    if args.before:
+        wt = tmp / "before-tree"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(wt), args.before], check=True,
+                       capture_output=True)
+        sites = {f"before, {args.before[:7]}": wt / "src", **sites}
+    try:
+        rec = recommend_demo(sites, tmp / "rec", args.repeats, users=("u00001", "nobody-known"))
+    finally:
+        if wt is not None:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(wt)], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    out = ROOT / "benchmarks" / "results" / "recommend_user.md"
+    doc = ["# `movierec recommend --user` on the demo, a fresh process", "",
+           f"Machine: {machine()}  ",
+           f"Command: `python benchmarks/command_speed.py --recommend-only"
+           f"{' --before ' + args.before if args.before else ''} --repeats {args.repeats}`  ",
+           f"Date: {time.strftime('%Y-%m-%d %H:%M')}", "",
+           "configs/default.yaml trained on the demo by each checkout first; each figure is launch to exit of "
+           "the console command (interpreter start-up and imports count), printing the table of 10 movies. "
+           "`u00001` is a viewer the model knows; `nobody-known` is not in the data (the popularity list and a "
+           "note on stderr). Each repeat runs every row once, in turn.", "",
+           *recommend_table(rec), ""]
+    out.write_text("\n".join(doc))
+    print(out.read_text())
 
 
 def machine() -> str:
@@ -231,13 +280,19 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ml100k", type=Path, required=True, help="the raw MovieLens-100K folder (u.data, u1.base...)")
+    ap.add_argument("--ml100k", type=Path, help="the raw MovieLens-100K folder (u.data, u1.base...)")
+    ap.add_argument("--recommend-only", action="store_true",
+                    help="only time `recommend --user` on the demo (benchmarks/results/recommend_user.md)")
     ap.add_argument("--before", help="an older commit to time beside this checkout")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--ratings", type=int, default=2_000_000)
     ap.add_argument("--big", type=int, default=0, help="also this many synthetic ratings, one run each")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "command_speed.md")
     args = ap.parse_args()
+    if args.recommend_only:
+        return recommend_only(args)
+    if args.ml100k is None:
+        ap.error("--ml100k is required (or --recommend-only)")
     tmp = Path(tempfile.mkdtemp(prefix="movierec-speed-"))
     sites: dict[str, Path | None] = {"this checkout": None}
     wt = None
@@ -299,8 +354,7 @@ def write(args, rows: list[dict], breakdown: dict, big_rows: list[dict], rec: li
         doc += [f"| {k} | {v:.3f} |" for k, v in ph.items()]
         doc.append("")
     doc += ["`movierec recommend --user u00001` on the demo (configs/default.yaml, model trained first), a fresh "
-            "process:", "", "| checkout | seconds (median) | runs |", "|---|---|---|"]
-    doc += [f"| {r['site']} | {r['seconds']:.2f} | {', '.join(f'{w:.2f}' for w in r['runs'])} |" for r in rec]
+            "process:", "", *recommend_table(rec)]
     doc.append("")
     notes = ""
     if args.out.exists():

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import pandas as pd
+from movierec._lazy import pd
 
 from movierec._version import __version__
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+from movierec._lazy import pd
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import os
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
+from movierec._lazy import pd
 
 from movierec.config import PrivacyConfig
 from movierec.errors import ConfigError

@@ -11,14 +11,12 @@ all users, fold-in, feedback since training) share the same vectors and masks.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
 
+from movierec._lazy import is_frame, pd, sp
 from movierec.errors import DataError, ModelError
 from movierec.models.mf import MatrixFactorization, ScoreVectors
 from movierec.version_layout import GENRE_SENTIMENT, META, MOVIES, NEIGHBOURS, SEEN, USER_IDS
@@ -127,6 +125,16 @@ def _topk_rows(s: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return topk_rows(s, n)
 
 
+def _missing(v) -> bool:
+    """None, NaN or pandas' NA (a year the catalogue does not give)."""
+    if v is None:
+        return True
+    try:
+        return bool(v != v)
+    except TypeError:  # pandas.NA compares to NA, which has no truth value
+        return True
+
+
 def _number(v) -> float:
     """A rating from an event (None, text or a missing value: NaN)."""
     try:
@@ -142,47 +150,125 @@ def _numbers(col: pd.Series) -> np.ndarray:
     return pd.to_numeric(col, errors="coerce").to_numpy(np.float64)
 
 
-@dataclass
 class ModelBundle:
     """A model version loaded for serving: the model, id maps, catalogue, seen items,
-    popularity (all read from the version folder; see :mod:`movierec.registry`)."""
+    popularity (all read from the version folder; see :mod:`movierec.registry`).
 
-    path: Path | None
-    model: MatrixFactorization
-    user_ids: pd.Index
-    movie_ids: pd.Index
-    movies: pd.DataFrame
-    seen: sp.csr_matrix  # users x movies: rated (any part of the data) or reviewed
-    popularity: np.ndarray
-    meta: dict
-    rated: sp.csr_matrix | None = None  # users x movies: every rating
+    A bundle read by :meth:`load` keeps its ids, catalogue and seen movies as plain lists and
+    CSR arrays; the pandas and scipy forms (``user_ids``, ``movie_ids``, ``movies``,
+    ``seen``, ``rated``) are built on first use. One viewer's list needs none of them, so
+    ``movierec recommend --user`` imports neither library."""
+
+    def __init__(self, path: Path | None, model: MatrixFactorization, user_ids: pd.Index | None,
+                 movie_ids: pd.Index | None, movies: pd.DataFrame | None, seen: sp.csr_matrix | None,
+                 popularity: np.ndarray, meta: dict, rated: sp.csr_matrix | None = None) -> None:
+        self.path, self.model, self.popularity, self.meta = path, model, popularity, meta
+        self._user_ids, self._movie_ids, self._movies, self._seen, self._rated = \
+            user_ids, movie_ids, movies, seen, rated
+        self._raw: dict = {}  # what load read: id lists, catalogue columns, CSR parts
 
     @classmethod
     def load(cls, path: str | Path, model_file: str = "model.npz") -> "ModelBundle":
         """Read a version folder (use :meth:`movierec.registry.Registry.load`, which checks
         the format first)."""
+        import pyarrow.parquet as pq
+
         path = Path(path)
         if not (path / model_file).exists():
             raise ModelError(f"{path}: no {model_file} here; run `movierec train` first")
         model = MatrixFactorization.load(path / model_file)
         try:
-            users = pd.read_parquet(path / USER_IDS)
-            movies = pd.read_parquet(path / MOVIES)
+            users = pq.ParquetFile(path / USER_IDS).read(columns=["user_id"]).column(0).to_pylist()
+            movies = pq.ParquetFile(path / MOVIES).read()
+            cat = {c: movies.column(c).to_pylist() for c in ("movie_id", "title", "genres", "year")
+                   if c in movies.column_names}
             with np.load(path / SEEN) as z:
-                shape = (len(users), len(movies))
-                rated = sp.csr_matrix((z["ratings"], z["indices"], z["indptr"]), shape=shape)
-                watched = sp.csr_matrix((np.ones(len(z["watched_indices"]), np.float32), z["watched_indices"],
-                                         z["watched_indptr"]), shape=shape)
+                csr = {k: z[k] for k in ("ratings", "indices", "indptr", "watched_indices", "watched_indptr")}
                 popularity = z["popularity"]
             meta = json.loads((path / META).read_text())
         except (OSError, KeyError, ValueError) as exc:
             raise ModelError(f"model version {path.name}: incomplete or unreadable ({exc})") from exc
-        seen = rated.copy()  # by structure: a rating of 0 (0-10 scales) is a rating too
-        seen.data = np.ones_like(seen.data)
-        seen = seen + watched
-        seen.data[:] = 1.0
-        return cls(path, model, pd.Index(users["user_id"].astype(str)), pd.Index(movies["movie_id"].astype(str)),
-                   movies, seen.tocsr(), popularity, meta, rated)
+        except Exception as exc:  # pyarrow's own errors (ArrowInvalid: not a Parquet file)
+            if type(exc).__module__.startswith("pyarrow"):
+                raise ModelError(f"model version {path.name}: incomplete or unreadable ({exc})") from exc
+            raise
+        n_users, n_movies = len(users), len(cat["movie_id"])
+        if len(csr["indptr"]) != n_users + 1 or len(csr["watched_indptr"]) != n_users + 1:
+            raise ModelError(f"model version {path.name}: incomplete or unreadable (seen movies of "
+                             f"{len(csr['indptr']) - 1} users, {n_users} user ids)")
+        bundle = cls(path, model, None, None, None, None, popularity, meta)
+        bundle._raw = {"users": [str(u) for u in users], "catalogue": cat, "csr": csr,
+                       "shape": (n_users, n_movies)}
+        return bundle
+
+    # ------------------------------------------------------------------ ids, catalogue, seen
+    @property
+    def user_ids(self) -> pd.Index:
+        if self._user_ids is None:
+            self._user_ids = pd.Index(pd.Series(self._raw["users"], dtype=object).astype(str))
+        return self._user_ids
+
+    @property
+    def movie_ids(self) -> pd.Index:
+        if self._movie_ids is None:
+            ids = self._raw["catalogue"]["movie_id"]
+            self._movie_ids = pd.Index(pd.Series(ids, dtype=object).astype(str))
+        return self._movie_ids
+
+    @property
+    def movies(self) -> pd.DataFrame:
+        if self._movies is None:
+            self._movies = pd.read_parquet(self.path / MOVIES)
+        return self._movies
+
+    @property
+    def rated(self) -> sp.csr_matrix | None:
+        """users x movies: every rating."""
+        if self._rated is None and self._raw:
+            z = self._raw["csr"]
+            self._rated = sp.csr_matrix((z["ratings"], z["indices"], z["indptr"]), shape=self._raw["shape"])
+        return self._rated
+
+    @rated.setter
+    def rated(self, value: sp.csr_matrix | None) -> None:
+        self._rated = value
+
+    @property
+    def seen(self) -> sp.csr_matrix:
+        """users x movies: rated (any part of the data) or reviewed."""
+        if self._seen is None:
+            z = self._raw["csr"]
+            watched = sp.csr_matrix((np.ones(len(z["watched_indices"]), np.float32), z["watched_indices"],
+                                     z["watched_indptr"]), shape=self._raw["shape"])
+            seen = self.rated.copy()  # by structure: a rating of 0 (0-10 scales) is a rating too
+            seen.data = np.ones_like(seen.data)
+            seen = seen + watched
+            seen.data[:] = 1.0
+            self._seen = seen.tocsr()
+        return self._seen
+
+    @seen.setter
+    def seen(self, value: sp.csr_matrix) -> None:
+        self._seen = value
+
+    def _n_users(self) -> int:
+        return self._raw["shape"][0] if self._raw else len(self._user_ids)
+
+    def _rated_parts(self) -> tuple | None:
+        """(indptr, indices, data) of every rating, without building a sparse matrix."""
+        r = self._rated
+        if r is None and self._raw:
+            z = self._raw["csr"]
+            return z["indptr"], z["indices"], z["ratings"]
+        return None if r is None else (r.indptr, r.indices, r.data)
+
+    def seen_movies(self, u: int) -> np.ndarray:
+        """The movies user ``u`` rated or reviewed (sorted)."""
+        if self._seen is None and self._raw:
+            z = self._raw["csr"]
+            return np.union1d(z["indices"][z["indptr"][u]: z["indptr"][u + 1]],
+                              z["watched_indices"][z["watched_indptr"][u]: z["watched_indptr"][u + 1]])
+        return self.seen.indices[self.seen.indptr[u]: self.seen.indptr[u + 1]]
 
     def neighbours(self) -> pd.DataFrame | None:
         """The social neighbourhood the version was trained with (user_idx, neighbour_idx, strength)."""
@@ -233,13 +319,14 @@ class ModelBundle:
     def user_index(self, user_id: str) -> int:
         """The dense index of a user id (-1: unknown); a dict lookup, built once."""
         if not hasattr(self, "_user_pos"):
-            self._user_pos = {u: k for k, u in enumerate(self.user_ids)}
+            self._user_pos = {u: k for k, u in enumerate(self._raw["users"] if self._raw else self.user_ids)}
         return self._user_pos.get(str(user_id).strip(), -1)
 
     def movie_index(self, movie_ids) -> np.ndarray:
         """Dense indices of movie ids (-1: not in the catalogue); dict lookups, built once."""
         if not hasattr(self, "_movie_pos"):
-            self._movie_pos = {m: k for k, m in enumerate(self.movie_ids)}
+            ids = self._catalogue[0]
+            self._movie_pos = {m: k for k, m in enumerate(ids)}
         pos = self._movie_pos
         return np.fromiter((pos.get(str(m).strip(), -1) for m in movie_ids), np.int64, len(movie_ids))
 
@@ -248,12 +335,11 @@ class ModelBundle:
         """The output columns of every movie as plain Python values, built once (a list row is
         then a few lookups, not a pandas row)."""
         if not hasattr(self, "_cat_cols"):
-            mv = self.movies
-            n = len(mv)
-            years = mv["year"] if "year" in mv.columns else pd.Series([None] * n)
-            genres = mv["genres"] if "genres" in mv.columns else pd.Series([""] * n)
-            self._cat_cols = ([str(v) for v in mv["movie_id"]], [str(v) for v in mv["title"]],
-                              [None if pd.isna(y) else int(y) for y in years], [str(v) for v in genres])
+            cat = self._raw["catalogue"] if self._raw else {c: self.movies[c].tolist() for c in self.movies.columns}
+            n = len(cat["movie_id"])
+            years, genres = cat.get("year", [None] * n), cat.get("genres", [""] * n)
+            self._cat_cols = ([str(v) for v in cat["movie_id"]], [str(v) for v in cat["title"]],
+                              [None if _missing(y) else int(y) for y in years], [str(v) for v in genres])
         return self._cat_cols
 
     def _rows(self, items: np.ndarray, scores: np.ndarray, predicted: np.ndarray | None = None) -> list[dict]:
@@ -317,7 +403,7 @@ class ModelBundle:
         a service keeps: no frame is built for one viewer's few events)."""
         if events is None or not len(events):
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-        if isinstance(events, pd.DataFrame):
+        if is_frame(events):
             users, movies = events["user_id"].tolist(), events["movie_id"].tolist()
             r = _numbers(events["rating"]) if "rating" in events.columns else np.full(len(events), np.nan)
         else:
@@ -331,10 +417,12 @@ class ModelBundle:
         return u[ok], m[ok], r[ok]
 
     def _user_ratings(self, u: int) -> tuple[np.ndarray, np.ndarray]:
-        if self.rated is None:
+        parts = self._rated_parts()
+        if parts is None:
             return np.zeros(0, np.int64), np.zeros(0)
-        lo, hi = self.rated.indptr[u], self.rated.indptr[u + 1]
-        return self.rated.indices[lo:hi].astype(np.int64), self.rated.data[lo:hi].astype(np.float64)
+        indptr, indices, data = parts
+        lo, hi = indptr[u], indptr[u + 1]
+        return indices[lo:hi].astype(np.int64), data[lo:hi].astype(np.float64)
 
     def _watch_taste(self, liked: np.ndarray) -> np.ndarray:
         """Watch factors of a taste given by liked movies: their mean watch vector, given a
@@ -394,7 +482,7 @@ class ModelBundle:
             liked = np.asarray(items)[new_r >= mr.mean()] if len(np.unique(mr)) > 1 else np.asarray(items)
             if len(liked):
                 k = len(p)
-                n_old = int(self.seen.indptr[u + 1] - self.seen.indptr[u])
+                n_old = len(self.seen_movies(u))
                 n_new = weight * len(items)
                 w = (n_old * rank_u[k:] + n_new * self._watch_taste(liked)) / (n_old + n_new)
                 rank_u[k:] = w
@@ -407,6 +495,10 @@ class ModelBundle:
         evaluation, where those lists scored below popularity (FilmTrust NDCG@10 0.210 against
         0.220; level on CiaoDVD)."""
         users = np.asarray(users, np.int64)
+        if self._seen is None and self._raw:
+            z = self._raw["csr"]
+            return (z["indptr"][users + 1] == z["indptr"][users]) & \
+                (z["watched_indptr"][users + 1] == z["watched_indptr"][users])
         return self.seen.indptr[users + 1] == self.seen.indptr[users]
 
     def recommend_user(self, user_id: str, n: int, exclude_seen: bool = True,
@@ -417,7 +509,7 @@ class ModelBundle:
         user gets the popularity fallback, flagged (or fold-in from their feedback ratings)."""
         u = self.user_index(user_id)
         if u < 0:
-            if events is not None and not isinstance(events, pd.DataFrame):
+            if events is not None and not is_frame(events):
                 events = pd.DataFrame(events) if len(events) else None
             mine = events[events["user_id"].astype(str).str.strip() == str(user_id).strip()] \
                 if events is not None and len(events) else None
@@ -455,14 +547,15 @@ class ModelBundle:
             ii = (ii[0][[u]], ii[1])
         exclude = None
         if exclude_seen:  # what the user rated or reviewed, and the movies of their feedback since
-            mine = self.seen.indices[self.seen.indptr[u]: self.seen.indptr[u + 1]]
+            mine = self.seen_movies(u)
             exclude = [np.concatenate([mine, evm]) if len(evm) else mine]
         if not hasattr(self, "_rank_item_t"):
             self._rank_item_t = np.ascontiguousarray(np.asarray(rv[4], dtype=np.float32).T)
         items, scores = top_n(vectors, np.array([0]), n, item_item=ii, exclude=exclude, item_t=self._rank_item_t)
         pred = self._predicted(p, b, items[0])
         # a known user without ratings is scored from features, reviews and friends
-        has_ratings = self.rated is not None and self.rated.indptr[u + 1] > self.rated.indptr[u]
+        parts = self._rated_parts()
+        has_ratings = parts is not None and parts[0][u + 1] > parts[0][u]
         fallback = None if has_ratings or len(new_m) else "features"
         out = {"user_id": str(user_id), "fallback": fallback, "items": self._rows(items[0], scores[0], pred)}
         if len(evm):

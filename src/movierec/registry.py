@@ -57,8 +57,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
+from movierec._lazy import pd
+from movierec._lazy import sp
 import yaml
 
 from movierec.catalog import fsync_path, fsync_tree, umask_mode, write_json

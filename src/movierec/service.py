@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import numpy as np
-import pandas as pd
+from movierec._lazy import pd
 
 from movierec.config import Config, load_config
 from movierec.errors import ConfigError, DataError, ModelError
@@ -56,9 +56,13 @@ class Served:
     name: str
     bundle: "ModelBundle"
     tail: FeedbackTail
-    movies: pd.Index  # the catalogue feedback is checked against (movie ids)
     scale: tuple[float, float] | None
     loaded: float = field(default_factory=time.time)
+
+    @property
+    def movies(self) -> pd.Index:
+        """The catalogue feedback is checked against (movie ids)."""
+        return self.bundle.movie_ids
 
 
 def load(config: str | Path | Config | None = None, overrides: Iterable[str] = ()) -> "Service":
@@ -128,7 +132,7 @@ class Service:
         tail = FeedbackTail(self.cfg.workdir, bundle.meta.get("feedback"))
         tail.refresh()
         scale = rating_scale(self.cfg, (sc["min"], sc["max"]) if "min" in sc else None)
-        return Served(name, bundle, tail, bundle.movie_ids, scale)
+        return Served(name, bundle, tail, scale)
 
     def version(self, name: str) -> Served:
         """A version by name, loaded once (the experiment's arms); ``current``: the serving one."""

@@ -26,7 +26,7 @@ from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
+from movierec._lazy import sp
 
 from movierec.config import EngineConfig, ModelConfig
 from movierec.errors import ModelError
@@ -682,9 +682,10 @@ class MatrixFactorization:
                                      f"(this movierec reads format {FORMAT_VERSION}); train a new model")
                 arrays = {k: z[k] for k in cls.ARRAYS}
                 shape = tuple(int(x) for x in z["ease_history_shape"])
-                arrays["ease_history_"] = sp.csr_matrix(
-                    (np.ones(len(z["ease_history_indices"]), np.float32), z["ease_history_indices"],
-                     z["ease_history_indptr"]), shape=shape)
+                if shape[1]:  # an EASE ranker's history (others keep none: no scipy to load them)
+                    arrays["ease_history_"] = sp.csr_matrix(
+                        (np.ones(len(z["ease_history_indices"]), np.float32), z["ease_history_indices"],
+                         z["ease_history_indptr"]), shape=shape)
         except (OSError, KeyError, ValueError) as exc:
             raise ModelError(f"{path}: not a readable movierec model ({exc})") from exc
         m = cls(**meta["params"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
+from movierec._lazy import sp
 
 from movierec.errors import ModelError
 
