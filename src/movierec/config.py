@@ -280,7 +280,9 @@ class EngineConfig:
                                      "run on GPUs when > 0)", ge=0)
     checkpoint_dir: Optional[str] = _f(None, "ray: where Ray Train keeps the Adam trainer's checkpoints: a folder "
                                              "every node sees (shared file system) or s3://...; unset: a temporary "
-                                             "folder (a cluster on one machine)")
+                                             "folder (a cluster on one machine). A fit that fails leaves its "
+                                             "checkpoints there and the same fit in the next command resumes "
+                                             "from them")
     window: int = _f(200000, "ray: texts per Ray Data pass of the sentiment stage (the driver holds one "
                              "window's texts; scores are cached after each)", ge=1)
     connect_timeout: float = _f(30.0, "ray: seconds to wait for the cluster at address (host:port, "

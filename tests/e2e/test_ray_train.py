@@ -85,3 +85,26 @@ def test_a_worker_killed_mid_epoch_resumes_from_the_last_checkpoint(tmp_path):
     assert "resumed 1 times" in r.stderr
     r = _ok(run_cli("recommend", "--config", DEMO, f"workdir={tmp_path / 'w'}", "--user", "u00001"))
     assert "Top 10" in r.stdout
+
+
+@pytest.mark.slow
+def test_a_failed_fit_resumes_from_its_checkpoints_in_the_next_command(tmp_path, ray_opts):
+    """The command dies mid-fit (killed after two epochs' checkpoints): the checkpoints stay in
+    engine.checkpoint_dir under the fit's key, the same command again resumes from them (not
+    from epoch 0), and a finished fit leaves none behind."""
+    data = make_data(tmp_path / "data", n_users=300, n_movies=120, seed=0)
+    ckpt = tmp_path / "ckpt"
+    args = ("-v", "train", "--config", DEMO, f"workdir={tmp_path / 'w'}", f"data.dir={data}", *ADAM,
+            "model.epochs=6", "model.early_stopping=false", *ray_opts, f"engine.checkpoint_dir={ckpt}")
+    r = run_cli(*args, env={"MOVIEREC_FAILPOINT": "ray_driver"})
+    assert r.returncode == -9, r.stderr[-3000:]
+    left = list(ckpt.glob("movierec-adam-*"))
+    assert len(left) == 1 and list(left[0].rglob("state.npz")), list(ckpt.rglob("*"))
+    r = _ok(run_cli(*args))
+    assert f"left checkpoints in {left[0]}" in r.stderr
+    resumed = [int(line.rsplit(" ", 1)[1]) for line in r.stderr.splitlines()
+               if "resuming from the checkpoint of epoch" in line]
+    assert resumed and resumed[0] >= 1, r.stderr[-3000:]
+    assert not list(ckpt.glob("movierec-adam-*"))  # finished: nothing kept
+    current = tmp_path / "w" / "models" / (tmp_path / "w" / "models" / "current").read_text().strip()
+    assert len(json.loads((current / "meta.json").read_text())["history"]["train_rmse"]) == 6

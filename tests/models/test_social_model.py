@@ -166,3 +166,48 @@ def test_clustering_is_networkx_clustering_also_in_blocks():
     tri = nx.triangles(g.to_undirected())
     # blocks of a few rows (the memory bound at Epinions size) count the same triangles
     assert np.array_equal(triangles(U, max_entries=50), [tri[i] for i in range(200)])
+
+
+def test_an_adam_step_sends_only_the_rows_its_batch_touches(world):
+    """The social and implicit terms of an Adam step read only the batch users' rows (their
+    trusted neighbours', their implicit sets'): the same numbers as the whole sparse product,
+    and gradients that name only those rows (tf.IndexedSlices, what Ray workers all-gather)
+    instead of whole tables. With the trust term, Adam finds the targets' community as SGD does."""
+    tf = pytest.importorskip("tensorflow")
+    from movierec.models._adam import _csr_rows, _make_step
+
+    ratings, res, targets, n_users = world
+    nb = res.neighbours
+    S = sp.csr_matrix((nb["strength"].to_numpy(np.float32), (nb["user_idx"], nb["neighbour_idx"])),
+                      shape=(n_users, n_users))
+    T = np.random.default_rng(0).normal(size=(n_users, 3)).astype(np.float32)
+    u = np.array([5, 0, 77, 5, 119])
+    for fixed in (False, True):  # rows as they are; padded to the longest (under a distribution strategy)
+        got = _csr_rows(tf, S, fixed)(tf.constant(u), tf.constant(T)).numpy()
+        np.testing.assert_allclose(got, (S @ T)[u], rtol=1e-5, atol=1e-6)
+
+    n_items = 2 * N_MOVIES + N_NEUTRAL
+    data = TrainData(ratings.user_idx.to_numpy(), ratings.movie_idx.to_numpy(), ratings.rating.to_numpy(),
+                     n_users, n_items, neighbours=S)
+    m = MatrixFactorization(factors=4, optimizer="adam", social_reg=0.5, implicit=True, use_features=False,
+                            ranking="rating", seed=0)
+    m._init_state(data, np.random.default_rng(0))
+    step, _, _, variables = _make_step(tf, m, data, len(ratings))
+    batch = np.array([3, 700])  # two ratings of two users
+    _, grads = step.gradients(*(tf.constant(a[batch]) for a in (data.users, data.items, data.ratings)),
+                              tf.ones(len(batch)))
+    by_name = {v.name.split(":")[0]: g for v, g in zip(variables, grads)}
+    for name in ("user_factors", "item_factors", "user_bias", "item_bias"):
+        assert isinstance(by_name[name], tf.IndexedSlices), name
+    touched = np.unique(by_name["user_factors"].indices.numpy())
+    users = data.users[batch]
+    assert set(touched) == set(users) | set(S[users].indices)  # the batch users and whom they trust
+    assert len(touched) < n_users / 2
+    # the implicit table's L2 term shrinks every row each step: that gradient stays whole
+    assert not isinstance(by_name["item_implicit"], tf.IndexedSlices)
+
+    social_adam = own_community_share(MatrixFactorization(
+        factors=4, epochs=60, optimizer="adam", learning_rate=0.02, reg=0.02, social_reg=0.5, use_features=False,
+        early_stopping=False, ranking="rating", batch_size=256, seed=0).fit(
+        TrainData(data.users, data.items, data.ratings, n_users, n_items, neighbours=S)), targets)
+    assert social_adam >= 0.9

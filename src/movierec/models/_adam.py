@@ -86,18 +86,19 @@ def _make_step(tf, model, data, n_train: int, loss_scale: float = 1.0, optimizer
     Yimp = tf.Variable(model.item_implicit_ if implicit else np.zeros((1, 1), np.float32), name="item_implicit")
     if implicit:
         variables.append(Yimp)
-        nm = model._implicit_norm.tocoo()
-        imp_sp = tf.sparse.reorder(tf.sparse.SparseTensor(
-            np.stack([nm.row, nm.col], 1).astype(np.int64), nm.data.astype(np.float32), nm.shape))
+        imp_rows = _csr_rows(tf, model._implicit_norm)
     # SGD shrinks y_j once for every user whose implicit set holds j: weight by that count
     counts = np.asarray(data.implicit().sum(0)).ravel().astype(np.float32) if implicit else np.zeros(1, np.float32)
     imp_weight = tf.constant(counts[:, None] * model.reg_implicit / max(n_train, 1))
 
-    nb = data.neighbours.tocoo()
+    nb = data.neighbours.tocsr()
     social = model.social_reg > 0 and nb.nnz > 0
     if social:
-        nb_sp = tf.sparse.reorder(tf.sparse.SparseTensor(
-            np.stack([nb.row, nb.col], 1).astype(np.int64), nb.data.astype(np.float32), nb.shape))
+        # under a distribution strategy every worker's gradient must have the same length (the
+        # all-gather of tf.IndexedSlices of different lengths fails inside the step loop): rows
+        # padded to the longest neighbourhood (the social stage keeps a bounded number)
+        nb_rows = _csr_rows(tf, nb, fixed=loss_scale != 1.0)
+        has_nb = tf.constant((np.diff(nb.indptr) > 0).astype(np.float32))
 
     # a large epsilon damps the per-parameter step of rarely seen users and movies (with the
     # default 1e-7 they take full-size steps from a few ratings and overfit)
@@ -110,14 +111,15 @@ def _make_step(tf, model, data, n_train: int, loss_scale: float = 1.0, optimizer
     def effective(u, i):
         pu = tf.gather(P, u)
         qi = tf.gather(Q, i)
-        if implicit:
-            pu = pu + tf.gather(tf.sparse.sparse_dense_matmul(imp_sp, Yimp), u)
+        if implicit:  # |N(u)|^-1/2 sum of y_j over the batch users' implicit sets only
+            pu = pu + imp_rows(u, Yimp)
         if use_feat:
             pu = pu + tf.matmul(tf.gather(X, u), W, transpose_b=True)
             qi = qi + tf.matmul(tf.gather(Y, i), V, transpose_b=True)
         return pu, qi
 
-    def step(u, i, r, w):
+    def gradients(u, i, r, w):
+        """(batch squared error, the loss's gradients for ``variables``)."""
         with tf.GradientTape() as tape:
             pu, qi = effective(u, i)
             pred = mu + tf.gather(bu, u) + tf.gather(bi, i) + tf.reduce_sum(pu * qi, axis=1)
@@ -130,17 +132,54 @@ def _make_step(tf, model, data, n_train: int, loss_scale: float = 1.0, optimizer
                 loss += reg_f * (tf.reduce_sum(tf.square(W)) + tf.reduce_sum(tf.square(V)))
             if implicit:
                 loss += tf.reduce_sum(imp_weight * tf.square(Yimp))
-            if social:
-                mean_nb = tf.sparse.sparse_dense_matmul(nb_sp, P)
-                has = tf.cast(tf.sparse.reduce_sum(nb_sp, axis=1) > 0, tf.float32)
-                diff = (tf.gather(P, u) - tf.gather(mean_nb, u)) * tf.expand_dims(tf.gather(has, u), 1)
+            if social:  # the batch users' trusted neighbours' mean, from their rows of P only
+                diff = (tf.gather(P, u) - nb_rows(u, P)) * tf.expand_dims(tf.gather(has_nb, u), 1)
                 loss += social_reg * tf.reduce_mean(tf.reduce_sum(tf.square(diff), 1))
             loss *= loss_scale
-        grads = tape.gradient(loss, variables)
-        opt.apply_gradients(zip(grads, variables))
-        return tf.reduce_sum(tf.square(err))
+        return tf.reduce_sum(tf.square(err)), tape.gradient(loss, variables)
 
+    def step(u, i, r, w):
+        sse, grads = gradients(u, i, r, w)
+        opt.apply_gradients(zip(grads, variables))
+        return sse
+
+    step.gradients = gradients  # tests and the benchmark look at what a step sends
     return step, (bu, bi, P, Q, W, V, Yimp if implicit else None), opt, variables
+
+
+def _csr_rows(tf, m, fixed: bool = False):
+    """``rows(u, T)``: rows ``u`` of the sparse product ``m @ T`` (m: a users x n CSR matrix),
+    from the rows of ``T`` that those users' entries name. The same numbers as the whole
+    product gathered at ``u``, but the gradient it gives ``T`` names only the rows it read
+    (``tf.IndexedSlices``): a step's work and what Ray workers exchange follow the batch, not
+    the size of ``T``. ``fixed``: every row padded (weight 0) to the longest row of ``m``, so
+    that the gradient's length depends only on the batch size."""
+    m = m.tocsr()
+    indptr = tf.constant(m.indptr.astype(np.int64))
+    indices = tf.constant(m.indices.astype(np.int64))
+    weights = tf.constant(m.data.astype(np.float32))
+    width = int(np.diff(m.indptr).max(initial=0))
+
+    def padded(u, T):
+        u = tf.cast(u, tf.int64)
+        start = tf.gather(indptr, u)[:, None]
+        offset = tf.range(width, dtype=tf.int64)[None, :]
+        valid = offset < tf.gather(indptr, u + 1)[:, None] - start
+        pos = tf.where(valid, start + offset, tf.zeros_like(offset))
+        w = tf.where(valid, tf.gather(weights, pos), tf.zeros_like(pos, tf.float32))
+        return tf.reduce_sum(tf.gather(T, tf.gather(indices, pos)) * w[..., None], axis=1)
+
+    if fixed and width:
+        return padded
+
+    def rows(u, T):
+        u = tf.cast(u, tf.int64)
+        pos = tf.ragged.range(tf.gather(indptr, u), tf.gather(indptr, u + 1))
+        flat = pos.flat_values
+        part = tf.gather(T, tf.gather(indices, flat)) * tf.expand_dims(tf.gather(weights, flat), 1)
+        return tf.math.unsorted_segment_sum(part, pos.value_rowids(), tf.shape(u, out_type=tf.int64)[0])
+
+    return rows
 
 
 def adam(tf, model):

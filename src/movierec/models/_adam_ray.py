@@ -6,14 +6,24 @@ go to the workers as a Ray Dataset: each worker reads only its shard. Every step
 worker takes a batch of ``batch_size / workers`` ratings of its shard, and the gradients are
 summed across workers (the loss scaled by 1 / workers), so one step sees ``batch_size``
 ratings as a local step does and an epoch has as many steps. The variables are mirrored:
-every worker holds the same parameters after a step, so each computes the same validation
-RMSE and all stop together (:class:`~movierec.models._tracking.EpochTracker`, as locally).
+every worker holds the same parameters after a step, so all take the same early-stopping
+decision and stop together (:class:`~movierec.models._tracking.EpochTracker`, as locally).
 
 After every epoch the first worker saves a checkpoint (parameters, Adam's moments, the
 learning curve, the best state so far). A worker that dies is restarted by Ray Train
 (``FailureConfig``) and all workers resume from the last checkpoint; when the failures
 exceed the limit, the fit raises and no model version is written. The result is the same
-numpy state a local fit leaves, so the model saves, loads and serves as any other.
+numpy state a local fit leaves, so the model saves, loads and serves as any other. The
+validation RMSE is computed once per epoch across the workers: each predicts its share of
+the validation ratings and the squared errors are summed (a collective, as the gradients).
+
+The checkpoints of a fit live in ``engine.checkpoint_dir`` (default: the temporary folder)
+under a name derived from everything the fit depends on (:func:`fit_key`: the initial state,
+the settings, the ratings, the validation split, the side data, the seed and the workers).
+A fit that fails (too many restarts, a lost cluster, a killed command) leaves them there, and
+the next attempt of the same fit (``movierec train`` or ``run`` again on the same data) resumes
+from the last one instead of from epoch 0; a fit that finishes removes them. Folders of
+fits never finished are swept after :data:`KEEP_DAYS`.
 """
 
 from __future__ import annotations
@@ -23,7 +33,6 @@ import os
 import shutil
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +49,44 @@ log = logging.getLogger(__name__)
 #: how many times Ray Train restarts the worker group after a worker failure
 MAX_FAILURES = 3
 _CKPT = "state.npz"
+#: checkpoint folders of fits that failed and were not attempted again are removed after this
+KEEP_DAYS = 7
+_PREFIX = "movierec-adam-"
+
+
+def fit_key(model, data, val_mask: np.ndarray, seed: int, workers: int) -> str:
+    """What identifies one fit: a fit with the same key computes the same thing, so its
+    checkpoints are a valid place to resume from."""
+    import hashlib
+    import json
+
+    h = hashlib.blake2b(digest_size=12)
+    h.update(json.dumps({"params": model.get_params(), "seed": int(seed), "workers": int(workers),
+                         "n_users": int(data.n_users), "n_items": int(data.n_items)},
+                        sort_keys=True, default=str).encode())
+    nb = data.neighbours.tocsr() if data.neighbours is not None else None
+    arrays = [*(v for _, v in sorted(model._state().items())), data.users, data.items, data.ratings,
+              data.weights, val_mask, data.user_features, data.item_features,
+              *((nb.indptr, nb.indices, nb.data) if nb is not None else ())]
+    for a in arrays:
+        if a is None:
+            h.update(b"none")
+            continue
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.data)
+    return h.hexdigest()
+
+
+def _sweep(root: Path, keep: str) -> None:
+    """Remove checkpoint folders of fits last touched more than KEEP_DAYS ago (not ``keep``)."""
+    cutoff = time.time() - KEEP_DAYS * 86400
+    for d in root.glob(_PREFIX + "*"):
+        try:
+            if d.name != keep and d.is_dir() and d.stat().st_mtime < cutoff:
+                shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def fit_adam_ray(model, data, val_mask: np.ndarray, rng: np.random.Generator, engine):
@@ -59,6 +106,20 @@ def fit_adam_ray(model, data, val_mask: np.ndarray, rng: np.random.Generator, en
     pad = (-len(ratings)) % workers
     if pad:
         ratings = pd.concat([ratings, ratings.iloc[:pad].assign(w=np.float32(0))], ignore_index=True)
+    seed = int(rng.integers(1 << 31))
+    name = _PREFIX + fit_key(model, data, val_mask, seed, workers)
+    # this fit's checkpoints, where every worker can write them (the driver reads the last);
+    # kept when the fit fails, so that its next attempt resumes from them
+    if engine.checkpoint_dir and "://" in engine.checkpoint_dir:
+        storage, run_dir = engine.checkpoint_dir.rstrip("/"), None
+    else:
+        root = Path(engine.checkpoint_dir).expanduser() if engine.checkpoint_dir else \
+            Path(tempfile.gettempdir()) / "movierec-ray-train"
+        root.mkdir(parents=True, exist_ok=True)
+        _sweep(root, name)
+        storage, run_dir = str(root), root / name
+        if run_dir.exists():
+            log.info("train: an earlier attempt of this fit left checkpoints in %s: resuming from the last", run_dir)
     t0 = time.perf_counter()
     with session(engine) as ray:
         import ray.data
@@ -67,37 +128,29 @@ def fit_adam_ray(model, data, val_mask: np.ndarray, rng: np.random.Generator, en
         from ray.train.tensorflow import TensorflowTrainer
 
         ds = ray.data.from_pandas(blocks(ratings, -(-len(ratings) // (workers * 4))))  # 4 blocks a worker
-        # this fit's checkpoints, where every worker can write them (the driver reads the last)
-        if engine.checkpoint_dir and "://" in engine.checkpoint_dir:
-            storage, local_storage = engine.checkpoint_dir.rstrip("/"), None
-        else:
-            root = Path(engine.checkpoint_dir).expanduser() if engine.checkpoint_dir else Path(tempfile.gettempdir())
-            root.mkdir(parents=True, exist_ok=True)
-            local_storage = Path(tempfile.mkdtemp(prefix="movierec-ray-train-", dir=root))
-            storage = str(local_storage)
         config = {"model": ray.put(model), "side": ray.put(side), "n_train": len(tr), "workers": workers,
-                  "seed": int(rng.integers(1 << 31)), "failpoint": os.environ.get("MOVIEREC_FAILPOINT")}
+                  "seed": seed, "failpoint": os.environ.get("MOVIEREC_FAILPOINT"), "driver_pid": os.getpid(),
+                  "run_dir": str(run_dir)}
         trainer = TensorflowTrainer(
             _train_loop, train_loop_config=config, datasets={"train": ds},
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=engine.gpus_per_worker > 0,
                                          resources_per_worker=_resources(engine)),
-            run_config=RunConfig(name=f"movierec-adam-{uuid.uuid4().hex[:8]}", storage_path=storage,
+            run_config=RunConfig(name=name, storage_path=storage,
                                  failure_config=FailureConfig(max_failures=MAX_FAILURES),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2)),
         )
+        kept = f"; its checkpoints stay in {run_dir or storage + '/' + name} for the next attempt"
         try:
-            try:
-                result = trainer.fit()
-            except Exception as exc:  # noqa: BLE001 - Ray wraps the workers' errors in its own types
-                raise ModelError(f"Adam on Ray failed (a worker's error, or more than {MAX_FAILURES} restarts): "
-                                 f"{str(exc).splitlines()[0][:500]}") from exc
-            if result.checkpoint is None:
-                raise ModelError("Adam on Ray: training ended without a checkpoint")
-            with result.checkpoint.as_directory() as d:
-                saved = dict(np.load(Path(d) / _CKPT, allow_pickle=False))
-        finally:
-            if local_storage is not None:
-                shutil.rmtree(local_storage, ignore_errors=True)  # the checkpoints: this fit's only
+            result = trainer.fit()
+        except Exception as exc:  # noqa: BLE001 - Ray wraps the workers' errors in its own types
+            raise ModelError(f"Adam on Ray failed (a worker's error, or more than {MAX_FAILURES} restarts): "
+                             f"{str(exc).splitlines()[0][:500]}{kept}") from exc
+        if result.checkpoint is None:
+            raise ModelError("Adam on Ray: training ended without a checkpoint")
+        with result.checkpoint.as_directory() as d:
+            saved = dict(np.load(Path(d) / _CKPT, allow_pickle=False))
+        if run_dir is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)  # finished: nothing to resume
     if not bool(saved["final"]):
         raise ModelError("Adam on Ray: the last checkpoint is not a finished fit")
     model._restore({k[6:]: v for k, v in saved.items() if k.startswith("model:")})
@@ -144,12 +197,15 @@ def _train_loop(config: dict) -> None:  # runs in each Ray Train worker
     steps = max(1, -(-n_train // (batch * workers)))  # the same on every worker: as many as locally
 
     tracker = EpochTracker(model, side, np.arange(len(side.ratings)))
+    mine_va = np.arange(rank, len(side.ratings), workers)  # this worker's share of the validation ratings
     start, restarts = 0, 0
     saved = _load_checkpoint(ray.train.get_checkpoint())
     if saved is not None:
         model._restore({k[6:]: v for k, v in saved.items() if k.startswith("model:")})
         start, restarts = int(saved["epoch"]) + 1, int(saved["restarts"]) + 1
         _restore_tracker(tracker, saved)
+        if bool(saved["final"]):  # an earlier attempt finished (its driver died before reading it)
+            start = model.epochs
         if rank == 0:
             logging.getLogger(__name__).info("train: resuming from the checkpoint of epoch %d", start)
     with strategy.scope():
@@ -174,7 +230,19 @@ def _train_loop(config: dict) -> None:  # runs in each Ray Train worker
             sse += strategy.reduce(tf.distribute.ReduceOp.SUM, part, axis=None)
         return sse
 
-    epoch = start - 1
+    @tf.function
+    def all_sum(x):  # one number summed over the workers (a collective, as the gradients are)
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda v: v, args=(x,)), axis=None)
+
+    def validation_sse() -> float | None:
+        """The validation squared error: each worker predicts its share, the shares summed."""
+        if not len(side.ratings):
+            return None
+        pred = model._predict_idx(side.users[mine_va], side.items[mine_va])
+        local = float(np.sum((side.ratings[mine_va].astype(np.float64) - pred) ** 2))
+        return float(all_sum(tf.constant(local, tf.float64)))
+
+    epoch = int(saved["epoch"]) if saved is not None else start - 1
     for epoch in range(start, model.epochs):
         perm = np.random.default_rng([int(config["seed"]), epoch, rank]).permutation(n_local)
         idx = perm[np.arange(steps * batch) % n_local].reshape(steps, batch)
@@ -184,11 +252,22 @@ def _train_loop(config: dict) -> None:  # runs in each Ray Train worker
             if rank == workers - 1:
                 os._exit(1)
             sse += float(run_steps(tf.constant(idx[half:])))
+        elif config.get("failpoint") == "ray_driver" and restarts == 0 and epoch == 2 and rank == 0:
+            import signal  # tests: the command dies mid-fit, once Ray Train has recorded a checkpoint
+
+            snapshot = Path(str(config["run_dir"])) / "checkpoint_manager_snapshot.json"
+            for _ in range(300):
+                if snapshot.exists():
+                    break
+                time.sleep(0.1)
+            os.kill(int(config["driver_pid"]), signal.SIGKILL)
+            time.sleep(60)
+            sse = 0.0
         else:
             sse = float(run_steps(tf.constant(idx)))
         _pull(model, *state)
         # the squared error of steps x batch x workers ratings: scaled to one pass over n_train
-        stop = tracker.end_epoch(epoch, sse * n_train / (steps * batch * workers), n_train)
+        stop = tracker.end_epoch(epoch, sse * n_train / (steps * batch * workers), n_train, validation_sse())
         if stop or epoch + 1 == model.epochs:
             break
         _report(ctx, epoch, tracker, model, opt, restarts, final=False)

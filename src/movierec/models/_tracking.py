@@ -39,15 +39,16 @@ class EpochTracker:
         self.best, self.best_state, self.bad = np.inf, None, 0
         self.progress = Progress(model.epochs, f"training ({model.optimizer})", unit="epoch")
 
-    def end_epoch(self, epoch: int, sse: float, n_train: int) -> bool:
-        """Record the epoch; True when training should stop."""
+    def end_epoch(self, epoch: int, sse: float, n_train: int, val_sse: float | None = None) -> bool:
+        """Record the epoch; True when training should stop. ``val_sse``: the validation
+        squared error summed by the caller (else computed over the validation ratings)."""
         m, hist = self.model, self.history
         if not np.isfinite(sse):
             self.progress.close()
             raise ModelError(f"training diverged in epoch {epoch + 1} (loss is not finite); lower "
                              "model.learning_rate or raise model.reg / model.reg_features")
         hist.train_rmse.append(float(np.sqrt(sse / max(1, n_train))))
-        m._record_validation(hist, self.data, self.va, epoch)
+        m._record_validation(hist, self.data, self.va, epoch, val_sse)
         shown = {"train_rmse": f"{hist.train_rmse[-1]:.4f}"}
         if hist.val_rmse:
             shown["val_rmse"] = f"{hist.val_rmse[-1]:.4f}"

@@ -531,11 +531,16 @@ class MatrixFactorization:
 
         return max(1, self.threads or numba.config.NUMBA_NUM_THREADS)
 
-    def _record_validation(self, hist: History, data: TrainData, va: np.ndarray, epoch: int) -> None:
+    def _record_validation(self, hist: History, data: TrainData, va: np.ndarray, epoch: int,
+                           val_sse: float | None = None) -> None:
+        """``val_sse``: the validation squared error when the caller summed it (Ray workers,
+        each over its share of ``va``), else computed here over ``va``."""
         from movierec._faults import failpoint
 
         failpoint("train")
-        if len(va):
+        if len(va) and val_sse is not None:
+            hist.val_rmse.append(float(np.sqrt(val_sse / len(va))))
+        elif len(va):
             pred = self._predict_idx(data.users[va], data.items[va])
             hist.val_rmse.append(float(np.sqrt(np.mean((data.ratings[va] - pred) ** 2))))
         # progress: a line per epoch when epochs are slow (cron logs), else at debug level
