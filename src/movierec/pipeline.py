@@ -423,20 +423,23 @@ def _run_train(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     number of epochs is a hyperparameter too) and keeps no validation slice: it trains on
     all ratings and feedback. With ``split.method: none`` there is no holdout model.
     """
+    from movierec.engine import hold
+
     holdout = None
     refit_cfg = cfg.model
-    if cfg.split.method != "none":
-        holdout = train_for_fold(cfg, cat, cfg.split.fold, use_saved_features=True)
-        log.info("train: holdout model fitted on the training part (%d ratings, %.2fs)",
-                 len(holdout.train), holdout.model.fit_seconds_)
-        refit_cfg = replace(cfg.model, early_stopping=False, epochs=int(holdout.model.history_.best_epoch) + 1)
-        # the holdout model's training arrays are not needed any more: free them before the refit
-        # builds its own (at 20M ratings they are hundreds of MB)
-        holdout = holdout._replace(data=None, features=None)
-        import gc
+    with hold():  # engine ray (Adam): one Ray session for the holdout fit and the refit
+        if cfg.split.method != "none":
+            holdout = train_for_fold(cfg, cat, cfg.split.fold, use_saved_features=True)
+            log.info("train: holdout model fitted on the training part (%d ratings, %.2fs)",
+                     len(holdout.train), holdout.model.fit_seconds_)
+            refit_cfg = replace(cfg.model, early_stopping=False, epochs=int(holdout.model.history_.best_epoch) + 1)
+            # the holdout model's training arrays are not needed any more: free them before the
+            # refit builds its own (at 20M ratings they are hundreds of MB)
+            holdout = holdout._replace(data=None, features=None)
+            import gc
 
-        gc.collect()
-    served = train_for_fold(cfg, cat, None, model_cfg=refit_cfg)
+            gc.collect()
+        served = train_for_fold(cfg, cat, None, model_cfg=refit_cfg)
     version = save_model_version(cfg, cat, served, holdout)
     log.info("train: model %s saved (refit on all %d ratings in %.2fs)", version, len(served.train),
              served.model.fit_seconds_)
