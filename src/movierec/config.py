@@ -283,7 +283,7 @@ class EngineConfig:
                                              "folder (a cluster on one machine). A fit that fails leaves its "
                                              "checkpoints there and the same fit in the next command resumes "
                                              "from them")
-    window: int = _f(200000, "ray: texts per Ray Data pass of the sentiment stage (the driver holds one "
+    window: int = _f(200000, "ray: texts per window of the sentiment stage's scoring actors (the driver holds one "
                              "window's texts; scores are cached after each)", ge=1)
     connect_timeout: float = _f(30.0, "ray: seconds to wait for the cluster at address (host:port, "
                                       "ray://host:port) to answer before the command fails with exit 78", gt=0)

@@ -5,8 +5,8 @@ stays in the driver; see docs/ray.md):
 
 - ingest of partitioned inputs: the part files are read and validated in parallel by Ray
   Data (:func:`movierec.data.parts.read_parts_ray`);
-- sentiment: the texts that miss the score cache are scored by Ray Data ``map_batches``
-  over an actor pool, each actor loading its scorer once
+- sentiment: the texts that miss the score cache are scored by a pool of Ray actors that
+  lives for the whole stage, each actor loading its scorer once
   (:class:`movierec.sentiment.ray_scorer.RayScorer`);
 - Adam training: Ray Train's ``TensorflowTrainer`` (:mod:`movierec.models._adam_ray`);
 - ``recommend --all``: user blocks mapped over workers, the model shared through the object

@@ -120,14 +120,19 @@ def test_sentiment_on_ray_equals_local_and_a_rerun_scores_nothing(tmp_path, ray_
     data = make_data(tmp_path / "data", n_users=600, n_movies=300, seed=0)
     reviews = pd.read_csv(data / "reviews.csv", dtype=str, keep_default_na=False)
     reviews.iloc[:1500].to_csv(data / "reviews.csv", index=False)
-    site = (f"data.dir={data}",)
+    # chunks of 256 texts on both engines (a chunk's texts are scored together); Ray in windows
+    # of 512: its actors start once and score every window
+    site = (f"data.dir={data}", "sentiment.checkpoint_every=256")
     local, onray = tmp_path / "local", tmp_path / "ray"
     first = _ok(run_cli("sentiment", "--config", DEMO, f"workdir={local}", *site))
     # ingest and clean are the local site's; the score cache and the sentiment outputs are not
     shutil.copytree(local, onray, ignore=shutil.ignore_patterns("lock", "cache", "sentiment.json", "*_sentiment.parquet"))
-    r = _ok(run_cli("sentiment", "--config", DEMO, f"workdir={onray}", *site, *ray_opts))
+    r = _ok(run_cli("sentiment", "--config", DEMO, f"workdir={onray}", *site, *ray_opts, "engine.window=512"))
     assert "clean: fresh" in r.stderr
-    assert "texts scored on Ray by 2 actors" in r.stderr
+    # the English model's three windows (and the one text of another language's model) by
+    # one pool of actors per model: the model loaded once per actor, not once per window
+    windows, pools = r.stderr.count("texts scored on Ray by 2 actors"), r.stderr.count("2 scoring actors started")
+    assert windows >= 4 and pools <= windows - 2, r.stderr[-3000:]
     a, b = _art(local, "review_sentiment"), _art(onray, "review_sentiment")
     assert len(a) == len(b) > 1400
     assert np.abs(a["sentiment"].to_numpy() - b["sentiment"].to_numpy()).max() < 1e-4

@@ -1,5 +1,16 @@
 """Sentiment on Ray (``engine.kind: ray``): the texts that miss the score cache are scored by
-Ray Data ``map_batches`` over an actor pool, each actor loading its scorer once.
+a pool of ``engine.workers`` Ray actors, each loading its scorer once for the whole run.
+
+The stage hands the misses over a window at a time (``engine.window`` texts; the score cache
+is saved after each, so a killed run resumes from the last saved window). The actors outlive
+the windows: they are started at the first window and kept while the stage's Ray session
+lasts (:func:`movierec.engine.hold`), so a run of many windows loads the model once per actor,
+not once per window (before: a Ray Data pass per window, 13-17 s of start-up and model
+loading each). One pool is alive at a time: where languages are routed to other models, the
+route that scores next takes the CPUs of the one before (its actors stopped), so pools
+never wait on each other. Each actor call scores one chunk of ``sentiment.checkpoint_every`` texts, the
+chunks a local run scores (the int8 model's activation scale is set per batch, so only the
+same chunks give the same scores).
 
 The Ray session is :func:`movierec.engine.session`; ray itself is imported only inside the
 functions here (``pip install 'movierec[ray]'``).
@@ -14,19 +25,21 @@ import time
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 
 from movierec.config import EngineConfig, SentimentConfig
-from movierec.engine import blocks, session
+from movierec.engine import session
 from movierec.progress import Progress
 from movierec.sentiment import scorers
-from movierec.sentiment.cache import features_from_bytes, features_to_bytes
 
 log = logging.getLogger(__name__)
 
+#: the one pool of scoring actors alive in this process (a route's: routes with other models
+#: take their turn, so that two pools never wait on each other's CPUs)
+_live: dict = {}
+
 
 class _ScoreActor:
-    """One scorer per actor, loaded once; scores and features (float16 bytes) per batch."""
+    """One scorer per actor, loaded once; scores and features (float16) per chunk of texts."""
 
     def __init__(self, spec: SentimentConfig, downloads: bool, threads: int) -> None:
         # as many compute threads as the actor has CPUs (every core each: actors fight for them)
@@ -34,59 +47,68 @@ class _ScoreActor:
         scorers.DOWNLOADS_ALLOWED = downloads
         self.scorer = scorers.load_scorer(spec)
 
-    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        s, f = scorers.score_with_features(self.scorer, batch["text"].tolist())
-        out = pd.DataFrame({"i": batch["i"].to_numpy(), "sentiment": s})
-        out["features"] = features_to_bytes(f) if f is not None else b""
-        return out
+    def score(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        s, f = scorers.score_with_features(self.scorer, texts)
+        return np.asarray(s, np.float32), (None if f is None else np.asarray(f, np.float16))
 
 
 class RayScorer:
-    """A :class:`~movierec.sentiment.scorers.TextScorer` whose texts are scored on Ray:
-    Ray Data ``map_batches`` over a pool of ``engine.workers`` actors (GPU actors when
-    ``engine.gpus_per_worker > 0``). The score cache around it is the local one, so a re-run
-    scores nothing and the artifacts are those of a local run."""
+    """A :class:`~movierec.sentiment.scorers.TextScorer` whose texts are scored on Ray by a
+    pool of ``engine.workers`` actors (GPU actors when ``engine.gpus_per_worker > 0``), started
+    on first use and reused by every later call in the same Ray session. The score cache
+    around it is the local one, so a re-run scores nothing and the artifacts are those of a
+    local run."""
 
     def __init__(self, spec: SentimentConfig, engine: EngineConfig, model_id: str) -> None:
         self.spec, self.engine, self.model_id = spec, engine, model_id
+        self._actors: list = []
+        self._job = None  # the Ray job the actors belong to (a new session needs new ones)
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         return self.score_features(texts)[0]
+
+    def _pool(self, ray) -> list:
+        job = ray.get_runtime_context().get_job_id()
+        if self._actors and job == self._job and _live.get("owner") is self:
+            return self._actors
+        other = _live.get("owner")
+        if other is not None and other is not self and other._job == job:
+            for a in other._actors:  # another route's pool: its CPUs are this pool's
+                ray.kill(a)
+            other._actors = []
+        e = self.engine
+        actor = ray.remote(_ScoreActor).options(num_cpus=e.cpus_per_worker, num_gpus=e.gpus_per_worker or 0)
+        self._actors = [actor.remote(self.spec, scorers.DOWNLOADS_ALLOWED, max(1, int(round(e.cpus_per_worker))))
+                        for _ in range(e.workers)]
+        self._job = job
+        _live["owner"] = self
+        log.info("sentiment: %d scoring actors started on Ray (each loads its model once for the run)", e.workers)
+        return self._actors
 
     def score_features(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
         n = len(texts)
         if not n:
             return np.zeros(0, np.float32), None
         e = self.engine
-        # each actor call scores one chunk of sentiment.checkpoint_every texts, the chunks a local
-        # run scores: the int8 model's activation scale is set per batch, so a text's score
-        # depends on the texts scored with it (by up to 0.3 on the demo between chunk sizes 512
-        # and 4096), and only the same chunks give the same scores
         chunk = self.spec.checkpoint_every
-        frame = pd.DataFrame({"i": np.arange(n), "text": list(texts)})
+        texts = list(texts)
         t0 = time.perf_counter()
         with session(e) as ray:
-            import ray.data
+            from ray.util import ActorPool
 
-            ds = ray.data.from_pandas(blocks(frame, chunk))
-            scored = ds.map_batches(
-                _ScoreActor, fn_constructor_kwargs={"spec": self.spec, "downloads": scorers.DOWNLOADS_ALLOWED,
-                                                 "threads": max(1, int(round(e.cpus_per_worker)))},
-                compute=ray.data.ActorPoolStrategy(size=e.workers), batch_size=None,
-                batch_format="pandas", num_cpus=e.cpus_per_worker, num_gpus=e.gpus_per_worker or None,
-            )
-            parts = []
-            with Progress(n, "sentiment on Ray", unit="text") as bar:  # chunks as the actors finish them
-                for part in scored.iter_batches(batch_size=None, batch_format="pandas"):
-                    parts.append(part)
+            pool = ActorPool(self._pool(ray))
+            chunks = [texts[a:a + chunk] for a in range(0, n, chunk)]
+            scores, feats = [], []
+            with Progress(n, "sentiment on Ray", unit="text") as bar:  # chunks in order, as they finish
+                for (s, f), part in zip(pool.map(lambda a, v: a.score.remote(v), chunks), chunks):
+                    if len(s) != len(part):
+                        raise RuntimeError(f"sentiment on Ray: {len(s)} scores came back for {len(part)} texts")
+                    scores.append(s)
+                    feats.append(f)
                     bar.update(len(part))
-        out = pd.concat(parts, ignore_index=True).sort_values("i")
-        if len(out) != n or not np.array_equal(out["i"].to_numpy(), np.arange(n)):
-            raise RuntimeError(f"sentiment on Ray: {len(out)} scores came back for {n} texts")
         log.info("sentiment: %d texts scored on Ray by %d actors in %.1fs", n, e.workers, time.perf_counter() - t0)
-        blobs = out["features"].to_numpy(object)
-        feats = features_from_bytes(blobs) if all(len(b) for b in blobs) else None
-        return out["sentiment"].to_numpy(np.float32), feats
+        out = np.concatenate(scores).astype(np.float32)
+        return out, (np.concatenate(feats).astype(np.float32) if all(f is not None for f in feats) else None)
 
 
 def ray_spec(spec: SentimentConfig, engine: EngineConfig) -> SentimentConfig:

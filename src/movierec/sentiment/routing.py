@@ -115,7 +115,7 @@ class Router:
             every = self.cfg.checkpoint_every
             factory = lambda: load_scorer(spec)  # noqa: E731
             if self.engine is not None:
-                # one Ray Data pass per window of texts (the cache is saved after each)
+                # the actors score a window of texts at a time (the cache is saved after each)
                 # (a whole number of checkpoint_every chunks: the chunks a local run scores)
                 spec, every = ray_spec(spec, self.engine), every * max(1, -(-self.engine.window // every))
                 factory = lambda: RayScorer(spec, self.engine, model_key(spec))  # noqa: E731
