@@ -29,6 +29,7 @@ one), written to benchmarks/results/recommend_user.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -222,22 +223,30 @@ def recommend_table(rec: list[dict]) -> list[str]:
     return doc
 
 
-def recommend_only(args) -> None:
-    """Only the `recommend --user` timings, to benchmarks/results/recommend_user.md."""
-    tmp = Path(tempfile.mkdtemp(prefix="movierec-rec-"))
+@contextlib.contextmanager
+def checkouts(before: str | None, tmp: Path):
+    """{label: src folder or None (this checkout)}: ``before`` in a git worktree under ``tmp``
+    (removed afterwards, with ``tmp``)."""
     sites: dict[str, Path | None] = {"this checkout": None}
     wt = None
-    if args.before:
+    if before:
         wt = tmp / "before-tree"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(wt), args.before], check=True,
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(wt), before], check=True,
                        capture_output=True)
-        sites = {f"before, {args.before[:7]}": wt / "src", **sites}
+        sites = {f"before, {before[:7]}": wt / "src", **sites}
     try:
-        rec = recommend_demo(sites, tmp / "rec", args.repeats, users=("u00001", "nobody-known"))
+        yield sites
     finally:
         if wt is not None:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(wt)], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def recommend_only(args) -> None:
+    """Only the `recommend --user` timings, to benchmarks/results/recommend_user.md."""
+    tmp = Path(tempfile.mkdtemp(prefix="movierec-rec-"))
+    with checkouts(args.before, tmp) as sites:
+        rec = recommend_demo(sites, tmp / "rec", args.repeats, users=("u00001", "nobody-known"))
     out = ROOT / "benchmarks" / "results" / "recommend_user.md"
     doc = ["# `movierec recommend --user` on the demo, a fresh process", "",
            f"Machine: {machine()}  ",
@@ -294,14 +303,7 @@ def main() -> None:
     if args.ml100k is None:
         ap.error("--ml100k is required (or --recommend-only)")
     tmp = Path(tempfile.mkdtemp(prefix="movierec-speed-"))
-    sites: dict[str, Path | None] = {"this checkout": None}
-    wt = None
-    if args.before:
-        wt = tmp / "before-tree"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(wt), args.before], check=True,
-                       capture_output=True)
-        sites = {f"before, {args.before[:7]}": wt / "src", **sites}
-    try:
+    with checkouts(args.before, tmp) as sites:
         ml = tmp / "ml100k"
         cmd, env = movierec_cmd(None)
         subprocess.run(cmd + ["data", "import", "movielens-100k", "--from", str(args.ml100k), "--to", str(ml)],
@@ -317,10 +319,6 @@ def main() -> None:
             data = synthetic(args.big, tmp / "big")
             big_rows = measure(f"{args.big / 1e6:g}M synthetic", data, {"this checkout": None}, tmp / "runs-big", 1)
         rec = recommend_demo(sites, tmp / "rec", args.repeats)
-    finally:
-        if wt is not None:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(wt)], capture_output=True)
-        shutil.rmtree(tmp, ignore_errors=True)
     write(args, rows, breakdown, big_rows, rec)
 
 

@@ -171,6 +171,7 @@ class ModelBundle:
     def load(cls, path: str | Path, model_file: str = "model.npz") -> "ModelBundle":
         """Read a version folder (use :meth:`movierec.registry.Registry.load`, which checks
         the format first)."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         path = Path(path)
@@ -186,12 +187,8 @@ class ModelBundle:
                 csr = {k: z[k] for k in ("ratings", "indices", "indptr", "watched_indices", "watched_indptr")}
                 popularity = z["popularity"]
             meta = json.loads((path / META).read_text())
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, pa.ArrowException) as exc:
             raise ModelError(f"model version {path.name}: incomplete or unreadable ({exc})") from exc
-        except Exception as exc:  # pyarrow's own errors (ArrowInvalid: not a Parquet file)
-            if type(exc).__module__.startswith("pyarrow"):
-                raise ModelError(f"model version {path.name}: incomplete or unreadable ({exc})") from exc
-            raise
         n_users, n_movies = len(users), len(cat["movie_id"])
         if len(csr["indptr"]) != n_users + 1 or len(csr["watched_indptr"]) != n_users + 1:
             raise ModelError(f"model version {path.name}: incomplete or unreadable (seen movies of "
@@ -250,9 +247,6 @@ class ModelBundle:
     @seen.setter
     def seen(self, value: sp.csr_matrix) -> None:
         self._seen = value
-
-    def _n_users(self) -> int:
-        return self._raw["shape"][0] if self._raw else len(self._user_ids)
 
     def _rated_parts(self) -> tuple | None:
         """(indptr, indices, data) of every rating, without building a sparse matrix."""
