@@ -1,9 +1,13 @@
-"""What every benchmark module shares: paths, the machine line, Markdown tables, versions."""
+"""What every benchmark module shares: paths, the machine line, Markdown tables, versions,
+an older checkout to measure beside this one."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +62,23 @@ def _version(pkg: str) -> str:
     except PackageNotFoundError:
         return "not installed"
 
+
+
+@contextlib.contextmanager
+def checkouts(before: str | None, tmp: Path, this: Path | None = None):
+    """{label: its src folder}: this checkout (``this``) and, with ``before``, that commit in a
+    git worktree under ``tmp`` (its src goes first on PYTHONPATH); the worktree and ``tmp``
+    are removed afterwards."""
+    sites: dict[str, Path | None] = {"this checkout": this}
+    wt = None
+    if before:
+        wt = tmp / "before-tree"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(wt), before], check=True,
+                       capture_output=True)
+        sites = {f"before, {before[:7]}": wt / "src", **sites}
+    try:
+        yield sites
+    finally:
+        if wt is not None:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(wt)], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)

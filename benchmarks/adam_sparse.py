@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _bench_common import ROOT, checkouts
 
 
 def child(users: int, degree: int) -> dict:
@@ -107,24 +107,14 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.users, args.degree)))
         return
-    sites = {"this checkout": ROOT / "src"}
-    tmp = Path(tempfile.mkdtemp(prefix="movierec-adam-sparse-"))
-    if args.before:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tmp / "before"), args.before],
-                       check=True, capture_output=True)
-        sites = {f"before, {args.before[:7]}": tmp / "before" / "src", **sites}
     results = {}
-    try:
+    with checkouts(args.before, Path(tempfile.mkdtemp(prefix="movierec-adam-sparse-")), ROOT / "src") as sites:
         for name, src in sites.items():
             env = dict(os.environ, PYTHONPATH=str(src))
             out = subprocess.run([sys.executable, __file__, "--child", "--users", str(args.users), "--degree",
                                   str(args.degree)], env=env, capture_output=True, text=True, check=True)
             results[name] = json.loads(out.stdout.strip().splitlines()[-1])
             print(name, results[name], flush=True)
-    finally:
-        if args.before:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tmp / "before")],
-                           capture_output=True)
     variables = list(next(iter(results.values()))["sizes"])
     doc = ["# One Adam step with the trust term: what a Ray worker sends, and a local epoch", "",
            f"Command: `python benchmarks/adam_sparse.py{' --before ' + args.before if args.before else ''} "

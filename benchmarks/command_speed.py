@@ -29,7 +29,6 @@ one), written to benchmarks/results/recommend_user.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -44,7 +43,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+from _bench_common import ROOT, checkouts
+
 HERE = Path(__file__).resolve().parent
 
 SVD_SETTING = """
@@ -221,25 +221,6 @@ def recommend_table(rec: list[dict]) -> list[str]:
     doc += [f"| {r['site']} | {r.get('user', 'u00001')} | {r['seconds']:.2f} | "
             f"{', '.join(f'{w:.2f}' for w in r['runs'])} |" for r in rec]
     return doc
-
-
-@contextlib.contextmanager
-def checkouts(before: str | None, tmp: Path):
-    """{label: src folder or None (this checkout)}: ``before`` in a git worktree under ``tmp``
-    (removed afterwards, with ``tmp``)."""
-    sites: dict[str, Path | None] = {"this checkout": None}
-    wt = None
-    if before:
-        wt = tmp / "before-tree"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(wt), before], check=True,
-                       capture_output=True)
-        sites = {f"before, {before[:7]}": wt / "src", **sites}
-    try:
-        yield sites
-    finally:
-        if wt is not None:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(wt)], capture_output=True)
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def recommend_only(args) -> None:

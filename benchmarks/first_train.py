@@ -21,7 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _bench_common import ROOT, checkouts
+
 STAGES = ("ingest", "clean", "sentiment", "social", "fuse", "train")
 
 
@@ -44,22 +45,12 @@ def main() -> None:
     ap.add_argument("--before", help="an older commit to measure beside this checkout")
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
-    sites = {"this checkout": ROOT / "src"}
-    wt = None
-    if args.before:
-        wt = Path(tempfile.mkdtemp(prefix="movierec-before-")) / "tree"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(wt), args.before], check=True,
-                       capture_output=True)
-        sites = {f"before ({args.before[:7]})": wt / "src", **sites}
-    runs: dict[str, list[dict]] = {k: [] for k in sites}
-    try:
+    with checkouts(args.before, Path(tempfile.mkdtemp(prefix="movierec-before-")), ROOT / "src") as sites:
+        runs: dict[str, list[dict]] = {k: [] for k in sites}
         for r in range(args.rounds):
             for label, src in sites.items():
                 runs[label].append(one_train(src))
                 print(label, {k: round(v, 1) for k, v in runs[label][-1].items()}, flush=True)
-    finally:
-        if wt is not None:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(wt)], capture_output=True)
     lines = ["# First `movierec train` on the demo (fresh process, empty workdir and model cache)", "",
              f"Command: `python benchmarks/first_train.py{' --before ' + args.before if args.before else ''} "
              f"--rounds {args.rounds}`; median of {args.rounds} rounds, alternating; "

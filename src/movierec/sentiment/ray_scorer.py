@@ -33,8 +33,9 @@ from movierec.sentiment import scorers
 
 log = logging.getLogger(__name__)
 
-#: the one pool of scoring actors alive in this process (a route's: routes with other models
-#: take their turn, so that two pools never wait on each other's CPUs)
+#: the one pool of scoring actors alive in this process: its owner (a route's scorer), its Ray
+#: job and its actors (routes with other models take their turn, so that two pools never wait
+#: on each other's CPUs)
 _live: dict = {}
 
 
@@ -61,29 +62,24 @@ class RayScorer:
 
     def __init__(self, spec: SentimentConfig, engine: EngineConfig, model_id: str) -> None:
         self.spec, self.engine, self.model_id = spec, engine, model_id
-        self._actors: list = []
-        self._job = None  # the Ray job the actors belong to (a new session needs new ones)
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         return self.score_features(texts)[0]
 
     def _pool(self, ray) -> list:
-        job = ray.get_runtime_context().get_job_id()
-        if self._actors and job == self._job and _live.get("owner") is self:
-            return self._actors
-        other = _live.get("owner")
-        if other is not None and other is not self and other._job == job:
-            for a in other._actors:  # another route's pool: its CPUs are this pool's
+        job = ray.get_runtime_context().get_job_id()  # a new Ray session needs new actors
+        if _live.get("job") == job:
+            if _live["owner"] is self:
+                return _live["actors"]
+            for a in _live["actors"]:  # another route's pool: its CPUs are this pool's
                 ray.kill(a)
-            other._actors = []
         e = self.engine
         actor = ray.remote(_ScoreActor).options(num_cpus=e.cpus_per_worker, num_gpus=e.gpus_per_worker or 0)
-        self._actors = [actor.remote(self.spec, scorers.DOWNLOADS_ALLOWED, max(1, int(round(e.cpus_per_worker))))
-                        for _ in range(e.workers)]
-        self._job = job
-        _live["owner"] = self
+        _live.update(owner=self, job=job, actors=[
+            actor.remote(self.spec, scorers.DOWNLOADS_ALLOWED, max(1, int(round(e.cpus_per_worker))))
+            for _ in range(e.workers)])
         log.info("sentiment: %d scoring actors started on Ray (each loads its model once for the run)", e.workers)
-        return self._actors
+        return _live["actors"]
 
     def score_features(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
         n = len(texts)
