@@ -1,4 +1,5 @@
-"""Shared fixtures: small generated data sets, configs, and a CLI runner (subprocess)."""
+"""Shared fixtures: small generated data sets, configs, and a CLI runner (in this process, or a
+subprocess where a command needs its own)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # the sentiment encoder's ONNX export goes to a folder of this test session (inherited by the
 # CLI subprocesses), never to the user's ~/.cache; set MOVIEREC_CACHE_DIR to reuse one
 os.environ.setdefault("MOVIEREC_CACHE_DIR", tempfile.mkdtemp(prefix="movierec-test-cache-"))
+# nothing in the tests downloads; set once for the session (the hub library reads it at import,
+# and the CLI's commands run in this process)
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def make_data(folder: Path, n_users: int = 300, n_movies: int = 150, seed: int = 1,
@@ -77,13 +81,77 @@ def call(*args: str) -> int:
     return 0
 
 
-def run_cli(*args: str, input: str | None = None, env: dict | None = None, timeout: float = 600):
-    """Run ``python -m movierec ARGS``; returns the CompletedProcess (text)."""
-    e = dict(os.environ)
-    e.setdefault("HF_HUB_OFFLINE", "1")
-    e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "movierec", *args], capture_output=True, text=True,
-                          input=input, env=e, timeout=timeout)
+def run_cli(*args: str, input: str | None = None, env: dict | None = None, timeout: float = 600,
+            fresh: bool = False) -> subprocess.CompletedProcess:
+    """Run ``movierec ARGS``; returns the CompletedProcess (text).
+
+    In this process (:func:`run_in_process`: the command's libraries and compiled kernels are
+    loaded once per test worker, not once per command, which took a third of the suite's time)
+    unless it needs a process of its own (:func:`needs_fresh_process`, or ``fresh``): then as
+    ``python -m movierec ARGS``, the way a user runs it."""
+    if fresh or input is not None or needs_fresh_process(args, env):
+        return subprocess.run([sys.executable, "-m", "movierec", *args], capture_output=True, text=True,
+                              input=input, env={**os.environ, **(env or {})}, timeout=timeout)
+    return run_in_process(*args, env=env)
+
+
+def needs_fresh_process(args, env: dict | None) -> bool:
+    """A command that kills itself (a failpoint), runs on Ray (whose driver state is per process),
+    serves, writes to the process's own file descriptors (``/dev/stdout``) or changes what a
+    library reads once at import (Ray's and the Hugging Face hub's variables) runs in a process
+    of its own."""
+    if any(k == "MOVIEREC_FAILPOINT" or k.startswith(("RAY_", "HF_")) for k in (env or {})):
+        return True
+    return "serve" in args or any(a.startswith(("engine.", "/dev/")) for a in args)
+
+
+def run_in_process(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``movierec ARGS`` through :func:`movierec.cli.main` in this process, with its own
+    environment variables, standard streams (pipes to it, not terminals: no progress bars, as
+    under a subprocess) and logging, all put back afterwards; stdout and stderr captured."""
+    import io
+    import logging
+
+    from movierec import progress
+
+    added = dict(env or {})
+    saved_env = {k: os.environ.get(k) for k in added}
+    root = logging.getLogger()
+    bars = progress.BARS  # --log-format json turns bars off for the process
+    saved_log = (list(root.handlers), root.level,
+                 {n: lg.level for n, lg in logging.Logger.manager.loggerDict.items() if isinstance(lg, logging.Logger)})
+
+    class Kept(io.BytesIO):  # what was written stays readable after its wrapper is closed or collected
+        def close(self) -> None:
+            pass
+
+    streams = (sys.stdin, sys.stdout, sys.stderr)
+    out, err = Kept(), Kept()
+    sys.stdin = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    sys.stdout = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
+    sys.stderr = io.TextIOWrapper(err, encoding="utf-8", errors="backslashreplace", write_through=True)
+    os.environ.update(added)
+    try:
+        code = call(*args)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except ValueError:  # closed by the command
+                pass
+        sys.stdin, sys.stdout, sys.stderr = streams
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        progress.BARS = bars
+        root.handlers[:], _, levels = saved_log
+        root.setLevel(saved_log[1])
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+    return subprocess.CompletedProcess(["movierec", *args], code, out.getvalue().decode("utf-8", "replace"),
+                                       err.getvalue().decode("utf-8", "replace"))
 
 
 #: what a light command must not import
