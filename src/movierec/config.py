@@ -81,8 +81,8 @@ class SentimentConfig:
     max_length: int = _f(128, "tokens per chunk; longer texts are scored in overlapping chunks", ge=8, le=512)
     max_chars: int = _f(5000, "characters of a text that are scored (longer ones are cut, and counted in the log)",
                         ge=100)
-    checkpoint_every: int = _f(4096, "texts scored between saves of the score cache (a killed run keeps them)",
-                               ge=1)
+    checkpoint_every: int = _f(4096, "texts scored between saves of the score cache (a killed run keeps them); "
+                                     "on Ray, also the texts of one language-detection task", ge=1)
     revision: Optional[str] = _f(None, "Hugging Face model: the commit (or tag) to load, part of the cache key; "
                                        "unset, the hub's main branch may change scores under you")
     quantize: bool = _f(True, "dynamic int8 linear layers on CPU (embedded model): ~2x faster")

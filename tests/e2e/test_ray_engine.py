@@ -137,6 +137,9 @@ def test_sentiment_on_ray_equals_local_and_a_rerun_scores_nothing(tmp_path, ray_
     assert len(a) == len(b) > 1400
     assert np.abs(a["sentiment"].to_numpy() - b["sentiment"].to_numpy()).max() < 1e-4
     assert (a["sentiment_label"] == b["sentiment_label"]).all()
+    # languages detected by Ray tasks of 256 texts, not in the driver: the codes of a local run
+    assert re.search(r"languages of \d+ texts detected on Ray by [6-9] tasks", r.stderr), r.stderr[-3000:]
+    assert (a["language"] == b["language"]).all() and a["language"].nunique() >= 2
     # text features (embeddings; none for a text the encoder does not read) agree
     sizes_a, sizes_b = a["features"].map(len), b["features"].map(len)
     assert (sizes_a == sizes_b).all() and (sizes_a > 0).mean() > 0.8

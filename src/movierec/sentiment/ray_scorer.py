@@ -1,5 +1,6 @@
 """Sentiment on Ray (``engine.kind: ray``): the texts that miss the score cache are scored by
-a pool of ``engine.workers`` Ray actors, each loading its scorer once for the whole run.
+a pool of ``engine.workers`` Ray actors, each loading its scorer once for the whole run, and
+their languages are detected by Ray tasks (:func:`detect_on_ray`), not in the driver.
 
 The stage hands the misses over a window at a time (``engine.window`` texts; the score cache
 is saved after each, so a killed run resumes from the last saved window). The actors outlive
@@ -105,6 +106,43 @@ class RayScorer:
         log.info("sentiment: %d texts scored on Ray by %d actors in %.1fs", n, e.workers, time.perf_counter() - t0)
         out = np.concatenate(scores).astype(np.float32)
         return out, (np.concatenate(feats).astype(np.float32) if all(f is not None for f in feats) else None)
+
+
+def _detect_chunk(texts: list[str], min_confidence: float, covered: frozenset[str] | None,
+                  excluded: frozenset[str]) -> np.ndarray:
+    from movierec.sentiment.language import detect
+
+    return detect(texts, min_confidence, covered, excluded=excluded)[0]
+
+
+def detect_on_ray(texts: Sequence[str], engine: EngineConfig, chunk: int, min_confidence: float,
+                  covered: frozenset[str] | None, excluded: frozenset[str]) -> np.ndarray:
+    """The language of each text (:func:`movierec.sentiment.language.detect`), detected by Ray
+    tasks of ``chunk`` texts each, one CPU each, as many at once as the cluster has CPUs free
+    (in the driver, detection is one thread: 1.45k texts/s for 1 KB reviews). A scoring pool
+    left from earlier in the session is stopped first: its actors hold the CPUs the tasks need,
+    and scoring comes after detection. The same codes as a local run, in the texts' order."""
+    texts = list(texts)
+    t0 = time.perf_counter()
+    with session(engine) as ray:
+        if _live.get("job") == ray.get_runtime_context().get_job_id():
+            for a in _live.pop("actors"):
+                ray.kill(a)
+            _live.clear()
+        task = ray.remote(_detect_chunk).options(num_cpus=1)
+        chunks = [texts[a:a + chunk] for a in range(0, len(texts), chunk)]
+        refs = [task.remote(c, min_confidence, covered, excluded) for c in chunks]
+        out = np.empty(len(texts), dtype=object)
+        with Progress(len(texts), "languages on Ray", unit="text") as bar:
+            for k, ref in enumerate(refs):  # in order; the tasks run meanwhile
+                got = ray.get(ref)
+                if len(got) != len(chunks[k]):
+                    raise RuntimeError(f"languages on Ray: {len(got)} codes came back for {len(chunks[k])} texts")
+                out[k * chunk:k * chunk + len(got)] = got
+                bar.update(len(got))
+    log.info("sentiment: languages of %d texts detected on Ray by %d tasks in %.1fs", len(texts), len(refs),
+             time.perf_counter() - t0)
+    return out
 
 
 def ray_spec(spec: SentimentConfig, engine: EngineConfig) -> SentimentConfig:

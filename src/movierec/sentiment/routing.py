@@ -16,7 +16,7 @@ import pandas as pd
 from movierec.config import EngineConfig, SentimentConfig
 from movierec.privacy import key_of_text
 from movierec.sentiment.cache import CachedScorer, cache_keys, features_to_bytes
-from movierec.sentiment.ray_scorer import RayScorer, ray_spec
+from movierec.sentiment.ray_scorer import RayScorer, detect_on_ray, ray_spec
 from movierec.sentiment.scorers import TextScorer, load_scorer, model_key
 
 log = logging.getLogger(__name__)
@@ -143,8 +143,12 @@ class Router:
             got[:] = known["language"].reindex(keys).to_numpy(object)
         miss = np.flatnonzero(pd.isna(got))
         if len(miss):
-            got[miss] = detect(fetch([text_keys[i] for i in miss]), self.cfg.min_language_confidence, covered,
-                               excluded=excluded)[0]
+            texts, every = fetch([text_keys[i] for i in miss]), self.cfg.checkpoint_every
+            if self.engine is not None and len(texts) > every:  # more than one task's worth: on Ray
+                got[miss] = detect_on_ray(texts, self.engine, every, self.cfg.min_language_confidence, covered,
+                                          excluded)
+            else:
+                got[miss] = detect(texts, self.cfg.min_language_confidence, covered, excluded=excluded)[0]
             self.lang_rows.append(pd.DataFrame({"key": keys[miss], "language": got[miss].astype(str)}))
         return got.astype(str)
 
