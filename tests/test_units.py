@@ -348,3 +348,31 @@ def test_adam_without_tensorflow_stops_before_any_stage_naming_the_extra(monkeyp
     with pytest.raises(ConfigError, match="TensorFlow"):
         ensure(adam, "train")
     assert not (tmp_path / "w" / "manifests").exists()  # no stage ran
+
+
+# ----------------------------------------------------------------------------- cli._app.write_csv_rows
+@pytest.mark.parametrize("title", ["Title, with a comma", "=HYPERLINK(\"x\")", "a\rlone carriage return", 'Quote "x"'])
+def test_one_viewers_csv_is_the_bytes_pandas_writes(title):
+    """`recommend --user --format csv` writes its few rows with the csv module (no pandas):
+    the same bytes as write_csv of the DataFrame, formula cells, empty cells and quoting too."""
+    import io
+
+    from movierec.cli._app import write_csv, write_csv_rows
+
+    cols = ["rank", "movie_id", "title", "year", "genres", "predicted_rating", "rank_score"]
+    rows = [[1, "m1", title, 1999, "Drama", 4.123456789012345, 0.5], [2, "-m2", "+x", None, "", None, 1e-7],
+            [3, "m3", "Plain", 2001, "-3", 3.0, 12.0]]
+    df = pd.DataFrame({"rank": pd.Series([r[0] for r in rows], dtype="int64"),
+                       "movie_id": pd.Series([r[1] for r in rows], dtype=object),
+                       "title": pd.Series([r[2] for r in rows], dtype=object),
+                       "year": pd.array([r[3] for r in rows], dtype="Int64"),
+                       "genres": pd.Series([r[4] for r in rows], dtype=object),
+                       "predicted_rating": pd.Series([r[5] for r in rows], dtype="float64"),
+                       "rank_score": pd.Series([r[6] for r in rows], dtype="float64")})
+    a, b = io.StringIO(), io.StringIO()
+    write_csv_rows(cols, rows, a)
+    write_csv(df, b)
+    assert a.getvalue() == b.getvalue()
+    assert "'=HYPERLINK" in a.getvalue() or "=HYPERLINK" not in title
+    back = pd.read_csv(io.StringIO(a.getvalue()), keep_default_na=False, dtype=str)
+    assert len(back) == 3 and back["title"][2] == "Plain" and back["predicted_rating"][1] == ""

@@ -1,6 +1,7 @@
 """CLI behaviour on small generated data: planted taste, both trainers, errors, imports."""
 
 import http.server
+import io
 import json
 import shutil
 import subprocess
@@ -143,6 +144,13 @@ def test_commands_import_only_what_they_use(trained_small, tmp_path):
                         "--user", "u00001"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stderr.rstrip().endswith("HEAVY="), r.stderr[-2000:]
     assert len([line for line in r.stdout.splitlines() if line.strip()[:1].isdigit()]) == 10
+    # as CSV too (written by the csv module; the bytes pandas wrote, tests/test_units.py)
+    r = subprocess.run([sys.executable, "-c", check_imports(*light), "recommend", "--config", str(trained_small),
+                        "--user", "u00001", "--format", "csv"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr.rstrip().endswith("HEAVY="), r.stderr[-2000:]
+    got = pd.read_csv(io.StringIO(r.stdout))
+    assert got.columns.tolist() == ["rank", "movie_id", "title", "year", "genres", "predicted_rating", "rank_score"]
+    assert got["rank"].tolist() == list(range(1, 11)) and got["rank_score"].is_monotonic_decreasing
     site, _, _ = clone_site(trained_small, tmp_path / "site")
     r = subprocess.run([sys.executable, "-c", check_imports("sklearn", "networkx", *HEAVY), "evaluate", "--config",
                         str(site), "--format", "json", "model.use_features=false", "social.enabled=false"],

@@ -181,6 +181,18 @@ def csv_safe_cell(v):
     return v
 
 
+def write_csv_rows(columns: list[str], rows: list[list], target) -> None:
+    """:func:`write_csv` for a few rows of plain Python values (None: an empty cell), without
+    pandas (one viewer's list: pandas is a third of the command's time): the same bytes."""
+    import csv
+
+    rows = [[csv_safe_cell(v) for v in row] for row in rows]
+    cr = any("\r" in c for c in columns) or any(isinstance(v, str) and "\r" in v for row in rows for v in row)
+    w = csv.writer(target, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC if cr else csv.QUOTE_MINIMAL)
+    w.writerow([csv_safe_cell(c) for c in columns])
+    w.writerows(rows)
+
+
 def _csv_safe_column(s):
     """The column with its formula cells neutralised (numbers and dates are never formulas)."""
     import numpy as np

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from movierec.cli._app import CONFIG_OPT, CSV_SAFETY_NOTE, OVERRIDES, check_utf8, load_cfg, cli, log, write_csv
+from movierec.cli._app import (CONFIG_OPT, CSV_SAFETY_NOTE, OVERRIDES, check_utf8, cli, load_cfg, log, write_csv,
+                               write_csv_rows)
 
 
 @cli.command()
@@ -121,17 +122,10 @@ def _print_recs(result: dict, fmt: str) -> None:
         click.echo(json.dumps(result))
         return
     if fmt == "csv":
-        import pandas as pd
-
-        write_csv(pd.DataFrame({
-            "rank": pd.Series(range(1, len(items) + 1), dtype="int64"),
-            "movie_id": pd.Series([it["movie_id"] for it in items], dtype=object),
-            "title": pd.Series([it["title"] for it in items], dtype=object),
-            "year": pd.array([it["year"] or None for it in items], dtype="Int64"),
-            "genres": pd.Series([it["genres"] for it in items], dtype=object),
-            "predicted_rating": pd.Series([it["predicted_rating"] for it in items], dtype="float64"),
-            "rank_score": pd.Series([it["rank_score"] for it in items], dtype="float64"),
-        }), sys.stdout)
+        write_csv_rows(["rank", "movie_id", "title", "year", "genres", "predicted_rating", "rank_score"],
+                       [[k, it["movie_id"], it["title"], it["year"] or None, it["genres"],
+                         None if it["predicted_rating"] is None else float(it["predicted_rating"]),
+                         float(it["rank_score"])] for k, it in enumerate(items, 1)], sys.stdout)
         return
     fallback = result.get("fallback")
     note = f"  (fallback: {fallback})" if fallback else ""
