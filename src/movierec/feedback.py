@@ -64,7 +64,9 @@ def known_catalogue(cfg) -> tuple[set[str] | None, tuple[float, float] | None]:
     movies, scale = None, None
     try:
         v = Registry.of(cfg).current()
-        movies = set(pd.read_parquet(v.path / MOVIES, columns=["movie_id"])["movie_id"].astype(str))
+        import pyarrow.parquet as pq  # one column of the version's catalogue: no pandas for one event
+
+        movies = {str(m) for m in pq.ParquetFile(v.path / MOVIES).read(columns=["movie_id"]).column(0).to_pylist()}
         sc = v.meta.get("rating_scale") or {}
         scale = (sc["min"], sc["max"]) if "min" in sc else None
     except (ModelError, OSError, KeyError):

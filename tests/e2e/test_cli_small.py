@@ -151,7 +151,15 @@ def test_commands_import_only_what_they_use(trained_small, tmp_path):
     got = pd.read_csv(io.StringIO(r.stdout))
     assert got.columns.tolist() == ["rank", "movie_id", "title", "year", "genres", "predicted_rating", "rank_score"]
     assert got["rank"].tolist() == list(range(1, 11)) and got["rank_score"].is_monotonic_decreasing
-    site, _, _ = clone_site(trained_small, tmp_path / "site")
+    site, _, work = clone_site(trained_small, tmp_path / "site")
+    # one feedback event is checked against the version's catalogue and appended: no pandas
+    r = subprocess.run([sys.executable, "-c", check_imports(*light), "feedback", "--config", str(site),
+                        "--user", "u00001", "--movie", "m00002", "--rating", "4"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr.rstrip().endswith("HEAVY="), r.stderr[-2000:]
+    assert json.loads((work / "feedback" / "events.jsonl").read_text().splitlines()[-1])["movie_id"] == "m00002"
+    r = subprocess.run([sys.executable, "-c", check_imports(*light), "feedback", "--config", str(site),
+                        "--user", "u00001", "--movie", "no-such-movie", "--rating", "4"], capture_output=True, text=True)
+    assert r.returncode == 65 and "not in the catalogue" in r.stderr, r.stderr[-2000:]
     r = subprocess.run([sys.executable, "-c", check_imports("sklearn", "networkx", *HEAVY), "evaluate", "--config",
                         str(site), "--format", "json", "model.use_features=false", "social.enabled=false"],
                        capture_output=True, text=True)
