@@ -69,11 +69,9 @@ class RayScorer:
 
     def _pool(self, ray) -> list:
         job = ray.get_runtime_context().get_job_id()  # a new Ray session needs new actors
-        if _live.get("job") == job:
-            if _live["owner"] is self:
-                return _live["actors"]
-            for a in _live["actors"]:  # another route's pool: its CPUs are this pool's
-                ray.kill(a)
+        if _live.get("job") == job and _live["owner"] is self:
+            return _live["actors"]
+        _stop_pool(ray)  # another route's pool: its CPUs are this pool's
         e = self.engine
         actor = ray.remote(_ScoreActor).options(num_cpus=e.cpus_per_worker, num_gpus=e.gpus_per_worker or 0)
         _live.update(owner=self, job=job, actors=[
@@ -108,6 +106,15 @@ class RayScorer:
         return out, (np.concatenate(feats).astype(np.float32) if all(f is not None for f in feats) else None)
 
 
+def _stop_pool(ray) -> None:
+    """Stop the live pool of this Ray session, if any (one left from an ended session is gone
+    with it)."""
+    if _live.get("job") == ray.get_runtime_context().get_job_id():
+        for a in _live["actors"]:
+            ray.kill(a)
+    _live.clear()
+
+
 def _detect_chunk(texts: list[str], min_confidence: float, covered: frozenset[str] | None,
                   excluded: frozenset[str]) -> np.ndarray:
     from movierec.sentiment.language import detect
@@ -119,16 +126,13 @@ def detect_on_ray(texts: Sequence[str], engine: EngineConfig, chunk: int, min_co
                   covered: frozenset[str] | None, excluded: frozenset[str]) -> np.ndarray:
     """The language of each text (:func:`movierec.sentiment.language.detect`), detected by Ray
     tasks of ``chunk`` texts each, one CPU each, as many at once as the cluster has CPUs free
-    (in the driver, detection is one thread: 1.45k texts/s for 1 KB reviews). A scoring pool
-    left from earlier in the session is stopped first: its actors hold the CPUs the tasks need,
-    and scoring comes after detection. The same codes as a local run, in the texts' order."""
+    (in the driver, detection is one thread). A scoring pool left from earlier in the session
+    is stopped first: its actors hold the CPUs the tasks need, and scoring comes after
+    detection. The same codes as a local run, in the texts' order."""
     texts = list(texts)
     t0 = time.perf_counter()
     with session(engine) as ray:
-        if _live.get("job") == ray.get_runtime_context().get_job_id():
-            for a in _live.pop("actors"):
-                ray.kill(a)
-            _live.clear()
+        _stop_pool(ray)
         task = ray.remote(_detect_chunk).options(num_cpus=1)
         chunks = [texts[a:a + chunk] for a in range(0, len(texts), chunk)]
         refs = [task.remote(c, min_confidence, covered, excluded) for c in chunks]
