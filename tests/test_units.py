@@ -376,3 +376,21 @@ def test_one_viewers_csv_is_the_bytes_pandas_writes(title):
     assert "'=HYPERLINK" in a.getvalue() or "=HYPERLINK" not in title
     back = pd.read_csv(io.StringIO(a.getvalue()), keep_default_na=False, dtype=str)
     assert len(back) == 3 and back["title"][2] == "Plain" and back["predicted_rating"][1] == ""
+
+
+# ----------------------------------------------------------------------------- data.scale._on_grid
+def test_on_grid_is_the_tolerance_rule_with_fewer_temporaries():
+    """|x - round(x)| <= 1e-9 max(1, |x|), x = r / step: stars, half stars, points, values a hair
+    off the grid, NaN, infinities, huge values and -0.0 alike (the rule written out)."""
+    from movierec.data.scale import _on_grid
+
+    rng = np.random.default_rng(0)
+    r = np.concatenate([rng.integers(-5, 101, 5000).astype(np.float64), rng.integers(0, 11, 500) / 2,
+                        rng.normal(3, 2, 500), [np.nan, np.inf, -np.inf, 1e300, -0.0, 3 + 1e-12, 3 + 1e-6]])
+    for step in (1.0, 0.5):
+        x = r / step
+        with np.errstate(invalid="ignore"):
+            want = np.abs(x - np.round(x)) <= 1e-9 * np.maximum(1.0, np.abs(x))
+            got = _on_grid(r, step)
+        assert (got == want).all()
+    assert _on_grid(np.array([4.5, 4.0, 3 + 1e-12, 3.2]), 0.5).tolist() == [True, True, True, False]
