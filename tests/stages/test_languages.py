@@ -164,3 +164,21 @@ def test_a_language_set_to_none_is_never_swapped_for_another():
         got = R.Router(cfg).score_texts(texts)
         assert got.languages[:2].tolist() == ["es", "es"] and np.isnan(got.scores[:2]).all(), cfg
         assert got.routes[2] == R.PRIMARY
+
+
+@pytest.mark.parametrize("executable", [None, "/no/such/python", "/bin/false"])
+def test_detection_beside_a_loading_model_gives_the_same_codes(monkeypatch, executable):
+    """Languages detected in another process while the model loads here are the codes
+    detected here; a process that cannot start or fails leaves them to this one. The loading
+    runs once either way."""
+    import sys
+
+    texts = ["A wonderful film, I loved it.", "这部电影非常好看，我很喜欢。", "Una película malísima.", "Meh.",
+             "Ein großartiger Film mit tollen Schauspielern."] * 40
+    if executable:
+        monkeypatch.setattr(sys, "executable", executable)
+    calls = []
+    got = R.detect_beside(texts, 0.2, None, frozenset(), lambda: calls.append(1))
+    assert calls == [1]
+    assert got.tolist() == detect(texts, 0.2, None)[0].tolist()
+    assert {"en", "zh", "es", "de"} <= set(got)

@@ -48,8 +48,8 @@ class CachedScorer:
         self.new_rows: list[pd.DataFrame] = []
         self._scorer: TextScorer | None = None
 
-    def score_keys_features(self, text_keys: Sequence[str], fetch: Callable[[list[str]], list[str]]
-                            ) -> tuple[np.ndarray, np.ndarray | None]:
+    def _cached(self, text_keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(cache keys, cached scores (NaN: none), cached features, which texts miss)."""
         keys = cache_keys(text_keys, self.model_id)
         cache = self.cache.drop_duplicates("key", keep="last").set_index("key")
         got = cache["sentiment"].reindex(keys).to_numpy(np.float32, copy=True)
@@ -58,11 +58,24 @@ class CachedScorer:
         missing = np.isnan(got)
         if self.features:
             missing |= np.array([not isinstance(b, bytes) for b in blobs])
+        return keys, got, blobs, missing
+
+    def misses_any(self, text_keys: Sequence[str]) -> bool:
+        """Whether some of these texts would need the model."""
+        return bool(self._cached(text_keys)[3].any())
+
+    def load(self) -> None:
+        """Build the wrapped model now (it is built on the first miss otherwise)."""
+        if self._scorer is None:
+            self._scorer = self.factory()
+
+    def score_keys_features(self, text_keys: Sequence[str], fetch: Callable[[list[str]], list[str]]
+                            ) -> tuple[np.ndarray, np.ndarray | None]:
+        keys, got, blobs, missing = self._cached(text_keys)
         miss = np.flatnonzero(missing)
         if len(miss):
             log.info("sentiment: %d of %d texts not in the cache; scoring them", len(miss), len(keys))
-            if self._scorer is None:
-                self._scorer = self.factory()
+            self.load()
             step = self.checkpoint_every if self.checkpoint is not None else len(miss)
             # one progress over all the misses: the scorer's own progress of each chunk counts
             # toward it, so a bar or a cron log line shows the whole total, not one chunk's

@@ -82,6 +82,22 @@ def detect(texts: Sequence[str], min_confidence: float = 0.2, covered: frozenset
     return langs, conf
 
 
+def detect_codes(texts: Sequence[str], min_confidence: float, covered: frozenset[str] | None,
+                 excluded: frozenset[str]) -> np.ndarray:
+    """:func:`detect`'s language codes alone (what a worker process or Ray task sends back)."""
+    return detect(texts, min_confidence, covered, excluded=excluded)[0]
+
+
+def detect_stdio() -> None:
+    """The process :func:`movierec.sentiment.routing.detect_beside` starts: pickled (texts,
+    min_confidence, covered, excluded) on stdin, the list of codes pickled on stdout."""
+    import pickle
+    import sys
+
+    texts, min_confidence, covered, excluded = pickle.load(sys.stdin.buffer)
+    pickle.dump(detect_codes(texts, min_confidence, covered, excluded).tolist(), sys.stdout.buffer)
+
+
 def shares(langs: Sequence[str]) -> dict[str, int]:
     """Texts per language, most frequent first."""
     if not len(langs):

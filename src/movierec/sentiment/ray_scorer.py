@@ -115,13 +115,6 @@ def _stop_pool(ray) -> None:
     _live.clear()
 
 
-def _detect_chunk(texts: list[str], min_confidence: float, covered: frozenset[str] | None,
-                  excluded: frozenset[str]) -> np.ndarray:
-    from movierec.sentiment.language import detect
-
-    return detect(texts, min_confidence, covered, excluded=excluded)[0]
-
-
 def detect_on_ray(texts: Sequence[str], engine: EngineConfig, chunk: int, min_confidence: float,
                   covered: frozenset[str] | None, excluded: frozenset[str]) -> np.ndarray:
     """The language of each text (:func:`movierec.sentiment.language.detect`), detected by Ray
@@ -129,11 +122,13 @@ def detect_on_ray(texts: Sequence[str], engine: EngineConfig, chunk: int, min_co
     (in the driver, detection is one thread). A scoring pool left from earlier in the session
     is stopped first: its actors hold the CPUs the tasks need, and scoring comes after
     detection. The same codes as a local run, in the texts' order."""
+    from movierec.sentiment.language import detect_codes
+
     texts = list(texts)
     t0 = time.perf_counter()
     with session(engine) as ray:
         _stop_pool(ray)
-        task = ray.remote(_detect_chunk).options(num_cpus=1)
+        task = ray.remote(detect_codes).options(num_cpus=1)
         chunks = [texts[a:a + chunk] for a in range(0, len(texts), chunk)]
         refs = [task.remote(c, min_confidence, covered, excluded) for c in chunks]
         out = np.empty(len(texts), dtype=object)

@@ -144,11 +144,15 @@ class Router:
         miss = np.flatnonzero(pd.isna(got))
         if len(miss):
             texts, every = fetch([text_keys[i] for i in miss]), self.cfg.checkpoint_every
+            conf = self.cfg.min_language_confidence
             if self.engine is not None and len(texts) > every:  # more than one task's worth: on Ray
-                got[miss] = detect_on_ray(texts, self.engine, every, self.cfg.min_language_confidence, covered,
-                                          excluded)
+                got[miss] = detect_on_ray(texts, self.engine, every, conf, covered, excluded)
+            elif len(texts) > every and self.scorer(PRIMARY).misses_any([text_keys[i] for i in miss]):
+                # texts the model has not read either: it loads (a first run: the ONNX export)
+                # while another process detects their languages
+                got[miss] = detect_beside(texts, conf, covered, excluded, self.scorer(PRIMARY).load)
             else:
-                got[miss] = detect(texts, self.cfg.min_language_confidence, covered, excluded=excluded)[0]
+                got[miss] = detect(texts, conf, covered, excluded=excluded)[0]
             self.lang_rows.append(pd.DataFrame({"key": keys[miss], "language": got[miss].astype(str)}))
         return got.astype(str)
 
@@ -206,6 +210,54 @@ class Router:
             return self.cache
         out = pd.concat([self.cache, *new], ignore_index=True)
         return out.drop_duplicates("key", keep="last").reset_index(drop=True)
+
+
+def detect_beside(texts: Sequence[str], min_confidence: float, covered: frozenset[str] | None,
+                  excluded: frozenset[str], meanwhile: Callable[[], None]) -> np.ndarray:
+    """Language codes of ``texts`` (:func:`~movierec.sentiment.language.detect`), detected in a
+    Python process of its own while ``meanwhile()`` runs here: loading a model is one
+    thread's work for seconds, and detection is another's. The same codes as in this process.
+    The process is ``python -c`` with the texts on its stdin (not multiprocessing, which would
+    import the caller's main script again); where it cannot run, they are detected here."""
+    import pickle
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from movierec.sentiment.language import detect_codes
+
+    t0 = time.perf_counter()
+    payload = pickle.dumps(([t[:2000] for t in texts], min_confidence, covered, excluded))  # detect reads no more
+    done: dict = {}
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", "from movierec.sentiment.language import detect_stdio; "
+                                 "detect_stdio()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        talk = threading.Thread(target=lambda: done.update(zip(("out", "err"), proc.communicate(payload))),
+                                name="movierec-languages", daemon=True)
+        talk.start()
+    except OSError as exc:
+        log.debug("sentiment: no process for language detection (%s); detecting here", exc)
+        proc = None
+    try:
+        meanwhile()
+    except BaseException:
+        if proc is not None:
+            proc.kill()
+        raise
+    if proc is not None:
+        t1 = time.perf_counter()
+        talk.join()
+        if proc.returncode == 0:
+            out = np.asarray(pickle.loads(done["out"]), dtype=object)
+            log.info("sentiment: languages of %d texts detected in another process while the model loaded "
+                     "(%.1fs; %.1fs of it waited for afterwards)", len(texts), time.perf_counter() - t0,
+                     time.perf_counter() - t1)
+            return out
+        log.debug("sentiment: the language detection process failed (%s); detecting here",
+                  done.get("err", b"").decode("utf-8", "replace")[-500:])
+    return detect_codes(list(texts), min_confidence, covered, excluded)
 
 
 def describe_routing(langs: np.ndarray, routes: np.ndarray) -> dict:
