@@ -166,11 +166,11 @@ def test_a_language_set_to_none_is_never_swapped_for_another():
         assert got.routes[2] == R.PRIMARY
 
 
-@pytest.mark.parametrize("executable", [None, "/no/such/python", "/bin/false"])
+@pytest.mark.parametrize("executable", [None, "/no/such/python", "/bin/false", "/bin/echo"])
 def test_detection_beside_a_loading_model_gives_the_same_codes(monkeypatch, executable):
     """Languages detected in another process while the model loads here are the codes
-    detected here; a process that cannot start or fails leaves them to this one. The loading
-    runs once either way."""
+    detected here; a process that cannot start, fails or writes something else (echo) leaves
+    them to this one. The loading runs once either way."""
     import sys
 
     texts = ["A wonderful film, I loved it.", "这部电影非常好看，我很喜欢。", "Una película malísima.", "Meh.",

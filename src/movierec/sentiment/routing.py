@@ -249,8 +249,11 @@ def detect_beside(texts: Sequence[str], min_confidence: float, covered: frozense
     if proc is not None:
         t1 = time.perf_counter()
         talk.join()
-        if proc.returncode == 0:
-            out = np.asarray(pickle.loads(done["out"]), dtype=object)
+        try:  # a process that failed, or wrote anything but the codes, leaves them to this one
+            out = np.asarray(pickle.loads(done["out"]), dtype=object) if proc.returncode == 0 else None
+        except Exception:  # noqa: BLE001 - unpickling garbage raises any of several kinds
+            out = None
+        if out is not None and out.shape == (len(texts),):
             log.info("sentiment: languages of %d texts detected in another process while the model loaded "
                      "(%.1fs; %.1fs of it waited for afterwards)", len(texts), time.perf_counter() - t0,
                      time.perf_counter() - t1)
