@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 
 UND = "und"
 
+#: characters of a text that detection reads: the first paragraphs decide, and a 5000-character
+#: review costs no more (what is sent to another process or a Ray task is cut to this too)
+DETECT_CHARS = 2000
+
 #: The languages of XLM-R's training data (CC-100), which multilingual-e5-small inherits, in
 #: py3langid's labels (its Cantonese and Wu Chinese count as Chinese script, its nn as Norwegian).
 XLMR_LANGUAGES = frozenset("""
@@ -68,7 +72,7 @@ def detect(texts: Sequence[str], min_confidence: float = 0.2, covered: frozenset
     langs = np.empty(len(texts), dtype=object)
     conf = np.zeros(len(texts), np.float32)
     for k, t in enumerate(texts):
-        t = t[:2000]  # the first paragraphs decide; a 5000-character review costs no more
+        t = t[:DETECT_CHARS]
         if not any(c.isalpha() for c in t):
             langs[k] = UND
             continue

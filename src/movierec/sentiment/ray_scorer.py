@@ -122,9 +122,9 @@ def detect_on_ray(texts: Sequence[str], engine: EngineConfig, chunk: int, min_co
     (in the driver, detection is one thread). A scoring pool left from earlier in the session
     is stopped first: its actors hold the CPUs the tasks need, and scoring comes after
     detection. The same codes as a local run, in the texts' order."""
-    from movierec.sentiment.language import detect_codes
+    from movierec.sentiment.language import DETECT_CHARS, detect_codes
 
-    texts = list(texts)
+    texts = [t[:DETECT_CHARS] for t in texts]  # all that detection reads: no more to the tasks
     t0 = time.perf_counter()
     with session(engine) as ray:
         _stop_pool(ray)

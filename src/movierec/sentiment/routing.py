@@ -143,11 +143,12 @@ class Router:
             got[:] = known["language"].reindex(keys).to_numpy(object)
         miss = np.flatnonzero(pd.isna(got))
         if len(miss):
-            texts, every = fetch([text_keys[i] for i in miss]), self.cfg.checkpoint_every
+            miss_keys = [text_keys[i] for i in miss]
+            texts, every = fetch(miss_keys), self.cfg.checkpoint_every
             conf = self.cfg.min_language_confidence
             if self.engine is not None and len(texts) > every:  # more than one task's worth: on Ray
                 got[miss] = detect_on_ray(texts, self.engine, every, conf, covered, excluded)
-            elif len(texts) > every and self.scorer(PRIMARY).misses_any([text_keys[i] for i in miss]):
+            elif len(texts) > every and self.scorer(PRIMARY).misses_any(miss_keys):
                 # texts the model has not read either: it loads (a first run: the ONNX export)
                 # while another process detects their languages
                 got[miss] = detect_beside(texts, conf, covered, excluded, self.scorer(PRIMARY).load)
@@ -225,10 +226,10 @@ def detect_beside(texts: Sequence[str], min_confidence: float, covered: frozense
     import threading
     import time
 
-    from movierec.sentiment.language import detect_codes
+    from movierec.sentiment.language import DETECT_CHARS, detect_codes
 
     t0 = time.perf_counter()
-    payload = pickle.dumps(([t[:2000] for t in texts], min_confidence, covered, excluded))  # detect reads no more
+    payload = pickle.dumps(([t[:DETECT_CHARS] for t in texts], min_confidence, covered, excluded))
     done: dict = {}
     try:
         proc = subprocess.Popen([sys.executable, "-c", "from movierec.sentiment.language import detect_stdio; "
