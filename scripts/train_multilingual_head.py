@@ -23,8 +23,8 @@ detected as English (scale and shift) is fitted on a *development* set of hand-w
 sentences in five languages that the tests and benchmarks do not use (it, pt, nl, ru, ja:
 scripts/data/multilingual_dev.csv); the test languages (zh, es, de, fr, pl) stay unseen.
 ``--languages-only`` refits just that map on the shipped head. Languages with star-rated real
-reviews at hand get their own map (scripts/calibrate_languages.py); a full retrain drops those
-maps (they map this head's logit): rerun that script after it.
+reviews at hand get their own head (scripts/calibrate_languages.py); a full retrain drops
+those heads (they read this head's logit): rerun that script after it.
 """
 
 from __future__ import annotations
