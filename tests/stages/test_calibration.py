@@ -123,5 +123,5 @@ def test_the_shipped_head_has_maps_for_the_calibrated_languages():
     assert {"zh", "ko"} <= set(codes) and "en" not in codes
     assert len(head["lang_scale"]) == len(head["lang_shift"]) == len(codes) == len(head["lang_coef"])
     assert head["lang_coef"].shape[1] == head["coef"].size
-    assert np.all(np.asarray(head["lang_scale"]) > 0)  # the English head's logit still counts for
+    assert np.all(np.asarray(head["lang_scale"]) > 0)  # the English head's reading still counts, the same way
     assert "other_scale" in head  # the shared map stays for the other languages
