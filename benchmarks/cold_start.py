@@ -289,9 +289,8 @@ def demo_runs(work: Path) -> str:
 
 
 def machine() -> str:
-    """scripts/benchmark.py's machine line, with the peers of this benchmark."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from benchmark import _version, machine as base
+    """The benchmarks' machine line, with the peers of this benchmark."""
+    from _bench_common import _version, machine as base
 
     return f"{base()}, lightfm {_version('lightfm')}, cornac {_version('cornac')}"
 
@@ -397,11 +396,12 @@ def main() -> None:
         warm = warm_check(data, plain, work)
     demo = demo_runs(work) if args.demo else ""
     cmd = "python benchmarks/cold_start.py" + (" --warm" if args.warm else "") + (" --demo" if args.demo else "")
-    text = report(runs, cli, warm, cmd, demo)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "cold_start.md").write_text(text)
+    # the measurements first: a report that fails to render can be rendered again (--rerender)
     (RESULTS / "cold_start.json").write_text(json.dumps({"runs": runs, "warm": warm, "cmd": cmd, "demo": demo},
                                                         indent=1, default=float))
+    text = report(runs, cli, warm, cmd, demo)
+    (RESULTS / "cold_start.md").write_text(text)
     print(text)
 
 
