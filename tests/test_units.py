@@ -394,3 +394,130 @@ def test_on_grid_is_the_tolerance_rule_with_fewer_temporaries():
             got = _on_grid(r, step)
         assert (got == want).all()
     assert _on_grid(np.array([4.5, 4.0, 3 + 1e-12, 3.2]), 0.5).tolist() == [True, True, True, False]
+
+
+# ----------------------------------------------------------------------------- data.scale.levels
+def test_scale_learning_from_counted_levels_is_numpys_to_the_last_bit():
+    """The scale is learned from each distinct rating and its count (a hash count, not a sort
+    of 2M ratings): every quantile equals np.quantile's on the ratings themselves, and the
+    learned scale is what the sorted ratings give, outliers and continuous scores included."""
+    from movierec.data.scale import find_grid, learn_scale, levels, outlier_fence, quantile
+
+    rng = np.random.default_rng(3)
+    qs = [0.0, 0.001, 0.01, 0.25, 0.3333, 0.5, 0.75, 0.99, 0.999, 1.0]
+    for trial in range(60):
+        n = int(rng.integers(1, 30_000))
+        kind = trial % 5
+        if kind == 0:
+            r = rng.integers(1, 6, n).astype(float)
+        elif kind == 1:
+            r = rng.integers(0, 21, n) / 2.0
+        elif kind == 2:
+            r = rng.normal(3, 1, n)  # continuous: sorted
+        elif kind == 3:  # rare values a sample misses: a 0, a 6, a 5.5, an absurd one
+            r = np.where(rng.random(n) < 0.999, rng.integers(1, 6, n), rng.choice([0, 6, 5.5, 1e30], n)).astype(float)
+        else:
+            r = rng.integers(0, 101, n).astype(float)
+        values, counts = levels(r)
+        assert np.array_equal(np.repeat(values, counts), np.sort(r))
+        for method in ("linear", "lower", "higher"):
+            assert np.array_equal(quantile(values, counts, qs, method), np.quantile(r, qs, method=method))
+        lo, hi = outlier_fence(r)
+        inside = r[(r >= lo) & (r <= hi)]
+        scale = learn_scale(r)
+        assert scale.lo >= inside.min() and scale.hi <= inside.max()
+        if kind in (0, 3) and n > 2000:  # whole stars: 1..5 on a grid of 1, the rare 0/6/5.5/1e30 set aside
+            assert (scale.lo, scale.hi, scale.step) == (1.0, 5.0, 1.0)
+        if kind == 2:
+            assert scale.step is None and find_grid(r) is None
+
+
+# ----------------------------------------------------------------------------- _jit, _memory
+def test_a_cached_kernel_loads_without_numbas_compile_only_imports():
+    """A kernel in numba's cache loads in a fresh process without the implementation modules
+    numba imports to compile (numpy's array math, linear algebra): 0.15-0.3 s a command. Its
+    answer is numpy's."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from movierec._topk import topk_rows; "
+            "s = np.random.default_rng(0).random((64, 50)).astype(np.float32); idx, val = topk_rows(s, 5); "
+            "assert (idx == np.argsort(-s, axis=1, kind='stable')[:, :5]).all(); "
+            "print('numba.np.arraymath' in sys.modules, 'numba.np.linalg' in sys.modules)")
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)  # compiles if not cached
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert again.stdout.split() == ["False", "False"]
+
+
+def test_the_lean_loader_leaves_a_miss_or_an_error_to_numba():
+    from contextlib import nullcontext
+
+    from movierec._jit import _lean_load
+
+    class Runtime:
+        started = 0
+
+        def initialize(self, ctx):
+            self.started += 1
+
+    class Cache:
+        def __init__(self, found):
+            self.found = found
+
+        def _guard_against_spurious_io_errors(self):
+            return nullcontext()
+
+        def _load_overload(self, sig, ctx):
+            if isinstance(self.found, Exception):
+                raise self.found
+            return self.found
+
+    def numbas_own(cache, sig, ctx):
+        return "numba's own"
+
+    rt = Runtime()
+    assert _lean_load(Cache("machine code"), numbas_own, rt, "sig", "ctx") == "machine code" and rt.started == 1
+    assert _lean_load(Cache(None), numbas_own, rt, "sig", "ctx") == "numba's own"
+    assert _lean_load(Cache(ValueError("a changed numba")), numbas_own, rt, "sig", "ctx") == "numba's own"
+
+
+@pytest.mark.skipif(not os.uname().sysname == "Linux", reason="glibc's malloc")
+def test_a_batch_command_reuses_the_memory_it_frees():
+    """After reuse_freed_memory, a second 256 MB array takes the first one's pages (no new
+    page faults); without it, the second is mapped and faulted in again. Arrow allocates
+    through the same malloc."""
+    import subprocess
+    import sys
+
+    code = ("import sys, resource, numpy as np\n"
+            "if sys.argv[1] == 'on':\n"
+            "    from movierec._memory import reuse_freed_memory; assert reuse_freed_memory()\n"
+            "import pyarrow as pa\n"
+            "a = np.ones(32 << 20); del a\n"
+            "f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+            "a = np.ones(32 << 20); del a\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f, pa.default_memory_pool().backend_name)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "ARROW_DEFAULT_MEMORY_POOL"))}
+    got = {}
+    for mode in ("off", "on"):
+        r = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+        faults, pool = r.stdout.split()
+        got[mode] = (int(faults), pool)
+    assert got["off"][0] >= 100 and got["on"][0] <= got["off"][0] // 10, got
+    assert got["on"][1] == "system" and got["off"][1] != "system"
+
+
+def test_every_command_but_serve_reuses_freed_memory(monkeypatch):
+    from click.testing import CliRunner
+
+    import movierec._memory
+    from movierec.cli import cli
+
+    called = []
+    monkeypatch.setattr(movierec._memory, "reuse_freed_memory", lambda: called.append(True))
+    assert CliRunner().invoke(cli, ["recommend", "--help"]).exit_code == 0 and called == [True]
+    called.clear()
+    assert CliRunner().invoke(cli, ["serve", "--help"]).exit_code == 0 and called == []

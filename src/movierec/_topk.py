@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from movierec._jit import lean_cache_loads
+
 
 @njit(cache=True, parallel=True)
 def topk_rows(s, n):  # pragma: no cover - compiled
@@ -49,3 +51,7 @@ def topk_rows(s, n):  # pragma: no cover - compiled
                     val[r, k] = s[r, c]
                     k += 1
     return idx, val
+
+
+# a cache hit loads without numba's compile-only set-up (movierec._jit)
+lean_cache_loads(topk_rows)

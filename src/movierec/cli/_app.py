@@ -117,6 +117,10 @@ def cli(ctx: click.Context, verbose: int, quiet: int, log_format: str) -> None:
     """movierec: batch movie recommendations from ratings, review sentiment and social ties."""
     _setup_logging(verbose, quiet, log_format)
     ctx.obj = {"verbose": verbose}
+    if ctx.invoked_subcommand != "serve":  # a long-lived service gives back what it frees
+        from movierec._memory import reuse_freed_memory
+
+        reuse_freed_memory()
 
 
 def load_cfg(config_path: str, overrides: tuple[str, ...]):

@@ -70,10 +70,14 @@ def outlier_fence(r: np.ndarray) -> tuple[float, float]:
     outliers themselves).
     """
     r = np.asarray(r, np.float64)
-    r = r[np.isfinite(r)]
-    if not len(r):
+    return _fence(*levels(r[np.isfinite(r)]))
+
+
+def _fence(values: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
+    """:func:`outlier_fence` of the ratings that :func:`levels` gives as ``values``, ``counts``."""
+    if not len(values):
         return -np.inf, np.inf
-    q_lo, c_lo, q1, q3, c_hi, q_hi = np.quantile(r, [0.001, 0.01, 0.25, 0.75, 0.99, 0.999])
+    q_lo, c_lo, q1, q3, c_hi, q_hi = quantile(values, counts, [0.001, 0.01, 0.25, 0.75, 0.99, 0.999])
     width = q_hi - q_lo
     if width <= 0:
         width = max(abs(q_hi), 1.0)
@@ -82,6 +86,46 @@ def outlier_fence(r: np.ndarray) -> tuple[float, float]:
     central = c_hi - c_lo
     iqr = max(q3 - q1, 0.05 * (central if central > 0 else width), 1e-9)
     return max(q_lo - 0.25 * width, q1 - 10 * iqr), min(q_hi + 0.25 * width, q3 + 10 * iqr)
+
+
+#: a sample of this many ratings tells whether :func:`levels` counts or sorts
+LEVEL_SAMPLE = 4096
+
+
+def levels(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of ``r`` (finite numbers), ascending, and how often each occurs.
+
+    Ratings hold a handful of values (stars, halves, 0..100): they are counted in a hash
+    table (pandas' value_counts), not sorted (2M ratings: about 15 ms against 0.1 s). Where
+    a sample shows mostly distinct values (continuous scores), the values are sorted.
+    """
+    r = np.asarray(r, np.float64)
+    if len(r) > LEVEL_SAMPLE and len(np.unique(r[:: len(r) // LEVEL_SAMPLE])) <= LEVEL_SAMPLE // 4:
+        import pandas as pd
+
+        vc = pd.Series(r, copy=False).value_counts(sort=False)
+        values, counts = vc.index.to_numpy(np.float64), vc.to_numpy(np.int64)
+        order = np.argsort(values)
+        return values[order], counts[order]
+    return np.unique(r, return_counts=True)
+
+
+def quantile(values: np.ndarray, counts: np.ndarray, q, method: str = "linear"):
+    """``np.quantile(data, q, method=method)`` of the data that ``values`` occurring
+    ``counts`` times make up (``method``: "linear", "lower" or "higher"), without the data."""
+    n = int(counts.sum())
+    ends = np.cumsum(counts)  # the k-th smallest value (from 0) is values[first end > k]
+    h = (n - 1) * np.asarray(q, np.float64)
+    if method == "lower":
+        return values[np.searchsorted(ends, np.floor(h), side="right")]
+    if method == "higher":
+        return values[np.searchsorted(ends, np.ceil(h), side="right")]
+    below = np.floor(h)
+    a = values[np.searchsorted(ends, below, side="right")]
+    b = values[np.searchsorted(ends, np.minimum(below + 1, n - 1), side="right")]
+    t = h - below
+    # numpy's interpolation, to the last bit: from the nearer end
+    return np.where(t >= 0.5, b - (b - a) * (1 - t), a + (b - a) * t)
 
 
 #: the grids ratings are looked for on, coarsest first: whole stars (or points), half stars
@@ -111,11 +155,15 @@ def _on_grid(r: np.ndarray, step: float) -> np.ndarray:
 def find_grid(r: np.ndarray) -> float | None:
     """The grid step the finite values ``r`` sit on (see :data:`GRID_STEPS`), else None."""
     r = np.asarray(r, np.float64)
-    r = r[np.isfinite(r)]
-    if not len(r):
+    return _grid(*levels(r[np.isfinite(r)]))
+
+
+def _grid(values: np.ndarray, counts: np.ndarray) -> float | None:
+    """:func:`find_grid` of the ratings that :func:`levels` gives as ``values``, ``counts``."""
+    if not len(values):
         return None
     for step in GRID_STEPS:
-        if (~_on_grid(r, step)).sum() <= GRID_OFF_SHARE * len(r):
+        if counts[~_on_grid(values, step)].sum() <= GRID_OFF_SHARE * counts.sum():
             return step
     return None
 
@@ -124,26 +172,28 @@ def learn_scale(r: np.ndarray, lo: float | None = None, hi: float | None = None)
     """The scale of ``r``: the configured bounds where given, else the range of the ratings
     inside :func:`outlier_fence`; on a star grid (:func:`find_grid`, at most
     :data:`STAR_LEVELS` levels) the range of the on-grid levels that at least
-    :data:`TAIL_SHARE` of the ratings reach. Vectorised: quantiles, no sort of ``r``."""
+    :data:`TAIL_SHARE` of the ratings reach. Computed on the distinct values and their
+    counts (:func:`levels`), not on every rating."""
     r = np.asarray(r, np.float64)
-    r = r[np.isfinite(r)]
     if lo is not None and hi is not None:
         return RatingScale(float(lo), float(hi), False)
-    f_lo, f_hi = outlier_fence(r)
-    inside = r[(r >= (lo if lo is not None else f_lo)) & (r <= (hi if hi is not None else f_hi))]
-    if not len(inside):
-        inside = r
-    step = find_grid(inside)
+    values, counts = levels(r[np.isfinite(r)])
+    f_lo, f_hi = _fence(values, counts)
+    keep = (values >= (lo if lo is not None else f_lo)) & (values <= (hi if hi is not None else f_hi))
+    if keep.any():
+        values, counts = values[keep], counts[keep]
+    step = _grid(values, counts)
     if step is not None:
-        grid = inside[_on_grid(inside, step)]
+        on = _on_grid(values, step)
+        grid, grid_counts = values[on], counts[on]
         g_lo, g_hi = float(grid.min()), float(grid.max())
         if (g_hi - g_lo) / step + 1 <= STAR_LEVELS:
             # the lowest level with more than TAIL_SHARE of the ratings at or below it, and the
             # same from the top ("lower"/"higher": real levels, never a value in between)
-            g_lo = float(np.quantile(grid, TAIL_SHARE, method="lower"))
-            g_hi = float(np.quantile(grid, 1 - TAIL_SHARE, method="higher"))
-        inside = inside[(inside >= g_lo) & (inside <= g_hi)]
+            g_lo = float(quantile(grid, grid_counts, TAIL_SHARE, "lower"))
+            g_hi = float(quantile(grid, grid_counts, 1 - TAIL_SHARE, "higher"))
+        values = values[(values >= g_lo) & (values <= g_hi)]
         if g_lo >= g_hi:  # every rating alike: no grid to speak of
             step = None
-    return RatingScale(float(lo if lo is not None else inside.min()),
-                       float(hi if hi is not None else inside.max()), True, step)
+    return RatingScale(float(lo if lo is not None else values.min()),
+                       float(hi if hi is not None else values.max()), True, step)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from movierec._jit import lean_cache_loads
+
 
 @njit(cache=True, fastmath=True, inline="always")
 def _effective(out, F, Proj, feats, row):  # pragma: no cover - compiled
@@ -281,3 +283,7 @@ def group_rows(rows, users, n_users):  # pragma: no cover - compiled
         out[start[u]] = r
         start[u] += 1
     return out
+
+
+# cache hits load without numba's compile-only set-up (movierec._jit)
+lean_cache_loads(sgd_epoch_parallel, sgd_epoch_by_user, fill_cold_users, sgd_epoch_grouped, bpr_epoch, group_rows)
