@@ -116,8 +116,12 @@ def check_learnable(ratings, where, min_ratings: int = MIN_RATINGS) -> None:
     Raises:
         DataError: naming ``where`` and why (exit 65).
     """
-    r = np.asarray(ratings, np.float64)
-    r = r[np.isfinite(r)]
+    r = np.asarray(ratings)
+    if r.dtype.kind != "f":
+        r = r.astype(np.float64)
+    finite = np.isfinite(r)
+    if not finite.all():  # (no copy of 20M ratings where all are numbers)
+        r = r[finite]
     if len(r) < min_ratings:
         raise DataError(f"{where}: {len(r)} valid rating{'s' if len(r) != 1 else ''}: at least {min_ratings} "
                         "needed to train a model")
