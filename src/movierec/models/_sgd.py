@@ -33,6 +33,24 @@ def _neighbour_mean(out, P, u, nb_ptr, nb_idx, nb_w):  # pragma: no cover - comp
 
 
 @njit(cache=True, fastmath=True, inline="always")
+def _plain_step(u, i, rating, mu, bu, bi, P, Q, lr, reg, reg_b):  # pragma: no cover - compiled
+    """One rating's step of plain biased MF: branch-free loops that the compiler vectorises."""
+    k = P.shape[1]
+    pred = mu + bu[u] + bi[i]
+    for f in range(k):
+        pred += P[u, f] * Q[i, f]
+    e = rating - pred
+    bu[u] += lr * (e - reg_b * bu[u])
+    bi[i] += lr * (e - reg_b * bi[i])
+    for f in range(k):
+        puf = P[u, f]
+        qif = Q[i, f]
+        P[u, f] = puf + lr * (e * qif - reg * puf)
+        Q[i, f] = qif + lr * (e * puf - reg * qif)
+    return e * e
+
+
+@njit(cache=True, fastmath=True, inline="always")
 def _sgd_step(t, users, items, ratings, mu, bu, bi, P, Q, W, V, X, Y, nb_ptr, nb_idx, nb_w,
               lr, lr_feat, reg, reg_b, social_reg, use_feat, pu, qi, mean_nb):  # pragma: no cover
     k = P.shape[1]
@@ -41,19 +59,7 @@ def _sgd_step(t, users, items, ratings, mu, bu, bi, P, Q, W, V, X, Y, nb_ptr, nb
     u = users[t]
     i = items[t]
     if not use_feat and social_reg == 0.0:
-        # plain biased MF: branch-free loops that the compiler vectorises
-        pred = mu + bu[u] + bi[i]
-        for f in range(k):
-            pred += P[u, f] * Q[i, f]
-        e = ratings[t] - pred
-        bu[u] += lr * (e - reg_b * bu[u])
-        bi[i] += lr * (e - reg_b * bi[i])
-        for f in range(k):
-            puf = P[u, f]
-            qif = Q[i, f]
-            P[u, f] = puf + lr * (e * qif - reg * puf)
-            Q[i, f] = qif + lr * (e * puf - reg * qif)
-        return e * e
+        return _plain_step(u, i, ratings[t], mu, bu, bi, P, Q, lr, reg, reg_b)
     _effective(pu, P, W, X, u)  # W, X have 0 columns without features
     _effective(qi, Q, V, Y, i)
     pred = mu + bu[u] + bi[i]
@@ -127,16 +133,23 @@ def sgd_epoch_by_user(
     n = len(user_order)
     size = (n + n_chunks - 1) // n_chunks
     sse = np.zeros(n_chunks)
+    plain = not use_feat and social_reg == 0.0
     for c in prange(n_chunks):
         pu = np.empty(k, dtype=P.dtype)
         qi = np.empty(k, dtype=P.dtype)
         mean_nb = np.empty(k, dtype=P.dtype)
         acc = 0.0
-        for j in range(c * size, min(n, (c + 1) * size)):
-            u = user_order[j]
-            for t in range(r_ptr[u], r_ptr[u + 1]):
-                acc += _sgd_step(t, r_users, r_items, r_vals, mu, bu, bi, P, Q, W, V, X, Y, nb_ptr, nb_idx,
-                                 nb_w, lr, lr_feat, reg, reg_b, social_reg, use_feat, pu, qi, mean_nb)
+        if plain:  # decided once, not per rating: the loop the compiler sees is the plain step alone
+            for j in range(c * size, min(n, (c + 1) * size)):
+                u = user_order[j]
+                for t in range(r_ptr[u], r_ptr[u + 1]):
+                    acc += _plain_step(u, r_items[t], r_vals[t], mu, bu, bi, P, Q, lr, reg, reg_b)
+        else:
+            for j in range(c * size, min(n, (c + 1) * size)):
+                u = user_order[j]
+                for t in range(r_ptr[u], r_ptr[u + 1]):
+                    acc += _sgd_step(t, r_users, r_items, r_vals, mu, bu, bi, P, Q, W, V, X, Y, nb_ptr, nb_idx,
+                                     nb_w, lr, lr_feat, reg, reg_b, social_reg, use_feat, pu, qi, mean_nb)
         sse[c] = acc
     return sse.sum()
 
