@@ -43,21 +43,25 @@ class ReadResult:
 NL = b"\n"
 
 
-def check_text_file(path: Path, encoding: str, chunk: int = 1 << 24) -> None:
+def check_text_file(path: Path, encoding: str, chunk: int = 1 << 24) -> bool:
     """Stream through the file: it must be non-empty text in ``encoding`` with no NUL byte.
 
     Raises a DataError naming the line of the first problem. Memory stays at one chunk. A
     chunk of plain ASCII in an encoding that reads ASCII as itself (UTF-8, Latin-1, the
     Windows code pages) needs no decoding; lines are counted only to name a problem.
+
+    Returns whether the file holds a quote character at all: without one no value can hold
+    a line break, and the CSV parser splits the file freely among its threads.
     """
     import codecs
 
     decoder = codecs.getincrementaldecoder(encoding)()
     name = codecs.lookup(encoding).name
     ascii_as_is = name in ("utf-8", "utf-8-sig", "ascii") or name.startswith(("iso8859-", "latin", "cp125"))
-    offset, seen_text = 0, False
+    offset, seen_text, quoted = 0, False, False
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
+            quoted = quoted or b'"' in block
             nul = block.find(b"\x00")
             if nul >= 0:
                 raise DataError(f"{path}: line {_line_at(path, offset + nul)} holds a NUL byte: "
@@ -80,6 +84,7 @@ def check_text_file(path: Path, encoding: str, chunk: int = 1 << 24) -> None:
                 from exc
     if not seen_text:
         raise DataError(f"{path}: the file is empty (a header row with column names is needed)")
+    return quoted
 
 
 def _line_at(path: Path, pos: int, chunk: int = 1 << 24) -> int:
@@ -93,23 +98,25 @@ def _line_at(path: Path, pos: int, chunk: int = 1 << 24) -> int:
 
 
 def _read_arrow(path: Path, encoding: str, delimiter: str, id_columns: tuple[str, ...] = (),
-                numeric_columns: tuple[str, ...] = ()) -> tuple[pd.DataFrame, list[tuple[int, str, int]], str]:
+                numeric_columns: tuple[str, ...] = (), quoted: bool = True,
+                ) -> tuple[pd.DataFrame, list[tuple[int, str, int]], str]:
     """Parse with pyarrow (multi-threaded): ids dictionary-encoded, other columns strings.
 
     First ``numeric_columns`` are parsed straight to float64 (20M ratings never exist as
     strings); if any value does not parse, the file is read again with them as strings so
     that each bad value gets its row and reason. Rows with the wrong number of fields are
-    skipped and returned as (line, text, fields); the header line comes back too.
+    skipped and returned as (line, text, fields); the header line comes back too. ``quoted``:
+    the file may hold quoted values (and so line breaks inside values).
     """
     try:
-        return _read_arrow_typed(path, encoding, delimiter, id_columns, numeric_columns)
+        return _read_arrow_typed(path, encoding, delimiter, id_columns, numeric_columns, quoted)
     except Exception as exc:  # noqa: BLE001 - ArrowInvalid: a value that is not a number
         if not numeric_columns or "conversion error" not in str(exc).lower():
             raise
-        return _read_arrow_typed(path, encoding, delimiter, id_columns, ())
+        return _read_arrow_typed(path, encoding, delimiter, id_columns, (), quoted)
 
 
-def _read_arrow_typed(path, encoding, delimiter, id_columns, numeric_columns):
+def _read_arrow_typed(path, encoding, delimiter, id_columns, numeric_columns, quoted=True):
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -133,7 +140,8 @@ def _read_arrow_typed(path, encoding, delimiter, id_columns, numeric_columns):
     table = pacsv.read_csv(
         path,
         read_options=pacsv.ReadOptions(encoding=enc, block_size=1 << 24),
-        parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_invalid),
+        parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=quoted,
+                                         invalid_row_handler=on_invalid),
         # ids are dictionary-encoded (categorical): 20M ratings hold 2 x 20M int32 codes, not strings
         convert_options=pacsv.ConvertOptions(column_types={
             c: (pa.dictionary(pa.int32(), pa.string()) if c.strip().lstrip("\ufeff") in id_columns
@@ -248,10 +256,10 @@ def _open_csv(path: Path, schema: FileSchema, encoding: str, delimiter: str, red
         raise DataError(f"{path}: is a folder, not a CSV file (the {schema.name} file)")
     if not path.is_file():
         raise DataError(f"{path}: file not found (the {schema.name} file is required)")
-    check_text_file(path, encoding)
+    quoted = check_text_file(path, encoding)
     try:
         df, bad_rows, header = _read_arrow(path, encoding, delimiter, schema.id_columns,
-                                           tuple(schema.numeric) + ("timestamp",))
+                                           tuple(schema.numeric) + ("timestamp",), quoted)
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path}: the file is empty (no header row)") from exc
     except (pd.errors.ParserError, csv.Error, ValueError, OSError) as exc:
