@@ -2,9 +2,9 @@
 
 A batch command allocates and frees arrays of tens to hundreds of megabytes: the ratings'
 columns and their filtered, sorted and converted copies, blocks of scores. By default
-glibc's malloc maps every block over 32 MB (and, after a free, smaller ones too) fresh from
-the system and unmaps it when it is freed; the next array pays the page faults and the
-zeroing again. On a virtual machine a page fault is dear: on the 2-core VM of
+glibc's malloc maps large blocks fresh from the system (every block over 32 MB; smaller ones
+down to 128 KB until a free raises that threshold) and unmaps each one when it is freed; the
+next array pays the page faults and the zeroing again. On a virtual machine a page fault is dear: on the 2-core VM of
 ``benchmarks/results/command_speed.md``, 2M ratings through ``movierec evaluate`` spent
 about a second of 4.8 in them.
 
