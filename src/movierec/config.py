@@ -23,6 +23,7 @@ from typing import Any, Literal, Optional
 import yaml
 
 from movierec.errors import ConfigError
+from movierec.locations import Remote, is_url, location
 
 
 def _f(default: Any, doc: str, *, path: bool = False, choices: tuple | None = None,
@@ -348,9 +349,10 @@ class Config:
         part = {n: d[n] for n in names} if names else d
         return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
 
-    def data_path(self, name: str) -> Path:
-        """Absolute path of one of the data files (``ratings``, ``users``, ...)."""
-        return Path(self.data.dir) / getattr(self.data, name)
+    def data_path(self, name: str) -> Path | Remote:
+        """Where one of the data files (``ratings``, ``users``, ...) lies: an absolute path, or
+        a URL when ``data.dir`` is one (see :mod:`movierec.locations`)."""
+        return location(self.data.dir) / getattr(self.data, name)
 
 
 # --------------------------------------------------------------------------- loading
@@ -455,7 +457,7 @@ def _build(cls: type, raw: Any, prefix: str, where: str, base: Path) -> Any:
     for name, f in fields.items():
         if f.metadata.get("path"):
             value = getattr(obj, name)
-            if value is not None and not Path(value).is_absolute():
+            if value is not None and not is_url(value) and not Path(value).is_absolute():
                 setattr(obj, name, str((base / value).resolve()))
     return obj
 

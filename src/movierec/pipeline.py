@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from movierec.catalog import Catalog, atomic_path, file_hash
+from movierec.catalog import Catalog, atomic_path
 from movierec.config import Config
 from movierec.errors import LockError, ModelError, StorageError
 
@@ -162,10 +162,9 @@ def stage_inputs(stage: str, cfg: Config, cat: Catalog) -> dict[str, str]:
         from movierec.feedback import events_path
 
         files = dict(input_files(cfg), feedback=events_path(cfg.workdir))
-        from movierec.data.parts import folder_hash
+        from movierec.data.parts import input_hash
 
-        return {name: (folder_hash(p) if p.is_dir() else file_hash(p) if p.exists() else "absent")
-                for name, p in sorted(files.items())}
+        return {name: input_hash(p) for name, p in sorted(files.items())}
     out: dict[str, str] = {}
     for up in STAGE[stage].upstream:
         out.update(cat.output_hashes(up))

@@ -94,3 +94,57 @@ def test_long_text_kept(tmp_path):
     res = read_table(p, REVIEWS)
     assert len(res.valid.loc[0, "text"]) == len(long.strip())
     assert isinstance(res.valid, pd.DataFrame)
+
+
+def test_parts_keep_ids_as_categories_over_the_union_of_their_ids(tmp_path):
+    from movierec.data.parts import combine, read_part
+
+    (tmp_path / "t").mkdir()
+    write(tmp_path / "t", "user_id,movie_id,rating\nu1,m1,4\nu2,m2,3\n", name="a.csv")
+    pd.DataFrame({"user_id": ["u2", "u3"], "movie_id": ["m3", "m1"], "rating": [5.0, 2.0]}).to_parquet(
+        tmp_path / "t" / "b.parquet", index=False)
+    res = combine(tmp_path / "t", [read_part(tmp_path / "t" / n, RATINGS) for n in ("a.csv", "b.parquet")])
+    for c in ("user_id", "movie_id"):
+        assert isinstance(res.valid[c].dtype, pd.CategoricalDtype), c
+    assert res.valid["user_id"].astype(str).tolist() == ["u1", "u2", "u2", "u3"]
+    assert res.valid["movie_id"].astype(str).tolist() == ["m1", "m2", "m3", "m1"]
+    assert res.valid["rating"].tolist() == [4.0, 3.0, 5.0, 2.0]
+    # 100k ratings over 1k users in 4 parts: codes, not one string a row
+    parts = []
+    for k in range(4):
+        n = 25_000
+        df = pd.DataFrame({"user_id": [f"user-{i % 1000:05d}" for i in range(n)],
+                           "movie_id": [f"m{(i * 7 + k) % 500}" for i in range(n)], "rating": 3.0})
+        df.to_csv(tmp_path / "t" / f"p{k}.csv", index=False)
+        parts.append(read_part(tmp_path / "t" / f"p{k}.csv", RATINGS))
+    big = combine(tmp_path / "t", parts)
+    assert big.valid.memory_usage(deep=True).sum() / len(big.valid) < 20
+
+
+def test_a_url_location_answers_like_a_path():
+    from movierec.locations import Remote, is_url, location
+
+    r = location("s3://bucket/exports?region=eu-west-1&secret_access=abc") / "ratings" / "part-0.csv"
+    assert isinstance(r, Remote) and r.name == "part-0.csv" and r.suffix == ".csv"
+    assert r.url == "s3://bucket/exports/ratings/part-0.csv?region=eu-west-1&secret_access=abc"
+    assert str(r) == "s3://bucket/exports/ratings/part-0.csv?region=eu-west-1&secret_access=***"
+    assert not is_url("C:\\data") and not is_url("c:/data") and not is_url("data/demo")
+    assert is_url("file:///tmp/x") and is_url("gs://b/x") and is_url("hdfs://nn:8020/x")
+
+
+def test_a_local_folder_as_a_file_url_lists_the_same_parts(tmp_path):
+    from movierec.data.parts import input_hash, part_files
+    from movierec.locations import location
+
+    (tmp_path / "r" / "date=1").mkdir(parents=True)
+    for name in ("a.csv", "date=1/b.parquet", "_SUCCESS", ".hidden.csv", "notes.txt"):
+        (tmp_path / "r" / name).write_text("x")
+    local = [p.relative_to(tmp_path / "r").as_posix() for p in part_files(tmp_path / "r")]
+    remote = location((tmp_path / "r").as_uri())
+    assert local == ["a.csv", "date=1/b.parquet"]
+    assert [p.relative_to(remote) for p in part_files(remote)] == local
+    before = input_hash(remote)
+    assert input_hash(remote) == before
+    (tmp_path / "r" / "c.csv").write_text("y")
+    assert input_hash(remote) != before
+    assert input_hash(location((tmp_path / "nothing").as_uri() + "/x.csv")) == "absent"

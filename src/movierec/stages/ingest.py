@@ -15,6 +15,7 @@ from movierec.data.readers import ReadResult
 from movierec.data.scale import RatingScale
 from movierec.data.schemas import SCHEMAS
 from movierec.errors import DataError
+from movierec.locations import Remote, location
 from movierec.privacy import key_of, pseudonymize_column, pseudonymize_tables
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,13 @@ class IngestResult:
     stats: dict[str, dict] = field(default_factory=dict)
 
 
-def input_files(cfg: Config) -> dict[str, Path]:
-    """The files ingest reads (present or not), by table name."""
+def input_files(cfg: Config) -> dict[str, Path | Remote]:
+    """The files ingest reads (present or not), by table name: paths, or URLs
+    (:class:`~movierec.locations.Remote`)."""
     files = {name: cfg.data_path(name) for name in ("users", "movies", "reviews", "social")}
     if cfg.split.method == "given":
-        files["ratings"] = Path(cfg.split.train)
-        files["test"] = Path(cfg.split.test)
+        files["ratings"] = location(cfg.split.train)
+        files["test"] = location(cfg.split.test)
     else:
         files["ratings"] = cfg.data_path("ratings")
     return files

@@ -1,0 +1,152 @@
+"""The driver's memory with engine.kind: ray, against the local engine: partitioned ratings
+through `movierec ingest`, then `movierec clean` (ingest cached), each in a fresh process.
+
+    python benchmarks/ray_driver_memory.py --ratings 5000000 20000000 --parts 16 [--before COMMIT]
+
+Synthetic MovieLens-shaped ratings (:func:`movierec.data.synthetic.write_synthetic`) are cut
+into ``--parts`` CSV part files. The Ray runs connect to a Ray head this script starts (as to
+a cluster: the head's and the workers' memory is not the driver's), with 2 workers. The
+driver's peak is its own ``ru_maxrss``. With ``--before``, that commit (in a git worktree)
+runs beside this checkout, on the same data and the same head. Results:
+benchmarks/results/ray_driver_memory.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _bench_common import KEEP, RESULTS, ROOT, checkouts, machine
+
+_PEAK = (
+    "import resource, sys\n"
+    "from movierec.cli import main\n"
+    "try:\n"
+    "    main(sys.argv[1:])\n"
+    "finally:\n"
+    "    print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+)
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_parts(out: Path, n: int, parts: int) -> int:
+    """``n`` synthetic ratings as ``parts`` CSV files under ``out/ratings``, movies.csv beside."""
+    import pyarrow.csv as pacsv
+
+    from movierec.data.synthetic import write_synthetic
+
+    whole = out / "whole"
+    users = max(2000, n // 144)  # ML-20M's ratings per user
+    write_synthetic(whole, n_ratings=n, n_users=users, n_movies=max(1000, min(27278, n // 700)), seed=0)
+    (out / "ratings").mkdir(parents=True)
+    shutil.move(str(whole / "movies.csv"), out / "movies.csv")
+    table = pacsv.read_csv(whole / "ratings.csv")
+    step = -(-table.num_rows // parts)
+    for k in range(parts):
+        pacsv.write_csv(table.slice(k * step, step), out / "ratings" / f"part-{k:05d}.csv")
+    shutil.rmtree(whole)
+    return table.num_rows
+
+
+def run(src: Path | None, args: list[str]) -> tuple[float, float]:
+    """``movierec ARGS`` in a fresh process: (wall seconds, the driver's peak RSS in GB)."""
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = f"{src}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", _PEAK, *args], capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"movierec {' '.join(args)} failed:\n{r.stderr[-3000:]}")
+    kb = [int(line.split()[1]) for line in r.stderr.splitlines() if line.startswith("PEAK_RSS_KB")]
+    return wall, kb[-1] / 1024 / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ratings", type=int, nargs="+", default=[5_000_000, 20_000_000])
+    ap.add_argument("--parts", type=int, default=16)
+    ap.add_argument("--before", help="a commit to measure beside this checkout")
+    a = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="movierec-raymem-"))
+    port = _port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_AUTH_MODE"] = "disabled"
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    head = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--head", "--num-cpus=3",
+                             f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
+                             "--disable-usage-stats", f"--ray-client-server-port={_port()}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    rows: list[tuple] = []
+    try:
+        if head.wait(timeout=180) != 0:
+            raise SystemExit("ray start --head failed")
+        address = f"127.0.0.1:{port}"
+        with checkouts(a.before, tmp / "trees") as sites:
+            for n in a.ratings:
+                data = tmp / f"data-{n}"
+                n_rows = make_parts(data, n, a.parts)
+                print(f"{n_rows:,} ratings in {a.parts} parts", flush=True)
+                for label, src in sites.items():
+                    for engine in ("local", "ray"):
+                        work = tmp / "work"
+                        shutil.rmtree(work, ignore_errors=True)
+                        cfg = tmp / "c.yaml"
+                        cfg.write_text(
+                            f"workdir: {work}\ndata:\n  dir: {data}\n  ratings: ratings\nsplit:\n  method: random\n"
+                            "sentiment:\n  enabled: false\nsocial:\n  enabled: false\n"
+                            f"engine:\n  kind: {engine}\n  workers: 2\n" + (f"  address: {address}\n" if engine == "ray"
+                                                                          else ""))
+                        wi, gi = run(src, ["-q", "ingest", "--config", str(cfg)])
+                        wc, gc = run(src, ["-q", "clean", "--config", str(cfg)])
+                        rows.append((n_rows, label, engine, wi, gi, gi * 2**30 / n_rows, wc, gc))
+                        print(f"  {label:>22} {engine:>5}: ingest {wi:6.1f} s {gi:5.2f} GB "
+                              f"({gi * 2**30 / n_rows:5.1f} B/rating) | clean {wc:6.1f} s {gc:5.2f} GB", flush=True)
+                shutil.rmtree(data)
+    finally:
+        try:
+            os.killpg(head.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        shutil.rmtree(tmp, ignore_errors=True)
+    write(rows, a)
+
+
+def write(rows, a) -> None:
+    out = RESULTS / "ray_driver_memory.md"
+    keep = ""
+    if out.exists() and KEEP in out.read_text():
+        keep = out.read_text().split(KEEP, 1)[1]
+    lines = [
+        "# The driver's memory: engine.kind ray against local, partitioned ratings", "",
+        f"Machine: {machine()}  ",
+        f"Command: `python benchmarks/ray_driver_memory.py --ratings {' '.join(map(str, a.ratings))} "
+        f"--parts {a.parts}" + (f" --before {a.before}" if a.before else "") + "`  ",
+        f"Date: {time.strftime('%Y-%m-%d %H:%M')}", "",
+        "Each command in a fresh process; the peak is the driver's own (`ru_maxrss`). Ray: 2 workers on a "
+        "Ray head the script started (3 CPUs), as on a cluster. `clean` runs with ingest cached.", "",
+        "| ratings | checkout | engine | `ingest` s | driver peak GB | bytes/rating | `clean` s | driver peak GB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n, label, engine, wi, gi, b, wc, gc in rows:
+        lines.append(f"| {n:,} | {label} | {engine} | {wi:.1f} | {gi:.2f} | {b:.0f} | {wc:.1f} | {gc:.2f} |")
+    out.write_text("\n".join(lines) + "\n\n" + KEEP + (keep or "\n"))
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
