@@ -4,7 +4,7 @@ The Ray form of each stage lives beside that stage and opens its session here (t
 stays in the driver; see docs/ray.md):
 
 - ingest of partitioned inputs: the part files are read and validated in parallel by Ray
-  Data (:func:`movierec.data.parts.read_parts_ray`);
+  tasks, each worker opening its part (:func:`movierec.data.parts.read_parts_ray`);
 - sentiment: the texts that miss the score cache are scored by a pool of Ray actors that
   lives for the whole stage, each actor loading its scorer once
   (:class:`movierec.sentiment.ray_scorer.RayScorer`);
