@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import stat
 import tempfile
 import time
@@ -208,6 +209,20 @@ def _remembered(p: Path) -> pd.DataFrame | None:
     return got[1].copy(deep=False)
 
 
+def read_parts(folder: Path) -> pd.DataFrame:
+    """A folder of Parquet parts (``part-00000.parquet``, ...) as one frame, in the parts'
+    order: columns some parts lack are empty there, and a column each part holds as a
+    dictionary (ids) is one categorical over every part's values."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = sorted(Path(folder).glob("part-*.parquet"))
+    if not files:
+        return pd.DataFrame()
+    table = pa.concat_tables([pq.read_table(f) for f in files], promote_options="default")
+    return table.to_pandas()
+
+
 def forget_tables() -> None:
     """Drop the tables kept in memory (a long-lived process between commands)."""
     _KEPT.clear()
@@ -267,6 +282,8 @@ class Catalog:
     # reading / writing ---------------------------------------------------------------
     def read(self, name: str) -> Any:
         p = self.path(name)
+        if p.is_dir() and not p.is_symlink():  # parts written by Ray workers (engine.kind: ray)
+            return read_parts(p)
         if p.suffix == ".parquet":
             kept = _remembered(p)
             if kept is not None:
@@ -295,6 +312,9 @@ class Catalog:
 
             raise StorageError(f"{p}: is a symbolic link; movierec writes its artifacts only inside the workdir. "
                                "Remove the link (the stage then writes a regular file there)")
+        if p.is_dir():  # an earlier run's parts (engine.kind: ray): one file now
+            _KEPT.pop(str(p), None)
+            shutil.rmtree(p)
         with atomic_path(p, durable=False) as tmp:  # derived: see the module's note
             if p.suffix == ".parquet":
                 # dictionary encoding only where it pays (ids, texts): on numbers it is most of
@@ -316,10 +336,37 @@ class Catalog:
             _remember(p, written)
         return {"file": ARTIFACTS[name], "rows": rows, "hash": file_hash(p), "bytes": p.stat().st_size}
 
+    def install_parts(self, name: str, table) -> dict:
+        """A folder of Parquet parts that Ray workers wrote (a
+        :class:`~movierec.data.ray_tables.PartsTable` in a staging folder of the artifacts
+        folder) put in place as artifact ``name``; its manifest entry (the hash: of its parts'
+        names and hashes)."""
+        p = self.path(name)
+        if p.is_symlink():
+            from movierec.errors import StorageError
+
+            raise StorageError(f"{p}: is a symbolic link; movierec writes its artifacts only inside the workdir")
+        _KEPT.pop(str(p), None)
+        old = None
+        if p.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent))
+            os.replace(p, old / "x")
+        os.replace(table.folder, p)
+        table.folder = p
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        h = hashlib.sha256("".join(f"{f['file']}\0{f['hash']}\n" for f in table.files).encode()).hexdigest()[:16]
+        return {"file": ARTIFACTS[name], "rows": len(table), "hash": h, "bytes": int(sum(f["bytes"] for f in table.files)),
+                "parts": len(table.files)}
+
     def remove(self, name: str) -> None:
         _KEPT.pop(str(self.path(name)), None)
+        p = self.path(name)
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+            return
         with contextlib.suppress(FileNotFoundError):
-            self.path(name).unlink()
+            p.unlink()
 
     # manifests ---------------------------------------------------------------------
     def manifest_path(self, stage: str) -> Path:

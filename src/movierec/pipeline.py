@@ -188,6 +188,8 @@ def _intact(path: Path, size: int | None) -> bool:
     """The artifact is there with the size its manifest recorded (artifacts are not fsynced:
     one whose data a power loss took has another size)."""
     try:
+        if path.is_dir() and not path.is_symlink():  # parts written by Ray workers
+            return size is None or sum(p.stat().st_size for p in path.glob("part-*.parquet")) == size
         return size is None or path.stat().st_size == size
     except OSError:
         return False
@@ -265,11 +267,13 @@ def _run_ingest(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
 
     events, feedback_state = snapshot(cat.workdir)
     with hold():  # engine ray: one Ray connection for every partitioned table
-        res = ingest(cfg, events)
+        res = ingest(cfg, events, parts_to=cat.artifacts_dir)
     # where the feedback log ended: a model version trained on this knows later events as new
     outputs = {"feedback_state": cat.write("feedback_state", feedback_state)}
     for name, art in RAW_NAMES.items():
-        if name in res.tables:
+        if name in res.tables and not isinstance(res.tables[name], pd.DataFrame):  # parts Ray's workers wrote
+            outputs[art] = cat.install_parts(art, res.tables[name])
+        elif name in res.tables:
             # texts never enter an artifact: a hash stands in for each (the sentiment stage
             # reads the texts it has not scored yet from the input files), and the score of a
             # text without words (no model reads those), known only while the text is here
@@ -298,10 +302,28 @@ def _load_tables(cat: Catalog, names: dict[str, str]) -> dict[str, pd.DataFrame]
 def _run_clean(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     from movierec.stages.clean import clean
 
-    res = clean(_load_tables(cat, RAW_NAMES), cfg)
+    if cfg.engine.kind == "ray" and cat.path("ratings_raw").is_dir():
+        # ratings in parts (Ray's ingest): deduplicated and split by Ray workers, not loaded here
+        from movierec.data.ray_tables import clean_parts, staging_folder
+        from movierec.engine import hold
+
+        raw: dict = {}
+        for name, art in RAW_NAMES.items():
+            p = cat.path(art)
+            if name in ("ratings", "test") and p.is_dir():
+                raw[name] = (p, [{"file": f.name} for f in sorted(p.glob("part-*.parquet"))])
+            elif cat.exists(art):
+                raw[name] = cat.read(art)
+        with hold():
+            res = clean_parts(cfg, cfg.engine, raw, staging_folder(cat.artifacts_dir, "ratings_clean"),
+                              staging_folder(cat.artifacts_dir, "clean_buckets"))
+    else:
+        res = clean(_load_tables(cat, RAW_NAMES), cfg)
     outputs = {}
     for name, art in CLEAN_NAMES.items():
-        if name in res.tables:
+        if name in res.tables and not isinstance(res.tables[name], pd.DataFrame):
+            outputs[art] = cat.install_parts(art, res.tables[name])
+        elif name in res.tables:
             outputs[art] = cat.write(art, res.tables[name])
         else:
             cat.remove(art)
@@ -458,7 +480,7 @@ STAGE_TABLE = (
                   "evaluate.relevance_threshold"), reads=("engine",)),
     Stage("clean", _run_clean, ("ingest",), ("ratings_clean", "users_clean", "movies_clean", "reviews_clean",
                                              "social_clean", "user_ids", "movie_ids"),
-          config=("split",)),
+          config=("split",), reads=("engine",)),  # ray: where it runs, not what it writes
     # reads the texts it has not scored from the input files (where they lie decides nothing)
     Stage("sentiment", _run_sentiment, ("clean",), ("review_sentiment", "message_sentiment"),
           config=("sentiment",), reads=("data", "privacy", "split.method", "split.train", "split.test", "engine")),

@@ -252,8 +252,20 @@ def clean(tables: dict[str, pd.DataFrame], cfg: Config) -> CleanResult:
     res.stats["ratings"] = len(r)
     res.stats["test_ratings"] = int((r["fold"] == 0).sum()) if cfg.split.method != "kfold" else 0
 
+    clean_side_tables(res, users, movies, reviews, social, uid, mid)
+    if res.tables["ratings"].empty:
+        raise DataError("no ratings left after cleaning")
+    return res
+
+
+def clean_side_tables(res: CleanResult, users, movies, reviews, social, uid: pd.Index, mid: pd.Index) -> None:
+    """The tables beside the ratings, with the dense ids of ``uid`` and ``mid``, into ``res``."""
+
+    def uidx(s: pd.Series) -> np.ndarray:
+        return _codes(uid, s)
+
     # users: one row per known user (demographics NaN where users.csv has no row)
-    u = pd.DataFrame({"user_idx": res.tables["user_ids"]["user_idx"]})
+    u = pd.DataFrame({"user_idx": np.arange(len(uid), dtype=np.int32)})
     if users is not None and len(users):
         demo = users.drop_duplicates("user_id", keep="last").copy()
         demo["user_idx"] = uidx(demo["user_id"])
@@ -265,9 +277,6 @@ def clean(tables: dict[str, pd.DataFrame], cfg: Config) -> CleanResult:
         res.tables["reviews"] = _clean_reviews(reviews, uid, mid, res.stats)
     if social is not None and len(social):
         res.tables["social"] = _clean_social(social, uid, res.stats)
-    if res.tables["ratings"].empty:
-        raise DataError("no ratings left after cleaning")
-    return res
 
 
 def _clean_movies(movies: pd.DataFrame | None, mid: pd.Index) -> pd.DataFrame:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,13 +59,19 @@ def _where(q: pd.DataFrame, i: int) -> str:
     return (f"{q['file'].iloc[i]} " if "file" in q.columns else "") + f"row {q['row'].iloc[i]}"
 
 
-def ingest(cfg: Config, events: pd.DataFrame | None = None, *, learnable: bool = False) -> IngestResult:
+def ingest(cfg: Config, events: pd.DataFrame | None = None, *, learnable: bool = False,
+           parts_to: Path | None = None) -> IngestResult:
     """Read every present file of the data layout; ``ratings`` is required.
 
     ``events`` (feedback log, see :mod:`movierec.feedback`) are validated and folded in.
     ``learnable``: refuse ratings a model cannot learn from (:func:`check_learnable`; the
     training stage checks its training part the same way, so a data set is not refused by
     ingest alone: `ingest` of a 3-row import is fine, training on it is not).
+
+    ``parts_to`` (an artifacts folder), with ``engine.kind: ray``: ratings (and test ratings)
+    given as a folder of parts are read, validated and written there by Ray workers and
+    never loaded here (their table is a :class:`~movierec.data.ray_tables.PartsTable`; see
+    :mod:`movierec.data.ray_tables`).
 
     Raises:
         DataError: a required file or column is missing, a file is unreadable, the
@@ -79,8 +86,16 @@ def ingest(cfg: Config, events: pd.DataFrame | None = None, *, learnable: bool =
         if name not in ("ratings", "test") and not path.exists():
             log.info("ingest: %s not found at %s; skipping that signal", name, path)
             continue
-        res = read_input(path, schema, engine=cfg.engine, encoding=cfg.data.encoding, delimiter=cfg.data.delimiter,
-                         rating_range=rng, redact=cfg.privacy.pseudonymize_ids)
+        opts = {"encoding": cfg.data.encoding, "delimiter": cfg.data.delimiter, "rating_range": rng,
+                "redact": cfg.privacy.pseudonymize_ids}
+        if parts_to is not None and cfg.engine.kind == "ray" and name in ("ratings", "test") and path.is_dir():
+            from movierec.data.parts import part_files
+            from movierec.data.ray_tables import ingest_parts, staging_folder
+
+            res = ingest_parts(path, part_files(path), schema, cfg.engine, staging_folder(parts_to, f"{name}_raw"),
+                               key_of(cfg.privacy), **opts)
+        else:
+            res = read_input(path, schema, engine=cfg.engine, **opts)
         _check_fraction(res, cfg.data.max_bad_fraction)
         if res.scale is not None:
             scales.append(res.scale)
@@ -99,14 +114,20 @@ def ingest(cfg: Config, events: pd.DataFrame | None = None, *, learnable: bool =
     out.stats["rating_scale"] = scale.to_dict()
     _check_review_ratings(out, scale)
     key = key_of(cfg.privacy)
-    if key is not None:  # from here on, no raw user id exists
-        pseudonymize_tables(out.tables, key)
+    if key is not None:  # from here on, no raw user id exists (Ray's parts: hashed by their workers)
+        pseudonymize_tables({k: v for k, v in out.tables.items() if isinstance(v, pd.DataFrame)}, key)
         pseudonymize_tables(out.quarantine, key)
     if events is not None and len(events):
+        for name, table in list(out.tables.items()):
+            if not isinstance(table, pd.DataFrame):  # feedback is folded into a table in memory
+                log.info("ingest: %s: feedback to fold in: the parts are joined in the driver", name)
+                out.tables[name] = table.to_frame()
+                shutil.rmtree(table.folder, ignore_errors=True)
         _fold_feedback(out, events, cfg, scale)
     _cross_checks(out, input_files(cfg))
     if learnable:
-        check_learnable(out.tables["ratings"]["rating"], input_files(cfg)["ratings"])
+        r = out.tables["ratings"]
+        check_learnable(r["rating"] if isinstance(r, pd.DataFrame) else r, input_files(cfg)["ratings"])
     out.stats["input_checks"] = _input_stats(out)
     return out
 
@@ -115,9 +136,20 @@ def check_learnable(ratings, where, min_ratings: int = MIN_RATINGS) -> None:
     """Refuse ratings that train nothing: fewer than ``min_ratings``, or all alike (a model
     fitted on them predicts that one value and would still pass the quality gate).
 
+    ``ratings``: the ratings, or a :class:`~movierec.data.ray_tables.PartsTable` (its range
+    and count, as its workers found them).
+
     Raises:
         DataError: naming ``where`` and why (exit 65).
     """
+    if hasattr(ratings, "rated"):
+        n, lo, hi = ratings.rated, ratings.rating_min, ratings.rating_max
+        if n < min_ratings:
+            raise DataError(f"{where}: {n} valid rating{'s' if n != 1 else ''}: at least {min_ratings} "
+                            "needed to train a model")
+        if lo == hi:
+            raise DataError(f"{where}: every rating is {lo:g}: nothing to learn (a model needs ratings that differ)")
+        return
     r = np.asarray(ratings)
     if r.dtype.kind != "f":
         r = r.astype(np.float64)
@@ -205,12 +237,19 @@ def _input_stats(out: IngestResult) -> dict:
     if "rating_scale" in out.stats:
         stats["rating_scale"] = [out.stats["rating_scale"]["min"], out.stats["rating_scale"]["max"]]
     movies = out.tables.get("movies")
+    ratings = out.tables["ratings"]
     if movies is not None and len(movies):
         known = set(movies["movie_id"])
-        rated = out.tables["ratings"]["movie_id"]
-        stats["unknown_movie_share"] = float((~rated.isin(known)).mean())
+        if isinstance(ratings, pd.DataFrame):
+            stats["unknown_movie_share"] = float((~ratings["movie_id"].isin(known)).mean())
+        else:  # parts on Ray: from their per-movie counts
+            c = ratings.movie_counts
+            stats["unknown_movie_share"] = float(c[~c.index.isin(list(known))].sum() / max(len(ratings), 1))
     nulls = {}
     for name, df in out.tables.items():
+        if not isinstance(df, pd.DataFrame):
+            nulls.update({f"{name}.{c}": n / len(df) if len(df) else 0.0 for c, n in df.nulls.items()})
+            continue
         for col in df.columns:
             if col in ("user_id", "movie_id", "friend_id"):
                 continue
@@ -230,7 +269,8 @@ def _cross_checks(out: IngestResult, files: dict[str, Path]) -> None:
     known = set(users["user_id"])
     for name in ("ratings", "test", "reviews"):
         if name in out.tables:
-            known.update(out.tables[name]["user_id"])
+            t = out.tables[name]
+            known.update(t["user_id"] if isinstance(t, pd.DataFrame) else t.user_ids)
     unknown = ~social["user_id"].isin(known) | ~social["friend_id"].isin(known)
     if unknown.any():
         q = social[unknown].copy()
