@@ -171,3 +171,89 @@ def test_ray_missing_is_a_config_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ConfigError, match=r"movierec\[ray\]"):
         import_ray()
+
+
+# ----------------------------------------------------------------------------- ratings kept out of the driver
+def _clean_tables(work) -> dict[str, pd.DataFrame]:
+    from movierec.catalog import read_parts
+
+    out = {}
+    for p in sorted((work / "artifacts").glob("*.parquet")):
+        df = read_parts(p) if p.is_dir() else pd.read_parquet(p)
+        if p.stem.startswith(("ratings", "test")):
+            df = df.sort_values(list(df.columns)).reset_index(drop=True)
+        out[p.stem] = df
+    return out
+
+
+@pytest.mark.parametrize("case", ["given", "kfold", "temporal", "cold_items", "random+privacy+feedback"])
+def test_ray_ingest_and_clean_of_parts_give_the_local_artifacts(tmp_path, case, request):
+    """Every split method, privacy and the feedback log: the artifacts of Ray's workers
+    (ratings_raw and ratings_clean as folders of parts) hold the rows of the local engine's."""
+    src = make_data(tmp_path / "src", n_users=200, n_movies=120, seed=3)
+    _partition(src, tmp_path / "parts")
+    data = {"dir": str(tmp_path / "parts"), "ratings": "ratings", "reviews": "reviews"}
+    split = {"method": case.split("+")[0], "seed": 1}
+    if case == "given":  # the training ratings in parts, the test ratings one file
+        r = pd.read_csv(src / "ratings.csv", dtype={"user_id": str, "movie_id": str})
+        r.iloc[::7].to_csv(tmp_path / "test.csv", index=False)
+        split.update(train=str(tmp_path / "parts" / "ratings"), test=str(tmp_path / "test.csv"))
+    extra: dict = {"split": split}
+    env = None
+    if "privacy" in case:
+        extra["privacy"] = {"pseudonymize_ids": True}
+        env = {"MOVIEREC_ID_KEY": "a-long-secret-key-for-tests"}
+    works = {}
+    for engine in ("local", "ray"):
+        work = tmp_path / f"w-{engine}"
+        cfg = write_config(tmp_path / f"{engine}.yaml", tmp_path / "parts", work, data=data,
+                           engine={"kind": "local"} if engine == "local" else
+                           {"kind": "ray", "workers": 2, "address": request.getfixturevalue("ray_head")}, **extra)
+        if "feedback" in case:
+            _ok(run_cli("feedback", "--config", str(cfg), "--user", "u00001", "--movie", "m00002", "--rating", "5",
+                        env=env))
+        r = _ok(run_cli("clean", "--config", str(cfg), env=env))
+        works[engine] = work
+        if engine == "ray":
+            kept_out = "feedback" not in case  # feedback to fold in: the parts are joined in the driver
+            assert ("read and written by Ray workers" in r.stderr) is True
+            assert (work / "artifacts" / "ratings_raw.parquet").is_dir() is kept_out
+            assert (work / "artifacts" / "ratings_clean.parquet").is_dir() is kept_out
+            assert "deduplicated and split by Ray workers" in r.stderr or not kept_out
+    a, b = _clean_tables(works["local"]), _clean_tables(works["ray"])
+    assert sorted(a) == sorted(b)
+    for name in a:
+        pd.testing.assert_frame_equal(a[name], b[name], check_categorical=False, obj=name)
+    q = pd.read_csv(works["ray"] / "quarantine" / "ratings.csv")
+    assert list(q["file"]) == ["part-1.parquet"] and list(q["row"]) == [4]
+    if "privacy" in case:
+        raw = b["ratings_raw"]["user_id"].astype(str)
+        assert not raw.str.startswith("u0").any()  # no raw id reached a part
+    m_local = json.loads((works["local"] / "manifests" / "ingest.json").read_text())["stats"]
+    m_ray = json.loads((works["ray"] / "manifests" / "ingest.json").read_text())["stats"]
+    assert m_local["input_checks"] == m_ray["input_checks"] and m_local["ratings"] == m_ray["ratings"]
+
+
+def test_folder_artifacts_are_checked_replaced_and_read_by_either_engine(tmp_path, ray_opts):
+    src = make_data(tmp_path / "src", n_users=150, n_movies=80, seed=4)
+    _partition(src, tmp_path / "parts", bad_row=False)
+    cfg = write_config(tmp_path / "c.yaml", tmp_path / "parts", tmp_path / "w",
+                       data={"dir": str(tmp_path / "parts"), "ratings": "ratings", "reviews": "reviews"})
+    art = tmp_path / "w" / "artifacts"
+    _ok(run_cli("clean", "--config", str(cfg), *ray_opts))
+    assert (art / "ratings_clean.parquet").is_dir()
+    # a part that lost bytes (a crash before the page cache reached the disk) makes clean stale
+    part = sorted((art / "ratings_clean.parquet").glob("part-*.parquet"))[0]
+    part.write_bytes(part.read_bytes()[:-10])
+    r = _ok(run_cli("clean", "--config", str(cfg), *ray_opts))
+    assert "ingest: fresh" in r.stderr and "clean: done" in r.stderr
+    ray_tables = _clean_tables(tmp_path / "w")
+    # the local engine reads the parts Ray wrote and writes one file over the folder, and back
+    r = _ok(run_cli("train", "--config", str(cfg), "split.seed=5"))
+    assert (art / "ratings_clean.parquet").is_file() and (art / "ratings_raw.parquet").is_dir()
+    _ok(run_cli("clean", "--config", str(cfg), "split.seed=0", *ray_opts))
+    assert (art / "ratings_clean.parquet").is_dir()
+    after = _clean_tables(tmp_path / "w")
+    for name in ray_tables:
+        pd.testing.assert_frame_equal(ray_tables[name], after[name], check_categorical=False, obj=name)
+    assert not list(art.glob(".*.tmp"))  # no staging folder left behind

@@ -167,7 +167,7 @@ def ingest_parts(folder: Path | Remote, parts: Sequence[Path | Remote], schema: 
             scales.append(g["scale"])
     table.user_ids = pd.unique(np.concatenate(users)) if users else table.user_ids
     table.movie_counts = pd.concat(counts).groupby(level=0, sort=False).sum() if counts else table.movie_counts
-    for c in table.columns:  # a column some parts lack is empty in them
+    for c in list(table.nulls):  # a column some parts lack is empty in them
         table.nulls[c] = table.nulls.get(c, 0) + sum(e["rows"] for e, g in zip(table.files, got)
                                                      if c not in g["columns"])
     quarantine = pd.concat(qs, ignore_index=True) if qs else pd.DataFrame(columns=["file", "row", "reason"])
