@@ -6,7 +6,7 @@ through `movierec ingest`, then `movierec clean` (ingest cached), each in a fres
 Synthetic MovieLens-shaped ratings (:func:`movierec.data.synthetic.write_synthetic`) are cut
 into ``--parts`` CSV part files. The Ray runs connect to a Ray head this script starts (as to
 a cluster: the head's and the workers' memory is not the driver's), with 2 workers. The
-driver's peak is its own ``ru_maxrss``. With ``--before``, that commit (in a git worktree)
+driver's peak is its own (``VmHWM``). With ``--before``, that commit (in a git worktree)
 runs beside this checkout, on the same data and the same head. Results:
 benchmarks/results/ray_driver_memory.md.
 """
@@ -26,13 +26,17 @@ from pathlib import Path
 
 from _bench_common import KEEP, RESULTS, ROOT, checkouts, machine
 
+#: the driver's own peak: VmHWM, its address space's high-water mark since exec (ru_maxrss
+#: would not do: at exec Linux folds the parent's peak into it, and this script's parent
+#: process held the generated ratings)
 _PEAK = (
-    "import resource, sys\n"
+    "import re, sys\n"
     "from movierec.cli import main\n"
     "try:\n"
     "    main(sys.argv[1:])\n"
     "finally:\n"
-    "    print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    "    hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+    "    print('PEAK_RSS_KB', hwm, file=sys.stderr)\n"
 )
 
 
@@ -80,6 +84,7 @@ def main() -> None:
     ap.add_argument("--ratings", type=int, nargs="+", default=[5_000_000, 20_000_000])
     ap.add_argument("--parts", type=int, default=16)
     ap.add_argument("--before", help="a commit to measure beside this checkout")
+    ap.add_argument("--append", action="store_true", help="keep the rows already in the results file")
     a = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="movierec-raymem-"))
@@ -128,19 +133,23 @@ def main() -> None:
 
 def write(rows, a) -> None:
     out = RESULTS / "ray_driver_memory.md"
-    keep = ""
+    keep, kept_rows = "", []
     if out.exists() and KEEP in out.read_text():
-        keep = out.read_text().split(KEEP, 1)[1]
+        head, keep = out.read_text().split(KEEP, 1)
+        if a.append:  # the data rows of the table already there (after its header and rule)
+            kept_rows = [ln for ln in head.splitlines() if ln.startswith("| ") and ln[2:3].isdigit()]
     lines = [
         "# The driver's memory: engine.kind ray against local, partitioned ratings", "",
         f"Machine: {machine()}  ",
         f"Command: `python benchmarks/ray_driver_memory.py --ratings {' '.join(map(str, a.ratings))} "
-        f"--parts {a.parts}" + (f" --before {a.before}" if a.before else "") + "`  ",
+        f"--parts {a.parts}" + (f" --before {a.before}" if a.before else "") + (" --append" if a.append else "")
+        + "`" + (" (added to the rows above it)" if kept_rows else "") + "  ",
         f"Date: {time.strftime('%Y-%m-%d %H:%M')}", "",
-        "Each command in a fresh process; the peak is the driver's own (`ru_maxrss`). Ray: 2 workers on a "
+        "Each command in a fresh process; the peak is the driver's own (`VmHWM`). Ray: 2 workers on a "
         "Ray head the script started (3 CPUs), as on a cluster. `clean` runs with ingest cached.", "",
         "| ratings | checkout | engine | `ingest` s | driver peak GB | bytes/rating | `clean` s | driver peak GB |",
         "|---|---|---|---|---|---|---|---|",
+        *kept_rows,
     ]
     for n, label, engine, wi, gi, b, wc, gc in rows:
         lines.append(f"| {n:,} | {label} | {engine} | {wi:.1f} | {gi:.2f} | {b:.0f} | {wc:.1f} | {gc:.2f} |")

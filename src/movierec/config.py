@@ -43,7 +43,8 @@ def _f(default: Any, doc: str, *, path: bool = False, choices: tuple | None = No
 
 @dataclass
 class DataConfig:
-    dir: str = _f("data/demo", "folder holding the CSV files", path=True)
+    dir: str = _f("data/demo", "folder holding the CSV files: a path, or a URL (s3://, gs://, hdfs://, file://)",
+                  path=True)
     ratings: str = _f("ratings.csv", "ratings file (user_id, movie_id, rating[, timestamp])")
     users: str = _f("users.csv", "users file (user_id, demographics); optional")
     movies: str = _f("movies.csv", "movies file (movie_id, title[, genres, year]); optional")
@@ -70,8 +71,8 @@ class SplitConfig:
     folds: int = _f(5, "number of folds (kfold)", ge=2)
     fold: int = _f(0, "which fold is the test part for train/recommend (kfold)", ge=0)
     seed: int = _f(0, "seed of the split", ge=0)
-    train: Optional[str] = _f(None, "training ratings file (given)", path=True)
-    test: Optional[str] = _f(None, "test ratings file (given)", path=True)
+    train: Optional[str] = _f(None, "training ratings file or folder of parts (given); a path or a URL", path=True)
+    test: Optional[str] = _f(None, "test ratings file or folder of parts (given); a path or a URL", path=True)
 
 
 @dataclass

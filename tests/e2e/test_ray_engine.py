@@ -257,3 +257,10 @@ def test_folder_artifacts_are_checked_replaced_and_read_by_either_engine(tmp_pat
     for name in ray_tables:
         pd.testing.assert_frame_equal(ray_tables[name], after[name], check_categorical=False, obj=name)
     assert not list(art.glob(".*.tmp"))  # no staging folder left behind
+    # a part the workers cannot read: exit 65 naming it, the artifacts as they were, no staging left
+    (tmp_path / "parts" / "ratings" / "part-9.csv").write_bytes(b"user_id,movie_id,rating\nu1,m1,4\nu2,m\x002,3\n")
+    before = {p.name: p.read_bytes() for p in (art / "ratings_raw.parquet").glob("part-*")}
+    r = run_cli("clean", "--config", str(cfg), *ray_opts)
+    assert r.returncode == 65 and "part-9.csv: line 3" in r.stderr, r.stderr[-2000:]
+    assert {p.name: p.read_bytes() for p in (art / "ratings_raw.parquet").glob("part-*")} == before
+    assert not list(art.glob(".*.tmp"))

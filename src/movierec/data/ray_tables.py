@@ -136,45 +136,41 @@ def ingest_parts(folder: Path | Remote, parts: Sequence[Path | Remote], schema: 
     from movierec.engine import session
 
     staging.mkdir(parents=True, exist_ok=True)
-    with session(engine) as ray:
+    table = PartsTable(staging)
+    qs, scales, columns_of, total = [], [], [], 0
+    with session(engine) as ray:  # (a failure: the caller removes ``staging``)
         task = ray.remote(num_cpus=engine.cpus_per_worker)(_ingest_one)
         refs = [task.remote(i, p.url if isinstance(p, Remote) else str(p), schema, str(staging), key, kw)
                 for i, p in enumerate(parts)]
-        got = []
         for i in range(len(refs)):
-            r, refs[i] = ray.get(refs[i]), None
-            if isinstance(r, Exception):
+            g, refs[i] = ray.get(refs[i]), None
+            if isinstance(g, Exception):
                 for ref in refs[i + 1:]:
                     ray.cancel(ref)
-                raise r
-            got.append(r)
-    table = PartsTable(staging)
-    qs, users, counts, scales = [], [], [], []
-    for g in got:
-        table.files.append(g["entry"])
-        if len(g["quarantine"]):
-            q = g["quarantine"].copy()
-            q.insert(0, "file", _inside(g["path"] if isinstance(g["path"], Remote) else Path(g["path"]), folder))
-            qs.append(q)
-        users.append(g["users"])
-        counts.append(g["movie_counts"])
-        for c, n in g["nulls"].items():
-            table.nulls[c] = table.nulls.get(c, 0) + n
-        table.columns += [c for c in g["columns"] if c not in table.columns]
-        table.rating_min, table.rating_max = min(table.rating_min, g["rmin"]), max(table.rating_max, g["rmax"])
-        table.rated += g["rated"]
-        if g["scale"] is not None:
-            scales.append(g["scale"])
-    table.user_ids = pd.unique(np.concatenate(users)) if users else table.user_ids
-    table.movie_counts = pd.concat(counts).groupby(level=0, sort=False).sum() if counts else table.movie_counts
+                raise g
+            # folded in as it comes: the driver keeps the distinct ids and counts, not the parts'
+            table.files.append(g["entry"])
+            total += g["total_rows"]
+            if len(g["quarantine"]):
+                q = g["quarantine"].copy()
+                q.insert(0, "file", _inside(g["path"] if isinstance(g["path"], Remote) else Path(g["path"]), folder))
+                qs.append(q)
+            table.user_ids = pd.unique(np.concatenate([table.user_ids, g["users"]]))
+            table.movie_counts = table.movie_counts.add(g["movie_counts"], fill_value=0).astype(np.int64)
+            for c, n in g["nulls"].items():
+                table.nulls[c] = table.nulls.get(c, 0) + n
+            columns_of.append(g["columns"])
+            table.columns += [c for c in g["columns"] if c not in table.columns]
+            table.rating_min, table.rating_max = min(table.rating_min, g["rmin"]), max(table.rating_max, g["rmax"])
+            table.rated += g["rated"]
+            if g["scale"] is not None:
+                scales.append(g["scale"])
     for c in list(table.nulls):  # a column some parts lack is empty in them
-        table.nulls[c] = table.nulls.get(c, 0) + sum(e["rows"] for e, g in zip(table.files, got)
-                                                     if c not in g["columns"])
+        table.nulls[c] += sum(e["rows"] for e, cols in zip(table.files, columns_of) if c not in cols)
     quarantine = pd.concat(qs, ignore_index=True) if qs else pd.DataFrame(columns=["file", "row", "reason"])
     log.info("ingest: %s: %d part files, %d rows, read and written by Ray workers", getattr(folder, "name", folder),
-             len(parts), sum(g["total_rows"] for g in got))
-    return ReadResult(path=folder, valid=table, quarantine=quarantine,
-                      total_rows=int(sum(g["total_rows"] for g in got)),
+             len(parts), total)
+    return ReadResult(path=folder, valid=table, quarantine=quarantine, total_rows=int(total),
                       scale=RatingScale.union(scales) if scales else None)
 
 
@@ -255,10 +251,9 @@ def clean_parts(cfg: Config, engine: EngineConfig, raw: dict[str, tuple[Path, li
                 staging: Path, scratch: Path):
     """clean (:func:`movierec.stages.clean.clean`) with the ratings (and a given split's test
     ratings) as folders of parts: ``raw`` holds those as (folder, part entries) and the other
-    tables as frames. Returns (the CleanResult of the small tables, with ``ratings`` the
-    :class:`PartsTable` of ``ratings_clean`` in ``staging``)."""
-    from movierec.engine import session
-    from movierec.stages.clean import CleanResult, _index, clean_side_tables, cold_set
+    tables as frames. Returns the CleanResult: the small tables, and ``ratings`` as the
+    :class:`PartsTable` of ``ratings_clean`` in ``staging`` (removed on a failure, as the
+    buckets in ``scratch`` always are)."""
 
     def parts_of(name: str) -> list[str]:
         v = raw.get(name)
@@ -267,6 +262,19 @@ def clean_parts(cfg: Config, engine: EngineConfig, raw: dict[str, tuple[Path, li
         if isinstance(v, tuple):
             return [str(Path(v[0]) / f["file"]) for f in v[1]]
         return []
+
+    try:
+        return _clean_parts(cfg, engine, raw, staging, scratch, parts_of)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _clean_parts(cfg, engine, raw, staging: Path, scratch: Path, parts_of):
+    from movierec.engine import session
+    from movierec.stages.clean import CleanResult, _index, clean_side_tables, cold_set
 
     sources = [(0, p) for p in parts_of("ratings")] + [(1, p) for p in parts_of("test")]
     test_frame = raw.get("test") if isinstance(raw.get("test"), pd.DataFrame) else None
@@ -280,14 +288,18 @@ def clean_parts(cfg: Config, engine: EngineConfig, raw: dict[str, tuple[Path, li
     res = CleanResult()
     with session(engine) as ray:
         ids_task = ray.remote(num_cpus=engine.cpus_per_worker)(_ids_one)
-        got = ray.get([ids_task.remote(p) for _, p in sources])
+        refs = [ids_task.remote(p) for _, p in sources]
+        seen_u, seen_m = np.array([], dtype=object), np.array([], dtype=object)
+        for i in range(len(refs)):  # distinct so far: O(viewers + movies), whatever the parts
+            (u, m), refs[i] = ray.get(refs[i]), None
+            seen_u, seen_m = pd.unique(np.concatenate([seen_u, u])), pd.unique(np.concatenate([seen_m, m]))
         others = {k: v for k, v in raw.items() if isinstance(v, pd.DataFrame) and k not in ("ratings", "test")}
         users, movies = others.get("users"), others.get("movies")
         reviews, social = others.get("reviews"), others.get("social")
-        uid = _index([pd.Series(np.concatenate([g[0] for g in got]), dtype=object),
+        uid = _index([pd.Series(seen_u, dtype=object),
                       None if reviews is None else reviews["user_id"], None if users is None else users["user_id"],
                       None if social is None else social["user_id"], None if social is None else social["friend_id"]])
-        mid = _index([pd.Series(np.concatenate([g[1] for g in got]), dtype=object),
+        mid = _index([pd.Series(seen_m, dtype=object),
                       None if reviews is None else reviews["movie_id"], None if movies is None else movies["movie_id"]])
         cold = None
         if cfg.split.method in ("cold_items", "cold_users"):
@@ -299,7 +311,7 @@ def clean_parts(cfg: Config, engine: EngineConfig, raw: dict[str, tuple[Path, li
                 raise ConfigError(f"split.method {cfg.split.method!r} needs reviews (reviews.csv): the new movies "
                                   "(viewers) are those that have reviews")
             ids = (uid, mid)[side]
-            rated = ids.get_indexer(pd.Index(np.concatenate([g[side] for g in got]), dtype=object))
+            rated = ids.get_indexer(pd.Index((seen_u, seen_m)[side], dtype=object))
             reviewed = _codes(ids, reviews["movie_id" if side else "user_id"])
             cold = cold_set(ids, rated, reviewed, cfg.split.cold_fraction, cfg.split.seed)
         buckets = max(1, len(sources))
@@ -311,7 +323,6 @@ def clean_parts(cfg: Config, engine: EngineConfig, raw: dict[str, tuple[Path, li
         reduce_task = ray.remote(num_cpus=engine.cpus_per_worker)(_reduce_one)
         out = ray.get([reduce_task.remote(k, str(scratch), str(staging), cfg, uid_ref, mid_ref, cold, len(mid))
                        for k in range(buckets)])
-    shutil.rmtree(scratch, ignore_errors=True)
     table = PartsTable(staging, files=[o["entry"] for o in out if o["entry"] is not None])
     if table.empty:
         raise DataError("no ratings left after cleaning")

@@ -78,6 +78,17 @@ def ingest(cfg: Config, events: pd.DataFrame | None = None, *, learnable: bool =
             share of invalid rows in a file passes ``data.max_bad_fraction``, or (see
             ``learnable``) the ratings hold nothing to learn.
     """
+    staged: list[Path] = []  # the folders Ray's workers write parts into: removed on failure
+    try:
+        return _ingest(cfg, events, learnable, parts_to, staged)
+    except BaseException:
+        for folder in staged:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _ingest(cfg: Config, events: pd.DataFrame | None, learnable: bool, parts_to: Path | None,
+            staged: list[Path]) -> IngestResult:
     out = IngestResult()
     rng = (cfg.data.rating_min, cfg.data.rating_max)
     scales = []
@@ -92,8 +103,8 @@ def ingest(cfg: Config, events: pd.DataFrame | None = None, *, learnable: bool =
             from movierec.data.parts import part_files
             from movierec.data.ray_tables import ingest_parts, staging_folder
 
-            res = ingest_parts(path, part_files(path), schema, cfg.engine, staging_folder(parts_to, f"{name}_raw"),
-                               key_of(cfg.privacy), **opts)
+            staged.append(staging_folder(parts_to, f"{name}_raw"))
+            res = ingest_parts(path, part_files(path), schema, cfg.engine, staged[-1], key_of(cfg.privacy), **opts)
         else:
             res = read_input(path, schema, engine=cfg.engine, **opts)
         _check_fraction(res, cfg.data.max_bad_fraction)
