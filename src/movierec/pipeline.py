@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
+from movierec._lazy import sp
 from movierec.catalog import Catalog, atomic_path
 from movierec.config import Config
 from movierec.errors import LockError, ModelError, StorageError

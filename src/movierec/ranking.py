@@ -39,14 +39,15 @@ def top_n(
     model_vectors: tuple,
     users: np.ndarray,
     n: int,
-    seen: sp.csr_matrix | None = None,
+    seen=None,
     block: int = 2048,
     progress: bool = False,
     item_item: tuple | None = None,
     exclude: list[np.ndarray] | None = None,
     item_t: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-n items for each of ``users``, excluding ``seen`` items; blocked over users.
+    """Top-n items for each of ``users``, excluding ``seen`` items (a users x movies CSR
+    matrix, or anything with its ``indptr`` and ``indices``); blocked over users.
 
     Per block: one float32 BLAS product (users x factors times factors x movies), the item
     biases added in place, seen movies masked, and a compiled parallel top-n per row. The
@@ -85,10 +86,11 @@ def top_n(
         if exclude is not None:
             for r, k in enumerate(range(start, start + len(ub))):
                 s[r, exclude[k]] = -np.inf
-        elif seen is not None:
-            sub = seen[ub]
-            rows = np.repeat(np.arange(len(ub)), np.diff(sub.indptr))
-            s[rows, sub.indices] = -np.inf
+        elif seen is not None:  # a scipy matrix or CSR arrays alike: each row's seen movies
+            lo, hi = seen.indptr[ub], seen.indptr[ub + 1]
+            rows = np.repeat(np.arange(len(ub)), hi - lo)
+            at = np.arange(len(rows)) - np.repeat(np.cumsum(hi - lo) - (hi - lo), hi - lo) + np.repeat(lo, hi - lo)
+            s[rows, seen.indices[at]] = -np.inf
         it, sc = _topk_rows(s, n)
         items[start : start + len(ub)] = it
         scores[start : start + len(ub)] = sc + (np.asarray(bu, np.float32)[ub] + np.float32(mu))[:, None]

@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
+from movierec._lazy import sp
 
 from movierec.config import Config
 from movierec.errors import ConfigError

@@ -91,8 +91,8 @@ def _make_step(tf, model, data, n_train: int, loss_scale: float = 1.0, optimizer
     counts = np.asarray(data.implicit().sum(0)).ravel().astype(np.float32) if implicit else np.zeros(1, np.float32)
     imp_weight = tf.constant(counts[:, None] * model.reg_implicit / max(n_train, 1))
 
-    nb = data.neighbours.tocsr()
-    social = model.social_reg > 0 and nb.nnz > 0
+    nb = data.neighbours.tocsr() if data.neighbours is not None else None
+    social = model.social_reg > 0 and nb is not None and nb.nnz > 0
     if social:
         # under a distribution strategy every worker's gradient must have the same length (the
         # all-gather of tf.IndexedSlices of different lengths fails inside the step loop): rows

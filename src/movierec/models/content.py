@@ -28,7 +28,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
+from movierec._lazy import sp
 
 log = logging.getLogger(__name__)
 

@@ -253,7 +253,7 @@ class MatrixFactorization:
         ratings keep none either: their vector is what their features (genres, year) and,
         with review content, their reviews say (:meth:`_fit_content`)."""
         counts = np.bincount(data.users[~val_mask], minlength=data.n_users)
-        nb_rows = np.diff(data.neighbours.tocsr().indptr) > 0 if self.social_reg > 0 else np.zeros(data.n_users, bool)
+        nb_rows = np.diff(data.neighbour_arrays()[0]) > 0 if self.social_reg > 0 else np.zeros(data.n_users, bool)
         cold = (counts == 0) & ~nb_rows
         self.user_factors_[cold] = 0.0
         self.user_bias_[cold] = 0.0
@@ -360,7 +360,7 @@ class MatrixFactorization:
         kw = self.watch_factors if self.ranking == "hybrid" else 0
         self.ranking_fit_seconds_ = 0.0
         self.ease_item_ = np.zeros((0, 0), np.float32)
-        self.ease_history_ = sp.csr_matrix((n_users, 0), dtype=np.float32)
+        self.__dict__.pop("ease_history_", None)  # an EASE ranker's only (a loaded model keeps none either)
         if self.ranking == "ease":
             from movierec.models._ease import ease_weights
 
@@ -457,13 +457,12 @@ class MatrixFactorization:
     def _sgd_plan(self, data: TrainData, tr: np.ndarray, pseudo: np.ndarray, rng: np.random.Generator) -> dict:
         """What every SGD epoch reuses: the social graph as CSR arrays, the feature matrices,
         the rating layout (user by user for plain MF) and the feature step's scale."""
-        nb = data.neighbours.tocsr()
+        nb_ptr, nb_idx, nb_w = data.neighbour_arrays()
         use_feat = bool(self.use_features and (self.user_weights_.size or self.item_weights_.size))
         X = self.user_features_ if self.user_features_.shape[1] else np.zeros((data.n_users, 0), np.float32)
         Y = self.item_features_ if self.item_features_.shape[1] else np.zeros((data.n_items, 0), np.float32)
         threads = self._threads(len(tr))
-        plan = {"nb_ptr": nb.indptr.astype(np.int64), "nb_idx": nb.indices.astype(np.int32),
-                "nb_w": nb.data.astype(np.float32), "use_feat": use_feat, "X": X, "Y": Y,
+        plan = {"nb_ptr": nb_ptr, "nb_idx": nb_idx, "nb_w": nb_w, "use_feat": use_feat, "X": X, "Y": Y,
                 "chunks": threads * 16 if threads > 1 else 1,
                 # plain MF: user by user (cache-friendly); shared parameters (feature projections,
                 # social term) need a rating-level shuffle or their updates come in correlated runs
@@ -672,9 +671,14 @@ class MatrixFactorization:
             "history": asdict(self.history_) if hasattr(self, "history_") else None,
         }
         arrays = {k: getattr(self, k) for k in self.ARRAYS}
-        hist = getattr(self, "ease_history_", sp.csr_matrix((len(self.user_bias_), 0), dtype=np.float32))
-        arrays.update(ease_history_indptr=hist.indptr, ease_history_indices=hist.indices,
-                      ease_history_shape=np.array(hist.shape))
+        hist = getattr(self, "ease_history_", None)
+        if hist is None:  # (as an empty scipy matrix is saved, without importing scipy)
+            arrays.update(ease_history_indptr=np.zeros(len(self.user_bias_) + 1, np.int32),
+                          ease_history_indices=np.zeros(0, np.int32),
+                          ease_history_shape=np.array([len(self.user_bias_), 0]))
+        else:
+            arrays.update(ease_history_indptr=hist.indptr, ease_history_indices=hist.indices,
+                          ease_history_shape=np.array(hist.shape))
         with open(path, "wb") as fh:
             np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
 

@@ -23,7 +23,7 @@ class TrainData:
     n_items: int
     user_features: np.ndarray | None = None
     item_features: np.ndarray | None = None
-    neighbours: sp.csr_matrix | None = None  # n_users x n_users, rows sum to 1
+    neighbours: sp.csr_matrix | None = None  # n_users x n_users, rows sum to 1 (None: no graph)
     implicit_items: sp.csr_matrix | None = None  # n_users x n_items: movies a user rated or reviewed
     #: per-rating weight in (0, 1]: 1 for real ratings, less for pseudo-ratings (None: all 1)
     weights: np.ndarray | None = None
@@ -44,8 +44,14 @@ class TrainData:
             self.user_features = np.zeros((self.n_users, 0), np.float32)
         if self.item_features is None:
             self.item_features = np.zeros((self.n_items, 0), np.float32)
+
+    def neighbour_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The trust graph as CSR arrays (row starts, neighbours, weights); empty ones without
+        a graph (a model without one never imports scipy for it)."""
         if self.neighbours is None:
-            self.neighbours = sp.csr_matrix((self.n_users, self.n_users), dtype=np.float32)
+            return np.zeros(self.n_users + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32)
+        nb = self.neighbours.tocsr()
+        return nb.indptr.astype(np.int64), nb.indices.astype(np.int32), nb.data.astype(np.float32)
 
     def implicit(self) -> sp.csr_matrix:
         """Binary users x movies matrix of implicit feedback (built on first use: at 20M
