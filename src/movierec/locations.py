@@ -53,11 +53,12 @@ def _cause(exc: BaseException) -> str:
 class Remote:
     """A file or folder at a URL (see the module's note)."""
 
-    __slots__ = ("url", "_fs", "_path")
+    __slots__ = ("url", "_fs", "_path", "_info")
 
     def __init__(self, url: str, _fs=None, _path: str | None = None) -> None:
         self.url = str(url)
         self._fs, self._path = _fs, _path
+        self._info = None  # the FileInfo a folder's listing gave (one request for every part)
 
     # ------------------------------------------------------------------ naming
     @property
@@ -158,13 +159,18 @@ class Remote:
         except Exception as exc:  # noqa: BLE001
             raise DataError(f"{self}: cannot list this folder: {_cause(exc)}") from exc
         base = self.path.rstrip("/")
-        return [self / i.path[len(base):].lstrip("/") for i in infos if i.type == pafs.FileType.File]
+        out = []
+        for i in infos:
+            if i.type == pafs.FileType.File:
+                out.append(self / i.path[len(base):].lstrip("/"))
+                out[-1]._info = i
+        return out
 
     def fingerprint(self) -> str:
         """What identifies this file's content: its size and modification time."""
         import pyarrow.fs as pafs
 
-        i = self.info()
+        i = self._info or self.info()
         if i.type == pafs.FileType.NotFound:
             return "absent"
         mtime = i.mtime_ns if i.mtime_ns is not None else ""
