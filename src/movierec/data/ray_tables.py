@@ -223,18 +223,17 @@ def _reduce_one(k: int, in_dir: str, out_dir: str, cfg: Config, uid, mid, cold, 
     df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
     df = df.sort_values(["source", "pos"], kind="stable").reset_index(drop=True)
     kept, dups = [], 0
-    for source in (0, 1):
+    for source in (0, 1):  # the training ratings, then a given split's test ratings
         part = df[df["source"].to_numpy() == source].drop(columns=["source", "pos"]).reset_index(drop=True)
         if len(part):
             part, n = _dedupe(part, n_items)
+            part["fold"] = np.int16(-1 if source == 0 else 0)
             kept.append(part)
             dups += n
     if cfg.split.method == "given":
-        for part, fold in zip(kept, (-1, 0)):
-            part["fold"] = np.int16(fold)
         r = pd.concat(kept, ignore_index=True)
     else:
-        r = kept[0]
+        r = kept[0].drop(columns="fold")
         if cold is not None:
             col = "movie_idx" if cfg.split.method == "cold_items" else "user_idx"
             fold = np.full(len(r), -1, dtype=np.int16)
