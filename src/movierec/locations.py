@@ -41,8 +41,10 @@ def is_url(value) -> bool:
     return isinstance(value, (str, Remote)) and bool(_URL.match(str(value) if isinstance(value, str) else value.url))
 
 
-def location(value: str | Path) -> "Path | Remote":
+def location(value: "str | Path | Remote") -> "Path | Remote":
     """``value`` as a :class:`Remote` when it is a URL, else as a :class:`~pathlib.Path`."""
+    if isinstance(value, Remote):
+        return value
     return Remote(value) if is_url(value) else Path(value)
 
 

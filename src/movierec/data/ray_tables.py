@@ -35,9 +35,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from movierec.catalog import file_hash, read_parts
+from movierec.catalog import atomic_path, file_hash, read_parts
 from movierec.config import Config, EngineConfig
-from movierec.data.readers import ReadResult
+from movierec.data.readers import ReadResult, empty_counts
 from movierec.data.scale import RatingScale
 from movierec.data.schemas import FileSchema
 from movierec.errors import DataError
@@ -78,22 +78,9 @@ class PartsTable:
 
 def _write_part(df: pd.DataFrame, path: Path) -> dict:
     """``df`` as one Parquet part (written beside, then renamed): its entry."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    df.to_parquet(tmp, index=False, compression=None)
-    os.replace(tmp, path)
+    with atomic_path(path, durable=False) as tmp:  # (the manifest records its size: see catalog)
+        df.to_parquet(tmp, index=False, compression=None)
     return {"file": path.name, "rows": int(len(df)), "hash": file_hash(path), "bytes": path.stat().st_size}
-
-
-def _null_counts(df: pd.DataFrame) -> dict[str, int]:
-    """Empty values of each non-id column, as ingest's input checks count them."""
-    out = {}
-    for col in df.columns:
-        if col in ("user_id", "movie_id", "friend_id"):
-            continue
-        v = df[col]
-        empty = v.isna() | (v.astype(str).str.strip() == "") if v.dtype == object else v.isna()
-        out[col] = int(empty.sum())
-    return out
 
 
 def _distinct(s: pd.Series) -> np.ndarray:
@@ -123,7 +110,7 @@ def _ingest_one(i: int, where: str, schema: FileSchema, out_dir: str, key: bytes
     counts.index = counts.index.astype(str)
     return {"i": i, "path": res.path, "total_rows": res.total_rows, "quarantine": res.quarantine, "scale": res.scale,
             "entry": entry, "users": _distinct(valid["user_id"]) if "user_id" in valid.columns else np.array([], object),
-            "movie_counts": counts.astype(np.int64), "nulls": _null_counts(valid), "columns": list(valid.columns),
+            "movie_counts": counts.astype(np.int64), "nulls": empty_counts(valid), "columns": list(valid.columns),
             "rmin": float(r.min()) if len(r) else np.inf, "rmax": float(r.max()) if len(r) else -np.inf,
             "rated": int(len(r))}
 
@@ -203,12 +190,14 @@ def _map_one(i: int, path: str, source: int, uid, mid, buckets: int, with_ts: bo
     out["pos"] = (np.int64(i) << 40) + np.arange(len(out), dtype=np.int64)
     out["source"] = np.int8(source)
     b = out["user_idx"].to_numpy() % buckets
-    for k in range(buckets):
-        rows = out[b == k]
-        if len(rows):
-            d = Path(out_dir) / f"b{k:05d}"
-            d.mkdir(exist_ok=True)
-            rows.to_parquet(d / f"p{i:05d}.parquet", index=False, compression=None)
+    order = np.argsort(b, kind="stable")  # each bucket's rows together, in input order
+    counts = np.bincount(b, minlength=buckets)
+    starts = np.cumsum(counts) - counts
+    for k in np.flatnonzero(counts):
+        rows = out.iloc[order[starts[k]: starts[k] + counts[k]]]
+        d = Path(out_dir) / f"b{k:05d}"
+        d.mkdir(exist_ok=True)
+        rows.to_parquet(d / f"p{i:05d}.parquet", index=False, compression=None)
     return len(out)
 
 

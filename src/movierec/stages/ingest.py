@@ -12,7 +12,7 @@ import pandas as pd
 
 from movierec.config import Config
 from movierec.data.parts import read_input
-from movierec.data.readers import ReadResult
+from movierec.data.readers import ReadResult, empty_counts
 from movierec.data.scale import RatingScale
 from movierec.data.schemas import SCHEMAS
 from movierec.errors import DataError
@@ -258,15 +258,9 @@ def _input_stats(out: IngestResult) -> dict:
             stats["unknown_movie_share"] = float(c[~c.index.isin(list(known))].sum() / max(len(ratings), 1))
     nulls = {}
     for name, df in out.tables.items():
-        if not isinstance(df, pd.DataFrame):
-            nulls.update({f"{name}.{c}": n / len(df) if len(df) else 0.0 for c, n in df.nulls.items()})
-            continue
-        for col in df.columns:
-            if col in ("user_id", "movie_id", "friend_id"):
-                continue
-            v = df[col]
-            empty = v.isna() | (v.astype(str).str.strip() == "") if v.dtype == object else v.isna()
-            nulls[f"{name}.{col}"] = float(empty.mean()) if len(v) else 0.0
+        # (a table in parts on Ray: its workers counted them)
+        counts = empty_counts(df) if isinstance(df, pd.DataFrame) else df.nulls
+        nulls.update({f"{name}.{c}": n / len(df) if len(df) else 0.0 for c, n in counts.items()})
     stats["null_share"] = nulls
     return stats
 
