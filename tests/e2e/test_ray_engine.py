@@ -248,6 +248,11 @@ def test_folder_artifacts_are_checked_replaced_and_read_by_either_engine(tmp_pat
     r = _ok(run_cli("clean", "--config", str(cfg), *ray_opts))
     assert "ingest: fresh" in r.stderr and "clean: done" in r.stderr
     ray_tables = _clean_tables(tmp_path / "w")
+    # the nightly entry point on the parts: trained on ratings_clean's parts, gated, served
+    r = _ok(run_cli("run", "--config", str(cfg), *ray_opts))
+    assert "clean: fresh" in r.stderr and (art / "ratings_clean.parquet").is_dir()
+    r = _ok(run_cli("recommend", "--config", str(cfg), "--user", "u00001", "-n", "5"))
+    assert len([ln for ln in r.stdout.splitlines() if ln.strip()[:1].isdigit()]) == 5
     # the local engine reads the parts Ray wrote and writes one file over the folder, and back
     r = _ok(run_cli("train", "--config", str(cfg), "split.seed=5"))
     assert (art / "ratings_clean.parquet").is_file() and (art / "ratings_raw.parquet").is_dir()
