@@ -292,3 +292,21 @@ def test_joining_a_cluster_too_small_for_the_workers_exits_78(tmp_path, ray_head
     assert ("error: engine.workers 5 x cpus_per_worker 1 = 5 CPUs, but the cluster at auto has 4: lower "
             "engine.workers or add nodes") in r.stderr
     assert "engine: Ray" not in r.stderr and not (tmp_path / "w" / "artifacts" / "ratings_raw.parquet").exists()
+
+
+def test_a_failed_fit_names_the_worker_error_that_caused_it():
+    """Ray Train's WorkerGroupError says only "Training failed due to worker errors:" on its
+    first line; the message names the rank whose error came first, not a peer's knock-on."""
+    from ray.train import ControllerError, WorkerGroupError
+
+    from movierec.models._adam_ray import fit_failure
+
+    died = rex.ActorDiedError()
+    knock_on = RuntimeError("UnavailableError: Collective ops is aborted by: Socket closed\nTraceback ...")
+    exc = WorkerGroupError("[Rank 0] ...\n[Rank 1] ...", {1: knock_on, 0: died})
+    msg = fit_failure(exc)
+    assert msg.startswith("worker 0: ActorDiedError: ") and "\n" not in msg and len(msg) < 600
+    oom = MemoryError("worker 1 ran out of memory")
+    assert fit_failure(WorkerGroupError("x", {0: knock_on, 1: oom})) == "worker 1: MemoryError: worker 1 ran out of memory"
+    assert fit_failure(ControllerError(ValueError("bad scaling config"))).endswith("ValueError: bad scaling config")
+    assert fit_failure(RuntimeError("plain\nsecond line")) == "plain second line"

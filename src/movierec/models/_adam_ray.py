@@ -144,7 +144,7 @@ def fit_adam_ray(model, data, val_mask: np.ndarray, rng: np.random.Generator, en
             result = trainer.fit()
         except Exception as exc:  # noqa: BLE001 - Ray wraps the workers' errors in its own types
             raise ModelError(f"Adam on Ray failed (a worker's error, or more than {MAX_FAILURES} restarts): "
-                             f"{str(exc).splitlines()[0][:500]}{kept}") from exc
+                             f"{fit_failure(exc)}{kept}") from exc
         if result.checkpoint is None:
             raise ModelError("Adam on Ray: training ended without a checkpoint")
         with result.checkpoint.as_directory() as d:
@@ -159,6 +159,28 @@ def fit_adam_ray(model, data, val_mask: np.ndarray, rng: np.random.Generator, en
     log.info("train: Adam on Ray (%d workers) finished %d epochs in %.1fs%s", workers, len(hist.train_rmse),
              time.perf_counter() - t0, f" (resumed {int(saved['restarts'])} times)" if saved["restarts"] else "")
     return hist
+
+
+#: what a worker reports when another worker went away first (a consequence, not the cause)
+_KNOCK_ON = ("Collective ops is aborted", "Socket closed", "CollectiveBcastRecv")
+
+
+def fit_failure(exc: BaseException) -> str:
+    """The cause of a failed Ray Train fit, on one line: Ray's WorkerGroupError says only
+    "Training failed due to worker errors:" on its first line; its ``worker_failures`` hold
+    each rank's error, of which the first that is not another's knock-on (a collective op
+    aborted because a peer died) is the cause."""
+    from movierec.engine import _brief
+
+    failures = getattr(exc, "worker_failures", None)
+    if isinstance(failures, dict) and failures:
+        ranked = sorted(failures.items(), key=lambda kv: kv[0])
+        cause = next(((r, e) for r, e in ranked if not any(k in str(e) for k in _KNOCK_ON)), ranked[0])
+        return f"worker {cause[0]}: {type(cause[1]).__name__}: {_brief(str(cause[1]), 500)}"
+    inner = getattr(exc, "controller_failure", None)
+    if inner is not None:
+        return f"the Ray Train controller: {type(inner).__name__}: {_brief(str(inner), 500)}"
+    return _brief(str(exc), 500) or type(exc).__name__
 
 
 def _resources(engine) -> dict:
