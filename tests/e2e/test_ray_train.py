@@ -108,3 +108,15 @@ def test_a_failed_fit_resumes_from_its_checkpoints_in_the_next_command(tmp_path,
     assert not list(ckpt.glob("movierec-adam-*"))  # finished: nothing kept
     current = tmp_path / "w" / "models" / (tmp_path / "w" / "models" / "current").read_text().strip()
     assert len(json.loads((current / "meta.json").read_text())["history"]["train_rmse"]) == 6
+
+
+def test_adam_on_ray_without_features(tmp_path, ray_opts):
+    """No features (empty projections): the fit runs (a variable of an empty tensor crashed the
+    first worker in TensorFlow's collective broadcast: SIGSEGV) and learns."""
+    data = make_data(tmp_path / "data", n_users=200, n_movies=100, seed=2)
+    r = _ok(run_cli("train", "--config", DEMO, f"workdir={tmp_path / 'w'}", f"data.dir={data}", *ADAM,
+                    "model.epochs=3", "model.early_stopping=false", "model.use_features=false", *ray_opts))
+    assert "Adam on Ray (2 workers) finished 3 epochs" in r.stderr
+    current = tmp_path / "w" / "models" / (tmp_path / "w" / "models" / "current").read_text().strip()
+    hist = json.loads((current / "meta.json").read_text())["history"]
+    assert len(hist["train_rmse"]) == 3 and hist["train_rmse"][-1] < hist["train_rmse"][0]

@@ -76,12 +76,17 @@ def _make_step(tf, model, data, n_train: int, loss_scale: float = 1.0, optimizer
     bi = tf.Variable(model.item_bias_, name="item_bias")
     P = tf.Variable(model.user_factors_, name="user_factors")
     Q = tf.Variable(model.item_factors_, name="item_factors")
-    W = tf.Variable(model.user_weights_, name="user_weights")
-    V = tf.Variable(model.item_weights_, name="item_weights")
+    # a side without features has an empty projection: a constant, not a variable (creating a
+    # variable broadcasts its value to every worker under the multi-worker strategy, and that
+    # collective crashes TensorFlow's worker on an empty tensor: SIGSEGV, Adam on Ray with
+    # model.use_features false)
+    W, V = (tf.Variable(a, name=n) if a.size else tf.constant(a)
+            for a, n in ((model.user_weights_, "user_weights"), (model.item_weights_, "item_weights")))
     X = tf.constant(model.user_features_)
     Y = tf.constant(model.item_features_)
     mu = tf.constant(model.global_mean_, tf.float32)
-    variables = [bu, bi, P, Q] + ([W, V] if use_feat else [])
+    variables = [bu, bi, P, Q] + ([x for x, a in ((W, model.user_weights_), (V, model.item_weights_)) if a.size]
+                                  if use_feat else [])
     implicit = bool(model.implicit)
     Yimp = tf.Variable(model.item_implicit_ if implicit else np.zeros((1, 1), np.float32), name="item_implicit")
     if implicit:
