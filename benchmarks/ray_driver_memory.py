@@ -85,6 +85,8 @@ def main() -> None:
     ap.add_argument("--parts", type=int, default=16)
     ap.add_argument("--before", help="a commit to measure beside this checkout")
     ap.add_argument("--append", action="store_true", help="keep the rows already in the results file")
+    ap.add_argument("--train", action="store_true",
+                    help="also `movierec train` (Adam, 1 epoch, batch 65536, no features, ranking by rating)")
     a = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="movierec-raymem-"))
@@ -114,13 +116,17 @@ def main() -> None:
                         cfg.write_text(
                             f"workdir: {work}\ndata:\n  dir: {data}\n  ratings: ratings\nsplit:\n  method: random\n"
                             "sentiment:\n  enabled: false\nsocial:\n  enabled: false\n"
+                            "model:\n  optimizer: adam\n  epochs: 1\n  early_stopping: false\n  batch_size: 65536\n"
+                            "  implicit: false\n  use_features: false\n  ranking: rating\n"
                             f"engine:\n  kind: {engine}\n  workers: 2\n" + (f"  address: {address}\n" if engine == "ray"
                                                                           else ""))
                         wi, gi = run(src, ["-q", "ingest", "--config", str(cfg)])
                         wc, gc = run(src, ["-q", "clean", "--config", str(cfg)])
-                        rows.append((n_rows, label, engine, wi, gi, gi * 2**30 / n_rows, wc, gc))
+                        wt, gt = run(src, ["-q", "train", "--config", str(cfg)]) if a.train else (None, None)
+                        rows.append((n_rows, label, engine, wi, gi, gi * 2**30 / n_rows, wc, gc, wt, gt))
                         print(f"  {label:>22} {engine:>5}: ingest {wi:6.1f} s {gi:5.2f} GB "
-                              f"({gi * 2**30 / n_rows:5.1f} B/rating) | clean {wc:6.1f} s {gc:5.2f} GB", flush=True)
+                              f"({gi * 2**30 / n_rows:5.1f} B/rating) | clean {wc:6.1f} s {gc:5.2f} GB"
+                              + (f" | train {wt:6.1f} s {gt:5.2f} GB" if a.train else ""), flush=True)
                 shutil.rmtree(data)
     finally:
         try:
@@ -137,22 +143,26 @@ def write(rows, a) -> None:
     if out.exists() and KEEP in out.read_text():
         head, keep = out.read_text().split(KEEP, 1)
         if a.append:  # the data rows of the table already there (after its header and rule)
-            kept_rows = [ln for ln in head.splitlines() if ln.startswith("| ") and ln[2:3].isdigit()]
+            kept_rows = [ln if ln.count("|") == 11 else ln + " - | - |"
+                         for ln in head.splitlines() if ln.startswith("| ") and ln[2:3].isdigit()]
     lines = [
         "# The driver's memory: engine.kind ray against local, partitioned ratings", "",
         f"Machine: {machine()}  ",
         f"Command: `python benchmarks/ray_driver_memory.py --ratings {' '.join(map(str, a.ratings))} "
-        f"--parts {a.parts}" + (f" --before {a.before}" if a.before else "") + (" --append" if a.append else "")
+        f"--parts {a.parts}" + (f" --before {a.before}" if a.before else "") + (" --train" if a.train else "")
+        + (" --append" if a.append else "")
         + "`" + (" (added to the rows above it)" if kept_rows else "") + "  ",
         f"Date: {time.strftime('%Y-%m-%d %H:%M')}", "",
         "Each command in a fresh process; the peak is the driver's own (`VmHWM`). Ray: 2 workers on a "
         "Ray head the script started (3 CPUs), as on a cluster. `clean` runs with ingest cached.", "",
-        "| ratings | checkout | engine | `ingest` s | driver peak GB | bytes/rating | `clean` s | driver peak GB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| ratings | checkout | engine | `ingest` s | driver peak GB | bytes/rating | `clean` s | driver peak GB "
+        "| `train` s | driver peak GB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *kept_rows,
     ]
-    for n, label, engine, wi, gi, b, wc, gc in rows:
-        lines.append(f"| {n:,} | {label} | {engine} | {wi:.1f} | {gi:.2f} | {b:.0f} | {wc:.1f} | {gc:.2f} |")
+    for n, label, engine, wi, gi, b, wc, gc, wt, gt in rows:
+        train = f" {wt:.1f} | {gt:.2f} |" if wt is not None else " - | - |"
+        lines.append(f"| {n:,} | {label} | {engine} | {wi:.1f} | {gi:.2f} | {b:.0f} | {wc:.1f} | {gc:.2f} |{train}")
     out.write_text("\n".join(lines) + "\n\n" + KEEP + (keep or "\n"))
     print(f"wrote {out.relative_to(ROOT)}")
 
