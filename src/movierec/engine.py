@@ -280,6 +280,19 @@ def session(engine: EngineConfig):
             ray.shutdown()
 
 
+def in_order(ray, refs: list):
+    """The results of Ray tasks, one at a time in submission order, each let go of in the
+    object store once taken; a task that returned an exception (a part's DataError) cancels
+    the tasks after it and is raised here."""
+    for i in range(len(refs)):
+        r, refs[i] = ray.get(refs[i]), None
+        if isinstance(r, Exception):
+            for ref in refs[i + 1:]:
+                ray.cancel(ref)
+            raise r
+        yield r
+
+
 def blocks(frame: pd.DataFrame, size: int) -> list[pd.DataFrame]:
     """``frame`` in contiguous blocks of ``size`` rows, the blocks of a Ray Dataset (Ray
     Data's own split of a DataFrame hands pandas 3 arrays)."""

@@ -24,7 +24,7 @@ from movierec.config import EngineConfig
 from movierec.data.readers import ReadResult, missing_columns, read_table, validate_rows
 from movierec.data.scale import RatingScale
 from movierec.data.schemas import FileSchema
-from movierec.engine import session
+from movierec.engine import in_order, session
 from movierec.errors import DataError
 from movierec.locations import Remote, location
 
@@ -109,17 +109,10 @@ def read_parts_ray(parts: Sequence[Path | Remote], schema: FileSchema, engine: E
             except DataError as exc:  # raised again in the driver, with its message
                 return exc
 
-        refs = [read.remote(p.url if isinstance(p, Remote) else str(p)) for p in parts]
-        results = []
-        for i in range(len(refs)):
-            r, refs[i] = ray.get(refs[i]), None  # the object store lets go of each part when read
-            if isinstance(r, Exception):
-                for ref in refs[i + 1:]:
-                    ray.cancel(ref)
-                raise r
-            if not isinstance(r.path, Remote):
-                r.path = Path(r.path)
-            results.append(r)
+        results = list(in_order(ray, [read.remote(p.url if isinstance(p, Remote) else str(p)) for p in parts]))
+    for r in results:
+        if not isinstance(r.path, Remote):
+            r.path = Path(r.path)
     return results
 
 

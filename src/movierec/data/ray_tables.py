@@ -40,8 +40,10 @@ from movierec.config import Config, EngineConfig
 from movierec.data.readers import ReadResult, empty_counts
 from movierec.data.scale import RatingScale
 from movierec.data.schemas import FileSchema
-from movierec.errors import DataError
+from movierec.errors import ConfigError, DataError
 from movierec.locations import Remote, location
+from movierec.stages.clean import (CleanResult, _codes, _dedupe, _index, _uniques, assign_folds, clean_side_tables,
+                                   cold_set)
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,6 @@ class PartsTable:
     user_ids: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))  # distinct
     movie_counts: pd.Series = field(default_factory=lambda: pd.Series(dtype=np.int64))  # ratings a movie
     nulls: dict[str, int] = field(default_factory=dict)  # empty values a column
-    columns: list[str] = field(default_factory=list)
     rating_min: float = np.inf
     rating_max: float = -np.inf
     rated: int = 0  # finite ratings
@@ -83,12 +84,6 @@ def _write_part(df: pd.DataFrame, path: Path) -> dict:
     return {"file": path.name, "rows": int(len(df)), "hash": file_hash(path), "bytes": path.stat().st_size}
 
 
-def _distinct(s: pd.Series) -> np.ndarray:
-    from movierec.stages.clean import _uniques
-
-    return _uniques(s)
-
-
 def _ingest_one(i: int, where: str, schema: FileSchema, out_dir: str, key: bytes | None, kw: dict):
     """One part, in a worker: read, validate, pseudonymize, write; its summary."""
     from movierec.data.parts import read_part
@@ -109,7 +104,7 @@ def _ingest_one(i: int, where: str, schema: FileSchema, out_dir: str, key: bytes
     counts = counts[counts > 0]
     counts.index = counts.index.astype(str)
     return {"i": i, "path": res.path, "total_rows": res.total_rows, "quarantine": res.quarantine, "scale": res.scale,
-            "entry": entry, "users": _distinct(valid["user_id"]) if "user_id" in valid.columns else np.array([], object),
+            "entry": entry, "users": _uniques(valid["user_id"]) if "user_id" in valid.columns else np.array([], object),
             "movie_counts": counts.astype(np.int64), "nulls": empty_counts(valid), "columns": list(valid.columns),
             "rmin": float(r.min()) if len(r) else np.inf, "rmax": float(r.max()) if len(r) else -np.inf,
             "rated": int(len(r))}
@@ -120,7 +115,7 @@ def ingest_parts(folder: Path | Remote, parts: Sequence[Path | Remote], schema: 
     """Read, validate and write each part on Ray (see the module's note); a ReadResult whose
     ``valid`` is the :class:`PartsTable` in ``staging``."""
     from movierec.data.parts import _inside
-    from movierec.engine import session
+    from movierec.engine import in_order, session
 
     staging.mkdir(parents=True, exist_ok=True)
     table = PartsTable(staging)
@@ -129,12 +124,7 @@ def ingest_parts(folder: Path | Remote, parts: Sequence[Path | Remote], schema: 
         task = ray.remote(num_cpus=engine.cpus_per_worker)(_ingest_one)
         refs = [task.remote(i, p.url if isinstance(p, Remote) else str(p), schema, str(staging), key, kw)
                 for i, p in enumerate(parts)]
-        for i in range(len(refs)):
-            g, refs[i] = ray.get(refs[i]), None
-            if isinstance(g, Exception):
-                for ref in refs[i + 1:]:
-                    ray.cancel(ref)
-                raise g
+        for g in in_order(ray, refs):
             # folded in as it comes: the driver keeps the distinct ids and counts, not the parts'
             table.files.append(g["entry"])
             total += g["total_rows"]
@@ -147,7 +137,6 @@ def ingest_parts(folder: Path | Remote, parts: Sequence[Path | Remote], schema: 
             for c, n in g["nulls"].items():
                 table.nulls[c] = table.nulls.get(c, 0) + n
             columns_of.append(g["columns"])
-            table.columns += [c for c in g["columns"] if c not in table.columns]
             table.rating_min, table.rating_max = min(table.rating_min, g["rmin"]), max(table.rating_max, g["rmax"])
             table.rated += g["rated"]
             if g["scale"] is not None:
@@ -175,13 +164,11 @@ def staging_folder(artifacts: Path, name: str) -> Path:
 # ----------------------------------------------------------------------------- clean
 def _ids_one(path: str):
     df = pd.read_parquet(path, columns=["user_id", "movie_id"])
-    return _distinct(df["user_id"]), _distinct(df["movie_id"])
+    return _uniques(df["user_id"]), _uniques(df["movie_id"])
 
 
 def _map_one(i: int, path: str, source: int, uid, mid, buckets: int, with_ts: bool, out_dir: str) -> int:
     """First pass: one part's rows with dense ids, written in buckets by user."""
-    from movierec.stages.clean import _codes
-
     df = pd.read_parquet(path)
     out = pd.DataFrame({"user_idx": _codes(uid, df["user_id"]), "movie_idx": _codes(mid, df["movie_id"]),
                         "rating": df["rating"].to_numpy(np.float32)})
@@ -203,8 +190,6 @@ def _map_one(i: int, path: str, source: int, uid, mid, buckets: int, with_ts: bo
 
 def _reduce_one(k: int, in_dir: str, out_dir: str, cfg: Config, uid, mid, cold, n_items: int) -> dict:
     """Second pass: one bucket of users, every part's rows: deduplicated, split, written."""
-    from movierec.stages.clean import _dedupe, assign_folds
-
     d = Path(in_dir) / f"b{k:05d}"
     files = sorted(d.glob("p*.parquet")) if d.exists() else []
     if not files:
@@ -261,8 +246,7 @@ def clean_parts(cfg: Config, engine: EngineConfig, raw: dict[str, tuple[Path, li
 
 
 def _clean_parts(cfg, engine, raw, staging: Path, scratch: Path, parts_of):
-    from movierec.engine import session
-    from movierec.stages.clean import CleanResult, _index, clean_side_tables, cold_set
+    from movierec.engine import in_order, session
 
     sources = [(0, p) for p in parts_of("ratings")] + [(1, p) for p in parts_of("test")]
     test_frame = raw.get("test") if isinstance(raw.get("test"), pd.DataFrame) else None
@@ -276,10 +260,8 @@ def _clean_parts(cfg, engine, raw, staging: Path, scratch: Path, parts_of):
     res = CleanResult()
     with session(engine) as ray:
         ids_task = ray.remote(num_cpus=engine.cpus_per_worker)(_ids_one)
-        refs = [ids_task.remote(p) for _, p in sources]
         seen_u, seen_m = np.array([], dtype=object), np.array([], dtype=object)
-        for i in range(len(refs)):  # distinct so far: O(viewers + movies), whatever the parts
-            (u, m), refs[i] = ray.get(refs[i]), None
+        for u, m in in_order(ray, [ids_task.remote(p) for _, p in sources]):  # distinct so far: O(ids)
             seen_u, seen_m = pd.unique(np.concatenate([seen_u, u])), pd.unique(np.concatenate([seen_m, m]))
         others = {k: v for k, v in raw.items() if isinstance(v, pd.DataFrame) and k not in ("ratings", "test")}
         users, movies = others.get("users"), others.get("movies")
@@ -291,9 +273,6 @@ def _clean_parts(cfg, engine, raw, staging: Path, scratch: Path, parts_of):
                       None if reviews is None else reviews["movie_id"], None if movies is None else movies["movie_id"]])
         cold = None
         if cfg.split.method in ("cold_items", "cold_users"):
-            from movierec.errors import ConfigError
-            from movierec.stages.clean import _codes
-
             side = 1 if cfg.split.method == "cold_items" else 0
             if reviews is None or not len(reviews):
                 raise ConfigError(f"split.method {cfg.split.method!r} needs reviews (reviews.csv): the new movies "
@@ -318,9 +297,6 @@ def _clean_parts(cfg, engine, raw, staging: Path, scratch: Path, parts_of):
     res.stats["ratings"] = len(table)
     res.stats["test_ratings"] = int(sum(o["test"] for o in out))
     res.tables["ratings"] = table
-    res.tables["user_ids"] = pd.DataFrame({"user_idx": np.arange(len(uid), dtype=np.int32), "user_id": uid.to_numpy()})
-    res.tables["movie_ids"] = pd.DataFrame({"movie_idx": np.arange(len(mid), dtype=np.int32),
-                                            "movie_id": mid.to_numpy()})
     clean_side_tables(res, users, movies, reviews, social, uid, mid)
     log.info("clean: %d ratings deduplicated and split by Ray workers in %d parts", len(table), len(table.files))
     return res

@@ -219,9 +219,6 @@ def clean(tables: dict[str, pd.DataFrame], cfg: Config) -> CleanResult:
         None if reviews is None else reviews["movie_id"],
         None if movies is None else movies["movie_id"],
     ])
-    res.tables["user_ids"] = pd.DataFrame({"user_idx": np.arange(len(uid), dtype=np.int32), "user_id": uid.to_numpy()})
-    res.tables["movie_ids"] = pd.DataFrame({"movie_idx": np.arange(len(mid), dtype=np.int32), "movie_id": mid.to_numpy()})
-
     def uidx(s: pd.Series) -> np.ndarray:
         return _codes(uid, s)
 
@@ -259,7 +256,10 @@ def clean(tables: dict[str, pd.DataFrame], cfg: Config) -> CleanResult:
 
 
 def clean_side_tables(res: CleanResult, users, movies, reviews, social, uid: pd.Index, mid: pd.Index) -> None:
-    """The tables beside the ratings, with the dense ids of ``uid`` and ``mid``, into ``res``."""
+    """The id tables, and the tables beside the ratings with the dense ids of ``uid`` and
+    ``mid``, into ``res``."""
+    res.tables["user_ids"] = pd.DataFrame({"user_idx": np.arange(len(uid), dtype=np.int32), "user_id": uid.to_numpy()})
+    res.tables["movie_ids"] = pd.DataFrame({"movie_idx": np.arange(len(mid), dtype=np.int32), "movie_id": mid.to_numpy()})
 
     def uidx(s: pd.Series) -> np.ndarray:
         return _codes(uid, s)

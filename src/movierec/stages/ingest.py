@@ -155,22 +155,18 @@ def check_learnable(ratings, where, min_ratings: int = MIN_RATINGS) -> None:
     """
     if hasattr(ratings, "rated"):
         n, lo, hi = ratings.rated, ratings.rating_min, ratings.rating_max
-        if n < min_ratings:
-            raise DataError(f"{where}: {n} valid rating{'s' if n != 1 else ''}: at least {min_ratings} "
-                            "needed to train a model")
-        if lo == hi:
-            raise DataError(f"{where}: every rating is {lo:g}: nothing to learn (a model needs ratings that differ)")
-        return
-    r = np.asarray(ratings)
-    if r.dtype.kind != "f":
-        r = r.astype(np.float64)
-    finite = np.isfinite(r)
-    if not finite.all():  # (no copy of 20M ratings where all are numbers)
-        r = r[finite]
-    if len(r) < min_ratings:
-        raise DataError(f"{where}: {len(r)} valid rating{'s' if len(r) != 1 else ''}: at least {min_ratings} "
+    else:
+        r = np.asarray(ratings)
+        if r.dtype.kind != "f":
+            r = r.astype(np.float64)
+        finite = np.isfinite(r)
+        if not finite.all():  # (no copy of 20M ratings where all are numbers)
+            r = r[finite]
+        n = len(r)
+        lo, hi = (float(r.min()), float(r.max())) if n else (np.inf, -np.inf)
+    if n < min_ratings:
+        raise DataError(f"{where}: {n} valid rating{'s' if n != 1 else ''}: at least {min_ratings} "
                         "needed to train a model")
-    lo, hi = float(r.min()), float(r.max())
     if lo == hi:
         raise DataError(f"{where}: every rating is {lo:g}: nothing to learn (a model needs ratings that differ)")
 
