@@ -44,6 +44,38 @@ def import_ray():
     return ray
 
 
+#: where the lines Ray's driver would print go (DEBUG: shown with -v)
+_ray_log = logging.getLogger("movierec.ray")
+
+
+def _route_printed_lines() -> None:
+    """What Ray's driver prints of its cluster, into the log at DEBUG instead of the standard
+    streams: the errors raylets push to the driver ("(raylet) A worker died or was killed
+    while executing a task...", printed whatever ``log_to_driver`` says, and on stdout, where
+    a command's tables and lists go) and, with -v (``log_to_driver``), the workers' output.
+    The failures that matter reach the command as exceptions, with their cause
+    (:func:`cluster_error`, :func:`movierec.models._adam_ray.fit_failure`). Installed before
+    ``ray.init``, which binds the printer for the workers' output; with a Ray that has no
+    such printer, Ray prints as it does."""
+    try:
+        from ray._private import worker as ray_worker
+    except ImportError:  # pragma: no cover - Ray moved it: its own printing stays
+        return
+    printer = getattr(ray_worker, "print_to_stdstream", None)
+    if printer is None or getattr(printer, "movierec_routed", False):
+        return
+
+    def to_log(data: dict, ignore_prefix: bool = False) -> None:
+        who = data.get("pid")
+        name = data.get("actor_name") or data.get("task_name")
+        tag = who if who in ("raylet", "autoscaler") else f"{name + ' ' if name else ''}pid={who}"
+        for line in data.get("lines") or ():
+            _ray_log.debug("(%s) %s", tag, str(line).rstrip())
+
+    to_log.movierec_routed = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = to_log
+
+
 def _quiet(ray) -> None:
     """Ray Data's progress lines go to the log at WARNING only (ours say what runs)."""
     import ray.data
@@ -216,9 +248,11 @@ def session(engine: EngineConfig):
     remote = _remote(engine.address)
     if not ray.is_initialized():
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+        _route_printed_lines()
         # Ray's own INFO and WARNING lines (every actor start, every checkpoint, a State API
         # warning each second without the dashboard) would bury the pipeline's log; its errors
-        # show. Its workers' output reaches stderr only with -v (DEBUG)
+        # show. What Ray prints of its cluster (raylet errors, and the workers' output with -v:
+        # log_to_driver) goes to the log at DEBUG (_route_printed_lines)
         kwargs: dict = {"include_dashboard": False, "logging_level": logging.ERROR,
                         "logging_config": ray.LoggingConfig(log_level="ERROR"),
                         "log_to_driver": log.isEnabledFor(logging.DEBUG),

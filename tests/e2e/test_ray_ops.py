@@ -310,3 +310,36 @@ def test_a_failed_fit_names_the_worker_error_that_caused_it():
     assert fit_failure(WorkerGroupError("x", {0: knock_on, 1: oom})) == "worker 1: MemoryError: worker 1 ran out of memory"
     assert fit_failure(ControllerError(ValueError("bad scaling config"))).endswith("ValueError: bad scaling config")
     assert fit_failure(RuntimeError("plain\nsecond line")) == "plain second line"
+
+
+# ----------------------------------------------------------------------------- Ray's printed lines
+def test_a_dead_workers_raylet_error_goes_to_the_log_not_stdout(ray_head, capfd, caplog, monkeypatch):
+    """Ray's driver prints the errors raylets push ("(raylet) A worker died ...") on stdout,
+    whatever log_to_driver says: into a command's table or list. They go to the log at DEBUG
+    (-v), and the failure reaches the caller as the task's exception."""
+    root = logging.getLogger()  # pytest's capture only (an earlier in-process command's stream is closed)
+    monkeypatch.setattr(root, "handlers", [h for h in root.handlers if type(h).__module__.startswith("_pytest")])
+    caplog.set_level(logging.DEBUG, logger="movierec.ray")
+    with eng.session(EngineConfig(kind="ray", workers=1, address=ray_head)) as r:
+        @r.remote(max_retries=0)
+        def die():
+            os._exit(1)
+
+        try:
+            with pytest.raises(rex.RayError):
+                r.get(die.remote())
+
+            def routed():
+                return [x.getMessage() for x in caplog.records if x.name == "movierec.ray"
+                        and "(raylet)" in x.getMessage() and "worker died" in x.getMessage()]
+
+            deadline = time.monotonic() + 30  # the raylet's error reaches the driver asynchronously
+            while not routed() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        finally:
+            r.shutdown()
+    out = capfd.readouterr()
+    assert routed(), [x.getMessage()[:200] for x in caplog.records]
+    assert all(x.levelno == logging.DEBUG for x in caplog.records if x.name == "movierec.ray")
+    assert "worker died" not in out.out and "(raylet)" not in out.out
+    assert "worker died" not in out.err, out.err[-3000:]
