@@ -1,5 +1,6 @@
-"""The two passes of Ray's clean (:mod:`movierec.data.ray_tables`) as plain functions, without
-Ray: bucketed by viewer, deduplicated and split, they give the rows of the local clean."""
+"""The passes of Ray's clean (:mod:`movierec.data.ray_tables`) run as plain functions, without
+Ray: viewer ids numbered range by range, rows bucketed by range, deduplicated and split, they
+give the tables of the local clean."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import pandas as pd
 import pytest
 
 from movierec.config import load_config
-from movierec.data.ray_tables import _ids_one, _map_one, _reduce_one
-from movierec.stages.clean import _index, clean
+from movierec.data.ray_tables import Tasks, _bounds, _range_of, clean_passes
+from movierec.stages.clean import clean
 
 
 def _parts(tmp_path, n_parts: int, seed: int):
@@ -31,42 +32,69 @@ def _parts(tmp_path, n_parts: int, seed: int):
     return frames, paths
 
 
-@pytest.mark.parametrize("buckets", [3, 64])  # 64: a bucket a viewer, some with test ratings only
-@pytest.mark.parametrize("method", ["random", "kfold", "temporal", "given"])
-def test_bucketed_clean_gives_the_local_rows(tmp_path, method, buckets):
-    frames, paths = _parts(tmp_path, 4, seed=7)
-    sources = [(0, p) for p in paths]
-    tables = {"ratings": pd.concat(frames, ignore_index=True)}
-    if method == "given":  # the test ratings: one more part, one of its viewers only there
+def _side_tables(rng) -> dict[str, pd.DataFrame]:
+    """Viewers the ratings do not name too: in users.csv only ("a0", "zz"), in a tie only."""
+    users = pd.DataFrame({"user_id": ["u3", "a0", "u7", "zz", "u12"], "age": [30, 41, 22, 35, 50]})
+    reviews = pd.DataFrame({"user_id": ["u1", "u2", "zz", "u20"], "movie_id": ["m1", "m2", "m99", "m3"],
+                            "text": ["great", "awful", "fine", "so so"]})
+    social = pd.DataFrame({"user_id": ["u1", "u5", "b9"], "friend_id": ["u2", "a0", "u1"], "weight": [1.0, 2.0, 0.5]})
+    return {"users": users, "reviews": reviews, "social": social}
+
+
+@pytest.mark.parametrize("n_parts", [4, 30])  # 30: about a range a viewer, some ranges of side viewers only
+@pytest.mark.parametrize("method", ["random", "kfold", "temporal", "given", "cold_users"])
+def test_the_passes_give_the_local_tables(tmp_path, method, n_parts):
+    rng = np.random.default_rng(n_parts)
+    frames, paths = _parts(tmp_path, n_parts, seed=7)
+    side = _side_tables(rng)
+    raw: dict = {"ratings": (tmp_path, [{"file": f"part-{k:05d}.parquet"} for k in range(n_parts)]), **side}
+    tables = {"ratings": pd.concat(frames, ignore_index=True), **side}
+    if method == "given":  # the test ratings: one more source, one of its viewers only there
         test = pd.DataFrame({"user_id": pd.Categorical(["u1", "u2", "u99", "u99"]),
                              "movie_id": pd.Categorical(["m1", "m1", "m3", "m3"]),
                              "rating": np.float32([4, 2, 5, 1]), "timestamp": [1.0, 2.0, 3.0, 3.0]})
-        tp = tmp_path / "test.parquet"
-        test.to_parquet(tp, index=False)
-        sources.append((1, str(tp)))
-        tables["test"] = test
+        raw["test"] = tables["test"] = test
     given = [f"split.train={tmp_path}", f"split.test={tmp_path / 'test.parquet'}"] if method == "given" else []
-    cfg = load_config(None, [f"split.method={method}", "split.seed=3", "split.folds=3", *given])
-    ids = [_ids_one(p) for _, p in sources]
-    uid = _index([pd.Series(np.concatenate([u for u, _ in ids]), dtype=object)])
-    mid = _index([pd.Series(np.concatenate([m for _, m in ids]), dtype=object)])
-    scratch, out = tmp_path / "scratch", tmp_path / "out"
-    scratch.mkdir()
+    cfg = load_config(None, [f"split.method={method}", "split.seed=3", "split.folds=3", "split.cold_fraction=0.5",
+                             *given])
+
+    def parts_of(name):
+        v = raw.get(name)
+        return [str(v[0] / f["file"]) for f in v[1]] if isinstance(v, tuple) else []
+
+    out, ids = tmp_path / "out", tmp_path / "ids"
     out.mkdir()
-    for i, (s, p) in enumerate(sources):
-        _map_one(i, p, s, uid, mid, buckets, True, str(scratch))
-    got = [_reduce_one(k, str(scratch), str(out), cfg, uid, mid, None, len(mid)) for k in range(buckets)]
-    ours = pd.concat([pd.read_parquet(out / g["entry"]["file"]) for g in got if g["entry"]], ignore_index=True)
+    ids.mkdir()
+    ours = clean_passes(cfg, Tasks(), raw, parts_of, out, ids, tmp_path / "scratch")
     local = clean(tables, cfg)
+    got = ours.tables["ratings"].to_frame()
     want = local.tables["ratings"]
-    assert list(ours.columns) == list(want.columns)
+    assert list(got.columns) == list(want.columns)
     key = ["user_idx", "movie_idx", "fold", "rating", "timestamp"]
-    pd.testing.assert_frame_equal(ours.sort_values(key).reset_index(drop=True)[want.columns],
+    pd.testing.assert_frame_equal(got.sort_values(key).reset_index(drop=True)[want.columns],
                                   want.sort_values(key).reset_index(drop=True), check_dtype=True)
-    assert sum(g["dups"] for g in got) == local.stats["duplicate_ratings_removed"] > 0
-    if method != "kfold":
-        assert sum(g["test"] for g in got) == local.stats["test_ratings"] > 0
+    # the viewers numbered by ranges: the local id table, in parts
+    assert len(ours.tables["user_ids"].files) > (1 if n_parts == 30 else 0)
+    pd.testing.assert_frame_equal(ours.tables["user_ids"].to_frame(), local.tables["user_ids"])
+    for name in ("users", "movies", "reviews", "social", "movie_ids"):
+        pd.testing.assert_frame_equal(ours.tables[name], local.tables[name], obj=name)
+    assert ours.stats == local.stats
+    assert local.stats["duplicate_ratings_removed"] > 0
+    if method not in ("kfold",):
+        assert local.stats["test_ratings"] > 0
     if method == "given":  # the viewer found only in the test ratings: its (latest) rating is test
-        u99 = int(uid.get_loc("u99"))
-        rows = ours[ours["user_idx"] == u99]
+        uid = local.tables["user_ids"].set_index("user_id")["user_idx"]
+        rows = got[got["user_idx"] == int(uid["u99"])]
         assert rows["fold"].tolist() == [0] and rows["rating"].tolist() == [1.0]
+
+
+def test_the_ranges_cut_the_ids_in_order_and_cover_them():
+    ids = np.array(sorted(f"v{k:04d}" for k in range(1000)), dtype=object)
+    samples = [ids[::37], ids[5::41], np.array([], dtype=object)]
+    bounds = _bounds(samples, 8)
+    assert 1 <= len(bounds) <= 7 and list(bounds) == sorted(bounds)
+    at = _range_of(ids, bounds)
+    assert (np.diff(at) >= 0).all() and at[0] == 0 and at[-1] == len(bounds)
+    sizes = np.bincount(at)
+    assert sizes.min() > 0 and sizes.max() < 3 * 1000 / len(sizes)  # about equal
+    assert len(_bounds([ids[:1]], 8)) == 0 and len(_bounds(samples, 1)) == 0

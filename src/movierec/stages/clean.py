@@ -63,7 +63,21 @@ def _index(values: list[pd.Series]) -> pd.Index:
     return pd.Index(np.sort(pd.unique(allv)), name="id")
 
 
-def _codes(index: pd.Index, s: pd.Series) -> np.ndarray:
+class IdCodes:
+    """Some ids' dense indices where the whole id index is not at hand (Ray's clean numbers
+    the viewers range by range in its workers; the driver knows the dense index of the ids
+    its own tables name): ``get_indexer`` as a :class:`pandas.Index`'s, -1 for an unknown id."""
+
+    def __init__(self, ids: np.ndarray, codes: np.ndarray) -> None:
+        self.index = pd.Index(np.asarray(ids, dtype=object))
+        self.codes = np.asarray(codes, np.int64)
+
+    def get_indexer(self, values) -> np.ndarray:
+        at = self.index.get_indexer(values)
+        return np.where(at >= 0, self.codes[np.maximum(at, 0)] if len(self.codes) else -1, -1)
+
+
+def _codes(index: pd.Index | IdCodes, s: pd.Series) -> np.ndarray:
     """Dense integer of each id in ``s`` (categorical: via its categories)."""
     if isinstance(s.dtype, pd.CategoricalDtype):
         cat_idx = index.get_indexer(s.cat.categories.astype(str))
@@ -255,17 +269,22 @@ def clean(tables: dict[str, pd.DataFrame], cfg: Config) -> CleanResult:
     return res
 
 
-def clean_side_tables(res: CleanResult, users, movies, reviews, social, uid: pd.Index, mid: pd.Index) -> None:
+def clean_side_tables(res: CleanResult, users, movies, reviews, social, uid: pd.Index | IdCodes, mid: pd.Index,
+                      n_users: int | None = None) -> None:
     """The id tables, and the tables beside the ratings with the dense ids of ``uid`` and
-    ``mid``, into ``res``."""
-    res.tables["user_ids"] = pd.DataFrame({"user_idx": np.arange(len(uid), dtype=np.int32), "user_id": uid.to_numpy()})
+    ``mid``, into ``res``. ``uid`` as :class:`IdCodes` (Ray's clean: the ids of these tables
+    only) with ``n_users``: the ``user_ids`` table is not made here."""
+    if isinstance(uid, pd.Index):
+        res.tables["user_ids"] = pd.DataFrame({"user_idx": np.arange(len(uid), dtype=np.int32),
+                                               "user_id": uid.to_numpy()})
+        n_users = len(uid)
     res.tables["movie_ids"] = pd.DataFrame({"movie_idx": np.arange(len(mid), dtype=np.int32), "movie_id": mid.to_numpy()})
 
     def uidx(s: pd.Series) -> np.ndarray:
         return _codes(uid, s)
 
     # users: one row per known user (demographics NaN where users.csv has no row)
-    u = pd.DataFrame({"user_idx": np.arange(len(uid), dtype=np.int32)})
+    u = pd.DataFrame({"user_idx": np.arange(n_users, dtype=np.int32)})
     if users is not None and len(users):
         demo = users.drop_duplicates("user_id", keep="last").copy()
         demo["user_idx"] = uidx(demo["user_id"])
@@ -299,7 +318,7 @@ def _clean_movies(movies: pd.DataFrame | None, mid: pd.Index) -> pd.DataFrame:
     return m
 
 
-def _clean_reviews(reviews: pd.DataFrame, uid: pd.Index, mid: pd.Index, stats: dict) -> pd.DataFrame:
+def _clean_reviews(reviews: pd.DataFrame, uid: pd.Index | IdCodes, mid: pd.Index, stats: dict) -> pd.DataFrame:
     """Reviews with dense ids and text hashes; the same text twice on a pair counts once."""
     rv = pd.DataFrame({
         "review_id": np.arange(len(reviews), dtype=np.int64),
@@ -317,7 +336,7 @@ def _clean_reviews(reviews: pd.DataFrame, uid: pd.Index, mid: pd.Index, stats: d
     return rv
 
 
-def _clean_social(social: pd.DataFrame, uid: pd.Index, stats: dict) -> pd.DataFrame:
+def _clean_social(social: pd.DataFrame, uid: pd.Index | IdCodes, stats: dict) -> pd.DataFrame:
     """Ties with dense ids (the latest of a pair wins) and clipped trust weights."""
     s = pd.DataFrame({
         "user_idx": _codes(uid, social["user_id"]),

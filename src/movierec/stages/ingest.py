@@ -104,7 +104,11 @@ def _ingest(cfg: Config, events: pd.DataFrame | None, learnable: bool, parts_to:
             from movierec.data.ray_tables import ingest_parts, staging_folder
 
             staged.append(staging_folder(parts_to, f"{name}_raw"))
-            res = ingest_parts(path, part_files(path), schema, cfg.engine, staged[-1], key_of(cfg.privacy), **opts)
+            files = input_files(cfg)
+            # the viewers are gathered here only for the check of social ties against them
+            ties = all(files.get(k) is not None and files[k].exists() for k in ("social", "users"))
+            res = ingest_parts(path, part_files(path), schema, cfg.engine, staged[-1], key_of(cfg.privacy),
+                               users=ties, **opts)
         else:
             res = read_input(path, schema, engine=cfg.engine, **opts)
         _check_fraction(res, cfg.data.max_bad_fraction)
