@@ -388,7 +388,7 @@ def _run_social(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
         return {}, {}
     from movierec.stages.social import social  # networkx: imported only when there is a graph
 
-    n_users = len(cat.read("user_ids"))
+    n_users = cat.rows("user_ids")
     res = social(ties, cat.read_optional("message_sentiment"), n_users, cfg.social)
     return {
         "social_features": cat.write("social_features", res.features),
@@ -597,7 +597,7 @@ def train_for_fold(cfg: Config, cat: Catalog, fold: int | None, use_saved_featur
     ratings = cat.read("ratings_clean")
     train, test = train_test(ratings, fold)
     _check_learnable(cfg, train, fold)
-    n_users, n_items = len(cat.read("user_ids")), len(cat.read("movie_ids"))
+    n_users, n_items = cat.rows("user_ids"), cat.rows("movie_ids")
     mcfg = model_cfg or cfg.model
     X = Y = None
     fused = None

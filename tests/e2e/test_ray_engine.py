@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from movierec.catalog import Catalog
 from tests.conftest import ROOT, make_data, run_cli, write_config
 
 ray = pytest.importorskip("ray")
@@ -219,6 +220,8 @@ def test_ray_ingest_and_clean_of_parts_give_the_local_artifacts(tmp_path, case, 
             assert ("read and written by Ray workers" in r.stderr) is True
             assert (work / "artifacts" / "ratings_raw.parquet").is_dir() is kept_out
             assert (work / "artifacts" / "ratings_clean.parquet").is_dir() is kept_out
+            # the viewers numbered by range in the workers: the id table in parts too
+            assert (work / "artifacts" / "user_ids.parquet").is_dir() is kept_out
             assert "deduplicated and split by Ray workers" in r.stderr or not kept_out
     a, b = _clean_tables(works["local"]), _clean_tables(works["ray"])
     assert sorted(a) == sorted(b)
@@ -248,6 +251,10 @@ def test_folder_artifacts_are_checked_replaced_and_read_by_either_engine(tmp_pat
     r = _ok(run_cli("clean", "--config", str(cfg), *ray_opts))
     assert "ingest: fresh" in r.stderr and "clean: done" in r.stderr
     ray_tables = _clean_tables(tmp_path / "w")
+    cat = Catalog(tmp_path / "w")  # sizes from the parts' metadata, without reading the ids
+    assert (art / "user_ids.parquet").is_dir() and len(list((art / "user_ids.parquet").glob("part-*"))) > 1
+    assert cat.rows("user_ids") == len(cat.read("user_ids")) >= 150
+    assert cat.rows("ratings_clean") == len(cat.read("ratings_clean"))
     # the nightly entry point on the parts: trained on ratings_clean's parts, gated, served
     r = _ok(run_cli("run", "--config", str(cfg), *ray_opts))
     assert "clean: fresh" in r.stderr and (art / "ratings_clean.parquet").is_dir()
@@ -256,6 +263,7 @@ def test_folder_artifacts_are_checked_replaced_and_read_by_either_engine(tmp_pat
     # the local engine reads the parts Ray wrote and writes one file over the folder, and back
     r = _ok(run_cli("train", "--config", str(cfg), "split.seed=5"))
     assert (art / "ratings_clean.parquet").is_file() and (art / "ratings_raw.parquet").is_dir()
+    assert (art / "user_ids.parquet").is_file() and cat.rows("user_ids") == len(cat.read("user_ids"))
     _ok(run_cli("clean", "--config", str(cfg), "split.seed=0", *ray_opts))
     assert (art / "ratings_clean.parquet").is_dir()
     after = _clean_tables(tmp_path / "w")

@@ -453,7 +453,7 @@ class _Context:
 
         self.cfg, self.cat = cfg, cat
         self.ratings = cat.read("ratings_clean")
-        self.n_users, self.n_items = len(cat.read("user_ids")), len(cat.read("movie_ids"))
+        self.n_users, self.n_items = cat.rows("user_ids"), cat.rows("movie_ids")
         self.groups = _groups(cat.read("users_clean"), cfg)
         self.genre_mat = _genre_matrix(cat.read("movies_clean"))
         self.ablations = ablation_configs(cfg, cfg.evaluate.ablations)
