@@ -336,3 +336,32 @@ def test_head_temperature_softens_without_flipping(tmp_path, monkeypatch):
     other = S.model_key(SentimentConfig())
     monkeypatch.undo()
     assert other != S.model_key(SentimentConfig())
+
+
+def test_texts_read_from_the_inputs_once_for_every_chunk():
+    """The artifacts hold text hashes; the texts a scorer needs are read again from the inputs
+    (``fetch``): once for all the chunks a run scores, not once a chunk (each read is a whole
+    pass over the review files)."""
+    from movierec.privacy import without_texts
+    from movierec.sentiment.routing import Router
+
+    texts = [f"good film number {k}" if k % 2 else f"bad film number {k}" for k in range(11)]
+    reviews = pd.DataFrame({"review_id": range(11), "user_idx": range(11), "movie_idx": [0] * 11, "text": texts})
+    hashed = without_texts(reviews)
+    by_key = dict(zip(hashed["text_key"], texts))
+    reads = []
+
+    def fetch(keys):
+        reads.append(set(keys))
+        return {k: by_key[k] for k in keys}
+
+    cfg = SentimentConfig(checkpoint_every=3)
+    scorer = CountingScorer()
+    saved = []
+    router = Router.single(cfg, C.CachedScorer(lambda: scorer, "count", None, checkpoint=saved.append,
+                                               checkpoint_every=3))
+    res = ST.sentiment(hashed, None, lambda: router, cfg, fetch=fetch)
+    assert len(saved) == 3  # four chunks of at most 3 texts (the last one saved with the cache)
+    assert len(reads) == 1 and reads[0] == set(by_key)
+    assert sorted(scorer.seen) == sorted(texts)
+    assert res.reviews["sentiment"].tolist() == [0.5 if k % 2 else -0.5 for k in range(11)]

@@ -76,6 +76,9 @@ class CachedScorer:
         if len(miss):
             log.info("sentiment: %d of %d texts not in the cache; scoring them", len(miss), len(keys))
             self.load()
+            expect = getattr(fetch, "expect", None)
+            if expect is not None:  # a source that reads its inputs: once for all the chunks below
+                expect([text_keys[i] for i in miss])
             step = self.checkpoint_every if self.checkpoint is not None else len(miss)
             # one progress over all the misses: the scorer's own progress of each chunk counts
             # toward it, so a bar or a cron log line shows the whole total, not one chunk's

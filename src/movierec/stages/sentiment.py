@@ -92,13 +92,22 @@ def sentiment(
     rules = np.full(len(uniques), np.nan, np.float32)
     rules[codes] = np.concatenate(rule_parts)  # one text, one rule: the same for each of its rows
 
+    pending: set[str] = set()  # texts a scorer announced it will ask for, chunk by chunk
+
+    def expect(keys: list[str]) -> None:
+        pending.update(k for k in keys if k not in known)
+
     def texts_of(keys: list[str]) -> list[str]:
         missing = {k for k in keys if k not in known}
         if missing:
             if fetch is None:
                 raise ConfigError("sentiment: texts are needed but no source of texts was given")
-            known.update(fetch(missing))
+            # with the texts announced: one read of the inputs for every chunk, not one a chunk
+            known.update(fetch(missing | pending))
+            pending.clear()
         return cap_texts([known[k] for k in keys], cfg.max_chars)
+
+    texts_of.expect = expect  # type: ignore[attr-defined]
 
     scorer = scorer_factory()
     router = scorer if isinstance(scorer, Router) else Router.single(cfg, scorer)
