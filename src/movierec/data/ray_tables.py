@@ -183,12 +183,23 @@ def _sample(sorted_ids: np.ndarray, k: int = SAMPLES) -> np.ndarray:
     return sorted_ids[np.unique(np.linspace(0, len(sorted_ids) - 1, min(len(sorted_ids), k)).astype(np.int64))]
 
 
+#: rows per row group of a file of sorted ids: a range's task decodes only the groups whose
+#: min/max statistics overlap its range
+IDS_GROUP = 1 << 14
+
+
 def _write_ids(ids: np.ndarray, path: Path) -> None:
-    pd.DataFrame({"user_id": pd.Series(ids, dtype=object)}).to_parquet(path, index=False)
+    pd.DataFrame({"user_id": pd.Series(ids, dtype=object)}).to_parquet(path, index=False, row_group_size=IDS_GROUP)
 
 
-def _read_ids(path: Path) -> np.ndarray:
-    return pd.read_parquet(path)["user_id"].to_numpy(dtype=object)
+def _read_ids(path: Path, lo=None, hi=None) -> np.ndarray:
+    """The ids of a file written by :func:`_write_ids`; with ``lo``/``hi``, those in [lo, hi)
+    (the row groups outside it are not read)."""
+    import pyarrow.parquet as pq
+
+    filters = ([("user_id", ">=", lo)] if lo is not None else []) + ([("user_id", "<", hi)] if hi is not None else [])
+    table = pq.read_table(path, columns=["user_id"], filters=filters or None)
+    return np.asarray(table.column("user_id").to_numpy(zero_copy_only=False), dtype=object)
 
 
 def _ids_one(i: int, path: str, ids_dir: str):
@@ -213,16 +224,12 @@ def _range_of(ids: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     return np.searchsorted(bounds, ids, side="right") if len(bounds) else np.zeros(len(ids), np.int64)
 
 
-def _in_range(sorted_ids: np.ndarray, bounds: np.ndarray, k: int) -> np.ndarray:
-    lo = np.searchsorted(sorted_ids, bounds[k - 1], side="left") if k > 0 else 0
-    hi = np.searchsorted(sorted_ids, bounds[k], side="left") if k < len(bounds) else len(sorted_ids)
-    return sorted_ids[lo:hi]
-
-
 def _number_one(k: int, ids_dir: str, bounds: np.ndarray) -> int:
     """The viewer ids of range ``k`` over every part (and the driver's tables), sorted and
     written: their dense ids are the range's offset plus their place. Their number."""
-    got = [_in_range(_read_ids(f), bounds, k) for f in sorted(Path(ids_dir).glob("ids-*.parquet"))]
+    lo = bounds[k - 1] if k > 0 else None
+    hi = bounds[k] if k < len(bounds) else None
+    got = [_read_ids(f, lo, hi) for f in sorted(Path(ids_dir).glob("ids-*.parquet"))]
     ids = np.unique(np.concatenate(got)) if got else np.array([], dtype=object)
     _write_ids(ids, Path(ids_dir) / f"range-{k:05d}.parquet")
     return len(ids)
@@ -281,10 +288,16 @@ def _reduce_one(k: int, in_dir: str, out_dir: str, ids_out: str, cfg: Config, of
     files = sorted(d.glob("p*.parquet")) if d.exists() else []
     if not files:
         return {"entry": None, "dups": 0, "test": 0, "ids": uids, "side": side_codes}
-    df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    frames = []
+    for f in files:  # each viewer's dense id: the range's offset plus its place in the range
+        part = pd.read_parquet(f)  # (its viewer ids a categorical: looked up once each)
+        at = _codes(index, part.pop("user_id"))
+        if len(at) and at.min() < 0:  # (the range tables hold every id of every part: a bug)
+            raise RuntimeError(f"clean on Ray: a viewer id of {f.name} is not in its range's table")
+        part.insert(0, "user_idx", (at + offset).astype(np.int32))
+        frames.append(part)
+    df = pd.concat(frames, ignore_index=True)
     df = df.sort_values(["source", "pos"], kind="stable").reset_index(drop=True)
-    local = _codes(index, df.pop("user_id"))  # the place of each viewer in this range
-    df.insert(0, "user_idx", (local + offset).astype(np.int32))
     kept, dups = [], 0
     for source in (0, 1):  # the training ratings, then a given split's test ratings
         part = df[df["source"].to_numpy() == source].drop(columns=["source", "pos"]).reset_index(drop=True)
