@@ -293,12 +293,17 @@ def read_events_since(workdir: str | Path, state: dict | None) -> pd.DataFrame |
     return events_frame(_parse(blob[: blob.rfind(b"\n") + 1], p))
 
 
-def fold_events(tables: dict[str, pd.DataFrame], events: pd.DataFrame, share_rating: float) -> dict[str, int]:
+def fold_events(tables: dict[str, pd.DataFrame], events: pd.DataFrame, share_rating: float,
+                rated_pairs=None, append_ratings=None) -> dict[str, int]:
     """Fold feedback events into ingested tables (in place); returns counts per kind.
 
     Ratings join the ratings (with the event time, so the latest wins in clean);
     comments become reviews; a share counts as a positive rating (``share_rating``) of
     the movie unless the user rated it, and strengthens the tie between the two users.
+
+    For ratings not in memory (Ray's parts): ``rated_pairs(users, movies)`` says which
+    (user, movie) pairs the ratings hold (a boolean array), ``append_ratings(frame)`` adds
+    the new ratings after the others.
     """
     counts = {"ratings": 0, "comments": 0, "shares": 0}
     ev = events.copy()
@@ -311,12 +316,20 @@ def fold_events(tables: dict[str, pd.DataFrame], events: pd.DataFrame, share_rat
     shared = ev[ev["share_with"].notna() & (ev["share_with"].astype(str) != "")]
     new_r = [rated[["user_id", "movie_id", "rating", "timestamp"]]]
     if len(shared):
-        have = set(zip(tables["ratings"]["user_id"], tables["ratings"]["movie_id"])) | set(zip(rated.user_id, rated.movie_id))
-        pos = shared[[(u, m) not in have for u, m in zip(shared.user_id, shared.movie_id)]]
+        have = set(zip(rated.user_id, rated.movie_id))
+        if rated_pairs is None:
+            have |= set(zip(tables["ratings"]["user_id"], tables["ratings"]["movie_id"]))
+            known = np.zeros(len(shared), bool)
+        else:
+            known = np.asarray(rated_pairs(shared.user_id.to_numpy(object), shared.movie_id.to_numpy(object)), bool)
+        pos = shared[~known & np.array([(u, m) not in have for u, m in zip(shared.user_id, shared.movie_id)], bool)]
         pos = pos.drop_duplicates(["user_id", "movie_id"])
         new_r.append(pos.assign(rating=share_rating)[["user_id", "movie_id", "rating", "timestamp"]])
     add = pd.concat(new_r, ignore_index=True)
-    if len(add):
+    if len(add) and append_ratings is not None:
+        append_ratings(add.reset_index(drop=True))
+        counts["ratings"] = len(rated)
+    elif len(add):
         r = tables["ratings"]
         if "timestamp" not in r.columns:
             r = r.assign(timestamp=np.nan)

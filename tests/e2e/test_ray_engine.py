@@ -182,6 +182,11 @@ def _clean_tables(work) -> dict[str, pd.DataFrame]:
     for p in sorted((work / "artifacts").glob("*.parquet")):
         df = read_parts(p) if p.is_dir() else pd.read_parquet(p)
         if p.stem.startswith(("ratings", "test")):
+            # ids as strings: a local table that feedback was appended to holds them so, parts
+            # (and the local engine's joined parts) as categories
+            df = df.astype({c: str for c in ("user_id", "movie_id") if c in df.columns})
+            if p.stem == "ratings_raw":  # (appended to, the local table's ratings are float64)
+                df["rating"] = df["rating"].astype(np.float64)
             df = df.sort_values(list(df.columns)).reset_index(drop=True)
         out[p.stem] = df
     return out
@@ -213,10 +218,17 @@ def test_ray_ingest_and_clean_of_parts_give_the_local_artifacts(tmp_path, case, 
         if "feedback" in case:
             _ok(run_cli("feedback", "--config", str(cfg), "--user", "u00001", "--movie", "m00002", "--rating", "5",
                         env=env))
+            # shares: of a movie the viewer rated in a part (no share rating: looked up in the
+            # parts on Ray) and, maybe, of one not rated (a share rating)
+            first = pd.read_csv(src / "ratings.csv", dtype=str).iloc[0]
+            for u, m in ((first["user_id"], first["movie_id"]), ("u00003", "m00004")):
+                _ok(run_cli("feedback", "--config", str(cfg), "--user", u, "--movie", m, "--share-with", "u00002",
+                            env=env))
         r = _ok(run_cli("clean", "--config", str(cfg), env=env))
         works[engine] = work
         if engine == "ray":
-            kept_out = "feedback" not in case  # feedback to fold in: the parts are joined in the driver
+            kept_out = True  # feedback to fold in too: the new ratings are one part more
+            assert "joined in the driver" not in r.stderr
             assert ("read and written by Ray workers" in r.stderr) is True
             assert (work / "artifacts" / "ratings_raw.parquet").is_dir() is kept_out
             assert (work / "artifacts" / "ratings_clean.parquet").is_dir() is kept_out

@@ -8,7 +8,9 @@ of part files, the driver never holds the ratings:
   rows as one Parquet part of the ``ratings_raw`` artifact, a folder. The driver gets what
   it needs to decide and to record (:class:`PartsTable`): row and quarantine counts, the
   rating scale, each part's per-movie counts, null counts, the range of the ratings, and
-  its distinct viewers only where social ties are to be checked against them.
+  its distinct viewers only where social ties are to be checked against them. Ratings from
+  the feedback log are one part more (:func:`append_part`), written last; whether a shared
+  movie was rated is looked up in the parts (:func:`rated_pairs`).
 - **clean** (:func:`clean_parts`): the viewers are numbered in the cluster, range by range.
   Each part's distinct viewer ids are written by a worker, the driver gets a sample of them;
   the samples cut the ids into ranges, and a task per range gathers and sorts its ids (a
@@ -159,6 +161,61 @@ def ingest_parts(folder: Path | Remote, parts: Sequence[Path | Remote], schema: 
              len(parts), total)
     return ReadResult(path=folder, valid=table, quarantine=quarantine, total_rows=int(total),
                       scale=RatingScale.union(scales) if scales else None)
+
+
+# ----------------------------------------------------------------------------- feedback
+def _pairs_one(path: str, users: np.ndarray, movies: np.ndarray) -> np.ndarray:
+    """Which of the (user, movie) pairs one part holds."""
+    df = pd.read_parquet(path, columns=["user_id", "movie_id"])
+    held = pd.MultiIndex.from_arrays([df["user_id"].astype(str), df["movie_id"].astype(str)])
+    return pd.MultiIndex.from_arrays([pd.Index(users, dtype=object).astype(str),
+                                      pd.Index(movies, dtype=object).astype(str)]).isin(held)
+
+
+def rated_pairs(table: PartsTable, engine: EngineConfig, users: np.ndarray, movies: np.ndarray) -> np.ndarray:
+    """Which (user, movie) pairs the ratings in parts hold: one Ray task per part looks them
+    up (the pairs are few: shared movies from the feedback log)."""
+    from movierec.engine import in_order, session
+
+    got = np.zeros(len(users), bool)
+    if not len(users):
+        return got
+    with session(engine) as ray:
+        task = ray.remote(num_cpus=engine.cpus_per_worker)(_pairs_one)
+        for found in in_order(ray, [task.remote(str(table.folder / f["file"]), users, movies) for f in table.files]):
+            got |= found
+    return got
+
+
+def append_part(table: PartsTable, frame: pd.DataFrame) -> None:
+    """``frame`` (ratings folded in from the feedback log: few) written as the table's last
+    part, after the input's parts (so in clean the latest rating wins over theirs on equal
+    times, as when the local engine appends them), its figures added to the table's."""
+    import pyarrow.parquet as pq
+
+    before = len(table)
+    frame = frame.copy()
+    for c in ("user_id", "movie_id"):  # ids as the parts hold them: dictionaries
+        frame[c] = frame[c].astype(str).astype("category")
+    if table.files:  # the other columns in the parts' types (one table when read as a whole)
+        schema = pq.read_schema(table.folder / table.files[0]["file"])
+        for c in frame.columns:
+            if c in schema.names and c not in ("user_id", "movie_id"):
+                frame[c] = frame[c].astype(schema.field(c).type.to_pandas_dtype())
+    table.files.append(_write_part(frame, table.folder / PART.format(len(table.files))))
+    counts = frame["movie_id"].astype(str).value_counts(sort=False)
+    table.movie_counts = table.movie_counts.add(counts[counts > 0], fill_value=0).astype(np.int64)
+    nulls = empty_counts(frame)
+    for c in set(table.nulls) | set(nulls):
+        # a column the parts lack (the time, say) is empty in them; one the new rows lack, in those
+        table.nulls[c] = table.nulls.get(c, before) + nulls.get(c, len(frame))
+    r = frame["rating"].to_numpy(np.float64)
+    r = r[np.isfinite(r)]
+    if len(r):
+        table.rating_min, table.rating_max = min(table.rating_min, float(r.min())), max(table.rating_max, float(r.max()))
+        table.rated += int(len(r))
+    if table.user_ids is not None:
+        table.user_ids = pd.unique(np.concatenate([table.user_ids, _uniques(frame["user_id"])]))
 
 
 def staging_folder(artifacts: Path, name: str) -> Path:

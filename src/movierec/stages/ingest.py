@@ -133,11 +133,6 @@ def _ingest(cfg: Config, events: pd.DataFrame | None, learnable: bool, parts_to:
         pseudonymize_tables({k: v for k, v in out.tables.items() if isinstance(v, pd.DataFrame)}, key)
         pseudonymize_tables(out.quarantine, key)
     if events is not None and len(events):
-        for name, table in list(out.tables.items()):
-            if not isinstance(table, pd.DataFrame):  # feedback is folded into a table in memory
-                log.info("ingest: %s: feedback to fold in: the parts are joined in the driver", name)
-                out.tables[name] = table.to_frame()
-                shutil.rmtree(table.folder, ignore_errors=True)
         _fold_feedback(out, events, cfg, scale)
     _cross_checks(out, input_files(cfg))
     if learnable:
@@ -220,7 +215,9 @@ def _fold_feedback(out: IngestResult, events: pd.DataFrame, cfg: Config, scale) 
     r = pd.to_numeric(ev["rating"], errors="coerce")
     bad_r = ev["rating"].notna() & ~pd.Series(scale.contains(r.to_numpy(np.float64)), index=ev.index)
     # a movie no file knows is a typo, not a new title: it must not become recommendable
-    known = set(out.tables["ratings"]["movie_id"].astype(str))
+    ratings = out.tables["ratings"]
+    parts = not isinstance(ratings, pd.DataFrame)  # Ray's parts: what their workers counted
+    known = set(ratings.movie_counts.index.astype(str) if parts else ratings["movie_id"].astype(str))
     for name in ("movies", "test", "reviews"):
         if name in out.tables:
             known.update(out.tables[name]["movie_id"].astype(str))
@@ -236,7 +233,13 @@ def _fold_feedback(out: IngestResult, events: pd.DataFrame, cfg: Config, scale) 
         out.quarantine["feedback"] = q
         log.warning("ingest: %d feedback events quarantined", int(bad.sum()))
     share = cfg.refresh.share_rating if cfg.refresh.share_rating is not None else cfg.evaluate.relevance_threshold
-    counts = fold_events(out.tables, ev[~bad], share)
+    hooks = {}
+    if parts:  # the ratings stay in their parts: shares looked up by Ray tasks, new ratings a part more
+        from movierec.data.ray_tables import append_part, rated_pairs
+
+        hooks = {"rated_pairs": lambda u, m: rated_pairs(ratings, cfg.engine, u, m),
+                 "append_ratings": lambda frame: append_part(ratings, frame)}
+    counts = fold_events(out.tables, ev[~bad], share, **hooks)
     out.stats["feedback"] = {**counts, "quarantined": int(bad.sum())}
     log.info("ingest: feedback folded in: %d ratings, %d comments, %d shares",
              counts["ratings"], counts["comments"], counts["shares"])
