@@ -98,3 +98,34 @@ def test_the_ranges_cut_the_ids_in_order_and_cover_them():
     sizes = np.bincount(at)
     assert sizes.min() > 0 and sizes.max() < 3 * 1000 / len(sizes)  # about equal
     assert len(_bounds([ids[:1]], 8)) == 0 and len(_bounds(samples, 1)) == 0
+
+
+def test_feedback_appended_as_a_part_counts_as_the_local_table(tmp_path):
+    """Ratings from the feedback log join parts without times (and with a column the new rows
+    lack): the table's rows, empty values, per-movie counts and range are those of the local
+    engine's appended frame, and it reads back as one table."""
+    from movierec.catalog import read_parts
+    from movierec.data.ray_tables import PART, PartsTable, _write_part, append_part
+    from movierec.data.readers import empty_counts
+
+    parts = [pd.DataFrame({"user_id": pd.Categorical(["u1", "u2"]), "movie_id": pd.Categorical(["m1", "m2"]),
+                           "rating": np.float32([4, np.nan]), "note": ["a", " "]}),
+             pd.DataFrame({"user_id": pd.Categorical(["u3"]), "movie_id": pd.Categorical(["m1"]),
+                           "rating": np.float32([2]), "note": [None]})]
+    table = PartsTable(tmp_path, files=[_write_part(p, tmp_path / PART.format(k)) for k, p in enumerate(parts)],
+                       user_ids=np.array(["u1", "u2", "u3"], dtype=object))
+    whole = pd.concat(parts, ignore_index=True)
+    table.movie_counts = whole["movie_id"].astype(str).value_counts()
+    table.nulls = empty_counts(whole)
+    table.rating_min, table.rating_max, table.rated = 2.0, 4.0, 2
+    new = pd.DataFrame({"user_id": ["u9", "u1"], "movie_id": ["m3", "m1"], "rating": [5.0, 1.0],
+                        "timestamp": [100.0, np.nan]})
+    append_part(table, new)
+    local = pd.concat([whole.assign(timestamp=np.nan), new], ignore_index=True)
+    assert len(table) == len(local) == 5 and table.files[-1]["file"] == PART.format(2)
+    assert table.nulls == empty_counts(local)
+    assert table.movie_counts.sort_index().to_dict() == local["movie_id"].astype(str).value_counts().sort_index().to_dict()
+    assert (table.rating_min, table.rating_max, table.rated) == (1.0, 5.0, 4)
+    assert sorted(table.user_ids) == ["u1", "u2", "u3", "u9"]
+    back = read_parts(tmp_path)
+    assert len(back) == 5 and back["rating"].dtype == np.float32 and back["user_id"].astype(str).tolist()[-2:] == ["u9", "u1"]
