@@ -343,3 +343,24 @@ def test_a_dead_workers_raylet_error_goes_to_the_log_not_stdout(ray_head, capfd,
     assert all(x.levelno == logging.DEBUG for x in caplog.records if x.name == "movierec.ray")
     assert "worker died" not in out.out and "(raylet)" not in out.out
     assert "worker died" not in out.err, out.err[-3000:]
+
+
+def test_the_adam_trainer_starts_without_tensorflow_in_the_driver():
+    """ray.train.tensorflow imports TensorFlow (0.7 GB, seconds) though the driver only starts
+    the workers: the trainer is built from its backend config alone, the same class Ray's
+    package holds when it is imported later."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from ray.train import ScalingConfig\n"
+        "from movierec.models._adam_ray import tensorflow_trainer\n"
+        "t = tensorflow_trainer()(lambda c: None, train_loop_config={}, scaling_config=ScalingConfig(num_workers=1))\n"
+        "print('tensorflow' in sys.modules)\n"
+        "import ray.train.tensorflow as rtf\n"
+        "print(rtf.TensorflowConfig is type(t.backend_config), 'tensorflow' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split() == ["False", "True", "True"]

@@ -125,13 +125,13 @@ def fit_adam_ray(model, data, val_mask: np.ndarray, rng: np.random.Generator, en
         import ray.data
         import ray.train
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-        from ray.train.tensorflow import TensorflowTrainer
 
+        Trainer = tensorflow_trainer()
         ds = ray.data.from_pandas(blocks(ratings, -(-len(ratings) // (workers * 4))))  # 4 blocks a worker
         config = {"model": ray.put(model), "side": ray.put(side), "n_train": len(tr), "workers": workers,
                   "seed": seed, "failpoint": os.environ.get("MOVIEREC_FAILPOINT"), "driver_pid": os.getpid(),
                   "run_dir": str(run_dir)}
-        trainer = TensorflowTrainer(
+        trainer = Trainer(
             _train_loop, train_loop_config=config, datasets={"train": ds},
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=engine.gpus_per_worker > 0,
                                          resources_per_worker=_resources(engine)),
@@ -159,6 +159,45 @@ def fit_adam_ray(model, data, val_mask: np.ndarray, rng: np.random.Generator, en
     log.info("train: Adam on Ray (%d workers) finished %d epochs in %.1fs%s", workers, len(hist.train_rmse),
              time.perf_counter() - t0, f" (resumed {int(saved['restarts'])} times)" if saved["restarts"] else "")
     return hist
+
+
+def tensorflow_trainer():
+    """Ray Train's ``TensorflowTrainer``, without TensorFlow in the driver where Ray allows.
+
+    The package ``ray.train.tensorflow`` imports TensorFlow when it is imported (0.7 GB of the
+    driver's memory and seconds of start-up), though the driver only starts the workers,
+    which import it themselves. Under Ray Train v2 the trainer is a ``DataParallelTrainer``
+    with the TensorFlow backend config, and the module of that config imports no TensorFlow:
+    it is loaded here without the package's ``__init__`` (the package itself, imported later,
+    finds the same module). With Ray Train v1, or the package imported already: Ray's class."""
+    import importlib.util
+    import sys
+    import types
+
+    from ray.train.v2._internal.constants import is_v2_enabled
+
+    name = "ray.train.tensorflow"
+    if not is_v2_enabled() or name in sys.modules:
+        from ray.train.tensorflow import TensorflowTrainer
+
+        return TensorflowTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    if name + ".config" not in sys.modules:
+        spec = importlib.util.find_spec(name)
+        stub = types.ModuleType(name)  # the package's folder, not its __init__
+        stub.__path__, stub.__spec__ = list(spec.submodule_search_locations), spec
+        sys.modules[name] = stub
+        try:
+            importlib.import_module(name + ".config")
+        finally:
+            del sys.modules[name]
+    config = sys.modules[name + ".config"].TensorflowConfig
+
+    def trainer(train_loop, **kwargs):
+        return DataParallelTrainer(train_loop, backend_config=config(), **kwargs)
+
+    return trainer
 
 
 #: what a worker reports when another worker went away first (a consequence, not the cause)
