@@ -2,13 +2,17 @@
 through `movierec ingest`, then `movierec clean` (ingest cached), each in a fresh process.
 
     python benchmarks/ray_driver_memory.py --ratings 5000000 20000000 --parts 16 [--before COMMIT]
+        [--train [--recommend]] [--append]
 
 Synthetic MovieLens-shaped ratings (:func:`movierec.data.synthetic.write_synthetic`) are cut
 into ``--parts`` CSV part files. The Ray runs connect to a Ray head this script starts (as to
 a cluster: the head's and the workers' memory is not the driver's), with 2 workers. The
 driver's peak is its own (``VmHWM``). With ``--before``, that commit (in a git worktree)
-runs beside this checkout, on the same data and the same head. Results:
-benchmarks/results/ray_driver_memory.md.
+runs beside this checkout, on the same data and the same head (a checkout whose Ray tasks
+differ from this one's cannot: the head's workers import this checkout's movierec).
+``--train``: `movierec train` too (Adam, 1 epoch); ``--recommend``: then `movierec recommend
+--all` (every viewer's top 10, a folder of Parquet parts on Ray). ``--append``: keep the rows
+already in the results file. Results: benchmarks/results/ray_driver_memory.md.
 """
 
 from __future__ import annotations
@@ -87,6 +91,8 @@ def main() -> None:
     ap.add_argument("--append", action="store_true", help="keep the rows already in the results file")
     ap.add_argument("--train", action="store_true",
                     help="also `movierec train` (Adam, 1 epoch, batch 65536, no features, ranking by rating)")
+    ap.add_argument("--recommend", action="store_true",
+                    help="with --train: also `movierec recommend --all` (every viewer's top 10, to Parquet)")
     a = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="movierec-raymem-"))
@@ -123,10 +129,14 @@ def main() -> None:
                         wi, gi = run(src, ["-q", "ingest", "--config", str(cfg)])
                         wc, gc = run(src, ["-q", "clean", "--config", str(cfg)])
                         wt, gt = run(src, ["-q", "train", "--config", str(cfg)]) if a.train else (None, None)
-                        rows.append((n_rows, label, engine, wi, gi, gi * 2**30 / n_rows, wc, gc, wt, gt))
+                        wr, gr = run(src, ["-q", "recommend", "--config", str(cfg), "--all", "--output",
+                                           str(work / ("lists" if engine == "ray" else "lists.parquet"))]) \
+                            if a.train and a.recommend else (None, None)
+                        rows.append((n_rows, label, engine, wi, gi, gi * 2**30 / n_rows, wc, gc, wt, gt, wr, gr))
                         print(f"  {label:>22} {engine:>5}: ingest {wi:6.1f} s {gi:5.2f} GB "
                               f"({gi * 2**30 / n_rows:5.1f} B/rating) | clean {wc:6.1f} s {gc:5.2f} GB"
-                              + (f" | train {wt:6.1f} s {gt:5.2f} GB" if a.train else ""), flush=True)
+                              + (f" | train {wt:6.1f} s {gt:5.2f} GB" if a.train else "")
+                              + (f" | recommend --all {wr:6.1f} s {gr:5.2f} GB" if wr is not None else ""), flush=True)
                 shutil.rmtree(data)
     finally:
         try:
@@ -143,26 +153,27 @@ def write(rows, a) -> None:
     if out.exists() and KEEP in out.read_text():
         head, keep = out.read_text().split(KEEP, 1)
         if a.append:  # the data rows of the table already there (after its header and rule)
-            kept_rows = [ln if ln.count("|") == 11 else ln + " - | - |"
+            kept_rows = [ln + " - | - |" * ((13 - ln.count("|")) // 2)
                          for ln in head.splitlines() if ln.startswith("| ") and ln[2:3].isdigit()]
     lines = [
         "# The driver's memory: engine.kind ray against local, partitioned ratings", "",
         f"Machine: {machine()}  ",
         f"Command: `python benchmarks/ray_driver_memory.py --ratings {' '.join(map(str, a.ratings))} "
         f"--parts {a.parts}" + (f" --before {a.before}" if a.before else "") + (" --train" if a.train else "")
-        + (" --append" if a.append else "")
+        + (" --recommend" if a.recommend else "") + (" --append" if a.append else "")
         + "`" + (" (added to the rows above it)" if kept_rows else "") + "  ",
         f"Date: {time.strftime('%Y-%m-%d %H:%M')}", "",
         "Each command in a fresh process; the peak is the driver's own (`VmHWM`). Ray: 2 workers on a "
         "Ray head the script started (3 CPUs), as on a cluster. `clean` runs with ingest cached.", "",
         "| ratings | checkout | engine | `ingest` s | driver peak GB | bytes/rating | `clean` s | driver peak GB "
-        "| `train` s | driver peak GB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| `train` s | driver peak GB | `recommend --all` s | driver peak GB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *kept_rows,
     ]
-    for n, label, engine, wi, gi, b, wc, gc, wt, gt in rows:
+    for n, label, engine, wi, gi, b, wc, gc, wt, gt, wr, gr in rows:
         train = f" {wt:.1f} | {gt:.2f} |" if wt is not None else " - | - |"
-        lines.append(f"| {n:,} | {label} | {engine} | {wi:.1f} | {gi:.2f} | {b:.0f} | {wc:.1f} | {gc:.2f} |{train}")
+        rec = f" {wr:.1f} | {gr:.2f} |" if wr is not None else " - | - |"
+        lines.append(f"| {n:,} | {label} | {engine} | {wi:.1f} | {gi:.2f} | {b:.0f} | {wc:.1f} | {gc:.2f} |{train}{rec}")
     out.write_text("\n".join(lines) + "\n\n" + KEEP + (keep or "\n"))
     print(f"wrote {out.relative_to(ROOT)}")
 

@@ -166,10 +166,11 @@ def ingest_parts(folder: Path | Remote, parts: Sequence[Path | Remote], schema: 
 # ----------------------------------------------------------------------------- feedback
 def _pairs_one(path: str, users: np.ndarray, movies: np.ndarray) -> np.ndarray:
     """Which of the (user, movie) pairs one part holds."""
+    users, movies = pd.Index(users, dtype=object).astype(str), pd.Index(movies, dtype=object).astype(str)
     df = pd.read_parquet(path, columns=["user_id", "movie_id"])
+    df = df[df["user_id"].isin(users)]  # the rows of these viewers only (ids as categories: cheap)
     held = pd.MultiIndex.from_arrays([df["user_id"].astype(str), df["movie_id"].astype(str)])
-    return pd.MultiIndex.from_arrays([pd.Index(users, dtype=object).astype(str),
-                                      pd.Index(movies, dtype=object).astype(str)]).isin(held)
+    return pd.MultiIndex.from_arrays([users, movies]).isin(held)
 
 
 def rated_pairs(table: PartsTable, engine: EngineConfig, users: np.ndarray, movies: np.ndarray) -> np.ndarray:
@@ -340,7 +341,10 @@ def _reduce_one(k: int, in_dir: str, out_dir: str, ids_out: str, cfg: Config, of
     if len(ids):
         uids = _write_part(pd.DataFrame({"user_idx": np.arange(offset, offset + len(ids), dtype=np.int32),
                                          "user_id": pd.Series(ids, dtype=object)}), Path(ids_out) / PART.format(k))
-    side_codes = offset + index.get_indexer(pd.Index(side, dtype=object))
+    side_at = index.get_indexer(pd.Index(side, dtype=object))
+    if len(side_at) and side_at.min() < 0:  # (the driver's ids were numbered with the parts': a bug)
+        raise RuntimeError("clean on Ray: a viewer id of the users, reviews or social table is not in its range's table")
+    side_codes = offset + side_at
     d = Path(in_dir) / f"b{k:05d}"
     files = sorted(d.glob("p*.parquet")) if d.exists() else []
     if not files:
