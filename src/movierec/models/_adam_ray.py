@@ -174,15 +174,16 @@ def tensorflow_trainer():
     import sys
     import types
 
-    from ray.train.v2._internal.constants import is_v2_enabled
-
     name = "ray.train.tensorflow"
+    try:
+        from ray.train.v2._internal.constants import is_v2_enabled
+        from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+    except ImportError:  # a Ray without Train v2 (or that moved it): its own class
+        is_v2_enabled = lambda: False  # noqa: E731
     if not is_v2_enabled() or name in sys.modules:
         from ray.train.tensorflow import TensorflowTrainer
 
         return TensorflowTrainer
-    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
-
     if name + ".config" not in sys.modules:
         spec = importlib.util.find_spec(name)
         stub = types.ModuleType(name)  # the package's folder, not its __init__

@@ -92,7 +92,10 @@ def _ingest(cfg: Config, events: pd.DataFrame | None, learnable: bool, parts_to:
     out = IngestResult()
     rng = (cfg.data.rating_min, cfg.data.rating_max)
     scales = []
-    for name, path in input_files(cfg).items():
+    files = input_files(cfg)
+    # Ray's parts: the viewers are gathered in the driver only for the check of social ties against them
+    ties = all(files[k].exists() for k in ("social", "users"))
+    for name, path in files.items():
         schema = SCHEMAS["ratings" if name == "test" else name]
         if name not in ("ratings", "test") and not path.exists():
             log.info("ingest: %s not found at %s; skipping that signal", name, path)
@@ -104,9 +107,6 @@ def _ingest(cfg: Config, events: pd.DataFrame | None, learnable: bool, parts_to:
             from movierec.data.ray_tables import ingest_parts, staging_folder
 
             staged.append(staging_folder(parts_to, f"{name}_raw"))
-            files = input_files(cfg)
-            # the viewers are gathered here only for the check of social ties against them
-            ties = all(files.get(k) is not None and files[k].exists() for k in ("social", "users"))
             res = ingest_parts(path, part_files(path), schema, cfg.engine, staged[-1], key_of(cfg.privacy),
                                users=ties, **opts)
         else:
