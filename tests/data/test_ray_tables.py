@@ -32,8 +32,9 @@ def _parts(tmp_path, n_parts: int, seed: int):
     return frames, paths
 
 
-def _side_tables(rng) -> dict[str, pd.DataFrame]:
-    """Viewers the ratings do not name too: in users.csv only ("a0", "zz"), in a tie only."""
+def _side_tables() -> dict[str, pd.DataFrame]:
+    """Viewers the ratings do not name too: a0 (users.csv, a tie), zz (users.csv, a review),
+    b9 (a tie only)."""
     users = pd.DataFrame({"user_id": ["u3", "a0", "u7", "zz", "u12"], "age": [30, 41, 22, 35, 50]})
     reviews = pd.DataFrame({"user_id": ["u1", "u2", "zz", "u20"], "movie_id": ["m1", "m2", "m99", "m3"],
                             "text": ["great", "awful", "fine", "so so"]})
@@ -44,9 +45,8 @@ def _side_tables(rng) -> dict[str, pd.DataFrame]:
 @pytest.mark.parametrize("n_parts", [4, 30])  # 30: about a range a viewer, some ranges of side viewers only
 @pytest.mark.parametrize("method", ["random", "kfold", "temporal", "given", "cold_users"])
 def test_the_passes_give_the_local_tables(tmp_path, method, n_parts):
-    rng = np.random.default_rng(n_parts)
-    frames, paths = _parts(tmp_path, n_parts, seed=7)
-    side = _side_tables(rng)
+    frames, _ = _parts(tmp_path, n_parts, seed=7)
+    side = _side_tables()
     raw: dict = {"ratings": (tmp_path, [{"file": f"part-{k:05d}.parquet"} for k in range(n_parts)]), **side}
     tables = {"ratings": pd.concat(frames, ignore_index=True), **side}
     if method == "given":  # the test ratings: one more source, one of its viewers only there
