@@ -454,9 +454,10 @@ def _run_train(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
             log.info("train: holdout model fitted on the training part (%d ratings, %.2fs)",
                      len(holdout.train), holdout.model.fit_seconds_)
             refit_cfg = replace(cfg.model, early_stopping=False, epochs=int(holdout.model.history_.best_epoch) + 1)
-            # the holdout model's training arrays are not needed any more: free them before the
-            # refit builds its own (at 20M ratings they are hundreds of MB)
-            holdout = holdout._replace(data=None, features=None)
+            # the holdout model's training arrays and table are not needed any more (its size
+            # is): free them before the refit builds its own (at 20M ratings, hundreds of MB)
+            holdout_ratings = len(holdout.train)
+            holdout = holdout._replace(data=None, features=None, train=None)
             import gc
 
             gc.collect()
@@ -466,7 +467,7 @@ def _run_train(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
              served.model.fit_seconds_)
     return {}, {"version": version, "fit_seconds": served.model.fit_seconds_,
                 "holdout_fit_seconds": None if holdout is None else holdout.model.fit_seconds_,
-                "ratings": len(served.train), "holdout_ratings": None if holdout is None else len(holdout.train),
+                "ratings": len(served.train), "holdout_ratings": None if holdout is None else holdout_ratings,
                 "pseudo_ratings": served.pseudo_ratings}
 
 

@@ -93,8 +93,7 @@ def fit_adam_ray(model, data, val_mask: np.ndarray, rng: np.random.Generator, en
     """Fit ``model`` (its state initialized) on Ray; returns the :class:`History`."""
     tr = np.flatnonzero(~val_mask)
     va = np.flatnonzero(val_mask)
-    ratings = pd.DataFrame({"u": data.users[tr], "i": data.items[tr], "r": data.ratings[tr],
-                            "w": np.ones(len(tr), np.float32) if data.weights is None else data.weights[tr]})
+    n_train = len(tr)
     # what every worker needs besides its ratings: the model (its initial state and settings)
     # and the side data (features, neighbours, implicit sets, the validation ratings)
     side = TrainData(data.users[va], data.items[va], data.ratings[va], data.n_users, data.n_items,
@@ -102,10 +101,14 @@ def fit_adam_ray(model, data, val_mask: np.ndarray, rng: np.random.Generator, en
                      data.implicit() if model.implicit else None)
     workers = int(engine.workers)
     # Ray Train splits the dataset into equal shards, dropping the rows past a multiple of the
-    # workers: pad with copies of weight 0 (no loss) so that every rating trains
-    pad = (-len(ratings)) % workers
-    if pad:
-        ratings = pd.concat([ratings, ratings.iloc[:pad].assign(w=np.float32(0))], ignore_index=True)
+    # workers: pad with copies of weight 0 (no loss) so that every rating trains (one table,
+    # built once: at 20M ratings each copy is hundreds of MB in the driver)
+    pad = (-n_train) % workers
+    tr = np.concatenate([tr, tr[:pad]]) if pad else tr
+    w = np.ones(len(tr), np.float32) if data.weights is None else data.weights[tr].astype(np.float32)
+    w[n_train:] = 0.0
+    ratings = pd.DataFrame({"u": data.users[tr], "i": data.items[tr], "r": data.ratings[tr], "w": w})
+    del tr, w
     seed = int(rng.integers(1 << 31))
     name = _PREFIX + fit_key(model, data, val_mask, seed, workers)
     # this fit's checkpoints, where every worker can write them (the driver reads the last);
@@ -128,7 +131,8 @@ def fit_adam_ray(model, data, val_mask: np.ndarray, rng: np.random.Generator, en
 
         Trainer = tensorflow_trainer()
         ds = ray.data.from_pandas(blocks(ratings, -(-len(ratings) // (workers * 4))))  # 4 blocks a worker
-        config = {"model": ray.put(model), "side": ray.put(side), "n_train": len(tr), "workers": workers,
+        del ratings  # (in the object store now)
+        config = {"model": ray.put(model), "side": ray.put(side), "n_train": n_train, "workers": workers,
                   "seed": seed, "failpoint": os.environ.get("MOVIEREC_FAILPOINT"), "driver_pid": os.getpid(),
                   "run_dir": str(run_dir)}
         trainer = Trainer(
