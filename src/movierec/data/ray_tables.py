@@ -293,25 +293,19 @@ def _number_one(k: int, ids_dir: str, bounds: np.ndarray) -> int:
     return len(ids)
 
 
-def _user_ranges(series: pd.Series, bounds: np.ndarray) -> np.ndarray:
-    """The range of each row's viewer id (looked up once per distinct id)."""
-    if isinstance(series.dtype, pd.CategoricalDtype):
-        codes, cats = series.cat.codes.to_numpy(), series.cat.categories
-    else:
-        codes, cats = pd.factorize(series.astype(str))
-    return _range_of(np.asarray(pd.Index(cats).astype(str), dtype=object), bounds)[codes]
+def _user_ranges(ids: pd.Series, bounds: np.ndarray) -> np.ndarray:
+    """The range of each row's viewer id (a categorical: looked up once per distinct id, as
+    its string, the form the id tables hold)."""
+    cats = np.asarray(ids.cat.categories.astype(str), dtype=object)
+    return _range_of(cats, bounds)[ids.cat.codes.to_numpy()]
 
 
 def _map_one(i: int, path: str, source: int, bounds: np.ndarray, mid, with_ts: bool, out_dir: str) -> int:
     """First pass: one part's rows with dense movie ids, written in buckets by range of
     viewer id (the viewer ids are numbered in the second pass, a range's ids in its bucket)."""
     df = pd.read_parquet(path)
-    u = df["user_id"]
-    if not isinstance(u.dtype, pd.CategoricalDtype):
-        u = u.astype(str).astype("category")
-    elif not all(isinstance(c, str) for c in u.cat.categories[:1]):  # ids as numbers: as the id strings
-        u = u.cat.rename_categories(u.cat.categories.astype(str))
-    out = pd.DataFrame({"user_id": u,
+    u = df["user_id"]  # (categories, as the parts hold them: read as strings wherever compared)
+    out = pd.DataFrame({"user_id": u if isinstance(u.dtype, pd.CategoricalDtype) else u.astype("category"),
                         "movie_idx": _codes(mid, df["movie_id"]), "rating": df["rating"].to_numpy(np.float32)})
     if with_ts:
         out["timestamp"] = df["timestamp"].to_numpy(np.float64) if "timestamp" in df.columns else np.nan
