@@ -105,7 +105,7 @@ def bench_ml100k(args) -> str:
         "movierec (same config, adam)": ["model.optimizer=adam"],
         "movierec single model (ensemble=1, sgd)": ["model.ensemble=1"],
         "movierec at Surprise's SVD setting, 1 thread": speed + ["model.threads=1"],
-        "movierec at Surprise's SVD setting, 2 threads (Hogwild)": speed + ["model.threads=2"],
+        "movierec at Surprise's SVD setting, 2 threads": speed + ["model.threads=2"],
         "movierec at Surprise's SVD setting + BPR watch model (ranking: hybrid)": issue_speed + ["model.threads=2"],
     }
     # one warm-up so numba's one-time compilation (cached on disk) is not timed

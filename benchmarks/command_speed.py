@@ -319,7 +319,7 @@ def write(args, rows: list[dict], breakdown: dict, big_rows: list[dict], rec: li
         "CSV and score the same test CSV; movierec also "
         "validates and quarantines, writes its artifacts and manifests atomically, and computes MAE, "
         "precision/recall/NDCG/MAP@10 and coverage besides the RMSE. movierec uses both cores from 1M "
-        "ratings up (Hogwild SGD, `model.threads: 0`), Surprise one (it has no other mode).",
+        "ratings up (SGD block by block, `model.threads: 0`), Surprise one (it has no other mode).",
         "",
         table(rows),
         "",

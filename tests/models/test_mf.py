@@ -72,6 +72,56 @@ def test_user_by_user_layout_groups_and_shuffles_within_users():
     assert not np.array_equal(a, b) and np.array_equal(users[a], users[b])  # same grouping, other order
 
 
+def test_block_layout_groups_by_user_and_movie_block():
+    """The layout of the block-by-block pass: every training row once, grouped by (user, movie
+    block), the blocks about equal in ratings, each group's rows in a seeded random order."""
+    from movierec.models.mf import _block_layout
+
+    rng = np.random.default_rng(0)
+    n_users, n_items, n = 60, 200, 20_000
+    users = rng.integers(0, n_users, n).astype(np.int32)
+    items = np.minimum(rng.zipf(1.3, n) - 1, n_items - 1).astype(np.int32)  # a few movies hold most ratings
+    data = TrainData(users, items, rng.random(n).astype(np.float32) * 4 + 1, n_users, n_items)
+    rows = np.flatnonzero(rng.random(n) < 0.8)
+    b_ptr, got_items, got_vals, counts = _block_layout(rows, data, 8, np.random.default_rng(7))
+    assert len(b_ptr) == n_users * 8 + 1 and b_ptr[-1] == len(rows) == len(got_items)
+    assert np.array_equal(counts, np.bincount(users[rows], minlength=n_users))
+    block_of = np.full(n_items, -1)
+    for g in range(n_users * 8):
+        u, b = divmod(g, 8)
+        seg = slice(b_ptr[g], b_ptr[g + 1])
+        assert ((block_of[got_items[seg]] < 0) | (block_of[got_items[seg]] == b)).all()  # a movie: one block
+        block_of[got_items[seg]] = b
+    # the same rows: each (user, movie, rating) of the training rows, once
+    want = sorted(zip(users[rows], items[rows], data.ratings[rows]))
+    owner = np.repeat(np.arange(n_users * 8) // 8, np.diff(b_ptr))
+    assert sorted(zip(owner, got_items, got_vals)) == want
+    # balanced by ratings, though one movie holds a quarter of them: no block over its share
+    # and the largest movie
+    per_block = np.bincount(block_of[items[rows]], minlength=8)
+    assert per_block.max() <= len(rows) / 8 + np.bincount(items[rows]).max()
+    again = _block_layout(rows, data, 8, np.random.default_rng(7))
+    assert all(np.array_equal(x, y) for x, y in zip(again, (b_ptr, got_items, got_vals, counts)))
+
+
+def test_plain_mf_on_two_threads_is_deterministic_and_as_good(planted_data):
+    """Several cores: the block-by-block pass writes no row from two threads at once, so two
+    fits under one seed are bit-for-bit the same; and it learns as well as one thread."""
+    train, test, nu, ni = planted_data
+
+    def fit(threads, seed=3):
+        return MatrixFactorization(factors=8, epochs=30, seed=seed, learning_rate=0.02, reg=0.05,
+                                   use_features=False, threads=threads).fit(data_of(train, nu, ni))
+
+    a, b, one = fit(2), fit(2), fit(1)
+    assert np.array_equal(a.user_factors_, b.user_factors_) and np.array_equal(a.item_factors_, b.item_factors_)
+    assert np.array_equal(a.item_bias_, b.item_bias_)
+    assert not np.array_equal(a.item_factors_, fit(2, seed=4).item_factors_)
+    assert abs(rmse_of(a, test) - rmse_of(one, test)) < 0.02, (rmse_of(a, test), rmse_of(one, test))
+    # the multi-threaded pass took every rating: its training error is the one-thread fit's
+    assert abs(a.history_.train_rmse[-1] - one.history_.train_rmse[-1]) < 0.02
+
+
 def test_block_predictions_equal_the_whole_product(planted_data):
     """Predictions in cache-sized blocks equal one product over all the pairs."""
     import movierec.models.mf as mf

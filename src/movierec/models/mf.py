@@ -68,6 +68,35 @@ def _user_by_user(rows: np.ndarray, users: np.ndarray, rng: np.random.Generator)
     return group_rows(shuffled, users, int(users.max(initial=-1)) + 1)
 
 
+def _block_layout(rows: np.ndarray, data: TrainData, n_blocks: int, rng: np.random.Generator) -> tuple:
+    """``rows`` laid out for :func:`~movierec.models._sgd.sgd_epoch_blocks`: the movies in
+    ``n_blocks`` random blocks of about equal ratings, the ratings grouped by (user, block),
+    each group in a random order. Returns (group starts, movies, ratings, ratings per user)."""
+    from movierec.models._sgd import group_rows
+
+    rated = np.bincount(data.items[rows], minlength=data.n_items)
+    perm = rng.permutation(data.n_items)
+    cum = np.cumsum(rated[perm])
+    block = np.empty(data.n_items, np.int32)
+    # a movie goes to the block its ratings' midpoint falls in: a block holds at most its share
+    # plus the largest movie's ratings
+    mid = 2 * cum - rated[perm]
+    block[perm] = np.minimum(mid * n_blocks // max(2 * (int(cum[-1]) if len(cum) else 0), 1), n_blocks - 1)
+    groups = data.n_users * n_blocks
+    key = data.users.astype(np.int32 if groups < 2**31 else np.int64) * n_blocks + block[data.items]
+    shuffled = np.array(rows, dtype=np.int64)
+    rng.shuffle(shuffled)
+    srt = group_rows(shuffled, key, groups)
+    b_ptr = np.zeros(groups + 1, np.int64)
+    np.cumsum(np.bincount(key[rows], minlength=groups), out=b_ptr[1:])
+    return b_ptr, data.items[srt], data.ratings[srt], np.bincount(data.users[rows], minlength=data.n_users)
+
+
+#: Hogwild chunks per thread (a rating-level or user-level shuffle cut into this many pieces a core)
+CHUNKS_PER_THREAD = 16
+#: movie blocks per thread of the block-by-block pass (more: smaller blocks, each user visited more often)
+BLOCKS_PER_THREAD = 4
+
 #: rows per block of :meth:`MatrixFactorization._predict_idx`
 PREDICT_BLOCK = 8192
 
@@ -463,11 +492,13 @@ class MatrixFactorization:
         Y = self.item_features_ if self.item_features_.shape[1] else np.zeros((data.n_items, 0), np.float32)
         threads = self._threads(len(tr))
         plan = {"nb_ptr": nb_ptr, "nb_idx": nb_idx, "nb_w": nb_w, "use_feat": use_feat, "X": X, "Y": Y,
-                "chunks": threads * 16 if threads > 1 else 1,
+                "threads": threads, "chunks": threads * CHUNKS_PER_THREAD if threads > 1 else 1,
                 # plain MF: user by user (cache-friendly); shared parameters (feature projections,
                 # social term) need a rating-level shuffle or their updates come in correlated runs
                 "by_user_layout": not self.implicit and not use_feat and self.social_reg == 0 and not len(pseudo)}
-        if plan["by_user_layout"]:
+        if plan["by_user_layout"] and threads > 1:
+            plan["blocks"] = _block_layout(tr, data, BLOCKS_PER_THREAD * threads, rng)
+        elif plan["by_user_layout"]:
             # ratings stored user by user, each user's in a random order
             srt = _user_by_user(tr, data.users, rng)
             by_ptr = np.zeros(data.n_users + 1, np.int64)
@@ -488,7 +519,7 @@ class MatrixFactorization:
     def _sgd_epoch(self, data: TrainData, plan: dict, tr: np.ndarray, rng: np.random.Generator, lr: float,
                    lr_feat: float) -> float:
         """One epoch in the plan's layout; returns the training squared error."""
-        from movierec.models._sgd import sgd_epoch_by_user, sgd_epoch_grouped, sgd_epoch_parallel
+        from movierec.models._sgd import sgd_epoch_blocks, sgd_epoch_by_user, sgd_epoch_grouped, sgd_epoch_parallel
 
         p = plan
         nb = (p["nb_ptr"], p["nb_idx"], p["nb_w"])
@@ -505,6 +536,17 @@ class MatrixFactorization:
             )
             self.user_implicit_ = np.asarray(self._implicit_norm @ self.item_implicit_, np.float32)
             return sse
+        if "blocks" in p:  # plain MF on several cores: the users' parts by the movies' blocks
+            b_ptr, items, vals, counts = p["blocks"]
+            order = rng.permutation(data.n_users).astype(np.int32)
+            threads = p["threads"]
+            cum = np.cumsum(counts[order])  # each thread's part: an equal share of the ratings
+            bounds = np.searchsorted(cum, cum[-1] * np.arange(1, threads) / threads, side="right")
+            return sgd_epoch_blocks(
+                order, np.concatenate([[0], bounds, [data.n_users]]).astype(np.int64), b_ptr, items, vals,
+                np.float32(self.global_mean_), self.user_bias_, self.item_bias_, self.user_factors_,
+                self.item_factors_, np.float32(lr), np.float32(self.reg), np.float32(self.reg_bias),
+                (len(b_ptr) - 1) // data.n_users)
         if p["by_user_layout"]:
             bu = p["by_user"]
             return sgd_epoch_by_user(
@@ -521,9 +563,10 @@ class MatrixFactorization:
             np.float32(self.social_reg), p["use_feat"], p["chunks"])
 
     def _threads(self, n_ratings: int) -> int:
-        """Cores for Hogwild SGD: all of them from 1M ratings up (``threads=0``), else one.
+        """Cores for SGD: all of them from 1M ratings up (``threads=0``), else one.
 
-        One thread is bit-for-bit deterministic under a seed; Hogwild is not.
+        One thread is bit-for-bit deterministic under a seed, and so is plain MF on several
+        (block by block); the Hogwild passes (features, social term) are not.
         """
         if self.threads == 1 or (self.threads == 0 and n_ratings < 1_000_000):
             return 1
