@@ -106,6 +106,11 @@ def test_hit_matrix_equals_the_row_by_row_membership_test():
     assert np.array_equal(M.hit_matrix(topk, positives), want)
     assert M.hit_matrix(topk[1:2], positives[1:2]).tolist() == [[False, True, True, False, False, False, False]]
     assert M.hit_matrix(np.zeros((0, 3), np.int64), []).shape == (0, 3)
+    # the same positives as one array and a count per row (what evaluate passes)
+    flat = (np.concatenate(positives), np.array([len(p) for p in positives]))
+    assert np.array_equal(M.hit_matrix(topk, flat), want)
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    assert M.hit_matrix(np.zeros((0, 3), np.int64), empty).shape == (0, 3)
 
 
 def test_rmse_mae_match_scikit_learn():

@@ -324,7 +324,7 @@ def _rank_users(scorer: Recommender, train: pd.DataFrame, test: pd.DataFrame, n_
     keep = np.isin(pu, users)
     order = np.argsort(pu[keep], kind="stable")
     n_pos = np.bincount(np.searchsorted(users, pu[keep]), minlength=len(users))
-    positives = np.split(pm[keep][order], np.cumsum(n_pos)[:-1])  # each user's, in ``users``' order
+    positives = (pm[keep][order], n_pos)  # each user's, in ``users``' order
     k = max(cfg.evaluate.k)
     # cold_items: only the new movies are ranked (every test rating is on one of them)
     candidates = np.unique(test["movie_idx"].to_numpy()) if cfg.split.method == "cold_items" else None

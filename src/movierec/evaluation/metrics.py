@@ -17,15 +17,22 @@ def mae(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.mean(np.abs(np.asarray(y_true, np.float64) - np.asarray(y_pred, np.float64))))
 
 
-def hit_matrix(topk: np.ndarray, positives: list[np.ndarray]) -> np.ndarray:
-    """hits[u, j] is True when the j-th recommended item of user u is a positive."""
-    if not len(positives):
+def hit_matrix(topk: np.ndarray, positives: list[np.ndarray] | tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """hits[u, j] is True when the j-th recommended item of user u is a positive.
+
+    ``positives``: each user's positive movies, as one array per row of ``topk``, or as
+    (all of them, row by row; how many each row has): no array per user to make."""
+    if isinstance(positives, tuple):
+        flat, n_pos = np.asarray(positives[0], np.int64), np.asarray(positives[1], np.int64)
+    else:
+        n_pos = np.fromiter((len(p) for p in positives), np.int64, len(positives))
+        flat = np.concatenate(positives).astype(np.int64) if len(positives) else np.zeros(0, np.int64)
+    if not len(n_pos):
         return np.zeros(topk.shape, dtype=bool)
     # one membership test over all rows: (row, movie) pairs as one int64 key each
-    n_pos = np.fromiter((len(p) for p in positives), np.int64, len(positives))
-    width = int(max(topk.max(initial=0), max((int(p.max()) for p in positives if len(p)), default=0))) + 2
-    rows = np.arange(len(positives), dtype=np.int64)
-    pos_keys = np.repeat(rows, n_pos) * width + (np.concatenate(positives).astype(np.int64) + 1)
+    width = int(max(topk.max(initial=0), flat.max(initial=0))) + 2
+    rows = np.arange(len(n_pos), dtype=np.int64)
+    pos_keys = np.repeat(rows, n_pos) * width + (flat + 1)
     top_keys = rows[:, None] * width + (topk.astype(np.int64) + 1)  # -1 (no movie) never matches
     return np.isin(top_keys, pos_keys)
 
