@@ -74,34 +74,42 @@ def test_user_by_user_layout_groups_and_shuffles_within_users():
 
 def test_block_layout_groups_by_user_and_movie_block():
     """The layout of the block-by-block pass: every training row once, grouped by (user, movie
-    block), the blocks about equal in ratings, each group's rows in a seeded random order."""
+    block); blocks and viewer parts are ranges of indices about equal in ratings; each group's
+    rows in a seeded random order."""
     from movierec.models.mf import _block_layout
 
     rng = np.random.default_rng(0)
     n_users, n_items, n = 60, 200, 20_000
     users = rng.integers(0, n_users, n).astype(np.int32)
-    items = np.minimum(rng.zipf(1.3, n) - 1, n_items - 1).astype(np.int32)  # a few movies hold most ratings
+    # a few movies hold most ratings, the most rated one a quarter of them
+    items = rng.permutation(n_items)[np.minimum(rng.zipf(1.3, n) - 1, n_items - 1)].astype(np.int32)
     data = TrainData(users, items, rng.random(n).astype(np.float32) * 4 + 1, n_users, n_items)
     rows = np.flatnonzero(rng.random(n) < 0.8)
-    b_ptr, got_items, got_vals, counts = _block_layout(rows, data, 8, np.random.default_rng(7))
+    b_ptr, got_items, got_vals, parts = _block_layout(rows, data, 2, 8, np.random.default_rng(7))
     assert len(b_ptr) == n_users * 8 + 1 and b_ptr[-1] == len(rows) == len(got_items)
-    assert np.array_equal(counts, np.bincount(users[rows], minlength=n_users))
     block_of = np.full(n_items, -1)
     for g in range(n_users * 8):
         u, b = divmod(g, 8)
         seg = slice(b_ptr[g], b_ptr[g + 1])
         assert ((block_of[got_items[seg]] < 0) | (block_of[got_items[seg]] == b)).all()  # a movie: one block
         block_of[got_items[seg]] = b
+    rated = block_of >= 0
+    assert (np.diff(block_of[rated]) >= 0).all()  # blocks are ranges of movies
     # the same rows: each (user, movie, rating) of the training rows, once
     want = sorted(zip(users[rows], items[rows], data.ratings[rows]))
     owner = np.repeat(np.arange(n_users * 8) // 8, np.diff(b_ptr))
     assert sorted(zip(owner, got_items, got_vals)) == want
-    # balanced by ratings, though one movie holds a quarter of them: no block over its share
-    # and the largest movie
+    # balanced by ratings: no block over its share and the largest movie's ratings
     per_block = np.bincount(block_of[items[rows]], minlength=8)
     assert per_block.max() <= len(rows) / 8 + np.bincount(items[rows]).max()
-    again = _block_layout(rows, data, 8, np.random.default_rng(7))
-    assert all(np.array_equal(x, y) for x, y in zip(again, (b_ptr, got_items, got_vals, counts)))
+    # two parts of viewers, ranges of about half the ratings each
+    assert parts[0] == 0 and parts[-1] == n_users and len(parts) == 3
+    per_part = np.bincount(np.searchsorted(parts, users[rows], side="right") - 1, minlength=2)
+    assert abs(per_part[0] - per_part[1]) <= 2 * np.bincount(users[rows]).max()
+    again = _block_layout(rows, data, 2, 8, np.random.default_rng(7))
+    assert all(np.array_equal(x, y) for x, y in zip(again, (b_ptr, got_items, got_vals, parts)))
+    other = _block_layout(rows, data, 2, 8, np.random.default_rng(8))
+    assert np.array_equal(other[0], b_ptr) and not np.array_equal(other[1], got_items)  # same groups, new order
 
 
 def test_plain_mf_on_two_threads_is_deterministic_and_as_good(planted_data):
