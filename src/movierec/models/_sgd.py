@@ -115,43 +115,18 @@ def sgd_epoch_parallel(
     return sse.sum()
 
 
-@njit(cache=True, fastmath=True, parallel=True)
-def sgd_epoch_by_user(
-    user_order, r_ptr, r_users, r_items, r_vals, mu, bu, bi, P, Q, W, V, X, Y,
-    nb_ptr, nb_idx, nb_w, lr, lr_feat, reg, reg_b, social_reg, use_feat, n_chunks,
-):  # pragma: no cover - compiled
-    """One SGD pass, user by user: users in a shuffled order, each user's ratings stored
-    together (in a shuffled order), so the user's factor row stays in cache and the
-    ratings are read sequentially.
-
-    With ``n_chunks > 1`` the chunks of users run on all cores, Hogwild-style: two threads
-    never update the same user, movies are shared without locks (the occasional lost update
-    does not hurt convergence; Niu et al., 2011) — fast but not bit-for-bit deterministic.
-    With one chunk the pass is sequential and deterministic under a seed.
-    """
-    k = P.shape[1]
-    n = len(user_order)
-    size = (n + n_chunks - 1) // n_chunks
-    sse = np.zeros(n_chunks)
-    plain = not use_feat and social_reg == 0.0
-    for c in prange(n_chunks):
-        pu = np.empty(k, dtype=P.dtype)
-        qi = np.empty(k, dtype=P.dtype)
-        mean_nb = np.empty(k, dtype=P.dtype)
-        acc = 0.0
-        if plain:  # decided once, not per rating: the loop the compiler sees is the plain step alone
-            for j in range(c * size, min(n, (c + 1) * size)):
-                u = user_order[j]
-                for t in range(r_ptr[u], r_ptr[u + 1]):
-                    acc += _plain_step(u, r_items[t], r_vals[t], mu, bu, bi, P, Q, lr, reg, reg_b)
-        else:
-            for j in range(c * size, min(n, (c + 1) * size)):
-                u = user_order[j]
-                for t in range(r_ptr[u], r_ptr[u + 1]):
-                    acc += _sgd_step(t, r_users, r_items, r_vals, mu, bu, bi, P, Q, W, V, X, Y, nb_ptr, nb_idx,
-                                     nb_w, lr, lr_feat, reg, reg_b, social_reg, use_feat, pu, qi, mean_nb)
-        sse[c] = acc
-    return sse.sum()
+@njit(cache=True, fastmath=True)
+def sgd_epoch_by_user(user_order, r_ptr, r_items, r_vals, mu, bu, bi, P, Q, lr, reg,
+                      reg_b):  # pragma: no cover - compiled
+    """One pass of plain biased MF on one core, user by user: users in a shuffled order, each
+    user's ratings stored together (in a shuffled order), so the user's factor row stays in
+    cache and the ratings are read sequentially. Deterministic under a seed. (On several
+    cores: :func:`sgd_epoch_blocks`.)"""
+    acc = 0.0
+    for u in user_order:
+        for t in range(r_ptr[u], r_ptr[u + 1]):
+            acc += _plain_step(u, r_items[t], r_vals[t], mu, bu, bi, P, Q, lr, reg, reg_b)
+    return acc
 
 
 @njit(cache=True, fastmath=True, parallel=True)

@@ -517,7 +517,7 @@ class MatrixFactorization:
             srt = _user_by_user(tr, data.users, rng)
             by_ptr = np.zeros(data.n_users + 1, np.int64)
             by_ptr[1:] = np.cumsum(np.bincount(data.users[srt], minlength=data.n_users))
-            plan["by_user"] = (by_ptr, data.users[srt], data.items[srt], data.ratings[srt])
+            plan["by_user"] = (by_ptr, data.items[srt], data.ratings[srt])
         if self.implicit:
             imp = data.implicit()
             plan["n_ptr"], plan["n_idx"] = imp.indptr.astype(np.int64), imp.indices.astype(np.int32)
@@ -562,11 +562,10 @@ class MatrixFactorization:
         if p["by_user_layout"]:
             bu = p["by_user"]
             return sgd_epoch_by_user(
-                rng.permutation(data.n_users).astype(np.int32), bu[0], bu[1], bu[2], bu[3],
+                rng.permutation(data.n_users).astype(np.int32), bu[0], bu[1], bu[2],
                 np.float32(self.global_mean_), self.user_bias_, self.item_bias_,
-                self.user_factors_, self.item_factors_, self.user_weights_, self.item_weights_, p["X"], p["Y"],
-                *nb, np.float32(lr), np.float32(lr_feat), np.float32(self.reg),
-                np.float32(self.reg_bias), np.float32(self.social_reg), p["use_feat"], p["chunks"])
+                self.user_factors_, self.item_factors_, np.float32(lr), np.float32(self.reg),
+                np.float32(self.reg_bias))
         return sgd_epoch_parallel(
             data.users, data.items, data.ratings, tr[rng.permutation(len(tr))],
             np.float32(self.global_mean_), self.user_bias_, self.item_bias_, self.user_factors_,
