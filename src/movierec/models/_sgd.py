@@ -138,9 +138,9 @@ def sgd_epoch_blocks(user_order, u_bounds, b_ptr, r_items, r_vals, mu, bu, bi, P
     The users (in ``user_order``) are cut into one part per thread (``u_bounds``) and the
     movies into ``n_blocks`` blocks (a multiple of the threads); ``b_ptr[u * n_blocks + b]``
     starts user ``u``'s ratings of block ``b`` (in a shuffled order). The caller makes parts
-    and blocks ranges of indices (see ``movierec.models.mf._block_layout`` for why). The pass runs in
-    ``n_blocks`` rounds; in each, thread ``c`` takes its users' ratings of one block, no two
-    threads the same block. So no two threads ever write the same factor row or bias: no
+    and blocks ranges of indices (``movierec.models.mf._block_layout`` says why). The pass
+    runs in ``n_blocks`` rounds; in each, thread ``c`` takes its users' ratings of one block,
+    no two threads the same block. So no two threads ever write the same factor row or bias: no
     lost updates and no cache lines moving between cores on every write (what held Hogwild
     back on a small movie table), and the result does not depend on how the threads are
     scheduled: bit-for-bit the same under a seed for a given number of threads.

@@ -106,7 +106,7 @@ def _block_layout(rows: np.ndarray, data: TrainData, threads: int, n_blocks: int
     return b_ptr, data.items[srt], data.ratings[srt], parts
 
 
-#: Hogwild chunks per thread (a rating-level or user-level shuffle cut into this many pieces a core)
+#: chunks per thread of the Hogwild pass (features, social term): its shuffled ratings cut into this many a core
 CHUNKS_PER_THREAD = 16
 #: movie blocks per thread of the block-by-block pass (more: smaller blocks, each user visited more often)
 BLOCKS_PER_THREAD = 4
@@ -558,7 +558,7 @@ class MatrixFactorization:
                 order.astype(np.int32), parts, b_ptr, items, vals,
                 np.float32(self.global_mean_), self.user_bias_, self.item_bias_, self.user_factors_,
                 self.item_factors_, np.float32(lr), np.float32(self.reg), np.float32(self.reg_bias),
-                (len(b_ptr) - 1) // data.n_users)
+                BLOCKS_PER_THREAD * p["threads"])
         if p["by_user_layout"]:
             bu = p["by_user"]
             return sgd_epoch_by_user(
