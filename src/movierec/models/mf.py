@@ -108,8 +108,10 @@ def _block_layout(rows: np.ndarray, data: TrainData, threads: int, n_blocks: int
 
 #: chunks per thread of the Hogwild pass (features, social term): its shuffled ratings cut into this many a core
 CHUNKS_PER_THREAD = 16
-#: movie blocks per thread of the block-by-block pass (more: smaller blocks, each user visited more often)
-BLOCKS_PER_THREAD = 4
+#: movie blocks per thread of the block-by-block pass (more: smaller blocks, but each viewer's
+#: factor row fetched once per block; on 2 threads an epoch at the 2M benchmark's shape took
+#: 50 / 51 / 61 / 67 ms with 1 / 2 / 4 / 8 blocks a thread, at the 20M shape 2 was the best)
+BLOCKS_PER_THREAD = 2
 
 #: rows per block of :meth:`MatrixFactorization._predict_idx`
 PREDICT_BLOCK = 8192
