@@ -130,6 +130,19 @@ def test_plain_mf_on_two_threads_is_deterministic_and_as_good(planted_data):
     assert abs(a.history_.train_rmse[-1] - one.history_.train_rmse[-1]) < 0.02
 
 
+def test_thread_count_follows_size_and_shared_parameters():
+    """threads=0: one core below 1M ratings, all from 1M up, but one with feature projections
+    (every rating writes them: threads would wait on each other); an explicit count is kept."""
+    import numba
+
+    auto = MatrixFactorization(threads=0)
+    cores = max(1, numba.config.NUMBA_NUM_THREADS)
+    assert auto._threads(999_999) == 1 and auto._threads(1_000_000) == cores
+    assert auto._threads(5_000_000, use_feat=True) == 1
+    assert MatrixFactorization(threads=2)._threads(10, use_feat=True) == 2
+    assert MatrixFactorization(threads=1)._threads(5_000_000) == 1
+
+
 def test_block_predictions_equal_the_whole_product(planted_data):
     """Predictions in cache-sized blocks equal one product over all the pairs."""
     import movierec.models.mf as mf
