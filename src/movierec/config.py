@@ -172,7 +172,7 @@ class ModelConfig:
     lr_decay: float = _f(0.97, "learning rate multiplier per epoch (sgd)", gt=0, le=1)
     batch_size: int = _f(4096, "mini-batch size (adam)", ge=1)
     ensemble: int = _f(1, "average this many models from successive seeds (one model of n x factors)", ge=1)
-    threads: int = _f(0, "SGD threads: 0 = all cores from 1M ratings up (one with feature projections), else 1", ge=0)
+    threads: int = _f(0, "SGD threads: 0 = all cores from 1M ratings up, else 1", ge=0)
     ranking: str = _f("hybrid", "top-N lists by: hybrid (a BPR watch model plus the predicted rating), ease (the "
                                 "EASE item-item model plus the rating model's taste), or rating alone",
                       choices=("hybrid", "ease", "rating"))

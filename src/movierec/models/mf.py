@@ -506,7 +506,7 @@ class MatrixFactorization:
         use_feat = bool(self.use_features and (self.user_weights_.size or self.item_weights_.size))
         X = self.user_features_ if self.user_features_.shape[1] else np.zeros((data.n_users, 0), np.float32)
         Y = self.item_features_ if self.item_features_.shape[1] else np.zeros((data.n_items, 0), np.float32)
-        threads = self._threads(len(tr), use_feat)
+        threads = self._threads(len(tr))
         plan = {"nb_ptr": nb_ptr, "nb_idx": nb_idx, "nb_w": nb_w, "use_feat": use_feat, "X": X, "Y": Y,
                 "threads": threads, "chunks": threads * CHUNKS_PER_THREAD if threads > 1 else 1,
                 # plain MF: user by user (cache-friendly); shared parameters (feature projections,
@@ -514,6 +514,14 @@ class MatrixFactorization:
                 "by_user_layout": not self.implicit and not use_feat and self.social_reg == 0 and not len(pseudo)}
         if plan["by_user_layout"] and threads > 1:
             plan["blocks"] = _block_layout(tr, data, threads, BLOCKS_PER_THREAD * threads, rng)
+        elif threads > 1 and not self.implicit:
+            # shared parameters on several cores: each rating's group (viewer part, movie block)
+            m = BLOCKS_PER_THREAD * threads
+            part = _ranges(np.bincount(data.users[tr], minlength=data.n_users), threads)
+            block = _ranges(np.bincount(data.items[tr], minlength=data.n_items), m)
+            plan["shared_blocks"] = (
+                np.repeat(np.arange(threads, dtype=np.int32) * m, np.diff(part))[data.users]
+                + np.repeat(np.arange(m, dtype=np.int32), np.diff(block))[data.items], m)
         elif plan["by_user_layout"]:
             # ratings stored user by user, each user's in a random order
             srt = _user_by_user(tr, data.users, rng)
@@ -568,6 +576,19 @@ class MatrixFactorization:
                 np.float32(self.global_mean_), self.user_bias_, self.item_bias_,
                 self.user_factors_, self.item_factors_, np.float32(lr), np.float32(self.reg),
                 np.float32(self.reg_bias))
+        if "shared_blocks" in p:
+            from movierec.models._sgd import group_rows, sgd_epoch_blocks_shared
+
+            key, m = p["shared_blocks"]
+            groups = p["threads"] * m
+            g_ptr = np.zeros(groups + 1, np.int64)
+            np.cumsum(np.bincount(key[tr], minlength=groups), out=g_ptr[1:])
+            return sgd_epoch_blocks_shared(
+                data.users, data.items, data.ratings, group_rows(tr[rng.permutation(len(tr))], key, groups),
+                g_ptr, m, np.float32(self.global_mean_), self.user_bias_, self.item_bias_, self.user_factors_,
+                self.item_factors_, self.user_weights_, self.item_weights_, p["X"], p["Y"], *nb,
+                np.float32(lr), np.float32(lr_feat), np.float32(self.reg), np.float32(self.reg_bias),
+                np.float32(self.social_reg), p["use_feat"])
         return sgd_epoch_parallel(
             data.users, data.items, data.ratings, tr[rng.permutation(len(tr))],
             np.float32(self.global_mean_), self.user_bias_, self.item_bias_, self.user_factors_,
@@ -575,17 +596,14 @@ class MatrixFactorization:
             np.float32(lr), np.float32(lr_feat), np.float32(self.reg), np.float32(self.reg_bias),
             np.float32(self.social_reg), p["use_feat"], p["chunks"])
 
-    def _threads(self, n_ratings: int, use_feat: bool = False) -> int:
+    def _threads(self, n_ratings: int) -> int:
         """Cores for SGD: all of them from 1M ratings up (``threads=0``), else one.
 
-        One thread is bit-for-bit deterministic under a seed, and so is plain MF on several
-        (block by block); the Hogwild pass (features, social term) is not. With feature
-        projections, ``threads=0`` means one thread at any size: every rating writes the whole
-        projection matrices, so threads sharing them wait on each other's cache lines (an
-        epoch of 1.6M ratings, 32 factors, genre features: 1.46 s on one thread, 2.44 s
-        Hogwild on two). ``threads: 2+`` still runs Hogwild.
+        One thread is bit-for-bit deterministic under a seed, and so are several (block by
+        block) unless the social term is on (it reads neighbours' factors that another
+        thread may be writing).
         """
-        if self.threads == 1 or (self.threads == 0 and (n_ratings < 1_000_000 or use_feat)):
+        if self.threads == 1 or (self.threads == 0 and n_ratings < 1_000_000):
             return 1
         import numba
 
