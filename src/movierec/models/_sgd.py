@@ -131,8 +131,9 @@ def sgd_epoch_blocks_shared(
     become the copies' mean (adding up the copies' changes instead overshot: test RMSE
     0.7551 against 0.7345 at 2M ratings, 5 epochs). So no two threads write the same memory
     (a shared W written by every rating made Hogwild's threads wait on each other), and
-    without the social term the pass is bit-for-bit repeatable under a seed. The social term reads the
-    factors of a viewer's neighbours, which another thread may be writing: a lock-free read.
+    without the social term the pass is bit-for-bit repeatable under a seed. The social term
+    reads the factors of a viewer's neighbours, which another thread may be writing: a
+    lock-free read.
     """
     k = P.shape[1]
     p = (len(g_ptr) - 1) // n_blocks
