@@ -87,33 +87,26 @@ def _sgd_step(t, users, items, ratings, mu, bu, bi, P, Q, W, V, X, Y, nb_ptr, nb
     return e * e
 
 
-@njit(cache=True, fastmath=True, parallel=True)
-def sgd_epoch_parallel(
+@njit(cache=True, fastmath=True)
+def sgd_epoch_shuffled(
     users, items, ratings, order, mu, bu, bi, P, Q, W, V, X, Y,
-    nb_ptr, nb_idx, nb_w, lr, lr_feat, reg, reg_b, social_reg, use_feat, n_chunks,
+    nb_ptr, nb_idx, nb_w, lr, lr_feat, reg, reg_b, social_reg, use_feat,
 ):  # pragma: no cover - compiled
-    """One SGD pass over the ratings in a shuffled order (``order``), cut into chunks.
+    """One SGD pass on one core over the ratings in a shuffled order (``order``).
 
     Used when shared parameters are trained (feature projections W, V, or the social
     term): a user-by-user order would feed W the same user's gradient many times in a row.
-    With ``n_chunks > 1`` the chunks run on all cores, Hogwild-style (not bit-for-bit
-    deterministic); with one chunk the pass is sequential and deterministic. movierec runs
-    it on one chunk; several cores run :func:`sgd_epoch_blocks_shared`.
+    Deterministic under a seed. (On several cores: :func:`sgd_epoch_blocks_shared`.)
     """
     k = P.shape[1]
-    n = len(order)
-    size = (n + n_chunks - 1) // n_chunks
-    sse = np.zeros(n_chunks)
-    for c in prange(n_chunks):
-        pu = np.empty(k, dtype=P.dtype)
-        qi = np.empty(k, dtype=P.dtype)
-        mean_nb = np.empty(k, dtype=P.dtype)
-        acc = 0.0
-        for j in range(c * size, min(n, (c + 1) * size)):
-            acc += _sgd_step(order[j], users, items, ratings, mu, bu, bi, P, Q, W, V, X, Y, nb_ptr, nb_idx,
-                             nb_w, lr, lr_feat, reg, reg_b, social_reg, use_feat, pu, qi, mean_nb)
-        sse[c] = acc
-    return sse.sum()
+    pu = np.empty(k, dtype=P.dtype)
+    qi = np.empty(k, dtype=P.dtype)
+    mean_nb = np.empty(k, dtype=P.dtype)
+    acc = 0.0
+    for j in range(len(order)):
+        acc += _sgd_step(order[j], users, items, ratings, mu, bu, bi, P, Q, W, V, X, Y, nb_ptr, nb_idx,
+                         nb_w, lr, lr_feat, reg, reg_b, social_reg, use_feat, pu, qi, mean_nb)
+    return acc
 
 
 @njit(cache=True, fastmath=True, parallel=True)
@@ -356,5 +349,5 @@ def group_rows(rows, users, n_users):  # pragma: no cover - compiled
 
 
 # cache hits load without numba's compile-only set-up (movierec._jit)
-lean_cache_loads(sgd_epoch_parallel, sgd_epoch_by_user, sgd_epoch_blocks, sgd_epoch_blocks_shared, fill_cold_users,
+lean_cache_loads(sgd_epoch_shuffled, sgd_epoch_by_user, sgd_epoch_blocks, sgd_epoch_blocks_shared, fill_cold_users,
                  sgd_epoch_grouped, bpr_epoch, group_rows)

@@ -106,8 +106,6 @@ def _block_layout(rows: np.ndarray, data: TrainData, threads: int, n_blocks: int
     return b_ptr, data.items[srt], data.ratings[srt], parts
 
 
-#: chunks per thread of the Hogwild pass (features, social term): its shuffled ratings cut into this many a core
-CHUNKS_PER_THREAD = 16
 #: movie blocks per thread of the block-by-block pass (more: smaller blocks, but each viewer's
 #: factor row fetched once per block; on 2 threads an epoch at the 2M benchmark's shape took
 #: 50 / 51 / 61 / 67 ms with 1 / 2 / 4 / 8 blocks a thread, at the 20M shape 2 was the best)
@@ -508,7 +506,7 @@ class MatrixFactorization:
         Y = self.item_features_ if self.item_features_.shape[1] else np.zeros((data.n_items, 0), np.float32)
         threads = self._threads(len(tr))
         plan = {"nb_ptr": nb_ptr, "nb_idx": nb_idx, "nb_w": nb_w, "use_feat": use_feat, "X": X, "Y": Y,
-                "threads": threads, "chunks": threads * CHUNKS_PER_THREAD if threads > 1 else 1,
+                "threads": threads,
                 # plain MF: user by user (cache-friendly); shared parameters (feature projections,
                 # social term) need a rating-level shuffle or their updates come in correlated runs
                 "by_user_layout": not self.implicit and not use_feat and self.social_reg == 0 and not len(pseudo)}
@@ -543,7 +541,7 @@ class MatrixFactorization:
     def _sgd_epoch(self, data: TrainData, plan: dict, tr: np.ndarray, rng: np.random.Generator, lr: float,
                    lr_feat: float) -> float:
         """One epoch in the plan's layout; returns the training squared error."""
-        from movierec.models._sgd import sgd_epoch_blocks, sgd_epoch_by_user, sgd_epoch_grouped, sgd_epoch_parallel
+        from movierec.models._sgd import sgd_epoch_blocks, sgd_epoch_by_user, sgd_epoch_grouped, sgd_epoch_shuffled
 
         p = plan
         nb = (p["nb_ptr"], p["nb_idx"], p["nb_w"])
@@ -589,12 +587,12 @@ class MatrixFactorization:
                 self.item_factors_, self.user_weights_, self.item_weights_, p["X"], p["Y"], *nb,
                 np.float32(lr), np.float32(lr_feat), np.float32(self.reg), np.float32(self.reg_bias),
                 np.float32(self.social_reg), p["use_feat"])
-        return sgd_epoch_parallel(
+        return sgd_epoch_shuffled(
             data.users, data.items, data.ratings, tr[rng.permutation(len(tr))],
             np.float32(self.global_mean_), self.user_bias_, self.item_bias_, self.user_factors_,
             self.item_factors_, self.user_weights_, self.item_weights_, p["X"], p["Y"], *nb,
             np.float32(lr), np.float32(lr_feat), np.float32(self.reg), np.float32(self.reg_bias),
-            np.float32(self.social_reg), p["use_feat"], p["chunks"])
+            np.float32(self.social_reg), p["use_feat"])
 
     def _threads(self, n_ratings: int) -> int:
         """Cores for SGD: all of them from 1M ratings up (``threads=0``), else one.
