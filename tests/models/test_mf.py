@@ -85,7 +85,8 @@ def test_block_layout_groups_by_user_and_movie_block():
     items = rng.permutation(n_items)[np.minimum(rng.zipf(1.3, n) - 1, n_items - 1)].astype(np.int32)
     data = TrainData(users, items, rng.random(n).astype(np.float32) * 4 + 1, n_users, n_items)
     rows = np.flatnonzero(rng.random(n) < 0.8)
-    b_ptr, got_items, got_vals, parts = _block_layout(rows, data, 2, 8, np.random.default_rng(7))
+    b_ptr, got_items, got_vals, parts, n_blocks = _block_layout(rows, data, 2, 8, np.random.default_rng(7))
+    assert n_blocks == 8
     assert len(b_ptr) == n_users * 8 + 1 and b_ptr[-1] == len(rows) == len(got_items)
     block_of = np.full(n_items, -1)
     for g in range(n_users * 8):
@@ -107,7 +108,7 @@ def test_block_layout_groups_by_user_and_movie_block():
     per_part = np.bincount(np.searchsorted(parts, users[rows], side="right") - 1, minlength=2)
     assert abs(per_part[0] - per_part[1]) <= 2 * np.bincount(users[rows]).max()
     again = _block_layout(rows, data, 2, 8, np.random.default_rng(7))
-    assert all(np.array_equal(x, y) for x, y in zip(again, (b_ptr, got_items, got_vals, parts)))
+    assert all(np.array_equal(x, y) for x, y in zip(again, (b_ptr, got_items, got_vals, parts, n_blocks)))
     other = _block_layout(rows, data, 2, 8, np.random.default_rng(8))
     assert np.array_equal(other[0], b_ptr) and not np.array_equal(other[1], got_items)  # same groups, new order
 

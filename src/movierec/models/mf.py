@@ -79,12 +79,17 @@ def _ranges(counts: np.ndarray, k: int) -> np.ndarray:
     return np.searchsorted(label, np.arange(k + 1), side="left").astype(np.int64)
 
 
+def _range_of(bounds: np.ndarray) -> np.ndarray:
+    """Each index's range (int32) under :func:`_ranges`' ``bounds``."""
+    return np.repeat(np.arange(len(bounds) - 1, dtype=np.int32), np.diff(bounds))
+
+
 def _block_layout(rows: np.ndarray, data: TrainData, threads: int, n_blocks: int,
                   rng: np.random.Generator) -> tuple:
     """``rows`` laid out for :func:`~movierec.models._sgd.sgd_epoch_blocks`: the viewers in
     ``threads`` parts and the movies in ``n_blocks`` blocks, each a range of consecutive
     indices with about equal ratings; the ratings grouped by (viewer, block), each group in a
-    random order. Returns (group starts, movies, ratings, the parts' bounds).
+    random order. Returns (group starts, movies, ratings, the parts' bounds, ``n_blocks``).
 
     Ranges, not random sets: neighbouring biases (16 to a cache line) and the ends of
     neighbouring factor rows share cache lines, so two threads writing interleaved indices
@@ -93,8 +98,7 @@ def _block_layout(rows: np.ndarray, data: TrainData, threads: int, n_blocks: int
     thread)."""
     from movierec.models._sgd import group_rows
 
-    block_ends = _ranges(np.bincount(data.items[rows], minlength=data.n_items), n_blocks)
-    block = np.repeat(np.arange(n_blocks, dtype=np.int32), np.diff(block_ends))
+    block = _range_of(_ranges(np.bincount(data.items[rows], minlength=data.n_items), n_blocks))
     groups = data.n_users * n_blocks
     key = data.users.astype(np.int32 if groups < 2**31 else np.int64) * n_blocks + block[data.items]
     shuffled = np.array(rows, dtype=np.int64)
@@ -103,7 +107,7 @@ def _block_layout(rows: np.ndarray, data: TrainData, threads: int, n_blocks: int
     b_ptr = np.zeros(groups + 1, np.int64)
     np.cumsum(np.bincount(key[rows], minlength=groups), out=b_ptr[1:])
     parts = _ranges(np.bincount(data.users[rows], minlength=data.n_users), threads)
-    return b_ptr, data.items[srt], data.ratings[srt], parts
+    return b_ptr, data.items[srt], data.ratings[srt], parts, n_blocks
 
 
 #: movie blocks per thread of the block-by-block pass (more: smaller blocks, but each viewer's
@@ -515,11 +519,9 @@ class MatrixFactorization:
         elif threads > 1 and not self.implicit:
             # shared parameters on several cores: each rating's group (viewer part, movie block)
             m = BLOCKS_PER_THREAD * threads
-            part = _ranges(np.bincount(data.users[tr], minlength=data.n_users), threads)
-            block = _ranges(np.bincount(data.items[tr], minlength=data.n_items), m)
-            plan["shared_blocks"] = (
-                np.repeat(np.arange(threads, dtype=np.int32) * m, np.diff(part))[data.users]
-                + np.repeat(np.arange(m, dtype=np.int32), np.diff(block))[data.items], m)
+            part = _range_of(_ranges(np.bincount(data.users[tr], minlength=data.n_users), threads))
+            block = _range_of(_ranges(np.bincount(data.items[tr], minlength=data.n_items), m))
+            plan["shared_blocks"] = (part[data.users] * m + block[data.items], m)
         elif plan["by_user_layout"]:
             # ratings stored user by user, each user's in a random order
             srt = _user_by_user(tr, data.users, rng)
@@ -541,7 +543,8 @@ class MatrixFactorization:
     def _sgd_epoch(self, data: TrainData, plan: dict, tr: np.ndarray, rng: np.random.Generator, lr: float,
                    lr_feat: float) -> float:
         """One epoch in the plan's layout; returns the training squared error."""
-        from movierec.models._sgd import sgd_epoch_blocks, sgd_epoch_by_user, sgd_epoch_grouped, sgd_epoch_shuffled
+        from movierec.models._sgd import (group_rows, sgd_epoch_blocks, sgd_epoch_blocks_shared, sgd_epoch_by_user,
+                                          sgd_epoch_grouped, sgd_epoch_shuffled)
 
         p = plan
         nb = (p["nb_ptr"], p["nb_idx"], p["nb_w"])
@@ -559,14 +562,13 @@ class MatrixFactorization:
             self.user_implicit_ = np.asarray(self._implicit_norm @ self.item_implicit_, np.float32)
             return sse
         if "blocks" in p:  # plain MF on several cores: the users' parts by the movies' blocks
-            b_ptr, items, vals, parts = p["blocks"]
+            b_ptr, items, vals, parts, n_blocks = p["blocks"]
             # each part's viewers (a range of indices) in a new random order
             order = np.concatenate([lo + rng.permutation(hi - lo) for lo, hi in zip(parts[:-1], parts[1:])])
             return sgd_epoch_blocks(
                 order.astype(np.int32), parts, b_ptr, items, vals,
                 np.float32(self.global_mean_), self.user_bias_, self.item_bias_, self.user_factors_,
-                self.item_factors_, np.float32(lr), np.float32(self.reg), np.float32(self.reg_bias),
-                BLOCKS_PER_THREAD * p["threads"])
+                self.item_factors_, np.float32(lr), np.float32(self.reg), np.float32(self.reg_bias), n_blocks)
         if p["by_user_layout"]:
             bu = p["by_user"]
             return sgd_epoch_by_user(
@@ -575,8 +577,6 @@ class MatrixFactorization:
                 self.user_factors_, self.item_factors_, np.float32(lr), np.float32(self.reg),
                 np.float32(self.reg_bias))
         if "shared_blocks" in p:
-            from movierec.models._sgd import group_rows, sgd_epoch_blocks_shared
-
             key, m = p["shared_blocks"]
             groups = p["threads"] * m
             g_ptr = np.zeros(groups + 1, np.int64)
