@@ -448,26 +448,29 @@ def _run_train(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
 
     holdout = None
     refit_cfg = cfg.model
-    with hold():  # engine ray (Adam): one Ray session for the holdout fit and the refit
+    why = parts_route(cfg, cat, cfg.model)
+    if why:
+        log.info("train: ratings_clean is in parts, but the driver reads it whole: %s", "; ".join(why))
+    with hold():  # engine ray: one Ray session for the holdout fit, the refit and the version's files
         if cfg.split.method != "none":
-            holdout = train_for_fold(cfg, cat, cfg.split.fold, use_saved_features=True)
+            holdout = train_for_fold(cfg, cat, cfg.split.fold, use_saved_features=True, parts=True)
+            holdout_ratings = rated(holdout)
             log.info("train: holdout model fitted on the training part (%d ratings, %.2fs)",
-                     len(holdout.train), holdout.model.fit_seconds_)
+                     holdout_ratings, holdout.model.fit_seconds_)
             refit_cfg = replace(cfg.model, early_stopping=False, epochs=int(holdout.model.history_.best_epoch) + 1)
             # the holdout model's training arrays and table are not needed any more (its size
             # is): free them before the refit builds its own (at 20M ratings, hundreds of MB)
-            holdout_ratings = len(holdout.train)
             holdout = holdout._replace(data=None, features=None, train=None)
             import gc
 
             gc.collect()
-        served = train_for_fold(cfg, cat, None, model_cfg=refit_cfg)
-    version = save_model_version(cfg, cat, served, holdout)
-    log.info("train: model %s saved (refit on all %d ratings in %.2fs)", version, len(served.train),
+        served = train_for_fold(cfg, cat, None, model_cfg=refit_cfg, parts=True)
+        version = save_model_version(cfg, cat, served, holdout)
+    log.info("train: model %s saved (refit on all %d ratings in %.2fs)", version, rated(served),
              served.model.fit_seconds_)
     return {}, {"version": version, "fit_seconds": served.model.fit_seconds_,
                 "holdout_fit_seconds": None if holdout is None else holdout.model.fit_seconds_,
-                "ratings": len(served.train), "holdout_ratings": None if holdout is None else holdout_ratings,
+                "ratings": rated(served), "holdout_ratings": None if holdout is None else holdout_ratings,
                 "pseudo_ratings": served.pseudo_ratings}
 
 
@@ -584,17 +587,67 @@ class FoldFit(NamedTuple):
 
     model: Any  # MatrixFactorization
     data: Any  # TrainData
-    train: pd.DataFrame  # the real ratings of the training part
+    train: pd.DataFrame | None  # the real ratings of the training part (None: fitted from parts)
     features: Any = None  # FuseResult when the features were fused for this fit
     pseudo_ratings: dict | None = None  # how pseudo-ratings were made (map, leave-one-out error)
 
 
+def parts_route(cfg: Config, cat: Catalog, mcfg) -> list[str] | None:
+    """Whether ``train`` can fit from ``ratings_clean``'s parts without the driver reading
+    them (Adam on Ray, ratings cleaned on Ray): None where it is not on Ray's parts at all,
+    else what keeps the ratings in the driver (an empty list: nothing, the parts route)."""
+    if cfg.engine.kind != "ray" or not cat.path("ratings_clean").is_dir():
+        return None
+    why = []
+    reviews_scored = cat.exists("review_sentiment")  # (pseudo-ratings and review content come from it)
+    if mcfg.optimizer != "adam":
+        why.append("model.optimizer sgd trains on the driver's cores")
+    for on, what in ((mcfg.use_features, "model.use_features (fuse fits on the ratings)"),
+                     (mcfg.implicit or mcfg.trust_implicit, "implicit sets (model.implicit, model.trust_implicit)"),
+                     (mcfg.ranking != "rating", f"model.ranking {mcfg.ranking} (a ranker fitted on every rating)"),
+                     (mcfg.ensemble > 1, "model.ensemble"),
+                     (reviews_scored and cfg.features.use_sentiment and cfg.sentiment.pseudo_rating_weight > 0,
+                      "pseudo-ratings (sentiment.pseudo_rating_weight)"),
+                     (reviews_scored and cfg.features.use_review_content, "features.use_review_content")):
+        if on:
+            why.append(what)
+    return why
+
+
+def _train_from_parts(cfg: Config, cat: Catalog, fold: int | None, mcfg) -> FoldFit:
+    """Fit on ``ratings_clean``'s parts, read by the Ray Train workers (see
+    :mod:`movierec.data.parts_train`): the driver holds the parts' figures and the side data."""
+    from movierec.data.parts_train import PartsRatings
+    from movierec.models.mf import MatrixFactorization
+    from movierec.models.train_data import PartsTrainData
+    from movierec.stages.ingest import check_learnable, input_files
+
+    n_users, n_items = cat.rows("user_ids"), cat.rows("movie_ids")
+    neighbours = neighbours_matrix(cat, n_users, bool(mcfg.shuffle_social), mcfg.seed) if mcfg.social_reg > 0 else None
+    data = PartsTrainData(PartsRatings.of(cat.path("ratings_clean"), fold, n_users, n_items), cfg.engine,
+                          n_users, n_items, neighbours=neighbours)
+    model = MatrixFactorization.from_config(mcfg, engine=cfg.engine)
+    part = f" (the training part of split fold {fold})" if fold is not None else ""
+    check_learnable(data.summary(model.seed, model._validation_share()), f"{input_files(cfg)['ratings']}{part}")
+    log.info("train: fitting from ratings_clean's %d parts, read by the Ray workers (%d ratings)",
+             len(data.source.files), data.source.rated)
+    return FoldFit(model.fit(data), data, None)
+
+
+def rated(fit: FoldFit) -> int:
+    """The real ratings of a fit's training part."""
+    return len(fit.train) if fit.train is not None else int(fit.data.source.rated)
+
+
 def train_for_fold(cfg: Config, cat: Catalog, fold: int | None, use_saved_features: bool = False,
-                   features=None, model_cfg=None) -> FoldFit:
-    """Fit a model on the training part of ``fold`` (None: on every rating)."""
+                   features=None, model_cfg=None, parts: bool = False) -> FoldFit:
+    """Fit a model on the training part of ``fold`` (None: on every rating). ``parts``: from
+    ``ratings_clean``'s parts where :func:`parts_route` allows (the ``train`` stage on Ray)."""
     from movierec.models.mf import MatrixFactorization, TrainData
     from movierec.stages.clean import train_test
 
+    if parts and not features and parts_route(cfg, cat, model_cfg or cfg.model) == []:
+        return _train_from_parts(cfg, cat, fold, model_cfg or cfg.model)
     ratings = cat.read("ratings_clean")
     train, test = train_test(ratings, fold)
     _check_learnable(cfg, train, fold)
@@ -647,6 +700,7 @@ def train_for_fold(cfg: Config, cat: Catalog, fold: int | None, use_saved_featur
 
 def save_model_version(cfg: Config, cat: Catalog, served: FoldFit, holdout: FoldFit | None) -> str:
     """Write a self-contained model version (see :mod:`movierec.registry`); returns its name."""
+    from movierec.data.parts_train import SeenParts
     from movierec.explain import genre_sentiment_table
     from movierec.feedback import snapshot
     from movierec.privacy import key_fingerprint
@@ -662,7 +716,8 @@ def save_model_version(cfg: Config, cat: Catalog, served: FoldFit, holdout: Fold
     feedback_state = cat.read_optional("feedback_state") or snapshot(cat.workdir)[1]
     data = ServingData(
         model=m, holdout=None if holdout is None else holdout.model,
-        user_ids=cat.read("user_ids"), movies=movies, ratings=cat.read("ratings_clean"),
+        user_ids=cat.read("user_ids"), movies=movies,
+        ratings=cat.read("ratings_clean") if served.train is not None else SeenParts(cat.path("ratings_clean"), cfg.engine),
         reviewed=None if reviews is None else reviews[["user_idx", "movie_idx"]],
         neighbours=cat.read_optional("social_neighbours"),
         genre_sentiment=genre_sentiment_table(rs, movies),

@@ -121,7 +121,7 @@ class ServingData:
     holdout: Any | None  # MatrixFactorization of the training part (None: split none)
     user_ids: pd.DataFrame  # user_idx, user_id
     movies: pd.DataFrame  # movie_idx, movie_id, title, genres, year
-    ratings: pd.DataFrame  # every rating: user_idx, movie_idx, rating
+    ratings: Any  # every rating: user_idx, movie_idx, rating (a frame, or parts with write_seen())
     reviewed: pd.DataFrame | None = None  # user_idx, movie_idx of every review
     neighbours: pd.DataFrame | None = None  # user_idx, neighbour_idx, strength
     genre_sentiment: pd.DataFrame | None = None  # user_idx, genre, mean_sentiment, reviews
@@ -337,22 +337,15 @@ class Registry:
         return self.get(name)
 
     @staticmethod
-    def _write_files(folder: Path, d: ServingData) -> dict:
-        d.model.save(folder / MODEL)
-        if d.holdout is not None:
-            d.holdout.save(folder / HOLDOUT)
-        d.user_ids[["user_idx", "user_id"]].to_parquet(folder / USER_IDS, index=False)
-        movies = d.movies[["movie_idx", "movie_id", "title", "genres", "year"]]
-        movies.to_parquet(folder / MOVIES, index=False)
-        n_users, n_items = len(d.user_ids), len(movies)
-        r = d.ratings
+    def _write_seen(folder: Path, r: pd.DataFrame, reviewed: pd.DataFrame | None, n_users: int, n_items: int) -> None:
+        """seen.npz: every rating (viewers x movies), the reviewed-not-rated pairs, popularity."""
         rated = sp.csr_matrix((r["rating"].to_numpy(np.float32), (r["user_idx"], r["movie_idx"])),
                               shape=(n_users, n_items))
         rated.sum_duplicates()  # clean keeps one rating per pair
         rated.sort_indices()
         watched = sp.csr_matrix((n_users, n_items), dtype=np.float32)
-        if d.reviewed is not None and len(d.reviewed):
-            w = sp.csr_matrix((np.ones(len(d.reviewed), np.float32), (d.reviewed["user_idx"], d.reviewed["movie_idx"])),
+        if reviewed is not None and len(reviewed):
+            w = sp.csr_matrix((np.ones(len(reviewed), np.float32), (reviewed["user_idx"], reviewed["movie_idx"])),
                               shape=(n_users, n_items))
             w.sum_duplicates()
             w.data[:] = 1.0
@@ -364,6 +357,22 @@ class Registry:
         pop = np.bincount(r["movie_idx"], minlength=n_items).astype(np.int64)
         np.savez(folder / SEEN, indptr=rated.indptr, indices=rated.indices, ratings=rated.data,
                  watched_indptr=watched.indptr, watched_indices=watched.indices, popularity=pop)
+
+    @staticmethod
+    def _write_files(folder: Path, d: ServingData) -> dict:
+        d.model.save(folder / MODEL)
+        if d.holdout is not None:
+            d.holdout.save(folder / HOLDOUT)
+        d.user_ids[["user_idx", "user_id"]].to_parquet(folder / USER_IDS, index=False)
+        movies = d.movies[["movie_idx", "movie_id", "title", "genres", "year"]]
+        movies.to_parquet(folder / MOVIES, index=False)
+        n_users, n_items = len(d.user_ids), len(movies)
+        r = d.ratings
+        if hasattr(r, "write_seen"):  # ratings that stay in the cluster's parts (engine ray)
+            n_ratings = r.write_seen(folder / SEEN, n_users, n_items, d.reviewed)
+        else:
+            n_ratings = len(r)
+            Registry._write_seen(folder, r, d.reviewed, n_users, n_items)
         nb = d.neighbours if d.neighbours is not None else pd.DataFrame(
             {"user_idx": pd.Series(dtype=np.int32), "neighbour_idx": pd.Series(dtype=np.int32),
              "strength": pd.Series(dtype=np.float32)})
@@ -376,9 +385,9 @@ class Registry:
         (folder / CONFIG).write_text(yaml.safe_dump(d.config, sort_keys=False))
         os.chmod(folder / CONFIG, umask_mode())
         meta = dict(d.meta)
-        meta.setdefault("train_ratings", int(len(r)))
+        meta.setdefault("train_ratings", int(n_ratings))
         meta.update({
-            "all_ratings": int(len(r)),
+            "all_ratings": int(n_ratings),
             "fit_seconds": d.model.fit_seconds_,
             "history": {"train_rmse": d.model.history_.train_rmse, "val_rmse": d.model.history_.val_rmse}
             if hasattr(d.model, "history_") else None,

@@ -120,3 +120,47 @@ def test_adam_on_ray_without_features(tmp_path, ray_opts):
     current = tmp_path / "w" / "models" / (tmp_path / "w" / "models" / "current").read_text().strip()
     hist = json.loads((current / "meta.json").read_text())["history"]
     assert len(hist["train_rmse"]) == 3 and hist["train_rmse"][-1] < hist["train_rmse"][0]
+
+
+#: a model whose side data is O(viewers + movies): train on Ray fits it from ratings_clean's parts
+FROM_PARTS = ("model.optimizer=adam", "model.learning_rate=0.02", "model.epochs=12", "sentiment.enabled=false",
+              "model.use_features=false", "model.ranking=rating", "model.social_reg=0.05")
+
+
+def test_train_on_ray_fits_from_the_parts_and_writes_the_local_seen_file(tmp_path, ray_opts):
+    """Ratings in parts, cleaned on Ray: Adam's workers read ratings_clean's parts themselves
+    (the driver reads none of it whole), the holdout fit and the refit learn as the local
+    engine's do, and the version's seen.npz, streamed from per-part pieces, is the local one."""
+    data = make_data(tmp_path / "data", n_users=800, n_movies=300, seed=3)
+    r = pd.read_csv(data / "ratings.csv", dtype={"user_id": str, "movie_id": str})
+    (data / "ratings.csv").unlink()
+    (data / "ratings").mkdir()
+    for k, rows in enumerate(np.array_split(np.arange(len(r)), 3)):
+        r.iloc[rows].to_csv(data / "ratings" / f"part-{k}.csv", index=False)
+    site = (f"data.dir={data}", "data.ratings=ratings")
+    local = _ok(run_cli("-v", "train", "--config", DEMO, f"workdir={tmp_path / 'local'}", *site, *FROM_PARTS))
+    onray = _ok(run_cli("-v", "train", "--config", DEMO, f"workdir={tmp_path / 'ray'}", *site, *FROM_PARTS, *ray_opts))
+    assert "fitting from ratings_clean's" in onray.stderr and "reads it whole" not in onray.stderr
+    assert "fitting from ratings_clean's" not in local.stderr
+    assert onray.stderr.count("Adam on Ray (2 workers) finished") == 2  # the holdout fit and the refit
+
+    def version(work):
+        return work / "models" / (work / "models" / "current").read_text().strip()
+
+    a, b = version(tmp_path / "local"), version(tmp_path / "ray")
+    ma, mb = (json.loads((v / "meta.json").read_text()) for v in (a, b))
+    assert ma["all_ratings"] == mb["all_ratings"] == len(r)
+    # the validation slices differ (a permutation locally, a hash of the pairs on Ray): alike, not equal
+    va, vb = min(ma["holdout"]["history"]["val_rmse"]), min(mb["holdout"]["history"]["val_rmse"])
+    # (about 1,300 validation ratings: a few hundredths of noise); both well below the global mean's
+    assert vb < va + 0.03 and max(va, vb) < 0.95 * r["rating"].std(), (va, vb, r["rating"].std())
+    assert abs(ma["holdout"]["train_ratings"] - mb["holdout"]["train_ratings"]) < 0.02 * ma["holdout"]["train_ratings"]
+    with np.load(a / "seen.npz") as x, np.load(b / "seen.npz") as y:
+        assert sorted(x.files) == sorted(y.files)
+        for k in x.files:
+            assert np.array_equal(x[k], y[k]), k
+    # the version serves: a viewer's list leaves out what they rated
+    got = _ok(run_cli("recommend", "--config", DEMO, f"workdir={tmp_path / 'ray'}", *site, "--user", "u00001",
+                      "--format", "json"))
+    items = {it["movie_id"] for it in json.loads(got.stdout)["items"]}
+    assert len(items) == 10 and not items & set(r.loc[r["user_id"] == "u00001", "movie_id"])

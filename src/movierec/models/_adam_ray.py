@@ -107,10 +107,64 @@ def fit_adam_ray(model, data, val_mask: np.ndarray, rng: np.random.Generator, en
     tr = np.concatenate([tr, tr[:pad]]) if pad else tr
     w = np.ones(len(tr), np.float32) if data.weights is None else data.weights[tr].astype(np.float32)
     w[n_train:] = 0.0
-    ratings = pd.DataFrame({"u": data.users[tr], "i": data.items[tr], "r": data.ratings[tr], "w": w})
+    held = [pd.DataFrame({"u": data.users[tr], "i": data.items[tr], "r": data.ratings[tr], "w": w})]
     del tr, w
     seed = int(rng.integers(1 << 31))
-    name = _PREFIX + fit_key(model, data, val_mask, seed, workers)
+
+    def datasets(ray):
+        import ray.data
+
+        ratings = held.pop()  # in the object store from here on, not in the driver
+        return {"train": ray.data.from_pandas(blocks(ratings, -(-len(ratings) // (workers * 4))))}  # 4 a worker
+
+    return _fit_on_ray(model, side, n_train, len(va), seed, fit_key(model, data, val_mask, seed, workers), engine,
+                       datasets, None)
+
+
+def fit_adam_ray_parts(model, data, rng: np.random.Generator, engine):
+    """Fit ``model`` (its state initialized) on Ray from ratings in parts
+    (:class:`~movierec.models.train_data.PartsTrainData`): each worker reads its own slice of
+    the parts' rows, keeps the training part and holds out the validation slice by the pairs'
+    hash (:func:`movierec.data.parts_train.held_out`); nothing O(ratings) passes through the
+    driver. Returns the :class:`History`."""
+    src = data.source
+    side = TrainData(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32), data.n_users,
+                     data.n_items, data.user_features, data.item_features, data.neighbours)
+    seed = int(rng.integers(1 << 31))
+    workers = int(engine.workers)
+    parts = {"files": list(src.files), "rows": list(src.rows), "fold": src.fold, "seed": src.seed,
+             "fraction": src.fraction, "unit": float(data.unit)}
+    return _fit_on_ray(model, side, src.n_train, src.n_val, seed, parts_fit_key(model, data, seed, workers), engine,
+                       None, parts)
+
+
+def parts_fit_key(model, data, seed: int, workers: int) -> str:
+    """:func:`fit_key` of a fit from parts: the parts are named by path, size and time."""
+    import hashlib
+    import json
+
+    src = data.source
+    stats = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in src.files]
+    h = hashlib.blake2b(digest_size=12)
+    h.update(json.dumps({"params": model.get_params(), "seed": int(seed), "workers": int(workers),
+                         "n_users": int(data.n_users), "n_items": int(data.n_items), "parts": stats,
+                         "fold": src.fold, "val": [src.seed, src.fraction], "unit": float(data.unit)},
+                        sort_keys=True, default=str).encode())
+    nb = data.neighbours.tocsr() if data.neighbours is not None else None
+    for a in [*(v for _, v in sorted(model._state().items())), data.user_features, data.item_features,
+              *((nb.indptr, nb.indices, nb.data) if nb is not None else ())]:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.data)
+    return h.hexdigest()
+
+
+def _fit_on_ray(model, side: TrainData, n_train: int, n_val: int, seed: int, key: str, engine, datasets,
+                parts: dict | None):
+    """Run the fit on Ray Train: the workers' ratings from ``datasets(ray)`` (a dict of Ray
+    Datasets) or, with ``parts``, read by each worker from the parts."""
+    workers = int(engine.workers)
+    name = _PREFIX + key
     # this fit's checkpoints, where every worker can write them (the driver reads the last);
     # kept when the fit fails, so that its next attempt resumes from them
     if engine.checkpoint_dir and "://" in engine.checkpoint_dir:
@@ -125,24 +179,21 @@ def fit_adam_ray(model, data, val_mask: np.ndarray, rng: np.random.Generator, en
             log.info("train: an earlier attempt of this fit left checkpoints in %s: resuming from the last", run_dir)
     t0 = time.perf_counter()
     with session(engine) as ray:
-        import ray.data
         import ray.train
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
         Trainer = tensorflow_trainer()
-        ds = ray.data.from_pandas(blocks(ratings, -(-len(ratings) // (workers * 4))))  # 4 blocks a worker
-        del ratings  # (in the object store now)
-        config = {"model": ray.put(model), "side": ray.put(side), "n_train": n_train, "workers": workers,
-                  "seed": seed, "failpoint": os.environ.get("MOVIEREC_FAILPOINT"), "driver_pid": os.getpid(),
-                  "run_dir": str(run_dir)}
+        config = {"model": ray.put(model), "side": ray.put(side), "n_train": n_train, "n_val": n_val,
+                  "workers": workers, "seed": seed, "failpoint": os.environ.get("MOVIEREC_FAILPOINT"),
+                  "driver_pid": os.getpid(), "run_dir": str(run_dir), "parts": parts}
+        kw = {"datasets": datasets(ray)} if datasets is not None else {}
         trainer = Trainer(
-            _train_loop, train_loop_config=config, datasets={"train": ds},
+            _train_loop, train_loop_config=config,
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=engine.gpus_per_worker > 0,
                                          resources_per_worker=_resources(engine)),
             run_config=RunConfig(name=name, storage_path=storage,
                                  failure_config=FailureConfig(max_failures=MAX_FAILURES),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
-        )
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2)), **kw)
         kept = f"; its checkpoints stay in {run_dir or storage + '/' + name} for the next attempt"
         try:
             result = trainer.fit()
@@ -243,6 +294,21 @@ def _shard_arrays(shard) -> dict[str, np.ndarray]:
     return {k: (np.concatenate(v) if v else np.zeros(0, np.float32)) for k, v in parts.items()}
 
 
+def _parts_shard(parts: dict, rank: int, workers: int) -> tuple[dict[str, np.ndarray], tuple]:
+    """This worker's ratings read from the parts: its slice of their rows, the training part,
+    the validation slice held out by hash; (training arrays, validation (u, i, r))."""
+    from movierec.data.parts_train import held_out, read_rows, shards
+
+    lo, hi = shards(parts["rows"], workers)[rank]
+    u, i, r = read_rows(parts["files"], parts["rows"], lo, hi, parts["fold"])
+    if parts["unit"] != 1.0:
+        r = r / np.float32(parts["unit"])
+    val = held_out(u, i, parts["seed"], parts["fraction"])
+    keep = ~val
+    mine = {"u": u[keep], "i": i[keep], "r": r[keep], "w": np.ones(int(keep.sum()), np.float32)}
+    return mine, (u[val], i[val], r[val])
+
+
 def _train_loop(config: dict) -> None:  # runs in each Ray Train worker
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import ray
@@ -255,15 +321,19 @@ def _train_loop(config: dict) -> None:  # runs in each Ray Train worker
     rank, workers = ctx.get_world_rank(), int(config["workers"])
     _worker_logging(rank)
     model, side = ray.get(config["model"]), ray.get(config["side"])
-    mine = _shard_arrays(ray.train.get_dataset_shard("train"))
-    n_train, n_local = int(config["n_train"]), len(mine["r"])
+    if config.get("parts"):
+        mine, val = _parts_shard(config["parts"], rank, workers)
+    else:
+        mine = _shard_arrays(ray.train.get_dataset_shard("train"))
+        va = np.arange(rank, len(side.ratings), workers)  # this worker's share of the validation ratings
+        val = (side.users[va], side.items[va], side.ratings[va])
+    n_train, n_local, n_val = int(config["n_train"]), len(mine["r"]), int(config["n_val"])
     if n_local == 0:
         raise ModelError(f"Ray worker {rank}: its shard of the training ratings is empty")
     batch = max(1, int(model.batch_size) // workers)
     steps = max(1, -(-n_train // (batch * workers)))  # the same on every worker: as many as locally
 
-    tracker = EpochTracker(model, side, np.arange(len(side.ratings)))
-    mine_va = np.arange(rank, len(side.ratings), workers)  # this worker's share of the validation ratings
+    tracker = EpochTracker(model, side, range(n_val))  # (the sizes only: the workers sum the errors)
     start, restarts = 0, 0
     saved = _load_checkpoint(ray.train.get_checkpoint())
     if saved is not None:
@@ -302,10 +372,10 @@ def _train_loop(config: dict) -> None:  # runs in each Ray Train worker
 
     def validation_sse() -> float | None:
         """The validation squared error: each worker predicts its share, the shares summed."""
-        if not len(side.ratings):
+        if not n_val:
             return None
-        pred = model._predict_idx(side.users[mine_va], side.items[mine_va])
-        local = float(np.sum((side.ratings[mine_va].astype(np.float64) - pred) ** 2))
+        pred = model._predict_idx(val[0], val[1]) if len(val[2]) else np.zeros(0)
+        local = float(np.sum((val[2].astype(np.float64) - pred) ** 2))
         return float(all_sum(tf.constant(local, tf.float64)))
 
     epoch = int(saved["epoch"]) if saved is not None else start - 1

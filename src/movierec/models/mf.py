@@ -31,7 +31,7 @@ from movierec._lazy import sp
 from movierec.config import EngineConfig, ModelConfig
 from movierec.errors import ModelError
 from movierec.models._tracking import EpochTracker, History
-from movierec.models.train_data import TrainData
+from movierec.models.train_data import PartsTrainData, TrainData
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class MatrixFactorization:
         k = self.factors
         du = data.user_features.shape[1] if self.use_features else 0
         di = data.item_features.shape[1] if self.use_features else 0
-        self.global_mean_ = float(data.ratings.mean())
+        self.global_mean_ = 0.0  # set by the fit: the mean of the ratings it trains on
         self.user_bias_ = np.zeros(data.n_users, np.float32)
         self.item_bias_ = np.zeros(data.n_items, np.float32)
         self.user_factors_ = rng.normal(0, self.init_std, (data.n_users, k)).astype(np.float32)
@@ -191,8 +191,7 @@ class MatrixFactorization:
         else:
             self.item_implicit_ = np.zeros((data.n_items, 0), np.float32)
             self.user_implicit_ = np.zeros((data.n_users, 0), np.float32)
-        self.rating_min_ = float(data.ratings.min())
-        self.rating_max_ = float(data.ratings.max())
+        self.rating_min_, self.rating_max_ = data.rating_range()
 
     @staticmethod
     def _normalized(implicit: sp.csr_matrix) -> sp.csr_matrix:
@@ -224,18 +223,22 @@ class MatrixFactorization:
         A wide rating scale is fitted in units of ``rating_unit_`` (see ``MAX_SPAN``) and
         the parameters are scaled back, so predictions are on the data's scale.
         """
-        if len(data.ratings) == 0:
+        parts = isinstance(data, PartsTrainData)
+        if parts:
+            data.summary(self.seed, self._validation_share())
+        if (data.source.rated if parts else len(data.ratings)) == 0:
             raise ModelError("cannot fit a model on zero ratings")
-        span = float(data.ratings.max() - data.ratings.min())
+        lo, hi = data.rating_range()
+        span = hi - lo
         unit = span / self.MAX_SPAN if span > self.MAX_SPAN else 1.0
         if unit == 1.0:
             self._fit(data)
         else:
             from dataclasses import replace
 
-            self._fit(replace(data, ratings=data.ratings / np.float32(unit)))
+            self._fit(replace(data, unit=unit) if parts else replace(data, ratings=data.ratings / np.float32(unit)))
             self._unscale(unit)
-            self.rating_min_, self.rating_max_ = float(data.ratings.min()), float(data.ratings.max())
+            self.rating_min_, self.rating_max_ = lo, hi
         self.rating_unit_ = unit
         return self
 
@@ -255,7 +258,13 @@ class MatrixFactorization:
         hist.train_rmse = [x * unit for x in hist.train_rmse]
         hist.val_rmse = [x * unit for x in hist.val_rmse]
 
+    def _validation_share(self) -> float:
+        """The share of the ratings a fit from parts holds out for early stopping."""
+        return float(self.validation_fraction) if self.early_stopping else 0.0
+
     def _fit(self, data: TrainData) -> "MatrixFactorization":
+        if isinstance(data, PartsTrainData):
+            return self._fit_parts(data)
         if self.ensemble > 1:
             self._fit_ensemble(data)
             self._fit_watch(data)
@@ -289,22 +298,51 @@ class MatrixFactorization:
             raise ModelError(f"unknown optimizer {self.optimizer!r} (sgd or adam)")
         self.fit_seconds_ = time.perf_counter() - t0
         self.n_train_ = int((~val_mask).sum())
-        self._reset_unrated(data, val_mask)
+        self._reset_unrated(data, np.bincount(data.users[~val_mask], minlength=data.n_users),
+                            np.bincount(data.items[~val_mask], minlength=data.n_items))
         self._fit_watch(data)
         self._fit_content(data, val_mask)
         return self
 
-    def _reset_unrated(self, data: TrainData, val_mask: np.ndarray) -> None:
+    def _fit_parts(self, data: PartsTrainData) -> "MatrixFactorization":
+        """A fit whose ratings stay in the cluster's parts (Adam on Ray): the validation slice
+        is a hash of (viewer, movie, seed) that every worker computes; the driver sets the
+        model up from the parts' figures (:meth:`PartsTrainData.summary`)."""
+        if self.optimizer != "adam" or self.engine is None or self.engine.kind != "ray":
+            raise ModelError("ratings in parts train only with model.optimizer adam on engine.kind ray")
+        if self.ensemble > 1 or self.implicit or self.ranking != "rating":
+            raise ModelError("a fit from parts takes no ensemble, implicit sets or watch model "
+                             "(their arrays are O(ratings) in the driver)")
+        src = data.summary(self.seed, self._validation_share())
+        if src.n_val and src.rated < 50:  # as locally: no validation slice of fewer than 50 ratings
+            src = data.summary(self.seed, 0.0)
+        rng = np.random.default_rng(self.seed)
+        self._init_state(data, rng)
+        self._last_log = time.perf_counter()
+        self.global_mean_ = src.global_mean / data.unit  # the ratings actually trained on
+        t0 = time.perf_counter()
+        check_trainer(self)
+        from movierec.models._adam_ray import fit_adam_ray_parts
+
+        self.history_ = fit_adam_ray_parts(self, data, rng, self.engine)
+        self.fit_seconds_ = time.perf_counter() - t0
+        self.n_train_ = int(src.n_train)
+        self._reset_unrated(data, src.user_counts, src.item_counts)
+        self._fit_watch(data)
+        self._fit_content(data, None)
+        return self
+
+    def _reset_unrated(self, data: TrainData, counts: np.ndarray, item_counts: np.ndarray) -> None:
         """Users without training ratings keep no random factors: their vector is what their
         features, implicit feedback (reviews) and neighbourhood say. Movies without training
         ratings keep none either: their vector is what their features (genres, year) and,
-        with review content, their reviews say (:meth:`_fit_content`)."""
-        counts = np.bincount(data.users[~val_mask], minlength=data.n_users)
+        with review content, their reviews say (:meth:`_fit_content`). ``counts``,
+        ``item_counts``: training ratings per user and per movie."""
         nb_rows = np.diff(data.neighbour_arrays()[0]) > 0 if self.social_reg > 0 else np.zeros(data.n_users, bool)
         cold = (counts == 0) & ~nb_rows
         self.user_factors_[cold] = 0.0
         self.user_bias_[cold] = 0.0
-        unrated = np.bincount(data.items[~val_mask], minlength=data.n_items) == 0
+        unrated = item_counts == 0
         self.item_factors_[unrated] = 0.0
         self.item_bias_[unrated] = 0.0
 

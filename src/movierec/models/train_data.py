@@ -64,3 +64,51 @@ class TrainData:
         m.data[:] = 1.0
         self.implicit_items = m
         return m
+
+    def rating_range(self) -> tuple[float, float]:
+        return float(self.ratings.min()), float(self.ratings.max())
+
+
+@dataclass
+class PartsTrainData:
+    """Training ratings that stay in the cluster (``ratings_clean`` in parts, engine ray):
+    the trainer's workers read them (:mod:`movierec.data.parts_train`); the driver holds
+    their figures and the side data, which is O(viewers + movies)."""
+
+    source: object  # movierec.data.parts_train.PartsRatings
+    engine: object  # EngineConfig: where the summary's tasks run
+    n_users: int
+    n_items: int
+    user_features: np.ndarray | None = None
+    item_features: np.ndarray | None = None
+    neighbours: sp.csr_matrix | None = None
+    #: ratings are divided by this inside the fit (a wide scale: MatrixFactorization.MAX_SPAN)
+    unit: float = 1.0
+    weights = None  # no pseudo-ratings, review content or implicit sets on this path
+    content = None
+    implicit_items = None
+
+    def __post_init__(self) -> None:
+        if self.user_features is None:
+            self.user_features = np.zeros((self.n_users, 0), np.float32)
+        if self.item_features is None:
+            self.item_features = np.zeros((self.n_items, 0), np.float32)
+
+    neighbour_arrays = TrainData.neighbour_arrays
+
+    def summary(self, seed: int, fraction: float):
+        """The parts' figures with a validation slice of ``fraction`` chosen with ``seed``
+        (counted once by Ray tasks, then kept)."""
+        s = self.source
+        if s.seed != int(seed) or s.fraction != float(fraction) or s.user_counts.shape != (self.n_users,):
+            from movierec.data.parts_train import summarize
+            from movierec.data.ray_tables import Tasks
+            from movierec.engine import session
+
+            with session(self.engine) as ray:
+                summarize(s, Tasks(ray, self.engine.cpus_per_worker), seed, fraction)
+        return s
+
+    def rating_range(self) -> tuple[float, float]:
+        s = self.source
+        return s.rating_min / self.unit, s.rating_max / self.unit
