@@ -2,7 +2,7 @@
 through `movierec ingest`, then `movierec clean` (ingest cached), each in a fresh process.
 
     python benchmarks/ray_driver_memory.py --ratings 5000000 20000000 --parts 16 [--before COMMIT]
-        [--train [--recommend]] [--append]
+        [--train [--recommend]] [--engines local ray] [--append]
 
 Synthetic MovieLens-shaped ratings (:func:`movierec.data.synthetic.write_synthetic`) are cut
 into ``--parts`` CSV part files. The Ray runs connect to a Ray head this script starts (as to
@@ -93,6 +93,8 @@ def main() -> None:
                     help="also `movierec train` (Adam, 1 epoch, batch 65536, no features, ranking by rating)")
     ap.add_argument("--recommend", action="store_true",
                     help="with --train: also `movierec recommend --all` (every viewer's top 10, to Parquet)")
+    ap.add_argument("--engines", nargs="+", choices=["local", "ray"], default=["local", "ray"],
+                    help="which engines to run (e.g. only ray where the local engine would not fit)")
     a = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="movierec-raymem-"))
@@ -115,7 +117,7 @@ def main() -> None:
                 n_rows = make_parts(data, n, a.parts)
                 print(f"{n_rows:,} ratings in {a.parts} parts", flush=True)
                 for label, src in sites.items():
-                    for engine in ("local", "ray"):
+                    for engine in a.engines:
                         work = tmp / "work"
                         shutil.rmtree(work, ignore_errors=True)
                         cfg = tmp / "c.yaml"
@@ -160,7 +162,8 @@ def write(rows, a) -> None:
         f"Machine: {machine()}  ",
         f"Command: `python benchmarks/ray_driver_memory.py --ratings {' '.join(map(str, a.ratings))} "
         f"--parts {a.parts}" + (f" --before {a.before}" if a.before else "") + (" --train" if a.train else "")
-        + (" --recommend" if a.recommend else "") + (" --append" if a.append else "")
+        + (" --recommend" if a.recommend else "")
+        + (f" --engines {' '.join(a.engines)}" if a.engines != ["local", "ray"] else "") + (" --append" if a.append else "")
         + "`" + (" (added to the rows above it)" if kept_rows else "") + "  ",
         f"Date: {time.strftime('%Y-%m-%d %H:%M')}", "",
         "Each command in a fresh process; the peak is the driver's own (`VmHWM`). Ray: 2 workers on a "
