@@ -125,3 +125,53 @@ def test_a_known_viewer_with_nothing_of_their_own_gets_the_popularity_list_every
     assert one["fallback"] is None and [it["movie_id"] for it in one["items"]] != popular
     every = bundle.recommend_all(5, events=pd.DataFrame(ev))
     assert list(every[every.user_id == "u2"].sort_values("rank")["movie_id"]) == [it["movie_id"] for it in one["items"]]
+
+
+def test_seen_rows_read_from_the_file_leave_out_what_the_matrix_does(tmp_path):
+    """recommend --all on Ray: the seen movies as SeenRows (seen.npz memory-mapped, feedback
+    movies beside) give the lists of the summed matrix; pickled, they carry the path, not the
+    rows; npz_mapped reads np.savez's file and the streamed one (ZIP64 members) alike."""
+    import pickle
+
+    from movierec.data.parts_train import write_seen
+    from movierec.data.ray_tables import Tasks
+    from movierec.ranking import SeenRows, npz_mapped
+
+    rng = np.random.default_rng(0)
+    n_users, n_items, k = 300, 120, 8
+    rated = sp.random(n_users, n_items, density=0.1, format="csr", random_state=1, dtype=np.float32)
+    rated.data = rng.integers(1, 6, rated.nnz).astype(np.float32)
+    watched = sp.random(n_users, n_items, density=0.03, format="csr", random_state=2, dtype=np.float32)
+    watched = (watched - watched.multiply(rated.astype(bool))).tocsr()
+    watched.eliminate_zeros()
+    watched.data[:] = 1.0
+    np.savez(tmp_path / "seen.npz", indptr=rated.indptr, indices=rated.indices, ratings=rated.data,
+             watched_indptr=watched.indptr, watched_indices=watched.indices,
+             popularity=np.asarray(rated.astype(bool).sum(0)).ravel())
+    events = sp.csr_matrix((np.ones(3, np.float32), ([0, 0, 5], [1, 2, 3])), shape=(n_users, n_items))
+    seen = (rated.astype(bool) + watched.astype(bool) + events.astype(bool)).astype(np.float32).tocsr()
+    vectors = (np.float32(3.5), rng.normal(size=n_users).astype(np.float32), rng.normal(size=n_items).astype(np.float32),
+               rng.normal(size=(n_users, k)).astype(np.float32), rng.normal(size=(n_items, k)).astype(np.float32))
+    lazy = SeenRows(tmp_path / "seen.npz", (n_users, n_items), events)
+    users = np.arange(40, 260)
+    a = top_n(vectors, users, 10, seen)
+    b = top_n(vectors, users, 10, pickle.loads(pickle.dumps(lazy)))
+    assert np.array_equal(a[0], b[0]) and np.allclose(a[1], b[1])
+    assert len(pickle.dumps(lazy)) < 2000 + 16 * events.nnz  # the path, not the rows
+    m = npz_mapped(tmp_path / "seen.npz")
+    assert isinstance(m["indices"], np.memmap)
+    with np.load(tmp_path / "seen.npz") as z:
+        assert all(np.array_equal(z[key], m[key]) and z[key].dtype == m[key].dtype for key in z.files)
+    # the file streamed from parts (ZIP64 members: a longer local header)
+    df = pd.DataFrame({"user_idx": rated.tocoo().row, "movie_idx": rated.tocoo().col, "rating": rated.tocoo().data})
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "scratch").mkdir()
+    for j, (lo, hi) in enumerate([(0, 100), (100, 300)]):
+        df[(df.user_idx >= lo) & (df.user_idx < hi)].to_parquet(tmp_path / "parts" / f"part-{j:05d}.parquet")
+    w = watched.tocoo()
+    write_seen(tmp_path / "streamed.npz", sorted(str(f) for f in (tmp_path / "parts").glob("*.parquet")), Tasks(),
+               n_users, n_items, w.row, w.col, tmp_path / "scratch")
+    s2 = npz_mapped(tmp_path / "streamed.npz")
+    with np.load(tmp_path / "streamed.npz") as z:
+        assert all(np.array_equal(z[key], s2[key]) for key in z.files) and len(z.files) == 6
+    assert np.array_equal(s2["indices"], rated.indices) and np.array_equal(s2["watched_indices"], watched.indices)

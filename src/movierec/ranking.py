@@ -87,10 +87,11 @@ def top_n(
             for r, k in enumerate(range(start, start + len(ub))):
                 s[r, exclude[k]] = -np.inf
         elif seen is not None:  # a scipy matrix or CSR arrays alike: each row's seen movies
-            lo, hi = seen.indptr[ub], seen.indptr[ub + 1]
-            rows = np.repeat(np.arange(len(ub)), hi - lo)
-            at = np.arange(len(rows)) - np.repeat(np.cumsum(hi - lo) - (hi - lo), hi - lo) + np.repeat(lo, hi - lo)
-            s[rows, seen.indices[at]] = -np.inf
+            for part in (seen.parts() if hasattr(seen, "parts") else (seen,)):
+                lo, hi = part.indptr[ub].astype(np.int64), part.indptr[ub + 1].astype(np.int64)
+                rows = np.repeat(np.arange(len(ub)), hi - lo)
+                at = np.arange(len(rows)) - np.repeat(np.cumsum(hi - lo) - (hi - lo), hi - lo) + np.repeat(lo, hi - lo)
+                s[rows, part.indices[at]] = -np.inf
         it, sc = _topk_rows(s, n)
         items[start : start + len(ub)] = it
         scores[start : start + len(ub)] = sc + (np.asarray(bu, np.float32)[ub] + np.float32(mu))[:, None]
@@ -188,9 +189,13 @@ class ModelBundle:
             movies = pq.ParquetFile(path / MOVIES).read()
             cat = {c: movies.column(c).to_pylist() for c in ("movie_id", "title", "genres", "year")
                    if c in movies.column_names}
-            with np.load(path / SEEN) as z:
-                csr = {k: z[k] for k in ("ratings", "indices", "indptr", "watched_indices", "watched_indptr")}
-                popularity = z["popularity"]
+            csr = npz_mapped(path / SEEN)
+            if csr is None:  # a member compressed: read whole
+                with np.load(path / SEEN) as z:
+                    csr = {k: z[k] for k in z.files}
+            csr = {k: csr[k] for k in ("ratings", "indices", "indptr", "watched_indices", "watched_indptr",
+                                       "popularity")}
+            popularity = np.asarray(csr.pop("popularity"))
             meta = json.loads((path / META).read_text())
         except (OSError, KeyError, ValueError, pa.ArrowException) as exc:
             raise ModelError(f"model version {path.name}: incomplete or unreadable ({exc})") from exc
@@ -650,11 +655,19 @@ class ModelBundle:
         return lists_for_users(plan, np.arange(plan.n_users), n, progress=True)
 
     def all_lists_plan(self, exclude_seen: bool = True, events: pd.DataFrame | None = None,
-                       feedback_weight: float = 3.0) -> AllLists:
+                       feedback_weight: float = 3.0, lazy_seen: bool = False) -> AllLists:
         """What every user's list is computed from, feedback since training folded in: the
-        same for any block of users (the Ray engine ships it to its workers once)."""
-        vectors, seen = self.vectors, self.seen
+        same for any block of users (the Ray engine ships it to its workers once).
+        ``lazy_seen``: the seen movies as :class:`SeenRows` (each block's rows read where the
+        block is listed) instead of a matrix of every rating built here."""
+        vectors = self.vectors
         ev = self._event_pairs(events)
+        lazy = lazy_seen and exclude_seen and self._seen is None and bool(self._raw)
+        seen = None if lazy or not exclude_seen else self.seen
+        if lazy:
+            shape = self._raw["shape"]
+            seen = SeenRows(self.path / SEEN, shape, sp.csr_matrix(
+                (np.ones(len(ev), np.float32), (ev["u"], ev["m"])), shape=shape) if len(ev) else None)
         mu, bu, bi, U, Q = self.rating_vectors
         if len(ev):
             c, bu_r, bi_r, U_r, Q_r = vectors
@@ -667,7 +680,9 @@ class ModelBundle:
                     bu[u], U[u], bu_r[u], U_r[u] = self.adapted_user(int(u), new["m"].to_numpy(),
                                                                      new["rating"].to_numpy(), feedback_weight)
             vectors = (c, bu_r, bi_r, U_r, Q_r)
-            seen = (seen + sp.csr_matrix((np.ones(len(ev), np.float32), (ev["u"], ev["m"])), shape=seen.shape)).tocsr()
+            if seen is not None and not lazy:
+                seen = (seen + sp.csr_matrix((np.ones(len(ev), np.float32), (ev["u"], ev["m"])),
+                                             shape=seen.shape)).tocsr()
         # viewers with nothing of their own, feedback included, get the popularity list
         blank = self.knows_nothing(np.arange(len(self.user_ids)))
         if len(ev):
@@ -676,15 +691,76 @@ class ModelBundle:
         if blank.any():
             order, counts = self.popular(len(self.popularity))
             popular = (blank, order.astype(np.int64), counts.astype(np.float32))
-        return AllLists(vectors, seen if exclude_seen else None, self._history_with(ev), (mu, bu, bi, U, Q),
+        return AllLists(vectors, seen, self._history_with(ev), (mu, bu, bi, U, Q),
                         float(self.model.rating_min_), float(self.model.rating_max_),
                         self.user_ids.to_numpy(), self.movie_ids.to_numpy(), popular)
+
+
+def npz_mapped(path: str | Path) -> dict[str, np.ndarray] | None:
+    """The arrays of an uncompressed ``.npz`` file (``np.savez``'s) memory-mapped, read-only:
+    a row's pages are read when it is used. ``seen.npz`` holds every rating: a process that
+    lists a few viewers, or a Ray task one block of them, reads only theirs. None where a
+    member is compressed or not a plain array."""
+    import struct
+    import zipfile
+
+    out = {}
+    with zipfile.ZipFile(path) as z, open(path, "rb") as fh:
+        for info in z.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
+                return None
+            fh.seek(info.header_offset)  # the member's local header: its name and extra field, then the .npy
+            name_len, extra_len = struct.unpack("<HH", fh.read(30)[26:30])
+            fh.seek(info.header_offset + 30 + name_len + extra_len)
+            version = np.lib.format.read_magic(fh)
+            if version not in ((1, 0), (2, 0)):
+                return None
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(fh)
+            if fortran or dtype.hasobject:
+                return None
+            key = info.filename[:-4]
+            out[key] = np.memmap(path, dtype, "r", fh.tell(), shape) if int(np.prod(shape)) else np.zeros(shape, dtype)
+    return out
+
+
+class SeenRows:
+    """What each viewer's list leaves out, read from a version's ``seen.npz`` where it is used:
+    the rated and the reviewed movies (memory-mapped), and movies from feedback since training
+    (few: kept here). Pickled as the file's path, so a Ray task that lists a block of viewers
+    reads only that block's rows, and the driver never reads them all."""
+
+    def __init__(self, path: str | Path, shape: tuple[int, int], events: sp.csr_matrix | None = None) -> None:
+        self.path, self.shape, self.events = str(path), shape, events
+        self._parts = None
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "shape": self.shape, "events": self.events}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"], state["shape"], state["events"])
+
+    def parts(self) -> list:
+        """The CSR sources, each with ``indptr`` and ``indices``: a viewer's seen movies are their union."""
+        if self._parts is None:
+            z = npz_mapped(self.path)
+            if z is None:
+                with np.load(self.path) as f:
+                    z = {k: f[k] for k in f.files}
+            self._parts = [_Csr(z["indptr"], z["indices"]), _Csr(z["watched_indptr"], z["watched_indices"])] + \
+                ([self.events] if self.events is not None else [])
+        return self._parts
+
+
+class _Csr(NamedTuple):
+    indptr: np.ndarray
+    indices: np.ndarray
 
 
 class AllLists(NamedTuple):
     """Inputs of every user's list (see :meth:`ModelBundle.all_lists_plan`)."""
     vectors: tuple  # ranking vectors (c, b_u, b_i, U, Q)
-    seen: sp.csr_matrix | None  # movies left out per user (None: none)
+    seen: sp.csr_matrix | SeenRows | None  # movies left out per user (None: none)
     item_item: tuple | None  # EASE's (history, weights)
     rating_vectors: tuple  # (mu, b_u, b_i, U, Q) of the predicted rating
     rating_min: float

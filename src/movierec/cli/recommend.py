@@ -95,7 +95,8 @@ def _recommend_all(bundle, cfg, n: int, events, output: str) -> None:
     if cfg.engine.kind == "ray":
         from movierec.ranking_ray import recommend_all_ray
 
-        plan = bundle.all_lists_plan(cfg.recommend.exclude_seen, events, cfg.recommend.feedback_weight)
+        # the seen movies stay in the version's file: each task reads its block's rows
+        plan = bundle.all_lists_plan(cfg.recommend.exclude_seen, events, cfg.recommend.feedback_weight, lazy_seen=True)
         rows = recommend_all_ray(plan, n, output, cfg.engine)
         log.info("recommend: %d users x %d movies (%d rows) written on Ray to %s/ in %.2fs", plan.n_users, n,
                  rows, output, time.perf_counter() - t0)
