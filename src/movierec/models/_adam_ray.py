@@ -202,8 +202,9 @@ def _fit_on_ray(model, side: TrainData, n_train: int, n_val: int, seed: int, key
                              f"{fit_failure(exc)}{kept}") from exc
         if result.checkpoint is None:
             raise ModelError("Adam on Ray: training ended without a checkpoint")
-        with result.checkpoint.as_directory() as d:
-            saved = dict(np.load(Path(d) / _CKPT, allow_pickle=False))
+        with result.checkpoint.as_directory() as d, np.load(Path(d) / _CKPT, allow_pickle=False) as z:
+            # the parameters and the curve: not Adam's moments (twice the parameters' size)
+            saved = {k: z[k] for k in z.files if not k.startswith(("opt:", "best:"))}
         if run_dir is not None:
             shutil.rmtree(run_dir, ignore_errors=True)  # finished: nothing to resume
     if not bool(saved["final"]):
