@@ -2,7 +2,10 @@
 
 Ray Train's ``TensorflowTrainer`` starts ``engine.workers`` workers under TensorFlow's
 ``MultiWorkerMirroredStrategy`` (Ray sets each worker's ``TF_CONFIG``). The training ratings
-go to the workers as a Ray Dataset: each worker reads only its shard. Every step, each
+go to the workers as a Ray Dataset made from the driver's arrays, each worker reading only
+its shard (:func:`fit_adam_ray`), or, from ``ratings_clean``'s parts, each worker reads its
+own slice of the parts' rows and nothing O(ratings) passes through the driver
+(:func:`fit_adam_ray_parts`). Every step, each
 worker takes a batch of ``batch_size / workers`` ratings of its shard, and the gradients are
 summed across workers (the loss scaled by 1 / workers), so one step sees ``batch_size``
 ratings as a local step does and an epoch has as many steps. The variables are mirrored:
