@@ -189,10 +189,7 @@ class ModelBundle:
             movies = pq.ParquetFile(path / MOVIES).read()
             cat = {c: movies.column(c).to_pylist() for c in ("movie_id", "title", "genres", "year")
                    if c in movies.column_names}
-            csr = npz_mapped(path / SEEN)
-            if csr is None:  # a member compressed: read whole
-                with np.load(path / SEEN) as z:
-                    csr = {k: z[k] for k in z.files}
+            csr = npz_arrays(path / SEEN)
             csr = {k: csr[k] for k in ("ratings", "indices", "indptr", "watched_indices", "watched_indptr",
                                        "popularity")}
             popularity = np.asarray(csr.pop("popularity"))
@@ -724,6 +721,15 @@ def npz_mapped(path: str | Path) -> dict[str, np.ndarray] | None:
     return out
 
 
+def npz_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """An ``.npz`` file's arrays, memory-mapped where :func:`npz_mapped` can, else read whole."""
+    mapped = npz_mapped(path)
+    if mapped is not None:
+        return mapped
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
 class SeenRows:
     """What each viewer's list leaves out, read from a version's ``seen.npz`` where it is used:
     the rated and the reviewed movies (memory-mapped), and movies from feedback since training
@@ -743,10 +749,7 @@ class SeenRows:
     def parts(self) -> list:
         """The CSR sources, each with ``indptr`` and ``indices``: a viewer's seen movies are their union."""
         if self._parts is None:
-            z = npz_mapped(self.path)
-            if z is None:
-                with np.load(self.path) as f:
-                    z = {k: f[k] for k in f.files}
+            z = npz_arrays(self.path)
             self._parts = [_Csr(z["indptr"], z["indices"]), _Csr(z["watched_indptr"], z["watched_indices"])] + \
                 ([self.events] if self.events is not None else [])
         return self._parts

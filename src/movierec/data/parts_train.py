@@ -200,7 +200,8 @@ def write_seen(path: Path, files: Sequence[str], tasks, n_users: int, n_items: i
     from movierec._lazy import sp
 
     ru, ri = np.asarray(reviewed_u, np.int64), np.asarray(reviewed_i, np.int64)
-    calls = [(f, n_items, str(scratch / f"seen-{k:05d}"), ru, ri) for k, f in enumerate(files)]
+    ru_ref, ri_ref = tasks.put(ru), tasks.put(ri)  # once in the object store, not once per task
+    calls = [(f, n_items, str(scratch / f"seen-{k:05d}"), ru_ref, ri_ref) for k, f in enumerate(files)]
     pieces = list(tasks.map(_seen_one, calls))
     for p in pieces:
         if not p["n"]:
