@@ -135,7 +135,8 @@ def test_seen_rows_read_from_the_file_leave_out_what_the_matrix_does(tmp_path):
 
     from movierec.data.parts_train import write_seen
     from movierec.data.ray_tables import Tasks
-    from movierec.ranking import SeenRows, npz_mapped
+    from movierec._npz import npz_mapped
+    from movierec.ranking import SeenRows
 
     rng = np.random.default_rng(0)
     n_users, n_items, k = 300, 120, 8
@@ -175,3 +176,53 @@ def test_seen_rows_read_from_the_file_leave_out_what_the_matrix_does(tmp_path):
     with np.load(tmp_path / "streamed.npz") as z:
         assert all(np.array_equal(z[key], s2[key]) for key in z.files) and len(z.files) == 6
     assert np.array_equal(s2["indices"], rated.indices) and np.array_equal(s2["watched_indices"], watched.indices)
+
+
+def test_a_plan_pickles_the_mapped_model_and_ids_by_name_and_lists_as_in_memory(tmp_path):
+    """recommend --all on Ray: a loaded version's model arrays are memory-mapped, so the plan a
+    Ray task gets carries the model file's name and place, not every viewer's vectors, and
+    the user ids as the file (IdColumn, several row groups); the lists are the in-memory
+    plan's."""
+    import json
+    import pickle
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from movierec.ranking import IdColumn, ModelBundle, lists_for_users
+    from movierec.registry import Registry
+    from movierec.version_layout import META, MODEL, MOVIES, USER_IDS
+
+    rng = np.random.default_rng(3)
+    nu, ni, k = 2500, 90, 16
+    b = _bundle(rng.normal(size=(nu, k)), rng.normal(size=(ni, k)))
+    b.model.user_bias_ = rng.normal(size=nu).astype(np.float32)
+    b.model.ease_item_, b.model.content_rank_bias_ = np.zeros((0, 0), np.float32), np.zeros(ni, np.float32)
+    b.model.item_content_map_ = b.model.user_content_map_ = np.zeros((0, 0), np.float32)
+    b.model.watch_bias_ = np.zeros(0, np.float32)
+    b.model.save(tmp_path / MODEL)
+    pq.write_table(pa.table({"user_idx": np.arange(nu), "user_id": [f"u{u}" for u in range(nu)]}),
+                   tmp_path / USER_IDS, row_group_size=700)
+    b.movies.to_parquet(tmp_path / MOVIES, index=False)
+    rated = sp.random(nu, ni, density=0.05, format="coo", random_state=4, dtype=np.float32)
+    Registry._write_seen(tmp_path, pd.DataFrame({"user_idx": rated.row, "movie_idx": rated.col, "rating": 4.0}),
+                         None, nu, ni)
+    (tmp_path / META).write_text(json.dumps({}))
+
+    loaded = ModelBundle.load(tmp_path)
+    assert isinstance(loaded.model.user_factors_, np.memmap)
+    plan = loaded.all_lists_plan(lazy_seen=True)
+    assert isinstance(plan.user_ids, IdColumn) and "users" not in loaded._raw  # no id read in this process
+    blob = pickle.dumps(plan)
+    assert len(blob) < 0.1 * b.model.user_factors_.nbytes  # the vectors by name (and the small per-movie ones)
+    there = pickle.loads(blob)
+    assert isinstance(there.vectors.user, np.memmap) and isinstance(there.rating_vectors[3], np.memmap)
+    eager = ModelBundle.load(tmp_path).all_lists_plan()
+    users = np.arange(nu)
+    a, c = lists_for_users(eager, users, 10), lists_for_users(there, users, 10)
+    pd.testing.assert_frame_equal(a, c)
+    assert a["user_id"].nunique() == nu and (a.groupby("user_id").size() == 10).all()
+    assert list(there.user_ids[np.array([1400, 699, 700, 2499])]) == ["u1400", "u699", "u700", "u2499"]
+    # an array computed in memory (not a range of the file) is pickled by value
+    b2 = pickle.loads(pickle.dumps(eager._replace(rating_vectors=tuple(np.array(v) for v in eager.rating_vectors))))
+    assert not isinstance(b2.rating_vectors[3], np.memmap)

@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from movierec._lazy import is_frame, pd, sp
+from movierec._npz import file_view, npz_arrays, npz_mapped, remap  # noqa: F401 - npz_mapped: this module's API
 from movierec.errors import DataError, ModelError
 from movierec.models.mf import MatrixFactorization, ScoreVectors
 from movierec.version_layout import GENRE_SENTIMENT, META, MOVIES, NEIGHBOURS, SEEN, USER_IDS
@@ -185,7 +186,7 @@ class ModelBundle:
             raise ModelError(f"{path}: no {model_file} here; run `movierec train` first")
         model = MatrixFactorization.load(path / model_file)
         try:
-            users = pq.ParquetFile(path / USER_IDS).read(columns=["user_id"]).column(0).to_pylist()
+            n_users = pq.ParquetFile(path / USER_IDS).metadata.num_rows  # the ids: read on first use
             movies = pq.ParquetFile(path / MOVIES).read()
             cat = {c: movies.column(c).to_pylist() for c in ("movie_id", "title", "genres", "year")
                    if c in movies.column_names}
@@ -196,20 +197,36 @@ class ModelBundle:
             meta = json.loads((path / META).read_text())
         except (OSError, KeyError, ValueError, pa.ArrowException) as exc:
             raise ModelError(f"model version {path.name}: incomplete or unreadable ({exc})") from exc
-        n_users, n_movies = len(users), len(cat["movie_id"])
+        n_movies = len(cat["movie_id"])
         if len(csr["indptr"]) != n_users + 1 or len(csr["watched_indptr"]) != n_users + 1:
             raise ModelError(f"model version {path.name}: incomplete or unreadable (seen movies of "
                              f"{len(csr['indptr']) - 1} users, {n_users} user ids)")
         bundle = cls(path, model, None, None, None, None, popularity, meta)
-        bundle._raw = {"users": [str(u) for u in users], "catalogue": cat, "csr": csr,
-                       "shape": (n_users, n_movies)}
+        bundle._raw = {"catalogue": cat, "csr": csr, "shape": (n_users, n_movies)}
         return bundle
+
+    def _user_list(self) -> list[str]:
+        """The version's user ids by dense index, read on first use (``recommend --all`` on Ray
+        reads none here: its tasks read their blocks' ids, :class:`IdColumn`)."""
+        if "users" not in self._raw:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            try:
+                ids = pq.ParquetFile(self.path / USER_IDS).read(columns=["user_id"]).column(0).to_pylist()
+            except (OSError, KeyError, ValueError, pa.ArrowException) as exc:
+                raise ModelError(f"model version {self.path.name}: {USER_IDS} unreadable ({exc})") from exc
+            if len(ids) != self._raw["shape"][0]:
+                raise ModelError(f"model version {self.path.name}: {USER_IDS} holds {len(ids)} ids, "
+                                 f"its metadata {self._raw['shape'][0]}")
+            self._raw["users"] = [str(u) for u in ids]
+        return self._raw["users"]
 
     # ------------------------------------------------------------------ ids, catalogue, seen
     @property
     def user_ids(self) -> pd.Index:
         if self._user_ids is None:
-            self._user_ids = pd.Index(pd.Series(self._raw["users"], dtype=object).astype(str))
+            self._user_ids = pd.Index(pd.Series(self._user_list(), dtype=object).astype(str))
         return self._user_ids
 
     @property
@@ -320,7 +337,7 @@ class ModelBundle:
     def user_index(self, user_id: str) -> int:
         """The dense index of a user id (-1: unknown); a dict lookup, built once."""
         if not hasattr(self, "_user_pos"):
-            self._user_pos = {u: k for k, u in enumerate(self._raw["users"] if self._raw else self.user_ids)}
+            self._user_pos = {u: k for k, u in enumerate(self._user_list() if self._raw else self.user_ids)}
         return self._user_pos.get(str(user_id).strip(), -1)
 
     def movie_index(self, movie_ids) -> np.ndarray:
@@ -655,8 +672,10 @@ class ModelBundle:
                        feedback_weight: float = 3.0, lazy_seen: bool = False) -> AllLists:
         """What every user's list is computed from, feedback since training folded in: the
         same for any block of users (the Ray engine ships it to its workers once).
-        ``lazy_seen``: the seen movies as :class:`SeenRows` (each block's rows read where the
-        block is listed) instead of a matrix of every rating built here."""
+        ``lazy_seen``: the seen movies as :class:`SeenRows` and the user ids as :class:`IdColumn`
+        (each block's rows read where the block is listed) instead of a matrix of every rating
+        and a list of every id built here; with the model's arrays memory-mapped, the plan
+        pickles them as the file's name (:meth:`AllLists.__reduce__`)."""
         vectors = self.vectors
         ev = self._event_pairs(events)
         lazy = lazy_seen and exclude_seen and self._seen is None and bool(self._raw)
@@ -681,53 +700,18 @@ class ModelBundle:
                 seen = (seen + sp.csr_matrix((np.ones(len(ev), np.float32), (ev["u"], ev["m"])),
                                              shape=seen.shape)).tocsr()
         # viewers with nothing of their own, feedback included, get the popularity list
-        blank = self.knows_nothing(np.arange(len(self.user_ids)))
+        n_users = self._raw["shape"][0] if self._raw else len(self.user_ids)
+        blank = self.knows_nothing(np.arange(n_users))
         if len(ev):
             blank[ev["u"].to_numpy()] = False
         popular = None
         if blank.any():
             order, counts = self.popular(len(self.popularity))
             popular = (blank, order.astype(np.int64), counts.astype(np.float32))
+        ids = IdColumn(self.path / USER_IDS, n_users) if lazy else self.user_ids.to_numpy()
         return AllLists(vectors, seen, self._history_with(ev), (mu, bu, bi, U, Q),
                         float(self.model.rating_min_), float(self.model.rating_max_),
-                        self.user_ids.to_numpy(), self.movie_ids.to_numpy(), popular)
-
-
-def npz_mapped(path: str | Path) -> dict[str, np.ndarray] | None:
-    """The arrays of an uncompressed ``.npz`` file (``np.savez``'s) memory-mapped, read-only:
-    a row's pages are read when it is used. ``seen.npz`` holds every rating: a process that
-    lists a few viewers, or a Ray task one block of them, reads only theirs. None where a
-    member is compressed or not a plain array."""
-    import struct
-    import zipfile
-
-    out = {}
-    with zipfile.ZipFile(path) as z, open(path, "rb") as fh:
-        for info in z.infolist():
-            if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
-                return None
-            fh.seek(info.header_offset)  # the member's local header: its name and extra field, then the .npy
-            name_len, extra_len = struct.unpack("<HH", fh.read(30)[26:30])
-            fh.seek(info.header_offset + 30 + name_len + extra_len)
-            version = np.lib.format.read_magic(fh)
-            if version not in ((1, 0), (2, 0)):
-                return None
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read(fh)
-            if fortran or dtype.hasobject:
-                return None
-            key = info.filename[:-4]
-            out[key] = np.memmap(path, dtype, "r", fh.tell(), shape) if int(np.prod(shape)) else np.zeros(shape, dtype)
-    return out
-
-
-def npz_arrays(path: str | Path) -> dict[str, np.ndarray]:
-    """An ``.npz`` file's arrays, memory-mapped where :func:`npz_mapped` can, else read whole."""
-    mapped = npz_mapped(path)
-    if mapped is not None:
-        return mapped
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+                        ids, self.movie_ids.to_numpy(), popular)
 
 
 class SeenRows:
@@ -768,13 +752,69 @@ class AllLists(NamedTuple):
     rating_vectors: tuple  # (mu, b_u, b_i, U, Q) of the predicted rating
     rating_min: float
     rating_max: float
-    user_ids: np.ndarray
+    user_ids: np.ndarray | IdColumn
     movie_ids: np.ndarray
     popular: tuple | None = None  # (per-user mask, movies by popularity, their counts): who gets that list
 
     @property
     def n_users(self) -> int:
         return len(self.user_ids)
+
+    def __reduce__(self):
+        """Pickled with the vectors that are ranges of a memory-mapped model file as the file's
+        name and place (:func:`movierec._npz.file_view`): a Ray task maps them itself, and the
+        driver neither copies every viewer's vectors nor holds them in the object store."""
+        return _plan_of, (type(self.vectors), _by_name(self.vectors), _by_name(self.rating_vectors),
+                          *self[1:3], *self[4:])
+
+
+class _Mapped(NamedTuple):
+    """An array pickled as where it lies in a file (:func:`movierec._npz.file_view`)."""
+    where: tuple
+
+
+def _by_name(vectors: tuple) -> tuple:
+    return tuple(_Mapped(w) if (w := file_view(v)) is not None else v for v in vectors)
+
+
+def _plan_of(vectors_type, vectors: tuple, rating_vectors: tuple, *rest) -> AllLists:
+    def mapped(vs):
+        return tuple(remap(*v.where) if isinstance(v, _Mapped) else v for v in vs)
+
+    v = mapped(vectors)
+    return AllLists(vectors_type(*v) if vectors_type is not tuple else v, rest[0], rest[1], mapped(rating_vectors),
+                    *rest[2:])
+
+
+class IdColumn:
+    """A version's user ids read where they are used: ``ids[users]`` reads the Parquet row
+    groups that hold those rows (a Ray task one block's). Pickled as the file's path."""
+
+    def __init__(self, path: str | Path, n: int) -> None:
+        self.path, self.n = str(path), int(n)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, users) -> np.ndarray:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        users = np.asarray(users, np.int64)
+        if not len(users):
+            return np.zeros(0, object)
+        lo, hi = int(users.min()), int(users.max()) + 1
+        pf = pq.ParquetFile(self.path)
+        groups, first, g0 = [], None, 0
+        for g in range(pf.metadata.num_row_groups):
+            gn = pf.metadata.row_group(g).num_rows
+            if g0 < hi and g0 + gn > lo:
+                groups.append(g)
+                first = g0 if first is None else first
+            g0 += gn
+        col = pf.read_row_groups(groups, columns=["user_id"]).column(0)
+        ids = pa.chunked_array(col).slice(lo - first, hi - lo).to_pylist()
+        return np.array([str(u) for u in ids], dtype=object)[users - lo]
 
 
 def lists_for_users(plan: AllLists, users: np.ndarray, n: int, progress: bool = False) -> pd.DataFrame:

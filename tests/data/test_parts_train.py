@@ -13,8 +13,9 @@ from movierec.data.ray_tables import Tasks
 from movierec.registry import Registry
 
 
-def _parts(tmp_path, n_users=300, n_items=80, n_parts=4, row_group=97, seed=0):
-    """Ratings as clean writes them on Ray: part k holds a range of viewers, rows in no order."""
+def _parts(tmp_path, n_users=300, n_items=80, n_parts=4, row_group=97, seed=0, by_range=True):
+    """Ratings as clean writes them on Ray: part k holds a range of viewers, rows in no order
+    (``by_range=False``: parts of any rows, as a user's own parts may be)."""
     rng = np.random.default_rng(seed)
     pairs = rng.choice(n_users * n_items, size=6000, replace=False)
     df = pd.DataFrame({"user_idx": (pairs // n_items).astype(np.int32), "movie_idx": (pairs % n_items).astype(np.int32),
@@ -23,8 +24,10 @@ def _parts(tmp_path, n_users=300, n_items=80, n_parts=4, row_group=97, seed=0):
     cuts = np.linspace(0, n_users, n_parts + 1).astype(int)
     folder = tmp_path / "ratings_clean"
     folder.mkdir()
+    which = rng.integers(0, n_parts, len(df))
     for k in range(n_parts):
-        part = df[(df["user_idx"] >= cuts[k]) & (df["user_idx"] < cuts[k + 1])].sample(frac=1, random_state=k)
+        mine = (df["user_idx"] >= cuts[k]) & (df["user_idx"] < cuts[k + 1]) if by_range else which == k
+        part = df[mine].sample(frac=1, random_state=k)
         part.to_parquet(folder / f"part-{k:05d}.parquet", index=False, row_group_size=row_group)
     return folder, df
 
@@ -41,8 +44,9 @@ def test_held_out_is_a_stable_share_of_any_pairs():
     assert not held_out(u, i, 3, 0.0).any()
 
 
-def test_summary_counts_what_the_local_fit_computes(tmp_path):
-    folder, df = _parts(tmp_path)
+@pytest.mark.parametrize("by_range", [True, False])
+def test_summary_counts_what_the_local_fit_computes(tmp_path, by_range):
+    folder, df = _parts(tmp_path, by_range=by_range)
     src = summarize(PartsRatings.of(folder, 2, 300, 80), Tasks(), seed=5, fraction=0.2)
     train = df[df["fold"] != 2]
     val = held_out(train["user_idx"].to_numpy(), train["movie_idx"].to_numpy(), 5, 0.2)

@@ -58,6 +58,24 @@ def test_deterministic_under_seed(planted_data):
     assert not np.array_equal(a.user_factors_, c.user_factors_)
 
 
+def test_starting_factors_are_one_draw_of_the_seed_taken_a_block_at_a_time():
+    """The factors drawn a block of rows at a time (no float64 table) are the numbers of one
+    draw of the whole table; a fit from parts has its Ray workers draw them (the driver none)."""
+    from movierec.config import ModelConfig
+
+    m = MatrixFactorization.from_config(ModelConfig(factors=5, init_std=0.1, seed=3))
+    n_users = (1 << 16) + 77  # more than a block
+    m._draw_factors(n_users, 40, np.random.default_rng(3))
+    rng = np.random.default_rng(3)
+    assert np.array_equal(m.user_factors_, rng.normal(0, 0.1, (n_users, 5)).astype(np.float32))
+    assert np.array_equal(m.item_factors_, rng.normal(0, 0.1, (40, 5)).astype(np.float32))
+    assert m.user_factors_.dtype == np.float32
+    lazy = MatrixFactorization.from_config(ModelConfig(factors=5))
+    lazy._init_state(data_of(pd.DataFrame({"user_idx": [0, 1], "movie_idx": [1, 0], "rating": [4.0, 2.0]}), 2, 2),
+                     np.random.default_rng(3), draw=False)
+    assert "user_factors_" not in lazy._state_views() and lazy.user_bias_.shape == (2,)
+
+
 def test_user_by_user_layout_groups_and_shuffles_within_users():
     """The SGD layout: every row once, users in order, each user's rows in a seeded random order."""
     from movierec.models.mf import _user_by_user

@@ -96,7 +96,7 @@ def _columns(fold: int | None) -> list[str]:
     return COLUMNS + (["fold"] if fold is not None else [])
 
 
-def _summary_one(path: str, fold: int | None, seed: int, fraction: float, n_users: int, n_items: int) -> dict:
+def _summary_one(path: str, fold: int | None, seed: int, fraction: float) -> dict:
     import pandas as pd
 
     u, i, r = _training_part(pd.read_parquet(path, columns=_columns(fold)), fold)
@@ -105,7 +105,17 @@ def _summary_one(path: str, fold: int | None, seed: int, fraction: float, n_user
     return {"rated": len(r), "min": float(r.min()) if len(r) else float("inf"),
             "max": float(r.max()) if len(r) else float("-inf"), "n_train": int(tr.sum()),
             "sum": float(r[tr].sum(dtype=np.float64)), "n_val": int(val.sum()),
-            "users": np.bincount(u[tr], minlength=n_users), "items": np.bincount(i[tr], minlength=n_items)}
+            "users": _counts(u[tr]), "items": _counts(i[tr])}
+
+
+def _counts(idx: np.ndarray) -> tuple[int, np.ndarray]:
+    """(first index, int32 counts of first.. last index): a part's range of viewers only
+    (Ray's clean writes each part from one range), not a full-length array per part that
+    the driver would gather and keep in its object-store pages."""
+    if not len(idx):
+        return 0, np.zeros(0, np.int32)
+    lo = int(idx.min())
+    return lo, np.bincount(idx - lo).astype(np.int32)
 
 
 def summarize(parts: PartsRatings, tasks, seed: int, fraction: float) -> PartsRatings:
@@ -116,15 +126,15 @@ def summarize(parts: PartsRatings, tasks, seed: int, fraction: float) -> PartsRa
     parts.item_counts = np.zeros(parts.n_items, np.int64)
     parts.rated, parts.n_train, parts.n_val, parts.train_sum = 0, 0, 0, 0.0
     parts.rating_min, parts.rating_max = float("inf"), float("-inf")
-    calls = [(f, parts.fold, parts.seed, parts.fraction, parts.n_users, parts.n_items) for f in parts.files]
+    calls = [(f, parts.fold, parts.seed, parts.fraction) for f in parts.files]
     for s in tasks.map(_summary_one, calls):
         parts.rated += s["rated"]
         parts.n_train += s["n_train"]
         parts.n_val += s["n_val"]
         parts.train_sum += s["sum"]
         parts.rating_min, parts.rating_max = min(parts.rating_min, s["min"]), max(parts.rating_max, s["max"])
-        parts.user_counts += s["users"]
-        parts.item_counts += s["items"]
+        for total, (lo, c) in ((parts.user_counts, s["users"]), (parts.item_counts, s["items"])):
+            total[lo:lo + len(c)] += c
     return parts
 
 

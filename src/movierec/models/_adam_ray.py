@@ -68,7 +68,7 @@ def fit_key(model, data, val_mask: np.ndarray, seed: int, workers: int) -> str:
                          "n_users": int(data.n_users), "n_items": int(data.n_items)},
                         sort_keys=True, default=str).encode())
     nb = data.neighbours.tocsr() if data.neighbours is not None else None
-    arrays = [*(v for _, v in sorted(model._state().items())), data.users, data.items, data.ratings,
+    arrays = [*(v for _, v in sorted(model._state_views().items())), data.users, data.items, data.ratings,
               data.weights, val_mask, data.user_features, data.item_features,
               *((nb.indptr, nb.indices, nb.data) if nb is not None else ())]
     for a in arrays:
@@ -135,8 +135,9 @@ def fit_adam_ray_parts(model, data, rng: np.random.Generator, engine):
                      data.n_items, data.user_features, data.item_features, data.neighbours)
     seed = int(rng.integers(1 << 31))
     workers = int(engine.workers)
+    # "init": the seed each worker draws the starting factors from (the driver draws none)
     parts = {"files": list(src.files), "rows": list(src.rows), "fold": src.fold, "seed": src.seed,
-             "fraction": src.fraction, "unit": float(data.unit)}
+             "fraction": src.fraction, "unit": float(data.unit), "init": int(model.seed)}
     return _fit_on_ray(model, side, src.n_train, src.n_val, seed, parts_fit_key(model, data, seed, workers), engine,
                        None, parts)
 
@@ -151,10 +152,11 @@ def parts_fit_key(model, data, seed: int, workers: int) -> str:
     h = hashlib.blake2b(digest_size=12)
     h.update(json.dumps({"params": model.get_params(), "seed": int(seed), "workers": int(workers),
                          "n_users": int(data.n_users), "n_items": int(data.n_items), "parts": stats,
-                         "fold": src.fold, "val": [src.seed, src.fraction], "unit": float(data.unit)},
+                         "fold": src.fold, "val": [src.seed, src.fraction], "unit": float(data.unit),
+                         "init": int(model.seed)},
                         sort_keys=True, default=str).encode())
     nb = data.neighbours.tocsr() if data.neighbours is not None else None
-    for a in [*(v for _, v in sorted(model._state().items())), data.user_features, data.item_features,
+    for a in [*(v for _, v in sorted(model._state_views().items())), data.user_features, data.item_features,
               *((nb.indptr, nb.indices, nb.data) if nb is not None else ())]:
         a = np.ascontiguousarray(a)
         h.update(f"{a.dtype.str}{a.shape}".encode())
@@ -326,6 +328,8 @@ def _train_loop(config: dict) -> None:  # runs in each Ray Train worker
     _worker_logging(rank)
     model, side = ray.get(config["model"]), ray.get(config["side"])
     if config.get("parts"):
+        if getattr(model, "user_factors_", None) is None:  # the driver drew none: the same numbers here
+            model._draw_factors(side.n_users, side.n_items, np.random.default_rng(config["parts"]["init"]))
         mine, val = _parts_shard(config["parts"], rank, workers)
     else:
         mine = _shard_arrays(ray.train.get_dataset_shard("train"))

@@ -26,8 +26,9 @@ from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
-from movierec._lazy import sp
 
+from movierec._lazy import sp
+from movierec._npz import npz_mapped
 from movierec.config import EngineConfig, ModelConfig
 from movierec.errors import ModelError
 from movierec.models._tracking import EpochTracker, History
@@ -170,15 +171,18 @@ class MatrixFactorization:
         return {k: getattr(self, k) for k in self.PARAMS}
 
     # ------------------------------------------------------------------ fitting
-    def _init_state(self, data: TrainData, rng: np.random.Generator) -> None:
+    def _init_state(self, data: TrainData, rng: np.random.Generator, draw: bool = True) -> None:
+        """The model's starting state for ``data``; ``draw=False``: all but the random
+        factors (a fit from parts: the Ray workers draw them from the seed, see
+        :meth:`_draw_factors`)."""
         k = self.factors
         du = data.user_features.shape[1] if self.use_features else 0
         di = data.item_features.shape[1] if self.use_features else 0
         self.global_mean_ = 0.0  # set by the fit: the mean of the ratings it trains on
         self.user_bias_ = np.zeros(data.n_users, np.float32)
         self.item_bias_ = np.zeros(data.n_items, np.float32)
-        self.user_factors_ = rng.normal(0, self.init_std, (data.n_users, k)).astype(np.float32)
-        self.item_factors_ = rng.normal(0, self.init_std, (data.n_items, k)).astype(np.float32)
+        if draw:
+            self._draw_factors(data.n_users, data.n_items, rng)
         self.user_weights_ = np.zeros((k, du), np.float32)
         self.item_weights_ = np.zeros((k, di), np.float32)
         self.user_features_ = (data.user_features if du else np.zeros((data.n_users, 0))).astype(np.float32)
@@ -193,16 +197,33 @@ class MatrixFactorization:
             self.user_implicit_ = np.zeros((data.n_users, 0), np.float32)
         self.rating_min_, self.rating_max_ = data.rating_range()
 
+    def _draw_factors(self, n_users: int, n_items: int, rng: np.random.Generator) -> None:
+        """The random starting factors, drawn in float32 a block of rows at a time: the numbers
+        of one float64 draw of the whole table (the same stream, tested), without holding it
+        (at 10M viewers x 64 factors, 5 GB)."""
+        for name, n in (("user_factors_", n_users), ("item_factors_", n_items)):
+            out = np.empty((n, self.factors), np.float32)
+            for a in range(0, n, 1 << 16):
+                out[a:a + (1 << 16)] = rng.normal(0, self.init_std, (min(1 << 16, n - a), self.factors))
+            setattr(self, name, out)
+
     @staticmethod
     def _normalized(implicit: sp.csr_matrix) -> sp.csr_matrix:
         """Rows scaled by |N(u)|^-1/2 (SVD++'s normalisation)."""
         n = np.asarray(implicit.sum(1)).ravel()
         return sp.diags(1.0 / np.sqrt(np.maximum(n, 1))).astype(np.float32) @ implicit
 
+    #: the arrays a fit learns (what a checkpoint and early stopping's best state keep)
+    STATE = ("user_bias_", "item_bias_", "user_factors_", "item_factors_", "user_weights_", "item_weights_",
+             "item_implicit_", "user_implicit_")
+
     def _state(self) -> dict[str, np.ndarray]:
-        return {k: getattr(self, k).copy() for k in (
-            "user_bias_", "item_bias_", "user_factors_", "item_factors_", "user_weights_", "item_weights_",
-            "item_implicit_", "user_implicit_")}
+        return {k: getattr(self, k).copy() for k in self.STATE}
+
+    def _state_views(self) -> dict[str, np.ndarray]:
+        """The state's arrays that exist, not copied (to hash; before a fit from parts the
+        factors are not drawn yet)."""
+        return {k: v for k in self.STATE if (v := getattr(self, k, None)) is not None}
 
     def _restore(self, state: dict[str, np.ndarray]) -> None:
         for k, v in state.items():
@@ -317,7 +338,10 @@ class MatrixFactorization:
         if src.n_val and src.rated < 50:  # as locally: no validation slice of fewer than 50 ratings
             src = data.summary(self.seed, 0.0)
         rng = np.random.default_rng(self.seed)
-        self._init_state(data, rng)
+        # the random factors are drawn by each worker from the seed (the same numbers): the
+        # driver holds no O(viewers x factors) array, nor a copy of one in the object store,
+        # until the fitted state comes back
+        self._init_state(data, rng, draw=False)
         self._last_log = time.perf_counter()
         self.global_mean_ = src.global_mean / data.unit  # the ratings actually trained on
         t0 = time.perf_counter()
@@ -804,7 +828,10 @@ class MatrixFactorization:
                 if meta.get("format_version") != FORMAT_VERSION:
                     raise ModelError(f"{path}: model format {meta.get('format_version')} is not supported "
                                      f"(this movierec reads format {FORMAT_VERSION}); train a new model")
-                arrays = {k: z[k] for k in cls.ARRAYS}
+                # memory-mapped, read-only (a version's files never change): a command reads the
+                # pages it uses, and a Ray task handed an array maps the file (movierec._npz)
+                mapped = npz_mapped(path) or z
+                arrays = {k: mapped[k] for k in cls.ARRAYS}
                 shape = tuple(int(x) for x in z["ease_history_shape"])
                 if shape[1]:  # an EASE ranker's history (others keep none: no scipy to load them)
                     arrays["ease_history_"] = sp.csr_matrix(

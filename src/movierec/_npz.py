@@ -1,0 +1,72 @@
+"""Arrays of ``.npz`` files memory-mapped, and passed to other processes by reference.
+
+A model version's files are written once and never changed: a process that uses a few rows
+of one (a viewer's seen movies, a block of viewers' factors) maps it and reads those rows'
+pages only, and a Ray task it hands an array to maps the same file instead of receiving a
+copy (:func:`file_view`, :func:`remap`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def npz_mapped(path: str | Path) -> dict[str, np.ndarray] | None:
+    """The arrays of an uncompressed ``.npz`` file (``np.savez``'s) memory-mapped, read-only:
+    a row's pages are read when it is used. ``seen.npz`` holds every rating: a process that
+    lists a few viewers, or a Ray task one block of them, reads only theirs. None where a
+    member is compressed or not a plain array."""
+    import struct
+    import zipfile
+
+    out = {}
+    with zipfile.ZipFile(path) as z, open(path, "rb") as fh:
+        for info in z.infolist():
+            if info.compress_type != zipfile.ZIP_STORED or not info.filename.endswith(".npy"):
+                return None
+            fh.seek(info.header_offset)  # the member's local header: its name and extra field, then the .npy
+            name_len, extra_len = struct.unpack("<HH", fh.read(30)[26:30])
+            fh.seek(info.header_offset + 30 + name_len + extra_len)
+            version = np.lib.format.read_magic(fh)
+            if version not in ((1, 0), (2, 0)):
+                return None
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(fh)
+            if fortran or dtype.hasobject:
+                return None
+            key = info.filename[:-4]
+            out[key] = np.memmap(path, dtype, "r", fh.tell(), shape) if int(np.prod(shape)) else np.zeros(shape, dtype)
+    return out
+
+
+def npz_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """An ``.npz`` file's arrays, memory-mapped where :func:`npz_mapped` can, else read whole."""
+    mapped = npz_mapped(path)
+    if mapped is not None:
+        return mapped
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def file_view(a) -> tuple | None:
+    """``(path, offset, dtype, shape)`` where ``a`` is a C-contiguous range of a file mapped
+    read-only (:func:`npz_mapped`; ``np.asarray`` of a member, a slice of rows), else None:
+    what :func:`remap` maps again in another process."""
+    if not isinstance(a, np.ndarray) or not a.flags.c_contiguous or not a.size:
+        return None
+    base = a  # the array np.memmap made: the one whose base is the mmap itself (a slice of a
+    while isinstance(base.base, np.ndarray):  # memmap is a memmap too, with its parent's offset)
+        base = base.base
+    if not isinstance(base, np.memmap) or base.filename is None or base.mode != "r":
+        return None
+    start = a.__array_interface__["data"][0] - base.__array_interface__["data"][0]
+    if start < 0 or start + a.nbytes > base.nbytes:
+        return None
+    return base.filename, int(base.offset) + int(start), a.dtype.str, a.shape
+
+
+def remap(path: str, offset: int, dtype: str, shape: tuple) -> np.ndarray:
+    """The array :func:`file_view` described, mapped read-only."""
+    return np.memmap(path, np.dtype(dtype), "r", offset, tuple(shape))
