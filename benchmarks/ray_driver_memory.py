@@ -4,8 +4,8 @@ through `movierec ingest`, then `movierec clean` (ingest cached), each in a fres
     python benchmarks/ray_driver_memory.py --ratings 5000000 20000000 --parts 16 [--before COMMIT]
         [--train [--recommend]] [--engines local ray] [--append]
 
-Synthetic MovieLens-shaped ratings (:func:`movierec.data.synthetic.write_synthetic`) are cut
-into ``--parts`` CSV part files. The Ray runs connect to a Ray head this script starts (as to
+Synthetic MovieLens-shaped ratings are written as ``--parts`` CSV part files by Ray tasks
+(:func:`movierec.data.synthetic.write_synthetic_part`: a range of viewers each). The Ray runs connect to a Ray head this script starts (as to
 a cluster: the head's and the workers' memory is not the driver's), with 2 workers. The
 driver's peak is its own (``VmHWM``). With ``--before``, that commit (in a git worktree)
 runs beside this checkout, on the same data and the same head (a checkout whose Ray tasks
@@ -50,23 +50,25 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def make_parts(out: Path, n: int, parts: int) -> int:
-    """``n`` synthetic ratings as ``parts`` CSV files under ``out/ratings``, movies.csv beside."""
-    import pyarrow.csv as pacsv
+def make_parts(out: Path, n: int, parts: int, address: str) -> int:
+    """``n`` synthetic ratings as ``parts`` CSV files under ``out/ratings``, movies.csv beside,
+    each part written by a Ray task on the head at ``address`` (a range of viewers each:
+    :func:`movierec.data.synthetic.write_synthetic_part`); this process holds none of them."""
+    import ray
 
-    from movierec.data.synthetic import write_synthetic
+    from movierec.data.synthetic import write_synthetic_movies, write_synthetic_part
 
-    whole = out / "whole"
-    users = max(2000, n // 144)  # ML-20M's ratings per user
-    write_synthetic(whole, n_ratings=n, n_users=users, n_movies=max(1000, min(27278, n // 700)), seed=0)
+    users, movies = max(2000, n // 144), max(1000, min(27278, n // 700))  # ML-20M's ratings per viewer
     (out / "ratings").mkdir(parents=True)
-    shutil.move(str(whole / "movies.csv"), out / "movies.csv")
-    table = pacsv.read_csv(whole / "ratings.csv")
-    step = -(-table.num_rows // parts)
-    for k in range(parts):
-        pacsv.write_csv(table.slice(k * step, step), out / "ratings" / f"part-{k:05d}.csv")
-    shutil.rmtree(whole)
-    return table.num_rows
+    write_synthetic_movies(out / "movies.csv", n, users, movies, seed=0)
+    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    try:
+        task = ray.remote(write_synthetic_part).options(num_cpus=1)
+        refs = [task.remote(str(out / "ratings" / f"part-{k:05d}.csv"), k, parts, n, users, movies, 0)
+                for k in range(parts)]
+        return int(sum(ray.get(refs)))
+    finally:
+        ray.shutdown()
 
 
 def run(src: Path | None, args: list[str]) -> tuple[float, float]:
@@ -114,7 +116,7 @@ def main() -> None:
         with checkouts(a.before, tmp / "trees") as sites:
             for n in a.ratings:
                 data = tmp / f"data-{n}"
-                n_rows = make_parts(data, n, a.parts)
+                n_rows = make_parts(data, n, a.parts, address)
                 print(f"{n_rows:,} ratings in {a.parts} parts", flush=True)
                 for label, src in sites.items():
                     for engine in a.engines:

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from movierec._lazy import is_frame, pd, sp
-from movierec._npz import file_view, npz_arrays, npz_mapped, remap  # noqa: F401 - npz_mapped: this module's API
+from movierec._npz import file_view, npz_arrays, remap
 from movierec.errors import DataError, ModelError
 from movierec.models.mf import MatrixFactorization, ScoreVectors
 from movierec.version_layout import GENRE_SENTIMENT, META, MOVIES, NEIGHBOURS, SEEN, USER_IDS

@@ -347,19 +347,14 @@ def _sample_unique(rng, users, counts, cdf, ni):
     return (seen // ni).astype(np.int32), (seen % ni).astype(np.int32)
 
 
-def write_synthetic(out: str | Path, n_ratings: int = 20_000_263, n_users: int = 138_493,
-                    n_movies: int = 27_278, seed: int = 0) -> dict[str, int]:
-    """MovieLens-20M-shaped synthetic ratings.csv and movies.csv in ``out`` (for the scale
-    benchmarks): long-tailed popularity (Zipf-like) and user activity (log-normal), ratings on
-    0.5..5 in half stars from a rank-8 taste model, unix timestamps. Written in chunks with
-    pyarrow, so memory stays well under 2 GB. Returns the counts."""
+def _synthetic_shape(rng: np.random.Generator, n_ratings: int, n_users: int, n_movies: int):
+    """The set's catalogue, and per viewer and movie what its ratings are drawn from
+    (activity, popularity, the rank-8 taste model): (movies table, dict of arrays)."""
     import pyarrow as pa
-    import pyarrow.csv as pacsv
 
-    rng = np.random.default_rng(seed)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     nu, ni, k = n_users, n_movies, 8
+    if nu * min(20, ni // 2) > n_ratings:
+        raise ValueError(f"{n_ratings} ratings cannot give {nu} viewers 20 each (the least a viewer rates)")
 
     # catalogue: popularity ~ Zipf over a random order of movies
     rank = rng.permutation(ni) + 1
@@ -372,36 +367,89 @@ def write_synthetic(out: str | Path, n_ratings: int = 20_000_263, n_users: int =
         "title": [f"Synthetic Movie {i} ({1920 + i % 100})" for i in range(1, ni + 1)],
         "genres": [f"{SYNTHETIC_GENRES[a]}|{SYNTHETIC_GENRES[b]}" if a != b else SYNTHETIC_GENRES[a] for a, b in genre_ids],
     })
-    pacsv.write_csv(movies, out / "movies.csv")
 
     # users: activity log-normal, scaled to the requested total (at least 20 each, as in ML-20M)
     act = rng.lognormal(0.0, 1.1, nu)
     counts = np.maximum(20, np.round(act / act.sum() * n_ratings)).astype(np.int64)
     counts = np.minimum(counts, ni // 2)
     excess = counts.sum() - n_ratings
-    if excess > 0:  # trim the heaviest users to hit the total exactly
+    while excess > 0:  # trim the heaviest users to hit the total exactly (in rounds where one is not enough)
         order = np.argsort(-counts)
-        take = np.minimum(counts[order] - 20, np.ceil(excess / 1000).astype(int))
+        take = np.maximum(0, np.minimum(counts[order] - 20, np.ceil(excess / 1000).astype(int)))
         cum = np.cumsum(take)
-        n = np.searchsorted(cum, excess) + 1
+        n = min(int(np.searchsorted(cum, excess)) + 1, len(cum))
         counts[order[:n]] -= take[:n]
-        counts[order[n - 1]] += cum[n - 1] - excess
+        counts[order[n - 1]] += max(0, cum[n - 1] - excess)
+        excess = counts.sum() - n_ratings
     P = rng.normal(0, 0.35, (nu, k)).astype(np.float32)
     Q = rng.normal(0, 0.35, (ni, k)).astype(np.float32)
     bu = rng.normal(0, 0.35, nu).astype(np.float32)
     bi = (rng.normal(0, 0.3, ni) + 0.3 * np.log(pop * ni)).astype(np.float32)
+    return movies, {"cdf": cdf, "counts": counts, "P": P, "Q": Q, "bu": bu, "bi": bi, "ni": ni}
 
-    starts = np.r_[0, np.cumsum(counts)]
-    chunk_users = 5000
-    with pacsv.CSVWriter(out / "ratings.csv", pa.schema([("user_id", pa.int32()), ("movie_id", pa.int32()),
-                                                        ("rating", pa.float32()), ("timestamp", pa.int64())])) as w:
-        for u0 in range(0, nu, chunk_users):
-            u1 = min(nu, u0 + chunk_users)
-            n = int(starts[u1] - starts[u0])
-            users, items = _sample_unique(rng, np.arange(u0, u1), counts[u0:u1], cdf, ni)
-            n = len(users)
-            raw = 3.5 + bu[users] + bi[items] + np.einsum("ij,ij->i", P[users], Q[items]) + rng.normal(0, 0.7, n)
-            rating = np.clip(np.round(raw * 2) / 2, 0.5, 5.0).astype(np.float32)
-            ts = rng.integers(789_652_009, 1_427_784_002, n)
-            w.write_table(pa.table({"user_id": users + 1, "movie_id": items + 1, "rating": rating, "timestamp": ts}))
-    return {"ratings": int(counts.sum()), "users": nu, "movies": ni}
+
+def _synthetic_rows(rng: np.random.Generator, s: dict, u0: int, u1: int):
+    """The ratings of viewers u0..u1-1 (a pyarrow table: user_id, movie_id, rating, timestamp)."""
+    import pyarrow as pa
+
+    users, items = _sample_unique(rng, np.arange(u0, u1), s["counts"][u0:u1], s["cdf"], s["ni"])
+    n = len(users)
+    raw = 3.5 + s["bu"][users] + s["bi"][items] + np.einsum("ij,ij->i", s["P"][users], s["Q"][items]) \
+        + rng.normal(0, 0.7, n)
+    rating = np.clip(np.round(raw * 2) / 2, 0.5, 5.0).astype(np.float32)
+    ts = rng.integers(789_652_009, 1_427_784_002, n)
+    return pa.table({"user_id": (users + 1).astype(np.int32), "movie_id": (items + 1).astype(np.int32),
+                     "rating": rating, "timestamp": ts})
+
+
+def _ratings_schema():
+    import pyarrow as pa
+
+    return pa.schema([("user_id", pa.int32()), ("movie_id", pa.int32()), ("rating", pa.float32()),
+                      ("timestamp", pa.int64())])
+
+
+def write_synthetic(out: str | Path, n_ratings: int = 20_000_263, n_users: int = 138_493,
+                    n_movies: int = 27_278, seed: int = 0) -> dict[str, int]:
+    """MovieLens-20M-shaped synthetic ratings.csv and movies.csv in ``out`` (for the scale
+    benchmarks): long-tailed popularity (Zipf-like) and user activity (log-normal), ratings on
+    0.5..5 in half stars from a rank-8 taste model, unix timestamps. Written in chunks with
+    pyarrow, so memory stays well under 2 GB. Returns the counts."""
+    import pyarrow.csv as pacsv
+
+    rng = np.random.default_rng(seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    movies, s = _synthetic_shape(rng, n_ratings, n_users, n_movies)
+    pacsv.write_csv(movies, out / "movies.csv")
+    with pacsv.CSVWriter(out / "ratings.csv", _ratings_schema()) as w:
+        for u0 in range(0, n_users, 5000):
+            w.write_table(_synthetic_rows(rng, s, u0, min(n_users, u0 + 5000)))
+    return {"ratings": int(s["counts"].sum()), "users": n_users, "movies": n_movies}
+
+
+def write_synthetic_part(path: str | Path, part: int, parts: int, n_ratings: int, n_users: int, n_movies: int,
+                         seed: int = 0) -> int:
+    """Part ``part`` of ``parts`` of a synthetic set as one CSV file (a worker writes each): the
+    viewers cut into equal ranges, each part's ratings drawn from its own stream over the
+    same catalogue and taste model (:func:`write_synthetic`'s, from ``seed``; not its rows).
+    Returns the part's ratings."""
+    import pyarrow.csv as pacsv
+
+    _, s = _synthetic_shape(np.random.default_rng(seed), n_ratings, n_users, n_movies)
+    rng = np.random.default_rng([seed, part + 1])
+    lo, hi = n_users * part // parts, n_users * (part + 1) // parts
+    n = 0
+    with pacsv.CSVWriter(path, _ratings_schema()) as w:
+        for u0 in range(lo, hi, 5000):
+            t = _synthetic_rows(rng, s, u0, min(hi, u0 + 5000))
+            n += t.num_rows
+            w.write_table(t)
+    return n
+
+
+def write_synthetic_movies(path: str | Path, n_ratings: int, n_users: int, n_movies: int, seed: int = 0) -> None:
+    """movies.csv of the set :func:`write_synthetic_part` writes the ratings of."""
+    import pyarrow.csv as pacsv
+
+    pacsv.write_csv(_synthetic_shape(np.random.default_rng(seed), n_ratings, n_users, n_movies)[0], path)
