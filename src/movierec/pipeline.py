@@ -700,7 +700,7 @@ def train_for_fold(cfg: Config, cat: Catalog, fold: int | None, use_saved_featur
 
 def save_model_version(cfg: Config, cat: Catalog, served: FoldFit, holdout: FoldFit | None) -> str:
     """Write a self-contained model version (see :mod:`movierec.registry`); returns its name."""
-    from movierec.data.parts_train import SeenParts
+    from movierec.data.parts_train import IdParts, SeenParts
     from movierec.explain import genre_sentiment_table
     from movierec.feedback import snapshot
     from movierec.privacy import key_fingerprint
@@ -716,7 +716,8 @@ def save_model_version(cfg: Config, cat: Catalog, served: FoldFit, holdout: Fold
     feedback_state = cat.read_optional("feedback_state") or snapshot(cat.workdir)[1]
     data = ServingData(
         model=m, holdout=None if holdout is None else holdout.model,
-        user_ids=cat.read("user_ids"), movies=movies,
+        user_ids=IdParts(cat.path("user_ids")) if cat.path("user_ids").is_dir() else cat.read("user_ids"),
+        movies=movies,
         ratings=cat.read("ratings_clean") if served.train is not None else SeenParts(cat.path("ratings_clean"), cfg.engine),
         reviewed=None if reviews is None else reviews[["user_idx", "movie_idx"]],
         neighbours=cat.read_optional("social_neighbours"),

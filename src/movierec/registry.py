@@ -119,7 +119,7 @@ class ServingData:
 
     model: Any  # MatrixFactorization refit on all data
     holdout: Any | None  # MatrixFactorization of the training part (None: split none)
-    user_ids: pd.DataFrame  # user_idx, user_id
+    user_ids: Any  # user_idx, user_id: a frame, or parts with write_parquet() (engine ray)
     movies: pd.DataFrame  # movie_idx, movie_id, title, genres, year
     ratings: Any  # every rating: user_idx, movie_idx, rating (a frame, or parts with write_seen())
     reviewed: pd.DataFrame | None = None  # user_idx, movie_idx of every review
@@ -363,10 +363,14 @@ class Registry:
         d.model.save(folder / MODEL)
         if d.holdout is not None:
             d.holdout.save(folder / HOLDOUT)
-        d.user_ids[["user_idx", "user_id"]].to_parquet(folder / USER_IDS, index=False)
+        if hasattr(d.user_ids, "write_parquet"):  # the id table in parts (engine ray): copied, not read whole
+            n_users = d.user_ids.write_parquet(folder / USER_IDS)
+        else:
+            d.user_ids[["user_idx", "user_id"]].to_parquet(folder / USER_IDS, index=False)
+            n_users = len(d.user_ids)
         movies = d.movies[["movie_idx", "movie_id", "title", "genres", "year"]]
         movies.to_parquet(folder / MOVIES, index=False)
-        n_users, n_items = len(d.user_ids), len(movies)
+        n_items = len(movies)
         r = d.ratings
         if hasattr(r, "write_seen"):  # ratings that stay in the cluster's parts (engine ray)
             n_ratings = r.write_seen(folder / SEEN, n_users, n_items, d.reviewed)

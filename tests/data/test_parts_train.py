@@ -105,3 +105,24 @@ def test_seen_refuses_parts_whose_viewers_overlap(tmp_path):
     files = [str(f) for f in sorted(folder.glob("part-*.parquet"))]
     with pytest.raises(ValueError, match="hold the same viewers"):
         write_seen(tmp_path / "seen.npz", files, Tasks(), 300, 80, np.zeros(0), np.zeros(0), scratch)
+
+
+def test_the_id_table_in_parts_is_copied_into_one_file_in_order(tmp_path):
+    """A version's user_ids.parquet from the id table's parts (Ray's clean), a row group at a
+    time: the ids by dense index; parts that do not number the viewers in order are refused."""
+    from movierec.data.parts_train import IdParts
+    from movierec.errors import ModelError
+
+    folder = tmp_path / "user_ids"
+    folder.mkdir()
+    ids = [f"v{k:04d}" for k in range(1000)]
+    cuts = [0, 300, 301, 1000]
+    for j in range(3):
+        pd.DataFrame({"user_idx": np.arange(cuts[j], cuts[j + 1], dtype=np.int32), "user_id": ids[cuts[j]:cuts[j + 1]]}
+                     ).to_parquet(folder / f"part-{j:05d}.parquet", index=False, row_group_size=128)
+    assert IdParts(folder).write_parquet(tmp_path / "user_ids.parquet") == 1000
+    got = pd.read_parquet(tmp_path / "user_ids.parquet")
+    assert got["user_id"].tolist() == ids and got["user_idx"].tolist() == list(range(1000))
+    (folder / "part-00001.parquet").rename(folder / "part-00009.parquet")  # range 1 after range 2
+    with pytest.raises(ModelError, match="in order"):
+        IdParts(folder).write_parquet(tmp_path / "again.parquet")

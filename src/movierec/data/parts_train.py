@@ -32,6 +32,8 @@ from typing import Sequence
 
 import numpy as np
 
+from movierec.errors import ModelError
+
 #: the columns a training worker reads (``fold`` only where a fold is held out)
 COLUMNS = ["user_idx", "movie_idx", "rating"]
 
@@ -279,3 +281,37 @@ class SeenParts:
                                   scratch)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+@dataclass
+class IdParts:
+    """The viewer id table in parts (``user_ids`` from Ray's clean: part k numbers range k's
+    viewers after range k - 1's), for a model version's ``user_ids.parquet``: copied a row
+    group at a time, so the driver never holds every viewer's id."""
+
+    folder: Path
+
+    def write_parquet(self, path: Path) -> int:
+        """Write the table to ``path`` (user_idx, user_id); returns its rows. The parts must
+        number the viewers 0, 1, 2, ... in order (a version's ids are read by position)."""
+        import pyarrow.parquet as pq
+
+        n, writer = 0, None
+        try:
+            for f in sorted(Path(self.folder).glob("part-*.parquet")):
+                pf = pq.ParquetFile(f)
+                for g in range(pf.metadata.num_row_groups):
+                    t = pf.read_row_group(g, columns=["user_idx", "user_id"])
+                    if not np.array_equal(t.column("user_idx").to_numpy(), np.arange(n, n + t.num_rows)):
+                        raise ModelError(f"{f}: the viewer id table's parts do not number the viewers "
+                                         f"0, 1, 2, ... in order (row group {g}); run `movierec clean --force`")
+                    writer = writer or pq.ParquetWriter(path, t.schema)
+                    writer.write_table(t.cast(writer.schema))
+                    n += t.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+        if writer is None:
+            raise ModelError(f"{self.folder}: the viewer id table has no parts")
+        return n
+
