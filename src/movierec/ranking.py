@@ -764,26 +764,23 @@ class AllLists(NamedTuple):
         """Pickled with the vectors that are ranges of a memory-mapped model file as the file's
         name and place (:func:`movierec._npz.file_view`): a Ray task maps them itself, and the
         driver neither copies every viewer's vectors nor holds them in the object store."""
-        return _plan_of, (type(self.vectors), _by_name(self.vectors), _by_name(self.rating_vectors),
-                          *self[1:3], *self[4:])
+        return type(self), (_by_name(self.vectors), *self[1:3], _by_name(self.rating_vectors), *self[4:])
 
 
-class _Mapped(NamedTuple):
-    """An array pickled as where it lies in a file (:func:`movierec._npz.file_view`)."""
-    where: tuple
+class _Mapped:
+    """An array that pickles as where it lies in a file: unpickled, the file mapped again."""
+
+    def __init__(self, where: tuple) -> None:
+        self.where = where
+
+    def __reduce__(self):
+        return remap, self.where
 
 
 def _by_name(vectors: tuple) -> tuple:
-    return tuple(_Mapped(w) if (w := file_view(v)) is not None else v for v in vectors)
-
-
-def _plan_of(vectors_type, vectors: tuple, rating_vectors: tuple, *rest) -> AllLists:
-    def mapped(vs):
-        return tuple(remap(*v.where) if isinstance(v, _Mapped) else v for v in vs)
-
-    v = mapped(vectors)
-    return AllLists(vectors_type(*v) if vectors_type is not tuple else v, rest[0], rest[1], mapped(rating_vectors),
-                    *rest[2:])
+    """``vectors`` (a tuple, or a named one) with each array that lies in a mapped file as a :class:`_Mapped`."""
+    items = [_Mapped(w) if (w := file_view(v)) is not None else v for v in vectors]
+    return type(vectors)(*items) if hasattr(vectors, "_fields") else tuple(items)
 
 
 class IdColumn:
@@ -797,23 +794,13 @@ class IdColumn:
         return self.n
 
     def __getitem__(self, users) -> np.ndarray:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        from movierec.data.parts_train import read_row_range
 
         users = np.asarray(users, np.int64)
         if not len(users):
             return np.zeros(0, object)
         lo, hi = int(users.min()), int(users.max()) + 1
-        pf = pq.ParquetFile(self.path)
-        groups, first, g0 = [], None, 0
-        for g in range(pf.metadata.num_row_groups):
-            gn = pf.metadata.row_group(g).num_rows
-            if g0 < hi and g0 + gn > lo:
-                groups.append(g)
-                first = g0 if first is None else first
-            g0 += gn
-        col = pf.read_row_groups(groups, columns=["user_id"]).column(0)
-        ids = pa.chunked_array(col).slice(lo - first, hi - lo).to_pylist()
+        ids = read_row_range(self.path, lo, hi, ["user_id"]).column(0).to_pylist()
         return np.array([str(u) for u in ids], dtype=object)[users - lo]
 
 

@@ -150,26 +150,32 @@ def read_rows(files: Sequence[str], rows: Sequence[int], lo: int, hi: int, fold:
     """Rows [lo, hi) of the parts taken one after another (only the row groups that overlap
     them are read), their training part: (users, items, ratings)."""
     import pandas as pd
-    import pyarrow.parquet as pq
 
     got, start = [], 0
     for path, n in zip(files, rows):
         a, b = max(lo, start), min(hi, start + n)
         if a < b:
-            pf = pq.ParquetFile(path)
-            groups, g0, first = [], 0, None
-            for g in range(pf.metadata.num_row_groups):
-                gn = pf.metadata.row_group(g).num_rows
-                if g0 + gn > a - start and g0 < b - start:
-                    groups.append(g)
-                    first = g0 if first is None else first
-                g0 += gn
-            t = pf.read_row_groups(groups, columns=_columns(fold))
-            got.append(t.slice(a - start - first, b - a).to_pandas())
+            got.append(read_row_range(path, a - start, b - start, _columns(fold)).to_pandas())
         start += n
     if not got:
         return np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32)
     return _training_part(pd.concat(got, ignore_index=True), fold)
+
+
+def read_row_range(path: str | Path, lo: int, hi: int, columns: list[str]):
+    """Rows [lo, hi) of one Parquet file (a pyarrow table), reading only the row groups that
+    overlap them."""
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    groups, g0, first = [], 0, 0
+    for g in range(pf.metadata.num_row_groups):
+        gn = pf.metadata.row_group(g).num_rows
+        if g0 + gn > lo and g0 < hi:
+            first = first if groups else g0
+            groups.append(g)
+        g0 += gn
+    return pf.read_row_groups(groups, columns=columns).slice(lo - first, hi - lo)
 
 
 # ----------------------------------------------------------------------------- seen.npz
