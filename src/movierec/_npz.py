@@ -70,3 +70,37 @@ def file_view(a) -> tuple | None:
 def remap(path: str, offset: int, dtype: str, shape: tuple) -> np.ndarray:
     """The array :func:`file_view` described, mapped read-only."""
     return np.memmap(path, np.dtype(dtype), "r", offset, tuple(shape))
+
+
+#: bytes copied at a time from a mapped array's file (:func:`savez`)
+CHUNK = 4 << 20
+
+
+def savez(file, **arrays) -> None:
+    """``np.savez(file, **arrays)``, byte for byte, except that an array which is a range of a
+    file mapped read-only (:func:`file_view`) is copied from that file a chunk at a time
+    instead of through its mapping: a process that writes a model whose factors are mapped
+    from another file (the state a Ray fit's workers wrote) reads no page of them into its
+    own memory."""
+    import zipfile
+
+    fmt = np.lib.format
+    with zipfile.ZipFile(file, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
+        for key, val in arrays.items():
+            val = np.asanyarray(val)
+            view = file_view(val)
+            with z.open(key + ".npy", "w", force_zip64=True) as out:  # (as np.savez: gh-10776)
+                if view is None:
+                    fmt.write_array(out, val, allow_pickle=False)
+                    continue
+                fmt.write_array_header_1_0(out, fmt.header_data_from_array_1_0(val))
+                path, offset, _, _ = view
+                left = val.nbytes
+                with open(path, "rb") as src:
+                    src.seek(offset)
+                    while left:
+                        chunk = src.read(min(CHUNK, left))
+                        if not chunk:
+                            raise OSError(f"{path}: shorter than the array mapped from it")
+                        out.write(chunk)
+                        left -= len(chunk)

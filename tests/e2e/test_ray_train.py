@@ -141,11 +141,17 @@ def test_train_on_ray_fits_from_the_parts_and_writes_the_local_seen_file(tmp_pat
     (data / "ratings").mkdir()
     for k, rows in enumerate(np.array_split(np.arange(len(r)), 3)):
         r.iloc[rows].to_csv(data / "ratings" / f"part-{k}.csv", index=False)
+    movies = pd.read_csv(data / "movies.csv", dtype={"movie_id": str})
+    unrated = movies.iloc[:1].assign(movie_id="m-nobody-rated")  # a movie in the catalogue only
+    pd.concat([movies, unrated]).to_csv(data / "movies.csv", index=False)
     site = (f"data.dir={data}", "data.ratings=ratings")
-    work = tmp_path / "ray"
-    onray = _ok(run_cli("-v", "train", "--config", DEMO, f"workdir={work}", *site, *FROM_PARTS, *ray_opts))
+    work, ckpt = tmp_path / "ray", tmp_path / "ckpt"
+    onray = _ok(run_cli("-v", "train", "--config", DEMO, f"workdir={work}", *site, *FROM_PARTS, *ray_opts,
+                        f"engine.checkpoint_dir={ckpt}"))
     assert "fitting from ratings_clean's" in onray.stderr and "reads it whole" not in onray.stderr
     assert onray.stderr.count("Adam on Ray (2 workers) finished") == 2  # the holdout fit and the refit
+    # the driver mapped each fit's final state from its file, and removed the files when done
+    assert ckpt.is_dir() and not list(ckpt.iterdir())
 
     version = work / "models" / (work / "models" / "current").read_text().strip()
     meta = json.loads((version / "meta.json").read_text())
@@ -164,6 +170,14 @@ def test_train_on_ray_fits_from_the_parts_and_writes_the_local_seen_file(tmp_pat
         for k in x.files:
             assert x[k].dtype == y[k].dtype and np.array_equal(x[k], y[k]), k
         assert len(y["watched_indices"])  # reviews without a rating: left out of lists too
+    # the workers zeroed the rows of the movie without ratings in both models (as a local fit does)
+    from movierec.models.mf import MatrixFactorization
+
+    nobody = int(cat.read("movie_ids").set_index("movie_id").loc["m-nobody-rated", "movie_idx"])
+    for name in ("model.npz", "holdout.npz"):
+        m = MatrixFactorization.load(version / name)
+        assert m.item_bias_[nobody] == 0 and not m.item_factors_[nobody].any(), name
+        assert np.abs(m.item_factors_).sum(1).min() == 0 < np.abs(m.item_factors_).sum(1).max()
     # the version serves: a viewer's list leaves out what they rated
     got = _ok(run_cli("recommend", "--config", DEMO, f"workdir={work}", *site, "--user", "u00001",
                       "--format", "json"))

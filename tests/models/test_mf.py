@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -181,6 +183,53 @@ def test_save_load_round_trip(planted_data, tmp_path):
     p2, _ = m2.predict(test.user_idx, test.movie_idx)
     assert np.array_equal(p1, p2)
     assert m2.history_.train_rmse == m.history_.train_rmse
+
+
+def _mapped_rss(a: np.ndarray) -> int | None:
+    """kB of the mapping holding ``a`` that this process has paged in (None: no smaps)."""
+    smaps = Path("/proc/self/smaps")
+    if not smaps.exists():
+        return None
+    addr = a.__array_interface__["data"][0]
+    inside = False
+    for line in smaps.read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            inside = lo <= addr < hi
+        elif inside and head == "Rss:":
+            return int(line.split()[1])
+    return None
+
+
+def test_a_model_mapped_from_a_file_saves_the_same_file_without_reading_its_pages(planted_data, tmp_path):
+    """A fit from parts on Ray leaves the model's arrays mapped from the workers' file: save
+    copies them from that file (movierec._npz.savez), the bytes np.savez writes, and the
+    process maps none of their pages in (the mapping's Rss in /proc/self/smaps)."""
+    from movierec import _npz
+
+    train, _, nu, ni = planted_data
+    m = MatrixFactorization(factors=8, epochs=2).fit(data_of(train, nu, ni))
+    m.save(tmp_path / "a.npz")
+    with open(tmp_path / "a.npz", "rb") as fh:  # np.savez's own bytes, from the arrays in memory
+        ref = tmp_path / "ref.npz"
+        with np.load(fh, allow_pickle=False) as z:
+            np.savez(ref, **{k: z[k] for k in z.files})
+    assert (tmp_path / "a.npz").read_bytes() == ref.read_bytes()
+    mapped = MatrixFactorization.load(tmp_path / "a.npz")
+    assert _npz.file_view(mapped.user_factors_) is not None
+    before = _mapped_rss(mapped.user_factors_)
+    old_chunk, _npz.CHUNK = _npz.CHUNK, 1000  # several chunks per array
+    try:
+        mapped.save(tmp_path / "b.npz")
+    finally:
+        _npz.CHUNK = old_chunk
+    assert (tmp_path / "b.npz").read_bytes() == ref.read_bytes()
+    if before is not None:  # (Linux) saving read no page through the map
+        assert _mapped_rss(mapped.user_factors_) == before
+    loaded = MatrixFactorization.load(tmp_path / "b.npz")
+    for k in MatrixFactorization.ARRAYS:
+        assert np.array_equal(getattr(m, k), getattr(loaded, k)), k
 
 
 def test_unknown_ids_fall_back_and_are_flagged(planted_data):

@@ -36,11 +36,13 @@ import os
 import shutil
 import tempfile
 import time
+import weakref
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from movierec._npz import npz_arrays
 from movierec.engine import blocks, session
 from movierec.errors import ModelError
 from movierec.models._adam import _make_step, _pull, adam
@@ -82,14 +84,23 @@ def fit_key(model, data, val_mask: np.ndarray, seed: int, workers: int) -> str:
 
 
 def _sweep(root: Path, keep: str) -> None:
-    """Remove checkpoint folders of fits last touched more than KEEP_DAYS ago (not ``keep``)."""
+    """Remove checkpoint folders of fits last touched more than KEEP_DAYS ago (not ``keep``),
+    and fitted states a killed command left (:func:`fit_adam_ray_parts`)."""
     cutoff = time.time() - KEEP_DAYS * 86400
     for d in root.glob(_PREFIX + "*"):
         try:
-            if d.name != keep and d.is_dir() and d.stat().st_mtime < cutoff:
-                shutil.rmtree(d, ignore_errors=True)
+            if d.name != keep and d.stat().st_mtime < cutoff:
+                shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink()
         except OSError:
             pass
+
+
+def _remove(path: Path) -> None:
+    """Remove a fitted state's file once its model is gone (its maps stay readable)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def fit_adam_ray(model, data, val_mask: np.ndarray, rng: np.random.Generator, engine):
@@ -124,12 +135,15 @@ def fit_adam_ray(model, data, val_mask: np.ndarray, rng: np.random.Generator, en
                        datasets, None)
 
 
-def fit_adam_ray_parts(model, data, rng: np.random.Generator, engine):
+def fit_adam_ray_parts(model, data, rng: np.random.Generator, engine, zero: tuple | None = None):
     """Fit ``model`` (its state initialized) on Ray from ratings in parts
     (:class:`~movierec.models.train_data.PartsTrainData`): each worker reads its own slice of
     the parts' rows, keeps the training part and holds out the validation slice by the pairs'
     hash (:func:`movierec.data.parts_train.held_out`); nothing O(ratings) passes through the
-    driver. Returns the :class:`History`."""
+    driver. ``zero``: (users, movies) whose rows the workers zero in the final state (those
+    without training ratings). The fitted state is not read into the driver: the model's
+    arrays are mapped read-only from the file of the final checkpoint, kept beside the
+    checkpoints until the model is gone. Returns the :class:`History`."""
     src = data.source
     side = TrainData(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32), data.n_users,
                      data.n_items, data.user_features, data.item_features, data.neighbours)
@@ -137,7 +151,8 @@ def fit_adam_ray_parts(model, data, rng: np.random.Generator, engine):
     workers = int(engine.workers)
     # "init": the seed each worker draws the starting factors from (the driver draws none)
     parts = {"files": list(src.files), "rows": list(src.rows), "fold": src.fold, "seed": src.seed,
-             "fraction": src.fraction, "unit": float(data.unit), "init": int(model.seed)}
+             "fraction": src.fraction, "unit": float(data.unit), "init": int(model.seed),
+             "zero": zero if zero is not None else (np.zeros(0, np.int32), np.zeros(0, np.int32))}
     return _fit_on_ray(model, side, src.n_train, src.n_val, seed, parts_fit_key(model, data, seed, workers), engine,
                        None, parts)
 
@@ -207,9 +222,19 @@ def _fit_on_ray(model, side: TrainData, n_train: int, n_val: int, seed: int, key
                              f"{fit_failure(exc)}{kept}") from exc
         if result.checkpoint is None:
             raise ModelError("Adam on Ray: training ended without a checkpoint")
-        with result.checkpoint.as_directory() as d, np.load(Path(d) / _CKPT, allow_pickle=False) as z:
-            # the parameters and the curve: not Adam's moments (twice the parameters' size)
-            saved = {k: z[k] for k in z.files if not k.startswith(("opt:", "best:"))}
+        if parts is not None:
+            # the final state's file moved out of the checkpoints and mapped: the driver reads
+            # none of the O(viewers x factors) parameters (writing the version copies the file)
+            kept = (run_dir.parent if run_dir is not None else Path(tempfile.gettempdir())) / \
+                f"{name}.fitted-{os.getpid()}-{time.time_ns()}.npz"
+            with result.checkpoint.as_directory() as d:
+                shutil.move(Path(d) / _CKPT, kept)
+            weakref.finalize(model, _remove, kept)
+            saved = {k: v for k, v in npz_arrays(kept).items() if not k.startswith(("opt:", "best:"))}
+        else:
+            with result.checkpoint.as_directory() as d, np.load(Path(d) / _CKPT, allow_pickle=False) as z:
+                # the parameters and the curve: not Adam's moments (twice the parameters' size)
+                saved = {k: z[k] for k in z.files if not k.startswith(("opt:", "best:"))}
         if run_dir is not None:
             shutil.rmtree(run_dir, ignore_errors=True)  # finished: nothing to resume
     if not bool(saved["final"]):
@@ -416,6 +441,8 @@ def _train_loop(config: dict) -> None:  # runs in each Ray Train worker
             break
         _report(ctx, epoch, tracker, model, opt, restarts, final=False)
     tracker.finish()  # the best state back in the model
+    if config.get("parts"):  # viewers and movies without training ratings: no random rows
+        model._zero_rows(*config["parts"]["zero"])
     _report(ctx, epoch, tracker, model, opt, restarts, final=True)
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from movierec._lazy import sp
-from movierec._npz import npz_mapped
+from movierec._npz import npz_mapped, savez
 from movierec.config import EngineConfig, ModelConfig
 from movierec.errors import ModelError
 from movierec.models._tracking import EpochTracker, History
@@ -348,10 +348,12 @@ class MatrixFactorization:
         check_trainer(self)
         from movierec.models._adam_ray import fit_adam_ray_parts
 
-        self.history_ = fit_adam_ray_parts(self, data, rng, self.engine)
+        # the workers zero the rows of viewers and movies without training ratings before they
+        # write the final state, which the driver then maps from the file (it holds no copy)
+        zero = self._unrated_rows(data, src.user_counts, src.item_counts)
+        self.history_ = fit_adam_ray_parts(self, data, rng, self.engine, zero)
         self.fit_seconds_ = time.perf_counter() - t0
         self.n_train_ = int(src.n_train)
-        self._reset_unrated(data, src.user_counts, src.item_counts)
         self._fit_watch(data)
         self._fit_content(data, None)
         return self
@@ -362,13 +364,19 @@ class MatrixFactorization:
         ratings keep none either: their vector is what their features (genres, year) and,
         with review content, their reviews say (:meth:`_fit_content`). ``counts``,
         ``item_counts``: training ratings per user and per movie."""
+        self._zero_rows(*self._unrated_rows(data, counts, item_counts))
+
+    def _unrated_rows(self, data: TrainData, counts: np.ndarray, item_counts: np.ndarray) -> tuple:
+        """(users, movies) whose rows :meth:`_reset_unrated` zeroes, as int32 indices."""
         nb_rows = np.diff(data.neighbour_arrays()[0]) > 0 if self.social_reg > 0 else np.zeros(data.n_users, bool)
-        cold = (counts == 0) & ~nb_rows
-        self.user_factors_[cold] = 0.0
-        self.user_bias_[cold] = 0.0
-        unrated = item_counts == 0
-        self.item_factors_[unrated] = 0.0
-        self.item_bias_[unrated] = 0.0
+        return (np.flatnonzero((counts == 0) & ~nb_rows).astype(np.int32),
+                np.flatnonzero(item_counts == 0).astype(np.int32))
+
+    def _zero_rows(self, users: np.ndarray, movies: np.ndarray) -> None:
+        self.user_factors_[users] = 0.0
+        self.user_bias_[users] = 0.0
+        self.item_factors_[movies] = 0.0
+        self.item_bias_[movies] = 0.0
 
     def _fit_content(self, data: TrainData, val_mask: np.ndarray) -> None:
         """Review content -> the model, for movies with reviews and no rating (and viewers who
@@ -817,8 +825,10 @@ class MatrixFactorization:
         else:
             arrays.update(ease_history_indptr=hist.indptr, ease_history_indices=hist.indices,
                           ease_history_shape=np.array(hist.shape))
+        # np.savez's file; an array mapped from a file (a fit on Ray: the workers' final state)
+        # is copied from that file, not read through the driver's memory
         with open(path, "wb") as fh:
-            np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
+            savez(fh, meta=np.array(json.dumps(meta)), **arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> "MatrixFactorization":
