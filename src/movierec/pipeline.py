@@ -442,7 +442,8 @@ def _run_train(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
 
     The refit runs for as many epochs as early stopping chose for the holdout model (the
     number of epochs is a hyperparameter too) and keeps no validation slice: it trains on
-    all ratings and feedback. With ``split.method: none`` there is no holdout model.
+    all ratings and feedback. With ``split.method: none`` there is no holdout model. Adam on
+    Ray from ``ratings_clean``'s parts runs both fits in one Ray Train run.
     """
     from movierec.engine import hold
 
@@ -451,20 +452,27 @@ def _run_train(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     why = parts_route(cfg, cat, cfg.model)
     if why:
         log.info("train: ratings_clean is in parts, but the driver reads it whole: %s", "; ".join(why))
+    pair = cfg.split.method != "none" and why == []  # from parts: both fits in one Ray Train run
     with hold():  # engine ray: one Ray session for the holdout fit, the refit and the version's files
-        if cfg.split.method != "none":
+        if pair:
+            holdout, served = _train_from_parts(cfg, cat, cfg.split.fold, cfg.model, refit=True)
+        elif cfg.split.method != "none":
             holdout = train_for_fold(cfg, cat, cfg.split.fold, use_saved_features=True, parts=True)
+        if holdout is not None:
             holdout_ratings = rated(holdout)
             log.info("train: holdout model fitted on the training part (%d ratings, %.2fs)",
                      holdout_ratings, holdout.model.fit_seconds_)
-            refit_cfg = replace(cfg.model, early_stopping=False, epochs=int(holdout.model.history_.best_epoch) + 1)
-            # the holdout model's training arrays and table are not needed any more (its size
-            # is): free them before the refit builds its own (at 20M ratings, hundreds of MB)
-            holdout = holdout._replace(data=None, features=None, train=None)
-            import gc
+        if not pair:
+            if holdout is not None:
+                refit_cfg = replace(cfg.model, early_stopping=False,
+                                    epochs=int(holdout.model.history_.best_epoch) + 1)
+                # the holdout model's training arrays and table are not needed any more (its
+                # size is): free them before the refit builds its own (at 20M ratings, hundreds of MB)
+                holdout = holdout._replace(data=None, features=None, train=None)
+                import gc
 
-            gc.collect()
-        served = train_for_fold(cfg, cat, None, model_cfg=refit_cfg, parts=True)
+                gc.collect()
+            served = train_for_fold(cfg, cat, None, model_cfg=refit_cfg, parts=True)
         version = save_model_version(cfg, cat, served, holdout)
     log.info("train: model %s saved (refit on all %d ratings in %.2fs)", version, rated(served),
              served.model.fit_seconds_)
@@ -614,24 +622,33 @@ def parts_route(cfg: Config, cat: Catalog, mcfg) -> list[str] | None:
     return why
 
 
-def _train_from_parts(cfg: Config, cat: Catalog, fold: int | None, mcfg) -> FoldFit:
+def _train_from_parts(cfg: Config, cat: Catalog, fold: int | None, mcfg, refit: bool = False) -> list[FoldFit]:
     """Fit on ``ratings_clean``'s parts, read by the Ray Train workers (see
-    :mod:`movierec.data.parts_train`): the driver holds the parts' figures and the side data."""
+    :mod:`movierec.data.parts_train`): the driver holds the parts' figures and the side data.
+    ``refit``: then the refit on every rating, for the first fit's best epoch + 1, in the
+    same Ray Train run (:func:`movierec.models.mf.fit_parts`). One FoldFit per fit."""
     from movierec.data.parts_train import PartsRatings
-    from movierec.models.mf import MatrixFactorization
+    from movierec.models.mf import MatrixFactorization, fit_parts
     from movierec.models.train_data import PartsTrainData
     from movierec.stages.ingest import check_learnable, input_files
 
     n_users, n_items = cat.rows("user_ids"), cat.rows("movie_ids")
     neighbours = neighbours_matrix(cat, n_users, bool(mcfg.shuffle_social), mcfg.seed) if mcfg.social_reg > 0 else None
-    data = PartsTrainData(PartsRatings.of(cat.path("ratings_clean"), fold, n_users, n_items), cfg.engine,
-                          n_users, n_items, neighbours=neighbours)
-    model = MatrixFactorization.from_config(mcfg, engine=cfg.engine)
-    part = f" (the training part of split fold {fold})" if fold is not None else ""
-    check_learnable(data.summary(model.seed, model._validation_share()), f"{input_files(cfg)['ratings']}{part}")
-    log.info("train: fitting from ratings_clean's %d parts, read by the Ray workers (%d ratings)",
-             len(data.source.files), data.source.rated)
-    return FoldFit(model.fit(data), data, None)
+    folds = [(fold, mcfg)] + ([(None, replace(mcfg, early_stopping=False))] if refit else [])
+    models, datas = [], []
+    for f, m in folds:
+        data = PartsTrainData(PartsRatings.of(cat.path("ratings_clean"), f, n_users, n_items), cfg.engine,
+                              n_users, n_items, neighbours=neighbours)
+        model = MatrixFactorization.from_config(m, engine=cfg.engine)
+        part = f" (the training part of split fold {f})" if f is not None else ""
+        check_learnable(data.summary(model.seed, model._validation_share()), f"{input_files(cfg)['ratings']}{part}")
+        models.append(model)
+        datas.append(data)
+    log.info("train: fitting from ratings_clean's %d parts, read by the Ray workers (%d ratings)%s",
+             len(datas[0].source.files), datas[-1].source.rated,
+             "; the holdout fit and the refit in one Ray Train run" if refit else "")
+    fit_parts(models, datas)
+    return [FoldFit(m, d, None) for m, d in zip(models, datas)]
 
 
 def rated(fit: FoldFit) -> int:
@@ -647,7 +664,7 @@ def train_for_fold(cfg: Config, cat: Catalog, fold: int | None, use_saved_featur
     from movierec.stages.clean import train_test
 
     if parts and not features and parts_route(cfg, cat, model_cfg or cfg.model) == []:
-        return _train_from_parts(cfg, cat, fold, model_cfg or cfg.model)
+        return _train_from_parts(cfg, cat, fold, model_cfg or cfg.model)[0]
     ratings = cat.read("ratings_clean")
     train, test = train_test(ratings, fold)
     _check_learnable(cfg, train, fold)

@@ -149,7 +149,9 @@ def test_train_on_ray_fits_from_the_parts_and_writes_the_local_seen_file(tmp_pat
     onray = _ok(run_cli("-v", "train", "--config", DEMO, f"workdir={work}", *site, *FROM_PARTS, *ray_opts,
                         f"engine.checkpoint_dir={ckpt}"))
     assert "fitting from ratings_clean's" in onray.stderr and "reads it whole" not in onray.stderr
-    assert onray.stderr.count("Adam on Ray (2 workers) finished") == 2  # the holdout fit and the refit
+    # the holdout fit and the refit one after the other in one Ray Train run (workers started once)
+    assert onray.stderr.count("Adam on Ray (2 workers) finished") == 1
+    assert "(the holdout fit and the refit, one Ray Train run)" in onray.stderr
     # the driver mapped each fit's final state from its file, and removed the files when done
     assert ckpt.is_dir() and not list(ckpt.iterdir())
 
@@ -162,6 +164,8 @@ def test_train_on_ray_fits_from_the_parts_and_writes_the_local_seen_file(tmp_pat
     training_part = int((clean["fold"] != 0).sum())
     assert abs(meta["holdout"]["train_ratings"] - 0.95 * training_part) < 0.02 * training_part
     assert min(meta["holdout"]["history"]["val_rmse"]) < 0.95 * r["rating"].std()  # it learned
+    # the refit trained for the holdout fit's best epoch + 1, without a validation slice
+    assert len(meta["history"]["train_rmse"]) == meta["holdout"]["best_epoch"] + 1 and not meta["history"]["val_rmse"]
     (tmp_path / "local").mkdir()
     reviews = cat.read("reviews_clean")[["user_idx", "movie_idx"]]
     Registry._write_seen(tmp_path / "local", clean, reviews, cat.rows("user_ids"), cat.rows("movie_ids"))
@@ -174,6 +178,8 @@ def test_train_on_ray_fits_from_the_parts_and_writes_the_local_seen_file(tmp_pat
     from movierec.models.mf import MatrixFactorization
 
     nobody = int(cat.read("movie_ids").set_index("movie_id").loc["m-nobody-rated", "movie_idx"])
+    params = MatrixFactorization.load(version / "model.npz").get_params()
+    assert params["epochs"] == meta["holdout"]["best_epoch"] + 1 and not params["early_stopping"]
     for name in ("model.npz", "holdout.npz"):
         m = MatrixFactorization.load(version / name)
         assert m.item_bias_[nobody] == 0 and not m.item_factors_[nobody].any(), name
@@ -183,3 +189,25 @@ def test_train_on_ray_fits_from_the_parts_and_writes_the_local_seen_file(tmp_pat
                       "--format", "json"))
     items = {it["movie_id"] for it in json.loads(got.stdout)["items"]}
     assert len(items) == 10 and not items & set(r.loc[r["user_id"] == "u00001", "movie_id"])
+
+
+@pytest.mark.slow
+def test_a_worker_killed_in_the_refit_resumes_it_keeping_the_holdout_fit(tmp_path, ray_opts):
+    """From parts, the holdout fit and the refit run in one Ray Train run: a worker killed in
+    the refit's second epoch restarts the run at the refit's last checkpoint, which holds the
+    holdout fit's final state (that fit is not run again)."""
+    data = make_data(tmp_path / "data", n_users=300, n_movies=120, seed=4)
+    r = pd.read_csv(data / "ratings.csv", dtype={"user_id": str, "movie_id": str})
+    (data / "ratings.csv").unlink()
+    (data / "ratings").mkdir()
+    for k, rows in enumerate(np.array_split(np.arange(len(r)), 2)):
+        r.iloc[rows].to_csv(data / "ratings" / f"part-{k}.csv", index=False)
+    work = tmp_path / "w"
+    got = _ok(run_cli("-v", "train", "--config", DEMO, f"workdir={work}", f"data.dir={data}", "data.ratings=ratings",
+                      *FROM_PARTS, "model.epochs=5", *ray_opts, env={"MOVIEREC_FAILPOINT": "ray_worker_fit1"}))
+    assert "fit 1 of 2 of this run finished before the restart" in got.stderr
+    assert "resuming from the checkpoint of epoch 1" in got.stderr and "resumed 1 times" in got.stderr
+    version = work / "models" / (work / "models" / "current").read_text().strip()
+    meta = json.loads((version / "meta.json").read_text())
+    assert len(meta["history"]["train_rmse"]) == meta["holdout"]["best_epoch"] + 1 >= 2
+    assert meta["history"]["train_rmse"][-1] < meta["history"]["train_rmse"][0]

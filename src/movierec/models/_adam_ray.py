@@ -12,8 +12,13 @@ ratings as a local step does and an epoch has as many steps. The variables are m
 every worker holds the same parameters after a step, so all take the same early-stopping
 decision and stop together (:class:`~movierec.models._tracking.EpochTracker`, as locally).
 
+From parts, ``train``'s two fits (the holdout fit and the refit on every rating, for the
+holdout's best epoch + 1) run one after the other in one Ray Train run: the workers,
+TensorFlow and the collectives start once (:func:`movierec.models.mf.fit_parts`).
+
 After every epoch the first worker saves a checkpoint (parameters, Adam's moments, the
-learning curve, the best state so far). A worker that dies is restarted by Ray Train
+learning curve, the best state so far, and the final state of each fit of the run that has
+finished, so that a restart resumes at the fit in progress). A worker that dies is restarted by Ray Train
 (``FailureConfig``) and all workers resume from the last checkpoint; when the failures
 exceed the limit, the fit raises and no model version is written. The result is the same
 numpy state a local fit leaves, so the model saves, loads and serves as any other. The
@@ -35,6 +40,7 @@ import logging
 import os
 import shutil
 import tempfile
+import functools
 import time
 import weakref
 from pathlib import Path
@@ -131,30 +137,61 @@ def fit_adam_ray(model, data, val_mask: np.ndarray, rng: np.random.Generator, en
         ratings = held.pop()  # in the object store from here on, not in the driver
         return {"train": ray.data.from_pandas(blocks(ratings, -(-len(ratings) // (workers * 4))))}  # 4 a worker
 
-    return _fit_on_ray(model, side, n_train, len(va), seed, fit_key(model, data, val_mask, seed, workers), engine,
-                       datasets, None)
+    fit = {"model": model, "side": side, "n_train": n_train, "n_val": len(va), "seed": seed, "parts": None,
+           "refit_of": None}
+    (saved, _), = _fit_on_ray([fit], fit_key(model, data, val_mask, seed, workers), engine, datasets)
+    model._restore({k[6:]: v for k, v in saved.items() if k.startswith("model:")})
+    return _history(saved)
 
 
-def fit_adam_ray_parts(model, data, rng: np.random.Generator, engine, zero: tuple | None = None):
-    """Fit ``model`` (its state initialized) on Ray from ratings in parts
-    (:class:`~movierec.models.train_data.PartsTrainData`): each worker reads its own slice of
-    the parts' rows, keeps the training part and holds out the validation slice by the pairs'
-    hash (:func:`movierec.data.parts_train.held_out`); nothing O(ratings) passes through the
-    driver. ``zero``: (users, movies) whose rows the workers zero in the final state (those
-    without training ratings). The fitted state is not read into the driver: the model's
-    arrays are mapped read-only from the file of the final checkpoint, kept beside the
-    checkpoints until the model is gone. Returns the :class:`History`."""
-    src = data.source
-    side = TrainData(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32), data.n_users,
-                     data.n_items, data.user_features, data.item_features, data.neighbours)
-    seed = int(rng.integers(1 << 31))
+def fit_adam_ray_parts(fits: list[tuple], engine) -> list[tuple]:
+    """Fit each ``(model, begun)`` of ``fits`` (:meth:`MatrixFactorization._parts_begin`: the
+    model's state initialized, its data a :class:`~movierec.models.train_data.PartsTrainData`)
+    on Ray from ratings in parts, one after the other in one Ray Train run (the workers and
+    TensorFlow start once); a second fit is the first's refit, trained for the first's best
+    epoch + 1. Each worker reads its own slice of the parts' rows, keeps the training part and
+    holds out the validation slice by the pairs' hash
+    (:func:`movierec.data.parts_train.held_out`); nothing O(ratings) passes through the
+    driver. The workers zero the rows ``begun["zero"]`` (viewers and movies without training
+    ratings) in the final state. The fitted state is not read into the driver: each model's
+    arrays are mapped read-only from its final state's file, kept beside the checkpoints
+    until the model is gone. Returns (:class:`History`, seconds) per fit."""
     workers = int(engine.workers)
-    # "init": the seed each worker draws the starting factors from (the driver draws none)
-    parts = {"files": list(src.files), "rows": list(src.rows), "fold": src.fold, "seed": src.seed,
-             "fraction": src.fraction, "unit": float(data.unit), "init": int(model.seed),
-             "zero": zero if zero is not None else (np.zeros(0, np.int32), np.zeros(0, np.int32))}
-    return _fit_on_ray(model, side, src.n_train, src.n_val, seed, parts_fit_key(model, data, seed, workers), engine,
-                       None, parts)
+    specs, keys = [], []
+    for j, (model, begun) in enumerate(fits):
+        data, src = begun["data"], begun["data"].source
+        side = TrainData(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.float32), data.n_users,
+                         data.n_items, data.user_features, data.item_features, data.neighbours)
+        seed = int(begun["rng"].integers(1 << 31))
+        # "init": the seed each worker draws the starting factors from (the driver draws none)
+        parts = {"files": list(src.files), "rows": list(src.rows), "fold": src.fold, "seed": src.seed,
+                 "fraction": src.fraction, "unit": float(data.unit), "init": int(model.seed), "zero": begun["zero"]}
+        specs.append({"model": model, "side": side, "n_train": src.n_train, "n_val": src.n_val, "seed": seed,
+                      "parts": parts, "refit_of": 0 if j else None})
+        keys.append(parts_fit_key(model, data, seed, workers))
+    key = keys[0] if len(keys) == 1 else _combined(keys)
+    t0 = time.perf_counter()
+    done = _fit_on_ray(specs, key, engine, None, keep=True)
+    wall = time.perf_counter() - t0
+    out = []
+    for (model, _), (saved, seconds) in zip(fits, done):
+        model._restore({k[6:]: v for k, v in saved.items() if k.startswith("model:")})
+        out.append((_history(saved), seconds))
+    # the first fit's time includes the run's start (the workers, TensorFlow, the collectives)
+    out[0] = (out[0][0], wall - sum(sec for _, sec in out[1:]))
+    return out
+
+
+def _combined(keys: list[str]) -> str:
+    """One key for a run of several fits (each fit's :func:`parts_fit_key`)."""
+    import hashlib
+
+    return hashlib.blake2b("/".join(keys).encode(), digest_size=12).hexdigest()
+
+
+def _history(saved: dict) -> History:
+    return History(train_rmse=[float(x) for x in saved["train_rmse"]], val_rmse=[float(x) for x in saved["val_rmse"]],
+                   best_epoch=int(saved["best_epoch"]))
 
 
 def parts_fit_key(model, data, seed: int, workers: int) -> str:
@@ -179,10 +216,12 @@ def parts_fit_key(model, data, seed: int, workers: int) -> str:
     return h.hexdigest()
 
 
-def _fit_on_ray(model, side: TrainData, n_train: int, n_val: int, seed: int, key: str, engine, datasets,
-                parts: dict | None):
-    """Run the fit on Ray Train: the workers' ratings from ``datasets(ray)`` (a dict of Ray
-    Datasets) or, with ``parts``, read by each worker from the parts."""
+def _fit_on_ray(fits: list[dict], key: str, engine, datasets, keep: bool = False) -> list[tuple[dict, float]]:
+    """Run ``fits`` one after the other on Ray Train, in one run: the workers' ratings from
+    ``datasets(ray)`` (a dict of Ray Datasets; one fit) or, with each fit's ``parts``, read by
+    each worker from the parts. Returns (the final state's arrays, the fit's seconds in the
+    workers) per fit; ``keep``: the arrays mapped read-only from the final state's file, moved
+    out of the checkpoints and removed when its model is gone (else read into memory)."""
     workers = int(engine.workers)
     name = _PREFIX + key
     # this fit's checkpoints, where every worker can write them (the driver reads the last);
@@ -203,9 +242,9 @@ def _fit_on_ray(model, side: TrainData, n_train: int, n_val: int, seed: int, key
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
         Trainer = tensorflow_trainer()
-        config = {"model": ray.put(model), "side": ray.put(side), "n_train": n_train, "n_val": n_val,
-                  "workers": workers, "seed": seed, "failpoint": os.environ.get("MOVIEREC_FAILPOINT"),
-                  "driver_pid": os.getpid(), "run_dir": str(run_dir), "parts": parts}
+        config = {"fits": [dict(f, model=ray.put(f["model"]), side=ray.put(f["side"])) for f in fits],
+                  "workers": workers, "failpoint": os.environ.get("MOVIEREC_FAILPOINT"),
+                  "driver_pid": os.getpid(), "run_dir": str(run_dir)}
         kw = {"datasets": datasets(ray)} if datasets is not None else {}
         trainer = Trainer(
             _train_loop, train_loop_config=config,
@@ -222,29 +261,39 @@ def _fit_on_ray(model, side: TrainData, n_train: int, n_val: int, seed: int, key
                              f"{fit_failure(exc)}{kept}") from exc
         if result.checkpoint is None:
             raise ModelError("Adam on Ray: training ended without a checkpoint")
-        if parts is not None:
-            # the final state's file moved out of the checkpoints and mapped: the driver reads
-            # none of the O(viewers x factors) parameters (writing the version copies the file)
-            kept = (run_dir.parent if run_dir is not None else Path(tempfile.gettempdir())) / \
-                f"{name}.fitted-{os.getpid()}-{time.time_ns()}.npz"
-            with result.checkpoint.as_directory() as d:
-                shutil.move(Path(d) / _CKPT, kept)
-            weakref.finalize(model, _remove, kept)
-            saved = {k: v for k, v in npz_arrays(kept).items() if not k.startswith(("opt:", "best:"))}
-        else:
-            with result.checkpoint.as_directory() as d, np.load(Path(d) / _CKPT, allow_pickle=False) as z:
-                # the parameters and the curve: not Adam's moments (twice the parameters' size)
-                saved = {k: z[k] for k in z.files if not k.startswith(("opt:", "best:"))}
+        out = []
+        with result.checkpoint.as_directory() as d:
+            finished = [Path(d) / _fitted(j) for j in range(len(fits))]
+            if not all(f.exists() for f in finished):
+                raise ModelError("Adam on Ray: the last checkpoint is not a finished fit")
+            for j, f in enumerate(finished):
+                if keep:
+                    # the final state's file moved out of the checkpoints and mapped: the driver
+                    # reads none of the O(viewers x factors) parameters (the version's file is
+                    # copied from it)
+                    moved = (run_dir.parent if run_dir is not None else Path(tempfile.gettempdir())) / \
+                        f"{name}.fitted-{j}-{os.getpid()}-{time.time_ns()}.npz"
+                    shutil.move(f, moved)
+                    weakref.finalize(fits[j]["model"], _remove, moved)
+                    saved = npz_arrays(moved)
+                else:
+                    with np.load(f, allow_pickle=False) as z:
+                        saved = {k: z[k] for k in z.files}
+                out.append(({k: v for k, v in saved.items() if not k.startswith(("opt:", "best:"))},
+                            float(saved["seconds"])))
         if run_dir is not None:
             shutil.rmtree(run_dir, ignore_errors=True)  # finished: nothing to resume
-    if not bool(saved["final"]):
-        raise ModelError("Adam on Ray: the last checkpoint is not a finished fit")
-    model._restore({k[6:]: v for k, v in saved.items() if k.startswith("model:")})
-    hist = History(train_rmse=[float(x) for x in saved["train_rmse"]], val_rmse=[float(x) for x in saved["val_rmse"]],
-                   best_epoch=int(saved["best_epoch"]))
-    log.info("train: Adam on Ray (%d workers) finished %d epochs in %.1fs%s", workers, len(hist.train_rmse),
-             time.perf_counter() - t0, f" (resumed {int(saved['restarts'])} times)" if saved["restarts"] else "")
-    return hist
+    restarts = max(int(saved["restarts"]) for saved, _ in out)
+    log.info("train: Adam on Ray (%d workers) finished %s in %.1fs%s", workers,
+             " and ".join(f"{len(saved['train_rmse'])} epochs" for saved, _ in out) +
+             (" (the holdout fit and the refit, one Ray Train run)" if len(out) > 1 else ""),
+             time.perf_counter() - t0, f" (resumed {restarts} times)" if restarts else "")
+    return out
+
+
+def _fitted(j: int) -> str:
+    """The file of the j-th fit's final state in a checkpoint."""
+    return f"fit-{j}.npz"
 
 
 def tensorflow_trainer():
@@ -349,32 +398,69 @@ def _train_loop(config: dict) -> None:  # runs in each Ray Train worker
     strategy = tf.distribute.MultiWorkerMirroredStrategy()  # first: before any other TensorFlow op
 
     ctx = ray.train.get_context()
+    _worker_logging(ctx.get_world_rank())
+    # the finished fits' final states: this worker's copies, which the first worker puts into
+    # every later checkpoint (so that a restart resumes at the fit in progress)
+    done = Path(tempfile.mkdtemp(prefix="movierec-fits-"))
+    saved, restarts = None, 0
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            for f in Path(d).glob("fit-*.npz"):
+                shutil.copy(f, done / f.name)
+            if (Path(d) / _CKPT).exists():
+                saved = dict(np.load(Path(d) / _CKPT, allow_pickle=False))
+        finished = sorted(done.glob("fit-*.npz"))
+        last = saved if saved is not None or not finished else dict(np.load(finished[-1], allow_pickle=False))
+        restarts = int(last["restarts"]) + 1 if last is not None else 1
+    for j, fit in enumerate(config["fits"]):
+        if (done / _fitted(j)).exists():  # finished before a restart: its final state is kept
+            if ctx.get_world_rank() == 0:
+                logging.getLogger(__name__).info("train: fit %d of %d of this run finished before the restart: "
+                                                 "its final state from the checkpoint", j + 1, len(config["fits"]))
+            continue
+        if fit["refit_of"] is not None:  # the refit: as many epochs as the first fit's best + 1
+            with np.load(done / _fitted(fit["refit_of"]), allow_pickle=False) as z:
+                epochs = int(z["best_epoch"]) + 1
+        else:
+            epochs = None
+        _one_fit(config, fit, j, tf, strategy, ctx, saved if saved is not None and int(saved.get("fit", 0)) == j else None,
+                 restarts, done, epochs)
+        saved = None
+
+
+def _one_fit(config: dict, fit: dict, j: int, tf, strategy, ctx, saved: dict | None, restarts: int, done: Path,
+             epochs: int | None) -> None:
+    """The j-th fit of a run, from ``saved`` (its last checkpoint) where a restart left one."""
+    import ray
+    import ray.train
+
+    t0 = time.perf_counter()
     rank, workers = ctx.get_world_rank(), int(config["workers"])
-    _worker_logging(rank)
-    model, side = ray.get(config["model"]), ray.get(config["side"])
-    if config.get("parts"):
+    model, side = ray.get(fit["model"]), ray.get(fit["side"])
+    if epochs is not None:
+        model.epochs = epochs
+    if fit["parts"]:
         if getattr(model, "user_factors_", None) is None:  # the driver drew none: the same numbers here
-            model._draw_factors(side.n_users, side.n_items, np.random.default_rng(config["parts"]["init"]))
-        mine, val = _parts_shard(config["parts"], rank, workers)
+            model._draw_factors(side.n_users, side.n_items, np.random.default_rng(fit["parts"]["init"]))
+        mine, val = _parts_shard(fit["parts"], rank, workers)
     else:
         mine = _shard_arrays(ray.train.get_dataset_shard("train"))
         va = np.arange(rank, len(side.ratings), workers)  # this worker's share of the validation ratings
         val = (side.users[va], side.items[va], side.ratings[va])
-    n_train, n_local, n_val = int(config["n_train"]), len(mine["r"]), int(config["n_val"])
+    n_train, n_local, n_val = int(fit["n_train"]), len(mine["r"]), int(fit["n_val"])
     if n_local == 0:
         raise ModelError(f"Ray worker {rank}: its shard of the training ratings is empty")
     batch = max(1, int(model.batch_size) // workers)
     steps = max(1, -(-n_train // (batch * workers)))  # the same on every worker: as many as locally
 
     tracker = EpochTracker(model, side, range(n_val))  # (the sizes only: the workers sum the errors)
-    start, restarts = 0, 0
-    saved = _load_checkpoint(ray.train.get_checkpoint())
+    start = 0
     if saved is not None:
         model._restore({k[6:]: v for k, v in saved.items() if k.startswith("model:")})
-        start, restarts = int(saved["epoch"]) + 1, int(saved["restarts"]) + 1
+        start = int(saved["epoch"]) + 1
+        t0 -= float(saved.get("seconds", 0.0))
         _restore_tracker(tracker, saved)
-        if bool(saved["final"]):  # an earlier attempt finished (its driver died before reading it)
-            start = model.epochs
         if rank == 0:
             logging.getLogger(__name__).info("train: resuming from the checkpoint of epoch %d", start)
     with strategy.scope():
@@ -382,8 +468,8 @@ def _train_loop(config: dict) -> None:  # runs in each Ray Train worker
         step, state, opt, variables = _make_step(tf, model, side, n_train, loss_scale=1.0 / workers, optimizer=opt)
         if saved is not None and any(k.startswith("opt:") for k in saved):
             opt.build(variables)
-            for j, v in enumerate(opt.variables):
-                v.assign(saved[f"opt:{j}"])
+            for i, v in enumerate(opt.variables):
+                v.assign(saved[f"opt:{i}"])
 
     u_t, i_t, r_t, w_t = (tf.constant(mine[k]) for k in ("u", "i", "r", "w"))
 
@@ -393,9 +479,9 @@ def _train_loop(config: dict) -> None:  # runs in each Ray Train worker
         # gradients summed across workers inside strategy.run
         sse = tf.constant(0.0)
         for b in tf.range(tf.shape(idx)[0]):
-            j = idx[b]
-            part = strategy.run(step, args=(tf.gather(u_t, j), tf.gather(i_t, j), tf.gather(r_t, j),
-                                             tf.gather(w_t, j)))
+            k = idx[b]
+            part = strategy.run(step, args=(tf.gather(u_t, k), tf.gather(i_t, k), tf.gather(r_t, k),
+                                             tf.gather(w_t, k)))
             sse += strategy.reduce(tf.distribute.ReduceOp.SUM, part, axis=None)
         return sse
 
@@ -411,17 +497,20 @@ def _train_loop(config: dict) -> None:  # runs in each Ray Train worker
         local = float(np.sum((val[2].astype(np.float64) - pred) ** 2))
         return float(all_sum(tf.constant(local, tf.float64)))
 
-    epoch = int(saved["epoch"]) if saved is not None else start - 1
+    report = functools.partial(_report, ctx, j, done, tracker, model, opt, restarts)
+    # tests: the last worker dies in epoch 1 of the first fit (ray_worker) or of fit j (ray_worker_fitJ)
+    kill_worker = config.get("failpoint") in (("ray_worker", "ray_worker_fit0") if j == 0 else (f"ray_worker_fit{j}",))
+    epoch = start - 1
     for epoch in range(start, model.epochs):
-        perm = np.random.default_rng([int(config["seed"]), epoch, rank]).permutation(n_local)
+        perm = np.random.default_rng([int(fit["seed"]), epoch, rank]).permutation(n_local)
         idx = perm[np.arange(steps * batch) % n_local].reshape(steps, batch)
-        if config.get("failpoint") == "ray_worker" and restarts == 0 and epoch == 1:
+        if kill_worker and restarts == 0 and epoch == 1:
             half = steps // 2  # tests: the last worker dies mid-epoch (once: not after a restart)
             sse = float(run_steps(tf.constant(idx[:half])))
             if rank == workers - 1:
                 os._exit(1)
             sse += float(run_steps(tf.constant(idx[half:])))
-        elif config.get("failpoint") == "ray_driver" and restarts == 0 and epoch == 2 and rank == 0:
+        elif config.get("failpoint") == "ray_driver" and restarts == 0 and epoch == 2 and rank == 0 and j == 0:
             import signal  # tests: the command dies mid-fit, once Ray Train has recorded a checkpoint
 
             snapshot = Path(str(config["run_dir"])) / "checkpoint_manager_snapshot.json"
@@ -439,11 +528,11 @@ def _train_loop(config: dict) -> None:  # runs in each Ray Train worker
         stop = tracker.end_epoch(epoch, sse * n_train / (steps * batch * workers), n_train, validation_sse())
         if stop or epoch + 1 == model.epochs:
             break
-        _report(ctx, epoch, tracker, model, opt, restarts, final=False)
+        report(epoch, time.perf_counter() - t0, final=False)
     tracker.finish()  # the best state back in the model
-    if config.get("parts"):  # viewers and movies without training ratings: no random rows
-        model._zero_rows(*config["parts"]["zero"])
-    _report(ctx, epoch, tracker, model, opt, restarts, final=True)
+    if fit["parts"]:  # viewers and movies without training ratings: no random rows
+        model._zero_rows(*fit["parts"]["zero"])
+    report(max(epoch, 0), time.perf_counter() - t0, final=True)
 
 
 def _worker_logging(rank: int) -> None:
@@ -463,35 +552,43 @@ def _worker_logging(rank: int) -> None:
     lg.setLevel(logging.INFO if rank == 0 else logging.WARNING)
 
 
-def _report(ctx, epoch: int, tracker, model, opt, restarts: int, final: bool) -> None:
-    """Metrics from every worker, the checkpoint from the first (Ray Train keeps the last two)."""
+def _report(ctx, j: int, done: Path, tracker, model, opt, restarts: int, epoch: int, seconds: float,
+            final: bool) -> None:
+    """Metrics from every worker, the checkpoint from the first (Ray Train keeps the last two):
+    the finished fits' final states (``fit-k.npz``) and, in a fit, its state (``state.npz``:
+    parameters, Adam's moments, the curve, the best state so far). At a fit's end every
+    worker keeps its final state among the finished ones (the next fit of the run may need its
+    best epoch); the first worker also puts it in the checkpoint."""
     import ray.train
 
     hist = tracker.history
-    metrics = {"epoch": epoch, "train_rmse": hist.train_rmse[-1],
+    metrics = {"fit": j, "epoch": epoch, "train_rmse": hist.train_rmse[-1],
                "val_rmse": hist.val_rmse[-1] if hist.val_rmse else float("nan")}
+    arrays = {"epoch": epoch, "fit": j, "final": final, "restarts": restarts, "seconds": seconds,
+              "train_rmse": np.array(hist.train_rmse), "val_rmse": np.array(hist.val_rmse),
+              "best_epoch": hist.best_epoch, "best": tracker.best, "bad": tracker.bad}
+    if final:
+        arrays.update({f"model:{k}": v for k, v in model._state().items()})
+        np.savez(done / _fitted(j), **arrays)
     if ctx.get_world_rank() != 0:
         ray.train.report(metrics, checkpoint=None)
         return
-    arrays = {f"model:{k}": v for k, v in model._state().items()}
-    arrays.update({f"opt:{j}": v.numpy() for j, v in enumerate(opt.variables)})
-    if tracker.best_state is not None and not final:
-        arrays.update({f"best:{k}": v for k, v in tracker.best_state.items()})
-    arrays.update(epoch=epoch, final=final, restarts=restarts, train_rmse=np.array(hist.train_rmse),
-                  val_rmse=np.array(hist.val_rmse), best_epoch=hist.best_epoch, best=tracker.best, bad=tracker.bad)
-    d = tempfile.mkdtemp(prefix="movierec-ckpt-")
-    np.savez(Path(d) / _CKPT, **arrays)
+    d = Path(tempfile.mkdtemp(prefix="movierec-ckpt-"))
+    for f in done.glob("fit-*.npz"):
+        try:
+            os.link(f, d / f.name)  # the worker's copy stays: the checkpoint's is removed once stored
+        except OSError:
+            shutil.copy(f, d / f.name)
+    if not final:
+        arrays.update({f"model:{k}": v for k, v in model._state().items()})
+        arrays.update({f"opt:{i}": v.numpy() for i, v in enumerate(opt.variables)})
+        if tracker.best_state is not None:
+            arrays.update({f"best:{k}": v for k, v in tracker.best_state.items()})
+        np.savez(d / _CKPT, **arrays)
     # uploaded while the next epoch runs (the local copy removed once it is stored)
-    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d),
+    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(str(d)),
                      checkpoint_upload_mode=ray.train.CheckpointUploadMode.ASYNC,
                      delete_local_checkpoint_after_upload=True)
-
-
-def _load_checkpoint(ckpt) -> dict | None:
-    if ckpt is None:
-        return None
-    with ckpt.as_directory() as d:
-        return dict(np.load(Path(d) / _CKPT, allow_pickle=False))
 
 
 def _restore_tracker(tracker, saved: dict) -> None:

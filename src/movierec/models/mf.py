@@ -138,6 +138,21 @@ class ScoreVectors(NamedTuple):
                    np.ascontiguousarray(item, np.float32))
 
 
+def fit_parts(models: list, datas: list) -> None:
+    """Fit ``models`` on ``datas`` (:class:`PartsTrainData`: ratings in parts, Adam on Ray)
+    one after the other in one Ray Train run, its workers started once. A second model is
+    the first's refit: it trains for the first's best epoch + 1 (the workers know it when the
+    first ends; the driver sets ``epochs`` to it afterwards), without a validation slice."""
+    from movierec.models._adam_ray import fit_adam_ray_parts
+
+    begun = [m._parts_begin(d) for m, d in zip(models, datas)]
+    fitted = fit_adam_ray_parts(list(zip(models, begun)), models[0].engine)
+    for m, b, (hist, seconds) in zip(models, begun, fitted):
+        m._parts_end(b, hist, seconds)
+    if len(models) > 1:
+        models[1].epochs = int(models[0].history_.best_epoch) + 1
+
+
 class MatrixFactorization:
     """Estimator: hyperparameters in ``__init__``, ``fit`` returns self, state ends in ``_``."""
 
@@ -244,24 +259,28 @@ class MatrixFactorization:
         A wide rating scale is fitted in units of ``rating_unit_`` (see ``MAX_SPAN``) and
         the parameters are scaled back, so predictions are on the data's scale.
         """
-        parts = isinstance(data, PartsTrainData)
-        if parts:
-            data.summary(self.seed, self._validation_share())
-        if (data.source.rated if parts else len(data.ratings)) == 0:
+        if isinstance(data, PartsTrainData):
+            fit_parts([self], [data])
+            return self
+        if len(data.ratings) == 0:
             raise ModelError("cannot fit a model on zero ratings")
         lo, hi = data.rating_range()
-        span = hi - lo
-        unit = span / self.MAX_SPAN if span > self.MAX_SPAN else 1.0
+        unit = self._scale_unit(lo, hi)
         if unit == 1.0:
             self._fit(data)
         else:
             from dataclasses import replace
 
-            self._fit(replace(data, unit=unit) if parts else replace(data, ratings=data.ratings / np.float32(unit)))
+            self._fit(replace(data, ratings=data.ratings / np.float32(unit)))
             self._unscale(unit)
             self.rating_min_, self.rating_max_ = lo, hi
         self.rating_unit_ = unit
         return self
+
+    def _scale_unit(self, lo: float, hi: float) -> float:
+        """What ratings from ``lo`` to ``hi`` are divided by inside the fit (see MAX_SPAN)."""
+        span = hi - lo
+        return span / self.MAX_SPAN if span > self.MAX_SPAN else 1.0
 
     def _unscale(self, unit: float) -> None:
         """Parameters fitted on ratings / unit -> parameters on the ratings' own scale: biases
@@ -284,8 +303,6 @@ class MatrixFactorization:
         return float(self.validation_fraction) if self.early_stopping else 0.0
 
     def _fit(self, data: TrainData) -> "MatrixFactorization":
-        if isinstance(data, PartsTrainData):
-            return self._fit_parts(data)
         if self.ensemble > 1:
             self._fit_ensemble(data)
             self._fit_watch(data)
@@ -325,38 +342,51 @@ class MatrixFactorization:
         self._fit_content(data, val_mask)
         return self
 
-    def _fit_parts(self, data: PartsTrainData) -> "MatrixFactorization":
-        """A fit whose ratings stay in the cluster's parts (Adam on Ray): the validation slice
-        is a hash of (viewer, movie, seed) that every worker computes; the driver sets the
-        model up from the parts' figures (:meth:`PartsTrainData.summary`)."""
+    def _parts_begin(self, data: PartsTrainData) -> dict:
+        """A fit whose ratings stay in the cluster's parts (Adam on Ray), up to the training
+        itself (:func:`fit_parts`): the validation slice is a hash of (viewer, movie, seed)
+        that every worker computes; the driver sets the model up from the parts' figures
+        (:meth:`PartsTrainData.summary`). Returns what :meth:`_parts_end` and the workers need."""
         if self.optimizer != "adam" or self.engine is None or self.engine.kind != "ray":
             raise ModelError("ratings in parts train only with model.optimizer adam on engine.kind ray")
         if self.ensemble > 1 or self.implicit or self.ranking != "rating":
             raise ModelError("a fit from parts takes no ensemble, implicit sets or watch model "
                              "(their arrays are O(ratings) in the driver)")
+        if data.summary(self.seed, self._validation_share()).rated == 0:
+            raise ModelError("cannot fit a model on zero ratings")
+        lo, hi = data.rating_range()
+        unit = self._scale_unit(lo, hi)
+        if unit != 1.0:
+            from dataclasses import replace
+
+            data = replace(data, unit=unit)
         src = data.summary(self.seed, self._validation_share())
         if src.n_val and src.rated < 50:  # as locally: no validation slice of fewer than 50 ratings
             src = data.summary(self.seed, 0.0)
         rng = np.random.default_rng(self.seed)
         # the random factors are drawn by each worker from the seed (the same numbers): the
-        # driver holds no O(viewers x factors) array, nor a copy of one in the object store,
-        # until the fitted state comes back
+        # driver holds no O(viewers x factors) array, nor a copy of one in the object store
         self._init_state(data, rng, draw=False)
         self._last_log = time.perf_counter()
         self.global_mean_ = src.global_mean / data.unit  # the ratings actually trained on
-        t0 = time.perf_counter()
         check_trainer(self)
-        from movierec.models._adam_ray import fit_adam_ray_parts
-
         # the workers zero the rows of viewers and movies without training ratings before they
         # write the final state, which the driver then maps from the file (it holds no copy)
         zero = self._unrated_rows(data, src.user_counts, src.item_counts)
-        self.history_ = fit_adam_ray_parts(self, data, rng, self.engine, zero)
-        self.fit_seconds_ = time.perf_counter() - t0
-        self.n_train_ = int(src.n_train)
+        return {"data": data, "src": src, "rng": rng, "zero": zero, "unit": unit, "range": (lo, hi)}
+
+    def _parts_end(self, begun: dict, history: History, seconds: float) -> None:
+        """What a fit from parts does after the training (:meth:`_parts_begin`)."""
+        data, unit = begun["data"], begun["unit"]
+        self.history_ = history
+        self.fit_seconds_ = seconds
+        self.n_train_ = int(begun["src"].n_train)
         self._fit_watch(data)
         self._fit_content(data, None)
-        return self
+        if unit != 1.0:
+            self._unscale(unit)
+            self.rating_min_, self.rating_max_ = begun["range"]
+        self.rating_unit_ = unit
 
     def _reset_unrated(self, data: TrainData, counts: np.ndarray, item_counts: np.ndarray) -> None:
         """Users without training ratings keep no random factors: their vector is what their
