@@ -137,6 +137,7 @@ def test_train_on_ray_fits_from_the_parts_and_writes_the_local_seen_file(tmp_pat
 
     data = make_data(tmp_path / "data", n_users=800, n_movies=300, seed=3)
     r = pd.read_csv(data / "ratings.csv", dtype={"user_id": str, "movie_id": str})
+    r["rating"] *= 2  # a 2-10 scale: fitted in units of 8 / 4.5 (the workers scale the parameters back)
     (data / "ratings.csv").unlink()
     (data / "ratings").mkdir()
     for k, rows in enumerate(np.array_split(np.arange(len(r)), 3)):
@@ -184,9 +185,19 @@ def test_train_on_ray_fits_from_the_parts_and_writes_the_local_seen_file(tmp_pat
         m = MatrixFactorization.load(version / name)
         assert m.item_bias_[nobody] == 0 and not m.item_factors_[nobody].any(), name
         assert np.abs(m.item_factors_).sum(1).min() == 0 < np.abs(m.item_factors_).sum(1).max()
-    # the version serves: a viewer's list leaves out what they rated
+    # the version serves: a viewer's list leaves out what they rated; its predictions are on the
+    # 2-10 scale (the parameters scaled back by the workers, the mean and range by the driver)
     got = _ok(run_cli("recommend", "--config", DEMO, f"workdir={work}", *site, "--user", "u00001",
                       "--format", "json"))
+    served = MatrixFactorization.load(version / "model.npz")
+    assert served.rating_unit_ == pytest.approx(8 / 4.5) and served.rating_max_ == 10
+    pred, mu = served.predict(clean["user_idx"], clean["movie_idx"])[0], served.global_mean_
+
+    def rmse(c: float) -> float:  # the predictions' deviations from the mean scaled by c
+        return float(np.sqrt(np.mean((mu + (pred - mu) * c - clean["rating"]) ** 2)))
+
+    # on the data's scale: neither shrunk nor stretched by the unit would fit the ratings better
+    assert rmse(1.0) < min(rmse(4.5 / 8), rmse(8 / 4.5)), (rmse(1.0), rmse(4.5 / 8), rmse(8 / 4.5))
     items = {it["movie_id"] for it in json.loads(got.stdout)["items"]}
     assert len(items) == 10 and not items & set(r.loc[r["user_id"] == "u00001", "movie_id"])
 

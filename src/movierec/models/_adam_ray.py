@@ -532,6 +532,8 @@ def _one_fit(config: dict, fit: dict, j: int, tf, strategy, ctx, saved: dict | N
     tracker.finish()  # the best state back in the model
     if fit["parts"]:  # viewers and movies without training ratings: no random rows
         model._zero_rows(*fit["parts"]["zero"])
+        if fit["parts"]["unit"] != 1.0:  # a wide scale fitted in units: the parameters on its own
+            model._unscale_arrays(fit["parts"]["unit"])
     report(max(epoch, 0), time.perf_counter() - t0, final=True)
 
 

@@ -282,21 +282,26 @@ class MatrixFactorization:
         span = hi - lo
         return span / self.MAX_SPAN if span > self.MAX_SPAN else 1.0
 
-    def _unscale(self, unit: float) -> None:
+    def _unscale(self, unit: float, arrays: bool = True) -> None:
         """Parameters fitted on ratings / unit -> parameters on the ratings' own scale: biases
-        times unit, each side of every dot product times sqrt(unit)."""
-        u, root = np.float32(unit), np.float32(np.sqrt(unit))
+        times unit, each side of every dot product times sqrt(unit). ``arrays=False``: all but
+        the parameter arrays (a fit from parts: its workers scaled them, :meth:`_unscale_arrays`)."""
         self.global_mean_ *= unit
         self.rating_min_ *= unit
         self.rating_max_ *= unit
+        if arrays:
+            self._unscale_arrays(unit)
+        hist = self.history_
+        hist.train_rmse = [x * unit for x in hist.train_rmse]
+        hist.val_rmse = [x * unit for x in hist.val_rmse]
+
+    def _unscale_arrays(self, unit: float) -> None:
+        u, root = np.float32(unit), np.float32(np.sqrt(unit))
         self.user_bias_ = self.user_bias_ * u
         self.item_bias_ = self.item_bias_ * u
         for name in ("user_factors_", "item_factors_", "user_weights_", "item_weights_", "item_implicit_",
                      "user_implicit_"):
             setattr(self, name, getattr(self, name) * root)
-        hist = self.history_
-        hist.train_rmse = [x * unit for x in hist.train_rmse]
-        hist.val_rmse = [x * unit for x in hist.val_rmse]
 
     def _validation_share(self) -> float:
         """The share of the ratings a fit from parts holds out for early stopping."""
@@ -383,8 +388,8 @@ class MatrixFactorization:
         self.n_train_ = int(begun["src"].n_train)
         self._fit_watch(data)
         self._fit_content(data, None)
-        if unit != 1.0:
-            self._unscale(unit)
+        if unit != 1.0:  # (the workers scaled the parameter arrays: the driver holds none)
+            self._unscale(unit, arrays=False)
             self.rating_min_, self.rating_max_ = begun["range"]
         self.rating_unit_ = unit
 
