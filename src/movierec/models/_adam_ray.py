@@ -18,10 +18,11 @@ TensorFlow and the collectives start once (:func:`movierec.models.mf.fit_parts`)
 
 After every epoch the first worker saves a checkpoint (parameters, Adam's moments, the
 learning curve, the best state so far, and the final state of each fit of the run that has
-finished, so that a restart resumes at the fit in progress). A worker that dies is restarted by Ray Train
-(``FailureConfig``) and all workers resume from the last checkpoint; when the failures
-exceed the limit, the fit raises and no model version is written. The result is the same
-numpy state a local fit leaves, so the model saves, loads and serves as any other. The
+finished, so that a restart resumes at the fit in progress). A worker that dies is
+restarted by Ray Train (``FailureConfig``) and all workers resume from the last checkpoint;
+when the failures exceed the limit, the fit raises and no model version is written. The
+result is the same numpy state a local fit leaves, so the model saves, loads and serves as
+any other (from parts, the driver maps it from the final state's file). The
 validation RMSE is computed once per epoch across the workers: each predicts its share of
 the validation ratings and the squared errors are summed (a collective, as the gradients).
 
@@ -36,11 +37,11 @@ fits never finished are swept after :data:`KEEP_DAYS`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import tempfile
-import functools
 import time
 import weakref
 from pathlib import Path
