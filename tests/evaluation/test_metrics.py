@@ -111,6 +111,8 @@ def test_hit_matrix_equals_the_row_by_row_membership_test():
     assert np.array_equal(M.hit_matrix(topk, flat), want)
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
     assert M.hit_matrix(np.zeros((0, 3), np.int64), empty).shape == (0, 3)
+    none = (np.zeros(0, np.int64), np.zeros(2, np.int64))  # rows, none with a positive
+    assert not M.hit_matrix(topk[:2], none).any() and M.hit_matrix(topk[:2], none).shape == (2, 7)
 
 
 def test_rmse_mae_match_scikit_learn():

@@ -29,12 +29,18 @@ def hit_matrix(topk: np.ndarray, positives: list[np.ndarray] | tuple[np.ndarray,
         flat = np.concatenate(positives).astype(np.int64) if len(positives) else np.zeros(0, np.int64)
     if not len(n_pos):
         return np.zeros(topk.shape, dtype=bool)
-    # one membership test over all rows: (row, movie) pairs as one int64 key each
+    # one membership test over all rows: (row, movie) pairs as one int64 key each, looked up in
+    # the sorted positives' keys (np.isin sorts the lists' keys too: 10x slower at 20k users)
     width = int(max(topk.max(initial=0), flat.max(initial=0))) + 2
     rows = np.arange(len(n_pos), dtype=np.int64)
     pos_keys = np.repeat(rows, n_pos) * width + (flat + 1)
+    if len(pos_keys) > 1 and not bool(np.all(pos_keys[1:] >= pos_keys[:-1])):
+        pos_keys = np.sort(pos_keys)
     top_keys = rows[:, None] * width + (topk.astype(np.int64) + 1)  # -1 (no movie) never matches
-    return np.isin(top_keys, pos_keys)
+    if not len(pos_keys):
+        return np.zeros(topk.shape, dtype=bool)
+    at = np.minimum(np.searchsorted(pos_keys, top_keys), len(pos_keys) - 1)
+    return pos_keys[at] == top_keys
 
 
 def precision_per_user(hits: np.ndarray, k: int) -> np.ndarray:
