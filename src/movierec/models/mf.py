@@ -357,15 +357,15 @@ class MatrixFactorization:
         if self.ensemble > 1 or self.implicit or self.ranking != "rating":
             raise ModelError("a fit from parts takes no ensemble, implicit sets or watch model "
                              "(their arrays are O(ratings) in the driver)")
-        if data.summary(self.seed, self._validation_share()).rated == 0:
+        src = data.summary(self.seed, self._validation_share())
+        if src.rated == 0:
             raise ModelError("cannot fit a model on zero ratings")
         lo, hi = data.rating_range()
         unit = self._scale_unit(lo, hi)
-        if unit != 1.0:
+        if unit != 1.0:  # (the same parts and figures, read in units)
             from dataclasses import replace
 
             data = replace(data, unit=unit)
-        src = data.summary(self.seed, self._validation_share())
         if src.n_val and src.rated < 50:  # as locally: no validation slice of fewer than 50 ratings
             src = data.summary(self.seed, 0.0)
         rng = np.random.default_rng(self.seed)
@@ -408,6 +408,7 @@ class MatrixFactorization:
                 np.flatnonzero(item_counts == 0).astype(np.int32))
 
     def _zero_rows(self, users: np.ndarray, movies: np.ndarray) -> None:
+        """No factors and no bias for ``users`` and ``movies`` (:meth:`_unrated_rows`)."""
         self.user_factors_[users] = 0.0
         self.user_bias_[users] = 0.0
         self.item_factors_[movies] = 0.0
