@@ -399,40 +399,45 @@ def _train_loop(config: dict) -> None:  # runs in each Ray Train worker
     strategy = tf.distribute.MultiWorkerMirroredStrategy()  # first: before any other TensorFlow op
 
     ctx = ray.train.get_context()
-    _worker_logging(ctx.get_world_rank())
-    # the finished fits' final states: this worker's copies, which the first worker puts into
-    # every later checkpoint (so that a restart resumes at the fit in progress)
+    rank = ctx.get_world_rank()
+    _worker_logging(rank)
+    # the first worker's copies of the finished fits' final states, which it puts into every
+    # later checkpoint (so that a restart resumes at the fit in progress); every worker knows
+    # their best epochs (a refit trains for the first fit's best + 1)
     done = Path(tempfile.mkdtemp(prefix="movierec-fits-"))
+    best: dict[int, int] = {}
     saved, restarts = None, 0
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            for f in Path(d).glob("fit-*.npz"):
-                shutil.copy(f, done / f.name)
-            if (Path(d) / _CKPT).exists():
-                saved = dict(np.load(Path(d) / _CKPT, allow_pickle=False))
-        finished = sorted(done.glob("fit-*.npz"))
-        last = saved if saved is not None or not finished else dict(np.load(finished[-1], allow_pickle=False))
-        restarts = int(last["restarts"]) + 1 if last is not None else 1
-    for j, fit in enumerate(config["fits"]):
-        if (done / _fitted(j)).exists():  # finished before a restart: its final state is kept
-            if ctx.get_world_rank() == 0:
-                logging.getLogger(__name__).info("train: fit %d of %d of this run finished before the restart: "
-                                                 "its final state from the checkpoint", j + 1, len(config["fits"]))
-            continue
-        if fit["refit_of"] is not None:  # the refit: as many epochs as the first fit's best + 1
-            with np.load(done / _fitted(fit["refit_of"]), allow_pickle=False) as z:
-                epochs = int(z["best_epoch"]) + 1
-        else:
-            epochs = None
-        _one_fit(config, fit, j, tf, strategy, ctx, saved if saved is not None and int(saved.get("fit", 0)) == j else None,
-                 restarts, done, epochs)
-        saved = None
+    try:
+        ckpt = ray.train.get_checkpoint()
+        if ckpt is not None:
+            with ckpt.as_directory() as d:
+                for f in sorted(Path(d).glob("fit-*.npz")):
+                    with np.load(f, allow_pickle=False) as z:
+                        best[int(f.stem.split("-")[1])] = int(z["best_epoch"])
+                        restarts = max(restarts, int(z["restarts"]) + 1)
+                    if rank == 0:
+                        shutil.copy(f, done / f.name)
+                if (Path(d) / _CKPT).exists():
+                    saved = dict(np.load(Path(d) / _CKPT, allow_pickle=False))
+                    restarts = int(saved["restarts"]) + 1
+        for j, fit in enumerate(config["fits"]):
+            if j in best:  # finished before a restart: its final state is in the checkpoint
+                if rank == 0:
+                    logging.getLogger(__name__).info("train: fit %d of %d of this run finished before the restart: "
+                                                     "its final state from the checkpoint", j + 1, len(config["fits"]))
+                continue
+            epochs = best[fit["refit_of"]] + 1 if fit["refit_of"] is not None else None
+            resume = saved if saved is not None and int(saved.get("fit", 0)) == j else None
+            best[j] = _one_fit(config, fit, j, tf, strategy, ctx, resume, restarts, done, epochs)
+            saved = None
+    finally:
+        shutil.rmtree(done, ignore_errors=True)  # (a checkpoint's links to its files stay valid)
 
 
 def _one_fit(config: dict, fit: dict, j: int, tf, strategy, ctx, saved: dict | None, restarts: int, done: Path,
-             epochs: int | None) -> None:
-    """The j-th fit of a run, from ``saved`` (its last checkpoint) where a restart left one."""
+             epochs: int | None) -> int:
+    """The j-th fit of a run, from ``saved`` (its last checkpoint) where a restart left one;
+    returns its best epoch."""
     import ray
     import ray.train
 
@@ -536,6 +541,7 @@ def _one_fit(config: dict, fit: dict, j: int, tf, strategy, ctx, saved: dict | N
         if fit["parts"]["unit"] != 1.0:  # a wide scale fitted in units: the parameters on its own
             model._unscale_arrays(fit["parts"]["unit"])
     report(max(epoch, 0), time.perf_counter() - t0, final=True)
+    return int(tracker.history.best_epoch)
 
 
 def _worker_logging(rank: int) -> None:
@@ -558,10 +564,9 @@ def _worker_logging(rank: int) -> None:
 def _report(ctx, j: int, done: Path, tracker, model, opt, restarts: int, epoch: int, seconds: float,
             final: bool) -> None:
     """Metrics from every worker, the checkpoint from the first (Ray Train keeps the last two):
-    the finished fits' final states (``fit-k.npz``) and, in a fit, its state (``state.npz``:
-    parameters, Adam's moments, the curve, the best state so far). At a fit's end every
-    worker keeps its final state among the finished ones (the next fit of the run may need its
-    best epoch); the first worker also puts it in the checkpoint."""
+    the finished fits' final states (``fit-k.npz``, kept in ``done`` for the later checkpoints)
+    and, in a fit, its state (``state.npz``: parameters, Adam's moments, the curve, the best
+    state so far)."""
     import ray.train
 
     hist = tracker.history
@@ -570,12 +575,12 @@ def _report(ctx, j: int, done: Path, tracker, model, opt, restarts: int, epoch: 
     arrays = {"epoch": epoch, "fit": j, "final": final, "restarts": restarts, "seconds": seconds,
               "train_rmse": np.array(hist.train_rmse), "val_rmse": np.array(hist.val_rmse),
               "best_epoch": hist.best_epoch, "best": tracker.best, "bad": tracker.bad}
-    if final:
-        arrays.update({f"model:{k}": v for k, v in model._state().items()})
-        np.savez(done / _fitted(j), **arrays)
     if ctx.get_world_rank() != 0:
         ray.train.report(metrics, checkpoint=None)
         return
+    if final:
+        arrays.update({f"model:{k}": v for k, v in model._state().items()})
+        np.savez(done / _fitted(j), **arrays)
     d = Path(tempfile.mkdtemp(prefix="movierec-ckpt-"))
     for f in done.glob("fit-*.npz"):
         try:
