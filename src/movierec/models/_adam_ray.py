@@ -572,14 +572,14 @@ def _report(ctx, j: int, done: Path, tracker, model, opt, restarts: int, epoch: 
     hist = tracker.history
     metrics = {"fit": j, "epoch": epoch, "train_rmse": hist.train_rmse[-1],
                "val_rmse": hist.val_rmse[-1] if hist.val_rmse else float("nan")}
-    arrays = {"epoch": epoch, "fit": j, "final": final, "restarts": restarts, "seconds": seconds,
-              "train_rmse": np.array(hist.train_rmse), "val_rmse": np.array(hist.val_rmse),
-              "best_epoch": hist.best_epoch, "best": tracker.best, "bad": tracker.bad}
     if ctx.get_world_rank() != 0:
         ray.train.report(metrics, checkpoint=None)
         return
+    arrays = {"epoch": epoch, "fit": j, "final": final, "restarts": restarts, "seconds": seconds,
+              "train_rmse": np.array(hist.train_rmse), "val_rmse": np.array(hist.val_rmse),
+              "best_epoch": hist.best_epoch, "best": tracker.best, "bad": tracker.bad,
+              **{f"model:{k}": v for k, v in model._state().items()}}
     if final:
-        arrays.update({f"model:{k}": v for k, v in model._state().items()})
         np.savez(done / _fitted(j), **arrays)
     d = Path(tempfile.mkdtemp(prefix="movierec-ckpt-"))
     for f in done.glob("fit-*.npz"):
@@ -588,7 +588,6 @@ def _report(ctx, j: int, done: Path, tracker, model, opt, restarts: int, epoch: 
         except OSError:
             shutil.copy(f, d / f.name)
     if not final:
-        arrays.update({f"model:{k}": v for k, v in model._state().items()})
         arrays.update({f"opt:{i}": v.numpy() for i, v in enumerate(opt.variables)})
         if tracker.best_state is not None:
             arrays.update({f"best:{k}": v for k, v in tracker.best_state.items()})
