@@ -96,8 +96,12 @@ def _sweep(root: Path, keep: str) -> None:
     cutoff = time.time() - KEEP_DAYS * 86400
     for d in root.glob(_PREFIX + "*"):
         try:
-            if d.name != keep and d.stat().st_mtime < cutoff:
-                shutil.rmtree(d, ignore_errors=True) if d.is_dir() else d.unlink()
+            if d.name == keep or d.stat().st_mtime >= cutoff:
+                continue
+            if d.is_dir():
+                shutil.rmtree(d, ignore_errors=True)
+            else:
+                d.unlink()
         except OSError:
             pass
 
@@ -154,7 +158,7 @@ def fit_adam_ray_parts(fits: list[tuple], engine) -> list[tuple]:
     holds out the validation slice by the pairs' hash
     (:func:`movierec.data.parts_train.held_out`); nothing O(ratings) passes through the
     driver. The workers zero the rows ``begun["zero"]`` (viewers and movies without training
-    ratings) in the final state. The fitted state is not read into the driver: each model's
+    ratings) in the final state, and scale a wide rating scale's parameters back from its units. The fitted state is not read into the driver: each model's
     arrays are mapped read-only from its final state's file, kept beside the checkpoints
     until the model is gone. Returns (:class:`History`, seconds) per fit."""
     workers = int(engine.workers)
