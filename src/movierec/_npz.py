@@ -77,11 +77,13 @@ CHUNK = 4 << 20
 
 
 def savez(file, **arrays) -> None:
-    """``np.savez(file, **arrays)``, byte for byte, except that an array which is a range of a
-    file mapped read-only (:func:`file_view`) is copied from that file a chunk at a time
-    instead of through its mapping: a process that writes a model whose factors are mapped
-    from another file (the state a Ray fit's workers wrote) reads no page of them into its
-    own memory."""
+    """``np.savez(file, **arrays)``, byte for byte, without a copy of a whole array: an array
+    which is a range of a file mapped read-only (:func:`file_view`) is copied from that file a
+    chunk at a time instead of through its mapping (a process that writes a model whose
+    factors are mapped from another file, the state a Ray fit's workers wrote, reads no page
+    of them into its own memory); a C-contiguous array is written from its own memory, and
+    a one-dimensional one that is not (a row of zeros made by ``np.broadcast_to``) a chunk
+    at a time."""
     import zipfile
 
     fmt = np.lib.format
@@ -90,10 +92,16 @@ def savez(file, **arrays) -> None:
             val = np.asanyarray(val)
             view = file_view(val)
             with z.open(key + ".npy", "w", force_zip64=True) as out:  # (as np.savez: gh-10776)
-                if view is None:
+                if view is None and (val.dtype.hasobject or not (val.flags.c_contiguous or val.ndim == 1)):
                     fmt.write_array(out, val, allow_pickle=False)
                     continue
                 fmt.write_array_header_1_0(out, fmt.header_data_from_array_1_0(val))
+                if view is None:
+                    flat = val.reshape(-1)  # (a view: C-contiguous, or one dimension)
+                    step = max(1, CHUNK // max(1, val.itemsize))
+                    for a in range(0, flat.size, step):
+                        out.write(np.ascontiguousarray(flat[a:a + step]).data)
+                    continue
                 path, offset, _, _ = view
                 left = val.nbytes
                 with open(path, "rb") as src:

@@ -733,7 +733,7 @@ def save_model_version(cfg: Config, cat: Catalog, served: FoldFit, holdout: Fold
     feedback_state = cat.read_optional("feedback_state") or snapshot(cat.workdir)[1]
     data = ServingData(
         model=m, holdout=None if holdout is None else holdout.model,
-        user_ids=IdParts(cat.path("user_ids")) if cat.path("user_ids").is_dir() else cat.read("user_ids"),
+        user_ids=IdParts(cat.path("user_ids"), cfg.engine) if cat.path("user_ids").is_dir() else cat.read("user_ids"),
         movies=movies,
         ratings=cat.read("ratings_clean") if served.train is not None else SeenParts(cat.path("ratings_clean"), cfg.engine),
         reviewed=None if reviews is None else reviews[["user_idx", "movie_idx"]],

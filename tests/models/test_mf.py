@@ -232,6 +232,24 @@ def test_a_model_mapped_from_a_file_saves_the_same_file_without_reading_its_page
         assert np.array_equal(getattr(m, k), getattr(loaded, k)), k
 
 
+def test_savez_writes_np_savez_bytes_in_chunks_for_every_layout(monkeypatch):
+    """movierec._npz.savez writes np.savez's bytes for arrays of any layout: C-contiguous ones
+    from their own memory and one-dimensional ones a chunk at a time (a model's empty history
+    index is zeros by broadcasting, no array of them), others through numpy."""
+    import io
+
+    from movierec import _npz
+
+    arrays = dict(c=np.arange(10, dtype=np.float32), zeros=np.broadcast_to(np.int32(0), (7,)),
+                  grid=np.arange(12.0).reshape(3, 4), fortran=np.arange(12.0).reshape(3, 4).T,
+                  strided=np.arange(20)[::3], empty=np.zeros((0, 5), np.float32), text=np.array("meta"))
+    monkeypatch.setattr(_npz, "CHUNK", 8)  # several chunks per array
+    ours, ref = io.BytesIO(), io.BytesIO()
+    _npz.savez(ours, **arrays)
+    np.savez(ref, **arrays)
+    assert ours.getvalue() == ref.getvalue()
+
+
 def test_unknown_ids_fall_back_and_are_flagged(planted_data):
     train, _, nu, ni = planted_data
     m = MatrixFactorization(factors=4, epochs=2, use_features=False).fit(data_of(train, nu, ni))

@@ -70,8 +70,9 @@ class PartsRatings:
     n_train: int = 0
     train_sum: float = 0.0
     n_val: int = 0
-    user_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    item_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # int32: a viewer rates at most every movie, a movie is rated at most once by each viewer
+    user_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    item_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     seed: int = 0
     fraction: float = 0.0
 
@@ -124,8 +125,8 @@ def summarize(parts: PartsRatings, tasks, seed: int, fraction: float) -> PartsRa
     """Fill ``parts``' figures for a validation slice of ``fraction`` chosen with ``seed``
     (0: none), one task per part (``tasks``: :class:`~movierec.data.ray_tables.Tasks`)."""
     parts.seed, parts.fraction = int(seed), float(fraction)
-    parts.user_counts = np.zeros(parts.n_users, np.int64)
-    parts.item_counts = np.zeros(parts.n_items, np.int64)
+    parts.user_counts = np.zeros(parts.n_users, np.int32)  # (4 bytes a viewer, kept by each fit's data)
+    parts.item_counts = np.zeros(parts.n_items, np.int32)
     parts.rated, parts.n_train, parts.n_val, parts.train_sum = 0, 0, 0, 0.0
     parts.rating_min, parts.rating_max = float("inf"), float("-inf")
     calls = [(f, parts.fold, parts.seed, parts.fraction) for f in parts.files]
@@ -181,8 +182,9 @@ def read_row_range(path: str | Path, lo: int, hi: int, columns: list[str]):
 # ----------------------------------------------------------------------------- seen.npz
 def _seen_one(path: str, n_items: int, out: str, reviewed_u: np.ndarray, reviewed_i: np.ndarray) -> dict:
     """One part's rows as a piece of the viewers x movies matrix: sorted by (viewer, movie),
-    the movies and ratings written to ``out`` (two .npy files); returns its viewer range,
-    the ratings per viewer in it, the ratings per movie, and which reviewed pairs it rates."""
+    the movies, the ratings and the ratings per viewer of its range written to ``out`` (three
+    .npy files); returns its viewer range, the ratings per movie, and which reviewed pairs
+    it rates."""
     import pandas as pd
 
     df = pd.read_parquet(path, columns=COLUMNS)
@@ -197,13 +199,23 @@ def _seen_one(path: str, n_items: int, out: str, reviewed_u: np.ndarray, reviewe
     keys = u * n_items + i
     mine = np.flatnonzero((reviewed_u >= lo) & (reviewed_u < hi))
     rated = mine[np.isin(reviewed_u[mine].astype(np.int64) * n_items + reviewed_i[mine], keys)]
-    return {"lo": lo, "hi": hi, "counts": np.bincount(u - lo, minlength=hi - lo) if len(u) else np.zeros(0, np.int64),
-            "popularity": np.bincount(i, minlength=n_items), "out": out, "n": len(u), "reviewed_rated": rated}
+    np.save(out + ".counts.npy", np.bincount(u - lo, minlength=hi - lo).astype(np.int32) if len(u)
+            else np.zeros(0, np.int32))
+    return {"lo": lo, "hi": hi, "popularity": np.bincount(i, minlength=n_items), "out": out, "n": len(u), "reviewed_rated": rated}
 
 
 def _npy_header(fh, dtype: np.dtype, n: int) -> None:
     np.lib.format.write_array_header_2_0(fh, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
                                               "fortran_order": False, "shape": (int(n),)})
+
+
+def _write_repeated(fh, value: int, n: int, dtype) -> None:
+    """``n`` copies of ``value`` to ``fh``, a block at a time."""
+    block = np.full(min(max(n, 0), 1 << 20), value, dtype).tobytes()
+    while n > 0:
+        k = min(n, 1 << 20)
+        fh.write(block[:k * np.dtype(dtype).itemsize])
+        n -= k
 
 
 def write_seen(path: Path, files: Sequence[str], tasks, n_users: int, n_items: int,
@@ -215,39 +227,44 @@ def write_seen(path: Path, files: Sequence[str], tasks, n_users: int, n_items: i
     Raises:
         ValueError: the parts' viewer ranges overlap (a table not written by Ray's clean).
     """
-    from movierec._lazy import sp
-
     ru, ri = np.asarray(reviewed_u, np.int64), np.asarray(reviewed_i, np.int64)
     ru_ref, ri_ref = tasks.put(ru), tasks.put(ri)  # once in the object store, not once per task
     calls = [(f, n_items, str(scratch / f"seen-{k:05d}"), ru_ref, ri_ref) for k, f in enumerate(files)]
     pieces = list(tasks.map(_seen_one, calls))
     for p in pieces:
         if not p["n"]:
-            for name in ("indices", "ratings"):
+            for name in ("indices", "ratings", "counts"):
                 os.remove(f"{p['out']}.{name}.npy")
     pieces = sorted((p for p in pieces if p["n"]), key=lambda p: p["lo"])
     for a, b in zip(pieces, pieces[1:]):
         if b["lo"] < a["hi"]:
             raise ValueError(f"parts {a['out']} and {b['out']} hold the same viewers ({b['lo']}..{a['hi'] - 1})")
-    counts = np.zeros(n_users, np.int64)
+    total = sum(p["n"] for p in pieces)
     popularity = np.zeros(n_items, np.int64)
     rated_reviews = np.zeros(len(ru), bool)
     for p in pieces:
-        counts[p["lo"]:p["hi"]] = p["counts"]
         popularity += p["popularity"]
         rated_reviews[p["reviewed_rated"]] = True
-    indptr = np.zeros(n_users + 1, np.int32 if counts.sum() < 2 ** 31 else np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    total = int(indptr[-1])
-    # watched: reviewed and not rated (few: the reviews are on the driver anyway)
-    keep = ~rated_reviews
-    w = sp.csr_matrix((np.ones(int(keep.sum()), np.float32), (ru[keep], ri[keep])), shape=(n_users, n_items))
-    w.sum_duplicates()
-    w.data[:] = 1.0
-    w.sort_indices()
+    # watched: reviewed and not rated (few: the reviews are on the driver anyway), as the
+    # sorted distinct pairs of a CSR matrix
+    keys = np.unique(ru[~rated_reviews] * n_items + ri[~rated_reviews])
+    wide = max(n_users, n_items, len(keys)) >= 2 ** 31  # (scipy's choice of index type)
+    w_users, w_movies = keys // n_items, (keys % n_items).astype(np.int64 if wide else np.int32)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+        # the index streamed from each piece's counts: no array of every viewer in this process
         with z.open("indptr.npy", "w", force_zip64=True) as fh:
-            np.lib.format.write_array(fh, indptr, version=(2, 0))
+            dtype = np.int32 if total < 2 ** 31 else np.int64
+            _npy_header(fh, dtype, n_users + 1)
+            at, done = 0, 0  # ratings so far; viewers whose end is written
+            fh.write(np.zeros(1, dtype).tobytes())
+            for p in pieces:
+                _write_repeated(fh, at, p["lo"] - done, dtype)  # viewers without ratings before the piece
+                counts = np.load(f"{p['out']}.counts.npy")
+                fh.write((np.cumsum(counts, dtype=np.int64) + at).astype(dtype).tobytes())
+                at, done = at + int(counts.sum()), p["hi"]
+                del counts
+                os.remove(f"{p['out']}.counts.npy")
+            _write_repeated(fh, at, n_users - done, dtype)
         for name, dtype in (("indices", np.int32), ("ratings", np.float32)):
             with z.open(f"{name}.npy", "w", force_zip64=True) as fh:
                 _npy_header(fh, dtype, total)
@@ -257,7 +274,12 @@ def write_seen(path: Path, files: Sequence[str], tasks, n_users: int, n_items: i
                         fh.write(np.ascontiguousarray(piece[a:a + (1 << 22)], dtype=dtype).tobytes())
                     del piece
                     os.remove(f"{p['out']}.{name}.npy")
-        for name, arr in (("watched_indptr", w.indptr), ("watched_indices", w.indices), ("popularity", popularity)):
+        with z.open("watched_indptr.npy", "w", force_zip64=True) as fh:
+            _npy_header(fh, w_movies.dtype, n_users + 1)
+            for a in range(0, n_users + 1, 1 << 20):  # a block of viewers at a time
+                ends = np.searchsorted(w_users, np.arange(a, min(n_users + 1, a + (1 << 20))), side="left")
+                fh.write(ends.astype(w_movies.dtype).tobytes())
+        for name, arr in (("watched_indices", w_movies), ("popularity", popularity)):
             with z.open(f"{name}.npy", "w", force_zip64=True) as fh:
                 np.lib.format.write_array(fh, np.asarray(arr), version=(2, 0))
     return total
@@ -293,31 +315,52 @@ class SeenParts:
 class IdParts:
     """The viewer id table in parts (``user_ids`` from Ray's clean: part k numbers range k's
     viewers after range k - 1's), for a model version's ``user_ids.parquet``: copied a row
-    group at a time, so the driver never holds every viewer's id."""
+    group at a time, so no process holds every viewer's id; with an ``engine`` of kind ray,
+    by a Ray task (the driver does not even decode them)."""
 
     folder: Path
+    engine: object = None  # EngineConfig
 
     def write_parquet(self, path: Path) -> int:
         """Write the table to ``path`` (user_idx, user_id); returns its rows. The parts must
-        number the viewers 0, 1, 2, ... in order (a version's ids are read by position)."""
-        import pyarrow.parquet as pq
+        number the viewers 0, 1, 2, ... in order (a version's ids are read by position).
 
-        n, writer = 0, None
-        try:
-            for f in sorted(Path(self.folder).glob("part-*.parquet")):
-                pf = pq.ParquetFile(f)
-                for g in range(pf.metadata.num_row_groups):
-                    t = pf.read_row_group(g, columns=["user_idx", "user_id"])
-                    if not np.array_equal(t.column("user_idx").to_numpy(), np.arange(n, n + t.num_rows)):
-                        raise ModelError(f"{f}: the viewer id table's parts do not number the viewers "
-                                         f"0, 1, 2, ... in order (row group {g}); run `movierec clean --force`")
-                    writer = writer or pq.ParquetWriter(path, t.schema)
-                    writer.write_table(t.cast(writer.schema))
-                    n += t.num_rows
-        finally:
-            if writer is not None:
-                writer.close()
-        if writer is None:
-            raise ModelError(f"{self.folder}: the viewer id table has no parts")
-        return n
+        Raises:
+            ModelError: the parts do not number the viewers in order, or there are none.
+        """
+        if self.engine is None or self.engine.kind != "ray":
+            got = _copy_ids(str(self.folder), str(path))
+        else:
+            from movierec.data.ray_tables import Tasks
+            from movierec.engine import session
 
+            with session(self.engine) as ray:
+                got, = Tasks(ray, self.engine.cpus_per_worker).map(_copy_ids, [(str(self.folder), str(path))])
+        if isinstance(got, ModelError):
+            raise got
+        return got
+
+
+def _copy_ids(folder: str, path: str) -> int | ModelError:
+    """:meth:`IdParts.write_parquet`'s copy (in a Ray task or in this process): the rows, or
+    the error (returned, so that a task's reaches the driver as it is)."""
+    import pyarrow.parquet as pq
+
+    n, writer = 0, None
+    try:
+        for f in sorted(Path(folder).glob("part-*.parquet")):
+            pf = pq.ParquetFile(f)
+            for g in range(pf.metadata.num_row_groups):
+                t = pf.read_row_group(g, columns=["user_idx", "user_id"], use_threads=False)
+                if not np.array_equal(t.column("user_idx").to_numpy(), np.arange(n, n + t.num_rows)):
+                    return ModelError(f"{f}: the viewer id table's parts do not number the viewers "
+                                      f"0, 1, 2, ... in order (row group {g}); run `movierec clean --force`")
+                writer = writer or pq.ParquetWriter(path, t.schema)
+                writer.write_table(t.cast(writer.schema))
+                n += t.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        return ModelError(f"{folder}: the viewer id table has no parts")
+    return n

@@ -855,7 +855,8 @@ class MatrixFactorization:
         arrays = {k: getattr(self, k) for k in self.ARRAYS}
         hist = getattr(self, "ease_history_", None)
         if hist is None:  # (as an empty scipy matrix is saved, without importing scipy)
-            arrays.update(ease_history_indptr=np.zeros(len(self.user_bias_) + 1, np.int32),
+            # (zeros without an array of them: written a chunk at a time)
+            arrays.update(ease_history_indptr=np.broadcast_to(np.int32(0), (len(self.user_bias_) + 1,)),
                           ease_history_indices=np.zeros(0, np.int32),
                           ease_history_shape=np.array([len(self.user_bias_), 0]))
         else:
