@@ -247,7 +247,7 @@ def _fit_on_ray(fits: list[dict], key: str, engine, datasets, keep: bool = False
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
         Trainer = tensorflow_trainer()
-        config = {"fits": [dict(f, model=ray.put(f["model"]), side=ray.put(f["side"])) for f in fits],
+        config = {"fits": [dict(f, model=ray.put(_shipped(f)), side=ray.put(f["side"])) for f in fits],
                   "workers": workers, "failpoint": os.environ.get("MOVIEREC_FAILPOINT"),
                   "driver_pid": os.getpid(), "run_dir": str(run_dir)}
         kw = {"datasets": datasets(ray)} if datasets is not None else {}
@@ -294,6 +294,19 @@ def _fit_on_ray(fits: list[dict], key: str, engine, datasets, keep: bool = False
              (" (the holdout fit and the refit, one Ray Train run)" if len(out) > 1 else ""),
              time.perf_counter() - t0, f" (resumed {restarts} times)" if restarts else "")
     return out
+
+
+def _shipped(fit: dict):
+    """The model as the workers get it: a fit from parts without its starting biases (zeros,
+    4 bytes a viewer in the object store; each worker makes them, as it draws the factors)."""
+    import copy
+
+    model = fit["model"]
+    if not fit["parts"]:
+        return model
+    model = copy.copy(model)
+    model.user_bias_ = model.item_bias_ = None
+    return model
 
 
 def _fitted(j: int) -> str:
@@ -453,6 +466,8 @@ def _one_fit(config: dict, fit: dict, j: int, tf, strategy, ctx, saved: dict | N
     if fit["parts"]:
         if getattr(model, "user_factors_", None) is None:  # the driver drew none: the same numbers here
             model._draw_factors(side.n_users, side.n_items, np.random.default_rng(fit["parts"]["init"]))
+        if model.user_bias_ is None:  # (the driver sent none: :func:`_shipped`)
+            model.user_bias_, model.item_bias_ = np.zeros(side.n_users, np.float32), np.zeros(side.n_items, np.float32)
         mine, val = _parts_shard(fit["parts"], rank, workers)
     else:
         mine = _shard_arrays(ray.train.get_dataset_shard("train"))
