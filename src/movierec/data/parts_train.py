@@ -201,7 +201,8 @@ def _seen_one(path: str, n_items: int, out: str, reviewed_u: np.ndarray, reviewe
     rated = mine[np.isin(reviewed_u[mine].astype(np.int64) * n_items + reviewed_i[mine], keys)]
     np.save(out + ".counts.npy", np.bincount(u - lo, minlength=hi - lo).astype(np.int32) if len(u)
             else np.zeros(0, np.int32))
-    return {"lo": lo, "hi": hi, "popularity": np.bincount(i, minlength=n_items), "out": out, "n": len(u), "reviewed_rated": rated}
+    return {"lo": lo, "hi": hi, "popularity": np.bincount(i, minlength=n_items), "out": out, "n": len(u),
+            "reviewed_rated": rated}
 
 
 def _npy_header(fh, dtype: np.dtype, n: int) -> None:
