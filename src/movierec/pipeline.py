@@ -331,9 +331,6 @@ def _run_clean(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
 
 
 def _run_sentiment(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
-    from movierec.sentiment.routing import Router
-    from movierec.stages.sentiment import sentiment
-
     reviews = cat.read_optional("reviews_clean")
     social = cat.read_optional("social_clean")
     if not cfg.sentiment.enabled or (reviews is None and social is None):
@@ -341,7 +338,9 @@ def _run_sentiment(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
         cat.remove("review_sentiment")
         cat.remove("message_sentiment")
         return {}, {}
+    from movierec.sentiment.routing import Router  # (only where there are texts to score)
     from movierec.stages.ingest import load_texts
+    from movierec.stages.sentiment import sentiment
 
     cache_path = cat.workdir / "cache" / "sentiment.parquet"
     parts = cat.workdir / "cache" / "sentiment.parts"  # checkpoints of a run that was killed
@@ -694,7 +693,7 @@ def train_for_fold(cfg: Config, cat: Catalog, fold: int | None, use_saved_featur
     use_pseudo = fcfg.use_sentiment and cfg.sentiment.pseudo_rating_weight > 0
     # read once: pseudo-ratings and review content both come from it
     rs = cat.read_optional("review_sentiment") if use_pseudo or fcfg.use_review_content else None
-    if use_pseudo:
+    if use_pseudo and rs is not None:  # (no scores, no pseudo-ratings: nothing to import)
         from movierec.models.pseudo import pseudo_ratings
 
         pr = pseudo_ratings(rs, ratings, train,
