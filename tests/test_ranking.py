@@ -226,3 +226,34 @@ def test_a_plan_pickles_the_mapped_model_and_ids_by_name_and_lists_as_in_memory(
     # an array computed in memory (not a range of the file) is pickled by value
     b2 = pickle.loads(pickle.dumps(eager._replace(rating_vectors=tuple(np.array(v) for v in eager.rating_vectors))))
     assert not isinstance(b2.rating_vectors[3], np.memmap)
+
+
+def test_a_small_ranking_in_a_process_without_numba_is_numpys_and_the_same(monkeypatch):
+    """Up to NUMPY_RANKING scores in all, numpy ranks every block (even one over SMALL_BLOCK)
+    while numba is not loaded: a small evaluate then never imports it. The lists are the
+    compiled kernel's, ties and masked movies included."""
+    import subprocess
+    import sys
+
+    import movierec.ranking as ranking
+
+    rng = np.random.default_rng(3)
+    nu, ni, k = 400, 900, 3  # 360k scores: over SMALL_BLOCK
+    assert nu * ni > ranking.SMALL_BLOCK and nu * ni <= ranking.NUMPY_RANKING
+    vec = (np.float32(3.0), np.zeros(nu, np.float32), rng.integers(0, 3, ni).astype(np.float32),
+           rng.integers(-1, 2, (nu, k)).astype(np.float32), rng.integers(-1, 2, (ni, k)).astype(np.float32))
+    seen = sp.random(nu, ni, density=0.2, format="csr", random_state=1)
+    monkeypatch.setattr(ranking, "_numpy_ranks", lambda scores: True)
+    numpy_lists = top_n(vec, np.arange(nu), 10, seen, block=4096)
+    monkeypatch.setattr(ranking, "_numpy_ranks", lambda scores: False)
+    kernel_lists = top_n(vec, np.arange(nu), 10, seen, block=4096)
+    assert np.array_equal(numpy_lists[0], kernel_lists[0]) and np.array_equal(numpy_lists[1], kernel_lists[1])
+    code = ("import sys, numpy as np, scipy.sparse as sp\n"
+            "from movierec.ranking import top_n\n"
+            "rng = np.random.default_rng(0)\n"
+            "vec = (np.float32(3), rng.random(400, np.float32), rng.random(900, np.float32), "
+            "rng.random((400, 4), np.float32), rng.random((900, 4), np.float32))\n"
+            "top_n(vec, np.arange(400), 10, sp.random(400, 900, density=0.1, format='csr', random_state=0))\n"
+            "print('numba' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr[-2000:]

@@ -11,6 +11,7 @@ all users, fold-in, feedback since training) share the same vectors and masks.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -78,6 +79,7 @@ def top_n(
     # one block of scores, reused: a fresh 64 MB array per block costs its page faults again
     # (20k users x 8k movies: 0.2 s of 0.5)
     buf = np.empty((min(block, len(users)), Qt.shape[1]), dtype=np.float32)
+    by_numpy = _numpy_ranks(len(users) * n_items)
     for start in range(0, len(users), block):
         ub = users[start : start + block]
         s = np.matmul(U[ub], Qt, out=buf[: len(ub)])
@@ -93,7 +95,7 @@ def top_n(
                 rows = np.repeat(np.arange(len(ub)), hi - lo)
                 at = np.arange(len(rows)) - np.repeat(np.cumsum(hi - lo) - (hi - lo), hi - lo) + np.repeat(lo, hi - lo)
                 s[rows, part.indices[at]] = -np.inf
-        it, sc = _topk_rows(s, n)
+        it, sc = _topk_rows(s, n, by_numpy)
         items[start : start + len(ub)] = it
         scores[start : start + len(ub)] = sc + (np.asarray(bu, np.float32)[ub] + np.float32(mu))[:, None]
         if bar is not None:
@@ -106,6 +108,16 @@ def top_n(
 #: score blocks up to this many entries are ranked by numpy (one viewer's list: loading the
 #: compiled kernel, 0.3 s with numba's start-up, would cost 100x the ranking itself)
 SMALL_BLOCK = 1 << 18
+#: a whole ranking up to this many scores (viewers x movies) is ranked by numpy when numba is not
+#: loaded yet: 2.5-10 ns a score (40-160 ms at this size), against 0.3-0.4 s to import numba and
+#: load its kernel (MovieLens-100K's 459 test viewers x 1,682 movies: 8 ms)
+NUMPY_RANKING = 1 << 24
+
+
+def _numpy_ranks(scores: int) -> bool:
+    """Whether numpy ranks every block of a ranking of ``scores`` scores in all (the same
+    lists as the compiled kernel): a small ranking in a process without numba."""
+    return scores <= NUMPY_RANKING and "numba" not in sys.modules
 
 
 def _top_of_row(row: np.ndarray, n: int) -> np.ndarray:
@@ -118,10 +130,11 @@ def _top_of_row(row: np.ndarray, n: int) -> np.ndarray:
     return cand[np.argsort(neg[cand], kind="stable")][:n]
 
 
-def _topk_rows(s: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _topk_rows(s: np.ndarray, n: int, by_numpy: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Each row's ``n`` best columns, best first (ties: lower column first; -inf last, in
-    column order) and their scores."""
-    if s.size <= SMALL_BLOCK:
+    column order) and their scores: by numpy for a small block (or ``by_numpy``), else by the
+    compiled kernel."""
+    if by_numpy or s.size <= SMALL_BLOCK:
         if 4 * n >= s.shape[1]:
             idx = np.argsort(-s, axis=1, kind="stable")[:, :n]
         else:  # the n best of each row without sorting the row: the same order, ties included

@@ -221,14 +221,15 @@ CURVE_K = 20  # precision/recall curves run to this list length
 
 class SeenMovies:
     """Each user's training movies as CSR arrays (``indptr``, ``indices``: a row's movies,
-    in input order, a movie rated twice listed twice), built by a compiled counting sort
-    without scipy: a plain model's evaluation then never imports it (0.13 s of a small run).
+    in input order, a movie rated twice listed twice), grouped by viewer without scipy (numpy's
+    stable sort below 1M rows, a compiled counting sort above): a plain model's evaluation then
+    never imports it (0.13 s of a small run).
     ``csr``: the scipy matrix (sorted, no duplicates), made the first time a ranker needs one."""
 
     __slots__ = ("indptr", "indices", "shape", "_csr")
 
     def __init__(self, users: np.ndarray, movies: np.ndarray, n_users: int, n_items: int) -> None:
-        from movierec.models._sgd import group_rows
+        from movierec.models._kernels import group_rows
 
         users = np.asarray(users, np.int32)
         self.indptr = np.zeros(n_users + 1, np.int64)

@@ -62,7 +62,7 @@ def check_trainer(mcfg: "ModelConfig | MatrixFactorization") -> None:
 def _user_by_user(rows: np.ndarray, users: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``rows`` grouped user by user (in user order), each user's in a random order: a shuffle
     then a counting sort by user (10x faster than a lexsort on a random key)."""
-    from movierec.models._sgd import group_rows
+    from movierec.models._kernels import group_rows
 
     shuffled = np.array(rows, dtype=np.int64)
     rng.shuffle(shuffled)  # rows[rng.permutation(len(rows))], without the index array
@@ -97,7 +97,7 @@ def _block_layout(rows: np.ndarray, data: TrainData, threads: int, n_blocks: int
     would pass those lines back and forth on nearly every rating (measured: an epoch at the
     2M-rating benchmark's shape 67 ms with random blocks, 44 ms with ranges, 73 ms on one
     thread)."""
-    from movierec.models._sgd import group_rows
+    from movierec.models._kernels import group_rows
 
     block = _range_of(_ranges(np.bincount(data.items[rows], minlength=data.n_items), n_blocks))
     groups = data.n_users * n_blocks
@@ -569,8 +569,6 @@ class MatrixFactorization:
         return self
 
     def _fit_sgd(self, data: TrainData, val_mask: np.ndarray, rng: np.random.Generator) -> History:
-        from movierec.models._sgd import fill_cold_users
-
         tr_all = np.flatnonzero(~val_mask).astype(np.int64)
         va = np.flatnonzero(val_mask)
         # pseudo-ratings (weight w < 1) take part in an epoch with probability w: in
@@ -600,6 +598,8 @@ class MatrixFactorization:
                 self.user_weights_ *= shrink
                 self.item_weights_ *= shrink
             if self.social_reg > 0:
+                from movierec.models._sgd import fill_cold_users
+
                 fill_cold_users(self.user_factors_, self.user_bias_, counts, plan["nb_ptr"], plan["nb_idx"],
                                 plan["nb_w"])
             if tracker.end_epoch(epoch, sse, len(tr)):
@@ -649,15 +649,23 @@ class MatrixFactorization:
     def _sgd_epoch(self, data: TrainData, plan: dict, tr: np.ndarray, rng: np.random.Generator, lr: float,
                    lr_feat: float) -> float:
         """One epoch in the plan's layout; returns the training squared error."""
-        from movierec.models._sgd import (group_rows, sgd_epoch_blocks, sgd_epoch_blocks_shared, sgd_epoch_by_user,
-                                          sgd_epoch_grouped, sgd_epoch_shuffled)
+        from movierec.models._kernels import group_rows, sgd_epoch_by_user
 
         p = plan
+        if "by_user" in p:  # plain MF on one core: without importing numba where the lean kernel loads
+            bu = p["by_user"]
+            return sgd_epoch_by_user(
+                rng.permutation(data.n_users).astype(np.int32), bu[0], bu[1], bu[2],
+                np.float32(self.global_mean_), self.user_bias_, self.item_bias_,
+                self.user_factors_, self.item_factors_, np.float32(lr), np.float32(self.reg),
+                np.float32(self.reg_bias))
+        from movierec.models import _sgd  # numba: every other layout
+
         nb = (p["nb_ptr"], p["nb_idx"], p["nb_w"])
         if self.implicit:
             # users in random order; each user's ratings in random order
             by_user = _user_by_user(tr, data.users, rng)
-            sse = sgd_epoch_grouped(
+            sse = _sgd.sgd_epoch_grouped(
                 rng.permutation(data.n_users).astype(np.int32), p["r_ptr"], data.items[by_user],
                 data.ratings[by_user], p["n_ptr"], p["n_idx"], np.float32(self.global_mean_),
                 self.user_bias_, self.item_bias_, self.user_factors_, self.item_factors_,
@@ -671,29 +679,22 @@ class MatrixFactorization:
             b_ptr, items, vals, parts, n_blocks = p["blocks"]
             # each part's viewers (a range of indices) in a new random order
             order = np.concatenate([lo + rng.permutation(hi - lo) for lo, hi in zip(parts[:-1], parts[1:])])
-            return sgd_epoch_blocks(
+            return _sgd.sgd_epoch_blocks(
                 order.astype(np.int32), parts, b_ptr, items, vals,
                 np.float32(self.global_mean_), self.user_bias_, self.item_bias_, self.user_factors_,
                 self.item_factors_, np.float32(lr), np.float32(self.reg), np.float32(self.reg_bias), n_blocks)
-        if p["by_user_layout"]:
-            bu = p["by_user"]
-            return sgd_epoch_by_user(
-                rng.permutation(data.n_users).astype(np.int32), bu[0], bu[1], bu[2],
-                np.float32(self.global_mean_), self.user_bias_, self.item_bias_,
-                self.user_factors_, self.item_factors_, np.float32(lr), np.float32(self.reg),
-                np.float32(self.reg_bias))
         if "shared_blocks" in p:
             key, m = p["shared_blocks"]
             groups = p["threads"] * m
             g_ptr = np.zeros(groups + 1, np.int64)
             np.cumsum(np.bincount(key[tr], minlength=groups), out=g_ptr[1:])
-            return sgd_epoch_blocks_shared(
+            return _sgd.sgd_epoch_blocks_shared(
                 data.users, data.items, data.ratings, group_rows(tr[rng.permutation(len(tr))], key, groups),
                 g_ptr, m, np.float32(self.global_mean_), self.user_bias_, self.item_bias_, self.user_factors_,
                 self.item_factors_, self.user_weights_, self.item_weights_, p["X"], p["Y"], *nb,
                 np.float32(lr), np.float32(lr_feat), np.float32(self.reg), np.float32(self.reg_bias),
                 np.float32(self.social_reg), p["use_feat"])
-        return sgd_epoch_shuffled(
+        return _sgd.sgd_epoch_shuffled(
             data.users, data.items, data.ratings, tr[rng.permutation(len(tr))],
             np.float32(self.global_mean_), self.user_bias_, self.item_bias_, self.user_factors_,
             self.item_factors_, self.user_weights_, self.item_weights_, p["X"], p["Y"], *nb,

@@ -1,0 +1,152 @@
+"""The one-core SGD epoch through movierec._lean: numba's kernel bit for bit, its machine code
+kept and loaded by later processes without numba, and numba unharmed when it comes after."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from movierec import _lean
+from movierec.models import _kernels
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="lean kernels are Linux-only")
+
+
+def _problem(seed=0, nu=300, ni=200, k=12, nr=6000):
+    rng = np.random.default_rng(seed)
+    users = np.sort(rng.integers(0, nu, nr))
+    ptr = np.zeros(nu + 1, np.int64)
+    ptr[1:] = np.cumsum(np.bincount(users, minlength=nu))
+    return dict(
+        r_ptr=ptr, r_items=rng.integers(0, ni, nr).astype(np.int32), r_vals=rng.uniform(1, 5, nr).astype(np.float32),
+        bu=np.zeros(nu, np.float32), bi=np.zeros(ni, np.float32),
+        P=rng.normal(0, 0.1, (nu, k)).astype(np.float32), Q=rng.normal(0, 0.1, (ni, k)).astype(np.float32),
+        orders=[rng.permutation(nu).astype(np.int32) for _ in range(4)])
+
+
+def _epochs(kernel, p):
+    """Four epochs of ``kernel``; the losses and the trained arrays."""
+    losses = [kernel(order, p["r_ptr"], p["r_items"], p["r_vals"], np.float32(3.5), p["bu"], p["bi"], p["P"], p["Q"],
+                     np.float32(0.01), np.float32(0.02), np.float32(0.03)) for order in p["orders"]]
+    return losses, p["bu"], p["bi"], p["P"], p["Q"]
+
+
+def test_the_lean_epoch_is_numbas_kernel_bit_for_bit():
+    from movierec.models._sgd import sgd_epoch_by_user
+
+    lean, numba = _epochs(_kernels.sgd_epoch_by_user, _problem()), _epochs(sgd_epoch_by_user, _problem())
+    assert _kernels._EPOCH_BY_USER.function() is not None
+    assert lean[0] == numba[0] and lean[0][-1] < lean[0][0]  # the same losses, and it learns
+    for a, b in zip(lean[1:], numba[1:]):
+        assert np.array_equal(a, b)
+
+
+def test_arrays_the_cfunc_cannot_read_go_to_numbas_kernel():
+    """Another dtype, a non-contiguous or read-only factor table, inconsistent sizes: the lean
+    kernel is not called (it would read the memory wrongly); numba's kernel runs as before."""
+    from movierec.models._sgd import sgd_epoch_by_user
+
+    base = _problem(1)
+    args = (base["orders"][0], base["r_ptr"], base["r_items"], base["r_vals"], base["bu"], base["bi"], base["P"],
+            base["Q"])
+    assert _kernels._lean_ready(*args)
+    wide = np.zeros((base["P"].shape[0], 2 * base["P"].shape[1]), np.float32)
+    frozen = base["Q"].copy()
+    frozen.flags.writeable = False
+    for i, bad in ((2, base["r_items"].astype(np.int64)), (6, wide[:, ::2]), (7, frozen), (4, base["bu"][:-1]),
+                   (1, base["r_ptr"][:-1])):
+        assert not _kernels._lean_ready(*args[:i], bad, *args[i + 1:])
+    p, q = _problem(1), _problem(1)
+    p["Q"], q["Q"] = np.asfortranarray(p["Q"]), np.asfortranarray(q["Q"])  # numba's kernel takes it, the cfunc not
+    assert _epochs(_kernels.sgd_epoch_by_user, p)[0] == _epochs(sgd_epoch_by_user, q)[0]
+
+
+def test_grouping_by_numpy_is_the_counting_sort():
+    from movierec.models._sgd import group_rows as counting_sort
+
+    rng = np.random.default_rng(2)
+    keys = rng.integers(0, 50, 5000).astype(np.int32)
+    rows = rng.permutation(5000)[:4000].astype(np.int64)
+    assert np.array_equal(_kernels.group_rows(rows, keys, 50), counting_sort(rows, keys, 50))
+
+
+_CHILD = """
+import json, sys
+import numpy as np
+from tests.models.test_lean import _epochs, _problem
+from movierec.models import _kernels
+losses = _epochs(_kernels.sgd_epoch_by_user, _problem(3))[0]
+out = {"losses": losses, "from": _kernels._EPOCH_BY_USER.loaded_from, "numba": "numba" in sys.modules}
+if sys.argv[1] == "then-numba":  # numba after a lean load: its own symbols still bind (errors included)
+    from numba import njit
+
+    @njit
+    def fails(x):
+        if x > 0:
+            raise ValueError("numba raised")
+        return x
+    try:
+        fails(1)
+    except ValueError as e:
+        out["numba_error"] = str(e)
+print(json.dumps(out))
+"""
+
+
+def _child(env, mode="plain"):
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    r = subprocess.run([sys.executable, "-c", _CHILD, mode], cwd=root, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_a_kept_object_loads_in_the_next_process_without_numba(tmp_path):
+    """The first process compiles the cfunc with numba and keeps its object; the next loads
+    it without importing numba and computes the same; numba, imported after, still works."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    first = _child(env)
+    assert first["from"] == "numba" and first["numba"]
+    kept = list((tmp_path / "movierec").glob("_sgd_c.epoch_by_user-*.lean.o"))
+    assert len(kept) == 1 and oct(kept[0].stat().st_mode & 0o777) == "0o644"
+    second = _child(env)
+    assert second == {**first, "from": "disk", "numba": False}
+    third = _child(env, "then-numba")
+    assert third["from"] == "disk" and third["numba_error"] == "numba raised" and third["losses"] == first["losses"]
+
+
+def test_a_torn_or_foreign_object_is_recompiled_not_loaded(tmp_path, monkeypatch):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    spec = _kernels._EPOCH_BY_USER
+
+    def fresh():
+        k = _lean.LeanKernel(spec.builder, spec.sources, spec.prototype._restype_, spec.prototype._argtypes_)
+        assert k.function() is not None
+        return k
+
+    assert fresh().loaded_from == "numba"  # nothing kept in this folder yet: numba compiles, the object is kept
+    path, = (tmp_path / "movierec").glob("*.lean.o")
+    good = path.read_bytes()
+    assert fresh().loaded_from == "disk"
+    head, obj = good.split(b"\n", 1)
+    meta = json.loads(head)
+    for bad in (good[: len(good) // 2],  # torn
+                head + b"\n" + obj[:-1] + bytes([obj[-1] ^ 1]),  # a byte changed
+                json.dumps({**meta, "key": "0" * 64}).encode() + b"\n" + obj,  # another machine's or version's
+                b"not an object"):
+        path.write_bytes(bad)
+        assert fresh().loaded_from == "numba"
+        assert path.read_bytes() == good  # compiled again and kept again, whole
+    with pytest.raises(ValueError):
+        _lean.undefined_symbols(b"MZ not ELF")
+    assert "PyErr_SetString" in _lean.undefined_symbols(obj)  # numba's wrapper's error path
+
+
+def test_no_lean_kernel_where_numba_is_told_not_to_compile(monkeypatch):
+    monkeypatch.setenv("NUMBA_DISABLE_JIT", "1")
+    spec = _kernels._EPOCH_BY_USER
+    k = _lean.LeanKernel(spec.builder, spec.sources, spec.prototype._restype_, spec.prototype._argtypes_)
+    assert k.function() is None
