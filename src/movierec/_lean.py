@@ -56,6 +56,7 @@ class LeanKernel:
         self.prototype = ctypes.CFUNCTYPE(restype, *argtypes)
         self.name = builder.replace(":", ".").rsplit(".", 2)[-2] + "." + builder.rsplit(":", 1)[1]
         self._fn = None
+        self._cfunc = None  # numba's cfunc, when compiled in this process (keeps its code alive)
         self._tried = False
         self.loaded_from: str | None = None  # "disk" (the kept object) or "numba" (compiled here)
 
@@ -128,10 +129,14 @@ class LeanKernel:
             return None
 
     def _build(self, key: str):
-        """Have numba compile the cfunc; keep its object for the next process."""
+        """Have numba compile the cfunc; keep its object for the next process. None if numba
+        cannot (the caller's numba kernel then runs, and reports what is wrong)."""
         module, attribute = self.builder.split(":")
-        cf = getattr(importlib.import_module(module), attribute)
-        self._cfunc = cf  # keeps numba's code alive
+        try:
+            cf = getattr(importlib.import_module(module), attribute)
+        except Exception:  # noqa: BLE001 - numba's own kernel reports it
+            return None
+        self._cfunc = cf
         try:
             _name, kind, (obj, _bitcode) = cf._library.serialize_using_object_code()
             if kind == "object":

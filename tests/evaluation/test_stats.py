@@ -69,6 +69,10 @@ def test_a_fairness_gap_is_flagged_only_when_real():
     assert res["gender"]["ndcg@10"]["significant"] is False
     assert res["age"]["ndcg@10"]["significant"] is True and res["age"]["ndcg@10"]["ci"][0] > 0
     assert res["largest"] == "age"
+    # bootstrap_rounds 0: no resampling at all, so no interval and no verdict; the gaps remain
+    off = fairness_gaps({g: s.metrics() for g, s in groups.items()}, 10, groups, rounds=0)
+    assert off["age"]["ndcg@10"]["gap"] == res["age"]["ndcg@10"]["gap"] > 0
+    assert not {"ci", "significant"} & set(off["age"]["ndcg@10"]) and off["largest"] == "age"
 
 
 def test_the_gate_can_require_significance(tmp_path):

@@ -621,7 +621,7 @@ def _uncertainty(out: dict, per_fold: list[dict], scores: list[dict], cfg: Confi
     for g, m in out.get("groups", {}).items():
         if len(per_fold) > 1:
             interval(m, lambda f, g=g: f.get("groups", {}).get(g, {}), None)
-        elif g in groups_us and len(groups_us[g].users):
+        elif g in groups_us and len(groups_us[g].users) and rounds >= 2:  # 0 rounds: no resampling at all
             m["ci"] = S.bootstrap(groups_us[g], max(100, rounds // 2), seed, level)
     out["fairness"] = fairness_gaps(out.get("groups", {}), k, groups_us, rounds, seed, level)
 
@@ -685,9 +685,10 @@ def _activity_groups(train: pd.DataFrame, test: pd.DataFrame, cfg: Config) -> di
 def fairness_gaps(groups: dict[str, dict], k: int, group_scores: dict[str, UserScores] | None = None,
                   rounds: int = 500, seed: int = 0, level: float = 0.95) -> dict:
     """Per group column: the best and worst group on RMSE and NDCG@k, the gap between them
-    and (with ``group_scores``) its bootstrap interval; a gap whose interval holds 0 is not
-    ``significant``. ``largest`` names the column whose significant NDCG gap (relative to the
-    best) is largest (None when no gap is significant)."""
+    and (with ``group_scores`` and ``rounds`` >= 2) its bootstrap interval; a gap whose interval
+    holds 0 is not ``significant``. ``largest`` names the column whose significant NDCG gap
+    (relative to the best) is largest (None when no gap is significant; without intervals, the
+    largest gap)."""
     from movierec.evaluation.stats import gap_interval
 
     by_col: dict[str, dict[str, dict]] = {}
@@ -706,7 +707,7 @@ def fairness_gaps(groups: dict[str, dict], k: int, group_scores: dict[str, UserS
             worst = (min if higher_better else max)(have, key=have.get)
             gap = abs(have[best] - have[worst])
             e = {"best": best, "worst": worst, "gap": gap, "relative_gap": gap / max(abs(have[best]), 1e-9)}
-            if group_scores is not None:
+            if group_scores is not None and rounds >= 2:
                 ci = gap_interval({"b": group_scores[f"{col}={best}"], "w": group_scores[f"{col}={worst}"]},
                                   "b", "w", metric, max(100, rounds // 2), seed, level)
                 if ci is not None:  # of worst - best; oriented like ``gap`` (positive = worse)
