@@ -228,10 +228,9 @@ def test_a_plan_pickles_the_mapped_model_and_ids_by_name_and_lists_as_in_memory(
     assert not isinstance(b2.rating_vectors[3], np.memmap)
 
 
-def test_a_small_ranking_in_a_process_without_numba_is_numpys_and_the_same(monkeypatch):
-    """Up to NUMPY_RANKING scores in all, numpy ranks every block (even one over SMALL_BLOCK)
-    while numba is not loaded: a small evaluate then never imports it. The lists are the
-    compiled kernel's, ties and masked movies included."""
+def test_a_small_ranking_is_numpys_and_the_same_as_the_kernels(monkeypatch):
+    """Up to NUMPY_RANKING scores in all, numpy ranks every block (even one over SMALL_BLOCK):
+    the compiled kernel's lists, ties and masked movies included; neither imports numba."""
     import subprocess
     import sys
 
@@ -248,12 +247,22 @@ def test_a_small_ranking_in_a_process_without_numba_is_numpys_and_the_same(monke
     monkeypatch.setattr(ranking, "_numpy_ranks", lambda scores: False)
     kernel_lists = top_n(vec, np.arange(nu), 10, seen, block=4096)
     assert np.array_equal(numpy_lists[0], kernel_lists[0]) and np.array_equal(numpy_lists[1], kernel_lists[1])
-    code = ("import sys, numpy as np, scipy.sparse as sp\n"
-            "from movierec.ranking import top_n\n"
-            "rng = np.random.default_rng(0)\n"
-            "vec = (np.float32(3), rng.random(400, np.float32), rng.random(900, np.float32), "
-            "rng.random((400, 4), np.float32), rng.random((900, 4), np.float32))\n"
-            "top_n(vec, np.arange(400), 10, sp.random(400, 900, density=0.1, format='csr', random_state=0))\n"
-            "print('numba' in sys.modules)")
+    # a ranking over NUMPY_RANKING: the compiled kernel, as kept machine code (kept now if it was
+    # not yet): the same lists, and numba still not imported
+    from movierec.models._kernels import _TOPK
+
+    lean = _TOPK.function() is not None  # Linux: the kept object exists from here on
+    big = ("rng = np.random.default_rng(0)\n"
+           "vec = (np.float32(3), rng.random(2100, np.float32), rng.integers(0, 4, 2100).astype(np.float32), "
+           "rng.integers(0, 2, (2100, 2)).astype(np.float32), rng.integers(0, 2, (2100, 2)).astype(np.float32))\n"
+           "items, _ = top_n(vec, np.arange(2100), 10, sp.random(2100, 2100, density=0.05, format='csr', "
+           "random_state=0))\n")
+    ns = {"np": np, "sp": sp, "top_n": top_n}
+    assert 2100 * 2100 > ranking.NUMPY_RANKING
+    monkeypatch.setattr(ranking, "_numpy_ranks", lambda scores: True)
+    exec(big, ns)
+    code = "import sys, numpy as np, scipy.sparse as sp\nfrom movierec.ranking import top_n\n" + big + \
+        "print('numba' in sys.modules, int((items * np.arange(10)).sum()))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr[-2000:]
+    assert r.returncode == 0 and r.stdout.split() == [str(not lean), str(int((ns["items"] * np.arange(10)).sum()))], \
+        r.stderr[-2000:]

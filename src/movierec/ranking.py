@@ -11,7 +11,6 @@ all users, fold-in, feedback since training) share the same vectors and masks.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -108,16 +107,16 @@ def top_n(
 #: score blocks up to this many entries are ranked by numpy (one viewer's list: loading the
 #: compiled kernel, 0.3 s with numba's start-up, would cost 100x the ranking itself)
 SMALL_BLOCK = 1 << 18
-#: a whole ranking up to this many scores (viewers x movies) is ranked by numpy when numba is not
-#: loaded yet: 2.5-10 ns a score (40-160 ms at this size), against 0.3-0.4 s to import numba and
-#: load its kernel (MovieLens-100K's 459 test viewers x 1,682 movies: 8 ms)
-NUMPY_RANKING = 1 << 24
+#: a whole ranking up to this many scores (viewers x movies) is ranked by numpy: 2.5-10 ns a
+#: score (10-40 ms at this size), about what loading the compiled kernel costs where nothing
+#: loaded llvmlite yet (MovieLens-100K's 459 test viewers x 1,682 movies: 8 ms)
+NUMPY_RANKING = 1 << 22
 
 
 def _numpy_ranks(scores: int) -> bool:
     """Whether numpy ranks every block of a ranking of ``scores`` scores in all (the same
-    lists as the compiled kernel): a small ranking in a process without numba."""
-    return scores <= NUMPY_RANKING and "numba" not in sys.modules
+    lists as the compiled kernel)."""
+    return scores <= NUMPY_RANKING
 
 
 def _top_of_row(row: np.ndarray, n: int) -> np.ndarray:
@@ -140,7 +139,7 @@ def _topk_rows(s: np.ndarray, n: int, by_numpy: bool = False) -> tuple[np.ndarra
         else:  # the n best of each row without sorting the row: the same order, ties included
             idx = np.stack([_top_of_row(row, n) for row in s]) if len(s) else np.zeros((0, n), np.int64)
         return idx.astype(np.int64), np.take_along_axis(s, idx, 1).astype(np.float32)
-    from movierec._topk import topk_rows
+    from movierec.models._kernels import topk_rows  # compiled, numba's or its kept machine code
 
     return topk_rows(s, n)
 

@@ -150,3 +150,45 @@ def test_no_lean_kernel_where_numba_is_told_not_to_compile(monkeypatch):
     spec = _kernels._EPOCH_BY_USER
     k = _lean.LeanKernel(spec.builder, spec.sources, spec.prototype._restype_, spec.prototype._argtypes_)
     assert k.function() is None
+
+
+def test_block_by_block_epochs_group_and_topk_are_numbas_kernels_bit_for_bit():
+    """Several cores: the lean block epoch (Python threads, one kernel call each) against
+    numba's parallel kernel; the counting sort and the top-n kernel likewise."""
+    from movierec import _topk
+    from movierec.models import _sgd
+    from movierec.models.mf import _block_layout
+    from movierec.models.train_data import TrainData
+
+    rng = np.random.default_rng(5)
+    n_users, n_items, n = 400, 250, 20000
+    data = TrainData(users=rng.integers(0, n_users, n), items=rng.integers(0, n_items, n),
+                     ratings=rng.uniform(1, 5, n), n_users=n_users, n_items=n_items)
+    rows = np.arange(n, dtype=np.int64)
+    b_ptr, items, vals, parts, n_blocks = _block_layout(rows, data, 2, 4, np.random.default_rng(0))
+    runs = []
+    for kernel in (_kernels.sgd_epoch_blocks, _sgd.sgd_epoch_blocks):
+        p = _problem(6, nu=n_users, ni=n_items)
+        losses = [kernel(np.random.default_rng(e).permutation(n_users).astype(np.int32), parts, b_ptr, items, vals,
+                         np.float32(3.0), p["bu"], p["bi"], p["P"], p["Q"], np.float32(0.01), np.float32(0.02),
+                         np.float32(0.02), n_blocks) for e in range(3)]
+        runs.append((losses, p["P"], p["Q"], p["bu"], p["bi"]))
+    assert _kernels._BLOCK.function() is not None
+    assert runs[0][0] == runs[1][0] and runs[0][0][-1] < runs[0][0][0]
+    for a, b in zip(runs[0][1:], runs[1][1:]):
+        assert np.array_equal(a, b)
+    # grouping over NUMPY_GROUPING rows: the lean counting sort
+    keys = rng.integers(0, 3000, _kernels.NUMPY_GROUPING + 10).astype(np.int32)
+    shuffled = rng.permutation(len(keys)).astype(np.int64)
+    grouped = _kernels.group_rows(shuffled, keys, 3000)
+    assert _kernels._GROUP.function() is not None
+    assert np.array_equal(grouped, _sgd.group_rows(shuffled, keys, 3000))
+    assert np.array_equal(grouped, shuffled[np.argsort(keys[shuffled], kind="stable")])
+    # top-n with ties and masked entries, rows split among threads
+    s = rng.integers(-2, 3, (300, 500)).astype(np.float32)
+    s[rng.random(s.shape) < 0.5] = -np.inf
+    s[7] = -np.inf  # a row with nothing to rank: the lowest columns
+    for threads in (1, 2, 3):
+        a, b = _kernels.topk_rows(s, 25, threads), _topk.topk_rows(s, 25)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert a[0][7].tolist() == list(range(25))

@@ -1,54 +1,101 @@
-"""What a plain fit below 1M ratings runs without importing numba (0.3-0.4 s with loading its
-kernels: a third of a small ``movierec evaluate``): the one-core SGD epoch through
-:mod:`movierec._lean`, and the grouping of rows by user with numpy. Larger data, other layouts,
-or a machine where the lean kernel is off go to numba's kernels in :mod:`movierec.models._sgd`.
+"""What a plain fit and its ranking run without importing numba (0.35-0.45 s with loading its
+kernels: a third of a small ``movierec evaluate``, a tenth of one on 2M ratings): the SGD epoch
+on one core and block by block on several, grouping rows by key, and the rows' top-n, as kept
+machine code through :mod:`movierec._lean` (on several cores, Python threads each run one
+kernel call: ctypes lets go of the GIL). Below 1M rows, grouping is numpy's stable sort.
+
+Each function does exactly what its numba kernel does (the same compiled code: the cfuncs
+call those kernels), and hands over to it where the lean kernels are off (not Linux,
+``NUMBA_DISABLE_JIT``) or the arrays are not as a cfunc reads them.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from movierec._lean import LeanKernel
 
 #: below this many rows, grouping sorts with numpy (a stable argsort: 5 ms at 100k rows)
-#: rather than import numba for its counting sort
 NUMPY_GROUPING = 1_000_000
 
-_P = ctypes.c_void_p
-_EPOCH_BY_USER = LeanKernel(
-    "movierec.models._sgd_c:epoch_by_user", ("movierec.models._sgd",), ctypes.c_double,
-    (ctypes.c_int64,) * 4 + (_P,) * 4 + (ctypes.c_float,) + (_P,) * 4 + (ctypes.c_float,) * 3)
+_P, _I, _F = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+_SOURCES = ("movierec.models._sgd", "movierec._topk")
+_EPOCH_BY_USER = LeanKernel("movierec.models._sgd_c:epoch_by_user", _SOURCES, ctypes.c_double,
+                            (_I,) * 4 + (_P,) * 4 + (_F,) + (_P,) * 4 + (_F,) * 3)
+_BLOCK = LeanKernel("movierec.models._sgd_c:block", _SOURCES, ctypes.c_double,
+                    (_I,) * 8 + (_P, _P, _I, _P, _P, _F) + (_P,) * 4 + (_F,) * 3)
+_GROUP = LeanKernel("movierec.models._sgd_c:group", _SOURCES, ctypes.c_int64, (_P, _I, _P, _I, _P, _I, _P))
+_TOPK = LeanKernel("movierec.models._sgd_c:topk", _SOURCES, ctypes.c_int64, (_P,) + (_I,) * 5 + (_P, _P))
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def threads_available() -> int:
+    """The cores SGD and ranking may use: numba's thread count (``NUMBA_NUM_THREADS``, else
+    the CPUs this process may run on), without importing numba."""
+    if os.environ.get("NUMBA_NUM_THREADS", "").strip().isdigit():
+        return max(1, int(os.environ["NUMBA_NUM_THREADS"]))
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < n:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)
+            _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="movierec-kernel")
+        return _POOL
+
+
+def _typed(*arrays) -> bool:
+    """Each (array, dtype, ndim) is a C-contiguous numpy array of that dtype and rank."""
+    return all(isinstance(a, np.ndarray) and a.dtype == t and a.ndim == d and a.flags.c_contiguous
+               for a, t, d in arrays)
+
+
+def _model_ready(bu, bi, P, Q) -> bool:
+    return (_typed((bu, np.float32, 1), (bi, np.float32, 1), (P, np.float32, 2), (Q, np.float32, 2))
+            and all(a.flags.writeable for a in (bu, bi, P, Q))
+            and P.shape == (len(bu), P.shape[1]) and Q.shape == (len(bi), P.shape[1]))
+
+
+def _lean_ready(order, r_ptr, r_items, r_vals, bu, bi, P, Q) -> bool:
+    """The arrays are as the one-core cfunc reads them: dtypes, C order, consistent sizes."""
+    return (_typed((order, np.int32, 1), (r_ptr, np.int64, 1), (r_items, np.int32, 1), (r_vals, np.float32, 1))
+            and _model_ready(bu, bi, P, Q) and len(r_ptr) == len(bu) + 1 and len(r_items) == len(r_vals)
+            and int(r_ptr[-1]) <= len(r_items))
 
 
 def group_rows(rows: np.ndarray, keys: np.ndarray, n_groups: int) -> np.ndarray:
     """``rows`` grouped by ``keys[row]`` in key order, keeping their order within a key (as
-    :func:`movierec.models._sgd.group_rows`, which it calls from ``NUMPY_GROUPING`` rows)."""
+    :func:`movierec.models._sgd.group_rows`: a counting sort; numpy's stable sort below
+    ``NUMPY_GROUPING`` rows)."""
+    rows = np.asarray(rows, np.int64)
     if len(rows) < NUMPY_GROUPING:
-        rows = np.asarray(rows, np.int64)
         return rows[np.argsort(keys[rows], kind="stable")]
+    if _typed((rows, np.int64, 1), (keys, np.int32, 1)):
+        fn = _GROUP.function()
+        if fn is not None:
+            start = np.zeros(int(n_groups) + 1, np.int64)
+            out = np.empty(len(rows), np.int64)
+            fn(rows.ctypes.data, len(rows), keys.ctypes.data, len(keys), start.ctypes.data, int(n_groups),
+               out.ctypes.data)
+            return out
     from movierec.models._sgd import group_rows as counting_sort
 
     return counting_sort(rows, keys, n_groups)
 
 
-def _lean_ready(order, r_ptr, r_items, r_vals, bu, bi, P, Q) -> bool:
-    """The arrays are as the cfunc reads them: dtypes, C order, consistent sizes."""
-    arrays = ((order, np.int32, 1), (r_ptr, np.int64, 1), (r_items, np.int32, 1), (r_vals, np.float32, 1),
-              (bu, np.float32, 1), (bi, np.float32, 1), (P, np.float32, 2), (Q, np.float32, 2))
-    if not all(isinstance(a, np.ndarray) and a.dtype == t and a.ndim == d and a.flags.c_contiguous
-               for a, t, d in arrays) or not all(a.flags.writeable for a in (bu, bi, P, Q)):
-        return False
-    n_users, n_items = len(bu), len(bi)
-    return (P.shape == (n_users, P.shape[1]) and Q.shape == (n_items, P.shape[1]) and len(r_ptr) == n_users + 1
-            and len(r_items) == len(r_vals) and int(r_ptr[-1]) <= len(r_items))
-
-
 def sgd_epoch_by_user(user_order, r_ptr, r_items, r_vals, mu, bu, bi, P, Q, lr, reg, reg_b) -> float:
     """One pass of plain biased MF on one core, user by user: numba's
-    :func:`~movierec.models._sgd.sgd_epoch_by_user`, compiled into a cfunc that loads without
-    numba where it can (else numba's kernel itself). Updates ``bu``, ``bi``, ``P``, ``Q`` in
+    :func:`~movierec.models._sgd.sgd_epoch_by_user`. Updates ``bu``, ``bi``, ``P``, ``Q`` in
     place; returns the training squared error."""
     if _lean_ready(user_order, r_ptr, r_items, r_vals, bu, bi, P, Q):
         fn = _EPOCH_BY_USER.function()
@@ -60,3 +107,57 @@ def sgd_epoch_by_user(user_order, r_ptr, r_items, r_vals, mu, bu, bi, P, Q, lr, 
 
     return kernel(user_order, r_ptr, r_items, r_vals, np.float32(mu), bu, bi, P, Q, np.float32(lr),
                   np.float32(reg), np.float32(reg_b))
+
+
+def sgd_epoch_blocks(user_order, u_bounds, b_ptr, r_items, r_vals, mu, bu, bi, P, Q, lr, reg, reg_b,
+                     n_blocks) -> float:
+    """One pass of plain biased MF on several cores, block by block: numba's
+    :func:`~movierec.models._sgd.sgd_epoch_blocks` (the same rounds, blocks and sums), each
+    round's blocks run by a pool of threads."""
+    p = len(u_bounds) - 1
+    n_users = len(bu)
+    if (_typed((user_order, np.int32, 1), (u_bounds, np.int64, 1), (b_ptr, np.int64, 1), (r_items, np.int32, 1),
+               (r_vals, np.float32, 1)) and _model_ready(bu, bi, P, Q) and len(b_ptr) == n_users * n_blocks + 1
+            and len(r_items) == len(r_vals) and int(b_ptr[-1]) <= len(r_items) and p >= 1 and n_blocks % p == 0
+            and u_bounds[0] >= 0 and u_bounds[-1] <= len(user_order)):
+        fn = _BLOCK.function()
+        if fn is not None:
+            pool = _pool(p)
+            stride = n_blocks // p
+            fixed = (n_blocks, len(user_order), n_users, len(bi), P.shape[1], user_order.ctypes.data,
+                     b_ptr.ctypes.data, len(r_items), r_items.ctypes.data, r_vals.ctypes.data, float(mu),
+                     bu.ctypes.data, bi.ctypes.data, P.ctypes.data, Q.ctypes.data, float(lr), float(reg),
+                     float(reg_b))
+            sse = np.zeros(p)
+            for s in range(n_blocks):
+                jobs = [pool.submit(fn, int(u_bounds[c]), int(u_bounds[c + 1]), (s + c * stride) % n_blocks, *fixed)
+                        for c in range(p)]
+                for c, job in enumerate(jobs):
+                    sse[c] += job.result()
+            return float(sse.sum())
+    from movierec.models._sgd import sgd_epoch_blocks as kernel
+
+    return kernel(user_order, u_bounds, b_ptr, r_items, r_vals, np.float32(mu), bu, bi, P, Q, np.float32(lr),
+                  np.float32(reg), np.float32(reg_b), n_blocks)
+
+
+def topk_rows(s: np.ndarray, n: int, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the n largest entries of each row of ``s``, best first (ties: the
+    lower index; -inf last): :func:`movierec._topk.topk_rows`, the rows shared among threads."""
+    if _typed((s, np.float32, 2)) and n >= 1:
+        fn = _TOPK.function()
+        if fn is not None:
+            rows, cols = s.shape
+            idx = np.full((rows, n), -1, dtype=np.int64)
+            val = np.full((rows, n), -np.inf, dtype=np.float32)
+            p = max(1, min(threads or threads_available(), rows // 64 or 1))
+            bounds = np.linspace(0, rows, p + 1).astype(np.int64)
+            args = (s.ctypes.data, rows, cols, n)
+            jobs = [_pool(p).submit(fn, *args, int(lo), int(hi), idx.ctypes.data, val.ctypes.data)
+                    for lo, hi in zip(bounds[:-1], bounds[1:])]
+            for job in jobs:
+                job.result()
+            return idx, val
+    from movierec._topk import topk_rows as kernel
+
+    return kernel(s, n)

@@ -193,15 +193,23 @@ def sgd_epoch_blocks(user_order, u_bounds, b_ptr, r_items, r_vals, mu, bu, bi, P
     sse = np.zeros(p)
     for s in range(n_blocks):
         for c in prange(p):
-            b = (s + c * stride) % n_blocks
-            acc = 0.0
-            for j in range(u_bounds[c], u_bounds[c + 1]):
-                u = user_order[j]
-                at = u * n_blocks + b
-                for t in range(b_ptr[at], b_ptr[at + 1]):
-                    acc += _plain_step(u, r_items[t], r_vals[t], mu, bu, bi, P, Q, lr, reg, reg_b)
-            sse[c] += acc
+            sse[c] += sgd_block(user_order, u_bounds[c], u_bounds[c + 1], (s + c * stride) % n_blocks, n_blocks,
+                                b_ptr, r_items, r_vals, mu, bu, bi, P, Q, lr, reg, reg_b)
     return sse.sum()
+
+
+@njit(cache=True, fastmath=True)
+def sgd_block(user_order, lo, hi, b, n_blocks, b_ptr, r_items, r_vals, mu, bu, bi, P, Q, lr, reg,
+              reg_b):  # pragma: no cover - compiled
+    """One thread's share of a round of :func:`sgd_epoch_blocks`: the ratings of movie block
+    ``b`` by the viewers ``user_order[lo:hi]``; returns their squared error."""
+    acc = 0.0
+    for j in range(lo, hi):
+        u = user_order[j]
+        at = u * n_blocks + b
+        for t in range(b_ptr[at], b_ptr[at + 1]):
+            acc += _plain_step(u, r_items[t], r_vals[t], mu, bu, bi, P, Q, lr, reg, reg_b)
+    return acc
 
 
 @njit(cache=True)
@@ -335,19 +343,26 @@ def bpr_epoch(pos_users, pos_items, order, ptr, idx, Xw, Zw, cw, lr, reg, seed):
 def group_rows(rows, users, n_users):  # pragma: no cover - compiled
     """``rows`` (already shuffled) grouped by ``users[row]`` in user order, keeping their
     order within a user: a counting sort, one pass to count and one to place."""
-    start = np.zeros(n_users + 1, np.int64)
+    out = np.empty(len(rows), np.int64)
+    group_rows_into(rows, users, np.zeros(n_users + 1, np.int64), out)
+    return out
+
+
+@njit(cache=True)
+def group_rows_into(rows, users, start, out):  # pragma: no cover - compiled
+    """:func:`group_rows` into ``out`` (``len(rows)``), with ``start`` (``n_users + 1`` zeros)
+    as its counts: nothing allocated (what a cfunc may call)."""
+    n_users = len(start) - 1
     for r in rows:
         start[users[r] + 1] += 1
     for u in range(n_users):
         start[u + 1] += start[u]
-    out = np.empty(len(rows), np.int64)
     for r in rows:
         u = users[r]
         out[start[u]] = r
         start[u] += 1
-    return out
 
 
 # cache hits load without numba's compile-only set-up (movierec._jit)
 lean_cache_loads(sgd_epoch_shuffled, sgd_epoch_by_user, sgd_epoch_blocks, sgd_epoch_blocks_shared, fill_cold_users,
-                 sgd_epoch_grouped, bpr_epoch, group_rows)
+                 sgd_epoch_grouped, bpr_epoch, group_rows, sgd_block, group_rows_into)

@@ -649,16 +649,25 @@ class MatrixFactorization:
     def _sgd_epoch(self, data: TrainData, plan: dict, tr: np.ndarray, rng: np.random.Generator, lr: float,
                    lr_feat: float) -> float:
         """One epoch in the plan's layout; returns the training squared error."""
-        from movierec.models._kernels import group_rows, sgd_epoch_by_user
+        from movierec.models._kernels import group_rows, sgd_epoch_blocks, sgd_epoch_by_user
 
         p = plan
-        if "by_user" in p:  # plain MF on one core: without importing numba where the lean kernel loads
+        # plain MF, on one core or several: without importing numba (movierec.models._kernels)
+        if "by_user" in p:
             bu = p["by_user"]
             return sgd_epoch_by_user(
                 rng.permutation(data.n_users).astype(np.int32), bu[0], bu[1], bu[2],
                 np.float32(self.global_mean_), self.user_bias_, self.item_bias_,
                 self.user_factors_, self.item_factors_, np.float32(lr), np.float32(self.reg),
                 np.float32(self.reg_bias))
+        if "blocks" in p:  # plain MF on several cores: the users' parts by the movies' blocks
+            b_ptr, items, vals, parts, n_blocks = p["blocks"]
+            # each part's viewers (a range of indices) in a new random order
+            order = np.concatenate([lo + rng.permutation(hi - lo) for lo, hi in zip(parts[:-1], parts[1:])])
+            return sgd_epoch_blocks(
+                order.astype(np.int32), parts, b_ptr, items, vals,
+                np.float32(self.global_mean_), self.user_bias_, self.item_bias_, self.user_factors_,
+                self.item_factors_, np.float32(lr), np.float32(self.reg), np.float32(self.reg_bias), n_blocks)
         from movierec.models import _sgd  # numba: every other layout
 
         nb = (p["nb_ptr"], p["nb_idx"], p["nb_w"])
@@ -675,14 +684,6 @@ class MatrixFactorization:
             )
             self.user_implicit_ = np.asarray(self._implicit_norm @ self.item_implicit_, np.float32)
             return sse
-        if "blocks" in p:  # plain MF on several cores: the users' parts by the movies' blocks
-            b_ptr, items, vals, parts, n_blocks = p["blocks"]
-            # each part's viewers (a range of indices) in a new random order
-            order = np.concatenate([lo + rng.permutation(hi - lo) for lo, hi in zip(parts[:-1], parts[1:])])
-            return _sgd.sgd_epoch_blocks(
-                order.astype(np.int32), parts, b_ptr, items, vals,
-                np.float32(self.global_mean_), self.user_bias_, self.item_bias_, self.user_factors_,
-                self.item_factors_, np.float32(lr), np.float32(self.reg), np.float32(self.reg_bias), n_blocks)
         if "shared_blocks" in p:
             key, m = p["shared_blocks"]
             groups = p["threads"] * m
@@ -710,9 +711,9 @@ class MatrixFactorization:
         """
         if self.threads == 1 or (self.threads == 0 and n_ratings < 1_000_000):
             return 1
-        import numba
+        from movierec.models._kernels import threads_available
 
-        return max(1, self.threads or numba.config.NUMBA_NUM_THREADS)
+        return max(1, self.threads or threads_available())
 
     def _record_validation(self, hist: History, data: TrainData, va: np.ndarray, epoch: int,
                            val_sse: float | None = None) -> None:
