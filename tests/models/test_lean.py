@@ -192,3 +192,16 @@ def test_block_by_block_epochs_group_and_topk_are_numbas_kernels_bit_for_bit():
         a, b = _kernels.topk_rows(s, 25, threads), _topk.topk_rows(s, 25)
         assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert a[0][7].tolist() == list(range(25))
+
+
+def test_a_forked_child_gets_threads_of_its_own():
+    """The pool of kernel threads is the parent's: a child forked after it was used makes its
+    own (the parent's threads do not exist there; a submit would wait forever)."""
+    import multiprocessing
+
+    s = np.random.default_rng(0).random((256, 50)).astype(np.float32)
+    parent = _kernels.topk_rows(s, 5, 2)
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        child = pool.apply_async(_kernels.topk_rows, (s, 5, 2)).get(timeout=60)
+    assert np.array_equal(parent[0], child[0])

@@ -33,6 +33,7 @@ _GROUP = LeanKernel("movierec.models._sgd_c:group", _SOURCES, ctypes.c_int64, (_
 _TOPK = LeanKernel("movierec.models._sgd_c:topk", _SOURCES, ctypes.c_int64, (_P,) + (_I,) * 5 + (_P, _P))
 
 _POOL: ThreadPoolExecutor | None = None
+_POOL_PID = 0  # the process that made _POOL: a forked child has none of its threads
 _POOL_LOCK = threading.Lock()
 
 
@@ -45,12 +46,14 @@ def threads_available() -> int:
 
 
 def _pool(n: int) -> ThreadPoolExecutor:
-    global _POOL
+    """Threads for the kernel calls (at least ``n``), made once per process."""
+    global _POOL, _POOL_PID
     with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers < n:
-            if _POOL is not None:
+        if _POOL is None or _POOL._max_workers < n or _POOL_PID != os.getpid():
+            if _POOL is not None and _POOL_PID == os.getpid():
                 _POOL.shutdown(wait=False)
             _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="movierec-kernel")
+            _POOL_PID = os.getpid()
         return _POOL
 
 
