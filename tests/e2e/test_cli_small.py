@@ -330,18 +330,21 @@ def test_a_plain_models_evaluation_does_not_import_scipy_sparse(tmp_path):
                        model={"implicit": False, "use_features": False, "ranking": "rating", "factors": 16, "epochs": 10},
                        evaluate={"baselines": ["popularity"], "ablations": [], "bootstrap_rounds": 0},
                        social={"enabled": False})
-    from movierec.models._kernels import _EPOCH_BY_USER
+    from movierec.models._kernels import _BLOCK, _EPOCH_BY_USER
 
-    # numba neither: the one-core SGD epoch loads as a kept object (kept now if it was not yet)
-    # and the lists are ranked by numpy
+    # numba neither: the SGD epochs load as kept objects (kept now if they were not yet) and the
+    # lists are ranked by numpy; on two cores (block by block, a thread per block) too, and the
+    # command still ends (it waits for every thread it started)
     watch = ("scipy.sparse", "movierec.sentiment.routing", "movierec.models.pseudo", *HEAVY)
-    if _EPOCH_BY_USER.function() is not None:
+    if _EPOCH_BY_USER.function() is not None and _BLOCK.function() is not None:
         watch += ("numba",)
-    r = subprocess.run([sys.executable, "-c", check_imports(*watch),
-                        "evaluate", "--config", str(cfg), "--format", "json"], capture_output=True, text=True)
-    assert r.returncode == 0 and r.stderr.rstrip().endswith("HEAVY="), r.stderr[-2000:]
-    out = json.loads(r.stdout)
-    assert 0.5 < out["rmse"] < 1.2 and out["precision@10"] > 0
+    for threads in ("1", "2"):
+        r = subprocess.run([sys.executable, "-c", check_imports(*watch), "evaluate", "--config", str(cfg),
+                            "--format", "json", f"model.threads={threads}"], capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0 and r.stderr.rstrip().endswith("HEAVY="), r.stderr[-2000:]
+        out = json.loads(r.stdout)
+        assert 0.5 < out["rmse"] < 1.2 and out["precision@10"] > 0
     # the same lists as with scipy's matrix: no seen movie in any list
     import numpy as np
 

@@ -194,14 +194,27 @@ def test_block_by_block_epochs_group_and_topk_are_numbas_kernels_bit_for_bit():
     assert a[0][7].tolist() == list(range(25))
 
 
-def test_a_forked_child_gets_threads_of_its_own():
-    """The pool of kernel threads is the parent's: a child forked after it was used makes its
-    own (the parent's threads do not exist there; a submit would wait forever)."""
+def test_kernel_threads_end_with_their_work(tmp_path):
+    """A command that ran the kernels on several cores ends (it waits for every thread it
+    started; threads kept for later would keep it waiting), and a child forked after them
+    runs them too."""
     import multiprocessing
+    import threading
 
     s = np.random.default_rng(0).random((256, 50)).astype(np.float32)
+    before = threading.active_count()
     parent = _kernels.topk_rows(s, 5, 2)
+    assert threading.active_count() == before
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(1) as pool:
         child = pool.apply_async(_kernels.topk_rows, (s, 5, 2)).get(timeout=60)
     assert np.array_equal(parent[0], child[0])
+
+
+def test_the_thread_count_is_numbas_without_numba(monkeypatch):
+    import numba
+
+    monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
+    assert _kernels.threads_available() == numba.config.NUMBA_DEFAULT_NUM_THREADS
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "3")
+    assert _kernels.threads_available() == 3

@@ -1,8 +1,8 @@
 """What a plain fit and its ranking run without importing numba (0.35-0.45 s with loading its
 kernels: a third of a small ``movierec evaluate``, a tenth of one on 2M ratings): the SGD epoch
 on one core and block by block on several, grouping rows by key, and the rows' top-n, as kept
-machine code through :mod:`movierec._lean` (on several cores, Python threads each run one
-kernel call: ctypes lets go of the GIL). Below 1M rows, grouping is numpy's stable sort.
+machine code through :mod:`movierec._lean` (on several cores, a thread for each kernel call
+of a round: ctypes lets go of the GIL). Below 1M rows, grouping is numpy's stable sort.
 
 Each function does exactly what its numba kernel does (the same compiled code: the cfuncs
 call those kernels), and hands over to it where the lean kernels are off (not Linux,
@@ -14,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -32,10 +31,6 @@ _BLOCK = LeanKernel("movierec.models._sgd_c:block", _SOURCES, ctypes.c_double,
 _GROUP = LeanKernel("movierec.models._sgd_c:group", _SOURCES, ctypes.c_int64, (_P, _I, _P, _I, _P, _I, _P))
 _TOPK = LeanKernel("movierec.models._sgd_c:topk", _SOURCES, ctypes.c_int64, (_P,) + (_I,) * 5 + (_P, _P))
 
-_POOL: ThreadPoolExecutor | None = None
-_POOL_PID = 0  # the process that made _POOL: a forked child has none of its threads
-_POOL_LOCK = threading.Lock()
-
 
 def threads_available() -> int:
     """The cores SGD and ranking may use: numba's thread count (``NUMBA_NUM_THREADS``, else
@@ -45,16 +40,30 @@ def threads_available() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def _pool(n: int) -> ThreadPoolExecutor:
-    """Threads for the kernel calls (at least ``n``), made once per process."""
-    global _POOL, _POOL_PID
-    with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers < n or _POOL_PID != os.getpid():
-            if _POOL is not None and _POOL_PID == os.getpid():
-                _POOL.shutdown(wait=False)
-            _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="movierec-kernel")
-            _POOL_PID = os.getpid()
-        return _POOL
+def _in_parallel(calls: list[tuple]) -> list:
+    """Run each ``(function, *args)`` at once, the first in this thread and each other in a
+    thread of its own; their results, in order. Threads are made per call, not pooled: a
+    pool's threads would outlive the work (and the command's end waits for every thread), and
+    a forked child would have none of them; starting one costs about 0.1 ms."""
+    results: list = [None] * len(calls)
+    errors: list = []
+
+    def run(k: int) -> None:
+        try:
+            results[k] = calls[k][0](*calls[k][1:])
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k,), name="movierec-kernel", daemon=True)
+               for k in range(1, len(calls))]
+    for t in threads:
+        t.start()
+    run(0)
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
 
 
 def _typed(*arrays) -> bool:
@@ -125,7 +134,6 @@ def sgd_epoch_blocks(user_order, u_bounds, b_ptr, r_items, r_vals, mu, bu, bi, P
             and u_bounds[0] >= 0 and u_bounds[-1] <= len(user_order)):
         fn = _BLOCK.function()
         if fn is not None:
-            pool = _pool(p)
             stride = n_blocks // p
             fixed = (n_blocks, len(user_order), n_users, len(bi), P.shape[1], user_order.ctypes.data,
                      b_ptr.ctypes.data, len(r_items), r_items.ctypes.data, r_vals.ctypes.data, float(mu),
@@ -133,10 +141,10 @@ def sgd_epoch_blocks(user_order, u_bounds, b_ptr, r_items, r_vals, mu, bu, bi, P
                      float(reg_b))
             sse = np.zeros(p)
             for s in range(n_blocks):
-                jobs = [pool.submit(fn, int(u_bounds[c]), int(u_bounds[c + 1]), (s + c * stride) % n_blocks, *fixed)
-                        for c in range(p)]
-                for c, job in enumerate(jobs):
-                    sse[c] += job.result()
+                done = _in_parallel([(fn, int(u_bounds[c]), int(u_bounds[c + 1]), (s + c * stride) % n_blocks, *fixed)
+                                     for c in range(p)])
+                for c in range(p):
+                    sse[c] += done[c]
             return float(sse.sum())
     from movierec.models._sgd import sgd_epoch_blocks as kernel
 
@@ -156,10 +164,8 @@ def topk_rows(s: np.ndarray, n: int, threads: int | None = None) -> tuple[np.nda
             p = max(1, min(threads or threads_available(), rows // 64 or 1))
             bounds = np.linspace(0, rows, p + 1).astype(np.int64)
             args = (s.ctypes.data, rows, cols, n)
-            jobs = [_pool(p).submit(fn, *args, int(lo), int(hi), idx.ctypes.data, val.ctypes.data)
-                    for lo, hi in zip(bounds[:-1], bounds[1:])]
-            for job in jobs:
-                job.result()
+            _in_parallel([(fn, *args, int(lo), int(hi), idx.ctypes.data, val.ctypes.data)
+                          for lo, hi in zip(bounds[:-1], bounds[1:])])
             return idx, val
     from movierec._topk import topk_rows as kernel
 
