@@ -38,6 +38,7 @@ from pathlib import Path
 _NOT_CODEGEN = {"NUMBA_NUM_THREADS", "NUMBA_CACHE_DIR", "NUMBA_THREADING_LAYER", "NUMBA_DEBUG_CACHE"}
 _LOCK = threading.Lock()
 _ENGINES: list = []  # the MCJIT engines and target machines the loaded code lives in
+_KERNELS: list[LeanKernel] = []  # every kernel declared (those of one builder module are kept together)
 
 
 class LeanKernel:
@@ -59,6 +60,7 @@ class LeanKernel:
         self._cfunc = None  # numba's cfunc, when compiled in this process (keeps its code alive)
         self._tried = False
         self.loaded_from: str | None = None  # "disk" (the kept object) or "numba" (compiled here)
+        _KERNELS.append(self)
 
     def function(self):
         """The ctypes function, or None where lean kernels are off (not Linux, no llvmlite,
@@ -137,14 +139,25 @@ class LeanKernel:
         except Exception:  # noqa: BLE001 - numba's own kernel reports it
             return None
         self._cfunc = cf
+        self._keep(cf, key)
+        # importing the module compiled its other cfuncs too: keep theirs now, not one compile each
+        import llvmlite.binding as llvm
+
+        for other in _KERNELS:
+            if other is not self and other.builder.split(":")[0] == module:
+                other_key = other.key(llvm)
+                if other_key is not None and not any((d / other.file_name(other_key)).exists() for d in cache_dirs()):
+                    other._keep(getattr(sys.modules[module], other.builder.split(":")[1]), other_key)
+        self.loaded_from = "numba"
+        return self.prototype(cf.address)
+
+    def _keep(self, cf, key: str) -> None:
         try:
             _name, kind, (obj, _bitcode) = cf._library.serialize_using_object_code()
             if kind == "object":
                 save(self.file_name(key), key, cf.native_name, obj)
         except Exception:  # noqa: BLE001 - nothing kept: the next process compiles again
             pass
-        self.loaded_from = "numba"
-        return self.prototype(cf.address)
 
 
 def cache_dirs() -> list[Path]:
