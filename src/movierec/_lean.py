@@ -30,7 +30,6 @@ import json
 import os
 import struct
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
@@ -47,8 +46,8 @@ class LeanKernel:
     ``builder``: ``"module:attribute"`` of the cfunc (that module imports numba; it is imported
     only when no kept object loads). ``sources``: the modules whose code the kernel compiles
     (their text is part of the key). ``restype``/``argtypes``: the ctypes signature, matching
-    the cfunc's. Calling the kernel returns None when it is not usable here (the caller then
-    runs its numba kernel): see :meth:`function`.
+    the cfunc's. :meth:`function` gives the ctypes function, or None where lean kernels are off
+    (the caller then runs its numba kernel).
     """
 
     def __init__(self, builder: str, sources: tuple[str, ...], restype, argtypes: tuple) -> None:
@@ -133,7 +132,11 @@ class LeanKernel:
     def _build(self, key: str):
         """Have numba compile the cfunc; keep its object for the next process. None if numba
         cannot (the caller's numba kernel then runs, and reports what is wrong)."""
+        import logging
+
         module, attribute = self.builder.split(":")
+        logging.getLogger(__name__).debug("compiling %s's kernels (once: their machine code is kept in %s)",
+                                          module, cache_dirs()[0])
         try:
             cf = getattr(importlib.import_module(module), attribute)
         except Exception:  # noqa: BLE001 - numba's own kernel reports it
@@ -171,6 +174,8 @@ def cache_dirs() -> list[Path]:
 
 def save(file_name: str, key: str, symbol: str, obj: bytes) -> Path | None:
     """Keep ``obj`` in the first writable cache folder (written whole, then renamed)."""
+    import tempfile
+
     head = json.dumps({"key": key, "symbol": symbol, "sha256": hashlib.sha256(obj).hexdigest()}).encode()
     for folder in cache_dirs():
         try:
