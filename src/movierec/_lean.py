@@ -23,6 +23,7 @@ else ``~/.cache/movierec/kernels``; the first writable one gets a new object (at
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -52,9 +53,10 @@ class LeanKernel:
 
     def __init__(self, builder: str, sources: tuple[str, ...], restype, argtypes: tuple) -> None:
         self.builder = builder
+        self.module, self.attribute = builder.split(":")
         self.sources = sources
         self.prototype = ctypes.CFUNCTYPE(restype, *argtypes)
-        self.name = builder.replace(":", ".").rsplit(".", 2)[-2] + "." + builder.rsplit(":", 1)[1]
+        self.name = f"{self.module.rsplit('.', 1)[-1]}.{self.attribute}"
         self._fn = None
         self._cfunc = None  # numba's cfunc, when compiled in this process (keeps its code alive)
         self._tried = False
@@ -95,20 +97,12 @@ class LeanKernel:
     def key(self, llvm) -> str | None:
         """What the machine code depends on: the kernel's source, numba's and llvmlite's
         versions, the CPU and numba's code-generation settings."""
-        h = hashlib.sha256(self.builder.encode())
-        try:
-            for mod in (*self.sources, self.builder.split(":")[0]):
-                h.update(Path(importlib.util.find_spec(mod).origin).read_bytes())
-            numba_spec = importlib.util.find_spec("numba")
-            h.update((Path(numba_spec.origin).parent / "_version.py").read_bytes())
-        except (AttributeError, OSError, ImportError, ValueError):
+        env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("NUMBA_") and k not in _NOT_CODEGEN))
+        shared = _shared_digest((*self.sources, self.module), env, llvm)
+        if shared is None:
             return None
-        import llvmlite
-
-        env = sorted((k, v) for k, v in os.environ.items() if k.startswith("NUMBA_") and k not in _NOT_CODEGEN)
-        h.update(repr((llvmlite.__version__, llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(), env,
-                       sys.version_info[:2], self.prototype._restype_, self.prototype._argtypes_)).encode())
-        return h.hexdigest()
+        own = repr((self.builder, self.prototype._restype_, self.prototype._argtypes_)).encode()
+        return hashlib.sha256(shared.encode() + own).hexdigest()
 
     def _load(self, path: Path, key: str, llvm):
         """The ctypes function of the object kept at ``path``, or None (absent, another key,
@@ -134,11 +128,10 @@ class LeanKernel:
         cannot (the caller's numba kernel then runs, and reports what is wrong)."""
         import logging
 
-        module, attribute = self.builder.split(":")
         logging.getLogger(__name__).debug("compiling %s's kernels (once: their machine code is kept in %s)",
-                                          module, cache_dirs()[0])
+                                          self.module, cache_dirs()[0])
         try:
-            cf = getattr(importlib.import_module(module), attribute)
+            cf = getattr(importlib.import_module(self.module), self.attribute)
         except Exception:  # noqa: BLE001 - numba's own kernel reports it
             return None
         self._cfunc = cf
@@ -147,10 +140,10 @@ class LeanKernel:
         import llvmlite.binding as llvm
 
         for other in _KERNELS:
-            if other is not self and other.builder.split(":")[0] == module:
+            if other is not self and other.module == self.module:
                 other_key = other.key(llvm)
                 if other_key is not None and not any((d / other.file_name(other_key)).exists() for d in cache_dirs()):
-                    other._keep(getattr(sys.modules[module], other.builder.split(":")[1]), other_key)
+                    other._keep(getattr(sys.modules[self.module], other.attribute), other_key)
         self.loaded_from = "numba"
         return self.prototype(cf.address)
 
@@ -161,6 +154,24 @@ class LeanKernel:
                 save(self.file_name(key), key, cf.native_name, obj)
         except Exception:  # noqa: BLE001 - nothing kept: the next process compiles again
             pass
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_digest(modules: tuple[str, ...], env: tuple, llvm) -> str | None:
+    """The part of the kernels' keys they share, read once per process: their modules' source,
+    numba's and llvmlite's versions, the CPU and the ``NUMBA_*`` settings (``env``)."""
+    import llvmlite
+
+    h = hashlib.sha256()
+    try:
+        for mod in modules:
+            h.update(Path(importlib.util.find_spec(mod).origin).read_bytes())
+        h.update((Path(importlib.util.find_spec("numba").origin).parent / "_version.py").read_bytes())
+    except (AttributeError, OSError, ImportError, ValueError):
+        return None
+    h.update(repr((llvmlite.__version__, llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(), env,
+                   sys.version_info[:2])).encode())
+    return h.hexdigest()
 
 
 def cache_dirs() -> list[Path]:

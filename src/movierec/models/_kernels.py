@@ -78,11 +78,16 @@ def _model_ready(bu, bi, P, Q) -> bool:
             and P.shape == (len(bu), P.shape[1]) and Q.shape == (len(bi), P.shape[1]))
 
 
+def _ratings_ready(ptr, r_items, r_vals, n_groups: int) -> bool:
+    """Ratings grouped by ``ptr`` (``n_groups + 1`` starts) as a cfunc reads them."""
+    return (_typed((ptr, np.int64, 1), (r_items, np.int32, 1), (r_vals, np.float32, 1))
+            and len(ptr) == n_groups + 1 and len(r_items) == len(r_vals) and int(ptr[-1]) <= len(r_items))
+
+
 def _lean_ready(order, r_ptr, r_items, r_vals, bu, bi, P, Q) -> bool:
     """The arrays are as the one-core cfunc reads them: dtypes, C order, consistent sizes."""
-    return (_typed((order, np.int32, 1), (r_ptr, np.int64, 1), (r_items, np.int32, 1), (r_vals, np.float32, 1))
-            and _model_ready(bu, bi, P, Q) and len(r_ptr) == len(bu) + 1 and len(r_items) == len(r_vals)
-            and int(r_ptr[-1]) <= len(r_items))
+    return (_typed((order, np.int32, 1)) and _model_ready(bu, bi, P, Q)
+            and _ratings_ready(r_ptr, r_items, r_vals, len(bu)))
 
 
 def group_rows(rows: np.ndarray, keys: np.ndarray, n_groups: int) -> np.ndarray:
@@ -128,9 +133,8 @@ def sgd_epoch_blocks(user_order, u_bounds, b_ptr, r_items, r_vals, mu, bu, bi, P
     round's blocks run by a pool of threads."""
     p = len(u_bounds) - 1
     n_users = len(bu)
-    if (_typed((user_order, np.int32, 1), (u_bounds, np.int64, 1), (b_ptr, np.int64, 1), (r_items, np.int32, 1),
-               (r_vals, np.float32, 1)) and _model_ready(bu, bi, P, Q) and len(b_ptr) == n_users * n_blocks + 1
-            and len(r_items) == len(r_vals) and int(b_ptr[-1]) <= len(r_items) and p >= 1 and n_blocks % p == 0
+    if (_typed((user_order, np.int32, 1), (u_bounds, np.int64, 1)) and _model_ready(bu, bi, P, Q)
+            and _ratings_ready(b_ptr, r_items, r_vals, n_users * n_blocks) and p >= 1 and n_blocks % p == 0
             and u_bounds[0] >= 0 and u_bounds[-1] <= len(user_order)):
         fn = _BLOCK.function()
         if fn is not None:
