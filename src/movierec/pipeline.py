@@ -262,7 +262,7 @@ def status_report(cfg: Config) -> dict:
 def _run_ingest(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     from movierec.feedback import snapshot
     from movierec.engine import hold
-    from movierec.privacy import without_texts
+    from movierec.privacy import keyed_texts, without_texts
     from movierec.stages.ingest import ingest
 
     events, feedback_state = snapshot(cat.workdir)
@@ -277,12 +277,7 @@ def _run_ingest(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
             # texts never enter an artifact: a hash stands in for each (the sentiment stage
             # reads the texts it has not scored yet from the input files), and the score of a
             # text without words (no model reads those), known only while the text is here
-            table = res.tables[name]
-            if "text" in table.columns:
-                from movierec.sentiment.signal import rule_scores
-
-                table = table.assign(text_rule=rule_scores(table["text"].fillna("").astype(str).tolist()))
-            outputs[art] = cat.write(art, without_texts(table))
+            outputs[art] = cat.write(art, keyed_texts(res.tables[name]))
         else:
             cat.remove(art)
     cat.quarantine_dir.mkdir(parents=True, exist_ok=True)
@@ -360,9 +355,15 @@ def _run_sentiment(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     from movierec.engine import hold
 
     scorer = Router(cfg.sentiment, cache, checkpoint=checkpoint, engine=cfg.engine)
+    gatherer = None
+    if cfg.engine.kind == "ray":  # texts in parts: read by Ray tasks, kept in Ray's object store
+        from movierec.sentiment.ray_gather import TextGatherer
+
+        gatherer = TextGatherer(cfg, cat.workdir)
+        gatherer = gatherer if gatherer.folders() else None
     with hold():  # engine ray: one Ray connection for every window of texts that miss the cache
         res = sentiment(reviews, social, lambda: scorer, cfg.sentiment,
-                        fetch=lambda keys: load_texts(cfg, keys, cat.workdir))
+                        fetch=lambda keys: load_texts(cfg, keys, cat.workdir), gatherer=gatherer)
     if scorer.misses or scorer.lang_rows or len(frames) > 1:
         with atomic_path(cache_path) as tmp:
             scorer.updated_cache().to_parquet(tmp, index=False)

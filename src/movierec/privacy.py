@@ -112,6 +112,30 @@ def key_of_text(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
+def keyed_texts(df: pd.DataFrame) -> pd.DataFrame:
+    """A table of texts as artifacts hold it: ``text`` replaced by its hash (``text_key``) and
+    the score of a text without words (``text_rule``, :mod:`movierec.sentiment.signal`, known
+    only while the text is here). Rows already keyed (by Ray's workers at ingest; ``text``
+    missing) keep their key and rule; a row without a text has the key "" and the rule 0."""
+    if "text" not in df.columns and "text_key" not in df.columns:
+        return df
+    from movierec.sentiment.signal import rule_scores
+
+    texts = df["text"] if "text" in df.columns else pd.Series(np.nan, index=df.index, dtype=object)
+    rules = rule_scores(texts.fillna("").astype(str).tolist())
+    out = without_texts(df.drop(columns=["text_key", "text_rule"], errors="ignore").assign(text_rule=rules))
+    if "text_key" in df.columns:  # keyed before: where no text came with the row
+        old = texts.isna().to_numpy() & df["text_key"].notna().to_numpy()
+        keys = out["text_key"].to_numpy(object, copy=True) if "text" in df.columns else np.full(len(df), "", object)
+        keys[old] = df["text_key"].to_numpy(object)[old]
+        out["text_key"] = keys
+        if "text_rule" in df.columns:
+            r = out["text_rule"].to_numpy(np.float32, copy=True)
+            r[old] = df["text_rule"].to_numpy(np.float32)[old]
+            out["text_rule"] = r
+    return out
+
+
 def without_texts(df: pd.DataFrame, columns: Sequence[str] = ("text",)) -> pd.DataFrame:
     """``df`` with each text column replaced by the hash of its texts (``text`` -> ``text_key``)."""
     out = df

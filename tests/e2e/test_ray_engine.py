@@ -97,6 +97,11 @@ def test_partitioned_inputs_give_the_clean_artifacts_of_single_files(tmp_path, e
     assert list(q["file"]) == ["part-1.parquet"] and list(q["row"]) == [4]
     stats = json.loads((tmp_path / "w2" / "manifests" / "ingest.json").read_text())
     assert "quarantined" in json.dumps(stats)
+    # the input checks of a nightly run count the same empty values (on Ray, the reviews'
+    # texts are hashed by the workers that read them: an empty text is the key "")
+    one = json.loads((tmp_path / "w1" / "manifests" / "ingest.json").read_text())["stats"]["input_checks"]
+    nulls = stats["stats"]["input_checks"]["null_share"]
+    assert nulls == one["null_share"] and "reviews.text" in nulls and not any("text_rule" in c for c in nulls)
     # a changed part makes ingest stale; an unchanged folder does not
     assert "fresh" in _ok(run_cli("clean", "--config", str(c2))).stderr
     (tmp_path / "parts" / "ratings" / "part-3.csv").write_text("user_id,movie_id,rating\nu00001,m00002,4\n")
@@ -120,10 +125,16 @@ def test_sentiment_on_ray_equals_local_and_a_rerun_scores_nothing(tmp_path, ray_
     # the demo's generator, with 1,500 of its reviews (the scores, not the volume, are compared)
     data = make_data(tmp_path / "data", n_users=600, n_movies=300, seed=0)
     reviews = pd.read_csv(data / "reviews.csv", dtype=str, keep_default_na=False)
-    reviews.iloc[:1500].to_csv(data / "reviews.csv", index=False)
+    # in 3 parts: on Ray, the texts are read by a task per part and stay in the object store
+    # (the social messages, one file, by the driver); the same text in two parts is found twice
+    (data / "reviews").mkdir()
+    rows = reviews.iloc[:1500]
+    for k, part in enumerate(np.array_split(np.arange(len(rows)), 3)):
+        rows.iloc[part].to_csv(data / "reviews" / f"part-{k}.csv", index=False)
+    rows.iloc[[0, 1, 2]].to_csv(data / "reviews" / "part-3.csv", index=False)
     # chunks of 256 texts on both engines (a chunk's texts are scored together); Ray in windows
     # of 512: its actors start once and score every window
-    site = (f"data.dir={data}", "sentiment.checkpoint_every=256")
+    site = (f"data.dir={data}", "data.reviews=reviews", "sentiment.checkpoint_every=256")
     local, onray = tmp_path / "local", tmp_path / "ray"
     first = _ok(run_cli("sentiment", "--config", DEMO, f"workdir={local}", *site))
     # ingest and clean are the local site's; the score cache and the sentiment outputs are not
@@ -134,6 +145,11 @@ def test_sentiment_on_ray_equals_local_and_a_rerun_scores_nothing(tmp_path, ray_
     # one pool of actors per model: the model loaded once per actor, not once per window
     windows, pools = r.stderr.count("texts scored on Ray by 2 actors"), r.stderr.count("2 scoring actors started")
     assert windows >= 4 and pools <= windows - 2, r.stderr[-3000:]
+    # the texts were found by a Ray task per part (the social messages' few distinct texts
+    # by the driver), for the languages, then for each model's list of texts to score
+    found = re.findall(r"(\d+) texts to score found by 4 Ray tasks in the inputs' parts \((\d+) read by the driver",
+                       r.stderr)
+    assert len(found) == 3 and int(found[0][0]) > 1000 and int(found[0][1]) < 20, r.stderr[-3000:]
     a, b = _art(local, "review_sentiment"), _art(onray, "review_sentiment")
     assert len(a) == len(b) > 1400
     assert np.abs(a["sentiment"].to_numpy() - b["sentiment"].to_numpy()).max() < 1e-4
@@ -161,6 +177,39 @@ def test_sentiment_on_ray_equals_local_and_a_rerun_scores_nothing(tmp_path, ray_
     r = _ok(run_cli("sentiment", "--config", DEMO, f"workdir={onray}", *site, *ray_opts, "--force"))
     scored = re.search(r"(\d+) of \1 texts not in the cache", first.stderr)
     assert scored and f"all {scored.group(1)} texts found in the cache" in r.stderr and "engine: Ray" not in r.stderr
+
+
+def test_texts_on_ray_are_found_in_the_parts_and_a_vanished_one_is_a_data_error(tmp_path, ray_head):
+    from movierec.config import load_config
+    from movierec.engine import hold
+    from movierec.errors import DataError
+    from movierec.privacy import key_of_text
+    from movierec.sentiment.ray_gather import TextGatherer
+
+    data = tmp_path / "d"
+    (data / "reviews").mkdir(parents=True)
+    texts = [(f"review {i} " + "great " * (i % 6) * 5).strip() for i in range(30)]  # (as ingest normalises)
+    rows = pd.DataFrame({"user_id": [f"u{i % 7}" for i in range(30)], "movie_id": [f"m{i}" for i in range(30)],
+                         "text": texts})
+    for k, part in enumerate(np.array_split(np.arange(30), 3)):
+        rows.iloc[part].to_csv(data / "reviews" / f"part-{k}.csv", index=False)
+    pd.DataFrame({"user_id": ["u1"], "friend_id": ["u2"], "text": ["a message, one file: the driver's"]}).to_csv(
+        data / "social.csv", index=False)
+    cfg = load_config(None, [f"data.dir={data}", "data.reviews=reviews", "engine.kind=ray", "engine.workers=2",
+                             f"engine.address={ray_head}", "sentiment.checkpoint_every=8", "sentiment.max_chars=100"])
+    asked = [texts[i] for i in (29, 3, 17, 0, 11, 25, 8, 14, 21, 5, 2)] + ["a message, one file: the driver's"]
+    keys = [key_of_text(t) for t in asked]
+    with hold():
+        g = TextGatherer(cfg)
+        assert list(g.folders()) == ["reviews"]
+        got = g.gather(keys)
+        assert len(got) == 12 and [c.size for c in got.chunks] == [8, 4]
+        assert got.get() == [t[:100] for t in asked] and max(map(len, asked)) > 100  # cut, as locally
+        # the scorer's windows of the same list: its chunks, no new read
+        assert g.texts(keys[:8]).chunks == got.chunks[:1] and g.texts(keys[8:]).chunks == got.chunks[1:]
+        # a text the inputs no longer have
+        with pytest.raises(DataError, match="1 texts to score are no longer in"):
+            g.gather(keys + [key_of_text("a review deleted since ingest")])
 
 
 # ----------------------------------------------------------------------------- imports

@@ -96,18 +96,25 @@ def read_part(path: Path | Remote, schema: FileSchema, **kw) -> ReadResult:
 
 
 def read_parts_ray(parts: Sequence[Path | Remote], schema: FileSchema, engine: EngineConfig,
-                   **kw) -> list[ReadResult]:
+                   keyed: bool = False, **kw) -> list[ReadResult]:
     """Read and validate part files in parallel on Ray: one task per part, in a worker, which
     opens the part itself (a local path every node sees, or a URL); the results in the order
     of ``parts``, exactly as :func:`read_part` gives. The driver receives each part's valid
-    rows (ids as categories) one part at a time; nothing is pickled twice."""
+    rows (ids as categories) one part at a time; nothing is pickled twice. ``keyed``: each
+    text is replaced by its hash in the worker (:func:`movierec.privacy.keyed_texts`), so
+    the texts (reviews of 1 KB each) never reach the driver."""
     with session(engine) as ray:
         @ray.remote(num_cpus=engine.cpus_per_worker)
         def read(where: str):
             try:
-                return read_part(location(where), schema, **kw)
+                res = read_part(location(where), schema, **kw)
             except DataError as exc:  # raised again in the driver, with its message
                 return exc
+            if keyed:
+                from movierec.privacy import keyed_texts
+
+                res.valid = keyed_texts(res.valid)
+            return res
 
         results = list(in_order(ray, [read.remote(p.url if isinstance(p, Remote) else str(p)) for p in parts]))
     for r in results:
@@ -160,9 +167,11 @@ def combine(folder: Path | Remote, results: list[ReadResult]) -> ReadResult:
                       total_rows=int(sum(r.total_rows for r in results)), scale=scale)
 
 
-def read_input(path: Path | Remote, schema: FileSchema, *, engine=None, **kw) -> ReadResult:
+def read_input(path: Path | Remote, schema: FileSchema, *, engine=None, keyed: bool = False, **kw) -> ReadResult:
     """A table from one CSV file or from a folder of part files (in parallel on Ray when
-    ``engine`` is a ray :class:`~movierec.config.EngineConfig`), local or at a URL."""
+    ``engine`` is a ray :class:`~movierec.config.EngineConfig`), local or at a URL.
+    ``keyed``: the parts read on Ray come with their texts' hashes, not their texts
+    (:func:`read_parts_ray`)."""
     path = path if isinstance(path, Remote) else Path(path)
     if not path.is_dir():
         if isinstance(path, Remote):
@@ -172,7 +181,7 @@ def read_input(path: Path | Remote, schema: FileSchema, *, engine=None, **kw) ->
         return read_table(path, schema, **kw)
     parts = part_files(path)
     if engine is not None and engine.kind == "ray":
-        results = read_parts_ray(parts, schema, engine, **kw)
+        results = read_parts_ray(parts, schema, engine, keyed=keyed, **kw)
     else:
         results = [read_part(p, schema, **kw) for p in parts]
     log.info("ingest: %s: %d part files, %d rows", path.name, len(parts), sum(r.total_rows for r in results))

@@ -12,6 +12,7 @@ import pandas as pd
 
 from movierec.privacy import key_of_text
 from movierec.progress import Progress
+from movierec.sentiment.ray_texts import RemoteTexts
 from movierec.sentiment.scorers import TextScorer, score_with_features
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ class CachedScorer:
                 for start in range(0, len(miss), step):
                     part = miss[start: start + step]
                     texts = fetch([text_keys[i] for i in part])
+                    if isinstance(texts, RemoteTexts) and not getattr(self._scorer, "reads_remote_texts", False):
+                        texts = texts.get()  # (a scorer in this process: RayScorer's actors fetch them)
                     with bar.part(len(part)):
                         s, f = score_with_features(self._scorer, texts)
                     got[part] = s

@@ -31,6 +31,7 @@ from movierec.config import EngineConfig, SentimentConfig
 from movierec.engine import session
 from movierec.progress import Progress
 from movierec.sentiment import scorers
+from movierec.sentiment.ray_texts import RemoteTexts
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,12 @@ class _ScoreActor:
         s, f = scorers.score_with_features(self.scorer, texts)
         return np.asarray(s, np.float32), (None if f is None else np.asarray(f, np.float16))
 
+    def score_chunk(self, size: int, places: list, *texts: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`score` of a chunk held in the object store in pieces (fetched by Ray)."""
+        from movierec.sentiment.ray_texts import assemble
+
+        return self.score(assemble(size, places, *texts))
+
 
 class RayScorer:
     """A :class:`~movierec.sentiment.scorers.TextScorer` whose texts are scored on Ray by a
@@ -60,6 +67,9 @@ class RayScorer:
     on first use and reused by every later call in the same Ray session. The score cache
     around it is the local one, so a re-run scores nothing and the artifacts are those of a
     local run."""
+
+    #: :meth:`score_features` takes :class:`RemoteTexts` as they are
+    reads_remote_texts = True
 
     def __init__(self, spec: SentimentConfig, engine: EngineConfig, model_id: str) -> None:
         self.spec, self.engine, self.model_id = spec, engine, model_id
@@ -80,27 +90,36 @@ class RayScorer:
         log.info("sentiment: %d scoring actors started on Ray (each loads its model once for the run)", e.workers)
         return _live["actors"]
 
-    def score_features(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    def score_features(self, texts: Sequence[str] | RemoteTexts) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores (and features) of ``texts``: a list, or :class:`RemoteTexts` (its chunks go
+        to the actors as references: the texts never pass through this process)."""
         n = len(texts)
         if not n:
             return np.zeros(0, np.float32), None
         e = self.engine
         chunk = self.spec.checkpoint_every
-        texts = list(texts)
         t0 = time.perf_counter()
         with session(e) as ray:
             from ray.util import ActorPool
 
             pool = ActorPool(self._pool(ray))
-            chunks = [texts[a:a + chunk] for a in range(0, n, chunk)]
+            if isinstance(texts, RemoteTexts):
+                if texts.every != chunk:
+                    raise ValueError(f"texts in chunks of {texts.every}, scored in chunks of {chunk}")
+                calls = [c.args() for c in texts.chunks]
+                work = pool.map(lambda a, v: a.score_chunk.remote(*v), calls)
+            else:
+                texts = list(texts)
+                calls = [(len(texts[a:a + chunk]),) for a in range(0, n, chunk)]
+                work = pool.map(lambda a, v: a.score.remote(v), [texts[a:a + chunk] for a in range(0, n, chunk)])
             scores, feats = [], []
             with Progress(n, "sentiment on Ray", unit="text") as bar:  # chunks in order, as they finish
-                for (s, f), part in zip(pool.map(lambda a, v: a.score.remote(v), chunks), chunks):
-                    if len(s) != len(part):
-                        raise RuntimeError(f"sentiment on Ray: {len(s)} scores came back for {len(part)} texts")
+                for (s, f), call in zip(work, calls):
+                    if len(s) != call[0]:
+                        raise RuntimeError(f"sentiment on Ray: {len(s)} scores came back for {call[0]} texts")
                     scores.append(s)
                     feats.append(f)
-                    bar.update(len(part))
+                    bar.update(call[0])
         log.info("sentiment: %d texts scored on Ray by %d actors in %.1fs", n, e.workers, time.perf_counter() - t0)
         out = np.concatenate(scores).astype(np.float32)
         return out, (np.concatenate(feats).astype(np.float32) if all(f is not None for f in feats) else None)
@@ -115,31 +134,50 @@ def _stop_pool(ray) -> None:
     _live.clear()
 
 
-def detect_on_ray(texts: Sequence[str], engine: EngineConfig, chunk: int, min_confidence: float,
+def _detect_chunk(min_confidence: float, covered: frozenset[str] | None, excluded: frozenset[str], size: int,
+                  places: list, *texts: list[str]) -> list[str]:
+    """Ray task: the language codes of a chunk held in the object store in pieces."""
+    from movierec.sentiment.language import DETECT_CHARS, detect_codes
+    from movierec.sentiment.ray_texts import assemble
+
+    return detect_codes([t[:DETECT_CHARS] for t in assemble(size, places, *texts)], min_confidence, covered, excluded)
+
+
+def detect_on_ray(texts: Sequence[str] | RemoteTexts, engine: EngineConfig, chunk: int, min_confidence: float,
                   covered: frozenset[str] | None, excluded: frozenset[str]) -> np.ndarray:
     """The language of each text (:func:`movierec.sentiment.language.detect`), detected by Ray
-    tasks of ``chunk`` texts each, one CPU each, as many at once as the cluster has CPUs free
-    (in the driver, detection is one thread). A scoring pool left from earlier in the session
-    is stopped first: its actors hold the CPUs the tasks need, and scoring comes after
-    detection. The same codes as a local run, in the texts' order."""
+    tasks of ``chunk`` texts each (of :class:`RemoteTexts`: its chunks, fetched by the tasks),
+    one CPU each, as many at once as the cluster has CPUs free (in the driver, detection is
+    one thread). A scoring pool left from earlier in the session is stopped first: its actors
+    hold the CPUs the tasks need, and scoring comes after detection. The same codes as a local
+    run, in the texts' order."""
     from movierec.sentiment.language import DETECT_CHARS, detect_codes
 
-    texts = [t[:DETECT_CHARS] for t in texts]  # all that detection reads: no more to the tasks
+    n = len(texts)
     t0 = time.perf_counter()
     with session(engine) as ray:
         _stop_pool(ray)
-        task = ray.remote(detect_codes).options(num_cpus=1)
-        chunks = [texts[a:a + chunk] for a in range(0, len(texts), chunk)]
-        refs = [task.remote(c, min_confidence, covered, excluded) for c in chunks]
-        out = np.empty(len(texts), dtype=object)
-        with Progress(len(texts), "languages on Ray", unit="text") as bar:
-            for k, ref in enumerate(refs):  # in order; the tasks run meanwhile
+        if isinstance(texts, RemoteTexts):
+            task = ray.remote(_detect_chunk).options(num_cpus=1)
+            sizes = [c.size for c in texts.chunks]
+            refs = [task.remote(min_confidence, covered, excluded, *c.args()) for c in texts.chunks]
+        else:
+            task = ray.remote(detect_codes).options(num_cpus=1)
+            cut = [t[:DETECT_CHARS] for t in texts]  # all that detection reads: no more to the tasks
+            chunks = [cut[a:a + chunk] for a in range(0, n, chunk)]
+            sizes = [len(c) for c in chunks]
+            refs = [task.remote(c, min_confidence, covered, excluded) for c in chunks]
+        out = np.empty(n, dtype=object)
+        at = 0
+        with Progress(n, "languages on Ray", unit="text") as bar:
+            for size, ref in zip(sizes, refs):  # in order; the tasks run meanwhile
                 got = ray.get(ref)
-                if len(got) != len(chunks[k]):
-                    raise RuntimeError(f"languages on Ray: {len(got)} codes came back for {len(chunks[k])} texts")
-                out[k * chunk:k * chunk + len(got)] = got
-                bar.update(len(got))
-    log.info("sentiment: languages of %d texts detected on Ray by %d tasks in %.1fs", len(texts), len(refs),
+                if len(got) != size:
+                    raise RuntimeError(f"languages on Ray: {len(got)} codes came back for {size} texts")
+                out[at:at + size] = got
+                at += size
+                bar.update(size)
+    log.info("sentiment: languages of %d texts detected on Ray by %d tasks in %.1fs", n, len(refs),
              time.perf_counter() - t0)
     return out
 

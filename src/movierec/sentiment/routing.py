@@ -17,6 +17,7 @@ from movierec.config import EngineConfig, SentimentConfig
 from movierec.privacy import key_of_text
 from movierec.sentiment.cache import CachedScorer, cache_keys, features_to_bytes
 from movierec.sentiment.ray_scorer import RayScorer, detect_on_ray, ray_spec
+from movierec.sentiment.ray_texts import RemoteTexts
 from movierec.sentiment.scorers import TextScorer, load_scorer, model_key
 
 log = logging.getLogger(__name__)
@@ -148,12 +149,15 @@ class Router:
             conf = self.cfg.min_language_confidence
             if self.engine is not None and len(texts) > every:  # more than one task's worth: on Ray
                 got[miss] = detect_on_ray(texts, self.engine, every, conf, covered, excluded)
-            elif len(texts) > every and self.scorer(PRIMARY).misses_any(miss_keys):
-                # texts the model has not read either: it loads (a first run: the ONNX export)
-                # while another process detects their languages
-                got[miss] = detect_beside(texts, conf, covered, excluded, self.scorer(PRIMARY).load)
             else:
-                got[miss] = detect(texts, conf, covered, excluded=excluded)[0]
+                if isinstance(texts, RemoteTexts):  # (on Ray, one task's worth: detected here)
+                    texts = texts.get()
+                if len(texts) > every and self.scorer(PRIMARY).misses_any(miss_keys):
+                    # texts the model has not read either: it loads (a first run: the ONNX
+                    # export) while another process detects their languages
+                    got[miss] = detect_beside(texts, conf, covered, excluded, self.scorer(PRIMARY).load)
+                else:
+                    got[miss] = detect(texts, conf, covered, excluded=excluded)[0]
             self.lang_rows.append(pd.DataFrame({"key": keys[miss], "language": got[miss].astype(str)}))
         return got.astype(str)
 

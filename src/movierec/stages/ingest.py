@@ -110,7 +110,8 @@ def _ingest(cfg: Config, events: pd.DataFrame | None, learnable: bool, parts_to:
             res = ingest_parts(path, part_files(path), schema, cfg.engine, staged[-1], key_of(cfg.privacy),
                                users=ties, **opts)
         else:
-            res = read_input(path, schema, engine=cfg.engine, **opts)
+            # (on Ray, the texts of a partitioned table are hashed by its workers)
+            res = read_input(path, schema, engine=cfg.engine, keyed="text" in schema.text, **opts)
         _check_fraction(res, cfg.data.max_bad_fraction)
         if res.scale is not None:
             scales.append(res.scale)
@@ -291,40 +292,49 @@ def _cross_checks(out: IngestResult, files: dict[str, Path]) -> None:
         log.warning("ingest: %s: %d ties to unknown users quarantined", files["social"].name, int(unknown.sum()))
 
 
+def input_texts(cfg: Config, workdir: str | Path | None = None, skip: tuple[str, ...] = ()):
+    """The texts in the inputs, normalised as at ingest, a source at a time (a Series or a
+    list): review texts, social message texts, then feedback comments. ``skip``: inputs not to
+    read (``reviews``, ``social``: their parts are read by Ray tasks)."""
+    from movierec.data.readers import normalize_text
+    from movierec.feedback import read_events
+
+    files = input_files(cfg)
+    for name in ("reviews", "social"):
+        path = files[name]
+        if name not in skip and path.exists():
+            res = read_input(path, SCHEMAS[name], engine=cfg.engine, encoding=cfg.data.encoding,
+                             delimiter=cfg.data.delimiter, rating_range=(cfg.data.rating_min, cfg.data.rating_max))
+            if "text" in res.valid.columns:
+                yield res.valid["text"]
+    if workdir is not None:
+        events = read_events(workdir)
+        if events is not None and "comment" in events.columns:
+            yield events["comment"].dropna().astype(str).map(normalize_text)
+
+
 def load_texts(cfg: Config, keys: set[str], workdir: str | Path | None = None) -> dict[str, str]:
     """The texts behind ``keys`` (hashes held by artifacts), read again from the input files:
-    review texts, social message texts and feedback comments, normalised as at ingest.
+    review texts, social message texts and feedback comments, normalised as at ingest (on
+    Ray, with inputs in parts: :class:`movierec.sentiment.ray_gather.TextGatherer`).
 
     Raises:
         DataError: some texts are no longer in the inputs (they changed since ingest).
     """
-    from movierec.data.readers import normalize_text
-    from movierec.feedback import read_events
     from movierec.privacy import key_of_text
 
     want = set(keys)
     found: dict[str, str] = {}
-
-    def take(texts) -> None:
+    for texts in input_texts(cfg, workdir):
+        if len(found) >= len(want):
+            break
         for t in texts:
             if isinstance(t, str) and t:
                 k = key_of_text(t)
                 if k in want:
                     found[k] = t
-
-    files = input_files(cfg)
-    for name in ("reviews", "social"):
-        path = files[name]
-        if len(found) < len(want) and path.exists():
-            res = read_input(path, SCHEMAS[name], engine=cfg.engine, encoding=cfg.data.encoding,
-                             delimiter=cfg.data.delimiter, rating_range=(cfg.data.rating_min, cfg.data.rating_max))
-            if "text" in res.valid.columns:
-                take(res.valid["text"])
-    if len(found) < len(want) and workdir is not None:
-        events = read_events(workdir)
-        if events is not None and "comment" in events.columns:
-            take(events["comment"].dropna().astype(str).map(normalize_text))
     if len(found) < len(want):
+        files = input_files(cfg)
         raise DataError(
             f"{len(want) - len(found)} texts to score are no longer in {files['reviews']} or "
             f"{files['social']}: the inputs changed since ingest; run the pipeline again"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,9 @@ from movierec.privacy import key_of_text
 from movierec.sentiment.routing import Router, describe_routing, log_routing
 from movierec.sentiment.scorers import TextScorer, label_scores
 from movierec.sentiment.signal import rule_scores
+
+if TYPE_CHECKING:
+    from movierec.sentiment.ray_gather import TextGatherer
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +63,14 @@ def sentiment(
     scorer_factory: Callable[[], TextScorer],
     cfg: SentimentConfig,
     fetch: Callable[[set[str]], dict[str, str]] | None = None,
+    gatherer: TextGatherer | None = None,
 ) -> SentimentResult:
     """Score review texts and social message texts, each distinct text once.
 
     Tables carry either ``text`` or ``text_key`` (the hash artifacts hold instead of the
-    text); texts a scorer needs and the tables lack come from ``fetch(keys) -> {key: text}``.
+    text); texts a scorer needs and the tables lack come from ``fetch(keys) -> {key: text}``,
+    or on Ray from ``gatherer`` (:class:`~movierec.sentiment.ray_gather.TextGatherer`: the
+    texts stay in Ray's object store, read by the tasks and actors that use them).
     Returns tables ``review_id, user_idx, movie_idx, sentiment, sentiment_label`` and
     ``user_idx, friend_idx, sentiment, sentiment_label`` (only ties with a message). With a
     :class:`Router` (the stage's scorer), reviews carry their ``language`` and a text in a
@@ -92,18 +98,26 @@ def sentiment(
     rules = np.full(len(uniques), np.nan, np.float32)
     rules[codes] = np.concatenate(rule_parts)  # one text, one rule: the same for each of its rows
 
-    pending: set[str] = set()  # texts a scorer announced it will ask for, chunk by chunk
+    # texts a scorer announced it will ask for, chunk by chunk (in order: a gatherer on Ray
+    # chunks them as the scorer will)
+    pending: dict[str, None] = {}
+    remote = gatherer if gatherer is not None and not known else None
 
     def expect(keys: list[str]) -> None:
-        pending.update(k for k in keys if k not in known)
+        pending.update(dict.fromkeys(k for k in keys if k not in known))
 
-    def texts_of(keys: list[str]) -> list[str]:
+    def texts_of(keys: list[str]):
+        if remote is not None:  # on Ray: the texts stay in the object store (RemoteTexts)
+            if pending:
+                remote.gather(list(pending))
+                pending.clear()
+            return remote.texts(keys)
         missing = {k for k in keys if k not in known}
         if missing:
             if fetch is None:
                 raise ConfigError("sentiment: texts are needed but no source of texts was given")
             # with the texts announced: one read of the inputs for every chunk, not one a chunk
-            known.update(fetch(missing | pending))
+            known.update(fetch(missing | pending.keys()))
             pending.clear()
         return cap_texts([known[k] for k in keys], cfg.max_chars)
 
