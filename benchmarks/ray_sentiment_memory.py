@@ -2,7 +2,7 @@
 sentiment` (ingest and clean cached), partitioned reviews, engine.kind ray against local.
 
     python benchmarks/ray_sentiment_memory.py --reviews 100000 --chars 2000 --parts 16 [--before COMMIT]
-        [--engines local ray]
+        [--engines local ray] [--append]
 
 Synthetic reviews of about ``--chars`` characters each (words drawn from a small English
 vocabulary, every text distinct) are written as ``--parts`` CSV part files, with a small
@@ -115,6 +115,7 @@ def main() -> None:
     ap.add_argument("--parts", type=int, default=16)
     ap.add_argument("--before", help="a commit to measure beside this checkout")
     ap.add_argument("--engines", nargs="+", choices=["local", "ray"], default=["local", "ray"])
+    ap.add_argument("--append", action="store_true", help="keep the rows already in the results file")
     a = ap.parse_args()
     os.environ["RAY_AUTH_MODE"] = "disabled"
     tmp = Path(tempfile.mkdtemp(prefix="movierec-raysent-"))
@@ -156,13 +157,15 @@ def main() -> None:
 
 def write(rows, a) -> None:
     out = RESULTS / "ray_sentiment_memory.md"
-    keep = out.read_text().split(KEEP, 1)[1] if out.exists() and KEEP in out.read_text() else "\n"
+    head, keep = out.read_text().split(KEEP, 1) if out.exists() and KEEP in out.read_text() else ("", "\n")
+    kept = [ln for ln in head.splitlines() if ln.startswith("| ") and ln[2:3].isdigit()] if a.append else []
     lines = [
         "# The driver's memory when reviews are read and scored: engine.kind ray against local", "",
         f"Machine: {machine()}  ",
         f"Command: `python benchmarks/ray_sentiment_memory.py --reviews {a.reviews} --chars {a.chars} "
         f"--parts {a.parts}" + (f" --before {a.before}" if a.before else "")
-        + (f" --engines {' '.join(a.engines)}" if a.engines != ["local", "ray"] else "") + "`  ",
+        + (f" --engines {' '.join(a.engines)}" if a.engines != ["local", "ray"] else "") + (" --append" if a.append else "")
+        + "`" + (" (added to the rows above it)" if kept else "") + "  ",
         f"Date: {time.strftime('%Y-%m-%d %H:%M')}", "",
         "Each command in a fresh process; the peak is the driver's own (`VmHWM`). Ray: 2 workers on a Ray head "
         "the script started for the checkout (3 CPUs). `sentiment` runs with ingest and clean cached and an "
@@ -170,6 +173,7 @@ def write(rows, a) -> None:
         "| reviews | MB of text | checkout | engine | `ingest` s | driver peak GB | `sentiment` s | driver peak GB "
         "| texts/s (whole command) |",
         "|---|---|---|---|---|---|---|---|---|",
+        *kept,
     ]
     for n, tb, label, engine, wi, gi, ws, gs, _ in rows:
         lines.append(f"| {n:,} | {tb / 2**20:.0f} | {label} | {engine} | {wi:.1f} | {gi:.2f} | {ws:.1f} | {gs:.2f} "

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from movierec.privacy import key_of_text, keyed_texts, without_texts
-from movierec.sentiment.ray_texts import Chunk, RemoteTexts, _pairs, _pieces, assemble
+from movierec.sentiment.ray_texts import Chunk, RemoteTexts, piece_pairs, text_pieces, assemble
 from movierec.sentiment.signal import rule_scores
 
 
@@ -30,7 +30,7 @@ def test_pieces_from_parts_assemble_the_texts_asked_for_in_their_chunks():
     chunks = [Chunk(min(every, len(keys) - a)) for a in range(0, len(keys), every)]
     for part in parts:
         arr = np.array(part, dtype=object)
-        for (c, places, cut), got in _pairs(_pieces(arr, np.array([key_of_text(t) for t in part], dtype=object),
+        for (c, places, cut), got in piece_pairs(text_pieces(arr, np.array([key_of_text(t) for t in part], dtype=object),
                                                      wanted, every, 10_000)):
             assert cut == 0 and len(places) == len(got) and places.max() < chunks[c].size
             chunks[c].places.append(places)
@@ -45,11 +45,11 @@ def test_pieces_from_parts_assemble_the_texts_asked_for_in_their_chunks():
 def test_pieces_cut_long_texts_and_count_them():
     texts = np.array(["x" * 50, "short one", "y" * 12], dtype=object)
     keys = np.array([key_of_text(t) for t in texts], dtype=object)
-    (header, got), = _pairs(_pieces(texts, keys, _wanted(keys), 8, 10))
+    (header, got), = piece_pairs(text_pieces(texts, keys, _wanted(keys), 8, 10))
     assert header[2] == 2 and got == ["x" * 10, "short one", "y" * 10]
     # nothing asked for, or nothing found: no piece
-    assert list(_pieces(texts, keys, _wanted([key_of_text("other")]), 8, 10)) == []
-    assert list(_pieces(texts[:0], keys[:0], _wanted(keys), 8, 10)) == []
+    assert list(text_pieces(texts, keys, _wanted([key_of_text("other")]), 8, 10)) == []
+    assert list(text_pieces(texts[:0], keys[:0], _wanted(keys), 8, 10)) == []
 
 
 def test_windows_of_remote_texts_fall_on_chunks():

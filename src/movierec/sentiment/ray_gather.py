@@ -14,7 +14,7 @@ from movierec.config import Config
 from movierec.engine import session
 from movierec.errors import DataError
 from movierec.progress import Progress
-from movierec.sentiment.ray_texts import Chunk, RemoteTexts, _pairs, _part_texts, _pieces
+from movierec.sentiment.ray_texts import Chunk, RemoteTexts, piece_pairs, part_texts, text_pieces
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class TextGatherer:
                 covered[c * every + places] = True
                 cut += long
 
-            task = ray.remote(_part_texts).options(num_cpus=engine.cpus_per_worker, num_returns="streaming")
+            task = ray.remote(part_texts).options(num_cpus=engine.cpus_per_worker, num_returns="streaming")
             opts = {"encoding": self.cfg.data.encoding, "delimiter": self.cfg.data.delimiter,
                     "rating_range": (self.cfg.data.rating_min, self.cfg.data.rating_max)}
             shared = ray.put(wanted)
@@ -109,7 +109,7 @@ class TextGatherer:
                 if covered.all():
                     break
                 texts = np.array([t for t in texts if isinstance(t, str) and t], dtype=object)
-                for header, got in _pairs(_pieces(texts, np.array([key_of_text(t) for t in texts], dtype=object),
+                for header, got in piece_pairs(text_pieces(texts, np.array([key_of_text(t) for t in texts], dtype=object),
                                                   wanted, every, cap)):
                     take(header, ray.put(got))
                     driver += len(got)

@@ -77,7 +77,7 @@ class RemoteTexts:
         return [t for c in self.chunks for t in assemble(c.size, c.places, *ray.get(c.refs))]
 
 
-def _part_texts(where: str, schema_name: str, opts: dict, wanted: tuple, every: int, max_chars: int):
+def part_texts(where: str, schema_name: str, opts: dict, wanted: tuple, every: int, max_chars: int):
     """Ray task (a generator): the texts of one part whose hashes are in ``wanted`` (sorted
     hashes, their places in the list asked for), yielded a chunk at a time: a header
     ``(chunk, places, cut)`` (``cut``: texts longer than ``max_chars``, cut to it), then the
@@ -95,11 +95,11 @@ def _part_texts(where: str, schema_name: str, opts: dict, wanted: tuple, every: 
     if "text" not in res.valid.columns:
         return
     texts = np.array([t for t in res.valid["text"] if isinstance(t, str) and t], dtype=object)
-    yield from _pieces(texts, np.array([key_of_text(t) for t in texts], dtype=object), wanted, every, max_chars)
+    yield from text_pieces(texts, np.array([key_of_text(t) for t in texts], dtype=object), wanted, every, max_chars)
 
 
-def _pieces(texts: np.ndarray, keys: np.ndarray, wanted: tuple, every: int, max_chars: int):
-    """(header, texts) of each chunk that some of ``texts`` belong to (see :func:`_part_texts`)."""
+def text_pieces(texts: np.ndarray, keys: np.ndarray, wanted: tuple, every: int, max_chars: int):
+    """(header, texts) of each chunk that some of ``texts`` belong to (see :func:`part_texts`)."""
     sorted_keys, order = wanted
     if not len(texts) or not len(sorted_keys):
         return
@@ -117,8 +117,8 @@ def _pieces(texts: np.ndarray, keys: np.ndarray, wanted: tuple, every: int, max_
         yield [t[:max_chars] for t in got] if cut else got
 
 
-def _pairs(it):
-    """(header, texts) pairs from :func:`_pieces`' flat stream."""
+def piece_pairs(it):
+    """(header, texts) pairs from :func:`text_pieces`' flat stream."""
     it = iter(it)
     for header in it:
         yield header, next(it)
