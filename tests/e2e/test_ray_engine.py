@@ -267,6 +267,10 @@ def test_ray_ingest_and_clean_of_parts_give_the_local_artifacts(tmp_path, case, 
         if "feedback" in case:
             _ok(run_cli("feedback", "--config", str(cfg), "--user", "u00001", "--movie", "m00002", "--rating", "5",
                         env=env))
+            # a comment: a review with its text, beside the parts' reviews that Ray's workers
+            # keyed (text hashes, no texts); both reach reviews_raw keyed as locally
+            _ok(run_cli("feedback", "--config", str(cfg), "--user", "u00002", "--movie", "m00003", "--comment",
+                        "Loved   the ending 👍", env=env))
             # shares: of a movie the viewer rated in a part (no share rating: looked up in the
             # parts on Ray) and, maybe, of one not rated (a share rating)
             first = pd.read_csv(src / "ratings.csv", dtype=str).iloc[0]

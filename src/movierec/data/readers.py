@@ -418,14 +418,18 @@ def validate_rows(path: Path, df: pd.DataFrame, bad_rows: list, schema: FileSche
 def empty_counts(df: pd.DataFrame) -> dict[str, int]:
     """Empty values of each column but the ids (missing, or text that is only blanks), as the
     input checks of a nightly run count them."""
+    def empty(v: pd.Series) -> pd.Series:
+        return v.isna() | (v.astype(str).str.strip() == "") if v.dtype == object else v.isna()
+
     out = {}
     for col in df.columns:
-        if col in ("user_id", "movie_id", "friend_id", "text_rule"):
+        if col in ("user_id", "movie_id", "friend_id", "text_rule", "text_key"):
             continue
-        v = df[col]
-        empty = v.isna() | (v.astype(str).str.strip() == "") if v.dtype == object else v.isna()
-        # texts hashed by Ray's workers: an empty text has the key ""
-        out["text" if col == "text_key" else col] = int(empty.sum())
+        out[col] = int(empty(df[col]).sum())
+    if "text_key" in df.columns:  # texts hashed by Ray's workers (the key "": no text), maybe
+        # beside rows that came with their text (feedback comments)
+        none = empty(df["text_key"]) & (empty(df["text"]) if "text" in df.columns else True)
+        out["text"] = int(none.sum())
     return out
 
 
