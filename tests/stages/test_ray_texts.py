@@ -80,3 +80,27 @@ def test_keyed_texts_match_the_local_hashing_and_keep_rows_keyed_by_workers():
     assert "text" not in out.columns
     # keyed twice: the same table
     pd.testing.assert_frame_equal(keyed_texts(out), out)
+
+
+def test_the_inputs_are_read_for_texts_only_while_some_are_missing(tmp_path, monkeypatch):
+    from movierec.config import load_config
+    from movierec.errors import DataError
+    from movierec.stages import ingest
+
+    pd.DataFrame({"user_id": ["u1", "u2"], "movie_id": ["m1", "m2"], "text": ["A  fine film", "Dull"]}).to_csv(
+        tmp_path / "reviews.csv", index=False)
+    pd.DataFrame({"user_id": ["u1"], "friend_id": ["u2"], "text": ["see it"]}).to_csv(tmp_path / "social.csv",
+                                                                                     index=False)
+    cfg = load_config(None, [f"data.dir={tmp_path}"])
+    reads = []
+    real = ingest.read_input
+    monkeypatch.setattr(ingest, "read_input", lambda path, *a, **k: reads.append(path.name) or real(path, *a, **k))
+    # normalised as at ingest (blanks collapsed); the social file is not read once all are found
+    assert ingest.load_texts(cfg, {key_of_text("A fine film")}) == {key_of_text("A fine film"): "A fine film"}
+    assert reads == ["reviews.csv"]
+    reads.clear()
+    assert ingest.load_texts(cfg, set()) == {} and reads == []
+    assert ingest.load_texts(cfg, {key_of_text("see it")}) == {key_of_text("see it"): "see it"}
+    assert reads == ["reviews.csv", "social.csv"]
+    with pytest.raises(DataError, match="1 texts to score are no longer in"):
+        ingest.load_texts(cfg, {key_of_text("gone")})

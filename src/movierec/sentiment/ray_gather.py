@@ -105,9 +105,7 @@ class TextGatherer:
                     bar.update(1)
             # the rest (a single file, feedback comments): read here, as locally
             driver = 0
-            for texts in input_texts(self.cfg, self.workdir, skip=tuple(folders)):
-                if covered.all():
-                    break
+            for texts in input_texts(self.cfg, self.workdir, skip=tuple(folders), done=covered.all):
                 texts = np.array([t for t in texts if isinstance(t, str) and t], dtype=object)
                 for header, got in piece_pairs(text_pieces(texts, np.array([key_of_text(t) for t in texts], dtype=object),
                                                   wanted, every, cap)):

@@ -6,6 +6,7 @@ import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -292,22 +293,24 @@ def _cross_checks(out: IngestResult, files: dict[str, Path]) -> None:
         log.warning("ingest: %s: %d ties to unknown users quarantined", files["social"].name, int(unknown.sum()))
 
 
-def input_texts(cfg: Config, workdir: str | Path | None = None, skip: tuple[str, ...] = ()):
+def input_texts(cfg: Config, workdir: str | Path | None = None, skip: tuple[str, ...] = (),
+                done: Callable[[], bool] = lambda: False):
     """The texts in the inputs, normalised as at ingest, a source at a time (a Series or a
-    list): review texts, social message texts, then feedback comments. ``skip``: inputs not to
-    read (``reviews``, ``social``: their parts are read by Ray tasks)."""
+    list): review texts, social message texts, then feedback comments; a source is read only
+    while ``done()`` is false. ``skip``: inputs not to read (``reviews``, ``social``: their
+    parts are read by Ray tasks)."""
     from movierec.data.readers import normalize_text
     from movierec.feedback import read_events
 
     files = input_files(cfg)
     for name in ("reviews", "social"):
         path = files[name]
-        if name not in skip and path.exists():
+        if name not in skip and not done() and path.exists():
             res = read_input(path, SCHEMAS[name], engine=cfg.engine, encoding=cfg.data.encoding,
                              delimiter=cfg.data.delimiter, rating_range=(cfg.data.rating_min, cfg.data.rating_max))
             if "text" in res.valid.columns:
                 yield res.valid["text"]
-    if workdir is not None:
+    if workdir is not None and not done():
         events = read_events(workdir)
         if events is not None and "comment" in events.columns:
             yield events["comment"].dropna().astype(str).map(normalize_text)
@@ -325,9 +328,7 @@ def load_texts(cfg: Config, keys: set[str], workdir: str | Path | None = None) -
 
     want = set(keys)
     found: dict[str, str] = {}
-    for texts in input_texts(cfg, workdir):
-        if len(found) >= len(want):
-            break
+    for texts in input_texts(cfg, workdir, done=lambda: len(found) >= len(want)):
         for t in texts:
             if isinstance(t, str) and t:
                 k = key_of_text(t)
