@@ -146,10 +146,13 @@ def test_sentiment_on_ray_equals_local_and_a_rerun_scores_nothing(tmp_path, ray_
     windows, pools = r.stderr.count("texts scored on Ray by 2 actors"), r.stderr.count("2 scoring actors started")
     assert windows >= 4 and pools <= windows - 2, r.stderr[-3000:]
     # the texts were found by a Ray task per part (the social messages' few distinct texts
-    # by the driver), for the languages, then for each model's list of texts to score
+    # by the driver) for the languages; each model's texts were then taken from those by Ray
+    # tasks, without reading the inputs again
     found = re.findall(r"(\d+) texts to score found by 4 Ray tasks in the inputs' parts \((\d+) read by the driver",
                        r.stderr)
-    assert len(found) == 3 and int(found[0][0]) > 1000 and int(found[0][1]) < 20, r.stderr[-3000:]
+    assert len(found) == 1 and int(found[0][0]) > 1000 and int(found[0][1]) < 20, r.stderr[-3000:]
+    taken = re.findall(r"(\d+) texts to score taken from the (\d+) found before", r.stderr)
+    assert sorted(int(t) for t, _ in taken) == [1, int(found[0][0]) - 1] and {b for _, b in taken} == {found[0][0]}
     a, b = _art(local, "review_sentiment"), _art(onray, "review_sentiment")
     assert len(a) == len(b) > 1400
     assert np.abs(a["sentiment"].to_numpy() - b["sentiment"].to_numpy()).max() < 1e-4
@@ -210,6 +213,10 @@ def test_texts_on_ray_are_found_in_the_parts_and_a_vanished_one_is_a_data_error(
         assert got.get() == [t[:100] for t in asked] and max(map(len, asked)) > 100  # cut, as locally
         # the scorer's windows of the same list: its chunks, no new read
         assert g.texts(keys[:8]).chunks == got.chunks[:1] and g.texts(keys[8:]).chunks == got.chunks[1:]
+        # texts among those found: taken from their pieces by Ray tasks, in the order asked
+        sub = keys[::-1] + [keys[4]]
+        again = g.gather(sub)
+        assert again.get() == [t[:100] for t in asked[::-1] + [asked[4]]] and [c.size for c in again.chunks] == [8, 5]
         # a text the inputs no longer have
         with pytest.raises(DataError, match="1 texts to score are no longer in"):
             g.gather(keys + [key_of_text("a review deleted since ingest")])

@@ -21,15 +21,20 @@ log = logging.getLogger(__name__)
 
 class TextGatherer:
     """The sentiment stage's source of texts on Ray: ``gather(keys)`` finds the texts behind
-    the hashes (see the module) and gives them as :class:`RemoteTexts`; ``texts(keys)`` gives
-    a window of the last gathered list (the next one, as a scorer asks for them) without
-    reading the inputs again."""
+    the hashes (see the module) and gives them as :class:`RemoteTexts` (texts among those found
+    before are taken from them by Ray tasks, without reading the inputs again: a model's
+    share of the texts whose languages were detected); ``texts(keys)`` gives a window of the
+    last gathered list (the next one, as a scorer asks for them)."""
 
     def __init__(self, cfg: Config, workdir: Path | None = None) -> None:
         self.cfg, self.workdir = cfg, workdir
         self.every = max(1, cfg.sentiment.checkpoint_every)
         self.last: RemoteTexts | None = None
         self._next = 0  # where the last window given ended
+        # the texts last found in the inputs (later lists of texts among them are taken from
+        # it: :meth:`RemoteTexts.select`), their hashes sorted and their places
+        self._found: RemoteTexts | None = None
+        self._wanted: tuple = ()
 
     def folders(self) -> dict:
         """The inputs of texts that are folders of parts (their parts are read by Ray tasks)."""
@@ -70,13 +75,23 @@ class TextGatherer:
             self._next = 0
             return self.last
         n, every, cap = len(keys), self.every, self.cfg.sentiment.max_chars
-        chunks = [Chunk(min(every, n - a)) for a in range(0, n, every)]
-        covered = np.zeros(n, bool)
         t0 = time.perf_counter()
-        folders = self.folders()
-        cut = 0
         engine = self.cfg.engine
         want = keys.astype("S")  # (hex digests: ASCII)
+        if self._found is not None and n:  # e.g. one model's texts of those whose languages were found
+            sorted_keys, order = self._wanted
+            at = np.minimum(np.searchsorted(sorted_keys, want), len(sorted_keys) - 1)
+            if (sorted_keys[at] == want).all():
+                with session(engine):
+                    self.last = self._found.select(order[at], keys)
+                log.info("sentiment: %d texts to score taken from the %d found before, by Ray tasks (no input read "
+                         "again) in %.1fs", n, len(order), time.perf_counter() - t0)
+                self._next = 0
+                return self.last
+        chunks = [Chunk(min(every, n - a)) for a in range(0, n, every)]
+        covered = np.zeros(n, bool)
+        folders = self.folders()
+        cut = 0
         order = np.argsort(want, kind="stable")
         wanted = (want[order], order.astype(np.int64))
         with session(engine) as ray:
@@ -122,5 +137,6 @@ class TextGatherer:
         log.info("sentiment: %d texts to score found by %d Ray tasks in the inputs' parts (%d read by the driver "
                  "from single files and feedback) in %.1fs; they stay in Ray's object store", n, len(runs), driver,
                  time.perf_counter() - t0)
-        self.last, self._next = RemoteTexts(keys, every, chunks), 0
+        self.last = self._found = RemoteTexts(keys, every, chunks)
+        self._next, self._wanted = 0, wanted
         return self.last

@@ -76,6 +76,41 @@ class RemoteTexts:
 
         return [t for c in self.chunks for t in assemble(c.size, c.places, *ray.get(c.refs))]
 
+    def select(self, places: np.ndarray, keys: np.ndarray) -> RemoteTexts:
+        """The texts at ``places`` (their hashes ``keys``), in chunks of ``every`` made by Ray
+        tasks from this list's pieces: no input is read again, no text passes through here."""
+        import ray
+
+        task = ray.remote(pick_texts).options(num_cpus=1)
+        chunks = []
+        for a in range(0, len(places), self.every):
+            want = np.asarray(places[a:a + self.every])
+            src = want // self.every
+            olds, picks, refs = [], [], []
+            for c in np.unique(src):
+                sel = src == c
+                old = self.chunks[c]
+                olds.append((old.size, old.places, len(old.refs)))
+                picks.append(((want[sel] - c * self.every).astype(np.int32), np.flatnonzero(sel).astype(np.int32)))
+                refs.extend(old.refs)
+            chunks.append(Chunk(len(want), [np.arange(len(want), dtype=np.int32)],
+                                [task.remote(len(want), olds, picks, *refs)]))
+        return RemoteTexts(keys, self.every, chunks)
+
+
+def pick_texts(size: int, olds: list, picks: list, *texts: list[str]) -> list[str]:
+    """Ray task: a chunk of ``size`` texts taken from chunks of another list: ``olds`` (each
+    one's size, its pieces' places, how many pieces of ``texts`` are its), ``picks`` (for each,
+    which of its texts, and where they go)."""
+    out: list = [None] * size
+    k = 0
+    for (n, places, pieces), (offsets, to) in zip(olds, picks):
+        old = assemble(n, places, *texts[k:k + pieces])
+        k += pieces
+        for o, t in zip(offsets.tolist(), to.tolist()):
+            out[t] = old[o]
+    return out
+
 
 def part_texts(where: str, schema_name: str, opts: dict, wanted: tuple, every: int, max_chars: int):
     """Ray task (a generator): the texts of one part whose hashes are in ``wanted`` (sorted
