@@ -68,7 +68,7 @@ class TextGatherer:
             DataError: some texts are no longer in the inputs (they changed since ingest)."""
         from movierec.data.parts import part_files
         from movierec.privacy import key_of_text
-        from movierec.stages.ingest import input_files, input_texts
+        from movierec.stages.ingest import input_texts, texts_gone
 
         keys = np.asarray(keys, dtype=object)
         if self.last is not None and np.array_equal(self.last.keys, keys):  # (languages, then scores)
@@ -130,10 +130,7 @@ class TextGatherer:
             log.warning("sentiment: %d texts longer than sentiment.max_chars (%d characters) are scored on their "
                         "first %d", cut, cap, cap)
         if not covered.all():
-            files = input_files(self.cfg)
-            raise DataError(
-                f"{int((~covered).sum())} texts to score are no longer in {files['reviews']} or "
-                f"{files['social']}: the inputs changed since ingest; run the pipeline again")
+            raise texts_gone(self.cfg, int((~covered).sum()))
         log.info("sentiment: %d texts to score found by %d Ray tasks in the inputs' parts (%d read by the driver "
                  "from single files and feedback) in %.1fs; they stay in Ray's object store", n, len(runs), driver,
                  time.perf_counter() - t0)

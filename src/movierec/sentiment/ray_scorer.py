@@ -110,8 +110,9 @@ class RayScorer:
                 work = pool.map(lambda a, v: a.score_chunk.remote(*v), calls)
             else:
                 texts = list(texts)
-                calls = [(len(texts[a:a + chunk]),) for a in range(0, n, chunk)]
-                work = pool.map(lambda a, v: a.score.remote(v), [texts[a:a + chunk] for a in range(0, n, chunk)])
+                parts = [texts[a:a + chunk] for a in range(0, n, chunk)]
+                calls = [(len(part),) for part in parts]
+                work = pool.map(lambda a, v: a.score.remote(v), parts)
             scores, feats = [], []
             with Progress(n, "sentiment on Ray", unit="text") as bar:  # chunks in order, as they finish
                 for (s, f), call in zip(work, calls):

@@ -335,9 +335,12 @@ def load_texts(cfg: Config, keys: set[str], workdir: str | Path | None = None) -
                 if k in want:
                     found[k] = t
     if len(found) < len(want):
-        files = input_files(cfg)
-        raise DataError(
-            f"{len(want) - len(found)} texts to score are no longer in {files['reviews']} or "
-            f"{files['social']}: the inputs changed since ingest; run the pipeline again"
-        )
+        raise texts_gone(cfg, len(want) - len(found))
     return found
+
+
+def texts_gone(cfg: Config, n: int) -> DataError:
+    """The error for ``n`` texts to score that the inputs no longer have."""
+    files = input_files(cfg)
+    return DataError(f"{n} texts to score are no longer in {files['reviews']} or {files['social']}: the inputs "
+                     "changed since ingest; run the pipeline again")
