@@ -78,7 +78,7 @@ class TextGatherer:
         t0 = time.perf_counter()
         engine = self.cfg.engine
         want = keys.astype("S")  # (hex digests: ASCII)
-        if self._found is not None and n:  # e.g. one model's texts of those whose languages were found
+        if self._found is not None and len(self._found) and n:  # a model's texts among those found for the languages
             sorted_keys, order = self._wanted
             at = np.minimum(np.searchsorted(sorted_keys, want), len(sorted_keys) - 1)
             if (sorted_keys[at] == want).all():
@@ -122,8 +122,8 @@ class TextGatherer:
             driver = 0
             for texts in input_texts(self.cfg, self.workdir, skip=tuple(folders), done=covered.all):
                 texts = np.array([t for t in texts if isinstance(t, str) and t], dtype=object)
-                for header, got in piece_pairs(text_pieces(texts, np.array([key_of_text(t) for t in texts], dtype=object),
-                                                  wanted, every, cap)):
+                hashes = np.array([key_of_text(t) for t in texts], dtype=object)
+                for header, got in piece_pairs(text_pieces(texts, hashes, wanted, every, cap)):
                     take(header, ray.put(got))
                     driver += len(got)
         if cut:
