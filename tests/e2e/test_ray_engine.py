@@ -182,8 +182,7 @@ def test_sentiment_on_ray_equals_local_and_a_rerun_scores_nothing(tmp_path, ray_
     assert scored and f"all {scored.group(1)} texts found in the cache" in r.stderr and "engine: Ray" not in r.stderr
 
 
-@pytest.mark.parametrize("at_url", [False, True])
-def test_texts_on_ray_are_found_in_the_parts_and_a_vanished_one_is_a_data_error(tmp_path, ray_head, at_url):
+def test_texts_on_ray_are_found_in_the_parts_and_a_vanished_one_is_a_data_error(tmp_path, ray_head):
     from movierec.config import load_config
     from movierec.engine import hold
     from movierec.errors import DataError
@@ -199,8 +198,9 @@ def test_texts_on_ray_are_found_in_the_parts_and_a_vanished_one_is_a_data_error(
         rows.iloc[part].to_csv(data / "reviews" / f"part-{k}.csv", index=False)
     pd.DataFrame({"user_id": ["u1"], "friend_id": ["u2"], "text": ["a message, one file: the driver's"]}).to_csv(
         data / "social.csv", index=False)
-    # (at a URL: the parts are opened by the tasks through pyarrow's filesystems)
-    cfg = load_config(None, [f"data.dir={data.as_uri() if at_url else data}", "data.reviews=reviews",
+    # the inputs at a URL: the tasks open the parts through pyarrow's filesystems (a local
+    # path is the sentiment command's test above)
+    cfg = load_config(None, [f"data.dir={data.as_uri()}", "data.reviews=reviews",
                              "engine.kind=ray", "engine.workers=2",
                              f"engine.address={ray_head}", "sentiment.checkpoint_every=8", "sentiment.max_chars=100"])
     asked = [texts[i] for i in (29, 3, 17, 0, 11, 25, 8, 14, 21, 5, 2)] + ["a message, one file: the driver's"]
