@@ -102,14 +102,12 @@ def pick_texts(size: int, olds: list, picks: list, *texts: list[str]) -> list[st
     """Ray task: a chunk of ``size`` texts taken from chunks of another list: ``olds`` (each
     one's size, its pieces' places, how many pieces of ``texts`` are its), ``picks`` (for each,
     which of its texts, and where they go)."""
-    out: list = [None] * size
-    k = 0
-    for (n, places, pieces), (offsets, to) in zip(olds, picks):
+    taken, k = [], 0
+    for (n, places, pieces), (offsets, _) in zip(olds, picks):
         old = assemble(n, places, *texts[k:k + pieces])
         k += pieces
-        for o, t in zip(offsets.tolist(), to.tolist()):
-            out[t] = old[o]
-    return out
+        taken.append([old[o] for o in offsets.tolist()])
+    return assemble(size, [to for _, to in picks], *taken)  # (every place filled, or an error)
 
 
 def part_texts(where: str, schema_name: str, opts: dict, wanted: tuple, every: int, max_chars: int):
