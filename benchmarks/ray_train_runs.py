@@ -1,8 +1,15 @@
-"""`movierec train` with Adam on Ray from ratings in parts: this checkout against an older
-one, each on a Ray head of its own (their workers import their own code), in turn.
+"""`movierec train` with Adam on Ray, from ratings in parts or from the driver's table: this
+checkout against an older one, each on a Ray head of its own (their workers import their own
+code), in turn.
 
     python benchmarks/ray_train_runs.py --before COMMIT [--ratings 2000000] [--parts 8]
-        [--epochs 3] [--repeats 3]
+        [--epochs 3] [--repeats 3] [--route parts|driver]
+
+``--route parts`` (default): a model the workers fit from ``ratings_clean``'s parts
+(``model.ranking: rating``, no features or implicit sets). ``--route driver``: the same model
+with the default ``model.ranking: hybrid`` (a watch ranker fitted on every rating), so the
+driver reads ``ratings_clean`` whole and each fit's ratings go to the workers as a Ray
+Dataset made from the driver's table.
 
 Synthetic ratings in ``--parts`` CSV parts (written by Ray tasks), ingested and cleaned on
 Ray once by this checkout (the artifacts are the same for both: `clean` did not change
@@ -83,7 +90,9 @@ def main() -> None:
     ap.add_argument("--parts", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--route", choices=("parts", "driver"), default="parts")
     a = ap.parse_args()
+    ranking = "rating" if a.route == "parts" else "hybrid"
     tmp = Path(tempfile.mkdtemp(prefix="movierec-raytrain-"))
     got: dict[str, list[dict]] = {}
     try:
@@ -98,7 +107,7 @@ def main() -> None:
                     f"workdir: {base}\ndata:\n  dir: {data}\n  ratings: ratings\nsplit:\n  method: random\n"
                     "sentiment:\n  enabled: false\nsocial:\n  enabled: false\n"
                     f"model:\n  optimizer: adam\n  epochs: {a.epochs}\n  early_stopping: false\n  batch_size: 65536\n"
-                    "  implicit: false\n  use_features: false\n  ranking: rating\n"
+                    f"  implicit: false\n  use_features: false\n  ranking: {ranking}\n"
                     "engine:\n  kind: ray\n  workers: 2\n")
                 for stage in ("ingest", "clean"):
                     subprocess.run([sys.executable, "-m", "movierec", "-q", stage, "--config", str(cfg),
@@ -124,12 +133,14 @@ def main() -> None:
                           f"run(s), driver {r['peak']:.2f} GB", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    out = RESULTS / "ray_train_runs.md"
+    out = RESULTS / ("ray_train_runs.md" if a.route == "parts" else "ray_train_runs_driver.md")
     keep = out.read_text().split(KEEP, 1)[1] if out.exists() and KEEP in out.read_text() else "\n"
-    lines = ["# `movierec train`, Adam on Ray from parts: Ray Train runs per command", "",
+    title = "from parts" if a.route == "parts" else "from the driver's table (`model.ranking: hybrid`)"
+    lines = [f"# `movierec train`, Adam on Ray {title}: Ray Train runs per command", "",
              f"Machine: {machine()}  ",
              f"Command: `python benchmarks/ray_train_runs.py --before {a.before} --ratings {a.ratings} "
-             f"--parts {a.parts} --epochs {a.epochs} --repeats {a.repeats}`  ",
+             f"--parts {a.parts} --epochs {a.epochs} --repeats {a.repeats}"
+             f"{' --route driver' if a.route == 'driver' else ''}`  ",
              f"Date: {time.strftime('%Y-%m-%d %H:%M')}", "",
              f"{n:,} synthetic ratings in {a.parts} parts, cleaned on Ray; `train` (holdout fit and refit, "
              f"{a.epochs} epochs each, Adam, batch 65536, 2 workers) in a fresh process on a fresh Ray head of "

@@ -443,7 +443,8 @@ def _run_train(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     The refit runs for as many epochs as early stopping chose for the holdout model (the
     number of epochs is a hyperparameter too) and keeps no validation slice: it trains on
     all ratings and feedback. With ``split.method: none`` there is no holdout model. Adam on
-    Ray from ``ratings_clean``'s parts runs both fits in one Ray Train run.
+    Ray runs both fits in one Ray Train run (from ``ratings_clean``'s parts or from the
+    driver's table), but for an ensemble.
     """
     from movierec.engine import hold
 
@@ -453,16 +454,30 @@ def _run_train(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     if why:
         log.info("train: ratings_clean is in parts, but the driver reads it whole: %s", "; ".join(why))
     pair = cfg.split.method != "none" and why == []  # from parts: both fits in one Ray Train run
+    # Adam on Ray from the driver's table: both fits in one Ray Train run too, their inputs
+    # built first (the driver holds both fits' tables until Ray has them)
+    together = (cfg.split.method != "none" and not pair and cfg.engine.kind == "ray"
+                and cfg.model.optimizer == "adam" and cfg.model.ensemble == 1)
     with hold():  # engine ray: one Ray session for the holdout fit, the refit and the version's files
         if pair:
             holdout, served = _train_from_parts(cfg, cat, cfg.split.fold, cfg.model, refit=True)
+        elif together:
+            from movierec.models.mf import fit_together
+
+            holdout = fold_inputs(cfg, cat, cfg.split.fold, use_saved_features=True)
+            served = fold_inputs(cfg, cat, None, model_cfg=replace(cfg.model, early_stopping=False))
+            log.info("train: the holdout fit and the refit in one Ray Train run (the refit for the holdout "
+                     "fit's best epoch + 1)")
+            fit_together([holdout.model, served.model], [holdout.data, served.data])
+            holdout_ratings = rated(holdout)
+            holdout = holdout._replace(data=None, features=None, train=None)  # (its size is kept)
         elif cfg.split.method != "none":
             holdout = train_for_fold(cfg, cat, cfg.split.fold, use_saved_features=True, parts=True)
         if holdout is not None:
-            holdout_ratings = rated(holdout)
+            holdout_ratings = holdout_ratings if together else rated(holdout)
             log.info("train: holdout model fitted on the training part (%d ratings, %.2fs)",
                      holdout_ratings, holdout.model.fit_seconds_)
-        if not pair:
+        if not pair and not together:
             if holdout is not None:
                 refit_cfg = replace(cfg.model, early_stopping=False,
                                     epochs=int(holdout.model.history_.best_epoch) + 1)
@@ -660,11 +675,20 @@ def train_for_fold(cfg: Config, cat: Catalog, fold: int | None, use_saved_featur
                    features=None, model_cfg=None, parts: bool = False) -> FoldFit:
     """Fit a model on the training part of ``fold`` (None: on every rating). ``parts``: from
     ``ratings_clean``'s parts where :func:`parts_route` allows (the ``train`` stage on Ray)."""
+    if parts and not features and parts_route(cfg, cat, model_cfg or cfg.model) == []:
+        return _train_from_parts(cfg, cat, fold, model_cfg or cfg.model)[0]
+    unfitted = fold_inputs(cfg, cat, fold, use_saved_features, features, model_cfg)
+    unfitted.model.fit(unfitted.data)
+    return unfitted
+
+
+def fold_inputs(cfg: Config, cat: Catalog, fold: int | None, use_saved_features: bool = False,
+                features=None, model_cfg=None) -> FoldFit:
+    """What :func:`train_for_fold` fits, its model not fitted yet: the model built from the
+    config and the data of the training part of ``fold`` (None: every rating)."""
     from movierec.models.mf import MatrixFactorization, TrainData
     from movierec.stages.clean import train_test
 
-    if parts and not features and parts_route(cfg, cat, model_cfg or cfg.model) == []:
-        return _train_from_parts(cfg, cat, fold, model_cfg or cfg.model)[0]
     ratings = cat.read("ratings_clean")
     train, test = train_test(ratings, fold)
     _check_learnable(cfg, train, fold)
@@ -710,7 +734,7 @@ def train_for_fold(cfg: Config, cat: Catalog, fold: int | None, use_saved_featur
         content = review_content(rs, test[["user_idx", "movie_idx"]], n_users, n_items)
     data = TrainData(fit_table["user_idx"].to_numpy(), fit_table["movie_idx"].to_numpy(),
                      fit_table["rating"].to_numpy(), n_users, n_items, X, Y, neighbours, implicit, weights, content)
-    model = MatrixFactorization.from_config(mcfg, engine=cfg.engine).fit(data)
+    model = MatrixFactorization.from_config(mcfg, engine=cfg.engine)
     # how the pseudo-ratings were made (map, its leave-one-out error): the manifest and the version
     return FoldFit(model, data, train, fused, pr.calibration if weights is not None else None)
 

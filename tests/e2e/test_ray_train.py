@@ -110,16 +110,27 @@ def test_a_failed_fit_resumes_from_its_checkpoints_in_the_next_command(tmp_path,
     assert len(json.loads((current / "meta.json").read_text())["history"]["train_rmse"]) == 6
 
 
-def test_adam_on_ray_without_features(tmp_path, ray_opts):
+def test_adam_on_ray_without_features_fits_holdout_and_refit_in_one_run(tmp_path, ray_opts):
     """No features (empty projections): the fit runs (a variable of an empty tensor crashed the
-    first worker in TensorFlow's collective broadcast: SIGSEGV) and learns."""
+    first worker in TensorFlow's collective broadcast: SIGSEGV) and learns. With a holdout
+    split, the holdout fit and the refit (from the driver's table: a watch ranker) run in one
+    Ray Train run, the refit for the holdout fit's best epoch + 1."""
     data = make_data(tmp_path / "data", n_users=200, n_movies=100, seed=2)
-    r = _ok(run_cli("train", "--config", DEMO, f"workdir={tmp_path / 'w'}", f"data.dir={data}", *ADAM,
-                    "model.epochs=3", "model.early_stopping=false", "model.use_features=false", *ray_opts))
-    assert "Adam on Ray (2 workers) finished 3 epochs" in r.stderr
+    args = [a for a in ADAM if a != "split.method=none"]
+    r = _ok(run_cli("train", "--config", DEMO, f"workdir={tmp_path / 'w'}", f"data.dir={data}", *args,
+                    "model.epochs=4", "model.use_features=false", *ray_opts))
+    assert "the driver reads it whole" not in r.stderr  # (a single ratings file: no parts)
+    assert "Adam on Ray (2 workers) finished" in r.stderr
+    assert "(the holdout fit and the refit, one Ray Train run)" in r.stderr
+    assert r.stderr.count("Adam on Ray (2 workers) finished") == 1
     current = tmp_path / "w" / "models" / (tmp_path / "w" / "models" / "current").read_text().strip()
-    hist = json.loads((current / "meta.json").read_text())["history"]
-    assert len(hist["train_rmse"]) == 3 and hist["train_rmse"][-1] < hist["train_rmse"][0]
+    meta = json.loads((current / "meta.json").read_text())
+    held, hist = meta["holdout"], meta["history"]
+    assert len(held["history"]["val_rmse"]) == len(held["history"]["train_rmse"]) >= 1
+    assert held["history"]["train_rmse"][-1] < held["history"]["train_rmse"][0]
+    # the refit: every rating, no validation slice, the holdout fit's best epoch + 1 epochs
+    assert len(hist["train_rmse"]) == held["best_epoch"] + 1 and not hist["val_rmse"]
+    assert meta["train_ratings"] > held["train_ratings"]
 
 
 #: a model whose side data is O(viewers + movies): train on Ray fits it from ratings_clean's parts

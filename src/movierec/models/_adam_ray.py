@@ -116,37 +116,62 @@ def _remove(path: Path) -> None:
 
 def fit_adam_ray(model, data, val_mask: np.ndarray, rng: np.random.Generator, engine):
     """Fit ``model`` (its state initialized) on Ray; returns the :class:`History`."""
-    tr = np.flatnonzero(~val_mask)
-    va = np.flatnonzero(val_mask)
-    n_train = len(tr)
-    # what every worker needs besides its ratings: the model (its initial state and settings)
-    # and the side data (features, neighbours, implicit sets, the validation ratings)
-    side = TrainData(data.users[va], data.items[va], data.ratings[va], data.n_users, data.n_items,
-                     data.user_features, data.item_features, data.neighbours,
-                     data.implicit() if model.implicit else None)
+    return fit_adam_ray_fits([(model, data, val_mask, rng)], engine)[0][0]
+
+
+def fit_adam_ray_fits(fits: list[tuple], engine) -> list[tuple[History, float]]:
+    """Fit each ``(model, data, val_mask, rng)`` of ``fits`` (the model's state initialized,
+    its ratings the driver's arrays) on Ray, one after the other in one Ray Train run (the
+    workers and TensorFlow start once); a second fit is the first's refit, trained for the
+    first's best epoch + 1. Each fit's training ratings are a Ray Dataset of their own, each
+    worker reading its shard. Returns (:class:`History`, seconds) per fit; the models hold
+    their fitted state."""
     workers = int(engine.workers)
-    # Ray Train splits the dataset into equal shards, dropping the rows past a multiple of the
-    # workers: pad with copies of weight 0 (no loss) so that every rating trains (one table,
-    # built once: at 20M ratings each copy is hundreds of MB in the driver)
-    pad = (-n_train) % workers
-    tr = np.concatenate([tr, tr[:pad]]) if pad else tr
-    w = np.ones(len(tr), np.float32) if data.weights is None else data.weights[tr].astype(np.float32)
-    w[n_train:] = 0.0
-    held = [pd.DataFrame({"u": data.users[tr], "i": data.items[tr], "r": data.ratings[tr], "w": w})]
-    del tr, w
-    seed = int(rng.integers(1 << 31))
+    specs, keys, held = [], [], []
+    for j, (model, data, val_mask, rng) in enumerate(fits):
+        tr = np.flatnonzero(~val_mask)
+        va = np.flatnonzero(val_mask)
+        n_train = len(tr)
+        # what every worker needs besides its ratings: the model (its initial state and settings)
+        # and the side data (features, neighbours, implicit sets, the validation ratings)
+        side = TrainData(data.users[va], data.items[va], data.ratings[va], data.n_users, data.n_items,
+                         data.user_features, data.item_features, data.neighbours,
+                         data.implicit() if model.implicit else None)
+        # Ray Train splits a dataset into equal shards, dropping the rows past a multiple of the
+        # workers: pad with copies of weight 0 (no loss) so that every rating trains (one table
+        # a fit, built once: at 20M ratings each copy is hundreds of MB in the driver)
+        pad = (-n_train) % workers
+        tr = np.concatenate([tr, tr[:pad]]) if pad else tr
+        w = np.ones(len(tr), np.float32) if data.weights is None else data.weights[tr].astype(np.float32)
+        w[n_train:] = 0.0
+        held.append(pd.DataFrame({"u": data.users[tr], "i": data.items[tr], "r": data.ratings[tr], "w": w}))
+        del tr, w
+        seed = int(rng.integers(1 << 31))
+        specs.append({"model": model, "side": side, "n_train": n_train, "n_val": len(va), "seed": seed,
+                      "parts": None, "dataset": f"train-{j}", "refit_of": 0 if j else None})
+        keys.append(fit_key(model, data, val_mask, seed, workers))
 
     def datasets(ray):
         import ray.data
 
-        ratings = held.pop()  # in the object store from here on, not in the driver
-        return {"train": ray.data.from_pandas(blocks(ratings, -(-len(ratings) // (workers * 4))))}  # 4 a worker
+        out = {}
+        for j, spec in enumerate(specs):
+            ratings, held[j] = held[j], None  # in the object store from here on, not in the driver
+            out[spec["dataset"]] = ray.data.from_pandas(blocks(ratings, -(-len(ratings) // (workers * 4))))  # 4 a worker
+            del ratings
+        return out
 
-    fit = {"model": model, "side": side, "n_train": n_train, "n_val": len(va), "seed": seed, "parts": None,
-           "refit_of": None}
-    (saved, _), = _fit_on_ray([fit], fit_key(model, data, val_mask, seed, workers), engine, datasets)
-    model._restore({k[6:]: v for k, v in saved.items() if k.startswith("model:")})
-    return _history(saved)
+    key = keys[0] if len(keys) == 1 else _combined(keys)
+    t0 = time.perf_counter()
+    done = _fit_on_ray(specs, key, engine, datasets)
+    wall = time.perf_counter() - t0
+    out = []
+    for (model, *_), (saved, seconds) in zip(fits, done):
+        model._restore({k[6:]: v for k, v in saved.items() if k.startswith("model:")})
+        out.append((_history(saved), seconds))
+    # the first fit's time includes the run's start (the workers, TensorFlow, the collectives)
+    out[0] = (out[0][0], wall - sum(sec for _, sec in out[1:]))
+    return out
 
 
 def fit_adam_ray_parts(fits: list[tuple], engine) -> list[tuple]:
@@ -470,7 +495,7 @@ def _one_fit(config: dict, fit: dict, j: int, tf, strategy, ctx, saved: dict | N
             model.user_bias_, model.item_bias_ = np.zeros(side.n_users, np.float32), np.zeros(side.n_items, np.float32)
         mine, val = _parts_shard(fit["parts"], rank, workers)
     else:
-        mine = _shard_arrays(ray.train.get_dataset_shard("train"))
+        mine = _shard_arrays(ray.train.get_dataset_shard(fit["dataset"]))
         va = np.arange(rank, len(side.ratings), workers)  # this worker's share of the validation ratings
         val = (side.users[va], side.items[va], side.ratings[va])
     n_train, n_local, n_val = int(fit["n_train"]), len(mine["r"]), int(fit["n_val"])

@@ -153,6 +153,32 @@ def fit_parts(models: list, datas: list) -> None:
         models[1].epochs = int(models[0].history_.best_epoch) + 1
 
 
+def fit_together(models: list, datas: list) -> None:
+    """Fit ``models`` on ``datas`` (:class:`TrainData`: the driver's arrays) with Adam on Ray,
+    one after the other in one Ray Train run, its workers and TensorFlow started once (the
+    ``train`` stage's holdout fit and refit; each fit's ratings a Ray Dataset of their own). A
+    second model is the first's refit: it trains for the first's best epoch + 1 (the workers
+    know it when the first ends; the driver sets ``epochs`` to it afterwards). Each model ends
+    as its own ``fit`` would leave it (the same seeds, the same numbers)."""
+    from movierec.models._adam_ray import fit_adam_ray_fits
+
+    for m in models:
+        if m.optimizer != "adam" or m.engine is None or m.engine.kind != "ray" or m.ensemble > 1:
+            raise ModelError("fits run together only with model.optimizer adam on engine.kind ray, no ensemble")
+    begun = []
+    for m, d in zip(models, datas):
+        scaled, unit, scale = m._in_units(d)
+        val_mask, rng = m._fit_begin(scaled)
+        begun.append((scaled, val_mask, rng, unit, scale))
+    fitted = fit_adam_ray_fits([(m, b[0], b[1], b[2]) for m, b in zip(models, begun)], models[0].engine)
+    for m, (scaled, val_mask, _, unit, scale), (hist, seconds) in zip(models, begun, fitted):
+        m.history_ = hist
+        m._fit_end(scaled, val_mask, seconds)
+        m._from_units(unit, scale)
+    if len(models) > 1:
+        models[1].epochs = int(models[0].history_.best_epoch) + 1
+
+
 class MatrixFactorization:
     """Estimator: hyperparameters in ``__init__``, ``fit`` returns self, state ends in ``_``."""
 
@@ -262,20 +288,28 @@ class MatrixFactorization:
         if isinstance(data, PartsTrainData):
             fit_parts([self], [data])
             return self
+        scaled, unit, scale = self._in_units(data)
+        self._fit(scaled)
+        self._from_units(unit, scale)
+        return self
+
+    def _in_units(self, data: TrainData) -> tuple[TrainData, float, tuple[float, float]]:
+        """``data`` with its ratings in the model's units (see ``MAX_SPAN``), the unit and the
+        ratings' range; what :meth:`_from_units` takes back after the fit."""
         if len(data.ratings) == 0:
             raise ModelError("cannot fit a model on zero ratings")
         lo, hi = data.rating_range()
         unit = self._scale_unit(lo, hi)
-        if unit == 1.0:
-            self._fit(data)
-        else:
-            from dataclasses import replace
+        if unit != 1.0:
+            data = replace(data, ratings=data.ratings / np.float32(unit))
+        return data, unit, (lo, hi)
 
-            self._fit(replace(data, ratings=data.ratings / np.float32(unit)))
+    def _from_units(self, unit: float, scale: tuple[float, float]) -> None:
+        """A fit in units (:meth:`_in_units`) -> the parameters on the ratings' own scale."""
+        if unit != 1.0:
             self._unscale(unit)
-            self.rating_min_, self.rating_max_ = lo, hi
+            self.rating_min_, self.rating_max_ = scale
         self.rating_unit_ = unit
-        return self
 
     def _scale_unit(self, lo: float, hi: float) -> float:
         """What ratings from ``lo`` to ``hi`` are divided by inside the fit (see MAX_SPAN)."""
@@ -313,20 +347,8 @@ class MatrixFactorization:
             self._fit_watch(data)
             self._fit_content(data, np.zeros(len(data.ratings), bool))
             return self
-        rng = np.random.default_rng(self.seed)
-        n = len(data.ratings)
-        val_mask = np.zeros(n, bool)
-        real = np.ones(n, bool) if data.weights is None else data.weights >= 1.0
-        if self.early_stopping and real.sum() >= 50:
-            # validation on real ratings only (pseudo-ratings are never judged against)
-            cand = np.flatnonzero(real)
-            val_mask[cand[rng.permutation(len(cand))[: max(1, int(len(cand) * self.validation_fraction))]]] = True
-        self._init_state(data, rng)
-        self._last_log = time.perf_counter()
-        # the mean of the real ratings actually trained on
-        self.global_mean_ = float(data.ratings[~val_mask & real].mean())
+        val_mask, rng = self._fit_begin(data)
         t0 = time.perf_counter()
-        check_trainer(self)  # also for a model built in Python, not from a config
         if self.optimizer == "adam" and self.engine is not None and self.engine.kind == "ray":
             from movierec.models._adam_ray import fit_adam_ray
 
@@ -339,13 +361,35 @@ class MatrixFactorization:
             self.history_ = self._fit_sgd(data, val_mask, rng)
         else:
             raise ModelError(f"unknown optimizer {self.optimizer!r} (sgd or adam)")
-        self.fit_seconds_ = time.perf_counter() - t0
+        self._fit_end(data, val_mask, time.perf_counter() - t0)
+        return self
+
+    def _fit_begin(self, data: TrainData) -> tuple[np.ndarray, np.random.Generator]:
+        """A fit up to the training itself: the validation slice (True: held out) and the
+        generator the training goes on drawing from, the model's starting state set."""
+        rng = np.random.default_rng(self.seed)
+        n = len(data.ratings)
+        val_mask = np.zeros(n, bool)
+        real = np.ones(n, bool) if data.weights is None else data.weights >= 1.0
+        if self.early_stopping and real.sum() >= 50:
+            # validation on real ratings only (pseudo-ratings are never judged against)
+            cand = np.flatnonzero(real)
+            val_mask[cand[rng.permutation(len(cand))[: max(1, int(len(cand) * self.validation_fraction))]]] = True
+        self._init_state(data, rng)
+        self._last_log = time.perf_counter()
+        # the mean of the real ratings actually trained on
+        self.global_mean_ = float(data.ratings[~val_mask & real].mean())
+        check_trainer(self)  # also for a model built in Python, not from a config
+        return val_mask, rng
+
+    def _fit_end(self, data: TrainData, val_mask: np.ndarray, seconds: float) -> None:
+        """What a fit does after the training (:meth:`_fit_begin`, ``history_`` set)."""
+        self.fit_seconds_ = seconds
         self.n_train_ = int((~val_mask).sum())
         self._reset_unrated(data, np.bincount(data.users[~val_mask], minlength=data.n_users),
                             np.bincount(data.items[~val_mask], minlength=data.n_items))
         self._fit_watch(data)
         self._fit_content(data, val_mask)
-        return self
 
     def _parts_begin(self, data: PartsTrainData) -> dict:
         """A fit whose ratings stay in the cluster's parts (Adam on Ray), up to the training
