@@ -337,13 +337,15 @@ def _run_sentiment(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     from movierec.stages.ingest import load_texts
     from movierec.stages.sentiment import sentiment
 
+    from movierec.sentiment.cache import ScoreCache, merge
+
     cache_path = cat.workdir / "cache" / "sentiment.parquet"
     parts = cat.workdir / "cache" / "sentiment.parts"  # checkpoints of a run that was killed
-    frames = [pd.read_parquet(p) for p in ([cache_path] if cache_path.exists() else [])
-              + sorted(parts.glob("*.parquet"))]
-    cache = pd.concat(frames, ignore_index=True) if frames else None
-    if cache is not None and len(frames) > 1:
-        log.info("sentiment: %d scores kept by an interrupted run are reused", sum(len(f) for f in frames[1:]))
+    earlier = sorted(parts.glob("*.parquet"))
+    # looked up by key, a batch of each file at a time (on Ray, in Ray tasks): never loaded whole
+    cache = ScoreCache(files=([cache_path] if cache_path.exists() else []) + earlier, engine=cfg.engine)
+    if earlier:
+        log.info("sentiment: %d scores kept by an interrupted run are reused", ScoreCache(files=earlier).file_rows())
 
     def checkpoint(rows: pd.DataFrame) -> None:
         from movierec._faults import failpoint
@@ -364,9 +366,10 @@ def _run_sentiment(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     with hold():  # engine ray: one Ray connection for every window of texts that miss the cache
         res = sentiment(reviews, social, lambda: scorer, cfg.sentiment,
                         fetch=lambda keys: load_texts(cfg, keys, cat.workdir), gatherer=gatherer)
-    if scorer.misses or scorer.lang_rows or len(frames) > 1:
-        with atomic_path(cache_path) as tmp:
-            scorer.updated_cache().to_parquet(tmp, index=False)
+    new = scorer.new_rows()
+    if new is not None or earlier:  # (this run's checkpoints: rows of ``new`` too)
+        merge(cache_path, earlier, new)
+    del new
     if parts.exists():
         shutil.rmtree(parts)
     outputs = {}

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from movierec.catalog import Catalog
+from movierec.sentiment import cache as C
 from tests.conftest import ROOT, make_data, run_cli, write_config
 
 ray = pytest.importorskip("ray")
@@ -220,6 +221,29 @@ def test_texts_on_ray_are_found_in_the_parts_and_a_vanished_one_is_a_data_error(
         # a text the inputs no longer have
         with pytest.raises(DataError, match="1 texts to score are no longer in"):
             g.gather(keys + [key_of_text("a review deleted since ingest")])
+
+
+def test_score_cache_lookups_in_ray_tasks_equal_the_local_ones(tmp_path, ray_head, caplog):
+    import logging
+
+    from movierec.config import load_config
+    from movierec.engine import hold
+    from tests.stages.test_score_cache import _rows
+
+    base, part = tmp_path / "sentiment.parquet", tmp_path / "part-1.parquet"
+    _rows([f"k{i}" for i in range(400)], 0.1, features=b"\x00\x3c").to_parquet(base, index=False, row_group_size=10)
+    pd.concat([_rows(["k7", "k399"], 0.8), pd.DataFrame({"key": ["lang:x"], "language": ["nl"]})]).to_parquet(
+        part, index=False)
+    engine = load_config(None, ["engine.kind=ray", "engine.workers=2", f"engine.address={ray_head}"]).engine
+    keys = ["k399", "k3", "lang:x", "k7", "k250", "missing"]
+    local = C.ScoreCache(files=[base, part]).lookup(keys, ["sentiment", "features", "language"])
+    with hold(), caplog.at_level(logging.INFO, "movierec"):
+        onray = C.ScoreCache(files=[base, part], engine=engine, ray_rows=0).lookup(keys, ["sentiment", "features",
+                                                                                           "language"])
+    assert "the score cache's 2 files looked up by 4 Ray tasks" in caplog.text  # 40 row groups: 3 tasks + the part
+    pd.testing.assert_frame_equal(onray.sort_index(), local.sort_index())
+    assert local.loc["k7", "sentiment"] == np.float32(0.8) and local.loc["k3", "features"] == b"\x00\x3c"
+    assert len(local) == 5 and local.loc["lang:x", "language"] == "nl"
 
 
 # ----------------------------------------------------------------------------- imports

@@ -133,6 +133,41 @@ def test_adam_on_ray_without_features_fits_holdout_and_refit_in_one_run(tmp_path
     assert meta["train_ratings"] > held["train_ratings"]
 
 
+@pytest.mark.slow
+def test_holdout_fit_and_refit_in_one_run_equal_a_run_each(tmp_path, ray_opts):
+    """fit_together (one Ray Train run) leaves the models that a Ray Train run per fit leaves:
+    the same seeds, the same numbers, features and a wide rating scale (fitted in units) included."""
+    from dataclasses import replace
+
+    from movierec.catalog import Catalog
+    from movierec.config import load_config
+    from movierec.engine import hold
+    from movierec.models.mf import fit_together
+    from movierec.pipeline import ensure, fold_inputs, train_for_fold
+
+    data = make_data(tmp_path / "data", n_users=200, n_movies=100, seed=2)
+    r = pd.read_csv(data / "ratings.csv", dtype={"user_id": str, "movie_id": str})
+    r.assign(rating=r["rating"] * 2).to_csv(data / "ratings.csv", index=False)  # 2-10: fitted in units
+    cfg = load_config(DEMO, [f"workdir={tmp_path / 'w'}", f"data.dir={data}", *ADAM[:1], "model.learning_rate=0.05",
+                             "model.epochs=6", "sentiment.enabled=false", *ray_opts])
+    ensure(cfg, "fuse")
+    cat = Catalog(tmp_path / "w")
+    refit_cfg = replace(cfg.model, early_stopping=False)
+    with hold():
+        a = fold_inputs(cfg, cat, cfg.split.fold, use_saved_features=True)
+        b = fold_inputs(cfg, cat, None, model_cfg=refit_cfg)
+        fit_together([a.model, b.model], [a.data, b.data])
+        one = train_for_fold(cfg, cat, cfg.split.fold, use_saved_features=True).model
+        two = train_for_fold(cfg, cat, None, model_cfg=replace(refit_cfg, epochs=one.history_.best_epoch + 1)).model
+    assert a.model.rating_unit_ == one.rating_unit_ > 1 and a.model.user_weights_.size
+    for together, alone in ((a.model, one), (b.model, two)):
+        assert together.history_ == alone.history_ and together.get_params() == alone.get_params()
+        for k in together.STATE:
+            np.testing.assert_allclose(getattr(together, k), getattr(alone, k), atol=1e-6, err_msg=k)
+        assert together.global_mean_ == alone.global_mean_ and together.n_train_ == alone.n_train_
+    assert b.model.epochs == len(b.model.history_.train_rmse) == a.model.history_.best_epoch + 1
+
+
 #: a model whose side data is O(viewers + movies): train on Ray fits it from ratings_clean's parts
 FROM_PARTS = ("model.optimizer=adam", "model.learning_rate=0.02", "model.epochs=12", "sentiment.enabled=false",
               "model.use_features=false", "model.ranking=rating", "model.social_reg=0.05")

@@ -1,10 +1,20 @@
 """The score cache: (scorer's model key + text hash) -> score and text features, so that a
-re-run on unchanged data does no model work and reads no text."""
+re-run on unchanged data does no model work and reads no text.
+
+On disk the cache is a Parquet file (``cache/sentiment.parquet``, in row groups of
+:data:`ROW_GROUP` rows) and the parts a run adds while it scores (``cache/sentiment.parts``:
+its checkpoints); a later row of a key wins. :class:`ScoreCache` looks rows up by key without
+loading the cache: each file is read a batch at a time and only the rows of the keys asked
+for are kept (on Ray, from :data:`RAY_LOOKUP_ROWS` rows on, Ray tasks read the files' row
+groups: a semi-join in the cluster). :func:`merge` folds a run's new rows into the file the
+same way, a batch of the old file at a time.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -16,6 +26,160 @@ from movierec.sentiment.ray_texts import RemoteTexts
 from movierec.sentiment.scorers import TextScorer, score_with_features
 
 log = logging.getLogger(__name__)
+
+#: rows per row group of the cache's file (what one read of a lookup or a merge holds)
+ROW_GROUP = 65536
+#: from this many rows in the cache's files, a lookup on Ray reads them in Ray tasks
+RAY_LOOKUP_ROWS = 1_000_000
+#: row groups a lookup task on Ray reads, one after the other
+GROUPS_PER_TASK = 16
+
+
+def _empty(columns: Sequence[str] = ()) -> pd.DataFrame:
+    return pd.DataFrame({"key": pd.Series(dtype=object), **{c: pd.Series(dtype=_DTYPES.get(c, object))
+                                                            for c in columns}})
+
+
+_DTYPES = {"sentiment": np.float32}
+
+
+class ScoreCache:
+    """The score cache's rows, looked up by key: rows in memory (``frame``) and the cache's
+    Parquet files (``files``, in order: a later row of a key wins), never loaded whole.
+    ``engine`` (``kind: ray``): a lookup in files of ``ray_rows`` rows or more runs in Ray
+    tasks, each reading a slice of a file's row groups."""
+
+    def __init__(self, frame: pd.DataFrame | None = None, files: Sequence[str | Path] = (), engine=None,
+                 ray_rows: int = RAY_LOOKUP_ROWS) -> None:
+        self.frame = frame if frame is not None else _empty(["sentiment"])
+        self.files = [Path(f) for f in files]
+        self.engine = engine if engine is not None and getattr(engine, "kind", None) == "ray" else None
+        self.ray_rows = ray_rows
+        self._names: set[str] | None = None
+
+    @classmethod
+    def of(cls, cache: "ScoreCache | pd.DataFrame | None") -> "ScoreCache":
+        return cache if isinstance(cache, ScoreCache) else cls(cache)
+
+    def columns(self) -> set[str]:
+        """The columns some row of the cache has."""
+        if self._names is None:
+            import pyarrow.parquet as pq
+
+            self._names = set(self.frame.columns).union(*(pq.read_schema(f).names for f in self.files))
+        return self._names
+
+    def file_rows(self) -> int:
+        import pyarrow.parquet as pq
+
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files)
+
+    def lookup(self, keys: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
+        """The rows of ``keys`` (the last row of each), indexed by key, with those of ``columns``
+        the cache has; a key without a row is absent."""
+        keys = np.asarray(keys, dtype=object)
+        cols = [c for c in columns if c in self.columns()]
+        frames = []
+        if len(keys) and len(self.frame):
+            mine = self.frame[self.frame["key"].isin(keys)]
+            frames.append(mine[["key", *(c for c in cols if c in mine.columns)]])
+        if len(keys) and self.files:
+            import pyarrow as pa
+
+            wanted = pa.array(keys, pa.string())
+            if self.engine is not None and self.file_rows() >= self.ray_rows:
+                tables = _lookup_on_ray(self.files, cols, wanted, self.engine)
+            else:
+                tables = [t for f in self.files for t in lookup_groups(str(f), None, cols, wanted)]
+            tables = [t for t in tables if t.num_rows]
+            if tables:
+                frames.append(pa.concat_tables(tables, promote_options="default").to_pandas())
+        if not frames:
+            return _empty(cols).set_index("key")
+        out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        return out.drop_duplicates("key", keep="last").set_index("key")
+
+    def load(self) -> pd.DataFrame:
+        """Every row (the last of each key): what a test or a tool reads whole."""
+        frames = [self.frame, *(pd.read_parquet(f) for f in self.files)]
+        frames = [f for f in frames if len(f)] or [self.frame]
+        return pd.concat(frames, ignore_index=True).drop_duplicates("key", keep="last").reset_index(drop=True)
+
+
+def lookup_groups(path: str, groups: Sequence[int] | None, columns: Sequence[str], wanted) -> list:
+    """The rows of ``path`` (its row groups ``groups``; None: all) whose key is in ``wanted``
+    (an Arrow array), with those of ``columns`` the file has: one row group in memory at a time."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    cols = ["key", *(c for c in columns if c in pf.schema_arrow.names)]
+    out = []
+    for g in range(pf.num_row_groups) if groups is None else groups:
+        t = pf.read_row_group(g, columns=cols)
+        out.append(t.filter(pc.is_in(t["key"], value_set=wanted)))
+    return out
+
+
+def _lookup_on_ray(files: list[Path], columns: list[str], wanted, engine) -> list:
+    """:func:`lookup_groups` in Ray tasks, :data:`GROUPS_PER_TASK` row groups each (the keys
+    asked for put in the object store once); the tables in the files' order."""
+    import pyarrow.parquet as pq
+
+    from movierec.engine import session
+
+    with session(engine) as ray:
+        task = ray.remote(lookup_groups).options(num_cpus=engine.cpus_per_worker)
+        shared = ray.put(wanted)
+        runs = []
+        for f in files:
+            n = pq.ParquetFile(f).num_row_groups
+            runs += [task.remote(str(f), list(range(a, min(a + GROUPS_PER_TASK, n))), columns, shared)
+                     for a in range(0, n, GROUPS_PER_TASK)]
+        log.info("sentiment: the score cache's %d files looked up by %d Ray tasks", len(files), len(runs))
+        return [t for got in ray.get(runs) for t in got]
+
+
+def merge(path: Path, earlier: Sequence[Path], new: pd.DataFrame | None, row_group: int = ROW_GROUP) -> int:
+    """Rewrite the cache's file ``path`` with the rows of ``earlier`` (parts an interrupted run
+    left) and ``new`` (this run's), later rows winning: the old file a row group at a time (its
+    rows whose key has a newer row dropped), then the new rows, in row groups of ``row_group``
+    rows. Atomic: ``path`` is replaced only when the new file is whole. Returns its rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from movierec.catalog import atomic_path
+
+    frames = [pd.read_parquet(p) for p in earlier] + ([new] if new is not None else [])
+    frames = [f for f in frames if len(f)]
+    added = (pd.concat(frames, ignore_index=True).drop_duplicates("key", keep="last") if frames
+             else _empty(["sentiment"]))
+    added = pa.Table.from_pandas(added, preserve_index=False)
+    old = pq.ParquetFile(path) if path.exists() else None
+    schema = added.schema if old is None else pa.unify_schemas([old.schema_arrow, added.schema],
+                                                               promote_options="permissive")
+    schema = schema.remove_metadata()
+    rows = 0
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for g in range(old.num_row_groups if old is not None else 0):
+            t = old.read_row_group(g)
+            t = _conform(t.filter(pc.invert(pc.is_in(t["key"], value_set=added["key"]))), schema)
+            if t.num_rows:
+                writer.write_table(t, row_group_size=row_group)
+                rows += t.num_rows
+        if added.num_rows:
+            writer.write_table(_conform(added, schema), row_group_size=row_group)
+            rows += added.num_rows
+    return rows
+
+
+def _conform(t, schema):
+    """``t`` with ``schema``'s columns in its order (nulls for those it lacks), cast to its types."""
+    import pyarrow as pa
+
+    cols = [t[f.name].cast(f.type) if f.name in t.column_names else pa.nulls(t.num_rows, f.type) for f in schema]
+    return pa.Table.from_arrays(cols, schema=schema)
 
 
 def cache_keys(text_keys: Sequence[str], model: str) -> np.ndarray:
@@ -43,8 +207,7 @@ class CachedScorer:
         # scored rows are handed to ``checkpoint`` every ``checkpoint_every`` texts, so a run
         # killed while scoring keeps what it scored
         self.checkpoint, self.checkpoint_every = checkpoint, max(1, checkpoint_every)
-        self.cache = cache if cache is not None else pd.DataFrame({"key": pd.Series(dtype=object),
-                                                                    "sentiment": pd.Series(dtype=np.float32)})
+        self.cache = ScoreCache.of(cache)
         self.misses = 0
         self.new_rows: list[pd.DataFrame] = []
         self._scorer: TextScorer | None = None
@@ -52,13 +215,15 @@ class CachedScorer:
     def _cached(self, text_keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(cache keys, cached scores (NaN: none), cached features, which texts miss)."""
         keys = cache_keys(text_keys, self.model_id)
-        cache = self.cache.drop_duplicates("key", keep="last").set_index("key")
-        got = cache["sentiment"].reindex(keys).to_numpy(np.float32, copy=True)
-        blobs = (cache["features"].reindex(keys).to_numpy(object, copy=True) if self.features and "features" in cache.columns
+        found = self.cache.lookup(keys, ["sentiment", "features"] if self.features else ["sentiment"])
+        got = (found["sentiment"].reindex(keys).to_numpy(np.float32, copy=True) if "sentiment" in found.columns
+               else np.full(len(keys), np.nan, np.float32))
+        blobs = (found["features"].reindex(keys).to_numpy(object, copy=True) if self.features and "features" in found.columns
                  else np.full(len(keys), None, dtype=object))
+        del found
         missing = np.isnan(got)
         if self.features:
-            missing |= np.array([not isinstance(b, bytes) for b in blobs])
+            missing |= np.array([not isinstance(b, bytes) for b in blobs], dtype=bool)
         return keys, got, blobs, missing
 
     def misses_any(self, text_keys: Sequence[str]) -> bool:
@@ -118,10 +283,8 @@ class CachedScorer:
         return self.score_keys_features(keys, lambda ks: [by_key[k] for k in ks])
 
     def updated_cache(self) -> pd.DataFrame:
-        """The cache with this run's new rows (a re-scored text keeps only its newest row)."""
-        if not self.new_rows:
-            return self.cache
-        out = pd.concat([self.cache, *self.new_rows], ignore_index=True)
+        """The whole cache with this run's new rows (a re-scored text keeps only its newest row)."""
+        out = pd.concat([self.cache.load(), *self.new_rows], ignore_index=True)
         return out.drop_duplicates("key", keep="last").reset_index(drop=True)
 
 

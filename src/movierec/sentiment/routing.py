@@ -15,7 +15,7 @@ import pandas as pd
 
 from movierec.config import EngineConfig, SentimentConfig
 from movierec.privacy import key_of_text
-from movierec.sentiment.cache import CachedScorer, cache_keys, features_to_bytes
+from movierec.sentiment.cache import CachedScorer, ScoreCache, cache_keys, features_to_bytes
 from movierec.sentiment.ray_scorer import RayScorer, detect_on_ray, ray_spec
 from movierec.sentiment.ray_texts import RemoteTexts
 from movierec.sentiment.scorers import TextScorer, load_scorer, model_key
@@ -90,13 +90,12 @@ class Router:
     feature space for the text -> rating map); texts scored by another scorer have none.
     """
 
-    def __init__(self, cfg: SentimentConfig, cache: pd.DataFrame | None = None,
+    def __init__(self, cfg: SentimentConfig, cache: ScoreCache | pd.DataFrame | None = None,
                  checkpoint: Callable[[pd.DataFrame], None] | None = None, engine: EngineConfig | None = None) -> None:
         self.cfg, self.checkpoint = cfg, checkpoint
         # engine.kind ray: the texts that miss the cache are scored on Ray (movierec.sentiment.ray_scorer)
         self.engine = engine if engine is not None and engine.kind == "ray" else None
-        self.cache = cache if cache is not None else pd.DataFrame({"key": pd.Series(dtype=object),
-                                                                    "sentiment": pd.Series(dtype=np.float32)})
+        self.cache = ScoreCache.of(cache)  # (looked up by key: never loaded whole)
         self.scorers: dict[str, CachedScorer] = {}
         self.lang_rows: list[pd.DataFrame] = []
         self.detect = cfg.detect_language
@@ -139,9 +138,10 @@ class Router:
         keys = cache_keys(text_keys, f"lang:{detector_id()}:{self.cfg.min_language_confidence:g}:{tag}"
                                      f":c{self.cfg.max_chars}")
         got = np.full(len(keys), None, dtype=object)
-        if "language" in self.cache.columns:
-            known = self.cache.dropna(subset=["language"]).drop_duplicates("key", keep="last").set_index("key")
+        if "language" in self.cache.columns():
+            known = self.cache.lookup(keys, ["language"])
             got[:] = known["language"].reindex(keys).to_numpy(object)
+            del known
         miss = np.flatnonzero(pd.isna(got))
         if len(miss):
             miss_keys = [text_keys[i] for i in miss]
@@ -208,12 +208,15 @@ class Router:
         out.languages[model], out.routes[model] = got.languages, got.routes
         return out
 
-    def updated_cache(self) -> pd.DataFrame:
-        """The cache with every scorer's new rows and the languages detected this run."""
+    def new_rows(self) -> pd.DataFrame | None:
+        """This run's rows: every scorer's new scores and the languages detected (None: none)."""
         new = [r for c in self.scorers.values() for r in c.new_rows] + self.lang_rows
-        if not new:
-            return self.cache
-        out = pd.concat([self.cache, *new], ignore_index=True)
+        return pd.concat(new, ignore_index=True).drop_duplicates("key", keep="last") if new else None
+
+    def updated_cache(self) -> pd.DataFrame:
+        """The whole cache with this run's rows (what a test or a tool reads whole)."""
+        new = self.new_rows()
+        out = pd.concat([self.cache.load(), *([new] if new is not None else [])], ignore_index=True)
         return out.drop_duplicates("key", keep="last").reset_index(drop=True)
 
 
