@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -34,8 +35,17 @@ def files(tmp_path):
     return base, p1, p2
 
 
-def test_a_lookup_reads_only_the_keys_asked_and_the_last_row_wins(files):
+def test_a_lookup_reads_only_the_keys_asked_and_the_last_row_wins(files, monkeypatch):
     cache = C.ScoreCache(files=files)
+    base = str(files[0])
+    read = []
+    real = pq.ParquetFile.read_row_group
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group",
+                        lambda self, g, columns=None, **kw: read.append((g, tuple(columns))) or real(self, g, columns, **kw))
+    C.lookup_groups(base, None, ["sentiment", "features"], pa.array(["k3", "k120", "k121"]))
+    # every row group's keys; the scores of the two row groups with a key asked for only
+    assert read == [(0, ("key",)), (0, ("key", "sentiment")), (1, ("key",)), (2, ("key",)), (2, ("key", "sentiment")),
+                    (3, ("key",))]
     assert cache.columns() == {"key", "sentiment", "features", "language"} and cache.file_rows() == 213
     got = cache.lookup(["k3", "k15", "k12", "lang:b", "nowhere"], ["sentiment", "features"])
     assert sorted(got.index) == ["k12", "k15", "k3", "lang:b"] and list(got.columns) == ["sentiment", "features"]

@@ -108,16 +108,23 @@ class ScoreCache:
 
 def lookup_groups(path: str, groups: Sequence[int] | None, columns: Sequence[str], wanted) -> list:
     """The rows of ``path`` (its row groups ``groups``; None: all) whose key is in ``wanted``
-    (an Arrow array), with those of ``columns`` the file has: one row group in memory at a time."""
+    (an Arrow array), with those of ``columns`` the file has: one row group in memory at a time,
+    its other columns read only where some key of it is asked for (a run's texts sit in the
+    row groups its runs added: a cache of earlier years costs their keys' column)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(path)
-    cols = ["key", *(c for c in columns if c in pf.schema_arrow.names)]
+    cols = [c for c in columns if c in pf.schema_arrow.names]
     out = []
     for g in range(pf.num_row_groups) if groups is None else groups:
-        t = pf.read_row_group(g, columns=cols)
-        out.append(t.filter(pc.is_in(t["key"], value_set=wanted)))
+        keys = pf.read_row_group(g, columns=["key"])["key"]
+        hit = pc.is_in(keys, value_set=wanted)
+        if not pc.any(hit).as_py():
+            continue
+        t = pf.read_row_group(g, columns=["key", *cols]) if cols else pa.table({"key": keys})
+        out.append(t.filter(hit))
     return out
 
 
