@@ -3,7 +3,7 @@
 Ray Train's ``TensorflowTrainer`` starts ``engine.workers`` workers under TensorFlow's
 ``MultiWorkerMirroredStrategy`` (Ray sets each worker's ``TF_CONFIG``). The training ratings
 go to the workers as a Ray Dataset made from the driver's arrays, each worker reading only
-its shard (:func:`fit_adam_ray`), or, from ``ratings_clean``'s parts, each worker reads its
+its shard (:func:`fit_adam_ray_fits`), or, from ``ratings_clean``'s parts, each worker reads its
 own slice of the parts' rows and nothing O(ratings) passes through the driver
 (:func:`fit_adam_ray_parts`). Every step, each
 worker takes a batch of ``batch_size / workers`` ratings of its shard, and the gradients are
@@ -12,9 +12,11 @@ ratings as a local step does and an epoch has as many steps. The variables are m
 every worker holds the same parameters after a step, so all take the same early-stopping
 decision and stop together (:class:`~movierec.models._tracking.EpochTracker`, as locally).
 
-From parts, ``train``'s two fits (the holdout fit and the refit on every rating, for the
-holdout's best epoch + 1) run one after the other in one Ray Train run: the workers,
-TensorFlow and the collectives start once (:func:`movierec.models.mf.fit_parts`).
+``train``'s two fits (the holdout fit and the refit on every rating, for the holdout's best
+epoch + 1) run one after the other in one Ray Train run: the workers, TensorFlow and the
+collectives start once (:func:`movierec.models.mf.fit_parts` from parts,
+:func:`movierec.models.mf.fit_together` from the driver's arrays, each fit's ratings a Ray
+Dataset of its own).
 
 After every epoch the first worker saves a checkpoint (parameters, Adam's moments, the
 learning curve, the best state so far, and the final state of each fit of the run that has
