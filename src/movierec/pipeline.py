@@ -334,10 +334,9 @@ def _run_sentiment(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
         cat.remove("message_sentiment")
         return {}, {}
     from movierec.sentiment.routing import Router  # (only where there are texts to score)
+    from movierec.sentiment.cache import ScoreCache, merge
     from movierec.stages.ingest import load_texts
     from movierec.stages.sentiment import sentiment
-
-    from movierec.sentiment.cache import ScoreCache, merge
 
     cache_path = cat.workdir / "cache" / "sentiment.parquet"
     parts = cat.workdir / "cache" / "sentiment.parts"  # checkpoints of a run that was killed
