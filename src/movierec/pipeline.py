@@ -334,15 +334,17 @@ def _run_sentiment(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
         cat.remove("message_sentiment")
         return {}, {}
     from movierec.sentiment.routing import Router  # (only where there are texts to score)
-    from movierec.sentiment.cache import ScoreCache, merge
+    from movierec.sentiment.cache import ScoreCache, merge, readable
     from movierec.stages.ingest import load_texts
     from movierec.stages.sentiment import sentiment
 
     cache_path = cat.workdir / "cache" / "sentiment.parquet"
     parts = cat.workdir / "cache" / "sentiment.parts"  # checkpoints of a run that was killed
-    earlier = sorted(parts.glob("*.parquet"))
+    # a file that cannot be read is set aside (its texts scored again: the cache is derived data)
+    earlier = readable(sorted(parts.glob("*.parquet")))
+    base = readable([cache_path]) if cache_path.exists() else []
     # looked up by key, a batch of each file at a time (on Ray, in Ray tasks): never loaded whole
-    cache = ScoreCache(files=([cache_path] if cache_path.exists() else []) + earlier, engine=cfg.engine)
+    cache = ScoreCache(files=base + earlier, engine=cfg.engine)
     if earlier:
         log.info("sentiment: %d scores kept by an interrupted run are reused", ScoreCache(files=earlier).file_rows())
 

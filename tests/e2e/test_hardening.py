@@ -292,6 +292,15 @@ def test_sentiment_cache_is_checkpointed_while_scoring(tmp_path):
     m = json.loads((tmp_path / "work" / "manifests" / "sentiment.json").read_text())
     assert m["distinct_texts"] > 600 and m["texts_scored_by_model"] == m["distinct_texts"] - 300
     assert not (tmp_path / "work" / "cache" / "sentiment.parts").exists()
+    # a cache file torn since (a disk, a copy): set aside, named, its texts scored again
+    cache = tmp_path / "work" / "cache" / "sentiment.parquet"
+    cache.write_bytes(cache.read_bytes()[:4000])
+    r = run_cli("sentiment", "--force", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert f"the score cache file {cache} cannot be read" in r.stderr
+    assert (cache.parent / "sentiment.parquet.damaged").exists()
+    m = json.loads((tmp_path / "work" / "manifests" / "sentiment.json").read_text())
+    assert m["texts_scored_by_model"] == m["distinct_texts"] and len(pd.read_parquet(cache)) >= m["distinct_texts"]
 
 
 def test_quantizer_log_lines_stay_out_of_the_log(caplog):

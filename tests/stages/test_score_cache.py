@@ -117,3 +117,15 @@ def test_a_merge_that_fails_leaves_the_file_as_it_was(files, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         C.merge(base, [p1], _rows(["k999"], 0.2))
     assert base.read_bytes() == was and not list(base.parent.glob(".*.tmp"))
+
+
+def test_a_cache_file_that_cannot_be_read_is_set_aside_and_named(files, caplog):
+    base, p1, p2 = files
+    whole = base.read_bytes()
+    base.write_bytes(whole[: len(whole) // 2])  # torn: no footer
+    pd.DataFrame({"other": [1]}).to_parquet(p2, index=False)  # Parquet, but not the cache's
+    with caplog.at_level("WARNING", "movierec"):
+        assert C.readable([base, p1, p2]) == [p1]
+    assert not base.exists() and base.with_name("sentiment.parquet.damaged").read_bytes() == whole[: len(whole) // 2]
+    assert p2.with_name("part-2.parquet.damaged").exists()
+    assert f"the score cache file {base} cannot be read" in caplog.text and "no key column" in caplog.text

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -104,6 +105,26 @@ class ScoreCache:
         frames = [self.frame, *(pd.read_parquet(f) for f in self.files)]
         frames = [f for f in frames if len(f)] or [self.frame]
         return pd.concat(frames, ignore_index=True).drop_duplicates("key", keep="last").reset_index(drop=True)
+
+
+def readable(files: Sequence[Path]) -> list[Path]:
+    """The cache's files that can be read (a Parquet footer, a ``key`` column); one that cannot
+    (torn, truncated, not Parquet) is set aside beside itself as ``NAME.damaged`` and logged:
+    the cache is derived data, so its texts are scored again rather than the stage failing."""
+    import pyarrow.parquet as pq
+
+    out = []
+    for f in files:
+        try:
+            if "key" not in pq.read_schema(f).names:
+                raise ValueError("it has no key column")
+            out.append(f)
+        except Exception as exc:  # noqa: BLE001 - pyarrow's errors for a file it cannot read vary
+            aside = f.with_name(f.name + ".damaged")
+            os.replace(f, aside)
+            log.warning("sentiment: the score cache file %s cannot be read (%s); set aside as %s, its texts are "
+                        "scored again", f, exc, aside.name)
+    return out
 
 
 def lookup_groups(path: str, groups: Sequence[int] | None, columns: Sequence[str], wanted) -> list:
