@@ -343,8 +343,10 @@ def _run_sentiment(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     # a file that cannot be read is set aside (its texts scored again: the cache is derived data)
     earlier = readable(sorted(parts.glob("*.parquet")))
     base = readable([cache_path]) if cache_path.exists() else []
-    # looked up by key, a batch of each file at a time (on Ray, in Ray tasks): never loaded whole
-    cache = ScoreCache(files=base + earlier, engine=cfg.engine)
+    # looked up by key, a row group of each file at a time: never loaded whole; on Ray in Ray
+    # tasks where the workers see the workdir (they wrote ratings_clean's parts there)
+    shared = cfg.engine.kind == "ray" and cat.path("ratings_clean").is_dir()
+    cache = ScoreCache(files=base + earlier, engine=cfg.engine if shared else None)
     if earlier:
         log.info("sentiment: %d scores kept by an interrupted run are reused", ScoreCache(files=earlier).file_rows())
 
