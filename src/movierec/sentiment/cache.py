@@ -4,10 +4,10 @@ re-run on unchanged data does no model work and reads no text.
 On disk the cache is a Parquet file (``cache/sentiment.parquet``, in row groups of
 :data:`ROW_GROUP` rows) and the parts a run adds while it scores (``cache/sentiment.parts``:
 its checkpoints); a later row of a key wins. :class:`ScoreCache` looks rows up by key without
-loading the cache: each file is read a batch at a time and only the rows of the keys asked
-for are kept (on Ray, from :data:`RAY_LOOKUP_ROWS` rows on, Ray tasks read the files' row
-groups: a semi-join in the cluster). :func:`merge` folds a run's new rows into the file the
-same way, a batch of the old file at a time.
+loading the cache: each file is read a row group at a time, its key column first, and only
+the rows of the keys asked for are kept (on Ray, from :data:`RAY_LOOKUP_ROWS` rows on, Ray
+tasks read the files' row groups: a semi-join in the cluster). :func:`merge` folds a run's
+new rows into the file the same way, a row group of the old file at a time.
 """
 
 from __future__ import annotations
@@ -36,12 +36,13 @@ RAY_LOOKUP_ROWS = 1_000_000
 GROUPS_PER_TASK = 16
 
 
+_DTYPES = {"sentiment": np.float32}
+
+
 def _empty(columns: Sequence[str] = ()) -> pd.DataFrame:
+    """No rows: ``key`` and ``columns`` (a score is float32, the others objects)."""
     return pd.DataFrame({"key": pd.Series(dtype=object), **{c: pd.Series(dtype=_DTYPES.get(c, object))
                                                             for c in columns}})
-
-
-_DTYPES = {"sentiment": np.float32}
 
 
 class ScoreCache:
