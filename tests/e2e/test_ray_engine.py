@@ -183,7 +183,9 @@ def test_sentiment_on_ray_equals_local_and_a_rerun_scores_nothing(tmp_path, ray_
     assert scored and f"all {scored.group(1)} texts found in the cache" in r.stderr and "engine: Ray" not in r.stderr
 
 
-def test_texts_on_ray_are_found_in_the_parts_and_a_vanished_one_is_a_data_error(tmp_path, ray_head):
+def test_texts_on_ray_are_found_in_the_parts_and_a_vanished_one_is_a_data_error(tmp_path, ray_head, caplog):
+    import logging
+
     from movierec.config import load_config
     from movierec.engine import hold
     from movierec.errors import DataError
@@ -196,7 +198,7 @@ def test_texts_on_ray_are_found_in_the_parts_and_a_vanished_one_is_a_data_error(
     rows = pd.DataFrame({"user_id": [f"u{i % 7}" for i in range(30)], "movie_id": [f"m{i}" for i in range(30)],
                          "text": texts})
     for k, part in enumerate(np.array_split(np.arange(30), 3)):
-        rows.iloc[part].to_csv(data / "reviews" / f"part-{k}.csv", index=False)
+        rows.iloc[list(part) + ([29] if k == 0 else [])].to_csv(data / "reviews" / f"part-{k}.csv", index=False)
     pd.DataFrame({"user_id": ["u1"], "friend_id": ["u2"], "text": ["a message, one file: the driver's"]}).to_csv(
         data / "social.csv", index=False)
     # the inputs at a URL: the tasks open the parts through pyarrow's filesystems (a local
@@ -209,9 +211,12 @@ def test_texts_on_ray_are_found_in_the_parts_and_a_vanished_one_is_a_data_error(
     with hold():
         g = TextGatherer(cfg)
         assert list(g.folders()) == ["reviews"]
-        got = g.gather(keys)
+        with caplog.at_level(logging.WARNING, "movierec"):
+            got = g.gather(keys)
         assert len(got) == 12 and [c.size for c in got.chunks] == [8, 4]
         assert got.get() == [t[:100] for t in asked] and max(map(len, asked)) > 100  # cut, as locally
+        # each long text counted once (texts[29] is in two parts)
+        assert f"{sum(len(t) > 100 for t in asked)} texts longer than sentiment.max_chars" in caplog.text
         # the scorer's windows of the same list: its chunks, no new read
         assert g.texts(keys[:8]).chunks == got.chunks[:1] and g.texts(keys[8:]).chunks == got.chunks[1:]
         # texts among those found: taken from their pieces by Ray tasks, in the order asked

@@ -91,17 +91,16 @@ class TextGatherer:
         chunks = [Chunk(min(every, n - a)) for a in range(0, n, every)]
         covered = np.zeros(n, bool)
         folders = self.folders()
-        cut = 0
+        cut = np.zeros(n, bool)  # (a text found in two parts: counted once)
         order = np.argsort(want, kind="stable")
         wanted = (want[order], order.astype(np.int64))
         with session(engine) as ray:
             def take(header, ref) -> None:
-                nonlocal cut
                 c, places, long = header
                 chunks[c].places.append(places)
                 chunks[c].refs.append(ref)
                 covered[c * every + places] = True
-                cut += long
+                cut[c * every + long] = True
 
             task = ray.remote(part_texts).options(num_cpus=engine.cpus_per_worker, num_returns="streaming")
             opts = {"encoding": self.cfg.data.encoding, "delimiter": self.cfg.data.delimiter,
@@ -126,9 +125,9 @@ class TextGatherer:
                 for header, got in piece_pairs(text_pieces(texts, hashes, wanted, every, cap)):
                     take(header, ray.put(got))
                     driver += len(got)
-        if cut:
+        if cut.any():
             log.warning("sentiment: %d texts longer than sentiment.max_chars (%d characters) are scored on their "
-                        "first %d", cut, cap, cap)
+                        "first %d", int(cut.sum()), cap, cap)
         if not covered.all():
             raise texts_gone(self.cfg, int((~covered).sum()))
         log.info("sentiment: %d texts to score found by %d Ray tasks in the inputs' parts (%d read by the driver "

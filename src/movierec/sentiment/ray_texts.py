@@ -113,8 +113,8 @@ def pick_texts(size: int, olds: list, picks: list, *texts: list[str]) -> list[st
 def part_texts(where: str, schema_name: str, opts: dict, wanted: tuple, every: int, max_chars: int):
     """Ray task (a generator): the texts of one part whose hashes are in ``wanted`` (sorted
     hashes, their places in the list asked for), yielded a chunk at a time: a header
-    ``(chunk, places, cut)`` (``cut``: texts longer than ``max_chars``, cut to it), then the
-    texts. A part that cannot be read yields its DataError as the header."""
+    ``(chunk, places, cut)`` (``cut``: the places of the texts longer than ``max_chars``, cut
+    to it), then the texts. A part that cannot be read yields its DataError as the header."""
     from movierec.data.parts import read_part
     from movierec.data.schemas import SCHEMAS
     from movierec.locations import location
@@ -145,9 +145,10 @@ def text_pieces(texts: np.ndarray, keys: np.ndarray, wanted: tuple, every: int, 
     for c in np.unique(chunk):
         sel = chunk == c
         got = texts[sel].tolist()
-        cut = sum(len(t) > max_chars for t in got)
-        yield int(c), (places[sel] - c * every).astype(np.int32), cut
-        yield [t[:max_chars] for t in got] if cut else got
+        mine = (places[sel] - c * every).astype(np.int32)
+        cut = mine[np.array([len(t) > max_chars for t in got], dtype=bool)]
+        yield int(c), mine, cut
+        yield [t[:max_chars] for t in got] if len(cut) else got
 
 
 def piece_pairs(it):
