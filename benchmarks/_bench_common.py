@@ -20,6 +20,13 @@ K = 10
 KEEP = "<!-- notes: kept when the benchmark rewrites the tables above -->"
 
 
+def write_results(out: Path, lines: list[str]) -> None:
+    """``lines`` as the results file ``out``, the notes below its :data:`KEEP` marker kept."""
+    text = out.read_text() if out.exists() else ""
+    keep = text.split(KEEP, 1)[1] if KEEP in text else "\n"
+    out.write_text("\n".join(lines) + "\n\n" + KEEP + keep)
+
+
 def machine() -> str:
     import numba
     import sklearn

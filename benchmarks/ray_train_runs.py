@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _bench_common import KEEP, RESULTS, checkouts, machine
+from _bench_common import RESULTS, checkouts, machine, write_results
 from ray_driver_memory import _PEAK, _port, make_parts
 
 
@@ -134,7 +134,6 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     out = RESULTS / ("ray_train_runs.md" if a.route == "parts" else "ray_train_runs_driver.md")
-    keep = out.read_text().split(KEEP, 1)[1] if out.exists() and KEEP in out.read_text() else "\n"
     title = "from parts" if a.route == "parts" else "from the driver's table (`model.ranking: hybrid`)"
     lines = [f"# `movierec train`, Adam on Ray {title}: Ray Train runs per command", "",
              f"Machine: {machine()}  ",
@@ -151,7 +150,7 @@ def main() -> None:
         walls = ", ".join(f"{r['wall']:.1f}" for r in rs)
         lines.append(f"| {label} | {rs[0]['runs']} | {statistics.median(r['wall'] for r in rs):.1f} | "
                      f"{statistics.median(r['fits'] for r in rs):.1f} | {max(r['peak'] for r in rs):.2f} | {walls} |")
-    out.write_text("\n".join(lines) + "\n\n" + KEEP + keep)
+    write_results(out, lines)
     print(out.read_text())
 
 

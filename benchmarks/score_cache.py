@@ -32,7 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from _bench_common import KEEP, RESULTS, checkouts, machine
+from _bench_common import RESULTS, checkouts, machine, write_results
 from ray_driver_memory import run
 from ray_sentiment_memory import make_data, tiny_model
 
@@ -103,7 +103,6 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     out = RESULTS / "score_cache.md"
-    keep = out.read_text().split(KEEP, 1)[1] if out.exists() and KEEP in out.read_text() else "\n"
     lines = ["# The score cache when it holds more than the run reads", "",
              f"Machine: {machine()}  ",
              f"Command: `python benchmarks/score_cache.py --before {a.before} --reviews {a.reviews} --extra {a.extra} "
@@ -118,7 +117,7 @@ def main() -> None:
         runs = ", ".join(f"{w:.1f} / {p:.2f}" for w, p in rs)
         lines.append(f"| {label} | {statistics.median(w for w, _ in rs):.1f} | "
                      f"{statistics.median(p for _, p in rs):.2f} | {runs} |")
-    out.write_text("\n".join(lines) + "\n\n" + KEEP + keep)
+    write_results(out, lines)
     print(out.read_text())
 
 

@@ -163,17 +163,7 @@ def fit_adam_ray_fits(fits: list[tuple], engine) -> list[tuple[History, float]]:
             del ratings
         return out
 
-    key = keys[0] if len(keys) == 1 else _combined(keys)
-    t0 = time.perf_counter()
-    done = _fit_on_ray(specs, key, engine, datasets)
-    wall = time.perf_counter() - t0
-    out = []
-    for (model, *_), (saved, seconds) in zip(fits, done):
-        model._restore({k[6:]: v for k, v in saved.items() if k.startswith("model:")})
-        out.append((_history(saved), seconds))
-    # the first fit's time includes the run's start (the workers, TensorFlow, the collectives)
-    out[0] = (out[0][0], wall - sum(sec for _, sec in out[1:]))
-    return out
+    return _run_fits([f[0] for f in fits], specs, keys, engine, datasets)
 
 
 def fit_adam_ray_parts(fits: list[tuple], engine) -> list[tuple]:
@@ -201,12 +191,18 @@ def fit_adam_ray_parts(fits: list[tuple], engine) -> list[tuple]:
         specs.append({"model": model, "side": side, "n_train": src.n_train, "n_val": src.n_val, "seed": seed,
                       "parts": parts, "refit_of": 0 if j else None})
         keys.append(parts_fit_key(model, data, seed, workers))
+    return _run_fits([f[0] for f in fits], specs, keys, engine, None, keep=True)
+
+
+def _run_fits(models: list, specs: list[dict], keys: list[str], engine, datasets, keep: bool = False) -> list[tuple]:
+    """:func:`_fit_on_ray` of ``specs`` (their :func:`fit_key` s ``keys``), each of ``models``
+    then holding its fitted state; (:class:`History`, seconds) per fit."""
     key = keys[0] if len(keys) == 1 else _combined(keys)
     t0 = time.perf_counter()
-    done = _fit_on_ray(specs, key, engine, None, keep=True)
+    done = _fit_on_ray(specs, key, engine, datasets, keep=keep)
     wall = time.perf_counter() - t0
     out = []
-    for (model, _), (saved, seconds) in zip(fits, done):
+    for model, (saved, seconds) in zip(models, done):
         model._restore({k[6:]: v for k, v in saved.items() if k.startswith("model:")})
         out.append((_history(saved), seconds))
     # the first fit's time includes the run's start (the workers, TensorFlow, the collectives)
