@@ -369,9 +369,10 @@ def _run_sentiment(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     with hold():  # engine ray: one Ray connection for every window of texts that miss the cache
         res = sentiment(reviews, social, lambda: scorer, cfg.sentiment,
                         fetch=lambda keys: load_texts(cfg, keys, cat.workdir), gatherer=gatherer)
-    new = scorer.new_rows()
-    if new is not None or earlier:  # (this run's checkpoints: rows of ``new`` too)
-        merge(cache_path, earlier, new)
+    new = scorer.new_rows()  # (the rows since the last checkpoint: the others are in its files)
+    saved = sorted(parts.glob("*.parquet"))  # an interrupted run's and this run's checkpoints
+    if new is not None or saved:
+        merge(cache_path, saved, new)
     del new
     if parts.exists():
         shutil.rmtree(parts)

@@ -63,6 +63,58 @@ def test_a_lookup_reads_only_the_keys_asked_and_the_last_row_wins(files, monkeyp
     assert mixed["sentiment"].to_dict() == {"k1": np.float32(0.1), "mem": np.float32(0.7)}
 
 
+def test_an_aligned_lookup_gives_a_value_per_key_as_lookup_does(files):
+    cache = C.ScoreCache(_rows(["k1", "mem"], 0.7), files=files)
+    asked = ["k3", "k15", "nowhere", "k12", "lang:b", "mem", "k15"]
+    want = cache.lookup(asked, ["sentiment", "features", "language"]).reindex(asked)
+    for keys in (asked, np.array(asked, dtype="S")):  # str, or bytes (what the stage passes)
+        got = cache.lookup_aligned(keys, ["sentiment", "features", "language", "other"])
+        assert got["sentiment"].dtype == np.float32 and got["sentiment"].flags.writeable
+        np.testing.assert_array_equal(got["sentiment"], want["sentiment"].to_numpy(np.float32))
+        assert list(got["features"]) == [None, b"\x00\x40", None, b"\x00\x3c", None, None, b"\x00\x40"]
+        assert list(got["language"]) == [None, None, None, None, "fr", None, None]
+        assert list(got["other"]) == [None] * len(asked)  # a column no file has: none for each
+    langs = cache.lookup_aligned(["lang:a", "lang:b", "lang:a"], ["language"])["language"]
+    assert list(langs) == ["en", "fr", "en"] and langs[0] is langs[2]  # one str object per language
+    assert np.isnan(C.ScoreCache().lookup_aligned(["k1"], ["sentiment"])["sentiment"]).all()
+
+
+def test_rows_handed_to_the_checkpoint_are_not_kept_and_the_merge_folds_them_in(tmp_path):
+    from tests.stages.test_sentiment import CountingScorer
+
+    saved = []
+
+    def checkpoint(rows):
+        saved.append(tmp_path / f"part-{len(saved)}.parquet")
+        rows.to_parquet(saved[-1], index=False)
+
+    c = C.CachedScorer(CountingScorer, "m", None, checkpoint=checkpoint, checkpoint_every=3, features=True)
+    texts = [f"a good film {k}" for k in range(8)]
+    scores, feats = c.score_features(texts)
+    assert len(saved) == 2 and [len(r) for r in c.new_rows] == [2]  # 3 + 3 saved; the last 2 held
+    c.save_pending()
+    assert len(saved) == 3 and c.new_rows == []
+    base = tmp_path / "sentiment.parquet"
+    assert C.merge(base, saved, None, row_group=4) == 8
+    assert [pq.ParquetFile(base).metadata.row_group(g).num_rows for g in range(2)] == [4, 4]  # whole row groups
+    again = C.CachedScorer(CountingScorer, "m", C.ScoreCache(files=[base]), features=True)
+    s2, f2 = again.score_features(texts)
+    assert again.misses == 0
+    np.testing.assert_array_equal(s2, scores)
+    np.testing.assert_array_equal(f2, feats)
+
+
+def test_distinct_keys_are_hashed_in_arrow_in_the_order_they_come():
+    from movierec.stages.sentiment import distinct_keys
+
+    keys = ["b" * 32, "", "a" * 32, "b" * 32, "c" * 40]
+    codes, uniques = distinct_keys(pa.array(keys))
+    assert uniques.dtype.kind == "S" and [u.decode() for u in uniques] == ["b" * 32, "", "a" * 32, "c" * 40]
+    assert codes.tolist() == [0, 1, 2, 0, 3]
+    codes, uniques = distinct_keys(pa.array(keys[2:], pa.large_string()))
+    assert [u.decode() for u in uniques] == ["a" * 32, "b" * 32, "c" * 40] and codes.tolist() == [0, 1, 2]
+
+
 def test_a_scorer_over_the_files_scores_only_what_they_lack(files):
     from tests.stages.test_sentiment import CountingScorer
 

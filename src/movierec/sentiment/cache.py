@@ -76,30 +76,71 @@ class ScoreCache:
 
         return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files)
 
+    def _found(self, keys, cols: list[str]) -> list:
+        """The Arrow tables of the rows of ``keys`` (``key`` and those of ``cols`` each source
+        has): the rows in memory, then each file's, in order (a later row of a key wins)."""
+        import pyarrow as pa
+
+        wanted = arrow_keys(keys)
+        tables = []
+        if len(wanted) and len(self.frame):
+            mine = self.frame[self.frame["key"].isin(wanted.to_pandas())]
+            tables.append(pa.Table.from_pandas(mine[["key", *(c for c in cols if c in mine.columns)]],
+                                               preserve_index=False))
+        if len(wanted) and self.files:
+            if self.engine is not None and self.file_rows() >= self.ray_rows:
+                tables += _lookup_on_ray(self.files, cols, wanted, self.engine)
+            else:
+                tables += [t for f in self.files for t in lookup_groups(str(f), None, cols, wanted)]
+        return [t for t in tables if t.num_rows]
+
     def lookup(self, keys: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
         """The rows of ``keys`` (the last row of each), indexed by key, with those of ``columns``
         the cache has; a key without a row is absent."""
-        keys = np.asarray(keys, dtype=object)
-        cols = [c for c in columns if c in self.columns()]
-        frames = []
-        if len(keys) and len(self.frame):
-            mine = self.frame[self.frame["key"].isin(keys)]
-            frames.append(mine[["key", *(c for c in cols if c in mine.columns)]])
-        if len(keys) and self.files:
-            import pyarrow as pa
+        import pyarrow as pa
 
-            wanted = pa.array(keys, pa.string())
-            if self.engine is not None and self.file_rows() >= self.ray_rows:
-                tables = _lookup_on_ray(self.files, cols, wanted, self.engine)
-            else:
-                tables = [t for f in self.files for t in lookup_groups(str(f), None, cols, wanted)]
-            tables = [t for t in tables if t.num_rows]
-            if tables:
-                frames.append(pa.concat_tables(tables, promote_options="default").to_pandas())
-        if not frames:
+        cols = [c for c in columns if c in self.columns()]
+        tables = self._found(keys, cols)
+        if not tables:
             return _empty(cols).set_index("key")
-        out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        out = pa.concat_tables(tables, promote_options="default").to_pandas()
         return out.drop_duplicates("key", keep="last").set_index("key")
+
+    def lookup_aligned(self, keys, columns: Sequence[str]) -> dict[str, np.ndarray]:
+        """The values of ``columns`` for ``keys`` (str or ``S`` bytes), one per key in its
+        order (the last row of each key): ``sentiment`` float32 (NaN: none), the others object
+        arrays (None: none; the same str object for each row of one language). Matched in
+        Arrow: no Python object per key, whether found or not (what :meth:`lookup` makes)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = len(keys)
+        out = {c: np.full(n, np.nan, np.float32) if c == "sentiment" else np.full(n, None, dtype=object)
+               for c in columns}
+        cols = [c for c in columns if c in self.columns()]
+        tables = self._found(keys, cols)
+        if not tables:
+            return out
+        found = pa.concat_tables(tables, promote_options="default")
+        del tables
+        # the last row of each key: the first in the keys reversed (the other columns stay as read)
+        last = found.num_rows - 1
+        backwards = found["key"].take(pa.array(np.arange(last, -1, -1)))
+        at = pc.subtract(last, pc.index_in(arrow_keys(keys), value_set=backwards))  # (null: none)
+        del backwards
+        for c in cols:
+            if c not in found.column_names:
+                continue
+            col = found[c].take(at)
+            if c == "sentiment":
+                out[c] = np.array(pc.fill_null(col.cast(pa.float32()), np.nan).to_numpy(), np.float32)  # (writable)
+            elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+                enc = col.combine_chunks().dictionary_encode()
+                names = np.array(enc.dictionary.to_pylist() + [None], dtype=object)
+                out[c] = names[pc.fill_null(enc.indices, -1).to_numpy()]  # (-1: the None at the end)
+            else:
+                out[c] = np.array(col.to_numpy(zero_copy_only=False), dtype=object)
+        return out
 
     def load(self) -> pd.DataFrame:
         """Every row (the last of each key): what a test or a tool reads whole."""
@@ -170,36 +211,63 @@ def _lookup_on_ray(files: list[Path], columns: list[str], wanted, engine) -> lis
 
 
 def merge(path: Path, earlier: Sequence[Path], new: pd.DataFrame | None, row_group: int = ROW_GROUP) -> int:
-    """Rewrite the cache's file ``path`` with the rows of ``earlier`` (parts an interrupted run
-    left) and ``new`` (this run's), later rows winning: the old file a row group at a time (its
-    rows whose key has a newer row dropped), then the new rows, in row groups of ``row_group``
-    rows. Atomic: ``path`` is replaced only when the new file is whole. Returns its rows."""
+    """Rewrite the cache's file ``path`` with the rows of ``earlier`` (checkpoint parts: an
+    interrupted run's and this run's) and ``new`` (this run's since its last checkpoint), later
+    rows winning: the old file a row group at a time (its rows whose key has a newer row
+    dropped), then each part's rows, then the new rows (each without the rows a later row of
+    its key replaces), in row groups of ``row_group`` rows. What is held at once: the added
+    rows' keys, and one row group or one part. Atomic: ``path`` is replaced only when the new
+    file is whole. Returns its rows."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from movierec.catalog import atomic_path
 
-    frames = [pd.read_parquet(p) for p in earlier] + ([new] if new is not None else [])
-    frames = [f for f in frames if len(f)]
-    added = (pd.concat(frames, ignore_index=True).drop_duplicates("key", keep="last") if frames
-             else _empty(["sentiment"]))
-    added = pa.Table.from_pandas(added, preserve_index=False)
+    new_t = pa.Table.from_pandas(new, preserve_index=False) if new is not None and len(new) else None
+    sources = [*earlier, *([new_t] if new_t is not None else [])]
+
+    def table(src, columns=None):
+        return src if not isinstance(src, (str, Path)) else pq.read_table(src, columns=columns)
+
+    # each added key's last row: the rows kept of each source
+    keys = [table(src, ["key"])["key"] if isinstance(src, (str, Path)) else src["key"] for src in sources]
+    sizes = [len(k) for k in keys]
+    keep = np.zeros(sum(sizes), bool)
+    added = pa.array([], pa.string())
+    if keep.size:
+        every = pa.table({"key": pa.chunked_array([k.cast(pa.string()) for k in keys]),
+                          "at": pa.array(np.arange(keep.size, dtype=np.int64))})
+        last = every.group_by("key").aggregate([("at", "max")])
+        keep[last["at_max"].to_numpy()] = True
+        added = last["key"].combine_chunks()
+        del every, last
+    del keys
+    schemas = [pq.read_schema(src) if isinstance(src, (str, Path)) else src.schema for src in sources]
     old = pq.ParquetFile(path) if path.exists() else None
-    schema = added.schema if old is None else pa.unify_schemas([old.schema_arrow, added.schema],
-                                                               promote_options="permissive")
-    schema = schema.remove_metadata()
+    if old is not None:
+        schemas.insert(0, old.schema_arrow)
+    schema = (pa.unify_schemas(schemas, promote_options="permissive") if schemas
+              else pa.Table.from_pandas(_empty(["sentiment"]), preserve_index=False).schema).remove_metadata()
     rows = 0
     with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for g in range(old.num_row_groups if old is not None else 0):
             t = old.read_row_group(g)
-            t = _conform(t.filter(pc.invert(pc.is_in(t["key"], value_set=added["key"]))), schema)
+            t = _conform(t.filter(pc.invert(pc.is_in(t["key"], value_set=added))), schema)
             if t.num_rows:
                 writer.write_table(t, row_group_size=row_group)
                 rows += t.num_rows
-        if added.num_rows:
-            writer.write_table(_conform(added, schema), row_group_size=row_group)
-            rows += added.num_rows
+        at, buf = 0, []  # (small parts gathered into whole row groups)
+        for k, (src, n) in enumerate(zip(sources, sizes)):
+            mask, at = keep[at: at + n], at + n
+            if mask.any():
+                buf.append(_conform(table(src).filter(pa.array(mask)), schema))
+            held = sum(t.num_rows for t in buf)
+            if held >= row_group or (k + 1 == len(sources) and held):
+                t = pa.concat_tables(buf)
+                whole = held if k + 1 == len(sources) else held - held % row_group
+                writer.write_table(t.slice(0, whole), row_group_size=row_group)
+                buf, rows = [t.slice(whole)] if whole < held else [], rows + whole
     return rows
 
 
@@ -212,11 +280,35 @@ def _conform(t, schema):
 
 
 def cache_keys(text_keys: Sequence[str], model: str) -> np.ndarray:
-    """Cache keys: a hash of (model key, text hash); the text itself is never stored."""
-
+    """Cache keys: a hash of (model key, text hash); the text itself is never stored. As an
+    ``S32`` array (32 hex digits each, ASCII): no Python object per key (a run holds one per
+    text for the languages and one per scorer)."""
     prefix = model.encode() + b"\0"
-    return np.array([hashlib.blake2b(prefix + k.encode(), digest_size=16).hexdigest() for k in text_keys],
-                    dtype=object)
+    out = np.empty(len(text_keys), dtype="S32")
+    for i, k in enumerate(text_keys):
+        out[i] = hashlib.blake2b(prefix + (k if isinstance(k, bytes) else k.encode()), digest_size=16).hexdigest()
+    return out
+
+
+def key_array(keys) -> np.ndarray:
+    """Text hashes as an array: an ``S`` array as it is (bytes, no object per key), else objects."""
+    return keys if isinstance(keys, np.ndarray) and keys.dtype.kind in "SO" else np.asarray(keys, dtype=object)
+
+
+def arrow_keys(keys):
+    """Keys (str, or an ``S`` array) as an Arrow string array."""
+    import pyarrow as pa
+
+    if isinstance(keys, np.ndarray) and keys.dtype.kind == "S":  # (large: 100M keys are 3.2 GB)
+        return pa.array(keys, pa.large_binary()).cast(pa.large_string())
+    return pa.array(np.asarray(keys, dtype=object), pa.large_string())
+
+
+def key_column(keys) -> pd.Series:
+    """Keys as a column of a table the cache stores (Arrow strings, no Python object per key)."""
+    import pyarrow as pa
+
+    return arrow_keys(keys).cast(pa.string()).to_pandas()
 
 
 class CachedScorer:
@@ -244,12 +336,10 @@ class CachedScorer:
     def _cached(self, text_keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(cache keys, cached scores (NaN: none), cached features, which texts miss)."""
         keys = cache_keys(text_keys, self.model_id)
-        found = self.cache.lookup(keys, ["sentiment", "features"] if self.features else ["sentiment"])
-        got = (found["sentiment"].reindex(keys).to_numpy(np.float32, copy=True) if "sentiment" in found.columns
-               else np.full(len(keys), np.nan, np.float32))
-        blobs = (found["features"].reindex(keys).to_numpy(object, copy=True) if self.features and "features" in found.columns
-                 else np.full(len(keys), None, dtype=object))
-        del found
+        found = self.cache.lookup_aligned(keys, ["sentiment", "features"] if self.features else ["sentiment"])
+        got, blobs = found["sentiment"], found.get("features")
+        if blobs is None:
+            blobs = np.full(len(keys), None, dtype=object)
         missing = np.isnan(got)
         if self.features:
             missing |= np.array([not isinstance(b, bytes) for b in blobs], dtype=bool)
@@ -264,8 +354,32 @@ class CachedScorer:
         if self._scorer is None:
             self._scorer = self.factory()
 
+    def save_pending(self) -> None:
+        """Hand the rows scored since the last save to ``checkpoint`` (they are then its to keep)."""
+        if self.checkpoint is not None and self.new_rows:
+            rows = pd.concat(self.new_rows, ignore_index=True) if len(self.new_rows) > 1 else self.new_rows[0]
+            self.new_rows.clear()
+            self.checkpoint(rows)
+
     def score_keys_features(self, text_keys: Sequence[str], fetch: Callable[[list[str]], list[str]]
                             ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores of the texts behind ``text_keys`` (read through ``fetch`` where the cache has
+        none) and, with ``features``, their features as a float16 matrix (None: none)."""
+        got, blobs = self.score_keys_blobs(text_keys, fetch)
+        feats = None
+        if blobs is not None:
+            feats = features_from_bytes(blobs, np.float16)  # half the memory; stored as float16 anyway
+            feats = feats if feats.shape[1] else None
+        return got, feats
+
+    def score_keys_blobs(self, text_keys: Sequence[str], fetch: Callable[[list[str]], list[str]]
+                         ) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`score_keys_features` with the features as stored (an object array of float16
+        rows as bytes, one object per text, None without ``features``): no matrix of them.
+
+        Rows handed to ``checkpoint`` are not kept here (the checkpoint holds them; the stage
+        folds its files into the cache): a run holds only the rows scored since its last save."""
+        text_keys = key_array(text_keys)
         keys, got, blobs, missing = self._cached(text_keys)
         miss = np.flatnonzero(missing)
         if len(miss):
@@ -273,35 +387,34 @@ class CachedScorer:
             self.load()
             expect = getattr(fetch, "expect", None)
             if expect is not None:  # a source that reads its inputs: once for all the chunks below
-                expect([text_keys[i] for i in miss])
+                expect(text_keys[miss])
             step = self.checkpoint_every if self.checkpoint is not None else len(miss)
             # one progress over all the misses: the scorer's own progress of each chunk counts
             # toward it, so a bar or a cron log line shows the whole total, not one chunk's
             with Progress(len(miss), "sentiment", unit="texts") as bar:
                 for start in range(0, len(miss), step):
                     part = miss[start: start + step]
-                    texts = fetch([text_keys[i] for i in part])
+                    texts = fetch(text_keys[part])
                     if isinstance(texts, RemoteTexts) and not getattr(self._scorer, "reads_remote_texts", False):
                         texts = texts.get()  # (a scorer in this process: RayScorer's actors fetch them)
                     with bar.part(len(part)):
                         s, f = score_with_features(self._scorer, texts)
+                    del texts
                     got[part] = s
-                    row = {"key": keys[part], "sentiment": got[part]}
+                    row = {"key": key_column(keys[part]), "sentiment": got[part]}
                     if self.features:  # a scorer without features stores b"" (known: nothing to add)
                         new_blobs = features_to_bytes(np.zeros((len(part), 0)) if f is None else f)
                         blobs[part] = new_blobs
                         row["features"] = new_blobs
                     self.misses += len(part)
                     self.new_rows.append(pd.DataFrame(row))
-                    if self.checkpoint is not None and start + step < len(miss):
-                        self.checkpoint(self.new_rows[-1])
+                    if start + step < len(miss):
+                        self.save_pending()
         else:
             log.info("sentiment: all %d texts found in the cache", len(keys))
-        feats = None
-        if self.features and len(keys) and all(isinstance(b, bytes) for b in blobs):
-            feats = features_from_bytes(blobs, np.float16)  # half the memory; stored as float16 anyway
-            feats = feats if feats.shape[1] else None
-        return got, feats
+        if not self.features or not len(keys) or not all(isinstance(b, bytes) for b in blobs):
+            return got, None
+        return got, blobs
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         return self.score_features(texts)[0]

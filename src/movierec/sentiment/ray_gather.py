@@ -14,6 +14,7 @@ from movierec.config import Config
 from movierec.engine import session
 from movierec.errors import DataError
 from movierec.progress import Progress
+from movierec.sentiment.cache import key_array
 from movierec.sentiment.ray_texts import Chunk, RemoteTexts, piece_pairs, part_texts, text_pieces
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class TextGatherer:
     def texts(self, keys: Sequence[str]) -> RemoteTexts:
         """The texts of ``keys``: a window of the last gathered list when they are one (on its
         chunks' borders), else gathered anew."""
-        keys = np.asarray(keys, dtype=object)
+        keys = key_array(keys)  # (an S array stays one: no object per key)
         last = self.last
         for start in (self._next, 0):
             if last is not None and len(keys) and np.array_equal(last.keys[start:start + len(keys)], keys):
@@ -70,7 +71,7 @@ class TextGatherer:
         from movierec.privacy import key_of_text
         from movierec.stages.ingest import input_texts, texts_gone
 
-        keys = np.asarray(keys, dtype=object)
+        keys = key_array(keys)
         if self.last is not None and np.array_equal(self.last.keys, keys):  # (languages, then scores)
             self._next = 0
             return self.last

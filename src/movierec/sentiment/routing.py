@@ -15,7 +15,7 @@ import pandas as pd
 
 from movierec.config import EngineConfig, SentimentConfig
 from movierec.privacy import key_of_text
-from movierec.sentiment.cache import CachedScorer, ScoreCache, cache_keys, features_to_bytes
+from movierec.sentiment.cache import CachedScorer, ScoreCache, cache_keys, key_array, key_column
 from movierec.sentiment.ray_scorer import RayScorer, detect_on_ray, ray_spec
 from movierec.sentiment.ray_texts import RemoteTexts
 from movierec.sentiment.scorers import TextScorer, load_scorer, model_key
@@ -137,14 +137,11 @@ class Router:
         tag += ":x" + ",".join(sorted(excluded))
         keys = cache_keys(text_keys, f"lang:{detector_id()}:{self.cfg.min_language_confidence:g}:{tag}"
                                      f":c{self.cfg.max_chars}")
-        got = np.full(len(keys), None, dtype=object)
-        if "language" in self.cache.columns():
-            known = self.cache.lookup(keys, ["language"])
-            got[:] = known["language"].reindex(keys).to_numpy(object)
-            del known
+        got = (self.cache.lookup_aligned(keys, ["language"])["language"] if "language" in self.cache.columns()
+               else np.full(len(keys), None, dtype=object))
         miss = np.flatnonzero(pd.isna(got))
         if len(miss):
-            miss_keys = [text_keys[i] for i in miss]
+            miss_keys = key_array(text_keys)[miss]
             texts, every = fetch(miss_keys), self.cfg.checkpoint_every
             conf = self.cfg.min_language_confidence
             if self.engine is not None and len(texts) > every:  # more than one task's worth: on Ray
@@ -158,14 +155,19 @@ class Router:
                     got[miss] = detect_beside(texts, conf, covered, excluded, self.scorer(PRIMARY).load)
                 else:
                     got[miss] = detect(texts, conf, covered, excluded=excluded)[0]
-            self.lang_rows.append(pd.DataFrame({"key": keys[miss], "language": got[miss].astype(str)}))
-        return got.astype(str)
+            self.lang_rows.append(pd.DataFrame({"key": key_column(keys[miss]), "language": got[miss].astype(str)}))
+        return shared_strings(got)
 
     def score_keys(self, text_keys: Sequence[str], fetch: Callable[[list[str]], list[str]]) -> Routed:
+        """Scores, features, languages and routes of the texts behind ``text_keys`` (str, or
+        an ``S`` array of them as bytes: what ``fetch`` is then asked for)."""
+        text_keys = key_array(text_keys)
         n = len(text_keys)
         if self.detect:
             langs = self.languages(text_keys, fetch)
-            routes = np.array([route_of(lang, self.cfg) or "" for lang in langs], dtype=object)
+            # (a route per language, not per text)
+            codes, uniq = pd.factorize(langs)
+            routes = np.array([route_of(lang, self.cfg) or "" for lang in uniq] + [""], dtype=object)[codes]
         else:
             langs, routes = np.full(n, "", dtype=object), np.full(n, PRIMARY, dtype=object)
         scores = np.full(n, np.nan, np.float32)
@@ -175,13 +177,13 @@ class Router:
             rows = np.flatnonzero(routes == name)
             sc = self.scorer(name)
             before = sc.misses
-            s, f = sc.score_keys_features([text_keys[i] for i in rows], fetch)
+            s, b = sc.score_keys_blobs(text_keys[rows], fetch)
             if self.checkpoint is not None and sc.misses > before and k + 1 < len(names):
                 # a scorer saves all but its last chunk; another scorer follows: save that too
-                self.checkpoint(sc.new_rows[-1])
+                sc.save_pending()
             scores[rows] = s
-            if f is not None and f.shape[1]:
-                blobs[rows] = features_to_bytes(f)
+            if b is not None:
+                blobs[rows] = b
         return Routed(scores, blobs, langs, routes)
 
     def score_texts(self, texts: Sequence[str]) -> Routed:
@@ -200,7 +202,7 @@ class Router:
         rules = np.asarray(rules, np.float32)
         model = np.flatnonzero(np.isnan(rules))
         fetch = fetch or (lambda ks: [text_of(k) for k in ks])
-        got = self.score_keys([text_keys[i] for i in model], fetch)
+        got = self.score_keys(key_array(text_keys)[model], fetch)
         n = len(text_keys)
         out = Routed(rules.copy(), np.full(n, b"", dtype=object), np.full(n, "", dtype=object),
                      np.full(n, RULE, dtype=object))
@@ -218,6 +220,14 @@ class Router:
         new = self.new_rows()
         out = pd.concat([self.cache.load(), *([new] if new is not None else [])], ignore_index=True)
         return out.drop_duplicates("key", keep="last").reset_index(drop=True)
+
+
+def shared_strings(values: np.ndarray) -> np.ndarray:
+    """``values`` (str) as an object array holding one str object per distinct value (a
+    language code per text: 8 bytes a text, not a string object each)."""
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object))
+    names = np.array([str(u) for u in uniques] + ["None"], dtype=object)  # (as str() had it: -1 is the last)
+    return names[codes]
 
 
 def detect_beside(texts: Sequence[str], min_confidence: float, covered: frozenset[str] | None,

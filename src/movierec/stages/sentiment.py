@@ -43,18 +43,48 @@ def cap_texts(texts: list[str], max_chars: int) -> list[str]:
     return texts
 
 
-def _keys_and_texts(df: pd.DataFrame, known: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
-    """The rows' text hashes (computed from ``text`` when the table has texts, noted in
-    ``known``) and their rule scores (:mod:`movierec.sentiment.signal`: NaN where a model
-    reads the text; from ``text_rule`` where the table holds hashes instead of texts)."""
+def _keys_and_texts(df: pd.DataFrame, known: dict[bytes, str]):
+    """The rows' text hashes, an Arrow string array (computed from ``text`` when the table has
+    texts, noted in ``known``), and their rule scores (:mod:`movierec.sentiment.signal`: NaN
+    where a model reads the text; from ``text_rule`` where the table holds hashes instead of
+    texts)."""
+    import pyarrow as pa
+
     if "text" in df.columns:
         texts = df["text"].fillna("").astype(str).to_numpy()
-        keys = np.array([key_of_text(t) for t in texts], dtype=object)
-        known.update(zip(keys, texts))
-        return keys, rule_scores(texts)
+        keys = [key_of_text(t) for t in texts]
+        known.update(zip((k.encode() for k in keys), texts))
+        return pa.array(keys, pa.large_string()), rule_scores(texts)
     rules = (df["text_rule"].to_numpy(np.float32) if "text_rule" in df.columns
              else np.full(len(df), np.nan, np.float32))
-    return df["text_key"].fillna("").astype(str).to_numpy(object), rules
+    keys = pa.array(df["text_key"].fillna("").astype(str))  # (large: 100M hashes are 3.2 GB of text)
+    return (keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys).cast(pa.large_string()), rules
+
+
+def distinct_keys(keys) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, uniques) of text hashes (an Arrow string array), the uniques in the order they
+    first come as an ``S`` array: hashed in Arrow, no Python object per text (a row per review
+    is what the stage holds; 100M reviews)."""
+    import pyarrow.compute as pc
+
+    enc = pc.dictionary_encode(keys)
+    d, step = enc.dictionary, 1 << 20
+    uniques = (np.concatenate([_bytes_array(d.slice(a, step)) for a in range(0, len(d), step)]) if len(d)
+               else np.array([], dtype="S1"))
+    return enc.indices.to_numpy().astype(np.int64, copy=False), uniques
+
+
+def _bytes_array(strings) -> np.ndarray:
+    """An Arrow string array (ASCII) as an ``S`` array, copied from its buffer: each string
+    padded with NULs to the longest (what an ``S`` array's items are), no Python object each."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    strings = strings.cast(pa.string())
+    width = max(1, pc.max(pc.binary_length(strings)).as_py() or 0)
+    padded = pc.utf8_rpad(strings, width=width, padding="\0")
+    start = int(np.frombuffer(padded.buffers()[1], np.int32)[padded.offset])
+    return np.frombuffer(padded.buffers()[2], dtype=f"S{width}", count=len(padded), offset=start).copy()
 
 
 def sentiment(
@@ -76,7 +106,9 @@ def sentiment(
     :class:`Router` (the stage's scorer), reviews carry their ``language`` and a text in a
     language no scorer covers has no row: it has no score, so nothing downstream reads one.
     """
-    known: dict[str, str] = {}
+    import pyarrow as pa
+
+    known: dict[bytes, str] = {}
     parts, rule_parts = [], []
     n_rev = 0
     if reviews is not None and len(reviews):
@@ -87,38 +119,48 @@ def sentiment(
     msgs = None
     if social is not None and len(social) and ({"text", "text_key"} & set(social.columns)):
         mk, mr = _keys_and_texts(social, known)
-        msgs = social[mk != ""]
+        has = np.asarray(mk.to_numpy(zero_copy_only=False) != "", bool)
+        msgs = social[has]
         if len(msgs):
-            parts.append(mk[mk != ""])
-            rule_parts.append(mr[mk != ""])
+            parts.append(mk.filter(pa.array(has)))
+            rule_parts.append(mr[has])
     if not parts:
         return SentimentResult(None, None, 0)
-    codes, uniques = pd.factorize(np.concatenate(parts))
-    uniques = [str(k) for k in uniques]
+    codes, uniques = distinct_keys(pa.concat_arrays(parts))
+    del parts
     rules = np.full(len(uniques), np.nan, np.float32)
     rules[codes] = np.concatenate(rule_parts)  # one text, one rule: the same for each of its rows
+    del rule_parts
 
     # texts a scorer announced it will ask for, chunk by chunk (in order: a gatherer on Ray
-    # chunks them as the scorer will)
-    pending: dict[str, None] = {}
+    # chunks them as the scorer will); keys are bytes (``S`` arrays), as ``uniques``
+    pending: list[np.ndarray] = []
     remote = gatherer if gatherer is not None and not known else None
 
-    def expect(keys: list[str]) -> None:
-        pending.update(dict.fromkeys(k for k in keys if k not in known))
+    def expect(keys: np.ndarray) -> None:
+        keys = np.asarray(keys)
+        pending.append(keys if not known else keys[[k not in known for k in keys]])
 
-    def texts_of(keys: list[str]):
+    def announced() -> np.ndarray:
+        many = len(pending) > 1  # (several scorers' texts: each once)
+        out = pd.unique(np.concatenate(pending)) if many else pending[0]
+        pending.clear()
+        return out
+
+    def texts_of(keys: np.ndarray):
         if remote is not None:  # on Ray: the texts stay in the object store (RemoteTexts)
             if pending:
-                remote.gather(list(pending))
-                pending.clear()
+                remote.gather(announced())
             return remote.texts(keys)
-        missing = {k for k in keys if k not in known}
+        missing = {bytes(k) for k in keys if k not in known}
         if missing:
             if fetch is None:
                 raise ConfigError("sentiment: texts are needed but no source of texts was given")
             # with the texts announced: one read of the inputs for every chunk, not one a chunk
-            known.update(fetch(missing | pending.keys()))
-            pending.clear()
+            if pending:
+                missing.update(bytes(k) for k in announced())
+            got = fetch({k.decode() for k in missing})
+            known.update((k.encode(), t) for k, t in got.items())
         return cap_texts([known[k] for k in keys], cfg.max_chars)
 
     texts_of.expect = expect  # type: ignore[attr-defined]
@@ -133,7 +175,7 @@ def sentiment(
     scores = np.asarray(scores, np.float32)[codes]
     langs = np.asarray(langs, dtype=object)[codes]
     has_feats = bool(cfg.text_features and any(len(b) for b in blobs))
-    blobs = blobs[codes]
+    blobs = blobs[codes] if has_feats else None
     rv = ms = None
     if n_rev:
         s = scores[:n_rev]
@@ -150,7 +192,8 @@ def sentiment(
             # each review's text features (float16 bytes; b"" for a text another scorer read):
             # what the text -> rating map reads; each distinct text encoded once
             rv["features"] = blobs[:n_rev]
-        rv = rv[~np.isnan(s)].reset_index(drop=True)  # a text no scorer covers has no score
+        if np.isnan(s).any():  # a text no scorer covers has no score
+            rv = rv[~np.isnan(s)].reset_index(drop=True)
     if msgs is not None and len(msgs):
         s = scores[n_rev:]
         ms = pd.DataFrame({
