@@ -119,6 +119,8 @@ def keyed_texts(df: pd.DataFrame) -> pd.DataFrame:
     missing) keep their key and rule; a row without a text has the key "" and the rule 0."""
     if "text" not in df.columns and "text_key" not in df.columns:
         return df
+    if "text" not in df.columns and "text_rule" in df.columns and df["text_key"].notna().all():
+        return df  # every row keyed already (Ray's workers at ingest): as it is, no copy of 100M keys
     from movierec.sentiment.signal import rule_scores
 
     texts = df["text"] if "text" in df.columns else pd.Series(np.nan, index=df.index, dtype=object)

@@ -376,14 +376,15 @@ def clip_weights(w: np.ndarray) -> tuple[np.ndarray, int]:
     return np.maximum(w, 1e-6).astype(np.float32), int(over.sum())
 
 
-def _text_keys(df: pd.DataFrame) -> np.ndarray:
-    """The hash standing for each row's text ("" for none); texts are hashed here if given."""
+def _text_keys(df: pd.DataFrame):
+    """The hash standing for each row's text ("" for none); texts are hashed here if given. As
+    pandas' Arrow strings (not a Python object per review: 100M reviews)."""
     from movierec.privacy import without_texts
 
     if "text" in df.columns:
         df = without_texts(df[["text"]])
     if "text_key" in df.columns:
-        return df["text_key"].fillna("").astype(str).to_numpy(object)
+        return df["text_key"].fillna("").astype("str").array
     return np.full(len(df), "", dtype=object)
 
 
