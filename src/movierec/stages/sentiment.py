@@ -67,11 +67,24 @@ def distinct_keys(keys) -> tuple[np.ndarray, np.ndarray]:
     is what the stage holds; 100M reviews)."""
     import pyarrow.compute as pc
 
-    enc = pc.dictionary_encode(keys)
+    # (in a pool that gives its memory back: the default one, mimalloc, keeps the hash table's
+    # pages, about 0.2 KB a text, for the rest of the stage)
+    enc = pc.dictionary_encode(keys, memory_pool=returning_pool())
     d, step = enc.dictionary, 1 << 20
     uniques = (np.concatenate([_bytes_array(d.slice(a, step)) for a in range(0, len(d), step)]) if len(d)
                else np.array([], dtype="S1"))
     return enc.indices.to_numpy().astype(np.int64, copy=False), uniques
+
+
+def returning_pool():
+    """An Arrow memory pool that returns freed memory to the system: jemalloc's where pyarrow
+    has it, else the system allocator's."""
+    import pyarrow as pa
+
+    try:
+        return pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        return pa.system_memory_pool()
 
 
 def _bytes_array(strings) -> np.ndarray:
@@ -80,9 +93,10 @@ def _bytes_array(strings) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    strings = strings.cast(pa.string())
+    pool = returning_pool()
+    strings = strings.cast(pa.string(), memory_pool=pool)
     width = max(1, pc.max(pc.binary_length(strings)).as_py() or 0)
-    padded = pc.utf8_rpad(strings, width=width, padding="\0")
+    padded = pc.utf8_rpad(strings, width=width, padding="\0", memory_pool=pool)
     start = int(np.frombuffer(padded.buffers()[1], np.int32)[padded.offset])
     return np.frombuffer(padded.buffers()[2], dtype=f"S{width}", count=len(padded), offset=start).copy()
 
