@@ -425,7 +425,8 @@ class CachedScorer:
         return self.score_keys_features(keys, lambda ks: [by_key[k] for k in ks])
 
     def updated_cache(self) -> pd.DataFrame:
-        """The whole cache with this run's new rows (a re-scored text keeps only its newest row)."""
+        """The whole cache with this run's new rows (a re-scored text keeps only its newest row;
+        with a ``checkpoint``, the rows since the last one: it holds the others)."""
         out = pd.concat([self.cache.load(), *self.new_rows], ignore_index=True)
         return out.drop_duplicates("key", keep="last").reset_index(drop=True)
 

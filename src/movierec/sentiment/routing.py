@@ -211,12 +211,14 @@ class Router:
         return out
 
     def new_rows(self) -> pd.DataFrame | None:
-        """This run's rows: every scorer's new scores and the languages detected (None: none)."""
+        """This run's rows: every scorer's new scores and the languages detected (None: none);
+        with a ``checkpoint``, only the scores since the last one (it holds the others)."""
         new = [r for c in self.scorers.values() for r in c.new_rows] + self.lang_rows
         return pd.concat(new, ignore_index=True).drop_duplicates("key", keep="last") if new else None
 
     def updated_cache(self) -> pd.DataFrame:
-        """The whole cache with this run's rows (what a test or a tool reads whole)."""
+        """The whole cache with this run's rows (what a test or a tool reads whole; with a
+        ``checkpoint``, those since the last one: :meth:`new_rows`)."""
         new = self.new_rows()
         out = pd.concat([self.cache.load(), *([new] if new is not None else [])], ignore_index=True)
         return out.drop_duplicates("key", keep="last").reset_index(drop=True)

@@ -121,6 +121,7 @@ def sentiment(
     language no scorer covers has no row: it has no score, so nothing downstream reads one.
     """
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     known: dict[bytes, str] = {}
     parts, rule_parts = [], []
@@ -133,7 +134,7 @@ def sentiment(
     msgs = None
     if social is not None and len(social) and ({"text", "text_key"} & set(social.columns)):
         mk, mr = _keys_and_texts(social, known)
-        has = np.asarray(mk.to_numpy(zero_copy_only=False) != "", bool)
+        has = pc.not_equal(mk, "").to_numpy(zero_copy_only=False)
         msgs = social[has]
         if len(msgs):
             parts.append(mk.filter(pa.array(has)))
