@@ -18,6 +18,10 @@ at the peak.
 
 ``movierec serve`` keeps the defaults: a long-lived service gives back what it frees.
 Elsewhere (macOS, musl) nothing changes.
+
+The sentiment stage is the exception for Arrow: it hashes, looks up and merges a key per
+text in Arrow, and mimalloc keeps what those free until the process ends, so the stage runs
+with :func:`returning_pool` as Arrow's default pool.
 """
 
 from __future__ import annotations
@@ -42,3 +46,15 @@ def reuse_freed_memory() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     return bool(mallopt(_M_MMAP_THRESHOLD, KEEP_BYTES)) and bool(mallopt(_M_TRIM_THRESHOLD, KEEP_BYTES))
+
+
+def returning_pool():
+    """An Arrow memory pool that gives freed memory back to the system: jemalloc's where
+    pyarrow has it (its own arenas: the heap kept by :func:`reuse_freed_memory` is glibc's),
+    else the system allocator's."""
+    import pyarrow as pa
+
+    try:
+        return pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        return pa.system_memory_pool()

@@ -326,6 +326,22 @@ def _run_clean(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
 
 
 def _run_sentiment(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
+    import pyarrow as pa
+
+    from movierec._memory import returning_pool
+
+    # Arrow's memory in a pool that gives it back: the stage's hashes, lookups and merges are
+    # O(texts) in Arrow, and the default pool (mimalloc) keeps what they free until the process
+    # ends (a driver 0.1 GB larger at 300k reviews, benchmarks/results/ray_sentiment_memory.md)
+    was = pa.default_memory_pool()
+    pa.set_memory_pool(returning_pool())
+    try:
+        return _sentiment_stage(cfg, cat)
+    finally:
+        pa.set_memory_pool(was)
+
+
+def _sentiment_stage(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     reviews = cat.read_optional("reviews_clean")
     social = cat.read_optional("social_clean")
     if not cfg.sentiment.enabled or (reviews is None and social is None):
@@ -369,9 +385,9 @@ def _run_sentiment(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     with hold():  # engine ray: one Ray connection for every window of texts that miss the cache
         res = sentiment(reviews, social, lambda: scorer, cfg.sentiment,
                         fetch=lambda keys: load_texts(cfg, keys, cat.workdir), gatherer=gatherer)
-    new = scorer.new_rows()  # (the rows since the last checkpoint: the others are in its files)
+    new = scorer.new_frames()  # (the rows since the last checkpoint: the others are in its files)
     saved = sorted(parts.glob("*.parquet"))  # an interrupted run's and this run's checkpoints
-    if new is not None or saved:
+    if new or saved:
         merge(cache_path, saved, new)
     del new
     if parts.exists():

@@ -102,6 +102,11 @@ def test_rows_handed_to_the_checkpoint_are_not_kept_and_the_merge_folds_them_in(
     assert again.misses == 0
     np.testing.assert_array_equal(s2, scores)
     np.testing.assert_array_equal(f2, feats)
+    # the run's tables as they are held (a list, in order): a later row of a key wins
+    base2 = tmp_path / "two.parquet"
+    assert C.merge(base2, saved[:1], [_rows(["x", "y"], 0.1), _rows(["y"], 0.2)]) == 5
+    got = pd.read_parquet(base2).set_index("key")["sentiment"]
+    assert got["y"] == np.float32(0.2) and got["x"] == np.float32(0.1) and got.index.is_unique
 
 
 def test_distinct_keys_are_hashed_in_arrow_in_the_order_they_come():

@@ -213,8 +213,13 @@ class Router:
     def new_rows(self) -> pd.DataFrame | None:
         """This run's rows: every scorer's new scores and the languages detected (None: none);
         with a ``checkpoint``, only the scores since the last one (it holds the others)."""
-        new = [r for c in self.scorers.values() for r in c.new_rows] + self.lang_rows
+        new = self.new_frames()
         return pd.concat(new, ignore_index=True).drop_duplicates("key", keep="last") if new else None
+
+    def new_frames(self) -> list[pd.DataFrame]:
+        """:meth:`new_rows` as the tables they are held in, in order (a later row of a key wins):
+        what :func:`~movierec.sentiment.cache.merge` takes without a copy of them all."""
+        return [r for c in self.scorers.values() for r in c.new_rows] + self.lang_rows
 
     def updated_cache(self) -> pd.DataFrame:
         """The whole cache with this run's rows (what a test or a tool reads whole; with a

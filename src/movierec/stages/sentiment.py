@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from movierec.config import SentimentConfig
+from movierec._memory import returning_pool
 from movierec.errors import ConfigError
 from movierec.privacy import key_of_text
 from movierec.sentiment.routing import Router, describe_routing, log_routing
@@ -74,17 +75,6 @@ def distinct_keys(keys) -> tuple[np.ndarray, np.ndarray]:
     uniques = (np.concatenate([_bytes_array(d.slice(a, step)) for a in range(0, len(d), step)]) if len(d)
                else np.array([], dtype="S1"))
     return enc.indices.to_numpy().astype(np.int64, copy=False), uniques
-
-
-def returning_pool():
-    """An Arrow memory pool that returns freed memory to the system: jemalloc's where pyarrow
-    has it, else the system allocator's."""
-    import pyarrow as pa
-
-    try:
-        return pa.jemalloc_memory_pool()
-    except NotImplementedError:
-        return pa.system_memory_pool()
 
 
 def _bytes_array(strings) -> np.ndarray:
