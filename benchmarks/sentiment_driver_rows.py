@@ -73,6 +73,12 @@ def checkpoint(rows):
 def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
+try:  # Arrow's pool as the stage sets it (a checkout before it: the default)
+    import pyarrow as pa
+    from movierec._memory import returning_pool
+    pa.set_memory_pool(returning_pool())
+except ImportError:
+    pass
 t0 = time.perf_counter()
 reviews = pd.read_parquet(folder / "reviews.parquet")
 router = Router(cfg, ScoreCache(), checkpoint=checkpoint)

@@ -385,6 +385,7 @@ def _sentiment_stage(cfg: Config, cat: Catalog) -> tuple[dict, dict]:
     with hold():  # engine ray: one Ray connection for every window of texts that miss the cache
         res = sentiment(reviews, social, lambda: scorer, cfg.sentiment,
                         fetch=lambda keys: load_texts(cfg, keys, cat.workdir), gatherer=gatherer)
+    del reviews, social  # (scored: their rows are the output's; not held through the merge)
     new = scorer.new_frames()  # (the rows since the last checkpoint: the others are in its files)
     saved = sorted(parts.glob("*.parquet"))  # an interrupted run's and this run's checkpoints
     if new or saved:

@@ -229,30 +229,32 @@ def merge(path: Path, earlier: Sequence[Path], new: pd.DataFrame | Sequence[pd.D
     from movierec.catalog import atomic_path
 
     new = [] if new is None else [new] if isinstance(new, pd.DataFrame) else list(new)
-    sources = [*earlier, *(pa.Table.from_pandas(f, preserve_index=False) for f in new if len(f))]
+    sources = [*earlier, *(f for f in new if len(f))]  # (each in Arrow only while it is written)
 
     def table(src, columns=None):
-        return src if not isinstance(src, (str, Path)) else pq.read_table(src, columns=columns)
+        if isinstance(src, pd.DataFrame):
+            return pa.Table.from_pandas(src if columns is None else src[columns], preserve_index=False)
+        return pq.read_table(src, columns=columns)
 
-    # each added key's last row: the rows kept of each source
-    keys = [table(src, ["key"])["key"] if isinstance(src, (str, Path)) else src["key"] for src in sources]
+    # each added key's last row: the rows kept of each source (hashed by dictionary_encode,
+    # a chunk after another: Arrow's group_by took 0.3 KB a key)
+    keys = [table(src, ["key"])["key"] for src in sources]
     sizes = [len(k) for k in keys]
     keep = np.zeros(sum(sizes), bool)
-    added = pa.array([], pa.string())
+    added = pa.array([], pa.large_string())
     if keep.size:
-        # (hashed by dictionary_encode, not group_by: Arrow's grouper took 0.3 KB a key)
-        every = pa.chunked_array([k.cast(pa.large_string()) for k in keys]).combine_chunks()
+        enc = pc.dictionary_encode(pa.chunked_array([c.cast(pa.large_string()) for k in keys for c in k.chunks],
+                                                    pa.large_string()))
         del keys
-        enc = pc.dictionary_encode(every)
-        del every
-        codes = enc.indices.to_numpy()
+        codes = np.concatenate([c.indices.to_numpy() for c in enc.chunks])
         _, first_backwards = np.unique(codes[::-1], return_index=True)
         keep[len(codes) - 1 - first_backwards] = True  # each key's last row
-        added = enc.dictionary
+        added = enc.chunks[-1].dictionary  # (every chunk's codes index the last chunk's dictionary)
         del enc, codes, first_backwards
     else:
         del keys
-    schemas = [pq.read_schema(src) if isinstance(src, (str, Path)) else src.schema for src in sources]
+    schemas = [pa.Schema.from_pandas(src, preserve_index=False) if isinstance(src, pd.DataFrame)
+               else pq.read_schema(src) for src in sources]
     old = pq.ParquetFile(path) if path.exists() else None
     if old is not None:
         schemas.insert(0, old.schema_arrow)
@@ -297,6 +299,27 @@ def cache_keys(text_keys: Sequence[str], model: str) -> np.ndarray:
     for i, k in enumerate(text_keys):
         out[i] = hashlib.blake2b(prefix + (k if isinstance(k, bytes) else k.encode()), digest_size=16).hexdigest()
     return out
+
+
+def bytes_array(strings) -> np.ndarray:
+    """An Arrow string array or column (ASCII: hashes) as an ``S`` array, a slice at a time
+    copied from its buffer: each string padded with NULs to the longest (what an ``S``
+    array's items are), no Python object each."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from movierec._memory import returning_pool
+
+    chunks = strings.chunks if isinstance(strings, pa.ChunkedArray) else [strings]
+    step, pool, out = 1 << 20, returning_pool(), []
+    for chunk in chunks:
+        for a in range(0, len(chunk), step):
+            part = chunk.slice(a, step).cast(pa.string(), memory_pool=pool)
+            width = max(1, pc.max(pc.binary_length(part)).as_py() or 0)
+            padded = pc.utf8_rpad(part, width=width, padding="\0", memory_pool=pool)
+            start = int(np.frombuffer(padded.buffers()[1], np.int32)[padded.offset])
+            out.append(np.frombuffer(padded.buffers()[2], dtype=f"S{width}", count=len(padded), offset=start).copy())
+    return np.concatenate(out) if out else np.array([], dtype="S1")
 
 
 def key_array(keys) -> np.ndarray:

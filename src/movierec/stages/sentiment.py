@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import pandas as pd
 
-from movierec.config import SentimentConfig
 from movierec._memory import returning_pool
+from movierec.config import SentimentConfig
 from movierec.errors import ConfigError
 from movierec.privacy import key_of_text
+from movierec.sentiment.cache import bytes_array
 from movierec.sentiment.routing import Router, describe_routing, log_routing
 from movierec.sentiment.scorers import TextScorer, label_scores
 from movierec.sentiment.signal import rule_scores
@@ -71,24 +72,7 @@ def distinct_keys(keys) -> tuple[np.ndarray, np.ndarray]:
     # (in a pool that gives its memory back: the default one, mimalloc, keeps the hash table's
     # pages, about 0.2 KB a text, for the rest of the stage)
     enc = pc.dictionary_encode(keys, memory_pool=returning_pool())
-    d, step = enc.dictionary, 1 << 20
-    uniques = (np.concatenate([_bytes_array(d.slice(a, step)) for a in range(0, len(d), step)]) if len(d)
-               else np.array([], dtype="S1"))
-    return enc.indices.to_numpy().astype(np.int64, copy=False), uniques
-
-
-def _bytes_array(strings) -> np.ndarray:
-    """An Arrow string array (ASCII) as an ``S`` array, copied from its buffer: each string
-    padded with NULs to the longest (what an ``S`` array's items are), no Python object each."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    pool = returning_pool()
-    strings = strings.cast(pa.string(), memory_pool=pool)
-    width = max(1, pc.max(pc.binary_length(strings)).as_py() or 0)
-    padded = pc.utf8_rpad(strings, width=width, padding="\0", memory_pool=pool)
-    start = int(np.frombuffer(padded.buffers()[1], np.int32)[padded.offset])
-    return np.frombuffer(padded.buffers()[2], dtype=f"S{width}", count=len(padded), offset=start).copy()
+    return enc.indices.to_numpy().astype(np.int64, copy=False), bytes_array(enc.dictionary)
 
 
 def sentiment(
