@@ -76,15 +76,13 @@ class ScoreCache:
 
         return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files)
 
-    def _found(self, keys, cols: list[str]) -> list:
-        """The Arrow tables of the rows of ``keys`` (``key`` and those of ``cols`` each source
-        has): the rows in memory, then each file's, in order (a later row of a key wins)."""
+    def _found(self, wanted, cols: list[str]) -> list:
+        """The Arrow tables of the rows of ``wanted`` (keys as an Arrow string array; ``key``
+        and those of ``cols`` each source has): the rows in memory, then each file's, in order
+        (a later row of a key wins)."""
         import pyarrow as pa
 
         tables = []
-        if not len(keys) or (not len(self.frame) and not self.files):  # (nothing to look in: no copy of the keys)
-            return tables
-        wanted = arrow_keys(keys)
         if len(wanted) and len(self.frame):
             mine = self.frame[self.frame["key"].isin(wanted.to_pandas())]
             tables.append(pa.Table.from_pandas(mine[["key", *(c for c in cols if c in mine.columns)]],
@@ -102,7 +100,7 @@ class ScoreCache:
         import pyarrow as pa
 
         cols = [c for c in columns if c in self.columns()]
-        tables = self._found(keys, cols)
+        tables = self._found(arrow_keys(keys), cols) if len(keys) else []
         if not tables:
             return _empty(cols).set_index("key")
         out = pa.concat_tables(tables, promote_options="default").to_pandas()
@@ -120,7 +118,10 @@ class ScoreCache:
         out = {c: np.full(n, np.nan, np.float32) if c == "sentiment" else np.full(n, None, dtype=object)
                for c in columns}
         cols = [c for c in columns if c in self.columns()]
-        tables = self._found(keys, cols)
+        if not n or (not len(self.frame) and not self.files):  # (nothing to look in: no copy of the keys)
+            return out
+        wanted = arrow_keys(keys)  # (once: the lookup's and the matching's)
+        tables = self._found(wanted, cols)
         if not tables:
             return out
         found = pa.concat_tables(tables, promote_options="default")
@@ -128,8 +129,8 @@ class ScoreCache:
         # the last row of each key: the first in the keys reversed (the other columns stay as read)
         last = found.num_rows - 1
         backwards = found["key"].take(pa.array(np.arange(last, -1, -1)))
-        at = pc.subtract(last, pc.index_in(arrow_keys(keys), value_set=backwards))  # (null: none)
-        del backwards
+        at = pc.subtract(last, pc.index_in(wanted, value_set=backwards))  # (null: none)
+        del backwards, wanted
         for c in cols:
             if c not in found.column_names:
                 continue
@@ -327,20 +328,20 @@ def key_array(keys) -> np.ndarray:
     return keys if isinstance(keys, np.ndarray) and keys.dtype.kind in "SO" else np.asarray(keys, dtype=object)
 
 
-def arrow_keys(keys):
-    """Keys (str, or an ``S`` array) as an Arrow string array."""
+def arrow_keys(keys, large: bool = True):
+    """Keys (str, or an ``S`` array) as an Arrow string array (``large``: 64-bit offsets, as
+    100M keys, 3.2 GB, need)."""
     import pyarrow as pa
 
-    if isinstance(keys, np.ndarray) and keys.dtype.kind == "S":  # (large: 100M keys are 3.2 GB)
-        return pa.array(keys, pa.large_binary()).cast(pa.large_string())
-    return pa.array(np.asarray(keys, dtype=object), pa.large_string())
+    binary, string = (pa.large_binary(), pa.large_string()) if large else (pa.binary(), pa.string())
+    if isinstance(keys, np.ndarray) and keys.dtype.kind == "S":
+        return pa.array(keys, binary).cast(string)
+    return pa.array(np.asarray(keys, dtype=object), string)
 
 
 def key_column(keys) -> pd.Series:
     """Keys as a column of a table the cache stores (Arrow strings, no Python object per key)."""
-    import pyarrow as pa
-
-    return arrow_keys(keys).cast(pa.string()).to_pandas()
+    return arrow_keys(keys, large=False).to_pandas()  # (a chunk's keys: the cache's own type, no cast)
 
 
 class CachedScorer:
